@@ -8,9 +8,9 @@ Entry point for callers (stream workers, the HTTP API, benchmarks)::
 """
 
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
-from models.prediction import Classifier, InvalidTextError, Prediction
+from models.prediction import Classifier, ClassifierProvider, InvalidTextError, Prediction, StaticProvider
 
-__all__ = ["SENTIMENT_LABELS", "TOPIC_LABELS", "Classifier", "InvalidTextError", "Prediction", "load_engine"]
+__all__ = ["SENTIMENT_LABELS", "TOPIC_LABELS", "Classifier", "ClassifierProvider", "StaticProvider", "InvalidTextError", "Prediction", "load_engine"]
 
 
 def __getattr__(name: str):  # lazy: importing label maps must not import torch/onnxruntime

@@ -52,3 +52,24 @@ class Classifier(Protocol):
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         """Score ``texts`` in input order; raise InvalidTextError for a bad one."""
         ...
+
+
+@runtime_checkable
+class ClassifierProvider(Protocol):
+    """Hands the stream worker the classifier to use for the next batch.
+
+    The worker calls ``current()`` between batches, never inside one, so a hot reload (a new active model
+    version) switches cleanly at a batch boundary and every score keeps the version that produced it.
+    """
+
+    def current(self) -> Classifier: ...
+
+
+class StaticProvider:
+    """A provider that always returns the same classifier (no hot reload)."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self._classifier = classifier
+
+    def current(self) -> Classifier:
+        return self._classifier
