@@ -12,6 +12,11 @@ from marketmood.settings import ConfigError
 # One module per area; each exposes ``COMMANDS``: a list of click commands/groups to register.
 COMMAND_MODULES: tuple[str, ...] = (
     "marketmood.commands.model",
+    "marketmood.commands.grafana",
+    "marketmood.commands.api",
+    "marketmood.commands.pipeline",
+    "marketmood.commands.retrain",
+    "marketmood.commands.db",
 )
 
 

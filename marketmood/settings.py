@@ -69,11 +69,34 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(2_000_000, ge=1024)
 
 
+class GrafanaSettings(_Section):
+    """Grafana: the read-only database role its datasource logs in as, and where ``grafana push`` goes."""
+
+    reader_role: str = Field(
+        "marketmood_grafana", pattern=r"^[a-z_][a-z0-9_]*$", description="Read-only PostgreSQL role (migration 0002)."
+    )
+    reader_password: str = Field(
+        "marketmood-grafana-dev", min_length=1, description="Password of the reader role; dev default, change it."
+    )
+    url: str = Field("http://127.0.0.1:3000", description="Grafana base URL for `marketmood grafana push`.")
+    token: str | None = Field(None, description="Grafana service-account token for `marketmood grafana push`.")
+
+
 class AlertSettings(_Section):
+    """Spike alerts: rules file, window length, evaluation cadence and outbox delivery."""
+
     rules_path: Path | None = Field(None, description="Alert rules file (YAML/TOML); default: bundled rules.")
     evaluate_interval_s: float = Field(30.0, gt=0)
     outbox_poll_interval_s: float = Field(2.0, gt=0)
     metrics_port: int = Field(9108, ge=0, le=65535)
+    window_s: int = Field(300, ge=10, le=86_400, description="Length of one aggregation window (seconds).")
+    late_grace_s: float = Field(30.0, ge=0, description="Wait this long after a window ends before judging it.")
+    max_catchup_windows: int = Field(288, ge=1, description="Windows replayed after downtime (older are skipped).")
+    delivery_timeout_s: float = Field(5.0, gt=0, description="HTTP/SMTP timeout of one notification attempt.")
+    retry_base_s: float = Field(2.0, gt=0, description="First retry delay; doubles per attempt.")
+    retry_max_s: float = Field(300.0, gt=0, description="Cap of the exponential back-off.")
+    max_attempts: int = Field(0, ge=0, description="Attempts before a notification is marked dead; 0 = forever.")
+    plots_dir: Path | None = Field(None, description="Where evidence PNGs are saved; default: <home>/alert-plots.")
 
 
 class RetrainSettings(_Section):
@@ -87,6 +110,20 @@ class RetrainSettings(_Section):
     confidence_drop_threshold: float = Field(0.1, gt=0)
     drift_window_hours: float = Field(24.0, gt=0)
     check_interval_s: float = Field(300.0, gt=0)
+    drift_reference_hours: float = Field(168.0, gt=0, description="Reference window before the recent one.")
+    drift_min_samples: int = Field(200, ge=1, description="Fewer scores in either window: no drift verdict.")
+    feedback_holdout_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Newest share of feedback kept out of training and used by the gate."
+    )
+    gate_min_examples: int = Field(20, ge=1, description="Eval sets smaller than this do not vote in the gate.")
+    limit_per_dataset: int | None = Field(None, ge=1, description="Cap rows per labeled set (tiny runs).")
+    max_steps: int | None = Field(None, ge=1, description="Cap optimizer steps (tiny runs).")
+    auto_promote: bool = Field(True, description="Promote a challenger that passes the gate.")
+    work_dir: Path | None = Field(None, description="Where challengers are trained; default: <home>/retrain.")
+    model_cache_dir: Path | None = Field(None, description="Unpacked registry artifacts; default: <home>/models.")
+    registry_include_weights: bool = Field(
+        False, description="Store fp32 weights in the registry too (else only the int8 ONNX serving path)."
+    )
 
 
 class Settings(BaseSettings):
@@ -111,6 +148,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
     alerts: AlertSettings = AlertSettings()
     retrain: RetrainSettings = RetrainSettings()
 

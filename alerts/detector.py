@@ -1,0 +1,235 @@
+"""Spike detection on negative share, per scope: a beta-binomial test with hysteresis (pure, no I/O).
+
+Why beta-binomial: at low volume a plain binomial or z-test on a few articles fires on noise, and news
+sentiment is over-dispersed (hour-to-hour swings exceed binomial noise even with no event). We treat the
+scope's own baseline share as uncertain: Beta(a, b) from the trailing baseline counts, with the pseudo-count
+capped at ``prior_strength`` so a long quiet baseline cannot make the test arbitrarily sharp. The current
+span's negatives k of n are then tested with the beta-binomial upper tail P(X >= k). Firing also needs a
+minimum effect size and volume; resolving uses looser, separate thresholds (hysteresis), a minimum number of
+clear windows, and a cooldown after resolve. While an alert is pending/firing the baseline stays frozen at
+the pre-spike period, so the spike does not leak into its own baseline.
+
+Each call judges one closed window; a window at or before ``last_window_end`` is ignored, so a replayed
+evaluation cannot fire twice. ``ScopeState`` is plain JSON so the service persists it between runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from alerts.windows import Counts, WindowSeries
+
+Phase = Literal["idle", "pending", "firing"]
+
+
+class DetectionParams(BaseModel):
+    """Thresholds of one rule; every field can be set per rule in the rules file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    span_windows: int = Field(3, ge=1, le=288, description="Windows pooled as the 'current' sample.")
+    baseline_hours: float = Field(6.0, gt=0, le=24 * 14, description="Trailing baseline, before the span.")
+    min_volume: int = Field(8, ge=1, description="Novel articles needed in the span to fire.")
+    min_baseline_volume: int = Field(30, ge=1, description="Articles needed in the baseline to fire.")
+    prior_strength: float = Field(60.0, gt=1, description="Cap of the baseline pseudo-count (over-dispersion).")
+    fire_p: float = Field(0.001, gt=0, lt=1, description="Fire when the tail probability is at most this.")
+    min_delta: float = Field(0.12, ge=0, le=1, description="... and the share is this far above baseline.")
+    resolve_p: float = Field(0.05, gt=0, lt=1, description="Clear when the tail probability exceeds this ...")
+    resolve_delta: float = Field(0.06, ge=0, le=1, description="... or the excess share falls below this.")
+    min_duration_windows: int = Field(1, ge=1, description="Consecutive breaching windows before firing.")
+    resolve_after_windows: int = Field(2, ge=1, description="Consecutive clear windows before resolving.")
+    cooldown_minutes: float = Field(60.0, ge=0, description="No new alert for the scope this long after resolve.")
+    max_frozen_hours: float | None = Field(
+        None, gt=0, description="Unfreeze the baseline after an alert lasts this long; default baseline_hours."
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> DetectionParams:
+        if self.resolve_p < self.fire_p:
+            raise ValueError(f"resolve_p ({self.resolve_p}) must be >= fire_p ({self.fire_p}) for hysteresis")
+        if self.resolve_delta > self.min_delta:
+            raise ValueError(f"resolve_delta ({self.resolve_delta}) must be <= min_delta ({self.min_delta})")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the detector saw for one window: the evidence stored with an alert."""
+
+    window_end: int
+    baseline_end: int
+    current: Counts
+    baseline: Counts
+    baseline_share: float | None
+    current_share: float | None
+    delta: float | None
+    p_value: float
+    z: float
+    breach: bool
+    clear: bool
+
+    def evidence(self) -> dict[str, object]:
+        return {
+            "window_end": self.window_end,
+            "current_share": _round(self.current_share),
+            "baseline_share": _round(self.baseline_share),
+            "delta": _round(self.delta),
+            "volume": self.current.n,
+            "negative": self.current.negative,
+            "baseline_volume": self.baseline.n,
+            "baseline_negative": self.baseline.negative,
+            "mean_score": _round(self.current.mean_score),
+            "p_value": float(f"{self.p_value:.3g}"),
+            "z": round(self.z, 2),
+            "test": "beta-binomial upper tail",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    kind: Literal["fire", "resolve"]
+    at: int  # window end (epoch s) at which the decision was made
+    observation: Observation
+    started_at: int  # end of the first breaching window of this episode
+
+
+@dataclass(slots=True)
+class ScopeState:
+    """Detector memory of one (rule, scope); JSON round-trips via ``to_json``/``from_json``."""
+
+    phase: Phase = "idle"
+    last_window_end: int | None = None
+    breach_count: int = 0
+    clear_count: int = 0
+    episode_start: int | None = None
+    frozen_baseline_end: int | None = None
+    cooldown_until: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def is_idle(self, now: int) -> bool:
+        """True when nothing is worth persisting (no episode, no cooldown running)."""
+        return self.phase == "idle" and (self.cooldown_until is None or self.cooldown_until <= now)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, object] | None) -> ScopeState:
+        if not data:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)  # type: ignore[arg-type]
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _betabinom_sf(k: int, n: int, a: float, b: float) -> float:
+    """P(X >= k), X ~ BetaBinomial(n, a, b), summed with the pmf ratio recurrence (fast for news volumes)."""
+    lg = math.lgamma
+    log_pmf = (
+        lg(n + 1) - lg(k + 1) - lg(n - k + 1)
+        + lg(k + a) + lg(n - k + b) - lg(n + a + b)
+        - (lg(a) + lg(b) - lg(a + b))
+    )
+    pmf = math.exp(log_pmf)
+    total = 0.0
+    for x in range(k, n + 1):
+        total += pmf
+        if x < n:
+            pmf *= (n - x) / (x + 1) * (x + a) / (n - x - 1 + b)
+    return min(1.0, total)
+
+
+def tail_probability(k: int, n: int, baseline: Counts, prior_strength: float) -> float:
+    """P(X >= k) for X ~ BetaBinomial(n, a, b), with Beta(a, b) fitted to the baseline share."""
+    if n == 0 or k == 0:
+        return 1.0
+    nb = baseline.n
+    share = (baseline.negative + 0.5) / (nb + 1.0)
+    strength = min(float(nb), prior_strength)
+    a = 1.0 + share * strength
+    b = 1.0 + (1.0 - share) * strength
+    return _betabinom_sf(k, n, a, b)
+
+
+def observe(params: DetectionParams, series: WindowSeries, window_end: int, state: ScopeState) -> Observation:
+    """Measure the span ending at ``window_end`` against the scope's baseline (frozen while alerting)."""
+    w = series.window_s
+    span_start = window_end - params.span_windows * w
+    baseline_end = span_start
+    max_frozen = (params.max_frozen_hours or params.baseline_hours) * 3600
+    if state.frozen_baseline_end is not None and window_end - state.frozen_baseline_end <= max_frozen:
+        baseline_end = min(baseline_end, state.frozen_baseline_end)
+    baseline_start = baseline_end - int(params.baseline_hours * 3600)
+    current = series.range(span_start, window_end)
+    baseline = series.range(baseline_start, baseline_end)
+    n, k = current.n, current.negative
+    base_share = baseline.negative_share
+    cur_share = current.negative_share
+    delta = None if base_share is None or cur_share is None else cur_share - base_share
+    # The tail is only needed when the excess could matter (saves time on quiet scopes).
+    relevant = delta is not None and delta >= params.resolve_delta
+    p_value = tail_probability(k, n, baseline, params.prior_strength) if relevant else 1.0
+    p0 = (baseline.negative + 0.5) / (baseline.n + 1.0)
+    strength = min(float(baseline.n), params.prior_strength)
+    var = n * p0 * (1 - p0) * (1 + (n - 1) / (strength + 1)) if n else 0.0
+    z = (k - n * p0) / math.sqrt(var) if var > 0 else 0.0
+    breach = (
+        n >= params.min_volume
+        and baseline.n >= params.min_baseline_volume
+        and delta is not None
+        and delta >= params.min_delta
+        and p_value <= params.fire_p
+    )
+    clear = delta is None or delta < params.resolve_delta or p_value > params.resolve_p
+    return Observation(window_end, baseline_end, current, baseline, base_share, cur_share, delta, p_value, z, breach, clear)
+
+
+def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[ScopeState, Transition | None]:
+    """Advance one scope's state machine by one window; returns the new state and any transition."""
+    t = obs.window_end
+    if state.last_window_end is not None and t <= state.last_window_end:
+        return state, None  # replayed or out-of-order window: already judged
+    s = replace(state, last_window_end=t, extra=dict(state.extra))
+    w_cooldown = int(params.cooldown_minutes * 60)
+    if s.phase == "firing":
+        s.clear_count = s.clear_count + 1 if obs.clear else 0
+        if s.clear_count >= params.resolve_after_windows:
+            started = s.episode_start if s.episode_start is not None else t
+            s = ScopeState(last_window_end=t, cooldown_until=t + w_cooldown)
+            return s, Transition("resolve", t, obs, started)
+        return s, None
+    if not obs.breach:
+        if s.phase == "pending":  # a flap: the breach did not last long enough
+            s.phase, s.breach_count, s.episode_start, s.frozen_baseline_end = "idle", 0, None, None
+        return s, None
+    if s.cooldown_until is not None and t < s.cooldown_until:
+        return s, None
+    if s.phase == "idle":
+        # A new episode: freeze the baseline where it ended for the first breaching span.
+        s.phase, s.breach_count, s.episode_start, s.frozen_baseline_end = "pending", 0, t, obs.baseline_end
+    s.breach_count += 1
+    if s.breach_count >= params.min_duration_windows:
+        s.phase, s.clear_count = "firing", 0
+        return s, Transition("fire", t, obs, s.episode_start or t)
+    return s, None
+
+
+def advance(
+    params: DetectionParams, state: ScopeState, series: WindowSeries, window_ends: list[int]
+) -> tuple[ScopeState, list[Transition], Observation | None]:
+    """Judge several closed windows in order (catch-up after downtime, or a benchmark replay)."""
+    transitions: list[Transition] = []
+    obs: Observation | None = None
+    for t in window_ends:
+        obs = observe(params, series, t, state)
+        state, tr = step(params, state, obs)
+        if tr is not None:
+            transitions.append(tr)
+    return state, transitions, obs

@@ -1,0 +1,70 @@
+"""SMTP email: plain-text evidence, headline links, and the evidence plot as a PNG attachment."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from typing import Any
+
+from alerts.notifiers.base import DeliveryError
+
+
+def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...], png: bytes | None) -> EmailMessage:
+    """Build the message (pure; tested directly)."""
+    alert = payload["alert"]
+    ev = alert.get("evidence") or {}
+    msg = EmailMessage()
+    msg["Subject"] = f"[MarketMood] {payload['summary']}"
+    msg["From"] = from_addr
+    msg["To"] = ", ".join(to)
+    msg["X-MarketMood-Dedup-Key"] = str(alert["dedup_key"])
+    lines = [
+        payload["summary"], "",
+        f"Alert #{alert['id']}  rule {alert['rule']}  severity {alert['severity']}  state {alert['state']}",
+        f"Scope: {alert['scope_type']} {alert['scope']}",
+        f"Started: {alert['started_at']}" + (f"  Resolved: {alert['resolved_at']}" if alert.get("resolved_at") else ""),
+        f"Negative share: {ev.get('current_share')} vs baseline {ev.get('baseline_share')} "
+        f"(volume {ev.get('volume')}, baseline volume {ev.get('baseline_volume')}, p={ev.get('p_value')}, z={ev.get('z')})",
+        "", "Top negative headlines:",
+    ]
+    for h in ev.get("headlines", []):
+        lines.append(f"  - {h.get('title')} (score {h.get('score')}) {h.get('url') or ''}".rstrip())
+    lines += ["", f"Acknowledge: marketmood alerts ack {alert['id']}"]
+    msg.set_content("\n".join(lines))
+    if png:
+        msg.add_attachment(png, maintype="image", subtype="png", filename=f"alert-{alert['id']}.png")
+    return msg
+
+
+class EmailNotifier:
+    kind = "email"
+
+    def __init__(self, name: str, host: str, port: int, from_addr: str, to: tuple[str, ...], *,
+                 username: str | None = None, password: str | None = None, starttls: bool = False,
+                 use_ssl: bool = False, attach_plot: bool = True, timeout_s: float = 5.0) -> None:
+        self.name, self.host, self.port = name, host, port
+        self.from_addr, self.to = from_addr, to
+        self._username, self._password = username, password
+        self._starttls, self._ssl, self._attach_plot = starttls, use_ssl, attach_plot
+        self._timeout = timeout_s
+
+    def send(self, payload: dict[str, Any]) -> None:
+        png = None
+        if self._attach_plot and payload["event"] == "trigger":
+            from alerts.plot import evidence_png
+
+            png = evidence_png(payload["alert"])
+        msg = email_message(payload, self.from_addr, self.to, png)
+        try:
+            cls = smtplib.SMTP_SSL if self._ssl else smtplib.SMTP
+            with cls(self.host, self.port, timeout=self._timeout) as smtp:
+                if self._starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self._username:
+                    smtp.login(self._username, self._password or "")
+                smtp.send_message(msg)
+        except smtplib.SMTPResponseException as exc:  # 4xx transient, 5xx permanent
+            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", retryable=exc.smtp_code < 500) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,54 @@
+"""Generic JSON webhook, signed with HMAC-SHA256 so receivers can trust and de-duplicate it.
+
+Headers: ``X-MarketMood-Timestamp`` (Unix seconds), ``X-MarketMood-Signature: sha256=<hex>`` where the MAC
+is over ``<timestamp>.<raw body>`` (binding the time prevents replays), ``X-MarketMood-Event`` and
+``Idempotency-Key`` (stable per alert and event: delivery is at-least-once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import httpx
+
+from alerts.notifiers.base import post_json
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for a body sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={mac}"
+
+
+def verify(secret: str, timestamp: str, body: bytes, header: str, *, max_age_s: float = 300.0) -> bool:
+    """Receiver-side check (also used by tests): constant-time compare and a freshness window."""
+    if abs(time.time() - float(timestamp)) > max_age_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), header)
+
+
+class WebhookNotifier:
+    kind = "webhook"
+
+    def __init__(self, name: str, url: str, secret: str, headers: dict[str, str] | None = None,
+                 timeout_s: float = 5.0) -> None:
+        self.name, self.url, self._secret = name, url, secret
+        self._headers = dict(headers or {})
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def send(self, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+        ts = str(int(time.time()))
+        alert = payload.get("alert", {})
+        headers = {
+            **self._headers,
+            "X-MarketMood-Timestamp": ts,
+            "X-MarketMood-Signature": sign(self._secret, ts, body),
+            "X-MarketMood-Event": str(payload.get("event")),
+            "Idempotency-Key": f"{alert.get('dedup_key')}:{payload.get('event')}",
+        }
+        post_json(self._client, self.url, content=body, headers=headers)

@@ -1,0 +1,49 @@
+"""Notification payloads: one generic JSON document per (alert, event), rendered per notifier at send time.
+
+The outbox stores this document, so a notification describes the alert as it was at the state change even
+if it is delivered hours later by a recovered notifier.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+EVENTS = ("trigger", "acknowledge", "resolve")
+
+
+def _pct(x: object) -> str:
+    return f"{float(x) * 100:.0f}%" if isinstance(x, (int, float)) else "n/a"
+
+
+def summary(alert: dict[str, Any], event: str) -> str:
+    """One line for a pager, a Slack message or an email subject."""
+    ev = alert.get("evidence") or {}
+    what = f"negative-sentiment spike in {alert['scope_type']} {alert['scope']}"
+    if event == "resolve":
+        return f"RESOLVED: {what} ({alert['rule']})"
+    if event == "acknowledge":
+        return f"ACKNOWLEDGED by {alert.get('acknowledged_by') or 'someone'}: {what} ({alert['rule']})"
+    return (
+        f"[{alert['severity'].upper()}] {what}: {_pct(ev.get('current_share'))} negative vs "
+        f"{_pct(ev.get('baseline_share'))} baseline (n={ev.get('volume', '?')}, p={ev.get('p_value', '?')})"
+    )
+
+
+def _iso(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def notification_payload(alert: dict[str, Any], event: str) -> dict[str, Any]:
+    """The generic document the outbox stores and the JSON webhook sends verbatim."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
+    fields = ("id", "rule", "scope_type", "scope", "severity", "state", "dedup_key", "started_at",
+              "acknowledged_at", "acknowledged_by", "resolved_at", "evidence")
+    return {
+        "version": 1,
+        "source": "marketmood",
+        "event": event,
+        "summary": summary(alert, event),
+        "alert": {k: _iso(alert.get(k)) for k in fields},
+    }

@@ -1,0 +1,192 @@
+"""The alert rules file: scopes, thresholds, severities, routing and notifier config, validated at start.
+
+A YAML (or TOML) file; ``${VAR}`` / ``${VAR:-default}`` in string values are read from the environment so
+secrets stay out of the file. ``load_rules`` turns every pydantic error into one readable ``RulesError``
+that names the file and the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alerts.detector import DetectionParams
+from models.labels import TOPIC_LABELS, normalize_topic
+
+DEFAULT_RULES_PATH = Path(__file__).with_name("rules.default.yaml")
+Severity = Literal["critical", "error", "warning", "info"]
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class RulesError(ValueError):
+    """The rules file is missing or invalid; the message says where and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WebhookConfig(_Model):
+    type: Literal["webhook"]
+    url: str
+    secret: str = Field(min_length=16, description="HMAC-SHA256 key; receivers verify X-MarketMood-Signature.")
+    headers: dict[str, str] = {}
+
+
+class SlackConfig(_Model):
+    type: Literal["slack"]
+    url: str
+
+
+class PagerDutyConfig(_Model):
+    type: Literal["pagerduty"]
+    routing_key: str = Field(min_length=1)
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    source: str = "marketmood"
+
+
+class EmailConfig(_Model):
+    type: Literal["email"]
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    from_addr: str = Field(alias="from")
+    to: tuple[str, ...] = Field(min_length=1)
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    ssl: bool = False
+    attach_plot: bool = True
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+NotifierConfig = Annotated[
+    WebhookConfig | SlackConfig | PagerDutyConfig | EmailConfig, Field(discriminator="type")
+]
+
+
+class ScopeConfig(_Model):
+    """Which topics or tickers a rule watches: ``all`` or an explicit list, minus ``exclude``."""
+
+    type: Literal["topic", "ticker"]
+    include: Literal["all"] | tuple[str, ...] = "all"
+    exclude: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_topics(self) -> ScopeConfig:
+        if self.type != "topic":
+            return self
+        names = [] if self.include == "all" else list(self.include)
+        for name in [*names, *self.exclude]:
+            normalize_topic(name)  # raises UnknownLabelError (a ValueError) listing valid topics
+        return self
+
+    def scopes(self) -> tuple[str, ...] | None:
+        """Canonical scope names to query, or None for all."""
+        if self.include == "all":
+            return None
+        if self.type == "topic":
+            return tuple(normalize_topic(t) for t in self.include)
+        return tuple(t.upper() for t in self.include)
+
+    def excluded(self) -> frozenset[str]:
+        if self.type == "topic":
+            return frozenset(normalize_topic(t) for t in self.exclude)
+        return frozenset(t.upper() for t in self.exclude)
+
+
+class RuleConfig(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    description: str = ""
+    scope: ScopeConfig
+    severity: Severity = "warning"
+    detection: DetectionParams = DetectionParams()
+    top_headlines: int = Field(5, ge=0, le=50)
+
+
+class RulesFile(_Model):
+    notifiers: dict[str, NotifierConfig] = {}
+    routing: dict[Severity, tuple[str, ...]] = {}
+    rules: tuple[RuleConfig, ...] = Field(min_length=1)
+
+    @field_validator("notifiers")
+    @classmethod
+    def _notifier_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", name):
+                raise ValueError(f"notifier name {name!r} must be lower-case letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> RulesFile:
+        for severity, names in self.routing.items():
+            for name in names:
+                if name not in self.notifiers:
+                    raise ValueError(
+                        f"routing.{severity} names notifier {name!r}, which is not defined under notifiers "
+                        f"(defined: {sorted(self.notifiers) or 'none'})"
+                    )
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice")
+            seen.add(rule.name)
+        return self
+
+    def route(self, severity: str) -> tuple[str, ...]:
+        """Notifier names a severity is routed to (none when unrouted)."""
+        return self.routing.get(severity, ())  # type: ignore[call-overload]
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise RulesError(f"environment variable {name} is not set (used as ${{{name}}})")
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def parse_rules(data: Any, source: str = "<rules>") -> RulesFile:
+    """Validate already-parsed rules data; errors name the source and the offending key path."""
+    if not isinstance(data, dict):
+        raise RulesError(f"{source}: expected a mapping with 'rules' (and 'notifiers', 'routing')")
+    try:
+        return RulesFile.model_validate(_expand_env(data))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc}: {msg}")
+        raise RulesError(f"invalid alert rules in {source}:\n" + "\n".join(lines)) from None
+
+
+def load_rules(path: Path | None = None) -> RulesFile:
+    """Read and validate a rules file (default: the bundled ``rules.default.yaml``)."""
+    path = Path(path) if path is not None else DEFAULT_RULES_PATH
+    if not path.is_file():
+        raise RulesError(f"alert rules file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise RulesError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
+    return parse_rules(data, str(path))
+
+
+__all__ = ["DEFAULT_RULES_PATH", "RulesError", "RulesFile", "RuleConfig", "load_rules", "parse_rules", "TOPIC_LABELS"]

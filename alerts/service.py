@@ -1,0 +1,182 @@
+"""The alert service: judge closed windows from the database, apply transitions, deliver the outbox.
+
+``AlertService.evaluate(now)`` is one idempotent pass (safe to call from a loop, a test or the demo); the
+per-rule cursor and detector states live in ``alert_scope_state`` and commit with the alerts and outbox
+rows, so a restart resumes exactly where the last committed pass stopped. ``deliver(now)`` sends due
+notifications. ``start()``/``stop()`` run both in two daemon threads (delivery never delays evaluation);
+``run_async`` does the same for asyncio callers such as the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Engine
+
+from alerts import lifecycle
+from alerts.detector import ScopeState, advance
+from alerts.metrics import AlertMetrics
+from alerts.notifiers import Notifier, build_notifiers
+from alerts.outbox import DeliveryReport, OutboxSender
+from alerts.rules import RuleConfig, RulesFile, load_rules
+from alerts.windows import WindowSeries
+from marketmood.logs import get_logger
+from marketmood.settings import AlertSettings
+from storage import alerts as db
+
+log = get_logger("marketmood.alerts")
+
+
+def _epoch(dt: datetime) -> int:
+    return int(dt.timestamp())
+
+
+class AlertService:
+    def __init__(self, engine: Engine, rules: RulesFile | None = None, settings: AlertSettings | None = None, *,
+                 notifiers: dict[str, Notifier] | None = None, metrics: AlertMetrics | None = None) -> None:
+        self.settings = settings or AlertSettings()
+        self.rules = rules or load_rules(self.settings.rules_path)
+        self.engine = engine
+        self.metrics = metrics or AlertMetrics()
+        self.notifiers = notifiers if notifiers is not None else build_notifiers(
+            self.rules, self.settings.delivery_timeout_s)
+        self.sender = OutboxSender(
+            engine, self.notifiers, base_s=self.settings.retry_base_s, max_s=self.settings.retry_max_s,
+            max_attempts=self.settings.max_attempts,
+            on_result=lambda n, e, ok: self.metrics.notifications.labels(n, e, "ok" if ok else "error").inc(),
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- evaluation -------------------------------------------------------------------------------------
+
+    def evaluate(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Judge every window closed by ``now`` (minus the late-arrival grace); returns changed alert rows."""
+        now = now or datetime.now(timezone.utc)
+        started = time.perf_counter()
+        changed: list[dict[str, Any]] = []
+        try:
+            for rule in self.rules.rules:
+                changed += self._evaluate_rule(rule, now)
+            with self.engine.begin() as conn:
+                changed += lifecycle.reconcile_silences(conn, self.rules, now)
+                self._refresh_gauges(conn)
+        except Exception:
+            self.metrics.evaluations.labels("error").inc()
+            raise
+        self.metrics.evaluations.labels("ok").inc()
+        self.metrics.evaluate_seconds.observe(time.perf_counter() - started)
+        return changed
+
+    def _evaluate_rule(self, rule: RuleConfig, now: datetime) -> list[dict[str, Any]]:
+        w = self.settings.window_s
+        p = rule.detection
+        scope_type = rule.scope.type
+        last_closed = (_epoch(now) - int(self.settings.late_grace_s)) // w * w
+        changed: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            cursor = db.get_cursor(conn, rule.name)  # row lock: one evaluator per rule at a time
+            if cursor is None:
+                cursor = last_closed - w
+            first = max(cursor + w, last_closed - (self.settings.max_catchup_windows - 1) * w)
+            ends = list(range(first, last_closed + 1, w))
+            if not ends:
+                return changed
+            states = {scope: ScopeState.from_json(s) for (st, scope), s in db.load_scope_states(conn, rule.name).items()
+                      if st == scope_type}
+            span = p.span_windows * w
+            oldest_baseline_end = min([ends[0] - span] + [s.frozen_baseline_end for s in states.values()
+                                                         if s.frozen_baseline_end is not None])
+            fetch_start = oldest_baseline_end - int(p.baseline_hours * 3600)
+            counts = db.window_counts(conn, scope_type, lifecycle.ts(fetch_start), lifecycle.ts(ends[-1]), w,
+                                      rule.scope.scopes())
+            excluded = rule.scope.excluded()
+            for scope in sorted((set(counts) | set(states)) - excluded):
+                series = WindowSeries(w, counts.get(scope, {}))
+                state = states.get(scope, ScopeState())
+                if state.is_idle(ends[0]) and series.range(ends[0] - span, ends[-1]).n == 0:
+                    continue  # nothing new and nothing pending: skip cheaply
+                new_state, transitions, _ = advance(p, state, series, ends)
+                for tr in transitions:
+                    if tr.kind == "fire":
+                        evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series)
+                        alert = lifecycle.fire(conn, self.rules, rule, scope_type, scope, tr, evidence)
+                    else:
+                        alert = lifecycle.resolve(conn, rule, scope_type, scope, tr)
+                    if alert is not None:
+                        changed.append(alert)
+                        self.metrics.transitions.labels(rule.name, rule.severity, tr.kind).inc()
+                        log.info("alert_" + tr.kind, alert_id=alert["id"], rule=rule.name, scope=scope,
+                                 scope_type=scope_type, at=lifecycle.ts(tr.at).isoformat())
+                persist = None if new_state.is_idle(ends[-1]) else new_state.to_json()
+                if persist is not None or scope in states:
+                    db.save_scope_state(conn, rule.name, scope_type, scope, persist)
+            db.set_cursor(conn, rule.name, ends[-1])
+        self.metrics.windows_judged.labels(rule.name).inc(len(ends))
+        self.metrics.last_window_end.labels(rule.name).set(ends[-1])
+        return changed
+
+    def _refresh_gauges(self, conn: Any) -> None:
+        for (notifier, status), n in db.outbox_counts(conn).items():
+            self.metrics.outbox.labels(notifier, status).set(n)
+        open_by_state = {"firing": 0, "acknowledged": 0, "silenced": 0}
+        for alert in db.list_alerts(conn, state="open", limit=10_000):
+            open_by_state[alert["state"]] = open_by_state.get(alert["state"], 0) + 1
+        for state, n in open_by_state.items():
+            self.metrics.open_alerts.labels(state).set(n)
+
+    # --- delivery ---------------------------------------------------------------------------------------
+
+    def deliver(self, now: datetime | None = None) -> DeliveryReport:
+        """Send due notifications until none is due (or every due one failed this pass)."""
+        total = DeliveryReport()
+        while True:
+            report = self.sender.deliver_due(now)
+            total.delivered += report.delivered
+            total.failed += report.failed
+            total.dead += report.dead
+            if not report.delivered or report.failed or len(report.delivered) < self.sender.batch:
+                return total
+
+    # --- loops ------------------------------------------------------------------------------------------
+
+    def _loop(self, fn: Any, interval_s: float, name: str) -> None:
+        while not self._stop.is_set():
+            try:
+                fn()
+            except Exception as exc:  # the database may be restarting: log, wait, retry
+                log.warning(f"{name}_failed", error=f"{type(exc).__name__}: {exc}")
+            self._stop.wait(interval_s)
+
+    def start(self) -> None:
+        """Run evaluation and delivery in two daemon threads until ``stop()``."""
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(self.evaluate, self.settings.evaluate_interval_s, "evaluate"),
+                             name="alerts-evaluate", daemon=True),
+            threading.Thread(target=self._loop, args=(self.deliver, self.settings.outbox_poll_interval_s, "deliver"),
+                             name="alerts-deliver", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout_s)
+        self._threads = []
+
+    async def run_async(self, stop: asyncio.Event | None = None) -> None:
+        """Asyncio flavour for the demo: the same loops in worker threads, stopped when ``stop`` is set."""
+        self.start()
+        try:
+            if stop is None:
+                await asyncio.Event().wait()
+            else:
+                await stop.wait()
+        finally:
+            await asyncio.to_thread(self.stop)

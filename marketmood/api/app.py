@@ -1,0 +1,176 @@
+"""The FastAPI application, built by a factory from injected dependencies (classifier, database, broker check).
+
+Tests build it with the real engine and a real PostgreSQL; ``marketmood api`` builds it from settings. Reads
+are open; writes (acknowledging alerts, feedback) need a bearer token from ``settings.api.tokens``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+
+from marketmood.api.auth import TokenIdentity, authenticate, parse_tokens
+from marketmood.api.health import database_health, model_health, overall
+from marketmood.api.limits import BodySizeLimit
+from marketmood.api.metrics import ApiMetrics
+from marketmood.api.schemas import (
+    AlertOut,
+    ClassifyRequest,
+    ClassifyResponse,
+    ComponentHealth,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+)
+from marketmood.settings import ApiSettings
+from models.prediction import ClassifierProvider, InvalidTextError
+
+
+@dataclass
+class ApiDependencies:
+    """Everything the API talks to; build it once per process (or per test)."""
+
+    settings: ApiSettings
+    provider: ClassifierProvider
+    db: Engine
+    broker_check: Callable[[], ComponentHealth]
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+
+
+class ApiError(Exception):
+    """A client error with a readable message and, for batch inputs, the offending index."""
+
+    def __init__(self, status_code: int, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code, self.message, self.index = status_code, message, index
+
+
+AlertState = Literal["open", "firing", "acknowledged", "silenced", "resolved"]
+
+
+def create_app(deps: ApiDependencies) -> FastAPI:
+    app = FastAPI(
+        title="MarketMood API",
+        version="0.1.0",
+        description="Topic and sentiment of financial news: classify texts, alerts, analyst feedback, health.",
+    )
+    tokens = parse_tokens(deps.settings.tokens)
+    bearer = HTTPBearer(auto_error=False, description="A token from MARKETMOOD_API__TOKENS.")
+
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> TokenIdentity:
+        if not tokens:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "writes are disabled: no API tokens configured",
+                                headers={"WWW-Authenticate": "Bearer"})
+        identity = authenticate(credentials.credentials, tokens) if credentials is not None else None
+        if identity is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return identity
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        body: dict[str, Any] = {"detail": exc.message}
+        if exc.index is not None:
+            body["index"] = exc.index
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        deps.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        deps.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.post("/classify", response_model=ClassifyResponse, tags=["model"],
+              responses={413: {"description": "Too many texts or a text too long"},
+                         422: {"description": "An empty or invalid text (the body names its index)"}})
+    def classify(body: ClassifyRequest) -> ClassifyResponse:
+        """Topic and sentiment for each text, in input order."""
+        limits = deps.settings
+        if len(body.texts) > limits.max_texts:
+            raise ApiError(413, f"batch of {len(body.texts)} texts exceeds the limit of {limits.max_texts}")
+        for index, text in enumerate(body.texts):
+            if len(text) > limits.max_text_chars:
+                raise ApiError(413, f"text at index {index} has {len(text)} characters; "
+                                    f"the limit is {limits.max_text_chars}", index)
+        classifier = deps.provider.current()
+        try:
+            predictions = classifier.classify(body.texts)
+        except InvalidTextError as exc:
+            raise ApiError(422, str(exc), exc.index) from None
+        deps.metrics.texts.inc(len(predictions))
+        return ClassifyResponse(model_version=classifier.model_version,
+                                predictions=[p.to_dict() for p in predictions])  # type: ignore[misc]
+
+    @app.get("/alerts", response_model=list[AlertOut], tags=["alerts"])
+    def alerts(state: AlertState | None = None,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+        """Newest alerts first; ``state=open`` means not resolved."""
+        from storage.alerts import list_alerts
+
+        with deps.db.connect() as conn:
+            return list_alerts(conn, state=state, limit=limit)
+
+    @app.post("/alerts/{alert_id}/ack", response_model=AlertOut, tags=["alerts"],
+              responses={401: {"description": "Missing or invalid token"}, 404: {"description": "No such alert"}})
+    def acknowledge(alert_id: int, identity: Annotated[TokenIdentity, Depends(require_token)]) -> dict[str, Any]:
+        """Acknowledge an open alert (stops escalation); a resolved alert is returned unchanged."""
+        from storage.alerts import acknowledge_alert
+
+        with deps.db.begin() as conn:
+            alert = acknowledge_alert(conn, alert_id, identity.name)
+        if alert is None:
+            raise ApiError(404, f"alert {alert_id} does not exist")
+        return alert
+
+    @app.post("/feedback", response_model=FeedbackResponse, status_code=201, tags=["feedback"],
+              responses={401: {"description": "Missing or invalid token"},
+                         422: {"description": "No subject, no label, or an unknown label"}})
+    def feedback(body: FeedbackRequest, identity: Annotated[TokenIdentity, Depends(require_token)]) -> FeedbackResponse:
+        """Store an analyst's corrected topic and/or sentiment for an article id or a text (used by retraining).
+
+        The author is the token's owner for named tokens, else ``author`` from the body (else the token id).
+        """
+        from storage.feedback import insert_feedback
+
+        author = identity.name if identity.named else (body.author or identity.name)
+        try:
+            with deps.db.begin() as conn:
+                feedback_id = insert_feedback(conn, article_id=body.article_id, text=body.text, topic=body.topic,
+                                              sentiment=body.sentiment, author=author, origin="api")
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        return FeedbackResponse(id=feedback_id, author=author)
+
+    @app.get("/health", response_model=HealthResponse, tags=["operations"],
+             responses={503: {"model": HealthResponse, "description": "A component is down or degraded"}})
+    def health(response: Response) -> HealthResponse:
+        """Database, broker and model, each with its own status; 503 unless all are ok."""
+        components = {
+            "database": database_health(deps.db),
+            "broker": deps.broker_check(),
+            "model": model_health(deps.provider),
+        }
+        result = HealthResponse(status=overall(components), components=components)  # type: ignore[arg-type]
+        if result.status != "ok":
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return result
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus exposition of the API's own metrics."""
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodySizeLimit, max_bytes=deps.settings.max_body_bytes)  # outermost: runs first
+    app.state.deps = deps
+    return app

@@ -1,0 +1,43 @@
+"""Bearer-token authentication for write endpoints; a token can carry the identity recorded as author.
+
+``settings.api.tokens`` entries are either ``name:secret`` (requests bearing ``secret`` act as ``name``) or a
+bare ``secret`` (identity ``token-<first 8 hex of its sha256>``, so logs never show the secret itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIdentity:
+    name: str
+    named: bool  # False for a bare token: the request body may then say who the author is
+
+
+def parse_tokens(entries: Iterable[str]) -> list[tuple[str, TokenIdentity]]:
+    """(secret, identity) pairs from the configured entries; blank entries are ignored."""
+    parsed = []
+    for entry in entries:
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, sep, secret = entry.partition(":")
+        if sep and name and secret:
+            parsed.append((secret, TokenIdentity(name=name, named=True)))
+        else:
+            digest = hashlib.sha256(entry.encode()).hexdigest()[:8]
+            parsed.append((entry, TokenIdentity(name=f"token-{digest}", named=False)))
+    return parsed
+
+
+def authenticate(presented: str, tokens: list[tuple[str, TokenIdentity]]) -> TokenIdentity | None:
+    """The identity of a presented token; constant-time comparison against every configured one."""
+    found = None
+    for secret, identity in tokens:
+        if hmac.compare_digest(presented.encode(), secret.encode()):
+            found = identity
+    return found

@@ -1,0 +1,55 @@
+"""Run the API from settings: resolve the database (embedded when unset), load the model, serve with uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from marketmood.api.app import ApiDependencies, create_app
+from marketmood.api.health import kafka_health
+from marketmood.api.schemas import ComponentHealth
+from marketmood.settings import Settings
+
+
+def broker_check(settings: Settings):  # -> Callable[[], ComponentHealth]
+    """Configured broker, else an embedded one a local ``marketmood worker`` started (looked up per call)."""
+
+    def check() -> ComponentHealth:
+        bootstrap = settings.kafka_bootstrap
+        if bootstrap is None:
+            from streams.broker import find_running
+
+            bootstrap = find_running(settings.home / "kafka")
+        return kafka_health(bootstrap, settings.topics.raw)
+
+    return check
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured database; unset -> the embedded one under ``home`` (migrated: dev has no migrate step)."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    from storage.embedded import embedded_postgres
+    from storage.migrate import upgrade
+
+    with embedded_postgres(settings.home / "postgres") as url:
+        upgrade(url)
+        yield url
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from marketmood.commands.pipeline import build_provider
+    from storage.db import make_engine
+
+    provider = build_provider(settings)  # load the model before accepting requests
+    with database_url(settings) as url:
+        engine = make_engine(url, pool_size=5, max_overflow=5)
+        deps = ApiDependencies(settings=settings.api, provider=provider, db=engine, broker_check=broker_check(settings))
+        try:
+            uvicorn.run(create_app(deps), host=host, port=port, log_config=None, proxy_headers=True)
+        finally:
+            engine.dispose()

@@ -1,0 +1,27 @@
+"""``marketmood api``: the HTTP API (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import click
+
+from marketmood.settings import get_settings
+
+
+@click.command("api")
+@click.option("--host", help="Interface to bind [default: settings api.host, 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port [default: settings api.port, 8000].")
+def api_command(host: str | None, port: int | None) -> None:
+    """Serve POST /classify, GET /alerts, POST /alerts/{id}/ack, POST /feedback, GET /health, GET /metrics.
+
+    OpenAPI at /docs and /openapi.json. Writes need `Authorization: Bearer <token>` with a token from
+    MARKETMOOD_API__TOKENS (JSON list; entries `name:secret` record `name` as the author).
+    """
+    from marketmood.api.server import serve
+    from marketmood.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    serve(settings, host or settings.api.host, port or settings.api.port)
+
+
+COMMANDS = [api_command]

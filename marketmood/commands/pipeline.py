@@ -1,0 +1,117 @@
+"""``marketmood worker``, ``marketmood publish`` and ``marketmood demo``: the stream pipeline's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from marketmood.settings import Settings, get_settings
+
+
+def build_provider(settings: Settings):  # -> ClassifierProvider
+    """The classifier provider the worker polls once per batch.
+
+    Uses the hot-reloading provider of the retrain area when it exists (it follows the registry's
+    ``active`` alias), else the configured/bundled model as a static provider.
+    """
+    from models.engine import engine_from_settings
+    from models.prediction import StaticProvider
+
+    return StaticProvider(engine_from_settings(settings))
+
+
+@click.command("worker")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Prometheus /metrics port [default: settings worker.web_port]; 0 disables.")
+def worker_command(metrics_port: int | None) -> None:
+    """Consume news.raw, score micro-batches, store them in PostgreSQL and publish news.scored.
+
+    With MARKETMOOD_KAFKA_BOOTSTRAP / MARKETMOOD_DATABASE_URL unset, an embedded broker and database are
+    started (and stopped on exit); `marketmood publish` finds that broker by itself.
+    """
+    from marketmood.logs import configure_logging
+    from marketmood.runtime import services
+    from streams.worker import run_worker
+
+    settings = get_settings()
+    if metrics_port is not None:
+        settings = settings.model_copy(
+            update={"worker": settings.worker.model_copy(update={"web_port": metrics_port})}
+        )
+    configure_logging(settings.log_level, settings.log_format)
+    provider = build_provider(settings)  # load the model before joining the group (no idle partitions)
+    with services(settings) as svc:
+        run_worker(settings, bootstrap=svc.kafka_bootstrap, database_url=svc.database_url, provider=provider)
+
+
+
+
+def _resolve_bootstrap(settings: Settings, bootstrap: str | None) -> str:
+    from streams.broker import find_running
+
+    resolved = bootstrap or settings.kafka_bootstrap or find_running(settings.home / "kafka")
+    if resolved is None:
+        raise click.UsageError(
+            "no Kafka broker: set MARKETMOOD_KAFKA_BOOTSTRAP (or --bootstrap), or start `marketmood worker` "
+            "with no broker configured so that its embedded broker can be found"
+        )
+    return resolved
+
+
+@click.command("publish")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rate", type=click.FloatRange(0), default=50.0, show_default=True,
+              help="Messages per second; 0 = as fast as possible.")
+@click.option("--limit", type=click.IntRange(1), help="Stop after N messages.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "reuters", "stocknet", "csv"]),
+              default="auto", show_default=True)
+@click.option("--lang", help="Only messages in this language (e.g. en for the tweet stream).")
+@click.option("--topic", help="Target topic [default: settings topics.raw].")
+@click.option("--bootstrap", help="Kafka bootstrap [default: settings, else a running embedded broker].")
+def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: str | None, topic: str | None,
+                    bootstrap: str | None) -> None:
+    """Replay FILE (JSONL or CSV, optionally .gz) into news.raw with a progress bar.
+
+    Understands the Reuters stream (dates only: articles are spread over each day deterministically) and
+    the StockNet tweet stream of the shared data folder, and any JSONL/CSV in the news.raw contract.
+    """
+    from tqdm import tqdm
+
+    from marketmood.logs import configure_logging
+    from streams.publisher import make_producer, publish
+    from streams.sources import read_records
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    records = read_records(file, fmt=None if fmt == "auto" else fmt, lang=lang)
+    producer = make_producer(_resolve_bootstrap(settings, bootstrap))
+    target = topic or settings.topics.raw
+    with tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
+        sent = publish(records, producer=producer, topic=target, rate=rate, limit=limit,
+                       on_sent=lambda n: bar.update(1))
+    producer.close(10)
+    click.echo(f"published {sent} messages to {target}")
+
+
+@click.command("demo")
+@click.option("--articles", type=click.IntRange(1), default=600, show_default=True,
+              help="Generated articles to publish.")
+@click.option("--rate", type=click.FloatRange(0), default=20.0, show_default=True, help="Articles per second.")
+@click.option("--duration", type=click.FloatRange(1), help="Stop after this many seconds even if not done.")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo_command(articles: int, rate: float, duration: float | None, seed: int) -> None:
+    """Run the whole pipeline locally on generated news and show a live per-topic sentiment table.
+
+    Starts an embedded broker and PostgreSQL (unless configured), the worker, the alert service and a
+    feed of generated headlines with a negative burst in one topic. Ctrl-C stops everything cleanly.
+    """
+    from marketmood.logs import configure_logging
+    from streams.demo import run_demo
+
+    settings = get_settings()
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_format)
+    run_demo(settings, articles=articles, rate=rate, duration=duration, seed=seed)
+
+
+COMMANDS = [worker_command, publish_command, demo_command]

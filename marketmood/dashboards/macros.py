@@ -1,0 +1,185 @@
+"""Expand Grafana's PostgreSQL macros and template variables the way Grafana does, so panel SQL can run here.
+
+No Grafana server can run in CI, yet a panel whose SQL fails only shows up in front of an analyst. This
+expander reproduces what Grafana 11 sends to PostgreSQL:
+
+* template variables first (frontend): ``$__interval``, ``$__interval_ms``, ``$__range``, ``$__range_s``, and
+  dashboard variables ``$name`` / ``${name}``. A multi-value or include-All variable is quoted and joined
+  (``'AAPL','MSFT'``, quotes doubled); "All" inserts the variable's custom all value verbatim, or every option
+  quoted when it has none;
+* then the datasource macros (backend, ``pkg/tsdb/grafana-postgresql-datasource/macros.go``):
+  ``$__time``, ``$__timeEpoch``, ``$__timeFilter``, ``$__timeFrom()``, ``$__timeTo()``, ``$__timeGroup``,
+  ``$__timeGroupAlias``, ``$__unixEpochFilter``, ``$__unixEpochFrom()``, ``$__unixEpochTo()``.
+  Time literals are RFC 3339 in UTC; ``$__timeGroup`` is ``floor(extract(epoch from col)/N)*N``.
+
+Unknown macros and undefined variables raise, so a typo fails a test instead of a dashboard.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+ALL = "$__all"  # the value Grafana stores when "All" is selected
+
+_MACRO = re.compile(r"\$(__[_a-zA-Z0-9]+)\(([^)]*)\)")
+_VARIABLE = re.compile(r"\$\{([_a-zA-Z0-9]+)(?::[a-z]+)?\}|\$([_a-zA-Z0-9]+)")
+_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+# Grafana rounds the auto interval to one of these (kbn.roundInterval, abridged).
+_NICE_INTERVALS = (1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800)
+
+
+class MacroError(ValueError):
+    """A macro or variable Grafana would not expand (or that this expander does not know)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """A dashboard variable: the selected values (``[ALL]`` for All) and how Grafana formats them."""
+
+    values: Sequence[str]
+    options: Sequence[str] = ()
+    multi: bool = True
+    include_all: bool = True
+    all_value: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """What Grafana knows when it runs a panel: the time range, the interval, the variables."""
+
+    time_from: datetime
+    time_to: datetime
+    interval: timedelta | None = None
+    variables: Mapping[str, Variable] = field(default_factory=dict)
+
+    @property
+    def effective_interval(self) -> timedelta:
+        """The explicit interval, else range / 1000 data points rounded up to a "nice" step like Grafana."""
+        if self.interval is not None:
+            return self.interval
+        raw = (self.time_to - self.time_from).total_seconds() / 1000
+        return timedelta(seconds=next((s for s in _NICE_INTERVALS if s >= raw), _NICE_INTERVALS[-1]))
+
+
+def expand(sql: str, ctx: QueryContext) -> str:
+    """The SQL Grafana would send to PostgreSQL for ``sql`` in context ``ctx``."""
+    return expand_macros(expand_variables(sql, ctx), ctx)
+
+
+def format_interval(interval: timedelta) -> str:
+    """Grafana's interval text (``5m``, ``1h``, ``30s``, ``500ms``)."""
+    ms = round(interval.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def parse_interval(text: str) -> timedelta:
+    match = _INTERVAL.match(text.strip().strip("'\""))
+    if not match:
+        raise MacroError(f"invalid interval {text!r}")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def expand_variables(sql: str, ctx: QueryContext) -> str:
+    builtins = {
+        "__interval": format_interval(ctx.effective_interval),
+        "__interval_ms": str(round(ctx.effective_interval.total_seconds() * 1000)),
+        "__range": format_interval(ctx.time_to - ctx.time_from),
+        "__range_s": str(round((ctx.time_to - ctx.time_from).total_seconds())),
+        "__rate_interval": format_interval(ctx.effective_interval * 4),
+    }
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name in builtins:
+            return builtins[name]
+        if name.startswith("__"):
+            return match.group(0)  # a macro: handled by expand_macros
+        if name not in ctx.variables:
+            raise MacroError(f"variable ${name} is not defined")
+        return _format_variable(ctx.variables[name])
+
+    return _VARIABLE.sub(replace, sql)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _format_variable(var: Variable) -> str:
+    values = list(var.values)
+    if ALL in values:
+        if var.all_value is not None:
+            return var.all_value  # Grafana leaves a custom all value unformatted
+        values = list(var.options)
+    if var.multi or var.include_all:
+        return ",".join(_quote(v) for v in values)
+    if len(values) != 1:
+        raise MacroError("a single-value variable needs exactly one value")
+    return values[0]
+
+
+def _rfc3339(moment: datetime) -> str:
+    utc = moment.astimezone(timezone.utc)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def expand_macros(sql: str, ctx: QueryContext) -> str:
+    def group(args: list[str]) -> str:
+        if len(args) < 2:
+            raise MacroError(f"$__timeGroup needs a column and an interval, got {args}")
+        spec = args[1].strip("'\"")
+        interval = ctx.effective_interval if spec in {"auto", "$__interval"} else parse_interval(spec)
+        secs = _number(interval.total_seconds())
+        return f"floor(extract(epoch from {args[0]})/{secs})*{secs}"
+
+    def one_column(name: str, args: list[str]) -> str:
+        if len(args) != 1 or not args[0]:
+            raise MacroError(f"${name} needs exactly one column, got {args}")
+        return args[0]
+
+    def replace(match: re.Match[str]) -> str:
+        name, raw_args = match.group(1), match.group(2)
+        args = [a.strip() for a in raw_args.split(",")] if raw_args.strip() else []
+        frm, to = _rfc3339(ctx.time_from), _rfc3339(ctx.time_to)
+        if name == "__time":
+            return f'{one_column(name, args)} AS "time"'
+        if name == "__timeEpoch":
+            return f'extract(epoch from {one_column(name, args)}) as "time"'
+        if name == "__timeFilter":
+            return f"{one_column(name, args)} BETWEEN '{frm}' AND '{to}'"
+        if name == "__timeFrom":
+            return f"'{frm}'"
+        if name == "__timeTo":
+            return f"'{to}'"
+        if name == "__timeGroup":
+            return group(args)
+        if name == "__timeGroupAlias":
+            return group(args) + ' AS "time"'
+        if name == "__unixEpochFilter":
+            col = one_column(name, args)
+            return f"{col} >= {int(ctx.time_from.timestamp())} AND {col} <= {int(ctx.time_to.timestamp())}"
+        if name == "__unixEpochFrom":
+            return str(int(ctx.time_from.timestamp()))
+        if name == "__unixEpochTo":
+            return str(int(ctx.time_to.timestamp()))
+        raise MacroError(f"unknown macro ${name}")
+
+    expanded = _MACRO.sub(replace, sql)
+    leftover = re.search(r"\$__\w+", expanded)
+    if leftover:
+        raise MacroError(f"unexpanded {leftover.group(0)} in query")
+    return expanded

@@ -1,0 +1,90 @@
+"""Resolve the broker and database a process runs against, starting embedded ones when none is configured.
+
+``services(settings)`` is the single entry point for every long-running command: unset
+``kafka_bootstrap`` -> an embedded tansu broker; unset ``database_url`` -> an embedded PostgreSQL in
+``<home>/postgres``. Either way the migrations are applied and the topics exist before the caller runs,
+and whatever was started here is stopped on exit, including on Ctrl-C (KeyboardInterrupt) and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+from marketmood.logs import get_logger
+from marketmood.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the pipeline's broker and database are, and whether this process started them."""
+
+    kafka_bootstrap: str
+    database_url: str
+    embedded_kafka: bool
+    embedded_database: bool
+
+    def env(self) -> dict[str, str]:
+        """Environment that points a child process (worker, alerts) at the same services."""
+        return {"MARKETMOOD_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "MARKETMOOD_DATABASE_URL": self.database_url}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM turned into the same unwinding path as Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt, so ``finally``/``with`` cleanup runs."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def services(settings: Settings, *, migrate: bool = True, create_topics: bool = True) -> Iterator[Services]:
+    """Start what is not configured, prepare schema and topics, yield the resolved endpoints, stop on exit."""
+    from storage.migrate import upgrade
+    from streams.topics import ensure_topics
+
+    with contextlib.ExitStack() as stack:
+        bootstrap = settings.kafka_bootstrap
+        if bootstrap is None:
+            from streams.broker import EmbeddedBroker
+
+            broker = EmbeddedBroker(settings.home / "kafka")
+            bootstrap = broker.start()
+            stack.callback(broker.stop)
+        database_url = settings.database_url
+        if database_url is None:
+            from storage.embedded import embedded_postgres
+
+            database_url = stack.enter_context(embedded_postgres(settings.home / "postgres"))
+        if migrate:
+            upgrade(database_url)
+        if create_topics:
+            ensure_topics(bootstrap, settings.topics)
+        resolved = Services(
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
+            embedded_kafka=settings.kafka_bootstrap is None,
+            embedded_database=settings.database_url is None,
+        )
+        log.info(
+            "services ready",
+            kafka=bootstrap,
+            embedded_kafka=resolved.embedded_kafka,
+            embedded_database=resolved.embedded_database,
+        )
+        yield resolved

@@ -1,0 +1,135 @@
+"""Write model artifacts: the torch artifact (training's output) and its int8 ONNX export (the CPU path).
+
+``save_torch_artifact`` is what training calls; ``export_onnx_int8`` turns that folder's fp32 weights into a
+dynamic-int8 ONNX graph (measured ~x3-4 faster than torch fp32 on 2 CPU cores); ``slim_copy`` keeps only what
+the committed default model needs (int8 export, tokenizer, label maps, card: well under 25 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from models.artifact import (
+    ENCODER_CONFIG_FILE,
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    ArtifactInfo,
+    read_info,
+    write_info,
+)
+from models.network import MultiTaskClassifier
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAMES = ("sentiment_logits", "topic_logits")
+# Training checkpoints (optimizer state, 300+ MB) never belong in a shipped artifact.
+SLIM_EXCLUDE = frozenset({WEIGHTS_FILE, ONNX_FP32_FILE, "checkpoints"})
+
+
+def serializable_config(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """Drop the entries of an HF config dict that JSON cannot hold (dtypes, callables, ...)."""
+    out: dict[str, Any] = {}
+    for key, value in config_dict.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[key] = value
+    return out
+
+
+def save_torch_artifact(model: MultiTaskClassifier, tokenizer: Any, out_dir: Path, info: ArtifactInfo) -> None:
+    """Write artifact.json, encoder_config.json, tokenizer/ and model.safetensors (fp32) into ``out_dir``."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_info(out_dir, info)
+    config = serializable_config(model.encoder.config.to_dict())
+    (out_dir / ENCODER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tokenizer.save_pretrained(str(out_dir / TOKENIZER_DIR))
+    # contiguous fp32 copies: safetensors refuses shared or non-contiguous storage
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"version": info.version})
+
+
+def export_onnx_int8(artifact_dir: Path, opset: int = 17, keep_fp32: bool = False, per_channel: bool = True) -> Path:
+    """Export the artifact's fp32 model to ONNX, quantize its weights to int8, return model.int8.onnx's path.
+
+    Dynamic batch and sequence axes (the engine pads each micro-batch to its own longest text). MatMul/Gemm
+    weights and the embedding tables (Gather) are quantized to QInt8 with onnxruntime's dynamic quantization,
+    per output channel by default: side by side on 300 headlines, per channel halved the largest probability
+    gap to torch fp32 compared with per tensor, at the same speed and size (~21 MB).
+    """
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from models.torch_backend import load_torch_model
+
+    artifact_dir = Path(artifact_dir)
+    info = read_info(artifact_dir)
+    model = load_torch_model(artifact_dir, info)
+    fp32_path, int8_path = artifact_dir / ONNX_FP32_FILE, artifact_dir / ONNX_INT8_FILE
+
+    ids = torch.ones((2, 16), dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    mask[1, 10:] = 0
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    dynamic_axes.update({name: {0: "batch"} for name in OUTPUT_NAMES})
+    with torch.inference_mode(), warnings.catch_warnings():
+        # Tracer/deprecation chatter of the TorchScript exporter; correctness is checked by tests instead.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (ids, mask),
+            str(fp32_path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        # Shape inference + graph cleanup before quantization, as onnxruntime recommends.
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            source = prepared
+        except Exception:  # pre-processing is an optimisation; quantize the raw export if it fails
+            source = fp32_path
+        quantize_dynamic(
+            str(source),
+            str(int8_path),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=["MatMul", "Gemm", "Gather"],  # Gather: the 30k-token embedding table
+        )
+    if not keep_fp32:
+        fp32_path.unlink(missing_ok=True)
+    return int8_path
+
+
+def slim_copy(artifact_dir: Path, out_dir: Path) -> Path:
+    """Copy an artifact without its fp32 weights / fp32 ONNX (for the committed default model)."""
+    artifact_dir, out_dir = Path(artifact_dir), Path(out_dir)
+    if not (artifact_dir / ONNX_INT8_FILE).is_file():
+        raise FileNotFoundError(f"{artifact_dir} has no {ONNX_INT8_FILE}: run export_onnx_int8 first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in artifact_dir.iterdir():
+        if item.name in SLIM_EXCLUDE:
+            continue
+        target = out_dir / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    return out_dir

@@ -1,0 +1,389 @@
+"""All SQL of the alerting area: window aggregation, detector state, alerts, silences and the outbox.
+
+Aggregation is derived from ``scores JOIN articles`` on every evaluation, counting only novel articles and
+one score per article (its latest model version), so worker restarts and replayed Kafka messages, which the
+idempotent upsert absorbs, can never double count. Lifecycle writes run in the caller's transaction: the
+alert row, the detector state and the outbox rows commit (or roll back) together.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from alerts.payloads import notification_payload
+from alerts.windows import Counts
+
+# Grafana annotation query over the alerts table (PostgreSQL datasource, "Annotations" with format table):
+# one region per alert, from its start to its resolve time (open alerts run to now). Reuse it verbatim.
+GRAFANA_ANNOTATIONS_SQL = """
+SELECT
+  extract(epoch FROM a.started_at) * 1000 AS "time",
+  extract(epoch FROM COALESCE(a.resolved_at, now())) * 1000 AS "timeend",
+  format('%s %s %s: %s%% negative vs %s%% baseline (n=%s) [%s]',
+         upper(a.severity), a.scope_type, a.scope,
+         round(((a.evidence->>'current_share')::numeric) * 100),
+         round(((a.evidence->>'baseline_share')::numeric) * 100),
+         a.evidence->>'volume', a.state) AS "text",
+  ARRAY['marketmood', 'alert', a.severity, a.state, a.scope_type || ':' || a.scope, 'rule:' || a.rule] AS "tags"
+FROM alerts a
+WHERE a.started_at <= $__timeTo() AND COALESCE(a.resolved_at, now()) >= $__timeFrom()
+ORDER BY a.started_at
+""".strip()
+
+_LATEST_SCORES = """
+  SELECT DISTINCT ON (s.article_id)
+         s.article_id, s.topic, s.sentiment, s.score, s.p_negative, a.event_time, a.tickers, a.title, a.url,
+         a.source
+  FROM scores s JOIN articles a ON a.id = s.article_id
+  WHERE a.novel AND s.event_time >= :start AND s.event_time < :end
+  ORDER BY s.article_id, s.scored_at DESC, s.model_version DESC
+"""
+
+_SCOPE_EXPR = {
+    "topic": ("l.topic", ""),
+    "ticker": ("t.ticker", "CROSS JOIN LATERAL unnest(l.tickers) AS t(ticker)"),
+}
+
+
+def window_counts(
+    conn: Connection,
+    scope_type: str,
+    start: datetime,
+    end: datetime,
+    window_s: int,
+    scopes: tuple[str, ...] | None = None,
+) -> dict[str, dict[int, Counts]]:
+    """Per scope, per window start (epoch s), the sentiment counts of novel articles in [start, end)."""
+    expr, join = _SCOPE_EXPR[scope_type]
+    where = f"WHERE {expr} = ANY(:scopes)" if scopes is not None else ""
+    sql = text(f"""
+        WITH l AS ({_LATEST_SCORES})
+        SELECT {expr} AS scope,
+               (floor(extract(epoch FROM l.event_time) / :w) * :w)::bigint AS bucket,
+               count(*) FILTER (WHERE l.sentiment = 'negative') AS neg,
+               count(*) FILTER (WHERE l.sentiment = 'neutral') AS neu,
+               count(*) FILTER (WHERE l.sentiment = 'positive') AS pos,
+               COALESCE(sum(l.score), 0) AS score_sum
+        FROM l {join} {where}
+        GROUP BY 1, 2
+    """)
+    params: dict[str, Any] = {"start": start, "end": end, "w": window_s}
+    if scopes is not None:
+        params["scopes"] = list(scopes)
+    out: dict[str, dict[int, Counts]] = defaultdict(dict)
+    for scope, bucket, neg, neu, pos, score_sum in conn.execute(sql, params):
+        out[scope][int(bucket)] = Counts(int(neg), int(neu), int(pos), float(score_sum))
+    return dict(out)
+
+
+def top_negative_headlines(
+    conn: Connection, scope_type: str, scope: str, start: datetime, end: datetime, limit: int = 5
+) -> list[dict[str, Any]]:
+    """The most negative novel headlines of a scope in [start, end): the evidence an on-call reads first."""
+    expr, join = _SCOPE_EXPR[scope_type]
+    sql = text(f"""
+        WITH l AS ({_LATEST_SCORES})
+        SELECT l.article_id, l.title, l.url, l.source, l.score, l.p_negative, l.event_time
+        FROM l {join}
+        WHERE {expr} = :scope AND l.sentiment = 'negative'
+        ORDER BY l.score ASC, l.event_time DESC
+        LIMIT :limit
+    """)
+    rows = conn.execute(sql, {"start": start, "end": end, "scope": scope, "limit": limit}).mappings()
+    return [
+        {"article_id": r["article_id"], "title": r["title"], "url": r["url"], "source": r["source"],
+         "score": round(float(r["score"]), 3), "p_negative": round(float(r["p_negative"]), 3),
+         "published_at": r["event_time"].isoformat()}
+        for r in rows
+    ]
+
+
+# --- detector state -------------------------------------------------------------------------------------
+
+_CURSOR_SCOPE_TYPE, _CURSOR_SCOPE = "_cursor", "*"
+
+
+def get_cursor(conn: Connection, rule: str) -> int | None:
+    """End (epoch s) of the last window the rule has judged, or None before its first evaluation."""
+    row = conn.execute(
+        text("SELECT state FROM alert_scope_state WHERE rule = :r AND scope_type = :t AND scope = :s FOR UPDATE"),
+        {"r": rule, "t": _CURSOR_SCOPE_TYPE, "s": _CURSOR_SCOPE},
+    ).first()
+    return None if row is None else row[0].get("last_window_end")
+
+
+def set_cursor(conn: Connection, rule: str, last_window_end: int) -> None:
+    save_scope_state(conn, rule, _CURSOR_SCOPE_TYPE, _CURSOR_SCOPE, {"last_window_end": last_window_end})
+
+
+def load_scope_states(conn: Connection, rule: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Non-idle detector states of a rule, keyed by (scope_type, scope)."""
+    rows = conn.execute(
+        text("SELECT scope_type, scope, state FROM alert_scope_state WHERE rule = :r AND scope_type <> :c"),
+        {"r": rule, "c": _CURSOR_SCOPE_TYPE},
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+def save_scope_state(conn: Connection, rule: str, scope_type: str, scope: str, state: dict[str, Any] | None) -> None:
+    """Upsert a detector state; ``None`` deletes it (idle scopes are not stored)."""
+    key = {"r": rule, "t": scope_type, "s": scope}
+    if state is None:
+        conn.execute(text("DELETE FROM alert_scope_state WHERE rule = :r AND scope_type = :t AND scope = :s"), key)
+        return
+    conn.execute(
+        text("""
+            INSERT INTO alert_scope_state (rule, scope_type, scope, state, updated_at)
+            VALUES (:r, :t, :s, CAST(:state AS jsonb), now())
+            ON CONFLICT (rule, scope_type, scope) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+        """),
+        {**key, "state": _json(state)},
+    )
+
+
+# --- alerts ---------------------------------------------------------------------------------------------
+
+_ALERT_COLUMNS = (
+    "id, rule, scope_type, scope, severity, state, dedup_key, started_at, updated_at, acknowledged_at, "
+    "acknowledged_by, resolved_at, evidence"
+)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)
+
+
+def get_alert(conn: Connection, alert_id: int) -> dict[str, Any] | None:
+    row = conn.execute(text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id"), {"id": alert_id}).mappings().first()
+    return dict(row) if row else None
+
+
+def open_alert(conn: Connection, rule: str, scope_type: str, scope: str) -> dict[str, Any] | None:
+    """The rule's unresolved alert for a scope (at most one, by the partial unique index)."""
+    row = conn.execute(
+        text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule = :r AND scope_type = :t AND scope = :s "
+             "AND state <> 'resolved' FOR UPDATE"),
+        {"r": rule, "t": scope_type, "s": scope},
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def list_alerts(conn: Connection, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Newest alerts first; ``state`` filters (firing | acknowledged | silenced | resolved, or 'open')."""
+    where, params = "", {"limit": limit}
+    if state == "open":
+        where = "WHERE state <> 'resolved'"
+    elif state is not None:
+        where, params["state"] = "WHERE state = :state", state
+    rows = conn.execute(
+        text(f"SELECT {_ALERT_COLUMNS} FROM alerts {where} ORDER BY started_at DESC, id DESC LIMIT :limit"), params
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def insert_alert(
+    conn: Connection, *, rule: str, scope_type: str, scope: str, severity: str, state: str, dedup_key: str,
+    started_at: datetime, evidence: dict[str, Any],
+) -> dict[str, Any]:
+    row = conn.execute(
+        text(f"""
+            INSERT INTO alerts (rule, scope_type, scope, severity, state, dedup_key, started_at, updated_at, evidence)
+            VALUES (:rule, :scope_type, :scope, :severity, :state, :dedup_key, :started_at, now(),
+                    CAST(:evidence AS jsonb))
+            RETURNING {_ALERT_COLUMNS}
+        """),
+        {"rule": rule, "scope_type": scope_type, "scope": scope, "severity": severity, "state": state,
+         "dedup_key": dedup_key, "started_at": started_at, "evidence": _json(evidence)},
+    ).mappings().one()
+    return dict(row)
+
+
+def update_alert(conn: Connection, alert_id: int, **fields: Any) -> dict[str, Any]:
+    """Set the given columns (state, resolved_at, acknowledged_*, evidence) and return the row."""
+    allowed = {"state", "resolved_at", "acknowledged_at", "acknowledged_by", "evidence"}
+    if not fields or set(fields) - allowed:
+        raise ValueError(f"can only update {sorted(allowed)}")
+    sets = ", ".join(f"{k} = CAST(:{k} AS jsonb)" if k == "evidence" else f"{k} = :{k}" for k in fields)
+    params = {k: _json(v) if k == "evidence" else v for k, v in fields.items()}
+    row = conn.execute(
+        text(f"UPDATE alerts SET {sets}, updated_at = now() WHERE id = :id RETURNING {_ALERT_COLUMNS}"),
+        {**params, "id": alert_id},
+    ).mappings().one()
+    return dict(row)
+
+
+def acknowledge_alert(conn: Connection, alert_id: int, by: str) -> dict[str, Any] | None:
+    """Mark an open alert acknowledged and enqueue the acknowledge notification to every notifier that got
+    the trigger (PagerDuty then stops escalating). Idempotent; a resolved alert is returned unchanged;
+    None when no such alert exists."""
+    alert = conn.execute(
+        text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id FOR UPDATE"), {"id": alert_id}
+    ).mappings().first()
+    if alert is None:
+        return None
+    alert = dict(alert)
+    if alert["state"] not in ("firing", "silenced"):
+        return alert
+    alert = update_alert(conn, alert_id, state="acknowledged", acknowledged_at=datetime.now(timezone.utc),
+                         acknowledged_by=by)
+    enqueue(conn, alert, triggered_notifiers(conn, alert_id), "acknowledge")
+    return alert
+
+
+# --- silences -------------------------------------------------------------------------------------------
+
+def create_silence(conn: Connection, scope_type: str, scope: str, duration: timedelta, *, by: str | None = None,
+                   reason: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    row = conn.execute(
+        text("""
+            INSERT INTO silences (scope_type, scope, starts_at, ends_at, created_by, reason)
+            VALUES (:t, :s, COALESCE(:now, now()), COALESCE(:now, now()) + :d, :by, :reason)
+            RETURNING id, scope_type, scope, starts_at, ends_at, created_by, reason, cancelled_at
+        """),
+        {"t": scope_type, "s": scope, "now": now, "d": duration, "by": by, "reason": reason},
+    ).mappings().one()
+    return dict(row)
+
+
+def cancel_silences(conn: Connection, *, silence_id: int | None = None, scope_type: str | None = None,
+                    scope: str | None = None) -> int:
+    """Cancel one silence by id, or every active silence of a scope; returns how many were cancelled."""
+    if silence_id is not None:
+        result = conn.execute(
+            text("UPDATE silences SET cancelled_at = now() WHERE id = :id AND cancelled_at IS NULL"), {"id": silence_id}
+        )
+    else:
+        result = conn.execute(
+            text("UPDATE silences SET cancelled_at = now() WHERE scope_type = :t AND scope = :s "
+                 "AND cancelled_at IS NULL AND ends_at > now()"),
+            {"t": scope_type, "s": scope},
+        )
+    return result.rowcount
+
+
+def list_silences(conn: Connection, *, active_at: datetime | None = None) -> list[dict[str, Any]]:
+    """Silences not cancelled and not expired at ``active_at`` (default now)."""
+    rows = conn.execute(
+        text("""SELECT id, scope_type, scope, starts_at, ends_at, created_by, reason FROM silences
+                WHERE cancelled_at IS NULL AND starts_at <= COALESCE(:at, now()) AND ends_at > COALESCE(:at, now())
+                ORDER BY ends_at"""),
+        {"at": active_at},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def is_silenced(conn: Connection, scope_type: str, scope: str, at: datetime) -> bool:
+    return conn.execute(
+        text("""SELECT 1 FROM silences WHERE scope_type = :t AND scope = :s AND cancelled_at IS NULL
+                AND starts_at <= :at AND ends_at > :at LIMIT 1"""),
+        {"t": scope_type, "s": scope, "at": at},
+    ).first() is not None
+
+
+def open_alerts_silence_mismatch(conn: Connection, at: datetime) -> list[dict[str, Any]]:
+    """Open alerts whose state disagrees with silences at ``at``: firing but silenced, or silenced but not."""
+    rows = conn.execute(
+        text(f"""
+            SELECT {_ALERT_COLUMNS}, silenced_now FROM (
+              SELECT a.*, EXISTS (SELECT 1 FROM silences s WHERE s.scope_type = a.scope_type AND s.scope = a.scope
+                                  AND s.cancelled_at IS NULL AND s.starts_at <= :at AND s.ends_at > :at) AS silenced_now
+              FROM alerts a WHERE a.state IN ('firing', 'silenced')
+            ) x
+            WHERE (state = 'firing' AND silenced_now) OR (state = 'silenced' AND NOT silenced_now)
+        """),
+        {"at": at},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+# --- outbox ---------------------------------------------------------------------------------------------
+
+def enqueue(conn: Connection, alert: dict[str, Any], notifiers: list[str] | tuple[str, ...], event: str) -> int:
+    """One outbox row per notifier for this alert event; a repeat of the same event is ignored."""
+    if not notifiers:
+        return 0
+    payload = _json(notification_payload(alert, event))
+    result = conn.execute(
+        text("""
+            INSERT INTO notification_outbox (alert_id, notifier, event, payload)
+            SELECT :alert_id, n, :event, CAST(:payload AS jsonb) FROM unnest(CAST(:notifiers AS text[])) AS n
+            ON CONFLICT (alert_id, notifier, event) DO NOTHING
+        """),
+        {"alert_id": alert["id"], "event": event, "payload": payload, "notifiers": list(notifiers)},
+    )
+    return result.rowcount
+
+
+def triggered_notifiers(conn: Connection, alert_id: int) -> list[str]:
+    """Notifiers that were sent (or still owe) this alert's trigger: acks and resolves go to them only."""
+    rows = conn.execute(
+        text("SELECT notifier FROM notification_outbox WHERE alert_id = :id AND event = 'trigger' ORDER BY notifier"),
+        {"id": alert_id},
+    )
+    return [r[0] for r in rows]
+
+
+def claim_due(conn: Connection, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
+    """Pending rows due at ``now``, locked for this transaction (SKIP LOCKED: several senders may run).
+    A row waits while an older row of the same alert and notifier is pending, so a resolve never overtakes
+    its trigger."""
+    rows = conn.execute(
+        text("""
+            SELECT o.id, o.alert_id, o.notifier, o.event, o.payload, o.attempts
+            FROM notification_outbox o
+            WHERE o.status = 'pending' AND o.next_attempt_at <= :now
+              AND NOT EXISTS (SELECT 1 FROM notification_outbox p WHERE p.alert_id = o.alert_id
+                              AND p.notifier = o.notifier AND p.id < o.id AND p.status = 'pending')
+            ORDER BY o.id
+            LIMIT :limit
+            FOR UPDATE OF o SKIP LOCKED
+        """),
+        {"now": now, "limit": limit},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def mark_delivered(conn: Connection, outbox_id: int, at: datetime) -> None:
+    conn.execute(
+        text("UPDATE notification_outbox SET status = 'delivered', delivered_at = :at, attempts = attempts + 1, "
+             "last_error = NULL WHERE id = :id"),
+        {"id": outbox_id, "at": at},
+    )
+
+
+def mark_failed(conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime, *, dead: bool) -> None:
+    conn.execute(
+        text("UPDATE notification_outbox SET attempts = attempts + 1, last_error = :err, next_attempt_at = :next, "
+             "status = CASE WHEN :dead THEN 'dead' ELSE 'pending' END WHERE id = :id"),
+        {"id": outbox_id, "err": error[:2000], "next": next_attempt_at, "dead": dead},
+    )
+
+
+def defer(conn: Connection, outbox_id: int, next_attempt_at: datetime) -> None:
+    """Postpone a row without counting an attempt (its notifier just failed on another row)."""
+    conn.execute(
+        text("UPDATE notification_outbox SET next_attempt_at = GREATEST(next_attempt_at, :next) WHERE id = :id"),
+        {"id": outbox_id, "next": next_attempt_at},
+    )
+
+
+def outbox_counts(conn: Connection) -> dict[tuple[str, str], int]:
+    """Rows per (notifier, status), for metrics and the CLI."""
+    rows = conn.execute(text("SELECT notifier, status, count(*) FROM notification_outbox GROUP BY 1, 2"))
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def list_outbox(conn: Connection, *, alert_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        text("""SELECT id, alert_id, notifier, event, status, attempts, next_attempt_at, last_error, created_at,
+                       delivered_at, payload
+                FROM notification_outbox WHERE (:a IS NULL OR alert_id = :a) ORDER BY id LIMIT :limit"""),
+        {"a": alert_id, "limit": limit},
+    ).mappings()
+    return [dict(r) for r in rows]

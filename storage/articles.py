@@ -1,0 +1,324 @@
+"""Writing scored articles (the worker's one write per micro-batch) and the reads the worker and demo need.
+
+``upsert_scored_batch`` is idempotent, so Kafka redeliveries (rebalances, crashes before the offset
+commit) never create duplicate rows: articles are keyed by id (first write wins) and scores by
+(article id, model version). It runs in the caller's transaction, so "rows committed" and "offsets
+acknowledged" can be ordered by the caller.
+
+Novelty (syndication): an article is not novel when another article with the same non-null
+``story_key`` has an ``event_time`` within ``window`` before it (ties: the row already stored, then the
+earlier item of the batch, wins). A transaction-scoped advisory lock per story-key bucket makes two
+workers scoring copies of one story at the same moment see each other's rows.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import Text
+
+from storage.schema import Article, Score
+
+DEFAULT_NOVELTY_WINDOW = timedelta(hours=6)
+_LOCK_NAMESPACE = 0x4D4D  # "MM": first key of pg_advisory_xact_lock(int, int)
+_LOCK_BUCKETS = 256  # bounded number of locks per transaction, whatever the batch size
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredArticle:
+    """One article as received plus one model's score of it; ``story_key`` is computed by the caller."""
+
+    id: str
+    title: str
+    model_version: str
+    topic: str
+    topic_confidence: float
+    sentiment: str
+    p_negative: float
+    p_neutral: float
+    p_positive: float
+    score: float
+    body: str | None = None
+    source: str | None = None
+    url: str | None = None
+    published_at: datetime | None = None
+    tickers: Sequence[str] = ()
+    lang: str | None = None
+    story_key: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What one batch changed; ``duplicates`` = items whose article row already existed (or repeated)."""
+
+    articles_inserted: int
+    scores_inserted: int
+    duplicates: int
+    not_novel: int
+
+
+def upsert_scored_batch(
+    conn: Connection, items: Sequence[ScoredArticle], *, novelty_window: timedelta = DEFAULT_NOVELTY_WINDOW
+) -> UpsertResult:
+    """Insert new articles and scores in bulk inside the caller's transaction; safe to replay."""
+    if not items:
+        return UpsertResult(0, 0, 0, 0)
+    now: datetime = conn.execute(select(func.now())).scalar_one()  # transaction start: one clock per batch
+
+    first: dict[str, ScoredArticle] = {}
+    for item in items:
+        if item.published_at is not None and item.published_at.utcoffset() is None:
+            raise ValueError(f"article {item.id!r}: published_at must be timezone-aware")
+        first.setdefault(item.id, item)
+
+    _lock_story_buckets(conn, {a.story_key for a in first.values() if a.story_key})
+    existing = dict(
+        conn.execute(
+            select(Article.id, Article.event_time).where(Article.id == func.any(bindparam("ids", type_=ARRAY(Text)))),
+            {"ids": list(first)},
+        ).all()
+    )
+    new = [a for a in first.values() if a.id not in existing]
+    event_times = {a.id: a.published_at or now for a in new}
+    novel = _novelty(conn, new, event_times, novelty_window)
+
+    inserted: set[str] = set()
+    if new:
+        inserted = set(conn.execute(_INSERT_ARTICLES, _article_columns(new, event_times, novel)).scalars())
+        lost_race = [a.id for a in new if a.id not in inserted]  # inserted concurrently by another worker
+        if lost_race:
+            existing.update(
+                conn.execute(select(Article.id, Article.event_time).where(Article.id.in_(lost_race))).all()
+            )
+    event_times.update(existing)  # scores carry the stored article's event_time (first write wins)
+
+    unique_scores: dict[tuple[str, str], ScoredArticle] = {}
+    for item in items:
+        unique_scores.setdefault((item.id, item.model_version), item)
+    scores_inserted = len(conn.execute(_INSERT_SCORES, _score_columns(list(unique_scores.values()), event_times)).all())
+    return UpsertResult(
+        articles_inserted=len(inserted),
+        scores_inserted=scores_inserted,
+        duplicates=len(items) - len(inserted),
+        not_novel=sum(1 for a in new if a.id in inserted and not novel[a.id]),
+    )
+
+
+def _lock_story_buckets(conn: Connection, keys: set[str]) -> None:
+    """Advisory xact locks on the keys' hash buckets, taken in sorted order so workers cannot deadlock."""
+    if not keys:
+        return
+    conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:ns, b) FROM ("
+            " SELECT DISTINCT (hashtext(k) & :mask) AS b FROM unnest(CAST(:keys AS text[])) AS k ORDER BY b) s"
+        ),
+        {"ns": _LOCK_NAMESPACE, "mask": _LOCK_BUCKETS - 1, "keys": sorted(keys)},
+    )
+
+
+def _novelty(
+    conn: Connection, new: Sequence[ScoredArticle], event_times: dict[str, datetime], window: timedelta
+) -> dict[str, bool]:
+    """novel[id] for each new article: False if an earlier copy of its story lies within ``window``."""
+    novel = {a.id: True for a in new}
+    keyed = [(a.story_key, event_times[a.id], pos, a.id) for pos, a in enumerate(new) if a.story_key]
+    if not keyed:
+        return novel
+    lo = min(t for _, t, _, _ in keyed) - window
+    hi = max(t for _, t, _, _ in keyed)
+    stored: dict[str, list[datetime]] = defaultdict(list)
+    for key, t in conn.execute(
+        select(Article.story_key, Article.event_time)
+        .where(Article.story_key == func.any(bindparam("keys", type_=ARRAY(Text))))
+        .where(Article.event_time.between(lo, hi))
+        .order_by(Article.event_time),
+        {"keys": sorted({k for k, _, _, _ in keyed})},
+    ):
+        stored[key].append(t)
+    previous: dict[str, datetime] = {}  # latest batch copy so far, in (event_time, batch position) order
+    for key, t, _, article_id in sorted(keyed, key=lambda k: (k[1], k[2])):
+        times = stored.get(key, [])
+        has_stored = bisect.bisect_right(times, t) > bisect.bisect_left(times, t - window)
+        has_batch = key in previous and previous[key] >= t - window
+        novel[article_id] = not (has_stored or has_batch)
+        previous[key] = t
+    return novel
+
+
+# One multi-row INSERT per table: parallel arrays unnested server-side (far cheaper than executemany).
+_INSERT_ARTICLES = text(
+    """
+    INSERT INTO articles (id, title, body, source, url, published_at, event_time, tickers, lang, story_key,
+                          novel, kafka_partition, kafka_offset)
+    SELECT id, title, body, source, url, published_at, event_time, CAST(tickers AS text[]), lang, story_key,
+           novel, kafka_partition, kafka_offset
+    FROM unnest(CAST(:id AS text[]), CAST(:title AS text[]), CAST(:body AS text[]), CAST(:source AS text[]),
+                CAST(:url AS text[]), CAST(:published_at AS timestamptz[]), CAST(:event_time AS timestamptz[]),
+                CAST(:tickers AS text[]), CAST(:lang AS text[]), CAST(:story_key AS text[]),
+                CAST(:novel AS boolean[]), CAST(:kafka_partition AS integer[]), CAST(:kafka_offset AS bigint[]))
+         AS u(id, title, body, source, url, published_at, event_time, tickers, lang, story_key, novel,
+              kafka_partition, kafka_offset)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
+
+_INSERT_SCORES = text(
+    """
+    INSERT INTO scores (article_id, model_version, topic, topic_confidence, sentiment, p_negative, p_neutral,
+                        p_positive, score, event_time)
+    SELECT * FROM unnest(CAST(:article_id AS text[]), CAST(:model_version AS text[]), CAST(:topic AS text[]),
+                         CAST(:topic_confidence AS float8[]), CAST(:sentiment AS text[]),
+                         CAST(:p_negative AS float8[]), CAST(:p_neutral AS float8[]), CAST(:p_positive AS float8[]),
+                         CAST(:score AS float8[]), CAST(:event_time AS timestamptz[]))
+    ON CONFLICT (article_id, model_version) DO NOTHING
+    RETURNING article_id
+    """
+)
+
+
+def _quote(value: Any) -> str:
+    """One element of a PostgreSQL array literal (NULL, or a double-quoted, escaped string)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    elif isinstance(value, float):
+        value = repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array(values: Sequence[Any]) -> str:
+    """A whole column as ONE array literal string.
+
+    Sent as a single parameter and parsed by PostgreSQL's array_in, this is far cheaper than psycopg2's
+    ``ARRAY[...]`` rendering (one SQL expression per element for the parser to chew through).
+    """
+    return "{" + ",".join(map(_quote, values)) + "}"
+
+
+def _article_columns(
+    new: Sequence[ScoredArticle], event_times: dict[str, datetime], novel: dict[str, bool]
+) -> dict[str, str]:
+    return {
+        "id": _array([a.id for a in new]),
+        "title": _array([a.title for a in new]),
+        "body": _array([a.body for a in new]),
+        "source": _array([a.source for a in new]),
+        "url": _array([a.url for a in new]),
+        "published_at": _array([a.published_at for a in new]),
+        "event_time": _array([event_times[a.id] for a in new]),
+        # Ragged: each row's tickers travel as a text[] literal inside the outer array, cast server-side.
+        "tickers": _array([_array(list(a.tickers)) for a in new]),
+        "lang": _array([a.lang for a in new]),
+        "story_key": _array([a.story_key for a in new]),
+        "novel": _array([novel[a.id] for a in new]),
+        "kafka_partition": _array([a.kafka_partition for a in new]),
+        "kafka_offset": _array([a.kafka_offset for a in new]),
+    }
+
+
+def _score_columns(items: Sequence[ScoredArticle], event_times: dict[str, datetime]) -> dict[str, str]:
+    return {
+        "article_id": _array([a.id for a in items]),
+        "model_version": _array([a.model_version for a in items]),
+        "topic": _array([a.topic for a in items]),
+        "topic_confidence": _array([float(a.topic_confidence) for a in items]),
+        "sentiment": _array([a.sentiment for a in items]),
+        "p_negative": _array([float(a.p_negative) for a in items]),
+        "p_neutral": _array([float(a.p_neutral) for a in items]),
+        "p_positive": _array([float(a.p_positive) for a in items]),
+        "score": _array([float(a.score) for a in items]),
+        "event_time": _array([event_times[a.id] for a in items]),
+    }
+
+
+# -- reads ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TopicSummaryRow:
+    topic: str
+    n: int
+    negative: int
+    neutral: int
+    positive: int
+    mean_score: float
+
+
+def topic_summary(conn: Connection, since: datetime, model_version: str | None = None) -> list[TopicSummaryRow]:
+    """Per-topic sentiment counts for scores with event_time >= since.
+
+    With ``model_version`` None each article counts once, by its most recently written score, so a model
+    change mid-window does not double count.
+    """
+    if model_version is None:
+        ranked = (
+            select(
+                Score.topic,
+                Score.sentiment,
+                Score.score,
+                func.row_number()
+                .over(partition_by=Score.article_id, order_by=(Score.scored_at.desc(), Score.model_version.desc()))
+                .label("rank"),
+            )
+            .where(Score.event_time >= since)
+            .subquery()
+        )
+        scores = select(ranked.c.topic, ranked.c.sentiment, ranked.c.score).where(ranked.c.rank == 1).subquery()
+    else:
+        scores = (
+            select(Score.topic, Score.sentiment, Score.score)
+            .where(Score.event_time >= since, Score.model_version == model_version)
+            .subquery()
+        )
+    stmt = (
+        select(
+            scores.c.topic,
+            func.count(),
+            func.count().filter(scores.c.sentiment == "negative"),
+            func.count().filter(scores.c.sentiment == "neutral"),
+            func.count().filter(scores.c.sentiment == "positive"),
+            func.avg(scores.c.score),
+        )
+        .group_by(scores.c.topic)
+        .order_by(scores.c.topic)
+    )
+    return [
+        TopicSummaryRow(topic, int(n), int(neg), int(neu), int(pos), float(mean))
+        for topic, n, neg, neu, pos, mean in conn.execute(stmt)
+    ]
+
+
+def count_articles(conn: Connection, *, novel: bool | None = None) -> int:
+    stmt = select(func.count()).select_from(Article)
+    if novel is not None:
+        stmt = stmt.where(Article.novel.is_(novel))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def count_scores(conn: Connection, model_version: str | None = None) -> int:
+    stmt = select(func.count()).select_from(Score)
+    if model_version is not None:
+        stmt = stmt.where(Score.model_version == model_version)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def articles_without_score(conn: Connection, model_version: str) -> int:
+    """Articles lacking a score from ``model_version`` (tests assert 0 after a crash/restart)."""
+    stmt = (
+        select(func.count())
+        .select_from(Article)
+        .where(~select(Score.article_id).where(Score.article_id == Article.id, Score.model_version == model_version).exists())
+    )
+    return int(conn.execute(stmt).scalar_one())

@@ -1,0 +1,109 @@
+"""Engines, connections and sessions, plus the few database-level operations every process needs.
+
+Engines use ``pool_pre_ping`` so a connection that died with a PostgreSQL restart is replaced on checkout
+instead of failing the next batch; ``is_transient_error`` tells retry loops which errors are worth waiting
+out (the server is down or restarting) and which are bugs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+DEFAULT_CONNECT_TIMEOUT_S = 5
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database cannot be reached; the message names the (password-free) URL and the cause."""
+
+
+def make_engine(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S, **kwargs: Any) -> Engine:
+    """An engine with pre-ping and a bounded connect timeout (a dead server fails fast, not after minutes)."""
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("connect_timeout", connect_timeout)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, connect_args=connect_args, **kwargs)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """ORM sessions for the few places that want them (registry, API); bulk paths use Core connections."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction: commits on success, rolls back on any exception."""
+    with engine.begin() as conn:
+        yield conn
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """True for connection-level failures (server down, restarting, network) that a retry can fix."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        orig = getattr(exc, "orig", None)
+        code = getattr(orig, "pgcode", None) or ""
+        # 08 connection exception, 57P admin shutdown / crash shutdown / cannot connect now, 40001/40P01 retry.
+        return code.startswith(("08", "57P")) or code in {"40001", "40P01"}
+    return isinstance(exc, (sa_exc.DisconnectionError, ConnectionError))
+
+
+def ping(url: str, timeout: int = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Raise DatabaseUnavailableError with a readable message unless ``SELECT 1`` succeeds."""
+    engine = make_engine(url, connect_timeout=timeout, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except sa_exc.DBAPIError as exc:
+        raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {safe_url(url)}: {_first_line(exc)}") from exc
+    finally:
+        engine.dispose()
+
+
+def create_database_if_missing(url: str) -> bool:
+    """Create the URL's database (via the ``postgres`` maintenance database); True if it was created."""
+    target = make_url(url)
+    name = target.database
+    if not name:
+        raise ValueError(f"URL has no database name: {safe_url(url)}")
+    admin = make_engine(
+        target.set(database="postgres").render_as_string(hide_password=False),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if exists:
+                return False
+            quoted = conn.dialect.identifier_preparer.quote(name)
+            try:
+                conn.execute(text(f"CREATE DATABASE {quoted}"))
+            except sa_exc.ProgrammingError as exc:  # created concurrently by another process
+                if getattr(exc.orig, "pgcode", None) != "42P04":
+                    raise
+                return False
+            return True
+    except sa_exc.OperationalError as exc:
+        raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {safe_url(url)}: {_first_line(exc)}") from exc
+    finally:
+        admin.dispose()
+
+
+def _first_line(exc: sa_exc.DBAPIError) -> str:
+    return str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]

@@ -1,0 +1,1 @@
+"""Kafka side of MarketMood: message contract, embedded broker, topics, the faust worker, publishers."""

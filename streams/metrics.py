@@ -1,0 +1,41 @@
+"""Prometheus metrics of the stream worker, on an injectable registry (tests and benchmarks pass their own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class WorkerMetrics:
+    """consumed, batch sizes, inference / DB latency, dead-lettered, lag (plus retries and model version)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("marketmood_worker_consumed", "Records consumed from news.raw.", registry=r)
+        self.scored = Counter("marketmood_worker_scored", "Articles scored and committed.", registry=r)
+        self.deadlettered = Counter(
+            "marketmood_worker_deadlettered", "Records sent to news.deadletter.", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "marketmood_worker_batch_size", "Records per micro-batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "marketmood_worker_inference_seconds", "Classifier time per batch.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.db_seconds = Histogram(
+            "marketmood_worker_db_write_seconds", "Successful DB transaction time per batch.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.db_retries = Counter("marketmood_worker_db_retries", "Failed DB writes that were retried.", registry=r)
+        self.lag = Gauge("marketmood_worker_lag", "Records behind the high watermark.", ["partition"], registry=r)
+        self.model_info = Gauge(
+            "marketmood_worker_model", "1 for the model version that scored the last batch.", ["version"], registry=r
+        )
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Expose /metrics over HTTP in a daemon thread; port 0 disables it."""
+        if port:
+            start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,174 @@
+"""Read news files and map them to the news.raw contract (used by ``marketmood publish``).
+
+Formats, detected from the file:
+- JSONL (``.jsonl``/``.ndjson``, optionally ``.gz``): one contract object per line, passed through as-is
+  (a line that is not JSON is sent as raw bytes, which is handy for dead-letter drills).
+- Reuters stream CSV (``article_id,published_date,ticker,...``): dates only, so each day's articles are
+  spread over that day at a deterministic time (a hash of the article id), then sent in time order. Rows
+  of one article tagged to several tickers are merged into one message with all tickers.
+- StockNet tweets CSV (``tweet_id,created_at,ticker,...``): exact UTC timestamps; consecutive rows of
+  one tweet are merged (tickers), and a tweet seen before is skipped.
+- Any other CSV whose columns are contract field names (``tickers`` separated by ``;`` or ``,``).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+Record = dict[str, Any] | bytes
+
+REUTERS_COLUMNS = {"article_id", "published_date", "ticker", "headline"}
+STOCKNET_COLUMNS = {"tweet_id", "created_at", "ticker", "text"}
+
+
+def _open_text(path: Path) -> TextIO:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _base_suffix(path: Path) -> str:
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
+def detect_format(path: Path) -> str:
+    """``jsonl``, ``reuters``, ``stocknet`` or ``csv``."""
+    suffix = _base_suffix(path).lower()
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        return "jsonl"
+    if suffix != ".csv":
+        raise ValueError(f"{path}: expected .jsonl/.ndjson or .csv (optionally .gz)")
+    with _open_text(path) as fh:
+        header = set(next(csv.reader(fh), []))
+    if REUTERS_COLUMNS <= header:
+        return "reuters"
+    if STOCKNET_COLUMNS <= header:
+        return "stocknet"
+    if {"id", "title"} <= header:
+        return "csv"
+    raise ValueError(f"{path}: unknown CSV columns {sorted(header)}; need contract fields (id, title, ...)")
+
+
+def read_records(path: Path, *, fmt: str | None = None, lang: str | None = None) -> Iterator[Record]:
+    """Contract messages from ``path`` in publish order."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    readers = {"jsonl": _jsonl, "reuters": _reuters, "stocknet": _stocknet, "csv": _generic_csv}
+    for record in readers[fmt](path):
+        if lang and isinstance(record, dict) and record.get("lang") not in (None, lang):
+            continue
+        yield record
+
+
+def _jsonl(path: Path) -> Iterator[Record]:
+    with _open_text(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                yield line.encode()
+
+
+def spread_time(day: date, article_id: str) -> datetime:
+    """A deterministic time of day for a date-only article: the same id always gets the same second."""
+    seconds = int(hashlib.sha1(article_id.encode()).hexdigest()[:8], 16) % 86_400
+    return datetime.combine(day, time(0, 0), tzinfo=timezone.utc) + timedelta(seconds=seconds)
+
+
+def _clean(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = text.replace("\u200b", "").replace("\u200d", "").strip()
+    return text or None
+
+
+def _reuters(path: Path) -> Iterator[Record]:
+    day: str | None = None
+    articles: dict[str, dict[str, Any]] = {}
+
+    def flush() -> Iterator[Record]:
+        ordered = sorted(articles.values(), key=lambda a: (a["published_at"], a["id"]))
+        for a in ordered:
+            a["published_at"] = a["published_at"].isoformat()
+            yield a
+        articles.clear()
+
+    with _open_text(path) as fh:
+        for row in csv.DictReader(fh):
+            if row["published_date"] != day:
+                yield from flush()
+                day = row["published_date"]
+            existing = articles.get(row["article_id"])
+            ticker = (row.get("ticker") or "").strip()
+            if existing is not None:
+                if ticker and ticker not in existing["tickers"]:
+                    existing["tickers"].append(ticker)
+                continue
+            title = _clean(row.get("headline"))
+            if title is None:
+                continue
+            articles[row["article_id"]] = {
+                "id": f"reuters-{row['article_id']}",
+                "title": title,
+                "summary": _clean(row.get("summary")),
+                "source": row.get("source") or "Reuters",
+                "published_at": spread_time(date.fromisoformat(day), row["article_id"]),
+                "tickers": [ticker] if ticker else [],
+                "lang": "en",
+            }
+        yield from flush()
+
+
+def _stocknet(path: Path) -> Iterator[Record]:
+    seen: set[str] = set()
+    pending: dict[str, Any] | None = None
+    with _open_text(path) as fh:
+        for row in csv.DictReader(fh):
+            tweet_id = row["tweet_id"]
+            ticker = (row.get("ticker") or "").strip()
+            if pending is not None and pending["id"] == f"tweet-{tweet_id}":
+                if ticker and ticker not in pending["tickers"]:
+                    pending["tickers"].append(ticker)
+                continue
+            if pending is not None:
+                yield pending
+                pending = None
+            if tweet_id in seen:
+                continue
+            seen.add(tweet_id)
+            title = _clean(row.get("text"))
+            if title is None:
+                continue
+            user = row.get("user_screen_name") or "i"
+            pending = {
+                "id": f"tweet-{tweet_id}",
+                "title": title,
+                "source": "twitter",
+                "url": f"https://twitter.com/{user}/status/{tweet_id}",
+                "published_at": row["created_at"].replace("Z", "+00:00"),
+                "tickers": [ticker] if ticker else [],
+                "lang": row.get("lang") or None,
+            }
+        if pending is not None:
+            yield pending
+
+
+def _generic_csv(path: Path) -> Iterator[Record]:
+    with _open_text(path) as fh:
+        for row in csv.DictReader(fh):
+            record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+            if "tickers" in record:
+                sep = ";" if ";" in record["tickers"] else ","
+                record["tickers"] = [t.strip() for t in record["tickers"].split(sep) if t.strip()]
+            yield record

@@ -1,0 +1,144 @@
+"""Pure detection: low volume, flapping, plateau, replayed windows, minimum duration, cooldown."""
+
+from __future__ import annotations
+
+import random
+
+from alerts.detector import DetectionParams, ScopeState, advance, observe, step, tail_probability
+from alerts.windows import Counts, WindowSeries
+
+W = 300
+T0 = 1_700_000_000 - (1_700_000_000 % W)
+
+
+def make_series(shares: list[float], per_window: int, seed: int = 7) -> WindowSeries:
+    """Windows with ``per_window`` articles each, negatives drawn at the given share (deterministic)."""
+    rng = random.Random(seed)
+    windows = {}
+    for i, share in enumerate(shares):
+        neg = sum(rng.random() < share for _ in range(per_window))
+        windows[T0 + i * W] = Counts(neg, per_window - neg, 0, -0.5 * neg)
+    return WindowSeries(W, windows)
+
+
+def run(params: DetectionParams, series: WindowSeries, n: int, state: ScopeState | None = None):
+    ends = [T0 + (i + 1) * W for i in range(n)]
+    return advance(params, state or ScopeState(), series, ends)
+
+
+P = DetectionParams()
+
+
+def test_quiet_series_rarely_fires() -> None:
+    # Five simulated weeks of 60 articles/hour at a steady 20% negative share: at most one false alert.
+    fires = 0
+    for seed in range(5):
+        _, transitions, _ = run(P, make_series([0.2] * 2016, per_window=5, seed=seed), 2016)
+        fires += sum(t.kind == "fire" for t in transitions)
+    assert fires <= 1
+
+
+def test_burst_fires_once_then_resolves_once() -> None:
+    shares = [0.2] * 100 + [0.55] * 8 + [0.2] * 40
+    series = make_series(shares, per_window=6)
+    state, transitions, _ = run(P, series, len(shares))
+    kinds = [t.kind for t in transitions]
+    assert kinds == ["fire", "resolve"]
+    fire, resolve = transitions
+    assert T0 + 100 * W < fire.at <= T0 + 103 * W  # within 3 windows of the burst start
+    assert T0 + 108 * W < resolve.at <= T0 + 115 * W
+    ev = fire.observation.evidence()
+    assert ev["current_share"] > ev["baseline_share"] + 0.12 and ev["p_value"] <= P.fire_p
+    assert ev["volume"] >= P.min_volume
+    assert state.phase == "idle" and state.cooldown_until == resolve.at + 3600
+
+
+def test_low_volume_guard() -> None:
+    # Two articles per window, all negative in a short burst: fewer than min_volume in the span -> no alert.
+    shares = [0.2] * 100 + [1.0] * 1 + [0.2] * 20
+    series = make_series(shares, per_window=2)
+    _, transitions, _ = run(P, series, len(shares))
+    assert transitions == []
+    # And a beta-binomial tail at tiny n is never extreme: 2 of 2 negative against a 20% baseline.
+    assert tail_probability(2, 2, Counts(20, 80), P.prior_strength) > 0.01
+
+
+def test_low_volume_noise_over_days_stays_quiet() -> None:
+    series = make_series([0.25] * 3000, per_window=2, seed=3)
+    _, transitions, _ = run(P, series, 3000)
+    assert transitions == []
+
+
+def test_flapping_series_does_not_fire_with_min_duration() -> None:
+    params = DetectionParams(min_duration_windows=3)
+    # Alternating one hot window, one quiet window: never 3 consecutive breaching windows.
+    shares = [0.2] * 100 + [0.9, 0.2, 0.2, 0.2] * 10 + [0.2] * 20
+    series = make_series(shares, per_window=10)
+    _, transitions, _ = run(params.model_copy(update={"span_windows": 1}), series, len(shares))
+    assert transitions == []
+
+
+def test_min_duration_delays_firing() -> None:
+    shares = [0.2] * 100 + [0.7] * 10 + [0.2] * 30
+    series = make_series(shares, per_window=10)
+    _, t1, _ = run(DetectionParams(min_duration_windows=1), series, len(shares))
+    _, t3, _ = run(DetectionParams(min_duration_windows=3), series, len(shares))
+    assert [t.kind for t in t1] == [t.kind for t in t3] == ["fire", "resolve"]
+    assert t3[0].at == t1[0].at + 2 * W
+    assert t3[0].started_at == t1[0].started_at  # the episode start is the first breaching window
+
+
+def test_flapping_around_resolve_threshold_gives_one_alert() -> None:
+    # During a long spike the share dips to baseline for single windows: hysteresis keeps one alert open.
+    shares = [0.2] * 100 + ([0.7] * 3 + [0.2]) * 6 + [0.2] * 30
+    series = make_series(shares, per_window=10)
+    _, transitions, _ = run(DetectionParams(span_windows=1, resolve_after_windows=2), series, len(shares))
+    assert [t.kind for t in transitions] == ["fire", "resolve"]
+
+
+def test_plateau_fires_once_and_resolves_when_new_normal() -> None:
+    # The share jumps and stays there for 24 h: one alert; once the frozen baseline expires the new level is
+    # the normal, the alert resolves, and the cooldown plus the adapted baseline prevent a re-fire.
+    shares = [0.15] * 100 + [0.5] * 288
+    series = make_series(shares, per_window=8)
+    state, transitions, _ = run(P, series, len(shares))
+    assert [t.kind for t in transitions] == ["fire", "resolve"]
+    assert transitions[1].at - transitions[0].at >= 6 * 3600 - 3 * W  # stayed open while baseline was frozen
+    assert state.phase == "idle"
+
+
+def test_replayed_window_is_ignored() -> None:
+    shares = [0.2] * 100 + [0.7] * 5
+    series = make_series(shares, per_window=10)
+    state, transitions, _ = run(P, series, 104)
+    assert [t.kind for t in transitions] == ["fire"]
+    # Judge the same window again (a restart that re-reads it, or a replayed message): no second fire.
+    again = observe(P, series, T0 + 104 * W, state)
+    state2, tr = step(P, state, again)
+    assert tr is None and state2 == state
+    # And JSON persistence round-trips the state exactly.
+    assert ScopeState.from_json(state.to_json()) == state
+
+
+def test_cooldown_blocks_refire_then_allows_it() -> None:
+    params = DetectionParams(cooldown_minutes=60)
+    # Burst, quiet 30 min (inside cooldown), burst, then a burst after the cooldown has passed.
+    shares = [0.2] * 100 + [0.7] * 4 + [0.2] * 6 + [0.7] * 4 + [0.2] * 20 + [0.7] * 4 + [0.2] * 20
+    series = make_series(shares, per_window=10)
+    _, transitions, _ = run(params, series, len(shares))
+    kinds = [t.kind for t in transitions]
+    assert kinds == ["fire", "resolve", "fire", "resolve"]
+    first_resolve, second_fire = transitions[1], transitions[2]
+    assert second_fire.at >= first_resolve.at + 3600
+    assert second_fire.at >= T0 + 134 * W  # the third burst, not the second
+
+
+def test_state_survives_restart_midway() -> None:
+    shares = [0.2] * 100 + [0.7] * 6 + [0.2] * 30
+    series = make_series(shares, per_window=10)
+    _, all_at_once, _ = run(P, series, len(shares))
+    state, first, _ = run(P, series, 103)
+    restored = ScopeState.from_json(state.to_json())
+    ends = [T0 + (i + 1) * W for i in range(100, len(shares))]  # overlaps already judged windows
+    _, second, _ = advance(P, restored, series, ends)
+    assert [(t.kind, t.at) for t in first + second] == [(t.kind, t.at) for t in all_at_once]

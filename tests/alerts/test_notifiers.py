@@ -1,0 +1,127 @@
+"""Notifiers against real local HTTP and SMTP servers: payloads, HMAC signature, dedup keys, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from alerts.notifiers.base import DeliveryError
+from alerts.notifiers.email import EmailNotifier
+from alerts.notifiers.pagerduty import PagerDutyNotifier
+from alerts.notifiers.slack import SlackNotifier
+from alerts.notifiers.webhook import WebhookNotifier, verify
+from alerts.payloads import notification_payload
+
+SECRET = "s3cret-s3cret-s3cret"
+
+
+def sample_alert(**overrides: object) -> dict:
+    alert = {
+        "id": 42, "rule": "topic-negative-spike", "scope_type": "topic", "scope": "Energy | Oil",
+        "severity": "critical", "state": "firing", "dedup_key": "marketmood/topic-negative-spike/topic/Energy | Oil/1700000000",
+        "started_at": "2023-11-14T22:13:20+00:00", "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None,
+        "evidence": {
+            "current_share": 0.61, "baseline_share": 0.2, "delta": 0.41, "volume": 18, "baseline_volume": 300,
+            "p_value": 1.2e-05, "z": 4.8, "window_end": 1700000900,
+            "headlines": [{"title": "Oil tanker explodes in Gulf", "url": "https://example.com/a1", "score": -0.93}],
+            "series": [[1700000000 + i * 300, 2 if i < 30 else 10, 10] for i in range(36)],
+        },
+    }
+    alert.update(overrides)
+    return alert
+
+
+def test_webhook_is_signed_with_hmac(http_recorder) -> None:
+    payload = notification_payload(sample_alert(), "trigger")
+    WebhookNotifier("hook", http_recorder.url("/hook"), SECRET).send(payload)
+    [req] = http_recorder.requests
+    assert req.path == "/hook"
+    ts, sig = req.headers["X-MarketMood-Timestamp"], req.headers["X-MarketMood-Signature"]
+    expected = "sha256=" + hmac.new(SECRET.encode(), f"{ts}.".encode() + req.body, hashlib.sha256).hexdigest()
+    assert sig == expected
+    assert verify(SECRET, ts, req.body, sig)
+    assert not verify("another-secret-value", ts, req.body, sig)
+    assert not verify(SECRET, ts, req.body + b" ", sig)  # a tampered body fails
+    body = req.json()
+    assert body["event"] == "trigger" and body["alert"]["id"] == 42
+    assert body["alert"]["evidence"]["headlines"][0]["url"] == "https://example.com/a1"
+    assert req.headers["Idempotency-Key"] == sample_alert()["dedup_key"] + ":trigger"
+    assert req.headers["X-MarketMood-Event"] == "trigger"
+
+
+def test_slack_message(http_recorder) -> None:
+    SlackNotifier("slack", http_recorder.url("/services/T/B/X")).send(notification_payload(sample_alert(), "trigger"))
+    [req] = http_recorder.requests
+    msg = req.json()
+    assert "Energy | Oil" in msg["text"] and "61% negative vs 20% baseline" in msg["text"]
+    flat = str(msg["blocks"])
+    assert "<https://example.com/a1|Oil tanker explodes in Gulf>" in flat
+    assert "marketmood alerts ack 42" in flat
+
+
+def test_pagerduty_trigger_ack_resolve_share_dedup_key(http_recorder) -> None:
+    pd = PagerDutyNotifier("pd", "routing-key-1", http_recorder.url("/v2/enqueue"))
+    pd.send(notification_payload(sample_alert(), "trigger"))
+    pd.send(notification_payload(sample_alert(state="acknowledged", acknowledged_by="ann"), "acknowledge"))
+    pd.send(notification_payload(sample_alert(state="resolved"), "resolve"))
+    trigger, ack, resolve = (r.json() for r in http_recorder.requests)
+    assert [trigger["event_action"], ack["event_action"], resolve["event_action"]] == ["trigger", "acknowledge", "resolve"]
+    assert trigger["dedup_key"] == ack["dedup_key"] == resolve["dedup_key"] == sample_alert()["dedup_key"]
+    assert trigger["routing_key"] == "routing-key-1"
+    assert trigger["payload"]["severity"] == "critical" and trigger["payload"]["source"] == "marketmood"
+    assert trigger["payload"]["custom_details"]["current_share"] == 0.61
+    assert "series" not in trigger["payload"]["custom_details"]
+    assert trigger["links"] == [{"href": "https://example.com/a1", "text": "Oil tanker explodes in Gulf"}]
+    assert "payload" not in resolve
+
+
+def test_email_with_evidence_plot(smtp_recorder) -> None:
+    notifier = EmailNotifier("mail", "127.0.0.1", smtp_recorder.port, "mm@example.com", ("desk@example.com",))
+    notifier.send(notification_payload(sample_alert(), "trigger"))
+    notifier.send(notification_payload(sample_alert(state="resolved"), "resolve"))
+    trigger, resolve = smtp_recorder.messages
+    assert trigger["Subject"].startswith("[MarketMood] [CRITICAL] negative-sentiment spike in topic Energy | Oil")
+    assert trigger["To"] == "desk@example.com"
+    parts = list(trigger.walk())
+    text = next(p for p in parts if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+    assert "Oil tanker explodes in Gulf" in text and "https://example.com/a1" in text
+    png = next(p for p in parts if p.get_content_type() == "image/png").get_payload(decode=True)
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert resolve["Subject"].startswith("[MarketMood] RESOLVED")
+    assert not any(p.get_content_type() == "image/png" for p in resolve.walk())
+
+
+def test_http_failures_are_classified(http_recorder) -> None:
+    hook = WebhookNotifier("hook", http_recorder.url("/hook"), SECRET, timeout_s=2)
+    payload = notification_payload(sample_alert(), "trigger")
+    http_recorder.status = 500
+    with pytest.raises(DeliveryError) as info:
+        hook.send(payload)
+    assert info.value.retryable and "HTTP 500" in str(info.value)
+    http_recorder.status = 429
+    with pytest.raises(DeliveryError) as info:
+        hook.send(payload)
+    assert info.value.retryable
+    http_recorder.status = 403
+    with pytest.raises(DeliveryError) as info:
+        hook.send(payload)
+    assert not info.value.retryable
+    http_recorder.stop()
+    with pytest.raises(DeliveryError) as info:
+        hook.send(payload)
+    assert info.value.retryable and "Connect" in str(info.value)
+    assert http_recorder.requests == []
+
+
+def test_smtp_down_is_retryable() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    notifier = EmailNotifier("mail", "127.0.0.1", port, "mm@example.com", ("desk@example.com",), timeout_s=2)
+    with pytest.raises(DeliveryError) as info:
+        notifier.send(notification_payload(sample_alert(), "resolve"))
+    assert info.value.retryable

@@ -1,0 +1,218 @@
+"""End to end on real PostgreSQL with real local receivers: an injected negative burst gives exactly one
+trigger and one resolve per notifier, through restarts, replays, outages and silences."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from alerts.notifiers.webhook import verify
+from alerts.rules import parse_rules
+from alerts.service import AlertService
+from marketmood.settings import AlertSettings
+from storage import alerts as db
+from storage.db import make_engine
+from tests.alerts.factories import BASE, W, article, insert, steady
+
+SECRET = "test-secret-0123456789"
+TOPIC = "Energy | Oil"
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def rules_for(http_recorder, smtp_recorder, **detection):
+    return parse_rules({
+        "notifiers": {
+            "hook": {"type": "webhook", "url": http_recorder.url("/hook"), "secret": SECRET},
+            "slack": {"type": "slack", "url": http_recorder.url("/slack")},
+            "pd": {"type": "pagerduty", "routing_key": "rk", "events_url": http_recorder.url("/pd")},
+            "mail": {"type": "email", "host": "127.0.0.1", "port": smtp_recorder.port, "from": "mm@example.com",
+                     "to": ["desk@example.com"]},
+        },
+        "routing": {"critical": ["hook", "slack", "pd", "mail"]},
+        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC, "Macro"]}, "severity": "critical",
+                   "detection": {"cooldown_minutes": 60, **detection}}],
+    })
+
+
+SETTINGS = AlertSettings(window_s=W, late_grace_s=0, retry_base_s=1, retry_max_s=8)
+
+
+def scenario(engine) -> datetime:
+    """6 h of steady news (20% negative, 72/h), then a 30-min burst at ~70% negative, then 2 h calm.
+    Meanwhile a wire story syndicated 40 times in 'Macro' must not alert."""
+    hours6 = 72
+    items = steady(TOPIC, BASE, hours6, per_window=6, neg_every=5, prefix="base")
+    burst_start = BASE + timedelta(hours=6)
+    for w in range(6):
+        for j in range(6):
+            t = burst_start + timedelta(seconds=w * W + 25 + j * 45)
+            items.append(article(f"burst-{w}-{j}", t, TOPIC, "negative" if j != 5 and j != 2 else "neutral",
+                                 title=f"Refinery fire number {w}-{j} hits output"))
+    items += steady(TOPIC, burst_start + timedelta(minutes=30), 24, per_window=6, neg_every=5, prefix="after")
+    items += steady("Macro", BASE, hours6 + 30, per_window=4, neg_every=5, prefix="macro")
+    items += [article(f"wire-{k}", burst_start + timedelta(seconds=20 * k), "Macro", "negative",
+                      title=f"{'UPDATE 1-' if k % 2 else ''}Recession fears grip markets as GDP shrinks - Reuters")
+              for k in range(40)]
+    insert(engine, items)
+    ITEMS[:] = items
+    return burst_start
+
+
+ITEMS: list = []
+
+
+def test_burst_fires_once_and_resolves_once_per_notifier(engine, http_recorder, smtp_recorder) -> None:
+    burst_start = scenario(engine)
+    rules = rules_for(http_recorder, smtp_recorder)
+    service = AlertService(engine, rules, SETTINGS)
+    changes = []
+    now = burst_start - timedelta(minutes=30)
+    end = burst_start + timedelta(hours=2)
+    restarted = False
+    while now <= end:
+        changes += service.evaluate(now)
+        if not restarted and now >= burst_start + timedelta(minutes=15):
+            # A restart mid-spike (new process, same DB) and a replayed batch must not double anything.
+            service = AlertService(engine, rules, SETTINGS)
+            insert(engine, ITEMS)  # every article redelivered (idempotent upsert: nothing counted twice)
+            service.evaluate(now)  # same `now` again: a replayed evaluation
+            restarted = True
+        service.deliver()
+        now += timedelta(seconds=W)
+
+    alerts = db.list_alerts(engine.connect(), limit=10)
+    assert len(alerts) == 1, alerts
+    alert = alerts[0]
+    assert alert["scope"] == TOPIC and alert["state"] == "resolved" and alert["severity"] == "critical"
+    ev = alert["evidence"]
+    assert ev["current_share"] >= 0.5 and ev["baseline_share"] == pytest.approx(0.2, abs=0.03)
+    assert ev["volume"] >= 8 and ev["p_value"] <= 0.001
+    assert ev["headlines"] and ev["headlines"][0]["title"].startswith("Refinery fire")
+    assert ev["headlines"][0]["url"].startswith("https://news.example.com/burst-")
+    fired_at = datetime.fromisoformat(ev["fired_at"])
+    assert burst_start < fired_at <= burst_start + timedelta(minutes=15)
+    assert burst_start + timedelta(minutes=30) < alert["resolved_at"] <= burst_start + timedelta(minutes=60)
+    assert [c["state"] for c in changes] == ["firing", "resolved"]
+
+    # Exactly one trigger and one resolve per notifier.
+    per_path = Counter((r.path, r.json().get("event") or r.json().get("event_action") or r.json()["text"][:2])
+                       for r in http_recorder.requests)
+    hook = [r for r in http_recorder.requests if r.path == "/hook"]
+    assert [r.json()["event"] for r in hook] == ["trigger", "resolve"]
+    for r in hook:
+        assert verify(SECRET, r.headers["X-MarketMood-Timestamp"], r.body, r.headers["X-MarketMood-Signature"])
+    pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger", "resolve"]
+    assert pd[0]["dedup_key"] == pd[1]["dedup_key"] == alert["dedup_key"]
+    slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+    assert len(slack) == 2 and "RESOLVED" in slack[1] and "RESOLVED" not in slack[0]
+    assert len(http_recorder.requests) == 6, per_path
+    subjects = [m["Subject"] for m in smtp_recorder.messages]
+    assert len(subjects) == 2 and "RESOLVED" in subjects[1]
+    with engine.connect() as conn:
+        statuses = Counter(r["status"] for r in db.list_outbox(conn))
+        assert statuses == {"delivered": 8}
+        # Idle scopes are not stored; the rule cursor is.
+        rows = conn.execute(text("SELECT scope_type, state FROM alert_scope_state")).all()
+    assert {r[0] for r in rows} <= {"_cursor", "topic"}
+    assert service.metrics.registry.get_sample_value(
+        "marketmood_alert_notifications_total", {"notifier": "pd", "event": "resolve", "outcome": "ok"}) == 1
+
+
+def test_notifier_outage_retries_with_backoff_and_drains(engine, http_recorder, smtp_recorder) -> None:
+    burst_start = scenario(engine)
+    service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
+    http_recorder.status = 500  # webhook, Slack and PagerDuty answer 500; email works
+    now = burst_start
+    while not db.list_alerts(engine.connect()):
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    report = service.deliver()
+    assert {d[1] for d in report.delivered} == {"mail"}
+    assert sorted(f[1] for f in report.failed) == ["hook", "pd", "slack"]  # one attempt each, then back-off
+    with engine.connect() as conn:
+        rows = {r["notifier"]: r for r in db.list_outbox(conn)}
+    assert rows["mail"]["status"] == "delivered"
+    for name in ("hook", "slack", "pd"):
+        assert rows[name]["status"] == "pending"
+    http_recorder.stop()  # now the receiver is down entirely: connection refused
+    attempts_before = http_recorder.attempts
+    service.deliver()  # nothing due yet (back-off)
+    assert http_recorder.attempts == attempts_before
+    import time as _t
+    _t.sleep(1.2)
+    report = service.deliver()
+    assert report.delivered == [] and report.failed
+    with engine.connect() as conn:
+        rows = {r["notifier"]: r for r in db.list_outbox(conn)}
+    assert all(rows[n]["attempts"] >= 2 and "Connect" in rows[n]["last_error"] for n in ("hook", "slack", "pd"))
+    backoff = [(rows[n]["next_attempt_at"] - rows[n]["created_at"]).total_seconds() for n in ("hook", "slack", "pd")]
+    assert all(b >= 2 for b in backoff)  # 1 s, then 2 s: exponential
+    # Scoring/evaluation is not blocked meanwhile: the spike resolves while the notifier is down.
+    while db.list_alerts(engine.connect())[0]["state"] != "resolved":
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    http_recorder.status = 200
+    http_recorder.start()  # it comes back on the same port
+    _t.sleep(2.2)
+    service.deliver()
+    _t.sleep(4.2)
+    service.deliver()
+    events = [(r.path, (r.json().get("event") or r.json().get("event_action"))) for r in http_recorder.requests
+              if r.path != "/slack"]
+    assert sorted(events) == [("/hook", "resolve"), ("/hook", "trigger"), ("/pd", "resolve"), ("/pd", "trigger")]
+    # The trigger always precedes the resolve of the same notifier.
+    for path in ("/hook", "/pd"):
+        mine = [e for p, e in events if p == path]
+        assert mine == ["trigger", "resolve"]
+    assert len([r for r in http_recorder.requests if r.path == "/slack"]) == 2
+    with engine.connect() as conn:
+        assert Counter(r["status"] for r in db.list_outbox(conn)) == {"delivered": 8}
+
+
+def test_silence_records_but_does_not_notify(engine, http_recorder, smtp_recorder) -> None:
+    burst_start = scenario(engine)
+    service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
+    with engine.begin() as conn:
+        db.create_silence(conn, "topic", TOPIC, timedelta(hours=3), by="ann", now=burst_start - timedelta(hours=1))
+    now = burst_start
+    while now <= burst_start + timedelta(hours=2):
+        service.evaluate(now)
+        service.deliver()
+        now += timedelta(seconds=W)
+    [alert] = db.list_alerts(engine.connect())
+    assert alert["state"] == "resolved" and alert["evidence"]["volume"] >= 8
+    assert http_recorder.requests == [] and smtp_recorder.messages == []
+
+
+def test_ack_sends_acknowledge_to_triggered_notifiers(engine, http_recorder, smtp_recorder) -> None:
+    burst_start = scenario(engine)
+    service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
+    now = burst_start
+    while not db.list_alerts(engine.connect()):
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    service.deliver()
+    alert_id = db.list_alerts(engine.connect())[0]["id"]
+    with engine.begin() as conn:
+        acked = db.acknowledge_alert(conn, alert_id, "ann")
+    assert acked["state"] == "acknowledged"
+    service.deliver()
+    pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger", "acknowledge"]
+    while db.list_alerts(engine.connect())[0]["state"] != "resolved":
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    service.deliver()
+    pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger", "acknowledge", "resolve"]
+    assert len({p["dedup_key"] for p in pd}) == 1

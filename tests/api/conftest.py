@@ -1,0 +1,55 @@
+"""The API built by its factory with the real bundled model and a fresh real PostgreSQL database per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from marketmood.api import ApiDependencies, create_app
+from marketmood.api.schemas import ComponentHealth
+from marketmood.settings import ApiSettings
+from models.prediction import StaticProvider
+from storage.db import make_engine
+
+TOKENS = ("alice:alice-secret", "shared-secret")
+ALICE = {"Authorization": "Bearer alice-secret"}
+SHARED = {"Authorization": "Bearer shared-secret"}
+
+
+@pytest.fixture(scope="session")
+def engine():  # type: ignore[no-untyped-def]
+    from models import load_engine
+
+    return load_engine()
+
+
+def _broker_ok() -> ComponentHealth:
+    return ComponentHealth(status="ok", detail="not checked in this test")
+
+
+@pytest.fixture
+def make_client(engine, db_url: str) -> Iterator[Callable[..., TestClient]]:  # type: ignore[no-untyped-def]
+    """Build a client with settings overrides, e.g. ``make_client(max_texts=2)``."""
+    db = make_engine(db_url)
+    clients: list[TestClient] = []
+
+    def build(broker_check: Callable[[], ComponentHealth] = _broker_ok, **overrides: object) -> TestClient:
+        settings = ApiSettings(**{"tokens": TOKENS, **overrides})
+        deps = ApiDependencies(settings=settings, provider=StaticProvider(engine), db=db, broker_check=broker_check)
+        client = TestClient(create_app(deps))
+        clients.append(client)
+        return client
+
+    try:
+        yield build
+    finally:
+        for client in clients:
+            client.close()
+        db.dispose()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()

@@ -1,0 +1,150 @@
+"""`marketmood grafana push` against a real local HTTP server that plays Grafana's API and records requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from marketmood.cli import cli
+from marketmood.dashboards.definitions import PIPELINE_UID, POSTGRES_UID, PROMETHEUS_UID, SENTIMENT_UID
+
+TOKEN = "glsa_test_token"
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeGrafana:
+    """Existing objects decide GET answers (404 when missing); writes are recorded and answered 200."""
+
+    existing: set[str] = field(default_factory=set)
+    requests: list[Recorded] = field(default_factory=list)
+    url: str = ""
+    fail_with: int | None = None
+
+    def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if self.fail_with:
+            return self.fail_with, {"message": "permission denied"}
+        if method == "GET":
+            key = path.removeprefix("/api/")
+            if key in self.existing:
+                return 200, {"id": 42, "uid": key.rsplit("/", 1)[-1]}
+            return 404, {"message": "not found"}
+        if path == "/api/dashboards/db":
+            return 200, {"status": "success", "uid": body["dashboard"]["uid"], "version": 1}
+        return 200, {"message": "ok", "id": 7}
+
+
+@pytest.fixture
+def grafana() -> Iterator[FakeGrafana]:
+    fake = FakeGrafana()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw else None
+            fake.requests.append(Recorded(self.command, self.path, dict(self.headers), body))
+            status, payload = fake.answer(self.command, self.path, body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _push(grafana: FakeGrafana, *extra: str) -> Any:
+    return CliRunner().invoke(
+        cli, ["grafana", "push", "--url", grafana.url, "--token", TOKEN, "--db-password", "s3cret", *extra]
+    )
+
+
+def test_push_creates_everything_on_an_empty_grafana(grafana: FakeGrafana) -> None:
+    result = _push(grafana)
+    assert result.exit_code == 0, result.output
+    calls = [(r.method, r.path) for r in grafana.requests]
+    assert calls == [
+        ("GET", f"/api/datasources/uid/{POSTGRES_UID}"),
+        ("POST", "/api/datasources"),
+        ("GET", f"/api/datasources/uid/{PROMETHEUS_UID}"),
+        ("POST", "/api/datasources"),
+        ("GET", "/api/folders/marketmood"),
+        ("POST", "/api/folders"),
+        ("POST", "/api/dashboards/db"),
+        ("POST", "/api/dashboards/db"),
+    ]
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in grafana.requests)
+
+    postgres = grafana.requests[1].body
+    assert postgres["type"] == "grafana-postgresql-datasource" and postgres["uid"] == POSTGRES_UID
+    assert postgres["user"] == "marketmood_grafana"  # the read-only role, never the owner
+    assert postgres["secureJsonData"] == {"password": "s3cret"}
+    assert postgres["jsonData"]["database"] == "marketmood"
+    assert grafana.requests[3].body["type"] == "prometheus"
+    assert grafana.requests[5].body == {"title": "MarketMood", "uid": "marketmood"}
+
+    dashboards = [r.body for r in grafana.requests if r.path == "/api/dashboards/db"]
+    assert [d["dashboard"]["uid"] for d in dashboards] == [SENTIMENT_UID, PIPELINE_UID]
+    for body in dashboards:
+        assert body["overwrite"] is True and body["folderUid"] == "marketmood"
+        assert body["dashboard"]["id"] is None
+        assert body["dashboard"]["panels"]
+    assert f"dashboard {SENTIMENT_UID}: success" in result.output
+
+
+def test_push_updates_existing_objects(grafana: FakeGrafana) -> None:
+    grafana.existing |= {f"datasources/uid/{POSTGRES_UID}", f"datasources/uid/{PROMETHEUS_UID}", "folders/marketmood"}
+    result = _push(grafana)
+    assert result.exit_code == 0, result.output
+    writes = [(r.method, r.path) for r in grafana.requests if r.method != "GET"]
+    assert writes == [
+        ("PUT", f"/api/datasources/uid/{POSTGRES_UID}"),
+        ("PUT", f"/api/datasources/uid/{PROMETHEUS_UID}"),
+        ("POST", "/api/dashboards/db"),
+        ("POST", "/api/dashboards/db"),
+    ]
+    assert grafana.requests[1].body["id"] == 42  # the id Grafana reported, so PUT updates in place
+    assert "datasource marketmood-postgres: updated" in result.output
+
+
+def test_push_reports_grafana_refusal(grafana: FakeGrafana) -> None:
+    grafana.fail_with = 403
+    result = _push(grafana)
+    assert result.exit_code == 1
+    assert "HTTP 403" in result.output
+
+
+def test_push_requires_a_token(grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MARKETMOOD_GRAFANA__TOKEN", raising=False)
+    result = CliRunner().invoke(cli, ["grafana", "push", "--url", grafana.url])
+    assert result.exit_code == 2 and "token is required" in result.output
+    assert grafana.requests == []

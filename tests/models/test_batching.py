@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from models.batching import call_with_halving, pad_batch, plan_batches, restore_order
+
+
+def test_plan_batches_sorts_longest_first_and_covers_every_index():
+    lengths = [5, 30, 12, 30, 2, 8, 19]
+    batches = plan_batches(lengths, batch_size=3)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    assert flat[:2] == [1, 3]  # stable: equal lengths keep input order
+
+
+def test_plan_batches_caps_tokens_per_batch():
+    lengths = [512, 500, 130, 128, 20, 20, 20, 20]
+    batches = plan_batches(lengths, batch_size=4, max_tokens=1024)
+    assert batches == [[0, 1], [2, 3, 4, 5], [6, 7]]  # 2 x 512, then 4 x 130, then the rest
+    assert plan_batches([5000], batch_size=4, max_tokens=1024) == [[0]]  # one text always fits
+
+
+def test_plan_batches_rejects_bad_batch_size():
+    with pytest.raises(ValueError):
+        plan_batches([1, 2], 0)
+    with pytest.raises(ValueError):
+        plan_batches([1, 2], 4, max_tokens=0)
+    assert plan_batches([], 4) == []
+
+
+def test_pad_batch_pads_only_to_the_batch_longest():
+    ids, mask = pad_batch([[101, 7, 102], [101, 102]], pad_id=0)
+    assert ids.dtype == np.int64 and mask.dtype == np.int64
+    assert ids.tolist() == [[101, 7, 102], [101, 102, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    with pytest.raises(ValueError):
+        pad_batch([])
+
+
+def test_round_trip_returns_results_in_input_order():
+    texts = ["a" * n for n in (3, 17, 1, 9, 17, 4, 25, 2)]
+    batches = plan_batches([len(t) for t in texts], batch_size=3)
+    results = [[texts[i].upper() for i in b] for b in batches]  # a per-text function computed batch by batch
+    assert restore_order(batches, results, len(texts)) == [t.upper() for t in texts]
+
+
+def test_restore_order_detects_missing_or_short_results():
+    with pytest.raises(ValueError):
+        restore_order([[0, 1]], [["x"]], 2)
+    with pytest.raises(ValueError):
+        restore_order([[0]], [["x"]], 2)
+
+
+class Boom(Exception):
+    pass
+
+
+def test_call_with_halving_splits_until_it_fits():
+    calls: list[int] = []
+
+    def fn(rows: slice) -> list[int]:
+        size = rows.stop - rows.start
+        calls.append(size)
+        if size > 2:
+            raise Boom
+        return list(range(rows.start, rows.stop))
+
+    splits: list[int] = []
+    assert call_with_halving(fn, 8, lambda e: isinstance(e, Boom), splits.append) == list(range(8))
+    assert calls == [8, 4, 2, 2, 4, 2, 2]
+    assert splits == [8, 4, 4]
+
+
+def test_call_with_halving_reraises_at_one_row_and_for_other_errors():
+    def always(rows: slice) -> list[int]:
+        raise Boom
+
+    with pytest.raises(Boom):
+        call_with_halving(always, 5, lambda e: isinstance(e, Boom))
+
+    calls: list[int] = []
+
+    def other(rows: slice) -> list[int]:
+        calls.append(rows.stop - rows.start)
+        raise KeyError("not an OOM")
+
+    with pytest.raises(KeyError):
+        call_with_halving(other, 8, lambda e: isinstance(e, Boom))
+    assert calls == [8]  # no retry for errors that splitting cannot fix
+    assert call_with_halving(always, 0, lambda e: True) == []

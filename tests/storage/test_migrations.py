@@ -1,0 +1,89 @@
+"""Migrations: the migrated schema equals the models, and downgrade/upgrade round-trips cleanly."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.pool import NullPool
+
+from storage import migrate
+from storage.db import make_engine
+from storage.schema import Base
+
+EXPECTED_TABLES = {t.name for t in Base.metadata.sorted_tables}
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_template_is_at_head_and_matches_models(db_url: str) -> None:
+    assert migrate.current(db_url) == migrate.heads()
+    assert "0001_initial" in {r for r in _all_revisions()}
+    engine = make_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True}),
+                Base.metadata,
+            )
+    finally:
+        engine.dispose()
+    assert diff == [], f"migrations and storage/schema.py disagree: {diff}"
+    assert _tables(db_url) == EXPECTED_TABLES
+
+
+def test_hand_checked_indexes_exist(db_url: str) -> None:
+    engine = make_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            defs = dict(conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname='public'")).all())
+    finally:
+        engine.dispose()
+    assert "USING gin (tickers)" in defs["ix_articles_tickers"]
+    assert defs["ux_alerts_open_scope"].startswith("CREATE UNIQUE INDEX")
+    assert "WHERE (state <> 'resolved'::text)" in defs["ux_alerts_open_scope"]
+    assert "(topic, event_time)" in defs["ix_scores_topic_event_time"]
+
+
+def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
+    assert migrate.downgrade(db_url, "base") == ()
+    assert _tables(db_url) == set()
+    assert migrate.upgrade(db_url) == migrate.heads()
+    assert _tables(db_url) == EXPECTED_TABLES
+
+
+def test_upgrade_creates_missing_database_and_is_idempotent(pg_server, pg_template_url: str) -> None:  # type: ignore[no-untyped-def]
+    url = pg_server.url_for("mm_fresh_created_by_upgrade")
+    try:
+        with pytest.raises(Exception, match="does not exist"):
+            migrate.current(url)
+        assert migrate.upgrade(url) == migrate.heads()
+        assert migrate.upgrade(url) == migrate.heads()  # second run: nothing to do, no error
+        assert migrate.is_up_to_date(url)
+        assert _tables(url) == EXPECTED_TABLES
+    finally:
+        from tests.fixtures.postgres import drop_database
+
+        drop_database(pg_server, "mm_fresh_created_by_upgrade")
+
+
+def _all_revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    return [s.revision for s in ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()]
+
+
+@pytest.mark.parametrize("revision", ["0001_initial"])
+def test_initial_revision_is_the_root(revision: str) -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config()).get_revision(revision)
+    assert script is not None and script.down_revision is None

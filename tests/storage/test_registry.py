@@ -1,0 +1,120 @@
+"""Registry SQL in a real PostgreSQL: versions, the active alias + history + NOTIFY, the advisory lock."""
+
+from __future__ import annotations
+
+import select as selectmod
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, text
+from sqlalchemy.exc import IntegrityError
+
+from storage import registry
+from storage.db import make_engine
+from storage.schema import Article, Score
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def _add(conn, version, **kw):
+    registry.insert_version(conn, version=version, artifact=b"bytes-" + version.encode(),
+                            artifact_sha256="sha-" + version, **kw)
+
+
+def test_versions_roundtrip_and_are_immutable(engine):
+    with engine.begin() as conn:
+        _add(conn, "v1", metrics={"dev": {"a": 1}}, data_fingerprint="fp1")
+        _add(conn, "v2", parent_version="v1", report={"passed": True})
+    with engine.connect() as conn:
+        listing = registry.list_versions(conn)
+        assert [v["version"] for v in listing] == ["v2", "v1"]
+        assert "artifact" not in listing[0] and "report" not in listing[0]
+        v2 = registry.get_version(conn, "v2")
+        assert v2["parent_version"] == "v1" and v2["report"] == {"passed": True} and v2["status"] == "candidate"
+        assert registry.get_artifact(conn, "v1") == (b"bytes-v1", "sha-v1")
+        assert registry.get_artifact(conn, "nope") is None
+        assert registry.count_versions(conn) == 2
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _add(conn, "v1")
+
+
+def test_set_alias_records_history_statuses_and_notifies(engine):
+    with engine.begin() as conn:
+        _add(conn, "v1")
+        _add(conn, "v2")
+    listener = engine.raw_connection()
+    try:
+        listener.set_isolation_level(0)  # autocommit: LISTEN takes effect now
+        cur = listener.cursor()
+        cur.execute(f"LISTEN {registry.NOTIFY_CHANNEL}")
+        with engine.begin() as conn:
+            assert registry.set_alias(conn, "v1", by="ana", reason="first") is None
+        with engine.begin() as conn:
+            assert registry.set_alias(conn, "v2", by="bo", reason="promote") == "v1"
+        pg = listener.driver_connection
+        deadline = datetime.now() + timedelta(seconds=5)
+        while len(pg.notifies) < 2 and datetime.now() < deadline:
+            selectmod.select([pg], [], [], 0.2)
+            pg.poll()
+        payloads = [n.payload for n in pg.notifies]
+    finally:
+        listener.close()
+    assert payloads == ['{"alias": "active", "version": "v1"}', '{"alias": "active", "version": "v2"}']
+    with engine.connect() as conn:
+        assert registry.get_alias(conn) == "v2"
+        assert [(h["version"], h["changed_by"], h["reason"]) for h in registry.alias_history(conn)] == [
+            ("v1", "ana", "first"), ("v2", "bo", "promote")]
+        assert registry.get_version(conn, "v1")["status"] == "retired"
+        assert registry.get_version(conn, "v2")["status"] == "promoted"
+
+
+def test_alias_must_point_to_a_known_version(engine):
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        registry.set_alias(conn, "ghost", by=None, reason="x")
+
+
+def test_advisory_lock_is_exclusive_across_connections(engine):
+    with engine.connect() as a, engine.connect() as b:
+        assert registry.try_advisory_lock(a)
+        assert not registry.try_advisory_lock(b)
+        registry.advisory_unlock(a)
+        assert registry.try_advisory_lock(b)
+        registry.advisory_unlock(b)
+
+
+def test_retrain_bookkeeping_reads_training_config(engine):
+    cutoff = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with engine.begin() as conn:
+        _add(conn, "boot")
+        assert registry.last_feedback_cutoff(conn) is None and registry.last_retrain_at(conn) is None
+        _add(conn, "r1", training_config={"retrain": {"feedback_until": cutoff.isoformat()}})
+    with engine.connect() as conn:
+        assert registry.last_feedback_cutoff(conn) == cutoff
+        assert registry.last_retrain_at(conn) is not None
+
+
+def test_score_statistics_per_window_and_version(engine):
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for i, (sentiment, p_top, version, hours) in enumerate(
+            [("negative", 0.9, "v1", 1), ("negative", 0.7, "v1", 2), ("positive", 0.8, "v1", 30), ("neutral", 0.5, "v2", 1)]
+        ):
+            conn.execute(insert(Article).values(id=f"a{i}", title="t", event_time=t0 + timedelta(hours=hours)))
+            rest = (1 - p_top) / 2
+            probs = {"negative": rest, "neutral": rest, "positive": rest} | {sentiment: p_top}
+            conn.execute(insert(Score).values(
+                article_id=f"a{i}", model_version=version, topic="Macro", topic_confidence=0.5, sentiment=sentiment,
+                p_negative=probs["negative"], p_neutral=probs["neutral"], p_positive=probs["positive"],
+                score=probs["positive"] - probs["negative"], event_time=t0 + timedelta(hours=hours)))
+    with engine.connect() as conn:
+        window = {"start": t0, "end": t0 + timedelta(hours=24)}
+        assert registry.label_counts(conn, **window, model_version="v1") == {"negative": 2}
+        assert registry.label_counts(conn, **window) == {"negative": 2, "neutral": 1}
+        assert registry.label_counts(conn, **window, column="topic", model_version="v1") == {"Macro": 2}
+        mean, n = registry.mean_confidence(conn, **window, model_version="v1")
+        assert n == 2 and mean == pytest.approx(0.8)

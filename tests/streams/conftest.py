@@ -1,0 +1,21 @@
+"""Fixtures of the stream tests: the real model artifact the worker subprocesses load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from models.artifact import ARTIFACT_FILE, BUNDLED_MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path | None:
+    """The bundled default model (None = let the worker use it), or MARKETMOOD_TEST_MODEL_PATH if set."""
+    override = os.environ.get("MARKETMOOD_TEST_MODEL_PATH")
+    if override:
+        return Path(override)
+    if not (BUNDLED_MODEL_DIR / ARTIFACT_FILE).is_file():
+        pytest.skip("no bundled model at models/default_model (set MARKETMOOD_TEST_MODEL_PATH)")
+    return None

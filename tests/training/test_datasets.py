@@ -1,0 +1,64 @@
+"""Dataset loading: label mapping, deterministic stratified dev splits, no dev text in train."""
+
+import pytest
+
+from models.labels import sentiment_index
+from training.datasets import (
+    DatasetError,
+    LabeledExample,
+    detect_task,
+    load_evaluation_csv,
+    load_labeled_sets,
+    stratified_split,
+)
+
+
+def test_splits_are_deterministic_and_disjoint(tiny_data):
+    first = load_labeled_sets(tiny_data, seed=7)
+    second = load_labeled_sets(tiny_data, seed=7)
+    assert [e.text for e in first.train] == [e.text for e in second.train]
+    assert {k: [e.text for e in v] for k, v in first.dev.items()} == {k: [e.text for e in v] for k, v in second.dev.items()}
+    dev_texts = {e.text.casefold() for exs in first.dev.values() for e in exs}
+    assert not dev_texts & {e.text.casefold() for e in first.train}
+    assert set(first.dev) == {"phrasebank", "tweet_sentiment", "tweet_topic"}  # fiqa absent from tiny data
+    assert all(v.startswith("sha256:") for v in first.fingerprints.values())
+
+
+def test_each_row_labels_one_task_and_bearish_maps_to_negative(tiny_data):
+    splits = load_labeled_sets(tiny_data)
+    tweets = [e for e in splits.train + splits.dev["tweet_sentiment"] if e.source == "tweet_sentiment"]
+    assert tweets and all(e.topic is None and e.sentiment is not None for e in tweets)
+    plunge = next(e for e in tweets if "plunge" in e.text)
+    assert plunge.sentiment == sentiment_index("negative")
+    topics = splits.dev["tweet_topic"]
+    assert all(e.sentiment is None and e.topic is not None for e in topics)
+
+
+def test_stratified_split_keeps_every_class():
+    examples = [LabeledExample(f"t{i}", sentiment=i % 3) for i in range(30)]
+    train, dev = stratified_split(examples, 0.2, seed=1)
+    assert len(dev) == 6 and len(train) == 24
+    assert sorted(e.sentiment for e in dev) == [0, 0, 1, 1, 2, 2]
+
+
+def test_detect_task_and_unknown_labels(tmp_path):
+    assert detect_task(["Bearish", "neutral"]) == "sentiment"
+    assert detect_task(["earnings", "IPO"]) == "topic"
+    with pytest.raises(DatasetError, match="neither task"):
+        detect_task(["bullish", "Earnings"])
+    path = tmp_path / "mine.csv"
+    path.write_text("text,label\nGood news,POSITIVE\nBad news,Bearish\n")
+    task, examples = load_evaluation_csv(path)
+    assert task == "sentiment" and [e.sentiment for e in examples] == [2, 0]
+    path.write_text("text,label\nGood news,great\n")
+    with pytest.raises(DatasetError, match="great"):
+        load_evaluation_csv(path, task="sentiment")
+
+
+def test_missing_columns_and_missing_data_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,sentiment\nx,positive\n")
+    with pytest.raises(DatasetError, match="'text' and 'label'"):
+        load_evaluation_csv(bad)
+    with pytest.raises(DatasetError, match="no labeled datasets"):
+        load_labeled_sets(tmp_path / "nothing-here")

@@ -1,0 +1,46 @@
+"""Loss masking: a head gets no loss and no gradient from rows not labeled for it."""
+
+import torch
+from torch import nn
+
+from training.trainer import IGNORE, collate, length_bucketed_batches, masked_multitask_loss
+
+
+def test_unlabeled_rows_do_not_touch_a_head():
+    torch.manual_seed(0)
+    s_logits = torch.randn(4, 3, requires_grad=True)
+    t_logits = torch.randn(4, 20, requires_grad=True)
+    sentiment = torch.tensor([0, 2, IGNORE, IGNORE])
+    topic = torch.tensor([IGNORE, IGNORE, 5, 19])
+    loss = masked_multitask_loss(s_logits, t_logits, sentiment, topic, torch.ones(4))
+    loss.backward()
+    assert torch.all(s_logits.grad[2:] == 0) and torch.any(s_logits.grad[:2] != 0)
+    assert torch.all(t_logits.grad[:2] == 0) and torch.any(t_logits.grad[2:] != 0)
+    expected = nn.functional.cross_entropy(s_logits[:2], sentiment[:2]) + nn.functional.cross_entropy(t_logits[2:], topic[2:])
+    assert torch.isclose(loss, expected)
+
+
+def test_batch_without_topic_labels_has_sentiment_loss_only():
+    s_logits, t_logits = torch.randn(2, 3), torch.randn(2, 20)
+    sentiment = torch.tensor([1, 2])
+    loss = masked_multitask_loss(s_logits, t_logits, sentiment, torch.tensor([IGNORE, IGNORE]), torch.ones(2))
+    assert torch.isclose(loss, nn.functional.cross_entropy(s_logits, sentiment))
+
+
+def test_weights_scale_rows():
+    s_logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    sentiment = torch.tensor([0, 0])  # row 0 right, row 1 wrong
+    none = torch.tensor([IGNORE, IGNORE])
+    even = masked_multitask_loss(s_logits, torch.zeros(2, 20), sentiment, none, torch.tensor([1.0, 1.0]))
+    heavy_wrong = masked_multitask_loss(s_logits, torch.zeros(2, 20), sentiment, none, torch.tensor([1.0, 3.0]))
+    assert heavy_wrong > even
+
+
+def test_bucketed_batches_cover_every_row_once_and_pad_to_longest():
+    import random
+
+    lengths = [random.Random(i).randint(3, 60) for i in range(500)]
+    batches = length_bucketed_batches(lengths, 16, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    ids, mask = collate([[1, 2, 3], [4]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]

@@ -1,0 +1,121 @@
+"""Registry service logic without a database: artifact packing and the rollback stack."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from models.artifact import ArtifactError, ArtifactInfo, read_info, write_info
+from training.registry import RegistryError, pack_artifact, rollback_target, unpack_artifact
+
+
+def _artifact(tmp_path, version="v1"):
+    d = tmp_path / version
+    write_info(d, ArtifactInfo(version=version, base_encoder="enc", max_length=64))
+    (d / "tokenizer").mkdir()
+    (d / "tokenizer" / "vocab.txt").write_text("[PAD]\nhello\n")
+    (d / "model.int8.onnx").write_bytes(b"\x00onnx" * 100)
+    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "epoch-1.pt").write_bytes(b"big")
+    return d
+
+
+def test_pack_is_deterministic_and_roundtrips(tmp_path):
+    src = _artifact(tmp_path)
+    a, b = pack_artifact(src), pack_artifact(src)
+    assert a.data == b.data and a.sha256 == hashlib.sha256(a.data).hexdigest()
+    out = unpack_artifact(a.data, a.sha256, tmp_path / "cache" / "v1")
+    assert read_info(out).version == "v1"
+    assert (out / "tokenizer" / "vocab.txt").read_text() == "[PAD]\nhello\n"
+    assert (out / "model.int8.onnx").read_bytes() == (src / "model.int8.onnx").read_bytes()
+    assert not (out / "checkpoints").exists()  # training leftovers are not shipped
+
+
+def test_unpack_refuses_corrupt_bytes_and_leaves_nothing(tmp_path):
+    packed = pack_artifact(_artifact(tmp_path))
+    with pytest.raises(RegistryError, match="sha256"):
+        unpack_artifact(packed.data[:-1] + b"x", packed.sha256, tmp_path / "cache" / "v1")
+    assert not (tmp_path / "cache" / "v1").exists()
+
+
+def test_pack_refuses_a_folder_that_is_not_an_artifact(tmp_path):
+    with pytest.raises(ArtifactError):
+        pack_artifact(tmp_path)
+
+
+def _h(*moves):
+    return [{"version": v, "reason": r} for v, r in moves]
+
+
+def test_rollback_target_walks_back_through_promotions():
+    history = _h(("v1", "first champion"), ("v2", "promote"), ("v3", "promote"))
+    assert rollback_target(history) == "v2"
+    history += _h(("v2", "rollback from v3"))
+    assert rollback_target(history) == "v1"
+    history += _h(("v1", "rollback from v2"))
+    assert rollback_target(history) is None
+    history += _h(("v4", "promote"))
+    assert rollback_target(history) == "v1"
+
+
+def test_rollback_target_none_with_a_single_version():
+    assert rollback_target(_h(("v1", "first champion"))) is None
+    assert rollback_target([]) is None
+
+
+# ---------------------------------------------------------------- against a real PostgreSQL
+
+from storage import registry as registry_sql  # noqa: E402
+from storage.db import make_engine  # noqa: E402
+from training import registry  # noqa: E402
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def test_empty_registry_gets_the_bundled_model_as_first_champion(engine, tmp_path):
+    bundled = _artifact(tmp_path, "bundled-1")
+    assert registry.ensure_champion(engine, bundled) == "bundled-1"
+    assert registry.ensure_champion(engine, _artifact(tmp_path, "other")) == "bundled-1"  # idempotent
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == "bundled-1"
+        assert registry_sql.count_versions(conn) == 1
+        assert registry_sql.get_version(conn, "bundled-1")["status"] == "promoted"
+
+
+def test_fetch_downloads_once_into_the_cache(engine, tmp_path):
+    registry.register_artifact(engine, _artifact(tmp_path, "v1"))
+    cache = tmp_path / "cache"
+    path = registry.fetch_artifact(engine, "v1", cache)
+    assert read_info(path).version == "v1"
+    (path / "marker").write_text("cached")
+    assert (registry.fetch_artifact(engine, "v1", cache) / "marker").is_file()  # no second download
+    with pytest.raises(RegistryError, match="no artifact"):
+        registry.fetch_artifact(engine, "ghost", cache)
+
+
+def test_promote_and_rollback_through_the_database(engine, tmp_path):
+    for v in ("v1", "v2", "v3"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        registry.rollback(engine, by="ana")
+    registry.promote(engine, "v1", by="ana")
+    assert registry.promote(engine, "v2", by="ana") == "v1"
+    assert registry.promote(engine, "v3", by="ana") == "v2"
+    with pytest.raises(RegistryError, match="unknown model version"):
+        registry.promote(engine, "v9", by="ana")
+    assert registry.rollback(engine, by="bo") == ("v3", "v2")
+    assert registry.rollback(engine, by="bo") == ("v2", "v1")
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == "v1"
+        statuses = {v["version"]: v["status"] for v in registry_sql.list_versions(conn)}
+        history = [(h["version"], h["changed_by"]) for h in registry_sql.alias_history(conn)]
+    assert statuses == {"v1": "promoted", "v2": "rejected", "v3": "rejected"}
+    assert history == [("v1", "ana"), ("v2", "ana"), ("v3", "ana"), ("v2", "bo"), ("v1", "bo")]
+    with pytest.raises(RegistryError):
+        registry.rollback(engine, by="bo")

@@ -1,0 +1,1 @@
+"""Training: labeled datasets, multi-task fine-tuning, evaluation, model cards, retraining and promotion."""

@@ -1,0 +1,122 @@
+"""Evaluation: per-task accuracy, macro-F1 and per-class precision/recall/F1, plus confusion matrices.
+
+Works on label indices so it serves both the training loop (torch logits) and any ``Classifier``
+(the ONNX engine, a challenger in the promotion gate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
+from models.prediction import Classifier
+from training.datasets import LabeledExample
+
+TASK_LABELS: dict[str, tuple[str, ...]] = {"sentiment": SENTIMENT_LABELS, "topic": TOPIC_LABELS}
+
+
+def task_metrics(task: str, y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class P/R/F1/support for one task, JSON-ready."""
+    labels = TASK_LABELS[task]
+    present = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=present, zero_division=0
+    )
+    # Macro-F1 over the classes that occur in the gold labels (small dev sets miss rare topics).
+    in_gold = sorted(set(int(y) for y in y_true))
+    return {
+        "task": task,
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=in_gold, average="macro", zero_division=0)),
+        "per_class": {
+            labels[i]: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i in present
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=present).tolist(),
+    }
+
+
+def split_by_task(examples: Sequence[LabeledExample]) -> dict[str, list[LabeledExample]]:
+    out: dict[str, list[LabeledExample]] = {"sentiment": [], "topic": []}
+    for ex in examples:
+        if ex.sentiment is not None:
+            out["sentiment"].append(ex)
+        if ex.topic is not None:
+            out["topic"].append(ex)
+    return {task: exs for task, exs in out.items() if exs}
+
+
+def evaluate(classifier: Classifier, examples: Sequence[LabeledExample], batch_size: int = 256) -> dict[str, Any]:
+    """Score ``examples`` with any Classifier; returns ``{task: task_metrics}`` for the tasks labeled."""
+    results: dict[str, Any] = {}
+    for task, exs in split_by_task(examples).items():
+        predictions = []
+        for start in range(0, len(exs), batch_size):
+            predictions.extend(classifier.classify([ex.text for ex in exs[start : start + batch_size]]))
+        if task == "sentiment":
+            y_true = [ex.sentiment for ex in exs]
+            y_pred = [SENTIMENT_LABELS.index(p.sentiment) for p in predictions]
+        else:
+            y_true = [ex.topic for ex in exs]
+            y_pred = [TOPIC_LABELS.index(p.topic) for p in predictions]
+        results[task] = task_metrics(task, y_true, y_pred)  # type: ignore[arg-type]
+    return results
+
+
+def plot_confusion_matrix(metrics: dict[str, Any], title: str, path: Path) -> Path:
+    """Row-normalised confusion matrix PNG (counts annotated) for a card or a report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = TASK_LABELS[metrics["task"]]
+    matrix = np.asarray(metrics["confusion_matrix"], dtype=float)
+    keep = [i for i in range(len(labels)) if matrix[i].sum() > 0 or matrix[:, i].sum() > 0]
+    matrix = matrix[np.ix_(keep, keep)]
+    names = [labels[i] for i in keep]
+    normalised = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
+    size = max(4.0, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}", fontsize=10)
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if matrix[i, j]:
+                    color = "white" if normalised[i, j] > 0.5 else "black"
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6, color=color)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def classification_report_text(metrics: dict[str, Any]) -> str:
+    """A plain-text report like sklearn's, from our metrics dict (for the CLI)."""
+    lines = [f"{'class':<30} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
+    for name, row in metrics["per_class"].items():
+        if row["support"] == 0:
+            continue
+        lines.append(f"{name:<30} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} {row['support']:>8}")
+    lines.append("")
+    lines.append(f"{'accuracy':<30} {metrics['accuracy']:>29.3f} {metrics['n']:>8}")
+    lines.append(f"{'macro F1':<30} {metrics['macro_f1']:>29.3f} {metrics['n']:>8}")
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Model registry service: artifacts in and out of PostgreSQL, promotion, rollback, the first champion.
+
+An artifact folder travels as deterministic tar.gz bytes with a sha256, so any machine holding only the
+database URL can fetch a version, verify it and unpack it once into a local cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from models.artifact import (
+    ARTIFACT_FILE,
+    BUNDLED_MODEL_DIR,
+    METRICS_FILE,
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+    TRAINING_CONFIG_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    read_info,
+)
+from storage import registry as sql
+
+ROLLBACK_REASON = "rollback"
+# Training leftovers that a worker never needs (checkpoints can be several times the model's size).
+_SKIP_DIRS = {"checkpoints", "__pycache__"}
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done (unknown version, nothing to roll back to, bad artifact)."""
+
+
+@dataclass(frozen=True)
+class PackedArtifact:
+    data: bytes
+    sha256: str
+
+
+def pack_artifact(directory: Path | str, *, slim: bool = False) -> PackedArtifact:
+    """tar.gz the artifact folder reproducibly (sorted names, zeroed times/owners) and hash the bytes.
+
+    ``slim`` leaves out the fp32 weights when an int8 ONNX export exists: ~23 MB instead of ~110 MB, and
+    the CPU serving path needs nothing else (a CUDA worker then runs the ONNX path too).
+    """
+    directory = Path(directory)
+    read_info(directory)  # refuse anything that is not an artifact
+    skip_files = {WEIGHTS_FILE, ONNX_FP32_FILE} if slim and (directory / ONNX_INT8_FILE).is_file() else set()
+    buffer = io.BytesIO()
+    # mtime=0 in the gzip header keeps equal folders byte-identical.
+    import gzip
+
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(directory.rglob("*")):
+                rel = path.relative_to(directory)
+                if path.is_dir() or any(part in _SKIP_DIRS for part in rel.parts) or rel.as_posix() in skip_files:
+                    continue
+                info = tar.gettarinfo(str(path), arcname=rel.as_posix())
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+    data = buffer.getvalue()
+    return PackedArtifact(data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def unpack_artifact(data: bytes, expected_sha256: str | None, target: Path) -> Path:
+    """Verify and extract into ``target`` atomically (temp folder + rename), so readers never see half."""
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise RegistryError(f"artifact for {target.name} does not match its sha256 {expected_sha256[:12]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(tmp, filter="data")  # "data" refuses absolute paths, links out of tree, devices
+        read_info(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process unpacked the same version first: theirs is identical
+            if not (target / ARTIFACT_FILE).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def fetch_artifact(engine: Engine, version: str, cache_dir: Path) -> Path:
+    """Local folder of ``version``, downloading and unpacking it only when the cache lacks it."""
+    target = Path(cache_dir) / _safe_name(version)
+    if (target / ARTIFACT_FILE).is_file():
+        return target
+    with engine.connect() as conn:
+        found = sql.get_artifact(conn, version)
+    if found is None:
+        raise RegistryError(f"model version {version!r} has no artifact in the registry")
+    data, sha = found
+    return unpack_artifact(data, sha, target)
+
+
+def _safe_name(version: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in version)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def register_artifact(
+    engine: Engine,
+    directory: Path | str,
+    *,
+    status: str = "candidate",
+    data_fingerprint: str | None = None,
+    report: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
+    slim: bool = False,
+) -> str:
+    """Store an artifact folder as a new version (name, lineage, metrics and config read from the folder).
+
+    ``extra_config`` is merged into the stored training config (e.g. the retrain trigger and feedback cutoff).
+    """
+    directory = Path(directory)
+    info = read_info(directory)
+    packed = pack_artifact(directory, slim=slim)
+    training_config = {**_read_json(directory / TRAINING_CONFIG_FILE), **(extra_config or {})}
+    fingerprint = data_fingerprint or _fingerprint_of(training_config)
+    with engine.begin() as conn:
+        sql.insert_version(
+            conn,
+            version=info.version,
+            parent_version=info.parent_version,
+            status=status,
+            base_encoder=info.base_encoder,
+            data_fingerprint=fingerprint,
+            metrics=_read_json(directory / METRICS_FILE),
+            training_config=training_config,
+            report=report,
+            artifact=packed.data,
+            artifact_sha256=packed.sha256,
+        )
+    return info.version
+
+
+def _fingerprint_of(training_config: dict[str, Any]) -> str | None:
+    """One hash over whatever data fingerprints training recorded (key names vary by trainer version)."""
+    prints = training_config.get("train_examples_fingerprint") or training_config.get("data_fingerprints")
+    if not prints:
+        return None
+    if isinstance(prints, str):
+        return prints
+    return "sha256:" + hashlib.sha256(json.dumps(prints, sort_keys=True).encode()).hexdigest()
+
+
+def ensure_champion(engine: Engine, bundled_dir: Path = BUNDLED_MODEL_DIR, *, by: str = "bootstrap") -> str | None:
+    """Make sure an active version exists: register and activate the bundled model on an empty registry.
+
+    Returns the active version (None only when the registry is empty and no bundled model is present).
+    """
+    with engine.connect() as conn:
+        active = sql.get_alias(conn)
+        if active is not None:
+            return active
+        existing = sql.count_versions(conn)
+    if existing == 0:
+        try:
+            version = register_artifact(engine, bundled_dir, status="candidate")
+        except ArtifactError:
+            return None
+    else:  # versions exist but nothing active: the newest one is the safest champion
+        with engine.connect() as conn:
+            version = sql.list_versions(conn)[0]["version"]
+    promote(engine, version, by=by, reason="first champion")
+    return version
+
+
+def promote(engine: Engine, version: str, *, by: str | None, reason: str = "promote") -> str | None:
+    """Make ``version`` the active model; workers pick it up at their next poll. Returns the previous one."""
+    with engine.begin() as conn:
+        if sql.get_version(conn, version, with_report=False) is None:
+            raise RegistryError(f"unknown model version {version!r}")
+        return sql.set_alias(conn, version, by=by, reason=reason)
+
+
+def rollback_target(history: list[dict[str, Any]]) -> str | None:
+    """Where ``rollback`` goes: replay the alias history as a stack (moves push, rollbacks pop).
+
+    So two rollbacks in a row walk back two promotions instead of bouncing between the last two versions.
+    """
+    stack: list[str] = []
+    for entry in history:
+        if (entry.get("reason") or "").startswith(ROLLBACK_REASON):
+            if stack:
+                stack.pop()
+            # the rollback landed on entry["version"]; keep the stack top consistent with the alias
+            if not stack or stack[-1] != entry["version"]:
+                stack.append(entry["version"])
+        elif not stack or stack[-1] != entry["version"]:
+            stack.append(entry["version"])
+    return stack[-2] if len(stack) >= 2 else None
+
+
+def rollback(engine: Engine, *, by: str | None) -> tuple[str, str]:
+    """Re-activate the version that was active before the current one; returns (from, to)."""
+    with engine.begin() as conn:
+        current = sql.get_alias(conn)
+        target = rollback_target(sql.alias_history(conn))
+        if current is None or target is None:
+            raise RegistryError("nothing to roll back to: the active alias has no earlier version")
+        sql.set_alias(conn, target, by=by, reason=f"{ROLLBACK_REASON} from {current}")
+        sql.set_status(conn, current, "rejected")
+    return current, target
