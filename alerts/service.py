@@ -132,14 +132,15 @@ class AlertService:
     # --- delivery ---------------------------------------------------------------------------------------
 
     def deliver(self, now: datetime | None = None) -> DeliveryReport:
-        """Send due notifications until none is due (or every due one failed this pass)."""
+        """Send due notifications, pass after pass, until a pass delivers nothing (a delivered trigger can make
+        its resolve due in the next pass; failed rows are pushed back, so this ends)."""
         total = DeliveryReport()
         while True:
             report = self.sender.deliver_due(now)
             total.delivered += report.delivered
             total.failed += report.failed
             total.dead += report.dead
-            if not report.delivered or report.failed or len(report.delivered) < self.sender.batch:
+            if not report.delivered:
                 return total
 
     # --- loops ------------------------------------------------------------------------------------------

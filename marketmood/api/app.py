@@ -6,7 +6,6 @@ are open; writes (acknowledging alerts, feedback) need a bearer token from ``set
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -20,7 +19,7 @@ from sqlalchemy import Engine
 from marketmood.api.auth import TokenIdentity, authenticate, parse_tokens
 from marketmood.api.health import database_health, model_health, overall
 from marketmood.api.limits import BodySizeLimit
-from marketmood.api.metrics import ApiMetrics
+from marketmood.api.metrics import ApiMetrics, RequestMetrics
 from marketmood.api.schemas import (
     AlertOut,
     ClassifyRequest,
@@ -65,7 +64,8 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     tokens = parse_tokens(deps.settings.tokens)
     bearer = HTTPBearer(auto_error=False, description="A token from MARKETMOOD_API__TOKENS.")
 
-    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> TokenIdentity:
+    # Closures are not visible to FastAPI's annotation resolution: use the default-value form of Depends.
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenIdentity:
         if not tokens:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "writes are disabled: no API tokens configured",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -81,15 +81,6 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         if exc.index is not None:
             body["index"] = exc.index
         return JSONResponse(body, status_code=exc.status_code)
-
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        deps.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        deps.metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return response
 
     @app.post("/classify", response_model=ClassifyResponse, tags=["model"],
               responses={413: {"description": "Too many texts or a text too long"},
@@ -123,7 +114,7 @@ def create_app(deps: ApiDependencies) -> FastAPI:
 
     @app.post("/alerts/{alert_id}/ack", response_model=AlertOut, tags=["alerts"],
               responses={401: {"description": "Missing or invalid token"}, 404: {"description": "No such alert"}})
-    def acknowledge(alert_id: int, identity: Annotated[TokenIdentity, Depends(require_token)]) -> dict[str, Any]:
+    def acknowledge(alert_id: int, identity: TokenIdentity = Depends(require_token)) -> dict[str, Any]:
         """Acknowledge an open alert (stops escalation); a resolved alert is returned unchanged."""
         from storage.alerts import acknowledge_alert
 
@@ -136,7 +127,7 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     @app.post("/feedback", response_model=FeedbackResponse, status_code=201, tags=["feedback"],
               responses={401: {"description": "Missing or invalid token"},
                          422: {"description": "No subject, no label, or an unknown label"}})
-    def feedback(body: FeedbackRequest, identity: Annotated[TokenIdentity, Depends(require_token)]) -> FeedbackResponse:
+    def feedback(body: FeedbackRequest, identity: TokenIdentity = Depends(require_token)) -> FeedbackResponse:
         """Store an analyst's corrected topic and/or sentiment for an article id or a text (used by retraining).
 
         The author is the token's owner for named tokens, else ``author`` from the body (else the token id).
@@ -171,6 +162,7 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         """Prometheus exposition of the API's own metrics."""
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(RequestMetrics, metrics=deps.metrics)
     app.add_middleware(BodySizeLimit, max_bytes=deps.settings.max_body_bytes)  # outermost: runs first
     app.state.deps = deps
     return app

@@ -45,7 +45,7 @@ def kafka_health(bootstrap: str | None, raw_topic: str, timeout_s: float = 3.0) 
     timeout_ms = int(timeout_s * 1000)
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="marketmood-api-health",
-                                 request_timeout_ms=timeout_ms, api_version_auto_timeout_ms=timeout_ms)
+                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
     except (KafkaError, OSError, ValueError) as exc:
         return ComponentHealth(status="down", detail=f"cannot reach broker at {bootstrap}: {type(exc).__name__}")
     try:

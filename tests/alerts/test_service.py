@@ -4,7 +4,7 @@ trigger and one resolve per notifier, through restarts, replays, outages and sil
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -136,45 +136,46 @@ def test_notifier_outage_retries_with_backoff_and_drains(engine, http_recorder, 
     while not db.list_alerts(engine.connect()):
         service.evaluate(now)
         now += timedelta(seconds=W)
-    report = service.deliver()
+    t0 = datetime.now(timezone.utc) + timedelta(seconds=1)  # delivery clock, driven explicitly (no sleeps)
+    report = service.deliver(t0)
     assert {d[1] for d in report.delivered} == {"mail"}
     assert sorted(f[1] for f in report.failed) == ["hook", "pd", "slack"]  # one attempt each, then back-off
+    assert http_recorder.attempts == 3
     with engine.connect() as conn:
         rows = {r["notifier"]: r for r in db.list_outbox(conn)}
     assert rows["mail"]["status"] == "delivered"
-    for name in ("hook", "slack", "pd"):
-        assert rows[name]["status"] == "pending"
+    assert all(rows[n]["status"] == "pending" and rows[n]["next_attempt_at"] == t0 + timedelta(seconds=1)
+               for n in ("hook", "slack", "pd"))
     http_recorder.stop()  # now the receiver is down entirely: connection refused
-    attempts_before = http_recorder.attempts
-    service.deliver()  # nothing due yet (back-off)
-    assert http_recorder.attempts == attempts_before
-    import time as _t
-    _t.sleep(1.2)
-    report = service.deliver()
-    assert report.delivered == [] and report.failed
+    assert service.deliver(t0 + timedelta(seconds=0.5)).failed == []  # not due yet (back-off)
+    report = service.deliver(t0 + timedelta(seconds=1))
+    assert report.delivered == [] and all("Connection refused" in f[3] for f in report.failed)
     with engine.connect() as conn:
         rows = {r["notifier"]: r for r in db.list_outbox(conn)}
-    assert all(rows[n]["attempts"] >= 2 and "Connect" in rows[n]["last_error"] for n in ("hook", "slack", "pd"))
-    backoff = [(rows[n]["next_attempt_at"] - rows[n]["created_at"]).total_seconds() for n in ("hook", "slack", "pd")]
-    assert all(b >= 2 for b in backoff)  # 1 s, then 2 s: exponential
-    # Scoring/evaluation is not blocked meanwhile: the spike resolves while the notifier is down.
+    for n in ("hook", "slack", "pd"):  # exponential: 1 s, then 2 s
+        assert rows[n]["attempts"] == 2 and rows[n]["next_attempt_at"] == t0 + timedelta(seconds=3)
+    report = service.deliver(t0 + timedelta(seconds=3))
+    with engine.connect() as conn:
+        rows = {r["notifier"]: r for r in db.list_outbox(conn)}
+    assert all(rows[n]["next_attempt_at"] == t0 + timedelta(seconds=7) for n in ("hook", "slack", "pd"))
+    # Evaluation is not blocked meanwhile: the spike resolves while the notifiers are down.
     while db.list_alerts(engine.connect())[0]["state"] != "resolved":
         service.evaluate(now)
         now += timedelta(seconds=W)
+    # The resolve waits behind its trigger, which waits for the notifier to come back.
+    report = service.deliver(t0 + timedelta(seconds=4))
+    assert not [d for d in report.delivered if d[1] != "mail"]
     http_recorder.status = 200
-    http_recorder.start()  # it comes back on the same port
-    _t.sleep(2.2)
-    service.deliver()
-    _t.sleep(4.2)
-    service.deliver()
-    events = [(r.path, (r.json().get("event") or r.json().get("event_action"))) for r in http_recorder.requests
-              if r.path != "/slack"]
-    assert sorted(events) == [("/hook", "resolve"), ("/hook", "trigger"), ("/pd", "resolve"), ("/pd", "trigger")]
-    # The trigger always precedes the resolve of the same notifier.
-    for path in ("/hook", "/pd"):
-        mine = [e for p, e in events if p == path]
-        assert mine == ["trigger", "resolve"]
-    assert len([r for r in http_recorder.requests if r.path == "/slack"]) == 2
+    http_recorder.start()  # back, on the same port
+    later = max(t0 + timedelta(seconds=7), datetime.now(timezone.utc) + timedelta(seconds=1))
+    report = service.deliver(later)
+    assert sorted(d[1:] for d in report.delivered if d[1] != "mail") == [
+        ("hook", "resolve"), ("hook", "trigger"), ("pd", "resolve"), ("pd", "trigger"),
+        ("slack", "resolve"), ("slack", "trigger")]
+    for path in ("/hook", "/pd", "/slack"):  # the trigger always precedes the resolve of the same notifier
+        mine = [r.json() for r in http_recorder.requests if r.path == path]
+        assert len(mine) == 2 and "RESOLVED" not in str(mine[0]) and "RESOLVED" in str(mine[1])
+    assert [r.json()["event_action"] for r in http_recorder.requests if r.path == "/pd"] == ["trigger", "resolve"]
     with engine.connect() as conn:
         assert Counter(r["status"] for r in db.list_outbox(conn)) == {"delivered": 8}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -29,10 +30,9 @@ def _broker_ok() -> ComponentHealth:
     return ComponentHealth(status="ok", detail="not checked in this test")
 
 
-@pytest.fixture
-def make_client(engine, db_url: str) -> Iterator[Callable[..., TestClient]]:  # type: ignore[no-untyped-def]
-    """Build a client with settings overrides, e.g. ``make_client(max_texts=2)``."""
-    db = make_engine(db_url)
+@contextlib.contextmanager
+def _builder(engine, url: str) -> Iterator[Callable[..., TestClient]]:  # type: ignore[no-untyped-def]
+    db = make_engine(url)
     clients: list[TestClient] = []
 
     def build(broker_check: Callable[[], ComponentHealth] = _broker_ok, **overrides: object) -> TestClient:
@@ -51,5 +51,24 @@ def make_client(engine, db_url: str) -> Iterator[Callable[..., TestClient]]:  # 
 
 
 @pytest.fixture
+def make_client(engine, pg_url: str) -> Iterator[Callable[..., TestClient]]:  # type: ignore[no-untyped-def]
+    """Clients on the session's shared database (for tests that do not write), e.g. ``make_client(max_texts=2)``."""
+    with _builder(engine, pg_url) as build:
+        yield build
+
+
+@pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
+
+
+@pytest.fixture
+def make_db_client(engine, db_url: str) -> Iterator[Callable[..., TestClient]]:  # type: ignore[no-untyped-def]
+    """Clients on a fresh database of their own (for tests that write or count rows)."""
+    with _builder(engine, db_url) as build:
+        yield build
+
+
+@pytest.fixture
+def db_client(make_db_client: Callable[..., TestClient]) -> TestClient:
+    return make_db_client()

@@ -27,6 +27,7 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
     from models.network import build_from_pretrained, default_base_encoder
 
+    torch.set_num_threads(1)  # CI has 2 cores and other jobs: oversubscribed threads are slower
     torch.manual_seed(1234)
     base = default_base_encoder()
     model = build_from_pretrained(base, len(SENTIMENT_LABELS), len(TOPIC_LABELS)).eval()
@@ -42,11 +43,11 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def onnx_engine(artifact_dir: Path):
     from models.engine import load_engine
 
-    return load_engine(artifact_dir, device="cpu", backend="onnx", threads=2)
+    return load_engine(artifact_dir, device="cpu", backend="onnx", threads=1)
 
 
 @pytest.fixture(scope="session")
 def torch_engine(artifact_dir: Path):
     from models.engine import load_engine
 
-    return load_engine(artifact_dir, device="cpu", backend="torch", threads=2)
+    return load_engine(artifact_dir, device="cpu", backend="torch", threads=1)

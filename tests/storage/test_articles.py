@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from storage.articles import (
     ScoredArticle,
@@ -198,18 +198,26 @@ def test_concurrent_workers_see_each_others_copies(engine: Engine) -> None:
     assert _novel(engine) == {"wire_a": True, "wire_b": False}
 
 
-def test_ten_thousand_rows_in_well_under_two_seconds(engine: Engine) -> None:
+def test_ten_thousand_rows_are_written_with_a_constant_number_of_statements(engine: Engine) -> None:
+    """Bulk, not per row: the statement count does not grow with the batch, and 10k rows take ~1 s.
+
+    The wall-clock bound is loose on purpose (shared 2-core CI machines); the statement count is exact.
+    """
     batch = [item(f"bulk{i}", t=T0 + timedelta(seconds=i), key=f"s{i % 3000}", offset=i) for i in range(10_000)]
     with engine.begin() as conn:  # warm the connection and statement caches
         upsert_scored_batch(conn, [item("warm")])
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     started = time.perf_counter()
     with engine.begin() as conn:
         result = upsert_scored_batch(conn, batch)
     elapsed = time.perf_counter() - started
-    print(f"10k upsert: {elapsed:.3f} s")
+    print(f"10k upsert: {elapsed:.3f} s, {len(statements)} statements")
     assert (result.articles_inserted, result.scores_inserted) == (10_000, 10_000)
     assert result.not_novel == 7_000  # 3000 keys, copies 1 s apart: only the first of each is novel
-    assert elapsed < 2.0, f"10k-row upsert took {elapsed:.2f} s"
+    assert len([s for s in statements if s.lstrip().upper().startswith("INSERT")]) == 2
+    assert len(statements) <= 8
+    assert elapsed < 10.0, f"10k-row upsert took {elapsed:.2f} s"
 
 
 def test_topic_summary_counts_each_article_once(engine: Engine) -> None:

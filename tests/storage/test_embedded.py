@@ -21,17 +21,18 @@ from storage.embedded import (
     postmaster_running,
     read_postmaster,
     recover_stale,
+    start_server,
     stop_server,
 )
-from tests.fixtures.postgres import fresh_data_dir, remove_data_dir
+from tests.fixtures.postgres import copy_data_dir, fresh_data_dir, remove_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def scratch_dir() -> Iterator[Path]:
-    """One data dir for this module (initdb once); whatever runs there is stopped at the end."""
-    data_dir = fresh_data_dir()
+@pytest.fixture
+def scratch_dir(pristine_pgdata: Path) -> Iterator[Path]:
+    """A private copy of the session's initialised data dir; whatever runs there is stopped at the end."""
+    data_dir = copy_data_dir(pristine_pgdata, fresh_data_dir())
     try:
         yield data_dir
     finally:
@@ -127,19 +128,19 @@ def test_live_owner_is_attached_and_sigkilled_owner_is_recovered(scratch_dir: Pa
 
 def test_recover_stale_stops_a_server_started_outside_marketmood(scratch_dir: Path) -> None:
     """A postmaster started directly with pg_ctl (no owner file) counts as stale."""
-    with embedded_postgres(scratch_dir):
-        pass  # make sure the data dir is initialised, then leave nothing running
-    info_socket = scratch_dir  # embedded-postgres puts the socket in the data dir when the path is short
-    from storage.embedded import _bin, _system_user
-
-    subprocess.run(
-        [str(_bin("pg_ctl")), "-D", str(scratch_dir), "-w", "-o", '-h ""', "-o", f"-k {info_socket}",
-         "-l", str(scratch_dir / "log"), "start"],
-        user=_system_user(), cwd=scratch_dir, check=True, stdout=subprocess.DEVNULL, timeout=60,
-    )  # fmt: skip
+    start_server(scratch_dir)  # plain pg_ctl start: no owner file, like a server left by another tool
     pid = postmaster_running(scratch_dir)
     assert pid is not None and read_postmaster(scratch_dir) is not None
     assert recover_stale(scratch_dir) is True
     assert postmaster_running(scratch_dir) is None
     assert recover_stale(scratch_dir) is False
     assert stop_server(scratch_dir) is False
+
+
+def test_second_instance_in_the_same_process_attaches_and_never_stops_the_server(pg_server: EmbeddedPostgres) -> None:
+    other = EmbeddedPostgres(pg_server.data_dir, database=pg_server.database)
+    assert other.start() == pg_server.url
+    assert other.attached
+    other.stop()
+    assert pg_server.running
+    assert _select_one(pg_server.url) == 1

@@ -104,3 +104,99 @@ def test_a_version_that_fails_to_load_keeps_the_current_one_serving(engine, tmp_
         assert provider.check_now() is True and provider.current().model_version == "v3"
     finally:
         provider.stop()
+
+
+# ---------------------------------------------------------------- promotion hot-swaps a running worker
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from models.artifact import ARTIFACT_FILE, BUNDLED_MODEL_DIR  # noqa: E402
+from marketmood.settings import REPO_ROOT  # noqa: E402
+from tests.streams.harness import Db, article, produce, wait_until  # noqa: E402
+
+
+def _source_model() -> Path:
+    override = os.environ.get("MARKETMOOD_TEST_MODEL_PATH")
+    source = Path(override) if override else BUNDLED_MODEL_DIR
+    if not (source / ARTIFACT_FILE).is_file():
+        pytest.skip("no model artifact: needs models/default_model or MARKETMOOD_TEST_MODEL_PATH")
+    return source
+
+
+def _renamed_copy(source: Path, target: Path, version: str) -> Path:
+    """The same weights under another version name: enough to see which version scored what."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "model.safetensors", "*.png"))
+    info = json.loads((target / ARTIFACT_FILE).read_text())
+    info["version"] = version
+    (target / ARTIFACT_FILE).write_text(json.dumps(info))
+    return target
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_promotion_hot_swaps_a_running_worker_without_loss_or_duplicates(db_url, kafka_bootstrap, topic_names,
+                                                                         tmp_path):
+    source = _source_model()
+    engine = make_engine(db_url)
+    for version in ("hot-v1", "hot-v2"):
+        registry.register_artifact(engine, _renamed_copy(source, tmp_path / version, version), slim=True)
+    registry.promote(engine, "hot-v1", by="test")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETMOOD_")} | {
+        "MARKETMOOD_KAFKA_BOOTSTRAP": kafka_bootstrap, "MARKETMOOD_DATABASE_URL": db_url,
+        "MARKETMOOD_HOME": str(tmp_path / "home"),
+        "MARKETMOOD_TOPICS__RAW": topic_names.raw, "MARKETMOOD_TOPICS__SCORED": topic_names.scored,
+        "MARKETMOOD_TOPICS__DEADLETTER": topic_names.deadletter,
+        "MARKETMOOD_TOPICS__PARTITIONS": str(topic_names.partitions),
+        "MARKETMOOD_WORKER__APP_ID": f"mm-hot-{topic_names.raw}", "MARKETMOOD_WORKER__BATCH_SIZE": "8",
+        "MARKETMOOD_WORKER__BATCH_MAX_WAIT_S": "0.2", "MARKETMOOD_WORKER__SESSION_TIMEOUT_S": "6",
+        "MARKETMOOD_WORKER__HEARTBEAT_INTERVAL_S": "1", "MARKETMOOD_WORKER__WEB_PORT": "0",
+        "MARKETMOOD_WORKER__MODEL_POLL_INTERVAL_S": "1", "MARKETMOOD_MODEL__THREADS": "1",
+        "MARKETMOOD_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "worker.log"
+    db = Db(db_url)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.streams.hot_reload_worker"], cwd=REPO_ROOT, env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            before = [article(i, prefix="before") for i in range(40)]
+            during = [article(i, prefix="during") for i in range(120)]
+            after = [article(i, prefix="after") for i in range(40)]
+            produce(kafka_bootstrap, topic_names.raw, before)
+            wait_until(lambda: db.scores() >= 40, 240, what=f"first 40 scores; log:\n{log_path}")
+            # Promote while a stream of articles is being scored: the switch must land between batches.
+            produce(kafka_bootstrap, topic_names.raw, during)
+            registry.promote(engine, "hot-v2", by="test")
+            wait_until(lambda: "hot-v2" in log_path.read_text(errors="replace") and db.scores() >= 160, 240,
+                       what="the worker to load hot-v2 and finish the stream")
+            produce(kafka_bootstrap, topic_names.raw, after)
+            wait_until(lambda: db.scores() >= 200, 240, what="all 200 scores")
+            time.sleep(2)  # anything extra (a duplicate) would show up now
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT article_id, model_version FROM scores").all()
+    db.close()
+    engine.dispose()
+    ids = [r[0] for r in rows]
+    expected = {m["id"] for m in before + during + after}
+    assert set(ids) == expected, "lost or unexpected articles"
+    assert len(ids) == len(expected), "an article was scored twice"
+    version = dict(rows)
+    assert {version[m["id"]] for m in before} == {"hot-v1"}
+    assert {version[m["id"]] for m in after} == {"hot-v2"}
+    assert set(version[m["id"]] for m in during) <= {"hot-v1", "hot-v2"}
+    assert "model.active" in log_path.read_text(errors="replace")

@@ -22,10 +22,11 @@ from training.config import TrainConfig
 from training.gate import evaluate_gate
 from training.retrain import FEEDBACK_SET, REPORT_MD, candidate, gate_config_from, run_retrain
 
-pytestmark = pytest.mark.slow
+# Two tiny fine-tunes (each about a minute on an idle 2-core machine, far more on a loaded one).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-TINY = {"limit_per_dataset": 48, "max_steps": 12, "epochs": 1, "batch_size": 16, "max_length": 32, "lr": 2e-4,
-        "seed": 13}
+TINY = {"limit_per_dataset": 40, "max_steps": 10, "epochs": 1, "batch_size": 16, "max_length": 32, "lr": 2e-4,
+        "seed": 13, "threads": 1}
 
 
 def _settings(home: Path):

@@ -1,0 +1,245 @@
+"""Inference speed and memory bar of issue 2: the engine vs two naive torch fp32 baselines, in one run.
+
+    python benchmarks/bench_engine.py [--data CSV] [--n 1000] [--model DIR] [--write]
+
+On the same headlines (first ``--n`` rows of the tweet-topic train CSV; generated texts when absent):
+  (a) per-text baseline: batch 1, padded to the model's max length, torch fp32 (a naive /classify endpoint);
+  (b) naive batched baseline: batch 64, padded to max length, torch fp32;
+  (c) the engine, ``load_engine(model)`` with backend/device ``auto`` (ONNX Runtime int8 on CPU).
+Every timing includes tokenization. Peak RSS is measured in a fresh subprocess that loads the engine and
+classifies the same texts (VmHWM, see models/memory.py). ``--write`` puts the table into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SECTION = "## Inference engine"
+
+
+def load_texts(path: Path, n: int) -> tuple[list[str], str]:
+    """First ``n`` texts of a text,label CSV, or generated headlines when the data is not there."""
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as handle:
+            texts = [row["text"] for _, row in zip(range(n), csv.DictReader(handle)) if row["text"].strip()]
+        return texts, str(path)
+    subjects = ["Apple", "Fed", "Oil", "Tesla", "ECB", "Gold", "Treasuries", "Nvidia", "JPMorgan", "Bitcoin"]
+    verbs = ["jumps", "slumps", "holds steady", "beats estimates", "misses forecasts", "cuts guidance"]
+    tails = ["", " after earnings", " as investors weigh rate path", " amid recession fears in Europe and Asia"]
+    texts = [f"{subjects[i % 10]} {verbs[i % 6]}{tails[i % 4]} ({i})" for i in range(n)]
+    return texts, "generated headlines (data file absent)"
+
+
+def make_artifact(tmp: Path) -> Path:
+    """A real artifact from the base encoder with fresh heads (same compute as a trained one)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from models.artifact import ArtifactInfo
+    from models.export import export_onnx_int8, save_torch_artifact
+    from models.network import build_from_pretrained, default_base_encoder
+
+    torch.manual_seed(0)
+    base = default_base_encoder()
+    model = build_from_pretrained(base, 3, 20).eval()
+    out = tmp / "bench-untrained"
+    save_torch_artifact(model, AutoTokenizer.from_pretrained(str(base)), out, ArtifactInfo("bench-untrained", str(base), 128))
+    export_onnx_int8(out)
+    return out
+
+
+def baseline_model(artifact: Path):
+    """fp32 torch model of the artifact; a slim artifact (no fp32 weights) gets the same architecture."""
+    from models.artifact import has_torch_weights, read_info
+    from models.network import build_from_config
+    from models.torch_backend import load_torch_model
+
+    info = read_info(artifact)
+    if has_torch_weights(artifact):
+        return load_torch_model(artifact, info), True
+    config = json.loads((artifact / "encoder_config.json").read_text())
+    return build_from_config(config, len(info.labels["sentiment"]), len(info.labels["topic"])).eval(), False
+
+
+def run_padded_baseline(model, encoder, texts: list[str], batch_size: int, width: int):
+    """Naive path: fixed-size batches in input order, every text padded to ``width``."""
+    import numpy as np
+    import torch
+
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            ids_list = encoder.encode(texts[start : start + batch_size])
+            ids = np.zeros((len(ids_list), width), np.int64)
+            mask = np.zeros_like(ids)
+            for row, seq in enumerate(ids_list):
+                ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
+            sentiment, topic = model(torch.from_numpy(ids), torch.from_numpy(mask))
+            outs.append((sentiment.numpy(), topic.numpy()))
+    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+
+def measure_rss(artifact: Path, texts_file: Path) -> dict:
+    """Peak RSS of a fresh process that loads the engine and classifies the texts."""
+    code = (
+        "import json, sys\n"
+        "from models.engine import load_engine\n"
+        "from models.memory import peak_rss_mb\n"
+        f"texts = json.load(open({str(texts_file)!r}))\n"
+        f"engine = load_engine({str(artifact)!r})\n"
+        "after_load = peak_rss_mb()\n"
+        "engine.classify(texts)\n"
+        "print(json.dumps({'after_load_mb': after_load, 'peak_mb': peak_rss_mb(), 'torch_imported': 'torch' in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace (or append) the '## Inference engine' section of BENCHMARKS.md, leaving other sections alone."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if SECTION in text:
+        head, rest = text.split(SECTION, 1)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1 :] if nxt >= 0 else ""
+        text = head + body + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    path.write_text(text)
+
+
+def main() -> None:
+    from models.artifact import BUNDLED_MODEL_DIR, read_info
+    from models.devices import cpu_threads
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/twitter_financial_news_topic/train.csv")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--model", type=Path, default=None, help="artifact folder; default: bundled model")
+    parser.add_argument("--threads", type=int, default=None, help="threads for all three; default: all cores")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each times all three paths)")
+    parser.add_argument("--per-text-every", type=int, default=1, help="time (a) on every k-th text only (slow path)")
+    parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    parser.add_argument("--note", default="", help="context line recorded with the results")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from models.engine import load_engine
+    from models.memory import peak_rss_mb
+    from models.text_encoder import TextEncoder
+
+    threads = cpu_threads(args.threads)
+    torch.set_num_threads(threads)
+    texts, source = load_texts(args.data, args.n)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    if args.model is not None:
+        artifact = args.model
+    elif (BUNDLED_MODEL_DIR / "artifact.json").is_file():
+        artifact = BUNDLED_MODEL_DIR
+    else:
+        artifact = make_artifact(tmp)
+    info = read_info(artifact)
+    load_before = os.getloadavg()[0]
+
+    engine = load_engine(artifact, threads=threads)
+    width = engine.max_length
+    model, same_weights = baseline_model(artifact)
+    encoder = TextEncoder(artifact / "tokenizer", width)
+    lengths = [len(ids) for ids in encoder.encode(texts)]
+
+    # warm-up, so no path pays first-call allocation inside its timing
+    run_padded_baseline(model, encoder, texts[:8], 8, width)
+    engine.classify(texts[:8])
+
+    # Interleaved rounds: each round times all three paths on the same slice of texts, rotating their order,
+    # so a burst of load from other processes hits every path alike and the ratios stay meaningful.
+    paths = {
+        "per_text": lambda chunk: run_padded_baseline(model, encoder, chunk[:: args.per_text_every], 1, width),
+        "batched": lambda chunk: run_padded_baseline(model, encoder, chunk, 64, width),
+        "engine": lambda chunk: engine.classify(chunk),
+    }
+    seconds = dict.fromkeys(paths, 0.0)
+    counts = dict.fromkeys(paths, 0)
+    size = -(-len(texts) // args.rounds)
+    for r, start in enumerate(range(0, len(texts), size)):
+        chunk = texts[start : start + size]
+        names = list(paths)[r % 3 :] + list(paths)[: r % 3]
+        for name in names:
+            t0 = time.perf_counter()
+            paths[name](chunk)
+            seconds[name] += time.perf_counter() - t0
+            counts[name] += len(chunk[:: args.per_text_every]) if name == "per_text" else len(chunk)
+    per_text, batched, eng = (counts[k] / seconds[k] for k in ("per_text", "batched", "engine"))
+    b_sent, b_topic = run_padded_baseline(model, encoder, texts, 64, width)
+    e_sent, e_topic = engine.predict_logits(texts)
+    load_after = os.getloadavg()[0]
+    bench_rss = peak_rss_mb()
+
+    texts_file = tmp / "texts.json"
+    texts_file.write_text(json.dumps(texts))
+    rss = measure_rss(artifact, texts_file)
+
+    agreement = "n/a (slim artifact: baselines use the same architecture with random weights)"
+    if same_weights:
+        agreement = (
+            f"argmax agreement engine vs fp32 batched: sentiment {np.mean(e_sent.argmax(1) == b_sent.argmax(1)):.3f}, "
+            f"topic {np.mean(e_topic.argmax(1) == b_topic.argmax(1)):.3f}"
+        )
+    d = engine.describe()
+    rows = [
+        (f"(a) per-text: batch 1, padded to max length, torch fp32 ({counts['per_text']} texts)", per_text),
+        ("(b) naive batched: batch 64, padded to max length, torch fp32", batched),
+        (f"(c) engine: {d['backend']} {d['precision']} on {d['device']}, length-sorted batches of <= {d['batch_size']}", eng),
+    ]
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python benchmarks/bench_engine.py" + " ".join([""] + sys.argv[1:])
+    lines = [
+        SECTION,
+        "",
+        f"Command: `{command}` — {date}, {platform.node()}, {threads} threads, Python {platform.python_version()}.",
+        f"Texts: {len(texts)} from {source} (tokens incl. [CLS]/[SEP]: mean {np.mean(lengths):.1f}, max {max(lengths)};"
+        f" baselines pad to max_length = {width}).",
+        f"Model: `{artifact.name}` version `{info.version}`. Timings include tokenization; after a warm-up the three paths"
+        f" ran side by side in {args.rounds} interleaved rounds (rotating order) over the same texts.",
+        f"1-minute load average before/after: {load_before:.2f} / {load_after:.2f}"
+        + (f" — {args.note}" if args.note else ""),
+        "",
+        "| path | texts/s | engine speed-up |",
+        "|---|---:|---:|",
+        *[f"| {name} | {rate:.1f} | x{eng / rate:.2f} |" for name, rate in rows],
+        "",
+        f"Targets: engine/(b) >= 3 -> **x{eng / batched:.2f}** ({'met' if eng / batched >= 3 else 'NOT met'}); "
+        f"engine/(a) >= 8 -> **x{eng / per_text:.2f}** ({'met' if eng / per_text >= 8 else 'NOT met'}).",
+        "",
+        f"Peak RSS of a fresh process holding the loaded engine (VmHWM): {rss['after_load_mb']:.0f} MiB after load, "
+        f"{rss['peak_mb']:.0f} MiB after classifying the {len(texts)} texts (bar: <= 1024 MiB; torch imported: "
+        f"{rss['torch_imported']}). For contrast, this benchmark process (torch baselines + engine): {bench_rss:.0f} MiB.",
+        "",
+        f"Accuracy check: {agreement}.",
+        "",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if args.write:
+        write_section(REPO / "BENCHMARKS.md", body)
+        print(f"written to {REPO / 'BENCHMARKS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The production stack, checked without a Docker engine: the compose file parses, and every image, build,
+command, environment variable and volume it names exists in the repository, the CLI or the docs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from marketmood.cli import cli
+from marketmood.dashboards import render
+from marketmood.dashboards.provisioning import DASHBOARDS_MOUNT, PASSWORD_ENV
+from marketmood.settings import REPO_ROOT, Settings, load_settings
+
+DOCKER = REPO_ROOT / "docker"
+COMPOSE = DOCKER / "docker-compose.yml"
+DOCS = REPO_ROOT / "docs" / "operations.md"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def _with_defaults(value: str) -> str:
+    """Interpolate ${VAR:-default} the way compose does when VAR is unset."""
+    return _VAR.sub(lambda m: m.group(2) or "", str(value))
+
+
+def test_stack_has_every_service(compose: dict[str, Any]) -> None:
+    assert {"kafka", "postgres", "grafana", "prometheus", "migrate", "worker", "api", "scheduler"} <= set(
+        _services(compose)
+    )
+    assert _services(compose)["kafka"]["image"].startswith("apache/kafka:")
+    kafka_env = _services(compose)["kafka"]["environment"]
+    assert "controller" in kafka_env["KAFKA_PROCESS_ROLES"]  # KRaft: no ZooKeeper service
+    assert not any("zookeeper" in name for name in _services(compose))
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    for name, service in _services(compose).items():
+        image = service.get("image", "")
+        if "build" in service:
+            continue
+        assert re.search(r":[\w.\-]+$", image) and not image.endswith(":latest"), f"{name}: pin {image!r}"
+
+
+def test_build_contexts_and_dockerfiles_exist(compose: dict[str, Any]) -> None:
+    built = [s for s in _services(compose).values() if "build" in s]
+    assert len(built) >= 4
+    for service in built:
+        context = (DOCKER / service["build"]["context"]).resolve()
+        dockerfile = context / service["build"]["dockerfile"]
+        assert context == REPO_ROOT and dockerfile.is_file(), dockerfile
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY ") and "--from" not in line:
+                *sources, _dest = shlex.split(line)[1:]
+                for source in sources:
+                    assert list(context.glob(source)), f"{dockerfile.name}: COPY source {source} missing"
+
+
+def test_dockerfiles_pin_torch_and_run_the_cli() -> None:
+    cpu, cuda = (DOCKER / "Dockerfile").read_text(), (DOCKER / "Dockerfile.cuda").read_text()
+    assert 'torch==2.13.0"' in cpu and "download.pytorch.org/whl/cpu" in cpu
+    assert 'torch==2.13.0"' in cuda and "nvidia/cuda" in cuda
+    assert cpu.index("torch==2.13.0") < cpu.index("pip install .")  # torch first, so pip keeps the CPU build
+    for text in (cpu, cuda):
+        assert 'ENTRYPOINT ["marketmood"]' in text
+
+
+def _resolve(args: list[str]) -> click.Command:
+    """Follow args through the click groups; fail on an unknown subcommand or option."""
+    command: click.Command = cli
+    rest = list(args)
+    while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+        sub = command.get_command(click.Context(command), rest[0])
+        assert sub is not None, f"`marketmood {' '.join(args)}`: no subcommand {rest[0]!r}"
+        command, rest = sub, rest[1:]
+    options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    for arg in rest:
+        if arg.startswith("--"):
+            assert arg.split("=")[0] in options, f"`marketmood {' '.join(args)}`: unknown option {arg}"
+    return command
+
+
+def test_service_commands_are_real_cli_commands(compose: dict[str, Any]) -> None:
+    commands = {name: s["command"] for name, s in _services(compose).items() if "build" in s}
+    assert commands["migrate"] == ["db", "upgrade"]
+    for name, args in commands.items():
+        assert isinstance(args, list), f"{name}: use the exec (list) form"
+        assert not isinstance(_resolve(args), click.Group), f"{name}: {args} names a group, not a command"
+
+
+def test_environment_is_valid_marketmood_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, service in _services(compose).items():
+        env = {k: _with_defaults(v) for k, v in (service.get("environment") or {}).items()}
+        ours = {k: v for k, v in env.items() if k.startswith("MARKETMOOD_")}
+        if "build" not in service:
+            continue
+        assert ours["MARKETMOOD_KAFKA_BOOTSTRAP"] == "kafka:9092", name
+        assert "@postgres:5432/" in ours["MARKETMOOD_DATABASE_URL"], name
+        for key in list(os.environ):
+            if key.startswith("MARKETMOOD_"):
+                monkeypatch.delenv(key)
+        for key, value in ours.items():
+            if key not in {"MARKETMOOD_VERSION"}:
+                monkeypatch.setenv(key, value)
+        settings = load_settings()  # raises ConfigError on an unknown or invalid variable
+        assert settings.topics.partitions >= 1
+        for key in ours:
+            _assert_setting_exists(key)
+
+
+def _assert_setting_exists(env_name: str) -> None:
+    path = env_name.removeprefix("MARKETMOOD_").lower().split("__")
+    model: Any = Settings
+    for part in path:
+        assert part in model.model_fields, f"{env_name}: no setting {part!r}"
+        model = model.model_fields[part].annotation
+    return None
+
+
+def test_variables_and_host_paths_are_documented_or_exist(compose: dict[str, Any]) -> None:
+    docs = DOCS.read_text()
+    variables = {m[0] for value in _strings(compose) for m in _VAR.findall(value)}
+    assert "POSTGRES_PASSWORD" in variables
+    for variable in sorted(variables):
+        assert f"`{variable}`" in docs, f"${{{variable}}} is not documented in docs/operations.md"
+    for name, service in _services(compose).items():
+        for volume in service.get("volumes", []):
+            source = re.match(r"(\$\{[^}]*\}|[^:]+)", volume).group(1)  # type: ignore[union-attr]
+            if source.startswith("${"):
+                assert _VAR.match(source).group(1) in docs  # type: ignore[union-attr]
+            elif source.startswith("."):
+                assert (DOCKER / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in compose.get("volumes", {}), f"{name}: named volume {source} not declared"
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in _strings(key) + _strings(value)]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_worker_can_scale(compose: dict[str, Any]) -> None:
+    worker = _services(compose)["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # both break --scale worker=N
+    assert "MARKETMOOD_TOPICS__PARTITIONS" in worker["environment"]
+    assert "--scale worker=" in DOCS.read_text()
+
+
+def test_grafana_mounts_the_rendered_provisioning(compose: dict[str, Any]) -> None:
+    assert render.stale() == []
+    grafana = _services(compose)["grafana"]
+    mounts = {v.split(":")[1]: (DOCKER / v.split(":")[0]).resolve() for v in grafana["volumes"] if v.startswith(".")}
+    assert mounts[DASHBOARDS_MOUNT] == render.GRAFANA_DIR / "dashboards"
+    assert mounts["/etc/grafana/provisioning/datasources"] == render.GRAFANA_DIR / "provisioning" / "datasources"
+    assert mounts["/etc/grafana/provisioning/dashboards"] == render.GRAFANA_DIR / "provisioning" / "dashboards"
+    rendered = {p.relative_to(render.GRAFANA_DIR).as_posix() for p in render.GRAFANA_DIR.rglob("*") if p.is_file()}
+    assert rendered == set(render.render_files())
+    assert PASSWORD_ENV in grafana["environment"]  # the datasource file expands it
+    assert grafana["image"].startswith("grafana/grafana-oss:11.6")  # the SDK flavour the dashboards target
+
+
+def test_prometheus_scrapes_every_worker_replica(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    dns = jobs["marketmood-worker"]["dns_sd_configs"][0]
+    assert dns["names"] == ["worker"] and dns["port"] == Settings().worker.web_port
+    assert jobs["marketmood-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert "6066" in [str(p) for p in _services(compose)["worker"]["expose"]]
+
+
+def test_docs_exist_for_operators() -> None:
+    docs = DOCS.read_text()
+    for topic in ("docker compose", "partitions", "grafana-client", "MARKETMOOD_GRAFANA__READER_PASSWORD"):
+        assert topic in docs
+    assert Path(REPO_ROOT / "docker" / "grafana").is_dir()

@@ -1,0 +1,59 @@
+"""``marketmood db upgrade|current`` against a real database, the embedded default, and a dead server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from marketmood.cli import cli
+from storage import migrate
+from tests.fixtures.postgres import copy_data_dir, fresh_data_dir, remove_data_dir
+from storage.embedded import postmaster_running, stop_server
+
+
+def test_upgrade_and_current_on_a_configured_database(db_url: str) -> None:
+    migrate.downgrade(db_url, "base")
+    runner = CliRunner()
+    env = {"MARKETMOOD_DATABASE_URL": db_url}
+    behind = runner.invoke(cli, ["db", "current"], env=env)
+    assert behind.exit_code == 0, behind.output
+    assert "base (no migrations applied)" in behind.output and "behind" in behind.output
+
+    first = runner.invoke(cli, ["db", "upgrade"], env=env)
+    assert first.exit_code == 0, first.output
+    assert f"upgraded base -> {', '.join(migrate.heads())}" in first.output
+    assert migrate.current(db_url) == migrate.heads()
+
+    again = runner.invoke(cli, ["db", "upgrade", "--url", db_url])
+    assert again.exit_code == 0 and "already at" in again.output
+    current = runner.invoke(cli, ["db", "current"], env=env)
+    assert "(up to date)" in current.output
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    url = "postgresql+psycopg2://postgres@/marketmood?host=/nonexistent-socket-dir"
+    for command in (["db", "upgrade", "--url", url], ["db", "current", "--url", url]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 1
+        assert "cannot reach PostgreSQL" in result.output and "nonexistent-socket-dir" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_embedded_default_is_migrated_and_stopped(pristine_pgdata: Path) -> None:
+    """No URL configured: the embedded server under <home>/postgres is started, migrated, then stopped.
+
+    The data dir is a copy of the session's pristine one (initdb itself is covered by the fixtures).
+    """
+    data_dir = fresh_data_dir()
+    home = data_dir.parent / "home"
+    copy_data_dir(pristine_pgdata, home / "postgres")
+    try:
+        result = CliRunner().invoke(cli, ["db", "upgrade"], env={"MARKETMOOD_HOME": str(home), "MARKETMOOD_DATABASE_URL": ""})
+        assert result.exit_code == 0, result.output
+        assert "embedded database: upgraded base ->" in result.output
+        assert (home / "postgres" / "PG_VERSION").exists()
+        assert postmaster_running(home / "postgres") is None, "the command stops the server it started"
+    finally:
+        stop_server(Path(home) / "postgres")
+        remove_data_dir(data_dir)

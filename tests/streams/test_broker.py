@@ -1,0 +1,66 @@
+"""Embedded tansu lifecycle (stale clean-up after a killed owner) and idempotent topic creation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from marketmood.settings import TopicSettings
+from streams.broker import STATE_FILE, BrokerError, EmbeddedBroker, find_running, pid_alive, wait_for_port
+from streams.topics import ensure_topics
+
+
+def test_start_stop_and_state_file(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(tmp_path)
+    bootstrap = broker.start()
+    pid = broker.proc.pid  # type: ignore[union-attr]
+    try:
+        assert find_running(tmp_path) == bootstrap
+        assert json.loads((tmp_path / STATE_FILE).read_text())["owner_pid"] == os.getpid()
+    finally:
+        broker.stop()
+    assert not pid_alive(pid) and not (tmp_path / STATE_FILE).exists()
+    assert not wait_for_port(int(bootstrap.rsplit(":", 1)[1]), 0.3)
+
+
+def test_a_broker_left_by_a_killed_owner_is_cleaned_up(tmp_path: Path) -> None:
+    code = (f"from streams.broker import EmbeddedBroker; import time; EmbeddedBroker({str(tmp_path)!r}).start(); "
+            "print('up', flush=True); time.sleep(60)")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             cwd=Path(__file__).parents[2])
+    assert owner.stdout is not None
+    lines = []
+    while not lines or lines[-1] != b"up":  # log lines may come first
+        line = owner.stdout.readline()
+        assert line, "owner process died before starting its broker"
+        lines.append(line.strip())
+    stale_pid = json.loads((tmp_path / STATE_FILE).read_text())["pid"]
+    with pytest.raises(BrokerError, match="owned by live process"):
+        EmbeddedBroker(tmp_path).start()  # the owner still runs: refuse, do not kill its broker
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    assert pid_alive(stale_pid)  # orphaned broker keeps running
+    broker = EmbeddedBroker(tmp_path)
+    try:
+        broker.start()
+        assert not pid_alive(stale_pid)
+    finally:
+        broker.stop()
+
+
+def test_ensure_topics_is_idempotent(kafka_bootstrap: str) -> None:
+    topics = TopicSettings(raw="idem.raw", scored="idem.scored", deadletter="idem.dl", partitions=3)
+    assert sorted(ensure_topics(kafka_bootstrap, topics)) == ["idem.dl", "idem.raw", "idem.scored"]
+    assert ensure_topics(kafka_bootstrap, topics) == []
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert consumer.partitions_for_topic("idem.raw") == {0, 1, 2}
+    finally:
+        consumer.close()
