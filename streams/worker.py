@@ -14,8 +14,10 @@ Commit boundary (why nothing is ever skipped):
 - On SIGTERM faust stops fetching and waits until every record already handed to the stream is acked
   (``stream_wait_empty``), committing as it goes: the batch in flight and the few buffered records are
   finished and committed before exit. While the database is down that wait lasts until it is back; a
-  SIGKILL then is safe (the un-acked batch is re-read). Should faust cancel the agent anyway, the batch is
-  still given ``drain_timeout_s`` to finish.
+  SIGKILL then is safe (the un-acked batch is re-read). Should faust cancel the agent anyway, prepared
+  batches are still given ``drain_timeout_s`` to commit.
+- Two stages overlap (classify batch N+1 while batch N is written and published), with at most one
+  prepared batch waiting: throughput is that of the slower stage, not of their sum.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,6 +50,18 @@ from streams.processing import (
 )
 
 log = get_logger(__name__)
+
+
+@dataclass
+class PreparedBatch:
+    """A classified batch waiting for its DB commit; its events are not acked yet."""
+
+    events: list[faust.EventT]
+    records: list[RawRecord]
+    scored: list[Scored]
+    dead: list[DeadLetter]
+    duplicates: int
+    infer_s: float
 
 BatchWriter = Callable[[Engine, list[ScoredArticle]], Any]
 
@@ -127,48 +142,73 @@ class PipelineWorker:
         )
 
         async def score_news(stream: faust.StreamT) -> None:
-            async for events in stream.noack_take(w.batch_size, within=w.batch_max_wait_s):
-                await self._handle_with_drain(stream, events)
+            # Two stages overlap: while the committer writes batch N, batch N+1 is classified. The queue
+            # holds at most one prepared batch, so a stalled database stops consumption (back-pressure).
+            queue: asyncio.Queue[PreparedBatch] = asyncio.Queue(maxsize=1)
+            committer = asyncio.ensure_future(self._committer(stream, queue))
+            try:
+                async for events in stream.noack_take(w.batch_size, within=w.batch_max_wait_s):
+                    prepared = await self.prepare_batch(events)
+                    while True:  # put, unless the committer died (then surface its error, never skip)
+                        put = asyncio.ensure_future(queue.put(prepared))
+                        await asyncio.wait({put, committer}, return_when=asyncio.FIRST_COMPLETED)
+                        if put.done():
+                            break
+                        put.cancel()
+                        committer.result()  # raises the committer's exception
+            finally:
+                await self._drain(queue, committer)
 
         app.agent(source, name="marketmood.score_news", concurrency=1)(score_news)
         app.timer(interval=2.0)(self._update_lag)
 
-    async def _handle_with_drain(self, stream: faust.StreamT, events: Sequence[faust.EventT]) -> None:
-        """Run one batch; if the agent is cancelled (shutdown) mid-batch, finish the batch first."""
-        task = asyncio.ensure_future(self.handle_batch(stream, events))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            log.info("shutdown requested: draining the current batch", size=len(events))
+    async def _drain(self, queue: asyncio.Queue[PreparedBatch], committer: asyncio.Future[None]) -> None:
+        """On agent stop: let prepared batches commit (bounded); what is left stays un-acked and is re-read."""
+        if not committer.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), self.drain_timeout_s)
-                log.info("batch drained")
+                await asyncio.wait_for(asyncio.shield(queue.join()), self.drain_timeout_s)
             except (asyncio.TimeoutError, asyncio.CancelledError):
-                task.cancel()
-                log.warning("batch not drained in time; it stays un-acked and will be re-read")
-            raise
+                log.warning("prepared batches not committed before stop; they will be re-read")
+            committer.cancel()
+
+    async def _committer(self, stream: faust.StreamT, queue: asyncio.Queue[PreparedBatch]) -> None:
+        while True:
+            prepared = await queue.get()
+            try:
+                await self.commit_batch(stream, prepared)
+            finally:
+                queue.task_done()
 
     # ---- one batch ----------------------------------------------------------------------------------
     async def handle_batch(self, stream: faust.StreamT, events: Sequence[faust.EventT]) -> None:
+        """Both stages for one batch, sequentially (used by tests and tools)."""
+        await self.commit_batch(stream, await self.prepare_batch(events))
+
+    async def prepare_batch(self, events: Sequence[faust.EventT]) -> PreparedBatch:
+        """Stage 1: validate and classify (in the executor). Nothing is acked here."""
         loop = asyncio.get_running_loop()
         records = [_to_record(ev) for ev in events]
         self.metrics.consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
-
-        t0 = time.perf_counter()
         plan = validate_batch(records)
         dead: list[DeadLetter] = list(plan.dead)
         scored: list[Scored] = []
+        infer_s = 0.0
         if plan.accepted:
             classifier = self.provider.current()  # once per batch: hot reloads switch between batches
             started = time.perf_counter()
             scored, refused = await loop.run_in_executor(self._infer_pool, classify_accepted, classifier, plan.accepted)
-            self.metrics.inference_seconds.observe(time.perf_counter() - started)
+            infer_s = time.perf_counter() - started
+            self.metrics.inference_seconds.observe(infer_s)
             dead += refused
             if scored:
                 self.metrics.model_info.clear()
                 self.metrics.model_info.labels(version=scored[0].prediction.model_version).set(1)
+        return PreparedBatch(list(events), records, scored, dead, plan.duplicates, infer_s)
 
+    async def commit_batch(self, stream: faust.StreamT, batch: PreparedBatch) -> None:
+        """Stage 2: one DB transaction (retried), publish results, and only then ack the offsets."""
+        scored, dead = batch.scored, list(batch.dead)
         t1 = time.perf_counter()
         if scored:
             rejected = await self._write_with_retry(scored)
@@ -176,22 +216,20 @@ class PipelineWorker:
                 refused_ids = {id(s) for s, _ in rejected}
                 dead += [DeadLetter(s.accepted.record, "db_rejected", why) for s, why in rejected]
                 scored = [s for s in scored if id(s) not in refused_ids]
-
         t2 = time.perf_counter()
         await self._publish_with_retry(scored, dead)
         t3 = time.perf_counter()
-        for event in events:
+        for event in batch.events:
             await stream.ack(event)
-        for rec in records:
-            self._next_offset[(rec.topic, rec.partition)] = max(
-                self._next_offset.get((rec.topic, rec.partition), 0), rec.offset + 1
-            )
+        for rec in batch.records:
+            key = (rec.topic, rec.partition)
+            self._next_offset[key] = max(self._next_offset.get(key, 0), rec.offset + 1)
         self.metrics.scored.inc(len(scored))
         for d in dead:
             self.metrics.deadlettered.labels(reason=d.reason).inc()
-        log.debug("batch committed", size=len(records), scored=len(scored), dead=len(dead),
-                  duplicates=plan.duplicates, infer_s=round(t1 - t0, 4), db_s=round(t2 - t1, 4),
-                  publish_s=round(t3 - t2, 4), ack_s=round(time.perf_counter() - t3, 4))
+        log.debug("batch committed", size=len(batch.records), scored=len(scored), dead=len(dead),
+                  duplicates=batch.duplicates, infer_s=round(batch.infer_s, 4), db_s=round(t2 - t1, 4),
+                  publish_s=round(t3 - t2, 4))
 
     async def _write_with_retry(self, scored: list[Scored]) -> list[tuple[Scored, str]]:
         """Commit the batch; retry transient errors forever with capped exponential back-off.

@@ -6,6 +6,7 @@ database URL can fetch a version, verify it and unpack it once into a local cach
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -58,8 +59,6 @@ def pack_artifact(directory: Path | str, *, slim: bool = False) -> PackedArtifac
     skip_files = {WEIGHTS_FILE, ONNX_FP32_FILE} if slim and (directory / ONNX_INT8_FILE).is_file() else set()
     buffer = io.BytesIO()
     # mtime=0 in the gzip header keeps equal folders byte-identical.
-    import gzip
-
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for path in sorted(directory.rglob("*")):

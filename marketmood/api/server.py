@@ -40,13 +40,24 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    import uvicorn
-
     from marketmood.commands.pipeline import build_provider
-    from storage.db import make_engine
 
     provider = build_provider(settings)  # load the model before accepting requests
-    with database_url(settings) as url:
+    serve_with(settings, provider, host, port)
+
+
+def serve_with(settings: Settings, provider, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    """Serve until SIGINT/SIGTERM, then stop what was started (the embedded database) before exiting.
+
+    uvicorn re-raises the signal it caught once it has shut down; turning SIGTERM into KeyboardInterrupt lets
+    that unwind through our ``with`` blocks instead of killing the process with the database still running.
+    """
+    import uvicorn
+
+    from marketmood.runtime import sigterm_as_interrupt
+    from storage.db import make_engine
+
+    with contextlib.suppress(KeyboardInterrupt), sigterm_as_interrupt(), database_url(settings) as url:
         engine = make_engine(url, pool_size=5, max_overflow=5)
         deps = ApiDependencies(settings=settings.api, provider=provider, db=engine, broker_check=broker_check(settings))
         try:

@@ -39,7 +39,7 @@ def _with_defaults(value: str) -> str:
 
 
 def test_stack_has_every_service(compose: dict[str, Any]) -> None:
-    assert {"kafka", "postgres", "grafana", "prometheus", "migrate", "worker", "api", "scheduler"} <= set(
+    assert {"kafka", "postgres", "grafana", "prometheus", "migrate", "worker", "api", "scheduler", "alerts"} <= set(
         _services(compose)
     )
     assert _services(compose)["kafka"]["image"].startswith("apache/kafka:")
@@ -182,6 +182,7 @@ def test_prometheus_scrapes_every_worker_replica(compose: dict[str, Any]) -> Non
     dns = jobs["marketmood-worker"]["dns_sd_configs"][0]
     assert dns["names"] == ["worker"] and dns["port"] == Settings().worker.web_port
     assert jobs["marketmood-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert jobs["marketmood-alerts"]["static_configs"][0]["targets"] == [f"alerts:{Settings().alerts.metrics_port}"]
     assert "6066" in [str(p) for p in _services(compose)["worker"]["expose"]]
 
 

@@ -1,0 +1,224 @@
+"""``marketmood alerts``: list, ack, silence, unsilence, outbox, check-rules, and run (the service loop)."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from marketmood.settings import ConfigError, Settings, get_settings
+
+_DURATION_RE = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+
+
+def parse_duration(value: str) -> timedelta:
+    """'2h', '90m', '1d12h', '30s' -> timedelta (a bare number means minutes)."""
+    if value.strip().isdigit():
+        return timedelta(minutes=int(value))
+    m = _DURATION_RE.match(value)
+    if not m or not any(m.groups()):
+        raise click.BadParameter(f"{value!r} is not a duration like 2h, 90m, 1d12h")
+    d, h, mi, s = (int(x or 0) for x in m.groups())
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+@contextlib.contextmanager
+def _engine(settings: Settings) -> Iterator[Any]:
+    """An engine on the configured database, or the embedded one under ``<home>/postgres`` (migrated)."""
+    from storage.db import make_engine
+    from storage.migrate import upgrade
+
+    with contextlib.ExitStack() as stack:
+        url = settings.database_url
+        if url is None:
+            from storage.embedded import embedded_postgres
+
+            url = stack.enter_context(embedded_postgres(settings.home / "postgres"))
+        upgrade(url)
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        yield engine
+
+
+def _scope(topic: str | None, ticker: str | None) -> tuple[str, str]:
+    if bool(topic) == bool(ticker):
+        raise click.UsageError("give exactly one of --topic or --ticker")
+    if topic:
+        from models.labels import UnknownLabelError, normalize_topic
+
+        try:
+            return "topic", normalize_topic(topic)
+        except UnknownLabelError as exc:
+            raise click.BadParameter(str(exc), param_hint="--topic") from None
+    return "ticker", str(ticker).upper()
+
+
+def _fmt_alert(a: dict[str, Any]) -> str:
+    ev = a.get("evidence") or {}
+    share = ev.get("current_share")
+    base = ev.get("baseline_share")
+    shares = f"{share:.0%} vs {base:.0%}" if isinstance(share, float) and isinstance(base, float) else "-"
+    resolved = a["resolved_at"].strftime("%Y-%m-%d %H:%M") if a.get("resolved_at") else "-"
+    return (f"{a['id']:>6}  {a['state']:<12} {a['severity']:<8} {a['scope_type']}:{a['scope']:<28} "
+            f"{a['started_at']:%Y-%m-%d %H:%M}  {resolved:<16}  {shares:<12} n={ev.get('volume', '-')}  {a['rule']}")
+
+
+@click.group("alerts")
+def alerts_group() -> None:
+    """Negative-sentiment spike alerts: inspect, acknowledge, silence, and run the alert service."""
+
+
+@alerts_group.command("list")
+@click.option("--state", type=click.Choice(["open", "firing", "acknowledged", "silenced", "resolved"]), default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with the full evidence).")
+def list_command(state: str | None, limit: int, as_json: bool) -> None:
+    """List alerts, newest first."""
+    from storage import alerts as db
+
+    with _engine(get_settings()) as engine, engine.connect() as conn:
+        rows = db.list_alerts(conn, state=state, limit=limit)
+        silences = db.list_silences(conn)
+    if as_json:
+        click.echo(json.dumps({"alerts": rows, "silences": silences}, default=str, indent=2))
+        return
+    if not rows:
+        click.echo("no alerts")
+    else:
+        click.echo(f"{'id':>6}  {'state':<12} {'severity':<8} {'scope':<34} {'started':<17} {'resolved':<16}  "
+                   f"{'neg share':<12} volume  rule")
+        for a in rows:
+            click.echo(_fmt_alert(a))
+    for s in silences:
+        click.echo(f"silence #{s['id']}: {s['scope_type']}:{s['scope']} until {s['ends_at']:%Y-%m-%d %H:%M %Z}"
+                   f" by {s['created_by']}" + (f" ({s['reason']})" if s.get("reason") else ""))
+
+
+@alerts_group.command("ack")
+@click.argument("alert_id", type=int)
+@click.option("--by", default=None, help="Who acknowledges (default: the OS user).")
+def ack_command(alert_id: int, by: str | None) -> None:
+    """Acknowledge an alert (notifiers that got the trigger are told; PagerDuty stops escalating)."""
+    from storage import alerts as db
+
+    with _engine(get_settings()) as engine, engine.begin() as conn:
+        alert = db.acknowledge_alert(conn, alert_id, by or getpass.getuser())
+    if alert is None:
+        raise click.ClickException(f"no alert with id {alert_id}")
+    click.echo(_fmt_alert(alert))
+
+
+@alerts_group.command("silence")
+@click.option("--topic", default=None)
+@click.option("--ticker", default=None)
+@click.option("--for", "duration", default="2h", show_default=True, help="e.g. 30m, 2h, 1d")
+@click.option("--reason", default=None)
+@click.option("--by", default=None)
+def silence_command(topic: str | None, ticker: str | None, duration: str, reason: str | None, by: str | None) -> None:
+    """Mute notifications for a topic or ticker (alerts are still recorded, as 'silenced')."""
+    from storage import alerts as db
+
+    scope_type, scope = _scope(topic, ticker)
+    with _engine(get_settings()) as engine, engine.begin() as conn:
+        s = db.create_silence(conn, scope_type, scope, parse_duration(duration), by=by or getpass.getuser(),
+                              reason=reason)
+    click.echo(f"silence #{s['id']}: {scope_type}:{scope} until {s['ends_at']:%Y-%m-%d %H:%M %Z}")
+
+
+@alerts_group.command("unsilence")
+@click.option("--topic", default=None)
+@click.option("--ticker", default=None)
+@click.option("--id", "silence_id", type=int, default=None, help="Cancel one silence by id.")
+def unsilence_command(topic: str | None, ticker: str | None, silence_id: int | None) -> None:
+    """Cancel a silence (by id, or every active one of a topic/ticker)."""
+    from storage import alerts as db
+
+    with _engine(get_settings()) as engine, engine.begin() as conn:
+        if silence_id is not None:
+            n = db.cancel_silences(conn, silence_id=silence_id)
+        else:
+            scope_type, scope = _scope(topic, ticker)
+            n = db.cancel_silences(conn, scope_type=scope_type, scope=scope)
+    click.echo(f"cancelled {n} silence(s)")
+
+
+@alerts_group.command("outbox")
+@click.option("--alert", "alert_id", type=int, default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+def outbox_command(alert_id: int | None, limit: int) -> None:
+    """Show notification delivery status (pending rows retry with exponential back-off)."""
+    from storage import alerts as db
+
+    with _engine(get_settings()) as engine, engine.connect() as conn:
+        rows = db.list_outbox(conn, alert_id=alert_id, limit=limit)
+    for r in rows:
+        click.echo(f"{r['id']:>6} alert {r['alert_id']:>5} {r['notifier']:<20} {r['event']:<12} {r['status']:<9} "
+                   f"attempts={r['attempts']} next={r['next_attempt_at']:%H:%M:%S} {r['last_error'] or ''}")
+
+
+@alerts_group.command("check-rules")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+def check_rules_command(path: str | None) -> None:
+    """Validate a rules file (default: the configured or bundled one) and print a summary."""
+    from pathlib import Path
+
+    from alerts.rules import RulesError, load_rules
+
+    try:
+        rules = load_rules(Path(path) if path else get_settings().alerts.rules_path)
+    except RulesError as exc:
+        raise ConfigError(str(exc)) from None
+    for r in rules.rules:
+        click.echo(f"rule {r.name}: {r.scope.type} {r.scope.include} severity={r.severity} -> "
+                   f"{', '.join(rules.route(r.severity)) or '(recorded only)'}")
+
+
+@alerts_group.command("run")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus port (default: settings; 0 = off).")
+@click.option("--once", is_flag=True, help="Evaluate and deliver once, then exit.")
+def run_command(metrics_port: int | None, once: bool) -> None:
+    """Run the alert service: judge closed windows, fire/resolve alerts, deliver notifications."""
+    from prometheus_client import start_http_server
+
+    from alerts.rules import RulesError, load_rules
+    from alerts.service import AlertService
+    from marketmood.logs import configure_logging
+    from marketmood.runtime import sigterm_as_interrupt
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        rules = load_rules(settings.alerts.rules_path)  # validated before anything starts
+    except RulesError as exc:
+        raise ConfigError(str(exc)) from None
+    with _engine(settings) as engine:
+        service = AlertService(engine, rules, settings.alerts)
+        if once:
+            changed = service.evaluate()
+            report = service.deliver()
+            click.echo(f"{len(changed)} alert change(s), {len(report.delivered)} notification(s) delivered, "
+                       f"{len(report.failed)} failed")
+            return
+        port = settings.alerts.metrics_port if metrics_port is None else metrics_port
+        if port:
+            start_http_server(port, registry=service.metrics.registry)
+        service.start()
+        click.echo(f"alert service running ({len(rules.rules)} rules, metrics on :{port}); Ctrl-C to stop")
+        try:
+            with sigterm_as_interrupt():
+                while True:
+                    time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            service.stop()
+
+
+COMMANDS = [alerts_group]

@@ -1,0 +1,56 @@
+"""``marketmood alerts`` commands against a real database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from marketmood.cli import cli
+from marketmood.commands.alerts import parse_duration
+from marketmood.settings import get_settings
+from storage import alerts as db
+from storage.db import make_engine
+from tests.alerts.factories import BASE
+
+
+@pytest.fixture
+def runner(db_url, monkeypatch):
+    monkeypatch.setenv("MARKETMOOD_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("2h") == timedelta(hours=2)
+    assert parse_duration("1d12h") == timedelta(days=1, hours=12)
+    assert parse_duration("90") == timedelta(minutes=90)
+
+
+def test_list_ack_silence_unsilence(runner, db_url) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        alert = db.insert_alert(conn, rule="topic-negative-spike", scope_type="topic", scope="Macro",
+                                severity="warning", state="firing", dedup_key="k", started_at=BASE,
+                                evidence={"current_share": 0.55, "baseline_share": 0.2, "volume": 14})
+        db.enqueue(conn, alert, ["pd"], "trigger")
+    out = runner.invoke(cli, ["alerts", "list"])
+    assert out.exit_code == 0, out.output
+    assert "firing" in out.output and "topic:Macro" in out.output and "55% vs 20%" in out.output
+    out = runner.invoke(cli, ["alerts", "ack", str(alert["id"]), "--by", "ann"])
+    assert out.exit_code == 0 and "acknowledged" in out.output
+    assert runner.invoke(cli, ["alerts", "ack", "9999"]).exit_code == 1
+    out = runner.invoke(cli, ["alerts", "silence", "--topic", "energy | oil", "--for", "2h", "--reason", "known"])
+    assert out.exit_code == 0 and "topic:Energy | Oil" in out.output
+    assert "silence #" in runner.invoke(cli, ["alerts", "list"]).output
+    assert runner.invoke(cli, ["alerts", "silence", "--topic", "Crypto"]).exit_code == 2
+    out = runner.invoke(cli, ["alerts", "unsilence", "--topic", "Energy | Oil"])
+    assert "cancelled 1 silence(s)" in out.output
+    out = runner.invoke(cli, ["alerts", "outbox"])
+    assert "acknowledge" in out.output and "pending" in out.output
+    with engine.connect() as conn:
+        assert db.get_alert(conn, alert["id"])["acknowledged_by"] == "ann"
+        assert db.list_silences(conn) == []
+    engine.dispose()

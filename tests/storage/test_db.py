@@ -1,0 +1,61 @@
+"""storage.db: retry classification on real errors, readable unreachable-server errors, database creation."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
+
+from storage.db import (
+    DatabaseUnavailableError,
+    create_database_if_missing,
+    is_transient_error,
+    make_engine,
+    ping,
+    safe_url,
+    transaction,
+)
+from storage.embedded import EmbeddedPostgres
+from tests.fixtures.postgres import drop_database
+
+DEAD_URL = "postgresql+psycopg2://postgres:secret@/marketmood?host=/nonexistent-socket-dir"
+
+
+def test_connection_failures_are_transient_and_sql_errors_are_not(db_url: str) -> None:
+    dead = make_engine(DEAD_URL, poolclass=NullPool)
+    with pytest.raises(sa_exc.OperationalError) as down:
+        dead.connect()
+    assert is_transient_error(down.value)
+
+    engine = make_engine(db_url, poolclass=NullPool)
+    try:
+        with pytest.raises(sa_exc.ProgrammingError) as syntax:
+            with engine.connect() as conn:
+                conn.execute(text("SELEC 1"))
+        assert not is_transient_error(syntax.value)
+        with pytest.raises(sa_exc.IntegrityError) as integrity:
+            with transaction(engine) as conn:
+                conn.execute(text("INSERT INTO model_versions (version, status) VALUES ('v', 'bogus')"))
+        assert not is_transient_error(integrity.value)
+        assert not is_transient_error(ValueError("not a database error"))
+    finally:
+        engine.dispose()
+
+
+def test_ping_names_the_server_without_its_password() -> None:
+    with pytest.raises(DatabaseUnavailableError) as excinfo:
+        ping(DEAD_URL, timeout=2)
+    message = str(excinfo.value)
+    assert "nonexistent-socket-dir" in message and "secret" not in message
+    assert "secret" not in safe_url(DEAD_URL)
+
+
+def test_create_database_if_missing_is_idempotent(pg_server: EmbeddedPostgres) -> None:
+    url = pg_server.url_for("mm_created_once")
+    try:
+        assert create_database_if_missing(url) is True
+        assert create_database_if_missing(url) is False
+        ping(url)
+    finally:
+        drop_database(pg_server, "mm_created_once")
