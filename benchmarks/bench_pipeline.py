@@ -31,6 +31,7 @@ from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from marketmood.logs import configure_logging  # noqa: E402
 from marketmood.runtime import services  # noqa: E402
 from marketmood.settings import TopicSettings, load_settings  # noqa: E402
+from models.artifact import BUNDLED_MODEL_DIR  # noqa: E402
 from streams.demo_news import DemoStream  # noqa: E402
 from streams.publisher import RateLimiter, encode, make_producer  # noqa: E402
 from tests.streams.harness import Db, WorkerProcess, wait_until  # noqa: E402
@@ -81,7 +82,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="mm-bench-"))
     settings = load_settings(home=home)
     batch = args.batch_size or settings.worker.batch_size
-    model = args.model or settings.model.path
+    model = args.model or settings.model.path or BUNDLED_MODEL_DIR  # pinned for both measurements
     run = uuid.uuid4().hex[:6]
     topics = TopicSettings(raw=f"bench.raw.{run}", scored=f"bench.scored.{run}", deadletter=f"bench.dl.{run}",
                            partitions=settings.topics.partitions)
@@ -146,7 +147,7 @@ def main() -> None:
             db.close()
 
     result = {
-        "n": args.n, "batch_size": batch, "threads": threads, "model": str(model or "bundled"),
+        "n": args.n, "batch_size": batch, "threads": threads, "model": str(model),
         "engine_texts_per_s": round(engine_tps, 1), "pipeline_msgs_per_s": round(pipeline_tps, 1),
         "ratio": round(pipeline_tps / engine_tps, 3), "latency_rate_msgs_per_s": round(rate, 1),
         "latency_p50_s": round(p50, 3), "latency_p99_s": round(p99, 3), "latency_n": len(latencies),

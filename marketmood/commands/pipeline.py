@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from marketmood.settings import Settings, get_settings
+from models.prediction import ClassifierProvider
 
 
-def build_provider(settings: Settings):  # -> ClassifierProvider
-    """The classifier provider the worker polls once per batch.
+@contextlib.contextmanager
+def classifier_provider(settings: Settings, database_url: str) -> Iterator[ClassifierProvider]:
+    """The classifier provider the worker calls once per batch.
 
-    Uses the hot-reloading provider of the retrain area when it exists (it follows the registry's
-    ``active`` alias), else the configured/bundled model as a static provider.
+    With ``model.path`` set (MARKETMOOD_MODEL__PATH) that artifact is pinned: a static provider, no hot
+    reload. Otherwise the registry-backed provider follows the ``active`` alias (registering the bundled
+    model on an empty registry) and swaps to a newly promoted model between batches.
     """
-    from models.engine import engine_from_settings
-    from models.prediction import StaticProvider
+    if settings.model.path is not None:
+        from models.engine import engine_from_settings
+        from models.prediction import StaticProvider
 
-    return StaticProvider(engine_from_settings(settings))
+        yield StaticProvider(engine_from_settings(settings))
+        return
+    from storage.db import make_engine
+    from streams.hot_reload import RegistryProvider
+
+    engine = make_engine(database_url)
+    provider = RegistryProvider.from_settings(settings, engine).start()
+    try:
+        yield provider
+    finally:
+        provider.stop()
+        engine.dispose()
 
 
 @click.command("worker")
@@ -40,8 +57,8 @@ def worker_command(metrics_port: int | None) -> None:
             update={"worker": settings.worker.model_copy(update={"web_port": metrics_port})}
         )
     configure_logging(settings.log_level, settings.log_format)
-    provider = build_provider(settings)  # load the model before joining the group (no idle partitions)
-    with services(settings) as svc:
+    with services(settings) as svc, classifier_provider(settings, svc.database_url) as provider:
+        # the model is loaded before the worker joins the group, so no partition waits on a cold start
         run_worker(settings, bootstrap=svc.kafka_bootstrap, database_url=svc.database_url, provider=provider)
 
 

@@ -11,11 +11,12 @@ from models.artifact import ARTIFACT_FILE, BUNDLED_MODEL_DIR
 
 
 @pytest.fixture(scope="session")
-def model_path() -> Path | None:
-    """The bundled default model (None = let the worker use it), or MARKETMOOD_TEST_MODEL_PATH if set."""
+def model_path() -> Path:
+    """The real model the workers pin (MARKETMOOD_MODEL__PATH): the bundled default, or
+    MARKETMOOD_TEST_MODEL_PATH if set. Pinning keeps these tests off the registry (hot reload has its own)."""
     override = os.environ.get("MARKETMOOD_TEST_MODEL_PATH")
     if override:
         return Path(override)
     if not (BUNDLED_MODEL_DIR / ARTIFACT_FILE).is_file():
         pytest.skip("no bundled model at models/default_model (set MARKETMOOD_TEST_MODEL_PATH)")
-    return None
+    return BUNDLED_MODEL_DIR

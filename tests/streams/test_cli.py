@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from marketmood.cli import cli
 from marketmood.settings import REPO_ROOT, TopicSettings
+from models.artifact import BUNDLED_MODEL_DIR
 from tests.streams.harness import consume_all
 from tests.streams.test_sources import STOCKNET
 
@@ -50,11 +51,11 @@ def test_publish_without_a_broker_says_how_to_get_one(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.timeout(240)
-def test_demo_runs_from_nothing_and_stops_cleanly(tmp_path: Path, model_path: Path | None) -> None:
+def test_demo_runs_from_nothing_and_stops_cleanly(tmp_path: Path, model_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETMOOD_")}
     env.update({"MARKETMOOD_HOME": str(tmp_path / "home"), "MARKETMOOD_WORKER__WEB_PORT": "0",
                 "MARKETMOOD_MODEL__THREADS": "1", "COLUMNS": "120"})
-    if model_path is not None:
+    if model_path != BUNDLED_MODEL_DIR:  # with the bundled model, the demo runs exactly as from a fresh clone
         env["MARKETMOOD_MODEL__PATH"] = str(model_path)
     proc = subprocess.run([sys.executable, "-m", "marketmood.cli", "demo", "--articles", "40", "--rate", "0",
                            "--duration", "150"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=220)
