@@ -234,6 +234,14 @@ def main() -> None:
         f"Accuracy check: {agreement}.",
         "",
     ]
+    if max(load_before, load_after) > threads:
+        lines[-1:-1] = [
+            f"Caveat: the load average exceeded the {threads} cores, so absolute texts/s are far below an idle"
+            " machine (FACTS.md, idle: ~100 texts/s fp32 batched, 350-480 ORT int8); only the side-by-side ratios"
+            " count, and the per-text ratio is inflated because batch-1 torch calls suffer most from oversubscribed"
+            " threads. Re-run on an idle machine for absolute numbers.",
+            "",
+        ]
     body = "\n".join(lines)
     print(body)
     if args.write:

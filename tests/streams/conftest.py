@@ -18,5 +18,5 @@ def model_path() -> Path:
     if override:
         return Path(override)
     if not (BUNDLED_MODEL_DIR / ARTIFACT_FILE).is_file():
-        pytest.skip("no bundled model at models/default_model (set MARKETMOOD_TEST_MODEL_PATH)")
+        pytest.fail("no bundled model at models/default_model: the repository must ship one")
     return BUNDLED_MODEL_DIR
