@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 
@@ -36,3 +38,23 @@ def evidence_png(alert: dict[str, Any]) -> bytes | None:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def plot_filename(alert: dict[str, Any]) -> str:
+    """``alert-<id>-<scope type>-<scope>.png`` with the scope reduced to a safe slug."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{alert.get('scope_type')}-{alert.get('scope')}".lower()).strip("-")
+    return f"alert-{alert.get('id')}-{slug or 'scope'}.png"
+
+
+def save_evidence_png(alert: dict[str, Any], directory: Path) -> Path | None:
+    """Write the alert's evidence plot into ``directory`` (created if missing); None when there is nothing to draw."""
+    png = evidence_png(alert)
+    if png is None:
+        return None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / plot_filename(alert)
+    tmp = path.with_suffix(".png.tmp")
+    tmp.write_bytes(png)
+    tmp.replace(path)  # a reader never sees half a file
+    return path

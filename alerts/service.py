@@ -4,7 +4,8 @@
 per-rule cursor and detector states live in ``alert_scope_state`` and commit with the alerts and outbox
 rows, so a restart resumes exactly where the last committed pass stopped. ``deliver(now)`` sends due
 notifications. ``start()``/``stop()`` run both in two daemon threads (delivery never delays evaluation);
-``run_async`` does the same for asyncio callers such as the demo.
+``run_async`` does the same for asyncio callers such as the demo. With a plots directory (``plots_dir``: the
+argument, else ``AlertSettings.plots_dir``), every fired alert's evidence plot is saved there as a PNG.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -37,8 +39,11 @@ def _epoch(dt: datetime) -> int:
 
 class AlertService:
     def __init__(self, engine: Engine, rules: RulesFile | None = None, settings: AlertSettings | None = None, *,
-                 notifiers: dict[str, Notifier] | None = None, metrics: AlertMetrics | None = None) -> None:
+                 notifiers: dict[str, Notifier] | None = None, metrics: AlertMetrics | None = None,
+                 plots_dir: Path | None = None) -> None:
         self.settings = settings or AlertSettings()
+        # Where fired alerts' evidence PNGs go; None = not saved (callers resolve the <home>/alert-plots default).
+        self.plots_dir = plots_dir if plots_dir is not None else self.settings.plots_dir
         self.rules = rules or load_rules(self.settings.rules_path)
         self.engine = engine
         self.metrics = metrics or AlertMetrics()
@@ -61,7 +66,9 @@ class AlertService:
         changed: list[dict[str, Any]] = []
         try:
             for rule in self.rules.rules:
-                changed += self._evaluate_rule(rule, now)
+                transitions = self._evaluate_rule(rule, now)  # committed
+                self._save_plots(transitions)
+                changed += transitions
             with self.engine.begin() as conn:
                 changed += lifecycle.reconcile_silences(conn, self.rules, now)
                 self._refresh_gauges(conn)
@@ -119,6 +126,24 @@ class AlertService:
         self.metrics.windows_judged.labels(rule.name).inc(len(ends))
         self.metrics.last_window_end.labels(rule.name).set(ends[-1])
         return changed
+
+    def _save_plots(self, alerts: list[dict[str, Any]]) -> None:
+        """Evidence PNG of each newly fired alert, after its commit; a failure is logged, never raised (the
+        plot is a convenience: evaluation and notification must not depend on it)."""
+        if self.plots_dir is None:
+            return
+        from alerts.plot import save_evidence_png
+
+        for alert in alerts:
+            if alert.get("resolved_at") is not None:
+                continue
+            try:
+                path = save_evidence_png(alert, self.plots_dir)
+            except Exception as exc:  # noqa: BLE001 - matplotlib missing, disk full ...
+                log.warning("alert_plot_failed", alert_id=alert.get("id"), error=f"{type(exc).__name__}: {exc}")
+                continue
+            if path is not None:
+                log.info("alert_plot_saved", alert_id=alert.get("id"), path=str(path))
 
     def _refresh_gauges(self, conn: Any) -> None:
         for (notifier, status), n in db.outbox_counts(conn).items():

@@ -4,6 +4,9 @@
 ``kafka_bootstrap`` -> an embedded tansu broker; unset ``database_url`` -> an embedded PostgreSQL in
 ``<home>/postgres``. Either way the migrations are applied and the topics exist before the caller runs,
 and whatever was started here is stopped on exit, including on Ctrl-C (KeyboardInterrupt) and SIGTERM.
+
+``database_engine(settings)`` is the same for commands that need only the database (alerts, retrain,
+models, feedback, scheduler): a migrated SQLAlchemy engine, disposed (and the embedded server stopped) on exit.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from marketmood.logs import get_logger
 from marketmood.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 log = get_logger(__name__)
 
@@ -56,6 +63,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def services(settings: Settings, *, migrate: bool = True, create_topics: bool = True) -> Iterator[Services]:
     """Start what is not configured, prepare schema and topics, yield the resolved endpoints, stop on exit."""
     from storage.migrate import upgrade
+    from storage.service import open_database
     from streams.topics import ensure_topics
 
     with contextlib.ExitStack() as stack:
@@ -66,11 +74,7 @@ def services(settings: Settings, *, migrate: bool = True, create_topics: bool = 
             broker = EmbeddedBroker(settings.home / "kafka")
             bootstrap = broker.start()
             stack.callback(broker.stop)
-        database_url = settings.database_url
-        if database_url is None:
-            from storage.embedded import embedded_postgres
-
-            database_url = stack.enter_context(embedded_postgres(settings.home / "postgres"))
+        database_url = stack.enter_context(open_database(settings.database_url, settings.home, upgrade=False))
         if migrate:
             upgrade(database_url)
         if create_topics:
@@ -88,3 +92,25 @@ def services(settings: Settings, *, migrate: bool = True, create_topics: bool = 
             embedded_database=resolved.embedded_database,
         )
         yield resolved
+
+
+@contextlib.contextmanager
+def database_engine(settings: Settings, *, migrate: bool = True) -> Iterator[Engine]:
+    """An engine on the configured database, or the embedded one under ``<home>/postgres``.
+
+    With ``migrate`` (the default) the schema is upgraded to the shipped heads first, on a configured
+    database as well as on the embedded one (as ``services`` does). On exit the engine is disposed and an
+    embedded server started here is stopped.
+    """
+    from storage.db import make_engine
+    from storage.migrate import upgrade
+    from storage.service import open_database
+
+    with open_database(settings.database_url, settings.home, upgrade=False) as url:
+        if migrate:
+            upgrade(url)
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()

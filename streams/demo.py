@@ -1,34 +1,47 @@
-"""``marketmood demo``: embedded broker + database, the worker, a generated news feed and a live summary.
+"""``marketmood demo``: embedded broker + database, the worker, a generated news feed, spike alerts and a live view.
 
 Everything runs from a fresh clone: the feed is ``streams.demo_news`` (text the project wrote), the
 broker and database are embedded (``marketmood.runtime.services``), the worker is a child process
 (``marketmood worker``, so faust owns its own event loop and signals), and the alert service runs in
-this process when the alerts package provides it. Ctrl-C or the end of the run stops everything.
+this process with demo-scale settings (10-second windows, a 3-minute baseline: ``alerts/rules.demo.yaml``
+unless ``MARKETMOOD_ALERTS__RULES_PATH`` names your rules). The feed is calm, then one story turns sharply
+negative, then calm again, so an alert fires and then resolves while you watch. Ctrl-C or the end of the run
+stops everything; a summary is written to ``<home>/demo-summary.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from marketmood.logs import get_logger
 from marketmood.runtime import Services, services, sigterm_as_interrupt
-from marketmood.settings import REPO_ROOT, Settings
+from marketmood.settings import REPO_ROOT, AlertSettings, Settings
 from streams.demo_news import DemoStream
 from streams.publisher import make_producer, publish
 
 log = get_logger(__name__)
+
+DEMO_RULES_PATH = REPO_ROOT / "alerts" / "rules.demo.yaml"
+DEFAULT_PHASES = (40.0, 30.0, 50.0)  # calm, burst, recovery (seconds)
+SETTLE_S = 90.0  # after the feed ends, wait at most this long for open alerts to resolve
 
 
 def start_worker_process(settings: Settings, svc: Services, log_path: Path) -> subprocess.Popen[bytes]:
@@ -50,25 +63,207 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int 
         return None
 
 
-def _start_alerts(database_url: str) -> Any:
-    """The alert service in a background thread, if the alerts area provides one (else None)."""
-    try:
-        from alerts.service import AlertService
-        from storage.db import make_engine
-    except ImportError:
-        return None
-    try:
-        service = AlertService(make_engine(database_url))
-        service.start()
-        return service
-    except Exception as exc:  # noqa: BLE001 - the demo still shows the pipeline without alerts
-        log.warning("alert service not started", error=str(exc))
-        return None
+# --- alerts ---------------------------------------------------------------------------------------------
 
 
-def summary_table(rows: list[Any], published: int, total: int, stored: int, elapsed: float) -> Table:
-    table = Table(title=f"MarketMood live: {published}/{total} published, {stored} scored, {elapsed:.0f}s",
-                  title_justify="left")
+def demo_alert_settings(settings: Settings) -> AlertSettings:
+    """The user's alert settings at demo scale: 10-s windows judged 3 s after they close, every 2 s.
+
+    Rules: the user's file when ``alerts.rules_path`` is set, else ``alerts/rules.demo.yaml`` (a 3-minute
+    baseline: the default rules' 6 h baseline would never fire in a run of minutes). Evidence plots go to
+    ``alerts.plots_dir``, else ``<home>/alert-plots``.
+    """
+    a = settings.alerts
+    return a.model_copy(update={
+        "rules_path": a.rules_path or DEMO_RULES_PATH,
+        "window_s": 10,
+        "evaluate_interval_s": 2.0,
+        "late_grace_s": 3.0,
+        "outbox_poll_interval_s": 1.0,
+        "plots_dir": a.plots_dir or settings.home / "alert-plots",
+    })
+
+
+def _endpoint(cfg: Any) -> str:
+    """Where a notifier sends, without secrets (webhook paths carry tokens: show scheme and host only)."""
+    kind = getattr(cfg, "type", "?")
+    if kind == "email":
+        return f"email {cfg.host}:{cfg.port} -> {', '.join(cfg.to)}"
+    url = getattr(cfg, "events_url", None) or getattr(cfg, "url", "")
+    parts = urlsplit(url)
+    return f"{kind} {parts.scheme}://{parts.netloc}/..." if parts.netloc else kind
+
+
+def describe_routing(rules: Any) -> list[str]:
+    """One line per routed severity: which notifiers and where they deliver."""
+    lines = []
+    for severity, names in sorted(rules.routing.items()):
+        if names:
+            targets = "; ".join(f"{n} ({_endpoint(rules.notifiers[n])})" for n in names)
+            lines.append(f"{severity} -> {targets}")
+    return lines
+
+
+def _pct(x: Any) -> str:
+    return "?" if x is None else f"{100 * float(x):.0f}%"
+
+
+def _hms(value: Any) -> str:
+    if value is None:
+        return "--:--:--"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(timezone.utc).strftime("%H:%M:%S")
+
+
+def _scope(alert: dict[str, Any]) -> str:
+    return f"{alert['scope_type']} [bold]{escape(str(alert['scope']))}[/]"
+
+
+def fire_lines(alert: dict[str, Any]) -> list[str]:
+    ev = alert.get("evidence") or {}
+    delta = ev.get("delta")
+    span_s = None
+    if ev.get("span_start") and ev.get("span_end"):
+        span_s = (datetime.fromisoformat(ev["span_end"]) - datetime.fromisoformat(ev["span_start"])).total_seconds()
+    lines = [
+        f"{_hms(ev.get('fired_at'))}  [bold red]FIRING[/]    {_scope(alert)}  ({escape(alert['rule'])}, "
+        f"{alert['severity']}): negative {_pct(ev.get('current_share'))} vs baseline {_pct(ev.get('baseline_share'))}"
+        + (f" ({100 * delta:+.0f} pts)" if delta is not None else "")
+        + f", {ev.get('negative', '?')}/{ev.get('volume', '?')} articles"
+        + (f" in the last {span_s:.0f} s" if span_s else "")
+        + f" (baseline {ev.get('baseline_volume', '?')}), p={ev.get('p_value', '?')}"
+    ]
+    for h in (ev.get("headlines") or [])[:2]:
+        lines.append(f"          [dim]\"{escape(str(h.get('title')))}\" (score {h.get('score', 0):+.2f})[/]")
+    return lines
+
+
+def resolve_lines(alert: dict[str, Any]) -> list[str]:
+    ev = alert.get("evidence") or {}
+    at = ev.get("at_resolve") or {}
+    lasted = ""
+    if alert.get("resolved_at") is not None and ev.get("fired_at"):
+        lasted = f" after {(alert['resolved_at'] - datetime.fromisoformat(ev['fired_at'])).total_seconds():.0f} s"
+    return [
+        f"{_hms(alert.get('resolved_at'))}  [bold green]RESOLVED[/]  {_scope(alert)}{lasted}: negative "
+        f"{_pct(at.get('current_share'))} vs baseline {_pct(at.get('baseline_share'))}, "
+        f"{at.get('volume', '?')} articles in the current span"
+    ]
+
+
+@dataclass
+class AlertWatch:
+    """Follows the alerts table for the alerts of this demo run (ids above ``after_id``), turning state changes
+    into event lines for the live panel."""
+
+    engine: Any
+    rules: Any
+    after_id: int = 0
+    states: dict[int, str] = field(default_factory=dict)
+    alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    deliveries: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    fired: int = 0
+    resolved: int = 0
+
+    @classmethod
+    def start(cls, engine: Any, rules: Any) -> AlertWatch:
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            after = conn.execute(text("SELECT coalesce(max(id), 0) FROM alerts")).scalar_one()
+        return cls(engine, rules, int(after))
+
+    def poll(self) -> None:
+        from sqlalchemy import text
+
+        from storage import alerts as db
+
+        with self.engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(text("SELECT id FROM alerts WHERE id > :a ORDER BY id"),
+                                              {"a": self.after_id})]
+            for alert_id in ids:
+                alert = db.get_alert(conn, alert_id)
+                if alert is None:
+                    continue
+                previous = self.states.get(alert_id)
+                if previous is None:
+                    self.fired += 1
+                    self.events += fire_lines(alert)
+                if alert["state"] == "resolved" and previous != "resolved":
+                    self.resolved += 1
+                    self.events += resolve_lines(alert)
+                self.states[alert_id] = alert["state"]
+                self.alerts[alert_id] = alert
+                self.deliveries[alert_id] = db.list_outbox(conn, alert_id=alert_id)
+
+    def open_ids(self) -> list[int]:
+        return [i for i, s in self.states.items() if s != "resolved"]
+
+    def delivery_line(self, alert_id: int) -> str:
+        alert = self.alerts[alert_id]
+        rows = self.deliveries.get(alert_id) or []
+        if not rows:
+            if alert["state"] == "silenced":
+                return "silenced: recorded, not sent"
+            return f"not sent: no notifier routed for {alert['severity']}"
+        return ", ".join(f"{r['notifier']} {r['event']} {r['status']}" for r in rows)
+
+    def panel(self, subtitle: str, hint: str) -> Panel:
+        body: list[Any] = [Text.from_markup(line) for line in self.events[-12:]]
+        if self.alerts:
+            body.append(Text(""))
+            for alert_id, alert in self.alerts.items():
+                body.append(Text.from_markup(
+                    f"#{alert_id} {_scope(alert)} [{alert['state']}] notifications: "
+                    f"{escape(self.delivery_line(alert_id))}"))
+        if not body:
+            body = [Text(hint, style="dim")]
+        return Panel(Group(*body), title=f"Alerts: {self.fired} fired, {self.resolved} resolved",
+                     title_align="left", subtitle=subtitle, subtitle_align="left")
+
+    def summary(self) -> list[dict[str, Any]]:
+        out = []
+        for alert_id, alert in self.alerts.items():
+            ev = alert.get("evidence") or {}
+            out.append({
+                "id": alert_id, "rule": alert["rule"], "scope_type": alert["scope_type"], "scope": alert["scope"],
+                "severity": alert["severity"], "state": alert["state"],
+                "started_at": alert["started_at"].isoformat() if alert.get("started_at") else None,
+                "fired_at": ev.get("fired_at"),
+                "resolved_at": alert["resolved_at"].isoformat() if alert.get("resolved_at") else None,
+                "current_share": ev.get("current_share"), "baseline_share": ev.get("baseline_share"),
+                "volume": ev.get("volume"), "baseline_volume": ev.get("baseline_volume"), "p_value": ev.get("p_value"),
+                "notifications": [{"notifier": r["notifier"], "event": r["event"], "status": r["status"]}
+                                  for r in self.deliveries.get(alert_id) or []],
+            })
+        return out
+
+
+def _start_alerts(engine: Any, alert_settings: AlertSettings, console: Console) -> Any:
+    """The alert service in two background threads (None, with the reason printed, if it cannot start)."""
+    from alerts.rules import RulesError
+    from alerts.service import AlertService
+
+    try:
+        service = AlertService(engine, settings=alert_settings)
+    except (RulesError, ValueError) as exc:
+        console.print(f"[red]alerts disabled: {escape(str(exc))}[/]")
+        return None
+    service.start()
+    return service
+
+
+# --- live view ------------------------------------------------------------------------------------------
+
+
+def summary_table(rows: list[Any], published: int, total: int, stored: int, elapsed: float,
+                  phase: str | None = None) -> Table:
+    title = f"MarketMood live: {published}/{total} published, {stored} scored, {elapsed:.0f}s"
+    if phase:
+        title += f", feed: {phase}"
+    table = Table(title=title, title_justify="left")
     for column, justify in (("topic", "left"), ("articles", "right"), ("negative", "right"),
                             ("neutral", "right"), ("positive", "right"), ("mean score", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
@@ -79,22 +274,44 @@ def summary_table(rows: list[Any], published: int, total: int, stored: int, elap
     return table
 
 
-def run_demo(settings: Settings, *, articles: int, rate: float, duration: float | None,
-             console: Console | None = None, seed: int = 7) -> dict[str, int]:
-    """Run the whole demo; returns counts (published, stored). Blocks until done or interrupted."""
+def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, float, float] = DEFAULT_PHASES,
+             articles: int | None = None, duration: float | None = None, console: Console | None = None,
+             seed: int = 7) -> dict[str, Any]:
+    """Run the whole demo; returns a summary (published, stored, alerts). Blocks until done or interrupted.
+
+    ``phases`` = (calm, burst, recovery) seconds of the feed at ``rate`` articles/s; ``articles`` caps the feed.
+    """
     from storage.articles import topic_summary
     from storage.db import make_engine
 
     console = console or Console()
     settings.home.mkdir(parents=True, exist_ok=True)
-    stream = DemoStream(n_articles=articles, seed=seed, run_id=datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S"))
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    stream = DemoStream.scenario(rate, *phases, seed=seed, run_id=run_id)
+    total = min(stream.n_articles, articles or stream.n_articles)
+    alert_settings = demo_alert_settings(settings)
     published = 0
     stop_publishing = threading.Event()
-    counts = {"published": 0, "stored": 0}
+    result: dict[str, Any] = {"published": 0, "stored": 0, "alerts": []}
     with sigterm_as_interrupt(), services(settings) as svc:
         worker = start_worker_process(settings, svc, settings.home / "demo-worker.log")
-        alerts = _start_alerts(svc.database_url)
         engine = make_engine(svc.database_url)
+        alerts = _start_alerts(engine, alert_settings, console)
+        watch = AlertWatch.start(engine, alerts.rules) if alerts is not None else None
+        calm_s, burst_s, _ = phases
+        if alerts is not None:
+            routing = describe_routing(alerts.rules)
+            console.print(f"alert rules: {alert_settings.rules_path} ({len(alerts.rules.rules)} rules), "
+                          f"{alert_settings.window_s}-s windows; evidence plots: {alert_settings.plots_dir}")
+            console.print("notifications: " + ("; ".join(routing) if routing else
+                          "none configured (alerts are recorded in PostgreSQL only: `marketmood alerts list`; "
+                          "add notifiers and routing as in alerts/rules.example.yaml)"))
+            subtitle = (f"rules {Path(str(alert_settings.rules_path)).name}, {alert_settings.window_s}-s windows, "
+                        "notifications: " + ("; ".join(routing) if routing else "none (recorded only)"))
+        else:
+            subtitle = "alerts disabled"
+        hint = (f"no alert yet: calm news for {calm_s:.0f} s (the baseline), then a {burst_s:.0f}-s burst of bad "
+                f"news about {stream.burst_company[0]} ({stream.burst_company[1]}, {stream.burst_topic})")
         producer = make_producer(svc.kafka_bootstrap)
         started = time.monotonic()
         since = datetime.now(timezone.utc) - timedelta(minutes=1)
@@ -106,12 +323,13 @@ def run_demo(settings: Settings, *, articles: int, rate: float, duration: float 
                 nonlocal published
                 published = n
 
-            publish(stream.articles(), producer=producer, topic=settings.topics.raw, rate=rate,
+            publish(stream.articles(), producer=producer, topic=settings.topics.raw, rate=rate, limit=total,
                     on_sent=on_sent, stop=stop_publishing.is_set)
 
         publisher = threading.Thread(target=feed, name="demo-publisher", daemon=True)
         publisher.start()
         stored = 0
+        settle_from: float | None = None
         try:
             with Live(console=console, refresh_per_second=2) as live:
                 while True:
@@ -119,14 +337,29 @@ def run_demo(settings: Settings, *, articles: int, rate: float, duration: float 
                         rows = topic_summary(conn, since)
                     stored = sum(r.n for r in rows)
                     elapsed = time.monotonic() - started
-                    live.update(summary_table(rows, published, articles, stored, elapsed))
+                    feed_done = not publisher.is_alive()
+                    phase = "done" if feed_done else stream.phase(max(published - 1, 0)) if published else "starting"
+                    table = summary_table(rows, published, total, stored, elapsed, phase)
+                    if watch is not None:
+                        try:
+                            watch.poll()
+                        except Exception as exc:  # noqa: BLE001 - the view must survive a DB hiccup
+                            log.warning("demo_alert_poll_failed", error=str(exc))
+                        live.update(Group(table, watch.panel(subtitle, hint)))
+                    else:
+                        live.update(table)
                     if worker.poll() is not None:
                         console.print(f"[red]worker exited ({worker.returncode}); see {settings.home}/demo-worker.log")
                         break
-                    if stored >= articles and not publisher.is_alive():
-                        break
                     if duration is not None and elapsed >= duration:
                         break
+                    if feed_done and stored >= published:
+                        if watch is None or not watch.open_ids():
+                            break
+                        settle_from = settle_from or time.monotonic()
+                        if time.monotonic() - settle_from > SETTLE_S:
+                            console.print("[yellow]an alert is still open at the end of the demo")
+                            break
                     time.sleep(1.0)
         except KeyboardInterrupt:
             console.print("interrupted: shutting down")
@@ -137,8 +370,24 @@ def run_demo(settings: Settings, *, articles: int, rate: float, duration: float 
             if alerts is not None:
                 alerts.stop()
             code = stop_process(worker)
+            if watch is not None:
+                try:
+                    watch.poll()
+                except Exception:  # noqa: BLE001
+                    pass
             engine.dispose()
-            counts = {"published": published, "stored": stored}
+            result = {"published": published, "stored": stored, "worker_exit_code": code,
+                      "alerts": watch.summary() if watch is not None else [],
+                      "rules_path": str(alert_settings.rules_path),
+                      "plots_dir": str(alert_settings.plots_dir)}
             console.print()
             console.print(f"demo finished: {published} published, {stored} scored; worker exit code {code}")
-    return counts
+            if watch is not None:
+                console.print(f"alerts: {watch.fired} fired, {watch.resolved} resolved")
+                for a in result["alerts"]:
+                    console.print(f"  #{a['id']} {a['scope_type']} {escape(str(a['scope']))} ({a['rule']}): "
+                                  f"{a['state']}, fired {a['fired_at']}, resolved {a['resolved_at']}")
+            summary_path = settings.home / "demo-summary.json"
+            summary_path.write_text(json.dumps(result, indent=2, default=str))
+            console.print(f"summary: {summary_path}")
+    return result

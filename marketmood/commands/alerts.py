@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import click
 
-from marketmood.settings import ConfigError, Settings, get_settings
+from marketmood.runtime import database_engine
+from marketmood.settings import ConfigError, get_settings
 
 _DURATION_RE = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 
@@ -27,24 +26,6 @@ def parse_duration(value: str) -> timedelta:
         raise click.BadParameter(f"{value!r} is not a duration like 2h, 90m, 1d12h")
     d, h, mi, s = (int(x or 0) for x in m.groups())
     return timedelta(days=d, hours=h, minutes=mi, seconds=s)
-
-
-@contextlib.contextmanager
-def _engine(settings: Settings) -> Iterator[Any]:
-    """An engine on the configured database, or the embedded one under ``<home>/postgres`` (migrated)."""
-    from storage.db import make_engine
-    from storage.migrate import upgrade
-
-    with contextlib.ExitStack() as stack:
-        url = settings.database_url
-        if url is None:
-            from storage.embedded import embedded_postgres
-
-            url = stack.enter_context(embedded_postgres(settings.home / "postgres"))
-        upgrade(url)
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
-        yield engine
 
 
 def _scope(topic: str | None, ticker: str | None) -> tuple[str, str]:
@@ -83,7 +64,7 @@ def list_command(state: str | None, limit: int, as_json: bool) -> None:
     """List alerts, newest first."""
     from storage import alerts as db
 
-    with _engine(get_settings()) as engine, engine.connect() as conn:
+    with database_engine(get_settings()) as engine, engine.connect() as conn:
         rows = db.list_alerts(conn, state=state, limit=limit)
         silences = db.list_silences(conn)
     if as_json:
@@ -108,7 +89,7 @@ def ack_command(alert_id: int, by: str | None) -> None:
     """Acknowledge an alert (notifiers that got the trigger are told; PagerDuty stops escalating)."""
     from storage import alerts as db
 
-    with _engine(get_settings()) as engine, engine.begin() as conn:
+    with database_engine(get_settings()) as engine, engine.begin() as conn:
         alert = db.acknowledge_alert(conn, alert_id, by or getpass.getuser())
     if alert is None:
         raise click.ClickException(f"no alert with id {alert_id}")
@@ -126,7 +107,7 @@ def silence_command(topic: str | None, ticker: str | None, duration: str, reason
     from storage import alerts as db
 
     scope_type, scope = _scope(topic, ticker)
-    with _engine(get_settings()) as engine, engine.begin() as conn:
+    with database_engine(get_settings()) as engine, engine.begin() as conn:
         s = db.create_silence(conn, scope_type, scope, parse_duration(duration), by=by or getpass.getuser(),
                               reason=reason)
     click.echo(f"silence #{s['id']}: {scope_type}:{scope} until {s['ends_at']:%Y-%m-%d %H:%M %Z}")
@@ -140,7 +121,7 @@ def unsilence_command(topic: str | None, ticker: str | None, silence_id: int | N
     """Cancel a silence (by id, or every active one of a topic/ticker)."""
     from storage import alerts as db
 
-    with _engine(get_settings()) as engine, engine.begin() as conn:
+    with database_engine(get_settings()) as engine, engine.begin() as conn:
         if silence_id is not None:
             n = db.cancel_silences(conn, silence_id=silence_id)
         else:
@@ -156,7 +137,7 @@ def outbox_command(alert_id: int | None, limit: int) -> None:
     """Show notification delivery status (pending rows retry with exponential back-off)."""
     from storage import alerts as db
 
-    with _engine(get_settings()) as engine, engine.connect() as conn:
+    with database_engine(get_settings()) as engine, engine.connect() as conn:
         rows = db.list_outbox(conn, alert_id=alert_id, limit=limit)
     for r in rows:
         click.echo(f"{r['id']:>6} alert {r['alert_id']:>5} {r['notifier']:<20} {r['event']:<12} {r['status']:<9} "
@@ -198,7 +179,7 @@ def run_command(metrics_port: int | None, once: bool) -> None:
         rules = load_rules(settings.alerts.rules_path)  # validated before anything starts
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
-    with _engine(settings) as engine:
+    with database_engine(settings) as engine:
         service = AlertService(engine, rules, settings.alerts)
         if once:
             changed = service.evaluate()

@@ -55,14 +55,17 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
 @click.command("evaluate")
 @click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False),
               help="Model artifact folder [default: the bundled default model].")
-@click.option("--data", "data_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+@click.option("--data", "data_file", type=click.Path(path_type=Path, dir_okay=False),
               help="CSV with 'text' and 'label' columns (sentiment or topic names, any case).")
+@click.option("--dev", "dev_splits", is_flag=True,
+              help="Instead of --data: score the dev splits carved from the labeled sets under the data path "
+                   "(same seed as the model's training run), as reported in the model card.")
 @click.option("--task", type=click.Choice(["auto", "sentiment", "topic"]), default="auto", show_default=True,
               help="Which head the labels are for; auto detects from the label names.")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), help="Also write metrics as JSON.")
 @click.option("--confusion-png", type=click.Path(path_type=Path, dir_okay=False), help="Write a confusion matrix PNG.")
-def evaluate_command(model_path: Path | None, data_file: Path, task: str, backend: str,
+def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits: bool, task: str, backend: str,
                      json_out: Path | None, confusion_png: Path | None) -> None:
     """Score a labeled CSV and print a classification report (accuracy, macro-F1, per class).
 
@@ -73,6 +76,11 @@ def evaluate_command(model_path: Path | None, data_file: Path, task: str, backen
     from training.datasets import DatasetError, load_evaluation_csv
     from training.evaluation import classification_report_text, evaluate, plot_confusion_matrix
 
+    if dev_splits == (data_file is not None):
+        raise click.UsageError("give exactly one of --data FILE.csv or --dev")
+    if dev_splits:
+        _evaluate_dev_splits(model_path, backend, json_out)
+        return
     try:
         task, examples = load_evaluation_csv(data_file, task)
     except DatasetError as exc:
@@ -86,6 +94,34 @@ def evaluate_command(model_path: Path | None, data_file: Path, task: str, backen
         click.echo(f"\nmetrics written to {json_out}", err=True)
     if confusion_png:
         plot_confusion_matrix(result, f"{data_file.name} ({task})", confusion_png)
+
+
+def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path | None) -> None:
+    """Reproduce the card's dev table: same data path, same seed as the artifact's training run."""
+    from models import load_engine
+    from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
+    from training.datasets import DatasetError, load_labeled_sets
+    from training.evaluation import evaluate
+
+    artifact = Path(model_path or BUNDLED_MODEL_DIR)
+    seed = 13
+    if (artifact / TRAINING_CONFIG_FILE).is_file():
+        seed = json.loads((artifact / TRAINING_CONFIG_FILE).read_text())["config"]["seed"]
+    data_path = get_settings().data_path
+    try:
+        splits = load_labeled_sets(data_path, seed=seed)
+    except DatasetError as exc:
+        raise click.ClickException(f"{exc} (set MARKETMOOD_DATA_PATH)") from None
+    engine = load_engine(artifact, backend=backend)
+    results = {}
+    click.echo(f"model {engine.model_version}, dev splits of {data_path} (seed {seed})\n")
+    click.echo(f"{'dev set':<18} {'task':<10} {'n':>6} {'accuracy':>9} {'macro-F1':>9}")
+    for name, examples in splits.dev.items():
+        for task_name, result in evaluate(engine, examples).items():
+            results[name] = result
+            click.echo(f"{name:<18} {task_name:<10} {result['n']:>6} {result['accuracy']:>9.3f} {result['macro_f1']:>9.3f}")
+    if json_out:
+        json_out.write_text(json.dumps({"model_version": engine.model_version, "dev": results}, indent=2))
 
 
 COMMANDS = [train_command, evaluate_command]

@@ -111,24 +111,38 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
     click.echo(f"published {sent} messages to {target}")
 
 
+def _phases(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(x < 0 for x in parts) or parts[1] <= 0:
+        raise click.BadParameter("expected CALM,BURST,RECOVERY seconds, e.g. 40,30,50 (burst > 0)")
+    return parts  # type: ignore[return-value]
+
+
 @click.command("demo")
-@click.option("--articles", type=click.IntRange(1), default=600, show_default=True,
-              help="Generated articles to publish.")
-@click.option("--rate", type=click.FloatRange(0), default=20.0, show_default=True, help="Articles per second.")
+@click.option("--rate", type=click.FloatRange(1, 500), default=10.0, show_default=True, help="Articles per second.")
+@click.option("--phases", default="40,30,50", show_default=True, callback=_phases, metavar="CALM,BURST,RECOVERY",
+              help="Seconds of calm news (the alert baseline), of the negative burst, and of calm news after it.")
+@click.option("--articles", type=click.IntRange(1), help="Stop the feed after N articles [default: rate x phases].")
 @click.option("--duration", type=click.FloatRange(1), help="Stop after this many seconds even if not done.")
 @click.option("--seed", type=int, default=7, show_default=True)
-def demo_command(articles: int, rate: float, duration: float | None, seed: int) -> None:
-    """Run the whole pipeline locally on generated news and show a live per-topic sentiment table.
+def demo_command(rate: float, phases: tuple[float, float, float], articles: int | None, duration: float | None,
+                 seed: int) -> None:
+    """Run the whole pipeline locally on generated news: a live per-topic sentiment table and spike alerts.
 
-    Starts an embedded broker and PostgreSQL (unless configured), the worker, the alert service and a
-    feed of generated headlines with a negative burst in one topic. Ctrl-C stops everything cleanly.
+    Starts an embedded broker and PostgreSQL (unless configured), the worker, the alert service (10-s windows,
+    alerts/rules.demo.yaml unless MARKETMOOD_ALERTS__RULES_PATH is set) and a feed of generated headlines:
+    calm, then a negative burst about one company, then calm again, so an alert fires and resolves (about
+    two minutes by default). Ctrl-C stops everything cleanly; a summary goes to <home>/demo-summary.json.
     """
     from marketmood.logs import configure_logging
     from streams.demo import run_demo
 
     settings = get_settings()
     configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_format)
-    run_demo(settings, articles=articles, rate=rate, duration=duration, seed=seed)
+    run_demo(settings, rate=rate, phases=phases, articles=articles, duration=duration, seed=seed)
 
 
 COMMANDS = [worker_command, publish_command, demo_command]

@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import getpass
 import json
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
+from marketmood.runtime import database_engine
 from marketmood.settings import get_settings
-
-
-@contextlib.contextmanager
-def _database() -> Iterator[Any]:
-    """A migrated database engine: the configured URL, or the embedded server under ``<home>/postgres``."""
-    from storage.db import make_engine
-    from storage.migrate import upgrade
-
-    settings = get_settings()
-    with contextlib.ExitStack() as stack:
-        url = settings.database_url
-        if url is None:
-            from storage.embedded import embedded_postgres
-
-            url = stack.enter_context(embedded_postgres(settings.home / "postgres"))
-        upgrade(url)
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
-        yield engine
 
 
 def _setup_logging() -> None:
@@ -69,7 +49,7 @@ def retrain_command(user: str | None, no_promote: bool, max_steps: int | None, l
     _setup_logging()
     overrides = {k: v for k, v in {"max_steps": max_steps, "limit_per_dataset": limit_per_dataset,
                                    "epochs": epochs}.items() if v is not None}
-    with _database() as engine:
+    with database_engine(get_settings()) as engine:
         outcome = run_retrain(engine, get_settings(), by=_who(user), trigger="manual", train_overrides=overrides,
                               promote=False if no_promote else None)
     if as_json:
@@ -96,7 +76,7 @@ def models_list() -> None:
     from storage import registry as sql
     from training.registry import ensure_champion
 
-    with _database() as engine:
+    with database_engine(get_settings()) as engine:
         ensure_champion(engine)
         with engine.connect() as conn:
             active = sql.get_alias(conn)
@@ -125,7 +105,7 @@ def models_show(version: str, as_json: bool) -> None:
     """One version: lineage, fingerprint, metrics and its promotion-gate report."""
     from storage import registry as sql
 
-    with _database() as engine, engine.connect() as conn:
+    with database_engine(get_settings()) as engine, engine.connect() as conn:
         record = sql.get_version(conn, version)
         active = sql.get_alias(conn)
     if record is None:
@@ -150,7 +130,7 @@ def models_promote(version: str, user: str | None, reason: str) -> None:
     """Make VERSION the active model; running workers switch at their next batch boundary."""
     from training.registry import RegistryError, promote
 
-    with _database() as engine:
+    with database_engine(get_settings()) as engine:
         try:
             previous = promote(engine, version, by=_who(user), reason=reason)
         except RegistryError as exc:
@@ -164,7 +144,7 @@ def models_rollback(user: str | None) -> None:
     """Re-activate the version that was active before the current one (the current one is marked rejected)."""
     from training.registry import RegistryError, rollback
 
-    with _database() as engine:
+    with database_engine(get_settings()) as engine:
         try:
             current, target = rollback(engine, by=_who(user))
         except RegistryError as exc:
@@ -208,7 +188,7 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
     if errors:
         shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
         raise click.ClickException(f"{csv_file}: {len(errors)} invalid row(s), nothing imported:\n  {shown}")
-    with _database() as engine, engine.begin() as conn:
+    with database_engine(get_settings()) as engine, engine.begin() as conn:
         ids = insert_many(conn, rows, origin="csv")
     click.echo(f"imported {len(ids)} feedback row(s) from {csv_file}")
 
@@ -225,7 +205,7 @@ def scheduler_command(once: bool) -> None:
 
     _setup_logging()
     settings = get_settings()
-    with _database() as engine:
+    with database_engine(get_settings()) as engine:
         scheduler = Scheduler(engine, settings)
         if once:
             decision, outcome = scheduler.tick()

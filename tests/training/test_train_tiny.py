@@ -72,3 +72,25 @@ def test_evaluate_cli_rejects_unknown_labels(tiny_artifact, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--data", str(data), "--task", "sentiment"])
     assert result.exit_code != 0
     assert "very good" in result.output
+
+
+def test_evaluate_cli_dev_reproduces_card_splits(tiny_artifact, tiny_data, monkeypatch, tmp_path):
+    from marketmood.settings import get_settings
+
+    monkeypatch.setenv("MARKETMOOD_DATA_PATH", str(tiny_data))
+    get_settings.cache_clear()
+    out = tmp_path / "dev.json"
+    try:
+        result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--dev", "--json", str(out)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())["dev"]
+    card_metrics = json.loads((tiny_artifact / METRICS_FILE).read_text())["dev"]
+    for name in ("phrasebank", "tweet_sentiment", "tweet_topic"):
+        assert written[name]["accuracy"] == pytest.approx(card_metrics[name]["cpu_int8"]["accuracy"])
+
+
+def test_evaluate_cli_needs_exactly_one_source(tiny_artifact):
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact)])
+    assert result.exit_code == 2 and "exactly one" in result.output

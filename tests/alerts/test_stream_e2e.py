@@ -1,0 +1,179 @@
+"""The whole alert path on real services: articles published to tansu -> a real ``marketmood worker``
+subprocess scores them with the bundled model into real PostgreSQL -> the alert service judges the stored
+windows -> exactly one trigger and one resolve reach each notifier (HMAC webhook, Slack, PagerDuty, SMTP),
+all real local receivers.
+
+Time is controlled, not waited for: the articles' ``published_at`` lie hours in the past (a 2 h calm
+baseline, a 30-min negative burst, an hour of calm after it) and ``AlertService.evaluate(now)`` walks an
+explicit clock over them. The burst is about one company (ticker XOM) in one topic (oil), with headlines any
+sane sentiment model scores negative; the rule watches tickers, which publishers set, so the scope does not
+depend on the model's topic head. The model's sentiment is checked first, so a failure says whether the model
+or the alert path is at fault.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from alerts.notifiers.webhook import verify
+from alerts.rules import parse_rules
+from alerts.syndication import story_key
+from alerts.service import AlertService
+from marketmood.settings import AlertSettings, TopicSettings
+from storage import alerts as db
+from storage.db import make_engine
+from tests.streams.conftest import model_path  # noqa: F401 - the stream tests' fixture: the real bundled model
+from tests.streams.harness import Db, WorkerProcess, produce, wait_until
+
+SECRET = "e2e-secret-0123456789"
+W = 300  # 5-minute windows, as in production
+SITES = ("Baytown", "Beaumont", "Guyana", "Permian Basin", "Singapore", "Rotterdam", "Louisiana", "Texas")
+
+CALM = (  # routine, neutral-to-positive company news
+    "Exxon Mobil declares quarterly dividend, yield steady at {p}%",
+    "Exxon Mobil boosts output at new {site} field by {p}%",
+    "Exxon Mobil to present {site} growth plan with ${b} billion budget at investor conference",
+    "Exxon Mobil signs ${b} billion LNG supply deal with {site} buyers",
+    "Exxon Mobil starts production at ${b} billion {site} project on schedule",
+    "Exxon Mobil raises refinery capacity in {site} by {p}%",
+)
+BURST = (  # unmistakably bad news
+    "Exxon Mobil shares plunge {p}% after deadly explosion at {site} refinery",
+    "Exxon Mobil warns of heavy losses as oil price collapses {p}%",
+    "Exxon Mobil stock collapses {p}% as {site} spill triggers criminal probe",
+    "Exxon Mobil slashes dividend after record ${b} billion quarterly loss",
+    "Exxon Mobil halts output at {site} after catastrophic fire, shares crash {p}%",
+    "Exxon Mobil credit rating cut to junk as losses mount to ${b} billion after {site} blast",
+)
+
+
+def _message(i: int, t: datetime, template: str, kind: str) -> dict:
+    # every template has {p} or {b}, unique per article: distinct stories, none a syndicated copy
+    title = template.format(p=f"{2 + (i * 37 % 170) / 10:.1f}", b=f"{1 + i * 0.7:.1f}", site=SITES[i % len(SITES)])
+    return {"id": f"e2e-{kind}-{i}", "title": title, "source": "e2e",
+            "url": f"https://news.example.com/{kind}/{i}", "published_at": t.isoformat(), "tickers": ["XOM"],
+            "lang": "en"}
+
+
+def scenario(base: datetime) -> tuple[list[dict], datetime, datetime]:
+    """2 h calm (2 articles per window), a 30-min burst (6 per window, all bad news), 1 h calm."""
+    msgs: list[dict] = []
+    burst_start, burst_end = base + timedelta(hours=2), base + timedelta(hours=2, minutes=30)
+    i = 0
+    for w in range(int(timedelta(hours=3, minutes=30).total_seconds()) // W):
+        start = base + timedelta(seconds=w * W)
+        burst = burst_start <= start < burst_end
+        per_window = 6 if burst else 2
+        for j in range(per_window):
+            t = start + timedelta(seconds=(j + 0.5) * W / per_window)
+            pool, kind = (BURST, "burst") if burst else (CALM, "calm")
+            msgs.append(_message(i, t, pool[i % len(pool)], kind))
+            i += 1
+    return msgs, burst_start, burst_end
+
+
+def rules_for(http_recorder, smtp_recorder):
+    return parse_rules({
+        "notifiers": {
+            "hook": {"type": "webhook", "url": http_recorder.url("/hook"), "secret": SECRET},
+            "slack": {"type": "slack", "url": http_recorder.url("/slack")},
+            "pd": {"type": "pagerduty", "routing_key": "rk-e2e", "events_url": http_recorder.url("/pd")},
+            "mail": {"type": "email", "host": "127.0.0.1", "port": smtp_recorder.port, "from": "mm@example.com",
+                     "to": ["oncall@example.com"]},
+        },
+        "routing": {"critical": ["hook", "slack", "pd", "mail"]},
+        "rules": [{"name": "ticker-spike", "scope": {"type": "ticker", "include": "all"}, "severity": "critical",
+                   "detection": {"span_windows": 3, "baseline_hours": 2, "min_volume": 8, "min_baseline_volume": 30,
+                                 "fire_p": 0.001, "min_delta": 0.2, "resolve_p": 0.05, "resolve_delta": 0.1,
+                                 "resolve_after_windows": 2, "cooldown_minutes": 60}}],
+    })
+
+
+@pytest.mark.timeout(180)
+def test_published_burst_fires_and_resolves_once_per_notifier(
+    kafka_bootstrap: str, topic_names: TopicSettings, db_url: str, model_path: Path, tmp_path: Path,
+    http_recorder, smtp_recorder,
+) -> None:
+    now = datetime.now(timezone.utc)
+    base = datetime.fromtimestamp((int(now.timestamp()) // 3600 - 5) * 3600, tz=timezone.utc)  # 4-5 h ago
+    msgs, burst_start, burst_end = scenario(base)
+    assert len({story_key(m["title"]) for m in msgs}) == len(msgs)  # distinct stories: no syndicated copy
+
+    # 1. Real worker, real broker: every article scored and stored.
+    produce(kafka_bootstrap, topic_names.raw, msgs, keys=[m["id"].encode() for m in msgs])
+    worker = WorkerProcess(bootstrap=kafka_bootstrap, database_url=db_url, topics=topic_names,
+                           home=tmp_path / "worker", model_path=model_path, batch_size=32)
+    store = Db(db_url)
+    try:
+        wait_until(lambda: store.articles() >= len(msgs), 120, what=f"{len(msgs)} stored articles")
+    except AssertionError:
+        raise AssertionError(worker.log()[-3000:]) from None
+    finally:
+        assert worker.terminate() == 0, worker.log()[-3000:]
+        store.close()
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            stats = dict(conn.execute(text(
+                "SELECT split_part(a.id, '-', 2), avg((s.sentiment = 'negative')::int) FROM articles a "
+                "JOIN scores s ON s.article_id = a.id WHERE a.novel GROUP BY 1")).all())
+            counts = Counter(dict(conn.execute(text(
+                "SELECT split_part(id, '-', 2), count(*) FROM articles WHERE novel GROUP BY 1")).all()))
+        assert counts == Counter(calm=sum(m["id"].startswith("e2e-calm") for m in msgs), burst=36), counts
+        # 2. The model precondition: the burst reads as bad news, the calm period mostly does not.
+        assert stats["burst"] >= 0.8, f"model scores only {stats['burst']:.0%} of the burst negative"
+        assert stats["calm"] <= 0.3, f"model scores {stats['calm']:.0%} of the calm period negative"
+
+        # 3. The alert service over the stored data, on an explicit clock.
+        service = AlertService(engine, rules_for(http_recorder, smtp_recorder),
+                               AlertSettings(window_s=W, late_grace_s=0, retry_base_s=1, retry_max_s=4),
+                               plots_dir=tmp_path / "plots")
+        changes = []
+        t = base + timedelta(hours=1, minutes=30)
+        while t <= base + timedelta(hours=3, minutes=30):
+            changes += service.evaluate(t)
+            service.deliver()
+            t += timedelta(seconds=W)
+        service.deliver()
+
+        with engine.connect() as conn:
+            alerts = db.list_alerts(conn, limit=10)
+        assert [c["state"] for c in changes] == ["firing", "resolved"], changes
+        assert len(alerts) == 1, alerts
+        alert = alerts[0]
+        assert (alert["scope_type"], alert["scope"], alert["state"]) == ("ticker", "XOM", "resolved")
+        ev = alert["evidence"]
+        fired_at = datetime.fromisoformat(ev["fired_at"])
+        assert burst_start < fired_at <= burst_start + timedelta(minutes=15)
+        assert burst_end < alert["resolved_at"] <= burst_end + timedelta(minutes=30)
+        assert ev["current_share"] >= 0.5 and ev["baseline_share"] <= 0.3 and ev["volume"] >= 8
+        assert ev["headlines"] and all("/burst/" in h["url"] for h in ev["headlines"])
+        plots = list((tmp_path / "plots").glob(f"alert-{alert['id']}-*.png"))
+        assert len(plots) == 1 and plots[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # 4. Exactly one trigger and one resolve per notifier, in order.
+        hook = [r for r in http_recorder.requests if r.path == "/hook"]
+        assert [r.json()["event"] for r in hook] == ["trigger", "resolve"]
+        for r in hook:
+            assert verify(SECRET, r.headers["X-MarketMood-Timestamp"], r.body, r.headers["X-MarketMood-Signature"])
+        pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+        assert [p["event_action"] for p in pd] == ["trigger", "resolve"]
+        assert pd[0]["dedup_key"] == pd[1]["dedup_key"] == alert["dedup_key"]
+        assert pd[0]["routing_key"] == "rk-e2e"
+        slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+        assert len(slack) == 2 and "RESOLVED" in slack[1] and "RESOLVED" not in slack[0] and "XOM" in slack[0]
+        assert len(http_recorder.requests) == 6
+        subjects = [m["Subject"] for m in smtp_recorder.messages]
+        assert len(subjects) == 2 and "RESOLVED" not in subjects[0] and "RESOLVED" in subjects[1]
+        with engine.connect() as conn:
+            outbox = db.list_outbox(conn, alert_id=alert["id"])
+        assert sorted((r["notifier"], r["event"], r["status"]) for r in outbox) == sorted(
+            (n, e, "delivered") for n in ("hook", "slack", "pd", "mail") for e in ("trigger", "resolve"))
+    finally:
+        engine.dispose()
