@@ -121,7 +121,7 @@ def test_published_burst_fires_and_resolves_once_per_notifier(
     try:
         with engine.connect() as conn:
             stats = dict(conn.execute(text(
-                "SELECT split_part(a.id, '-', 2), avg((s.sentiment = 'negative')::int) FROM articles a "
+                "SELECT split_part(a.id, '-', 2), avg((s.sentiment = 'negative')::int)::float FROM articles a "
                 "JOIN scores s ON s.article_id = a.id WHERE a.novel GROUP BY 1")).all())
             counts = Counter(dict(conn.execute(text(
                 "SELECT split_part(id, '-', 2), count(*) FROM articles WHERE novel GROUP BY 1")).all()))

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -51,17 +52,34 @@ def test_publish_without_a_broker_says_how_to_get_one(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.timeout(240)
-def test_demo_runs_from_nothing_and_stops_cleanly(tmp_path: Path, model_path: Path) -> None:
+def test_demo_runs_from_nothing_fires_and_resolves_an_alert_and_stops_cleanly(tmp_path: Path, model_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETMOOD_")}
     env.update({"MARKETMOOD_HOME": str(tmp_path / "home"), "MARKETMOOD_WORKER__WEB_PORT": "0",
-                "MARKETMOOD_MODEL__THREADS": "1", "COLUMNS": "120"})
+                "MARKETMOOD_MODEL__THREADS": "1", "COLUMNS": "160"})
     if model_path != BUNDLED_MODEL_DIR:  # with the bundled model, the demo runs exactly as from a fresh clone
         env["MARKETMOOD_MODEL__PATH"] = str(model_path)
-    proc = subprocess.run([sys.executable, "-m", "marketmood.cli", "demo", "--articles", "40", "--rate", "0",
-                           "--duration", "150"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=220)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "demo finished: 40 published, 40 scored; worker exit code 0" in proc.stdout
+    # A shorter scenario than the default (40,30,50 s at 10/s): 20 s calm, 20 s burst, 30 s calm.
+    proc = subprocess.run([sys.executable, "-m", "marketmood.cli", "demo", "--rate", "15", "--phases", "20,20,30",
+                           "--duration", "200"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=230)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "demo finished: 1050 published, 1050 scored; worker exit code 0" in proc.stdout, proc.stdout[-3000:]
     assert "mean score" in proc.stdout
+    assert "notifications: none configured" in proc.stdout  # the demo rules route nowhere, and say so
+
+    summary = json.loads((tmp_path / "home" / "demo-summary.json").read_text())
+    assert summary["rules_path"].endswith("alerts/rules.demo.yaml")
+    # The burst is about Exxon Mobil (ticker XOM): its ticker alert fired during the burst and resolved after it.
+    xom = [a for a in summary["alerts"] if (a["scope_type"], a["scope"]) == ("ticker", "XOM")]
+    assert len(xom) == 1, summary["alerts"]
+    alert = xom[0]
+    assert alert["state"] == "resolved", alert
+    assert datetime.fromisoformat(alert["fired_at"]) < datetime.fromisoformat(alert["resolved_at"]), alert
+    assert alert["current_share"] >= 0.5 and alert["current_share"] - alert["baseline_share"] >= 0.3, alert
+    assert alert["notifications"] == []  # recorded, routed nowhere
+    assert "FIRING" in proc.stdout and "RESOLVED" in proc.stdout  # the live panel showed both changes
+    assert f"#{alert['id']} ticker XOM (demo-ticker-spike): resolved" in proc.stdout
+    plots = list((tmp_path / "home" / "alert-plots").glob(f"alert-{alert['id']}-ticker-xom.png"))
+    assert len(plots) == 1 and plots[0].stat().st_size > 1000
     # embedded services are gone: no broker state left, no postmaster running
     assert not (tmp_path / "home" / "kafka" / "tansu.json").exists()
     assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()
