@@ -33,7 +33,9 @@ class TrainConfig(BaseModel):
     limit_per_dataset: int | None = Field(None, ge=1, description="Use at most N train/dev rows per dataset.")
     patience: int = Field(1, ge=0, description="Epochs without dev macro-F1 gain before stopping early.")
     extra_examples: tuple[LabeledExample, ...] = Field((), description="E.g. analyst feedback, with weights.")
-    shuffle_labels: bool = Field(False, description="Testing aid: permute train labels (a deliberately bad model).")
+    shuffle_labels: bool = Field(
+        False, description="Testing aid: replace each train label by a uniformly random class (a deliberately bad model)."
+    )
     export_onnx: bool = True
     threads: int | None = Field(None, ge=1)
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")

@@ -64,6 +64,19 @@ def _recall(task_metrics: dict[str, Any], label: str) -> float | None:
     return None if cls is None else float(cls["recall"])
 
 
+def _negative_is_informative(task_metrics: dict[str, Any], label: str) -> tuple[bool, str]:
+    """Does the model's "negative" call carry information (precision above the class's base rate)?
+
+    A degenerate champion that calls everything negative has recall 1.0; holding a real challenger to that
+    recall would block every promotion, so such a champion's recall does not vote.
+    """
+    cls = (task_metrics.get("per_class") or {}).get(label) or {}
+    n = int(task_metrics.get("n") or 0)
+    base_rate = float(cls.get("support", 0)) / n if n else 0.0
+    precision = float(cls.get("precision", 0.0))
+    return precision > base_rate, f"precision {precision:.3f} vs base rate {base_rate:.3f}"
+
+
 def evaluate_gate(champion: Candidate, challenger: Candidate, config: GateConfig) -> GateResult:
     """Apply every rule; the challenger passes only if all voting checks pass."""
     checks: list[Check] = []
@@ -88,8 +101,13 @@ def evaluate_gate(champion: Candidate, challenger: Candidate, config: GateConfig
                             f"{new:.4f} vs {old:.4f} (tolerance {tol})", old, new))
         if task == "sentiment":
             r_old, r_new = _recall(champ[key], NEGATIVE), _recall(chall[key], NEGATIVE)
+            informative, why = _negative_is_informative(champ[key], NEGATIVE)
             if r_old is None or r_new is None:
                 checks.append(Check(f"negative_recall[{set_name}]", True, "no negative examples in this set"))
+            elif not informative:
+                checks.append(Check(f"negative_recall[{set_name}]", True,
+                                    f"informational only: champion's negative calls are uninformative ({why})",
+                                    r_old, r_new))
             else:
                 checks.append(Check(f"negative_recall[{set_name}]", r_new >= r_old - tol,
                                     f"{r_new:.4f} vs {r_old:.4f} (tolerance {tol})", r_old, r_new))

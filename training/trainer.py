@@ -161,11 +161,7 @@ def _apply_limits(config: TrainConfig, splits: Splits) -> list[LabeledExample]:
     train = list(splits.train) + list(config.extra_examples)
     if config.shuffle_labels:
         rng = random.Random(config.seed + 1)
-        sentiments = [ex.sentiment for ex in train]
-        topics = [ex.topic for ex in train]
-        rng.shuffle(sentiments)
-        rng.shuffle(topics)
-        # Keep which head each row labels; scramble which class it says.
+        # Keep which head each row labels; replace the class by a uniformly random one.
         train = [
             LabeledExample(
                 ex.text,

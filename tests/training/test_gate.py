@@ -97,3 +97,14 @@ def test_report_has_per_class_comparison_and_markdown():
     assert "REJECTED" in report["markdown"]
     assert "| negative_recall[phrasebank] | FAIL |" in report["markdown"]
     assert "## phrasebank / sentiment: per class" in report["markdown"]
+
+
+def test_degenerate_all_negative_champion_recall_does_not_block_a_real_model():
+    degenerate = _metrics(0.30, 1.0, 0.75)
+    for task in (degenerate["phrasebank"]["sentiment"], degenerate["feedback_recent"]["sentiment"]):
+        task["per_class"]["negative"]["precision"] = 0.5  # == base rate (support 50 of 100): no information
+    champion = Candidate("v0", label_maps(), degenerate, latency_ms_per_text=5.0)
+    result = evaluate_gate(champion, _challenger(metrics=_metrics(0.80, 0.72, 0.76)), CONFIG)
+    assert result.passed, result.failures
+    check = next(c for c in result.checks if c.name == "negative_recall[phrasebank]")
+    assert "uninformative" in check.detail
