@@ -145,11 +145,12 @@ def resolve_lines(alert: dict[str, Any]) -> list[str]:
     lasted = ""
     if alert.get("resolved_at") is not None and ev.get("fired_at"):
         lasted = f" after {(alert['resolved_at'] - datetime.fromisoformat(ev['fired_at'])).total_seconds():.0f} s"
-    return [
-        f"{_hms(alert.get('resolved_at'))}  [bold green]RESOLVED[/]  {_scope(alert)}{lasted}: negative "
-        f"{_pct(at.get('current_share'))} vs baseline {_pct(at.get('baseline_share'))}, "
-        f"{at.get('volume', '?')} articles in the current span"
-    ]
+    if at.get("volume"):
+        now = (f"negative {_pct(at.get('current_share'))} vs baseline {_pct(at.get('baseline_share'))}, "
+               f"{at['volume']} articles in the current span")
+    else:
+        now = f"no articles in the current span (baseline {_pct(at.get('baseline_share'))} negative)"
+    return [f"{_hms(alert.get('resolved_at'))}  [bold green]RESOLVED[/]  {_scope(alert)}{lasted}: {now}"]
 
 
 @dataclass
@@ -211,7 +212,7 @@ class AlertWatch:
         return ", ".join(f"{r['notifier']} {r['event']} {r['status']}" for r in rows)
 
     def panel(self, subtitle: str, hint: str) -> Panel:
-        body: list[Any] = [Text.from_markup(line) for line in self.events[-12:]]
+        body: list[Any] = [Text.from_markup(line) for line in self.events[-16:]]
         if self.alerts:
             body.append(Text(""))
             for alert_id, alert in self.alerts.items():

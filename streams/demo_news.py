@@ -38,7 +38,7 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
           "November", "December")
 
 # topic -> (neutral/positive templates, negative templates). Slots: {co} company, {pct} a percentage with
-# one decimal, {bn} billions, {n} a count, {q} quarter, {site} a place, {month}.
+# one decimal, {bn} billions, {n} a count, {q} quarter, {site} a place, {month}, {usd} an oil price.
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Earnings": (
         ("{co} quarterly profit beats estimates as revenue rises {pct}%",
@@ -50,10 +50,12 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
          "{co} cuts full-year outlook after weak Q{q}, revenue down {pct}%"),
     ),
     "Energy | Oil": (
-        ("Oil edges up {pct}% as inventories fall", "{co} boosts output at new {site} field",
-         "Brent steady ahead of OPEC meeting in {month}", "{co} starts production at {site} project on schedule",
-         "Crude inventories rise {pct}% as refiners resume work in {site}",
-         "{co} signs ${bn} billion LNG supply deal with {site} buyers"),
+        ("Oil edges up {pct}% as inventories fall", "Brent steady ahead of OPEC meeting in {month}",
+         "{co} signs ${bn} billion LNG supply deal with {site} buyers",
+         "Oil holds near ${usd} a barrel as traders await {month} data",
+         "{co} refinery in {site} returns to full capacity", "{co} to invest ${bn} billion in {site} oil field",
+         "{co} oil production up {pct}% at {site}", "Oil prices rise {pct}% on strong demand",
+         "OPEC keeps output steady for {month}, sees demand up {pct}%"),
         ("Oil slips {pct}% on demand worries", "{co} delays {site} project by {n} months"),
     ),
     "Fed | Central Banks": (
@@ -85,24 +87,24 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 
-# The burst: one unmistakably bad story about ``burst_company`` and the oil market.
+# The burst: one unmistakably bad story about ``burst_company``'s oil business (worded so that a sentiment
+# model reads it as negative and a topic model as oil news).
 BURST_NEGATIVE: tuple[str, ...] = (
-    "{co} shares plunge {pct}% after deadly explosion at {site} refinery",
-    "{co} warns of heavy losses as oil price collapses",
+    "Oil prices plunge {pct}% as {co} refinery blast rattles crude markets",
+    "Crude oil crashes {pct}% after {co} {site} refinery explosion",
+    "{co} oil output collapses {pct}% after {site} refinery fire",
+    "Oil and gas stocks sink as {co} warns of heavy losses from {site} blast",
+    "{co} refinery disaster sends oil prices tumbling {pct}%",
+    "{co} shuts {site} oil refinery after deadly explosion, {n} workers hurt",
+    "{co} oil spill at {site} spreads, cleanup costs soar to ${bn} billion",
+    "{co} slashes oil production forecast by {pct}% after {site} disaster",
+    "{co} crude shipments halted for {n} days as {site} terminal burns",
+    "{co} gasoline output plunges {pct}% after {site} refinery blast",
+    "Energy sector sinks {pct}% as {co} refinery crisis deepens",
+    "{co} warns of heavy losses as oil refinery outage drags on for {n} days",
+    "{co} fuel supply crisis worsens after {site} refinery explosion",
+    "{co} warns of heavy losses as oil price collapses {pct}%",
     "Oil prices crash {pct}% as {co} {site} disaster shuts down supply",
-    "{co} slashes dividend after record ${bn} billion quarterly loss",
-    "{co} stock collapses {pct}% as {site} spill triggers criminal probe",
-    "{co} halts all output at {site} after catastrophic fire kills {n} workers",
-    "{co} credit rating cut to junk as losses mount after {site} blast",
-    "{co} faces ${bn} billion lawsuits over deadly {site} explosion",
-    "{co} suspends guidance, warns of massive writedown after {site} disaster",
-    "Energy stocks tumble {pct}% as {co} crisis deepens",
-    "{co} cuts {n},000 jobs as oil crash wipes out profits",
-    "Investors dump {co} shares as {site} disaster losses soar",
-)
-BURST_OTHER: tuple[str, ...] = (  # the few burst-topic headlines that are not bad news
-    "{co} says {site} emergency crews on site, investigation under way",
-    "{co} to hold call on {site} incident in {month}",
 )
 
 
@@ -142,14 +144,14 @@ class DemoStream:
     def _fill(self, rng: random.Random, template: str, company: str) -> str:
         return template.format(co=company, pct=f"{rng.uniform(0.5, 19.9):.1f}", bn=f"{rng.uniform(1, 40):.1f}",
                                n=rng.randint(2, 30), q=rng.randint(1, 4), site=rng.choice(SITES),
-                               month=rng.choice(MONTHS))
+                               month=rng.choice(MONTHS), usd=rng.randint(62, 94))
 
     def _headline(self, rng: random.Random, i: int) -> tuple[str, str, str]:
         """(title, company, ticker) of article ``i``."""
         topics = list(TEMPLATES)
         if self.in_burst(i) and rng.random() < self.burst_topic_weight:
             company, ticker = self.burst_company
-            pool = BURST_NEGATIVE if rng.random() < self.burst_negative_share else BURST_OTHER
+            pool = BURST_NEGATIVE if rng.random() < self.burst_negative_share else TEMPLATES[self.burst_topic][0]
             return self._fill(rng, rng.choice(pool), company), company, ticker
         if rng.random() < self.calm_topic_weight:
             topic = self.burst_topic

@@ -96,7 +96,10 @@ def faust_app(settings: Settings, bootstrap: str, *, app_id: str | None = None) 
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics are created by streams.topics with the right partitions
-        producer_max_batch_size=1,  # harmless without tables, required with them on tansu
+        # No faust tables here, so no changelog recovery and no need for tansu's producer_max_batch_size=1
+        # workaround (FACTS.md); batching the news.scored records per request is what lets the commit stage
+        # keep up with the model (measured: benchmarks/bench_pipeline.py).
+        producer_linger=0.005,
         # few records buffered beyond the batch: bounded drain time on SIGTERM (faust waits for all of them)
         stream_buffer_maxsize=max(4 * w.batch_size, 64),
         datadir=str(settings.home / "faust"),
