@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="model artifact [default: settings / bundled]")
     ap.add_argument("--reuters", type=Path, default=None, help="use the first N Reuters headlines instead")
     ap.add_argument("--worker-log-level", default="WARNING", help="DEBUG logs per-batch stage timings")
+    ap.add_argument("--worker-log", type=Path, help="write the worker's log here (with DEBUG: stage timings)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -141,6 +142,8 @@ def main() -> None:
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
             print(f"latency at {rate:.1f} msg/s ({len(latencies)} msgs): p50 {p50:.3f}s p99 {p99:.3f}s", flush=True)
             assert worker.terminate() == 0
+            if args.worker_log:
+                args.worker_log.write_text(worker.log())
         finally:
             worker.kill()
             producer.close()

@@ -180,7 +180,9 @@ def run_command(metrics_port: int | None, once: bool) -> None:
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
     with database_engine(settings) as engine:
-        service = AlertService(engine, rules, settings.alerts)
+        # Evidence PNGs of fired alerts: the configured folder, else <home>/alert-plots.
+        plots_dir = settings.alerts.plots_dir or settings.home / "alert-plots"
+        service = AlertService(engine, rules, settings.alerts, plots_dir=plots_dir)
         if once:
             changed = service.evaluate()
             report = service.deliver()
