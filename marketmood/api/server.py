@@ -40,24 +40,21 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    from marketmood.commands.pipeline import build_provider
+    """Serve until SIGINT/SIGTERM, then stop what was started (the model watcher, the embedded database).
 
-    provider = build_provider(settings)  # load the model before accepting requests
-    serve_with(settings, provider, host, port)
-
-
-def serve_with(settings: Settings, provider, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
-    """Serve until SIGINT/SIGTERM, then stop what was started (the embedded database) before exiting.
-
-    uvicorn re-raises the signal it caught once it has shut down; turning SIGTERM into KeyboardInterrupt lets
-    that unwind through our ``with`` blocks instead of killing the process with the database still running.
+    The database is resolved first because the model comes from its registry (unless ``model.path`` pins
+    an artifact); the model is loaded before any request is accepted. uvicorn re-raises the signal it
+    caught once it has shut down; turning SIGTERM into KeyboardInterrupt lets that unwind through our
+    ``with`` blocks instead of killing the process with the database still running.
     """
     import uvicorn
 
+    from marketmood.commands.pipeline import classifier_provider
     from marketmood.runtime import sigterm_as_interrupt
     from storage.db import make_engine
 
-    with contextlib.suppress(KeyboardInterrupt), sigterm_as_interrupt(), database_url(settings) as url:
+    with contextlib.suppress(KeyboardInterrupt), sigterm_as_interrupt(), database_url(settings) as url, \
+            classifier_provider(settings, url) as provider:
         engine = make_engine(url, pool_size=5, max_overflow=5)
         deps = ApiDependencies(settings=settings.api, provider=provider, db=engine, broker_check=broker_check(settings))
         try:

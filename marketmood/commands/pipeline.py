@@ -93,21 +93,44 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
     Understands the Reuters stream (dates only: articles are spread over each day deterministically) and
     the StockNet tweet stream of the shared data folder, and any JSONL/CSV in the news.raw contract.
     """
+    import csv
+
     from tqdm import tqdm
 
     from marketmood.logs import configure_logging
     from streams.publisher import make_producer, publish
-    from streams.sources import read_records
+    from streams.sources import detect_format, read_records
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    records = read_records(file, fmt=None if fmt == "auto" else fmt, lang=lang)
-    producer = make_producer(_resolve_bootstrap(settings, bootstrap))
+    try:
+        resolved_fmt = detect_format(file) if fmt == "auto" else fmt
+    except (ValueError, OSError) as exc:  # unknown extension/columns, not UTF-8, not gzip
+        raise click.ClickException(f"cannot read {file}: {exc}") from None
+    records = read_records(file, fmt=resolved_fmt, lang=lang)
+    from kafka.errors import KafkaError
+
+    resolved_bootstrap = _resolve_bootstrap(settings, bootstrap)
+    try:
+        producer = make_producer(resolved_bootstrap)
+    except KafkaError as exc:
+        raise click.ClickException(f"cannot reach Kafka at {resolved_bootstrap}: {exc}") from None
     target = topic or settings.topics.raw
-    with tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
-        sent = publish(records, producer=producer, topic=target, rate=rate, limit=limit,
-                       on_sent=lambda n: bar.update(1))
-    producer.close(10)
+    sent = 0
+
+    def progress(n: int) -> None:
+        nonlocal sent
+        sent = n
+        bar.update(1)
+
+    try:
+        with tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
+            sent = publish(records, producer=producer, topic=target, rate=rate, limit=limit, on_sent=progress)
+    except (ValueError, KeyError, TypeError, csv.Error, EOFError, OSError) as exc:  # malformed row, damaged file
+        raise click.ClickException(
+            f"cannot read {file} ({type(exc).__name__}: {exc}); {sent} messages were sent before it") from None
+    finally:
+        producer.close(10)
     click.echo(f"published {sent} messages to {target}")
 
 

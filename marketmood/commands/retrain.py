@@ -171,20 +171,23 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
     from storage.feedback import insert_many, validate_feedback
 
     rows, errors = [], []
-    with open(csv_file, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = set(reader.fieldnames or ())
-        if not fields & {"article_id", "text"} or not fields & {"topic", "sentiment"}:
-            raise click.ClickException(
-                f"{csv_file}: need an article_id and/or text column and a topic and/or sentiment column; "
-                f"got {sorted(fields)}")
-        for line, record in enumerate(reader, start=2):
-            try:
-                rows.append(validate_feedback(
-                    article_id=record.get("article_id"), text=record.get("text"), topic=record.get("topic"),
-                    sentiment=record.get("sentiment"), author=record.get("author") or _who(author)))
-            except ValueError as exc:
-                errors.append(f"line {line}: {exc}")
+    try:
+        with open(csv_file, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = set(reader.fieldnames or ())
+            if not fields & {"article_id", "text"} or not fields & {"topic", "sentiment"}:
+                raise click.ClickException(
+                    f"{csv_file}: need an article_id and/or text column and a topic and/or sentiment column; "
+                    f"got {sorted(fields)}")
+            for line, record in enumerate(reader, start=2):
+                try:
+                    rows.append(validate_feedback(
+                        article_id=record.get("article_id"), text=record.get("text"), topic=record.get("topic"),
+                        sentiment=record.get("sentiment"), author=record.get("author") or _who(author)))
+                except ValueError as exc:
+                    errors.append(f"line {line}: {exc}")
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise click.ClickException(f"{csv_file}: not a UTF-8 CSV file ({exc}), nothing imported") from None
     if errors:
         shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
         raise click.ClickException(f"{csv_file}: {len(errors)} invalid row(s), nothing imported:\n  {shown}")

@@ -83,3 +83,42 @@ def test_demo_runs_from_nothing_fires_and_resolves_an_alert_and_stops_cleanly(tm
     # embedded services are gone: no broker state left, no postmaster running
     assert not (tmp_path / "home" / "kafka" / "tansu.json").exists()
     assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()
+
+
+def test_publish_of_an_unknown_file_type_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "news.txt"
+    path.write_text("hello\n")
+    result = CliRunner().invoke(cli, ["publish", str(path), "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # a message, not a traceback
+    assert "expected .jsonl/.ndjson or .csv" in result.output
+
+
+def test_publish_of_a_malformed_file_is_a_clear_error(
+    kafka_bootstrap: str, topic_names: TopicSettings, tmp_path: Path
+) -> None:
+    path = tmp_path / "reuters.csv"
+    path.write_text("article_id,published_date,ticker,headline\n1,2017-01-02,AAPL,Apple up\n2,not-a-date,MSFT,Oops\n")
+    result = CliRunner().invoke(
+        cli, ["publish", str(path), "--rate", "0", "--bootstrap", kafka_bootstrap, "--topic", topic_names.raw]
+    )
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "cannot read" in result.output and "not-a-date" in result.output
+
+
+def test_publish_to_an_unreachable_broker_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    import streams.publisher
+
+    def unreachable(bootstrap: str, **overrides: object) -> None:
+        raise KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1")  # after a 30-s bootstrap wait
+
+    monkeypatch.setattr(streams.publisher, "make_producer", unreachable)
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"id": "a", "title": "t"}\n')
+    result = CliRunner().invoke(cli, ["publish", str(path), "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "cannot reach Kafka at 127.0.0.1:1" in result.output
