@@ -54,7 +54,13 @@ class OutboxSender:
                 try:
                     if notifier is None:
                         raise DeliveryError(f"notifier {row['notifier']!r} is not configured")
-                    notifier.send(row["payload"])
+                    try:
+                        notifier.send(row["payload"])
+                    except DeliveryError:
+                        raise
+                    except Exception as unexpected:  # noqa: BLE001 - a bug in one notifier must not roll back
+                        # the pass: the rows already sent in it would be sent again and this one would block.
+                        raise DeliveryError(f"{type(unexpected).__name__}: {unexpected}") from unexpected
                 except DeliveryError as exc:
                     attempts = row["attempts"] + 1
                     dead = not exc.retryable or (self.max_attempts > 0 and attempts >= self.max_attempts)

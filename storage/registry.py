@@ -35,6 +35,25 @@ _SUMMARY_COLUMNS = (
 )
 
 
+def open_listener(engine: Any) -> Any:
+    """A dedicated autocommit psycopg2 connection LISTENing on ``NOTIFY_CHANNEL``; the caller closes it.
+
+    Detached from the pool, so it is never handed back to other code still in autocommit and LISTEN state,
+    and closed here if setting it up fails, so a lost listener never leaks a connection.
+    """
+    raw = engine.raw_connection()
+    driver = raw.driver_connection  # the psycopg2 connection: select() on it, poll(), .notifies, close()
+    raw.detach()
+    try:
+        driver.set_isolation_level(0)  # autocommit: notifications arrive outside transactions
+        with driver.cursor() as cur:
+            cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    except Exception:
+        driver.close()
+        raise
+    return driver
+
+
 def insert_version(
     conn: Any,
     *,

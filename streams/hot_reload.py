@@ -163,12 +163,7 @@ class RegistryProvider:
     def _open_listener(self) -> Any | None:
         """A raw autocommit DBAPI connection LISTENing on the registry channel, or None (poll only)."""
         try:
-            raw = self._engine.raw_connection()
-            driver = raw.driver_connection
-            driver.set_isolation_level(0)
-            with driver.cursor() as cur:
-                cur.execute(f"LISTEN {registry_sql.NOTIFY_CHANNEL}")
-            return raw
+            return registry_sql.open_listener(self._engine)
         except Exception:  # noqa: BLE001 - polling still works
             log.warning("model.listen_unavailable", exc_info=True)
             return None
@@ -178,7 +173,7 @@ class RegistryProvider:
         if listener is None:
             self._stop.wait(self._poll_interval_s)
             return False
-        driver = listener.driver_connection
+        driver = listener
         deadline = time.monotonic() + self._poll_interval_s
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()

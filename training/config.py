@@ -31,8 +31,11 @@ class TrainConfig(BaseModel):
     seed: int = 13
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (tiny runs).")
     limit_per_dataset: int | None = Field(None, ge=1, description="Use at most N train/dev rows per dataset.")
-    patience: int = Field(1, ge=0, description="Epochs without dev macro-F1 gain before stopping early.")
+    patience: int = Field(
+        1, ge=0, description="Epochs without dev macro-F1 gain tolerated; training stops at the next one."
+    )
     extra_examples: tuple[LabeledExample, ...] = Field((), description="E.g. analyst feedback, with weights.")
+    exclude_texts: tuple[str, ...] = Field((), description="Never trained on (e.g. the feedback hold-out).")
     shuffle_labels: bool = Field(
         False, description="Testing aid: replace each train label by a uniformly random class (a deliberately bad model)."
     )
@@ -42,6 +45,7 @@ class TrainConfig(BaseModel):
 
     def to_record(self) -> dict:
         """JSON-safe form for training_config.json (extra examples summarised, not dumped)."""
-        data = self.model_dump(mode="json", exclude={"extra_examples"})
+        data = self.model_dump(mode="json", exclude={"extra_examples", "exclude_texts"})
         data["extra_examples"] = len(self.extra_examples)
+        data["exclude_texts"] = len(self.exclude_texts)
         return data

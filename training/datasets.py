@@ -145,14 +145,22 @@ def stratified_split(
     return train, dev
 
 
-def _norm(text: str) -> str:
+def normalize_text(text: str) -> str:
+    """The key two texts are "the same" by (case and whitespace folded): used to keep eval texts out of train."""
     return " ".join(text.casefold().split())
 
 
 def load_labeled_sets(
-    data_path: Path, seed: int = 13, limit_per_dataset: int | None = None, specs: Sequence[DatasetSpec] = DATASETS
+    data_path: Path,
+    seed: int = 13,
+    limit_per_dataset: int | None = None,
+    specs: Sequence[DatasetSpec] = DATASETS,
+    exclude_texts: Iterable[str] = (),
 ) -> Splits:
-    """Read every labeled set present under ``data_path`` into train and per-set dev splits."""
+    """Read every labeled set present under ``data_path`` into train and per-set dev splits.
+
+    ``exclude_texts`` (e.g. a feedback hold-out scored after training) are dropped from train like dev texts.
+    """
     data_path = Path(data_path)
     train: list[LabeledExample] = []
     dev: dict[str, list[LabeledExample]] = {}
@@ -177,8 +185,9 @@ def load_labeled_sets(
         dev[spec.name] = set_dev
     if not train:
         raise DatasetError(f"no labeled datasets found under {data_path} (expected e.g. {DATASETS[0].train_file})")
-    held_out = {_norm(ex.text) for examples in dev.values() for ex in examples}
-    train = [ex for ex in train if _norm(ex.text) not in held_out]
+    held_out = {normalize_text(ex.text) for examples in dev.values() for ex in examples}
+    held_out |= {normalize_text(text) for text in exclude_texts}
+    train = [ex for ex in train if normalize_text(ex.text) not in held_out]
     return Splits(train=train, dev=dev, fingerprints=fingerprints)
 
 

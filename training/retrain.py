@@ -29,7 +29,7 @@ from storage import feedback as feedback_sql
 from storage import registry as registry_sql
 from storage.feedback import FeedbackRow
 from training import registry
-from training.datasets import LabeledExample, load_labeled_sets
+from training.datasets import LabeledExample, load_labeled_sets, normalize_text
 from training.gate import Candidate, GateConfig, build_report, evaluate_gate
 
 log = get_logger(__name__)
@@ -56,10 +56,6 @@ class RetrainOutcome:
 # ---------------------------------------------------------------- pure helpers
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 def to_example(row: FeedbackRow, weight: float) -> LabeledExample:
     return LabeledExample(
         text=row.text,
@@ -79,13 +75,13 @@ def split_feedback(
     """
     latest: dict[str, FeedbackRow] = {}
     for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
-        latest.pop(_norm(row.text), None)  # re-insert so dict order follows the latest correction time
-        latest[_norm(row.text)] = row
+        latest.pop(normalize_text(row.text), None)  # re-insert so dict order follows the latest correction time
+        latest[normalize_text(row.text)] = row
     ordered = list(latest.values())
     n_holdout = math.floor(len(ordered) * holdout_fraction)
     train_rows, holdout_rows = ordered[: len(ordered) - n_holdout], ordered[len(ordered) - n_holdout :]
-    blocked = exclude_texts | {_norm(r.text) for r in holdout_rows}
-    train = [to_example(r, weight) for r in train_rows if _norm(r.text) not in blocked]
+    blocked = exclude_texts | {normalize_text(r.text) for r in holdout_rows}
+    train = [to_example(r, weight) for r in train_rows if normalize_text(r.text) not in blocked]
     return train, [to_example(r, 1.0) for r in holdout_rows]
 
 
@@ -219,7 +215,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     with engine.connect() as conn:
         feedback_until = feedback_sql.latest_feedback_time(conn)
         rows = feedback_sql.fetch_feedback(conn, until=feedback_until)
-    dev_texts = {_norm(ex.text) for exs in splits.dev.values() for ex in exs}
+    dev_texts = {normalize_text(ex.text) for exs in splits.dev.values() for ex in exs}
     extra, holdout = split_feedback(rows, holdout_fraction=r.feedback_holdout_fraction,
                                     weight=r.feedback_weight, exclude_texts=dev_texts)
     eval_sets = {**splits.dev, FEEDBACK_SET: holdout}
@@ -236,6 +232,8 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         "base_encoder": settings.model.base_encoder,
         **train_overrides,
         "extra_examples": tuple(extra),
+        # The hold-out is scored after training: keep it out of the base datasets' train rows too.
+        "exclude_texts": tuple(ex.text for ex in holdout),
     })
     log.info("retrain.train", version=version, champion=champion_version, feedback_train=len(extra),
              feedback_holdout=len(holdout), trigger=trigger)

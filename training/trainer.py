@@ -206,7 +206,8 @@ def train(
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    splits = load_labeled_sets(config.data_path, seed=config.seed, limit_per_dataset=config.limit_per_dataset)
+    splits = load_labeled_sets(config.data_path, seed=config.seed, limit_per_dataset=config.limit_per_dataset,
+                               exclude_texts=config.exclude_texts)
     train_examples = _apply_limits(config, splits)
     fingerprints = dict(splits.fingerprints)
     if config.extra_examples:
@@ -262,6 +263,8 @@ def train(
         torch.set_rng_state(ckpt["torch_rng"])
         log.info("training.resume", checkpoint=str(ckpt_path), epoch=start_epoch)
 
+    if stale > config.patience:  # resumed from a run that had already stopped early: nothing left to train
+        start_epoch = config.epochs
     started = time.monotonic()
     for epoch in range(start_epoch, config.epochs):
         if config.max_steps and step >= config.max_steps:

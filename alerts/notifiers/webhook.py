@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from typing import Any
 
@@ -26,7 +27,11 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def verify(secret: str, timestamp: str, body: bytes, header: str, *, max_age_s: float = 300.0) -> bool:
     """Receiver-side check (also used by tests): constant-time compare and a freshness window."""
-    if abs(time.time() - float(timestamp)) > max_age_s:
+    try:
+        sent_at = float(timestamp)
+    except (TypeError, ValueError):  # a missing or forged timestamp header: not a valid request
+        return False
+    if not math.isfinite(sent_at) or abs(time.time() - sent_at) > max_age_s:
         return False
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 

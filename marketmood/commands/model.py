@@ -28,7 +28,7 @@ from marketmood.settings import get_settings
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after N optimizer steps (smoke runs).")
 @click.option("--limit", "limit_per_dataset", type=click.IntRange(1), help="Use at most N rows per dataset.")
 @click.option("--patience", type=click.IntRange(0), default=1, show_default=True,
-              help="Epochs without dev macro-F1 gain before early stopping.")
+              help="Epochs without dev macro-F1 gain tolerated; training stops at the next one.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
 @click.option("--resume", is_flag=True, help="Continue from the last per-epoch checkpoint in --out.")

@@ -44,6 +44,8 @@ def test_webhook_is_signed_with_hmac(http_recorder) -> None:
     assert verify(SECRET, ts, req.body, sig)
     assert not verify("another-secret-value", ts, req.body, sig)
     assert not verify(SECRET, ts, req.body + b" ", sig)  # a tampered body fails
+    for bad_ts in ("", "not-a-number", "nan", "inf"):  # a forged header is rejected, not a crash
+        assert not verify(SECRET, bad_ts, req.body, sig)
     body = req.json()
     assert body["event"] == "trigger" and body["alert"]["id"] == 42
     assert body["alert"]["evidence"]["headlines"][0]["url"] == "https://example.com/a1"

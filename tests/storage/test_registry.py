@@ -118,3 +118,28 @@ def test_score_statistics_per_window_and_version(engine):
         assert registry.label_counts(conn, **window, column="topic", model_version="v1") == {"Macro": 2}
         mean, n = registry.mean_confidence(conn, **window, model_version="v1")
         assert n == 2 and mean == pytest.approx(0.8)
+
+
+def test_listener_is_detached_from_the_pool_and_receives_alias_moves(db_url):
+    import select
+
+    from sqlalchemy import create_engine
+
+    from storage import registry as registry_sql
+
+    engine = create_engine(db_url, pool_size=1, max_overflow=0)
+    try:
+        listener = registry_sql.open_listener(engine)
+        # The pool's only connection is free again: the listener does not hold (or later return) it.
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
+            conn.exec_driver_sql(f"NOTIFY {registry_sql.NOTIFY_CHANNEL}, 'v2'")
+            conn.commit()
+        driver = listener
+        ready, _, _ = select.select([driver], [], [], 5.0)
+        assert ready
+        driver.poll()
+        assert [n.payload for n in driver.notifies] == ["v2"]
+        listener.close()
+    finally:
+        engine.dispose()

@@ -62,3 +62,12 @@ def test_missing_columns_and_missing_data_are_clear_errors(tmp_path):
         load_evaluation_csv(bad)
     with pytest.raises(DatasetError, match="no labeled datasets"):
         load_labeled_sets(tmp_path / "nothing-here")
+
+
+def test_excluded_texts_are_never_trained_on(tiny_data):
+    splits = load_labeled_sets(tiny_data)
+    victim = splits.train[0].text
+    excluded = load_labeled_sets(tiny_data, exclude_texts=["  " + victim.upper() + " "])
+    assert victim.casefold() not in {e.text.casefold() for e in excluded.train}
+    assert len(excluded.train) == len(splits.train) - 1
+    assert excluded.dev == splits.dev

@@ -94,3 +94,17 @@ def test_evaluate_cli_dev_reproduces_card_splits(tiny_artifact, tiny_data, monke
 def test_evaluate_cli_needs_exactly_one_source(tiny_artifact):
     result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact)])
     assert result.exit_code == 2 and "exactly one" in result.output
+
+
+def test_resume_after_early_stop_trains_nothing_more(tiny_data, tmp_path, monkeypatch):
+    import training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "mean_macro_f1", lambda metrics: 0.5)  # never improves after epoch 1
+    config = TrainConfig(data_path=tiny_data, output_dir=tmp_path, epochs=3, limit_per_dataset=8, batch_size=16,
+                         max_length=32, version="early-stop", threads=1, export_onnx=False, patience=0)
+    first = []
+    train(config, progress=False, on_epoch=first.append)
+    assert [e["epoch"] for e in first] == [1, 2]  # stopped early after epoch 2
+    resumed = []
+    train(config, resume=True, progress=False, on_epoch=resumed.append)
+    assert resumed == []  # the run had stopped early: resuming must not train epoch 3

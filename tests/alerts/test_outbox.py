@@ -1,0 +1,48 @@
+"""OutboxSender on real PostgreSQL: a notifier bug on one row must not undo the rows already sent."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from alerts.outbox import OutboxSender
+from storage import alerts as db
+from storage.db import make_engine
+from tests.alerts.factories import BASE
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+class Recording:
+    def __init__(self, name: str, fail: Exception | None = None) -> None:
+        self.name, self.kind, self.fail, self.sent = name, "test", fail, []
+
+    def send(self, payload: dict) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append(payload)
+
+
+def test_unexpected_notifier_error_does_not_resend_delivered_rows(engine) -> None:
+    with engine.begin() as conn:
+        alert = db.insert_alert(conn, rule="r", scope_type="topic", scope="Macro", severity="critical",
+                                state="firing", dedup_key="k-outbox", started_at=BASE, evidence={})
+        db.enqueue(conn, alert, ["a-good", "b-buggy"], "trigger")
+    good, buggy = Recording("a-good"), Recording("b-buggy", KeyError("summary"))
+    sender = OutboxSender(engine, {"a-good": good, "b-buggy": buggy}, base_s=1, max_s=8)
+    now = datetime.now(timezone.utc) + timedelta(seconds=1)  # rows are due from their insert time
+    report = sender.deliver_due(now)  # before the fix: KeyError escaped and rolled back a-good's delivery
+    assert [k[1] for k in report.delivered] == ["a-good"]
+    assert [(k[1], "KeyError" in k[3]) for k in report.failed] == [("b-buggy", True)]
+    sender.deliver_due(now + timedelta(minutes=5))
+    assert len(good.sent) == 1  # delivered exactly once
+    with engine.connect() as conn:
+        rows = {r["notifier"]: r for r in db.list_outbox(conn, alert_id=alert["id"])}
+    assert rows["a-good"]["status"] == "delivered"
+    assert rows["b-buggy"]["status"] == "pending" and rows["b-buggy"]["attempts"] == 2
