@@ -239,52 +239,46 @@ class PipelineWorker:
 
         Returns the rows PostgreSQL refused for data reasons (isolated row by row), to be dead-lettered.
         """
+        items = [db_item(s, self.story_key) for s in scored]
+        refusal, seconds = await self._write_until_not_transient(items)
+        if refusal is None:
+            self.metrics.db_seconds.observe(seconds)
+            return []
+        log.warning("batch refused by the database; isolating rows", error=str(refusal).splitlines()[0])
+        refused: list[tuple[Scored, str]] = []
+        for s, item in zip(scored, items, strict=True):
+            row_refusal, _ = await self._write_until_not_transient([item])
+            if row_refusal is not None:
+                refused.append((s, str(row_refusal).splitlines()[0][:500]))
+        return refused
+
+    async def _write_until_not_transient(self, items: list[ScoredArticle]) -> tuple[Exception | None, float]:
+        """Write ``items`` in one transaction, retrying transient errors (server down, connection lost) forever.
+
+        Returns (None, seconds of the successful attempt), or (the error, 0.0) when PostgreSQL refuses the
+        data itself: retrying that would block the partition for good.
+        """
         from storage.db import is_transient_error
 
         loop = asyncio.get_running_loop()
-        items = [db_item(s, self.story_key) for s in scored]
         delay, attempt = 0.2, 0
         while True:
             started = time.perf_counter()
             try:
                 await loop.run_in_executor(self._db_pool, self.batch_writer, self.db_engine, items)
-                self.metrics.db_seconds.observe(time.perf_counter() - started)
-                if attempt:
-                    log.info("database write succeeded after retries", attempts=attempt + 1)
-                return []
             except Exception as exc:  # noqa: BLE001 - classified just below
                 if not is_transient_error(exc):
-                    log.warning("batch refused by the database; isolating rows", error=str(exc).splitlines()[0])
-                    return await self._write_rows_one_by_one(scored, items)
+                    return exc, 0.0
                 attempt += 1
                 self.metrics.db_retries.inc()
-                log.warning("database unavailable; retrying", attempt=attempt, retry_in_s=round(delay, 2),
-                            error=str(exc).splitlines()[0])
+                log.warning("database unavailable; retrying", attempt=attempt, rows=len(items),
+                            retry_in_s=round(delay, 2), error=str(exc).splitlines()[0])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.worker.db_retry_max_s)
-
-    async def _write_rows_one_by_one(
-        self, scored: list[Scored], items: list[ScoredArticle]
-    ) -> list[tuple[Scored, str]]:
-        from storage.db import is_transient_error
-
-        loop = asyncio.get_running_loop()
-        refused: list[tuple[Scored, str]] = []
-        for s, item in zip(scored, items, strict=True):
-            delay = 0.2
-            while True:
-                try:
-                    await loop.run_in_executor(self._db_pool, self.batch_writer, self.db_engine, [item])
-                    break
-                except Exception as exc:  # noqa: BLE001
-                    if is_transient_error(exc):
-                        self.metrics.db_retries.inc()
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, self.settings.worker.db_retry_max_s)
-                        continue
-                    refused.append((s, str(exc).splitlines()[0][:500]))
-                    break
-        return refused
+                continue
+            if attempt:
+                log.info("database write succeeded after retries", attempts=attempt + 1)
+            return None, time.perf_counter() - started
 
     async def _publish_with_retry(self, scored: list[Scored], dead: list[DeadLetter]) -> None:
         """Send news.scored and news.deadletter records and wait for the broker to confirm all of them."""
