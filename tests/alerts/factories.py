@@ -1,4 +1,5 @@
-"""Build scored articles for DB-level alert tests (inserted with the real idempotent upsert)."""
+"""Build scored articles for DB-level alert tests (inserted with the real idempotent upsert), and rules
+that route to all four notifiers at the tests' local recording servers."""
 
 from __future__ import annotations
 
@@ -41,3 +42,17 @@ def insert(engine: Engine, items: list[ScoredArticle]) -> None:
     with engine.begin() as conn:
         for i in range(0, len(items), 500):
             upsert_scored_batch(conn, items[i:i + 500])
+
+
+def all_notifiers(http_recorder, smtp_recorder, *, secret: str, routing_key: str, to: str) -> dict:
+    """Rules-file ``notifiers`` + ``routing``: webhook, Slack, PagerDuty and email, all for ``critical``."""
+    return {
+        "notifiers": {
+            "hook": {"type": "webhook", "url": http_recorder.url("/hook"), "secret": secret},
+            "slack": {"type": "slack", "url": http_recorder.url("/slack")},
+            "pd": {"type": "pagerduty", "routing_key": routing_key, "events_url": http_recorder.url("/pd")},
+            "mail": {"type": "email", "host": "127.0.0.1", "port": smtp_recorder.port, "from": "mm@example.com",
+                     "to": [to]},
+        },
+        "routing": {"critical": ["hook", "slack", "pd", "mail"]},
+    }

@@ -15,7 +15,7 @@ from alerts.service import AlertService
 from marketmood.settings import AlertSettings
 from storage import alerts as db
 from storage.db import make_engine
-from tests.alerts.factories import BASE, W, article, insert, steady
+from tests.alerts.factories import BASE, W, all_notifiers, article, insert, steady
 
 SECRET = "test-secret-0123456789"
 TOPIC = "Energy | Oil"
@@ -30,14 +30,7 @@ def engine(db_url):
 
 def rules_for(http_recorder, smtp_recorder, **detection):
     return parse_rules({
-        "notifiers": {
-            "hook": {"type": "webhook", "url": http_recorder.url("/hook"), "secret": SECRET},
-            "slack": {"type": "slack", "url": http_recorder.url("/slack")},
-            "pd": {"type": "pagerduty", "routing_key": "rk", "events_url": http_recorder.url("/pd")},
-            "mail": {"type": "email", "host": "127.0.0.1", "port": smtp_recorder.port, "from": "mm@example.com",
-                     "to": ["desk@example.com"]},
-        },
-        "routing": {"critical": ["hook", "slack", "pd", "mail"]},
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
         "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC, "Macro"]}, "severity": "critical",
                    "detection": {"cooldown_minutes": 60, **detection}}],
     })

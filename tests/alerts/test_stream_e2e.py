@@ -27,6 +27,7 @@ from alerts.service import AlertService
 from marketmood.settings import AlertSettings, TopicSettings
 from storage import alerts as db
 from storage.db import make_engine
+from tests.alerts.factories import all_notifiers
 from tests.streams.conftest import model_path  # noqa: F401 - the stream tests' fixture: the real bundled model
 from tests.streams.harness import Db, WorkerProcess, produce, wait_until
 
@@ -79,14 +80,7 @@ def scenario(base: datetime) -> tuple[list[dict], datetime, datetime]:
 
 def rules_for(http_recorder, smtp_recorder):
     return parse_rules({
-        "notifiers": {
-            "hook": {"type": "webhook", "url": http_recorder.url("/hook"), "secret": SECRET},
-            "slack": {"type": "slack", "url": http_recorder.url("/slack")},
-            "pd": {"type": "pagerduty", "routing_key": "rk-e2e", "events_url": http_recorder.url("/pd")},
-            "mail": {"type": "email", "host": "127.0.0.1", "port": smtp_recorder.port, "from": "mm@example.com",
-                     "to": ["oncall@example.com"]},
-        },
-        "routing": {"critical": ["hook", "slack", "pd", "mail"]},
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk-e2e", to="oncall@example.com"),
         "rules": [{"name": "ticker-spike", "scope": {"type": "ticker", "include": "all"}, "severity": "critical",
                    "detection": {"span_windows": 3, "baseline_hours": 2, "min_volume": 8, "min_baseline_volume": 30,
                                  "fire_p": 0.001, "min_delta": 0.2, "resolve_p": 0.05, "resolve_delta": 0.1,
