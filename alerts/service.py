@@ -10,6 +10,7 @@ argument, else ``AlertSettings.plots_dir``), every fired alert's evidence plot i
 
 from __future__ import annotations
 
+import structlog
 import asyncio
 import threading
 import time
@@ -26,11 +27,10 @@ from alerts.notifiers import Notifier, build_notifiers
 from alerts.outbox import DeliveryReport, OutboxSender
 from alerts.rules import RuleConfig, RulesFile, load_rules
 from alerts.windows import WindowSeries
-from marketmood.logs import get_logger
 from marketmood.settings import AlertSettings
 from storage import alerts as db
 
-log = get_logger("marketmood.alerts")
+log = structlog.get_logger("marketmood.alerts")
 
 
 def _epoch(dt: datetime) -> int:

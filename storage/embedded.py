@@ -14,6 +14,7 @@ the lifecycle itself:
 
 from __future__ import annotations
 
+import structlog
 import contextlib
 import fcntl
 import json
@@ -29,9 +30,8 @@ from typing import Any
 import psutil
 from sqlalchemy.engine import URL
 
-from marketmood.logs import get_logger
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 DATABASE = "marketmood"
 SUPERUSER = "postgres"

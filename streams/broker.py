@@ -8,6 +8,7 @@ starting a new one, and ``find_running`` lets ``marketmood publish`` reach a bro
 
 from __future__ import annotations
 
+import structlog
 import json
 import os
 import signal
@@ -17,9 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from marketmood.logs import get_logger
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 STATE_FILE = "tansu.json"
 LOG_FILE = "tansu.log"

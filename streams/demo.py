@@ -11,6 +11,7 @@ stops everything; a summary is written to ``<home>/demo-summary.json``.
 
 from __future__ import annotations
 
+import structlog
 import json
 import os
 import signal
@@ -31,13 +32,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from marketmood.logs import get_logger
 from marketmood.runtime import Services, services, sigterm_as_interrupt
 from marketmood.settings import REPO_ROOT, AlertSettings, Settings
 from streams.demo_news import DemoStream
 from streams.publisher import make_producer, publish
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 DEMO_RULES_PATH = REPO_ROOT / "alerts" / "rules.demo.yaml"
 DEFAULT_PHASES = (40.0, 30.0, 50.0)  # calm, burst, recovery (seconds)

@@ -11,6 +11,7 @@ one stays in service.
 
 from __future__ import annotations
 
+import structlog
 import select
 import threading
 import time
@@ -20,12 +21,11 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from marketmood.logs import get_logger
 from models.prediction import Classifier
 from storage import registry as registry_sql
 from training import registry
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 Loader = Callable[[Path], Classifier]
 

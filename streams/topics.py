@@ -6,15 +6,15 @@ topic that exists is not an error: the call is idempotent (partition counts of e
 
 from __future__ import annotations
 
+import structlog
 import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from marketmood.logs import get_logger
 from marketmood.settings import TopicSettings
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 def topic_specs(topics: TopicSettings) -> list[NewTopic]:

@@ -22,6 +22,7 @@ Commit boundary (why nothing is ever skipped):
 
 from __future__ import annotations
 
+import structlog
 import asyncio
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,6 @@ from typing import Any
 import faust
 from sqlalchemy import Engine
 
-from marketmood.logs import get_logger
 from marketmood.settings import Settings
 from models.prediction import ClassifierProvider
 from storage.articles import ScoredArticle
@@ -49,7 +49,7 @@ from streams.processing import (
     validate_batch,
 )
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass

@@ -7,6 +7,7 @@ training-curve PNG and a markdown model card.
 
 from __future__ import annotations
 
+import structlog
 import json
 import platform
 import sys
@@ -14,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from marketmood.logs import get_logger
 from models.artifact import CARD_FILE, METRICS_FILE, TRAINING_CONFIG_FILE, ArtifactInfo
 from models.export import export_onnx_int8, save_torch_artifact
 from models.labels import label_maps
@@ -23,7 +23,7 @@ from training.config import TrainConfig
 from training.datasets import Splits
 from training.evaluation import evaluate, plot_confusion_matrix
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 def write_artifact(

@@ -9,6 +9,7 @@ its report -> promote when it passed.
 
 from __future__ import annotations
 
+import structlog
 import contextlib
 import json
 import math
@@ -21,7 +22,6 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from marketmood.logs import get_logger
 from models.artifact import read_info
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
 from models.prediction import Classifier
@@ -32,7 +32,7 @@ from training import registry
 from training.datasets import LabeledExample, load_labeled_sets, normalize_text
 from training.gate import Candidate, GateConfig, build_report, evaluate_gate
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 FEEDBACK_SET = "feedback_recent"
 REPORT_JSON = "gate_report.json"

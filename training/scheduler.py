@@ -7,6 +7,7 @@ whose advisory lock makes sure only one replica trains at a time; the others log
 
 from __future__ import annotations
 
+import structlog
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,13 +17,12 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy.engine import Engine
 
-from marketmood.logs import get_logger
 from storage import feedback as feedback_sql
 from storage import registry as registry_sql
 from training.drift import DriftReport, check_drift, thresholds_from
 from training.retrain import RetrainOutcome, run_retrain
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 def utcnow() -> datetime:

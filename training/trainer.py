@@ -7,6 +7,7 @@ dev macro-F1; bf16/fp16 autocast and gradient accumulation on CUDA; a resume-saf
 
 from __future__ import annotations
 
+import structlog
 import json
 import math
 import os
@@ -23,14 +24,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from marketmood.logs import get_logger
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from models.network import MultiTaskClassifier, build_from_pretrained, default_base_encoder
 from training.config import TrainConfig
 from training.datasets import LabeledExample, Splits, examples_fingerprint, load_labeled_sets
 from training.evaluation import task_metrics
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 IGNORE = -100
 CHECKPOINT_DIR = "checkpoints"
 

@@ -1,0 +1,1 @@
+"""Developer tools that run in CI (architecture checks)."""
