@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "marketmood.commands.grafana",
     "marketmood.commands.api",
     "marketmood.commands.pipeline",
+    "marketmood.commands.publish",
     "marketmood.commands.retrain",
     "marketmood.commands.db",
     "marketmood.commands.alerts",

@@ -1,0 +1,82 @@
+"""``marketmood publish``: replay a news file into news.raw (scrapers' stand-in for tests, demos and backfills)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from marketmood.settings import Settings, get_settings
+
+
+def _resolve_bootstrap(settings: Settings, bootstrap: str | None) -> str:
+    from streams.broker import find_running
+
+    resolved = bootstrap or settings.kafka_bootstrap or find_running(settings.home / "kafka")
+    if resolved is None:
+        raise click.UsageError(
+            "no Kafka broker: set MARKETMOOD_KAFKA_BOOTSTRAP (or --bootstrap), or start `marketmood worker` "
+            "with no broker configured so that its embedded broker can be found"
+        )
+    return resolved
+
+
+@click.command("publish")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rate", type=click.FloatRange(0), default=50.0, show_default=True,
+              help="Messages per second; 0 = as fast as possible.")
+@click.option("--limit", type=click.IntRange(1), help="Stop after N messages.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "reuters", "stocknet", "csv"]),
+              default="auto", show_default=True)
+@click.option("--lang", help="Only messages in this language (e.g. en for the tweet stream).")
+@click.option("--topic", help="Target topic [default: settings topics.raw].")
+@click.option("--bootstrap", help="Kafka bootstrap [default: settings, else a running embedded broker].")
+def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: str | None, topic: str | None,
+                    bootstrap: str | None) -> None:
+    """Replay FILE (JSONL or CSV, optionally .gz) into news.raw with a progress bar.
+
+    Understands the Reuters stream (dates only: articles are spread over each day deterministically) and
+    the StockNet tweet stream of the shared data folder, and any JSONL/CSV in the news.raw contract.
+    """
+    import csv
+
+    from tqdm import tqdm
+
+    from marketmood.logs import configure_logging
+    from streams.publisher import make_producer, publish
+    from streams.sources import detect_format, read_records
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        resolved_fmt = detect_format(file) if fmt == "auto" else fmt
+    except (ValueError, OSError) as exc:  # unknown extension/columns, not UTF-8, not gzip
+        raise click.ClickException(f"cannot read {file}: {exc}") from None
+    records = read_records(file, fmt=resolved_fmt, lang=lang)
+    from kafka.errors import KafkaError
+
+    resolved_bootstrap = _resolve_bootstrap(settings, bootstrap)
+    try:
+        producer = make_producer(resolved_bootstrap)
+    except KafkaError as exc:
+        raise click.ClickException(f"cannot reach Kafka at {resolved_bootstrap}: {exc}") from None
+    target = topic or settings.topics.raw
+    sent = 0
+
+    def progress(n: int) -> None:
+        nonlocal sent
+        sent = n
+        bar.update(1)
+
+    try:
+        with tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
+            sent = publish(records, producer=producer, topic=target, rate=rate, limit=limit, on_sent=progress)
+    except (ValueError, KeyError, TypeError, csv.Error, EOFError, OSError) as exc:  # malformed row, damaged file
+        raise click.ClickException(
+            f"cannot read {file} ({type(exc).__name__}: {exc}); {sent} messages were sent before it") from None
+    finally:
+        producer.close(10)
+    click.echo(f"published {sent} messages to {target}")
+
+
+COMMANDS = [publish_command]

@@ -1,0 +1,89 @@
+"""Per-partition ingest progress: what the workers have committed, and the event-time watermark it implies.
+
+The worker writes one row per (topic, partition) inside each batch transaction (``record_progress``), so
+the progress never runs ahead of the stored rows. The alert service reads it (``read_progress``) and judges
+a window only when ``event_time_watermark`` has passed the window's end plus an allowed lateness: a window
+is never judged on data the workers have not committed yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """One partition's committed position. ``log_end_offset`` is the partition's end seen at that commit."""
+
+    topic: str
+    partition: int
+    next_offset: int
+    log_end_offset: int | None
+    max_event_time: datetime | None
+    updated_at: datetime | None = None
+
+    @property
+    def caught_up(self) -> bool:
+        """True when everything the broker had at commit time is committed (an idle partition)."""
+        return self.log_end_offset is not None and self.next_offset >= self.log_end_offset
+
+
+def record_progress(conn: Connection, rows: Sequence[PartitionProgress]) -> None:
+    """Upsert progress rows in the caller's transaction; offsets and event times only move forward."""
+    if not rows:
+        return
+    conn.execute(
+        text(
+            """
+            INSERT INTO ingest_progress (topic, partition, next_offset, log_end_offset, max_event_time, updated_at)
+            VALUES (:topic, :partition, :next_offset, :log_end_offset, :max_event_time, now())
+            ON CONFLICT (topic, partition) DO UPDATE SET
+              next_offset = GREATEST(ingest_progress.next_offset, EXCLUDED.next_offset),
+              log_end_offset = GREATEST(ingest_progress.log_end_offset, EXCLUDED.log_end_offset),
+              max_event_time = GREATEST(ingest_progress.max_event_time, EXCLUDED.max_event_time),
+              updated_at = now()
+            """
+        ),
+        [
+            {"topic": r.topic, "partition": r.partition, "next_offset": r.next_offset,
+             "log_end_offset": r.log_end_offset, "max_event_time": r.max_event_time}
+            for r in rows
+        ],
+    )
+
+
+def read_progress(conn: Connection, topic: str) -> list[PartitionProgress]:
+    """Every partition of ``topic`` the workers have committed at least once, by partition."""
+    result = conn.execute(
+        text(
+            """SELECT topic, partition, next_offset, log_end_offset, max_event_time, updated_at
+               FROM ingest_progress WHERE topic = :topic ORDER BY partition"""
+        ),
+        {"topic": topic},
+    )
+    return [PartitionProgress(*row) for row in result]
+
+
+def event_time_watermark(progress: Sequence[PartitionProgress], now: datetime) -> datetime | None:
+    """The event time up to which every partition is committed, or None when nothing was committed yet.
+
+    A partition that was caught up at its last commit holds nothing back beyond ``updated_at`` (it has no
+    backlog: new records will carry later event times); a lagging one holds the watermark at its largest
+    committed event time. The result never exceeds ``now``.
+    """
+    if not progress:
+        return None
+    marks: list[datetime] = []
+    for p in progress:
+        if p.caught_up and p.updated_at is not None:
+            mark = max(p.updated_at, p.max_event_time) if p.max_event_time else p.updated_at
+        elif p.max_event_time is not None:
+            mark = p.max_event_time
+        else:
+            continue
+        marks.append(mark)
+    return min(min(marks), now) if marks else None
