@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from alerts.detector import DetectionParams, Transition
+from alerts.payloads import LinkConfig, alert_links, notification_payload
 from alerts.rules import RuleConfig, RulesFile
 from alerts.windows import WindowSeries
 from storage import alerts as db
@@ -30,8 +31,20 @@ def dedup_key(rule: str, scope_type: str, scope: str, started_at: int) -> str:
     return f"marketmood/{rule}/{scope_type}/{scope}/{started_at}"
 
 
+def group_key(rule: RuleConfig, rules: RulesFile) -> str:
+    """Alerts of one rule going to one route share a group key (as Alertmanager's ``group_by``)."""
+    return f"{rule.name}/{rule.severity}/{','.join(rules.route(rule.severity)) or 'recorded'}"
+
+
+def enqueue(conn: Connection, alert: dict[str, Any], notifiers: list[str] | tuple[str, ...], event: str) -> int:
+    """Render the payload here (storage stores it as given) and enqueue it once per notifier."""
+    if not notifiers:
+        return 0
+    return db.enqueue(conn, alert["id"], notifiers, event, notification_payload(alert, event))
+
+
 def build_evidence(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr: Transition,
-                   series: WindowSeries) -> dict[str, Any]:
+                   series: WindowSeries, links: LinkConfig | None = None) -> dict[str, Any]:
     """Everything an on-call needs to judge the alert without opening a dashboard."""
     p: DetectionParams = rule.detection
     w = series.window_s
@@ -47,6 +60,8 @@ def build_evidence(conn: Connection, rule: RuleConfig, scope_type: str, scope: s
         thresholds={"fire_p": p.fire_p, "min_delta": p.min_delta, "min_volume": p.min_volume},
         headlines=db.top_negative_headlines(conn, scope_type, scope, ts(span_start), ts(tr.at), rule.top_headlines),
         series=[[start + w, c.negative, c.n] for start, c in series.windows(tr.at - EVIDENCE_WINDOWS * w, tr.at)],
+        links=alert_links(links or LinkConfig(), rule.runbook_url, scope_type, scope,
+                          tr.started_at - EVIDENCE_WINDOWS * w, tr.at + 12 * w),
     )
     return ev
 
@@ -61,10 +76,10 @@ def fire(conn: Connection, rules: RulesFile, rule: RuleConfig, scope_type: str, 
     alert = db.insert_alert(
         conn, rule=rule.name, scope_type=scope_type, scope=scope, severity=rule.severity,
         state="silenced" if silenced else "firing", dedup_key=dedup_key(rule.name, scope_type, scope, tr.started_at),
-        started_at=ts(tr.started_at), evidence=evidence,
+        started_at=ts(tr.started_at), evidence=evidence, group_key=group_key(rule, rules),
     )
     if not silenced:
-        db.enqueue(conn, alert, rules.route(rule.severity), "trigger")
+        enqueue(conn, alert, rules.route(rule.severity), "trigger")
     return alert
 
 
@@ -76,7 +91,19 @@ def resolve(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr:
     evidence = dict(alert["evidence"] or {})
     evidence["at_resolve"] = tr.observation.evidence()
     alert = db.update_alert(conn, alert["id"], state="resolved", resolved_at=ts(tr.at), evidence=evidence)
-    db.enqueue(conn, alert, db.triggered_notifiers(conn, alert["id"]), "resolve")
+    enqueue(conn, alert, db.triggered_notifiers(conn, alert["id"]), "resolve")
+    return alert
+
+
+def acknowledge(conn: Connection, alert_id: int, by: str) -> dict[str, Any] | None:
+    """Mark an open alert acknowledged and tell every notifier that got the trigger (PagerDuty then stops
+    escalating). Idempotent; a resolved alert is returned unchanged; None when no such alert exists."""
+    alert = db.lock_alert(conn, alert_id)
+    if alert is None or alert["state"] not in ("firing", "silenced"):
+        return alert
+    alert = db.update_alert(conn, alert_id, state="acknowledged", acknowledged_at=datetime.now(timezone.utc),
+                            acknowledged_by=by)
+    enqueue(conn, alert, db.triggered_notifiers(conn, alert_id), "acknowledge")
     return alert
 
 
@@ -88,6 +115,6 @@ def reconcile_silences(conn: Connection, rules: RulesFile, at: datetime) -> list
             changed.append(db.update_alert(conn, alert["id"], state="silenced"))
         else:
             alert = db.update_alert(conn, alert["id"], state="firing")
-            db.enqueue(conn, alert, rules.route(alert["severity"]), "trigger")
+            enqueue(conn, alert, rules.route(alert["severity"]), "trigger")
             changed.append(alert)
     return changed

@@ -22,4 +22,9 @@ class AlertMetrics:
                                      ["notifier", "event", "outcome"], registry=r)
         self.outbox = Gauge("marketmood_alert_outbox_rows", "Outbox rows by notifier and status",
                             ["notifier", "status"], registry=r)
+        self.watermark = Gauge("marketmood_alert_watermark_seconds",
+                               "Event-time watermark of committed ingest (epoch s): windows before it are complete",
+                               registry=r)
+        self.watermark_lag = Gauge("marketmood_alert_watermark_lag_seconds",
+                                   "Wall clock minus the committed event-time watermark", registry=r)
         self.open_alerts = Gauge("marketmood_alert_open", "Unresolved alerts by state", ["state"], registry=r)

@@ -1,21 +1,38 @@
-"""Outbox delivery: send due notifications, retry with exponential back-off, never lose one.
+"""Outbox delivery: one notification per short transaction, at most once on channels that cannot de-duplicate.
 
-Runs apart from evaluation (its own thread or process), so a slow or dead notifier never delays detection,
-let alone scoring. Rows are claimed with ``FOR UPDATE SKIP LOCKED``; a failure pushes the row (and the rest
-of that notifier's batch) to ``now + min(base * 2**attempts, max)``; a non-retryable failure (HTTP 4xx) or
-``max_attempts`` marks it ``dead``. When the notifier comes back the pending rows drain in order.
+Each row goes ``pending`` -> ``sending`` (claimed with ``FOR UPDATE SKIP LOCKED`` and committed *before*
+the notifier is called) -> ``delivered`` | ``pending`` (retry at ``now + min(base * 2**attempts, max)``) |
+``dead`` (a 4xx that can never succeed, or ``max_attempts``). A crash, or a commit that fails after a send,
+leaves the row in ``sending``; once its claim is older than ``claim_timeout_s`` the next sender recovers it:
+PagerDuty and webhook rows are re-sent with the same dedup/idempotency key (the receiver drops the copy),
+Slack and email rows become ``unknown`` and are never re-sent automatically (``marketmood alerts outbox
+--dead`` lists them, ``marketmood alerts redrive`` re-queues them). So a state change reaches Slack or email
+at most once, and PagerDuty/webhooks at least once, de-duplicated.
+
+Runs apart from evaluation (its own thread or process), so a slow or dead notifier never delays detection.
+After a notifier fails, its other pending rows wait for the same retry time (no hammering a dead endpoint).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import structlog
 from sqlalchemy import Engine
 
 from alerts.notifiers.base import DeliveryError, Notifier
 from storage import alerts as db
+
+log = structlog.get_logger("marketmood.alerts.outbox")
+
+#: Notifier kinds whose receiver de-duplicates on the key we send (PagerDuty ``dedup_key``, the webhook's
+#: ``Idempotency-Key``): an interrupted send may be repeated. Everything else is at-most-once.
+RESEND_SAFE_KINDS = frozenset({"pagerduty", "webhook"})
 
 
 @dataclass
@@ -23,6 +40,7 @@ class DeliveryReport:
     delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (alert_id, notifier, event)
     failed: list[tuple[int, str, str, str]] = field(default_factory=list)  # (..., error)
     dead: list[tuple[int, str, str]] = field(default_factory=list)
+    recovered: list[dict[str, object]] = field(default_factory=list)  # stale claims moved to pending/unknown
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
@@ -30,50 +48,78 @@ def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
     return min(max_s, base_s * (2 ** min(attempts, 30)))
 
 
+def sender_identity() -> str:
+    """Who holds a claim: host, pid and a random suffix (a restarted process never matches its old claims)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class OutboxSender:
     def __init__(self, engine: Engine, notifiers: Mapping[str, Notifier], *, base_s: float = 2.0,
-                 max_s: float = 300.0, max_attempts: int = 0, batch: int = 50,
+                 max_s: float = 300.0, max_attempts: int = 0, batch: int = 50, claim_timeout_s: float = 60.0,
                  on_result: Callable[[str, str, bool], None] | None = None) -> None:
         self.engine, self.notifiers = engine, dict(notifiers)
         self.base_s, self.max_s, self.max_attempts, self.batch = base_s, max_s, max_attempts, batch
+        self.claim_timeout_s = claim_timeout_s
+        self.identity = sender_identity()
         self._on_result = on_result
 
-    def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
-        """One pass over due rows; at most one failed attempt per notifier per pass."""
-        now = now or datetime.now(timezone.utc)
-        report = DeliveryReport()
+    def recover(self) -> list[dict[str, object]]:
+        """Release claims of dead senders: re-send safe channels, park the others as ``unknown``."""
+        resend = tuple(name for name, n in self.notifiers.items() if n.kind in RESEND_SAFE_KINDS)
         with self.engine.begin() as conn:
-            rows = db.claim_due(conn, now, self.batch)
-            down: dict[str, datetime] = {}  # notifier -> retry time, after its first failure in this pass
-            for row in rows:
-                key = (row["alert_id"], row["notifier"], row["event"])
-                if row["notifier"] in down:
-                    db.defer(conn, row["id"], down[row["notifier"]])  # not an attempt: the notifier is down
-                    continue
-                notifier = self.notifiers.get(row["notifier"])
-                try:
-                    if notifier is None:
-                        raise DeliveryError(f"notifier {row['notifier']!r} is not configured")
-                    try:
-                        notifier.send(row["payload"])
-                    except DeliveryError:
-                        raise
-                    except Exception as unexpected:  # noqa: BLE001 - a bug in one notifier must not roll back
-                        # the pass: the rows already sent in it would be sent again and this one would block.
-                        raise DeliveryError(f"{type(unexpected).__name__}: {unexpected}") from unexpected
-                except DeliveryError as exc:
-                    attempts = row["attempts"] + 1
-                    dead = not exc.retryable or (self.max_attempts > 0 and attempts >= self.max_attempts)
-                    retry_at = now + timedelta(seconds=backoff_s(row["attempts"], self.base_s, self.max_s))
-                    db.mark_failed(conn, row["id"], str(exc), retry_at, dead=dead)
-                    down[row["notifier"]] = retry_at
-                    (report.dead if dead else report.failed).append(key if dead else (*key, str(exc)))
-                    self._notify(row["notifier"], row["event"], False)
-                    continue
-                db.mark_delivered(conn, row["id"], datetime.now(timezone.utc))
+            rows = db.recover_stale_sending(conn, self.claim_timeout_s, resend)
+        for r in rows:
+            log.warning("outbox_claim_recovered", outbox_id=r["id"], alert_id=r["alert_id"], notifier=r["notifier"],
+                        event=r["event"], status=r["status"])
+        return rows
+
+    def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
+        """One pass: up to ``batch`` due rows, each claimed, sent and settled in its own transactions."""
+        now = now or datetime.now(timezone.utc)
+        report = DeliveryReport(recovered=self.recover())
+        down: set[str] = set()  # notifiers that failed in this pass: not tried again in it
+        for _ in range(self.batch):
+            with self.engine.begin() as conn:
+                row = db.claim_one(conn, now, self.identity, skip_notifiers=tuple(sorted(down)))
+            if row is None:
+                break
+            key = (row["alert_id"], row["notifier"], row["event"])
+            error = self._send(row)
+            if error is None:
+                with self.engine.begin() as conn:
+                    mine = db.mark_delivered(conn, row["id"], datetime.now(timezone.utc), self.identity)
+                if not mine:
+                    log.warning("outbox_claim_lost", outbox_id=row["id"], notifier=row["notifier"])
                 report.delivered.append(key)
                 self._notify(row["notifier"], row["event"], True)
+                continue
+            attempts = row["attempts"]  # already counts this attempt (claim_one increments)
+            dead = not error.retryable or (self.max_attempts > 0 and attempts >= self.max_attempts)
+            retry_at = now + timedelta(seconds=backoff_s(attempts - 1, self.base_s, self.max_s))
+            with self.engine.begin() as conn:
+                db.mark_failed(conn, row["id"], str(error), retry_at, dead=dead, claimed_by=self.identity)
+                db.defer_notifier(conn, row["notifier"], retry_at)
+            down.add(row["notifier"])
+            if dead:
+                report.dead.append(key)
+                log.error("notification_dead", outbox_id=row["id"], alert_id=row["alert_id"],
+                          notifier=row["notifier"], event=row["event"], error=str(error))
+            else:
+                report.failed.append((*key, str(error)))
+            self._notify(row["notifier"], row["event"], False)
         return report
+
+    def _send(self, row: dict) -> DeliveryError | None:
+        notifier = self.notifiers.get(row["notifier"])
+        if notifier is None:
+            return DeliveryError(f"notifier {row['notifier']!r} is not configured")
+        try:
+            notifier.send(row["payload"])
+        except DeliveryError as exc:
+            return exc
+        except Exception as unexpected:  # noqa: BLE001 - a bug in one notifier must not stop the others
+            return DeliveryError(f"{type(unexpected).__name__}: {unexpected}")
+        return None
 
     def _notify(self, notifier: str, event: str, ok: bool) -> None:
         if self._on_result is not None:

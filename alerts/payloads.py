@@ -6,10 +6,34 @@ if it is delivered hours later by a recovered notifier.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 EVENTS = ("trigger", "acknowledge", "resolve")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """Where notifications point: a default runbook and the Grafana dashboard showing a scope."""
+
+    runbook_url: str | None = None
+    grafana_url: str | None = None
+    dashboard_uid: str = "marketmood-sentiment"
+
+
+def alert_links(cfg: LinkConfig, rule_runbook: str | None, scope_type: str, scope: str, t_from: int,
+                t_to: int) -> dict[str, str]:
+    """Runbook (the rule's, else the default) and the Grafana panel for the scope over [t_from, t_to]."""
+    out: dict[str, str] = {}
+    runbook = rule_runbook or cfg.runbook_url
+    if runbook:
+        out["runbook"] = runbook
+    if cfg.grafana_url:
+        query = urlencode({f"var-{scope_type}": scope, "from": t_from * 1000, "to": t_to * 1000})
+        out["grafana"] = f"{cfg.grafana_url.rstrip('/')}/d/{cfg.dashboard_uid}?{query}"
+    return out
 
 
 def _pct(x: object) -> str:

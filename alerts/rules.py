@@ -108,6 +108,7 @@ class RuleConfig(_Model):
     severity: Severity = "warning"
     detection: DetectionParams = DetectionParams()
     top_headlines: int = Field(5, ge=0, le=50)
+    runbook_url: str | None = Field(None, description="Runbook for this rule (else the service default).")
 
 
 class RulesFile(_Model):

@@ -1,16 +1,20 @@
-"""The alert service: judge closed windows from the database, apply transitions, deliver the outbox.
+"""The alert service: judge complete windows from the database, apply transitions, deliver the outbox.
 
 ``AlertService.evaluate(now)`` is one idempotent pass (safe to call from a loop, a test or the demo); the
 per-rule cursor and detector states live in ``alert_scope_state`` and commit with the alerts and outbox
-rows, so a restart resumes exactly where the last committed pass stopped. ``deliver(now)`` sends due
-notifications. ``start()``/``stop()`` run both in two daemon threads (delivery never delays evaluation);
-``run_async`` does the same for asyncio callers such as the demo. With a plots directory (``plots_dir``: the
-argument, else ``AlertSettings.plots_dir``), every fired alert's evidence plot is saved there as a PNG.
+rows, so a restart resumes exactly where the last committed pass stopped. A window is judged only when it
+is complete: its end plus ``allowed_lateness_s`` lies behind the workers' committed event-time watermark
+(``storage.progress``), so a burst that arrives while the workers lag waits for them instead of being
+judged on partial data. Several replicas may run: each rule is evaluated under a transaction-scoped
+advisory lock (one leader per rule and pass) and the outbox is claimed row by row, so each state change is
+paged once. ``deliver(now)`` sends due notifications. ``start()``/``stop()`` run both in two daemon threads
+(delivery never delays evaluation); ``run_async`` does the same for asyncio callers such as the demo. With
+a plots directory (``plots_dir``: the argument, else ``AlertConfig.plots_dir``), every fired alert's
+evidence plot is saved there as a PNG.
 """
 
 from __future__ import annotations
 
-import structlog
 import asyncio
 import threading
 import time
@@ -18,17 +22,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+import structlog
+from sqlalchemy import Connection, Engine
 
 from alerts import lifecycle
+from alerts.config import AlertConfig
 from alerts.detector import ScopeState, advance
 from alerts.metrics import AlertMetrics
 from alerts.notifiers import Notifier, build_notifiers
 from alerts.outbox import DeliveryReport, OutboxSender
+from alerts.payloads import LinkConfig
 from alerts.rules import RuleConfig, RulesFile, load_rules
-from alerts.windows import WindowSeries
-from marketmood.settings import AlertSettings
+from alerts.windows import Counts, WindowSeries
 from storage import alerts as db
+from storage.progress import event_time_watermark, read_progress
 
 log = structlog.get_logger("marketmood.alerts")
 
@@ -38,20 +45,24 @@ def _epoch(dt: datetime) -> int:
 
 
 class AlertService:
-    def __init__(self, engine: Engine, rules: RulesFile | None = None, settings: AlertSettings | None = None, *,
+    def __init__(self, engine: Engine, rules: RulesFile | None = None, config: AlertConfig | Any = None, *,
                  notifiers: dict[str, Notifier] | None = None, metrics: AlertMetrics | None = None,
-                 plots_dir: Path | None = None) -> None:
-        self.settings = settings or AlertSettings()
+                 plots_dir: Path | None = None, settings: Any = None) -> None:
+        # ``settings=`` is the older keyword (the demo passes its settings section; any object with
+        # AlertConfig's attribute names works).
+        self.config = AlertConfig.coerce(config if config is not None else settings)
+        self.settings = self.config
         # Where fired alerts' evidence PNGs go; None = not saved (callers resolve the <home>/alert-plots default).
-        self.plots_dir = plots_dir if plots_dir is not None else self.settings.plots_dir
-        self.rules = rules or load_rules(self.settings.rules_path)
+        self.plots_dir = plots_dir if plots_dir is not None else self.config.plots_dir
+        self.rules = rules or load_rules(self.config.rules_path)
         self.engine = engine
         self.metrics = metrics or AlertMetrics()
+        self.links = LinkConfig(self.config.runbook_url, self.config.grafana_url, self.config.grafana_dashboard_uid)
         self.notifiers = notifiers if notifiers is not None else build_notifiers(
-            self.rules, self.settings.delivery_timeout_s)
+            self.rules, self.config.delivery_timeout_s)
         self.sender = OutboxSender(
-            engine, self.notifiers, base_s=self.settings.retry_base_s, max_s=self.settings.retry_max_s,
-            max_attempts=self.settings.max_attempts,
+            engine, self.notifiers, base_s=self.config.retry_base_s, max_s=self.config.retry_max_s,
+            max_attempts=self.config.max_attempts, claim_timeout_s=self.config.claim_timeout_s,
             on_result=lambda n, e, ok: self.metrics.notifications.labels(n, e, "ok" if ok else "error").inc(),
         )
         self._stop = threading.Event()
@@ -60,17 +71,22 @@ class AlertService:
     # --- evaluation -------------------------------------------------------------------------------------
 
     def evaluate(self, now: datetime | None = None) -> list[dict[str, Any]]:
-        """Judge every window closed by ``now`` (minus the late-arrival grace); returns changed alert rows."""
+        """Judge every complete window (closed by ``now`` minus the grace, and behind the watermark minus the
+        allowed lateness); returns changed alert rows."""
         now = now or datetime.now(timezone.utc)
         started = time.perf_counter()
         changed: list[dict[str, Any]] = []
         try:
-            for rule in self.rules.rules:
-                transitions = self._evaluate_rule(rule, now)  # committed
-                self._save_plots(transitions)
-                changed += transitions
+            with self.engine.connect() as conn:
+                last_closed = self.judgeable_until(conn, now)
+            if last_closed is not None:
+                for rule in self.rules.rules:
+                    transitions = self._evaluate_rule(rule, now, last_closed)  # committed
+                    self._save_plots(transitions)
+                    changed += transitions
             with self.engine.begin() as conn:
-                changed += lifecycle.reconcile_silences(conn, self.rules, now)
+                if db.try_lead(conn, "_silences"):  # one replica reconciles silences per pass
+                    changed += lifecycle.reconcile_silences(conn, self.rules, now)
                 self._refresh_gauges(conn)
         except Exception:
             self.metrics.evaluations.labels("error").inc()
@@ -79,17 +95,36 @@ class AlertService:
         self.metrics.evaluate_seconds.observe(time.perf_counter() - started)
         return changed
 
-    def _evaluate_rule(self, rule: RuleConfig, now: datetime) -> list[dict[str, Any]]:
-        w = self.settings.window_s
+    def judgeable_until(self, conn: Connection, now: datetime) -> int | None:
+        """End (epoch s) of the last window complete at ``now``, or None when nothing may be judged (no
+        ingest progress committed yet). Also publishes the watermark and its lag as metrics."""
+        w = self.config.window_s
+        by_clock = (_epoch(now) - int(self.config.late_grace_s)) // w * w
+        if self.config.watermark_topic is None:
+            return by_clock
+        watermark = event_time_watermark(read_progress(conn, self.config.watermark_topic), now)
+        if watermark is None:
+            log.info("alerts_waiting_for_ingest_progress", topic=self.config.watermark_topic)
+            return None
+        self.metrics.watermark.set(watermark.timestamp())
+        self.metrics.watermark_lag.set(max(0.0, (now - watermark).total_seconds()))
+        by_watermark = (_epoch(watermark) - int(self.config.allowed_lateness_s)) // w * w
+        return min(by_clock, by_watermark)
+
+    def _evaluate_rule(self, rule: RuleConfig, now: datetime, last_closed: int) -> list[dict[str, Any]]:
+        w = self.config.window_s
         p = rule.detection
         scope_type = rule.scope.type
-        last_closed = (_epoch(now) - int(self.settings.late_grace_s)) // w * w
         changed: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
+            if not db.try_lead(conn, f"rule/{rule.name}"):
+                return changed  # another replica is judging this rule right now
             cursor = db.get_cursor(conn, rule.name)  # row lock: one evaluator per rule at a time
             if cursor is None:
                 cursor = last_closed - w
-            first = max(cursor + w, last_closed - (self.settings.max_catchup_windows - 1) * w)
+            if last_closed <= cursor:
+                return changed  # nothing new is complete yet (e.g. the workers lag)
+            first = max(cursor + w, last_closed - (self.config.max_catchup_windows - 1) * w)
             ends = list(range(first, last_closed + 1, w))
             if not ends:
                 return changed
@@ -103,14 +138,14 @@ class AlertService:
                                       rule.scope.scopes())
             excluded = rule.scope.excluded()
             for scope in sorted((set(counts) | set(states)) - excluded):
-                series = WindowSeries(w, counts.get(scope, {}))
+                series = WindowSeries(w, {start: Counts(*c) for start, c in counts.get(scope, {}).items()})
                 state = states.get(scope, ScopeState())
                 if state.is_idle(ends[0]) and series.range(ends[0] - span, ends[-1]).n == 0:
                     continue  # nothing new and nothing pending: skip cheaply
                 new_state, transitions, _ = advance(p, state, series, ends)
                 for tr in transitions:
                     if tr.kind == "fire":
-                        evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series)
+                        evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series, self.links)
                         alert = lifecycle.fire(conn, self.rules, rule, scope_type, scope, tr, evidence)
                     else:
                         alert = lifecycle.resolve(conn, rule, scope_type, scope, tr)
@@ -182,9 +217,9 @@ class AlertService:
         """Run evaluation and delivery in two daemon threads until ``stop()``."""
         self._stop.clear()
         self._threads = [
-            threading.Thread(target=self._loop, args=(self.evaluate, self.settings.evaluate_interval_s, "evaluate"),
+            threading.Thread(target=self._loop, args=(self.evaluate, self.config.evaluate_interval_s, "evaluate"),
                              name="alerts-evaluate", daemon=True),
-            threading.Thread(target=self._loop, args=(self.deliver, self.settings.outbox_poll_interval_s, "deliver"),
+            threading.Thread(target=self._loop, args=(self.deliver, self.config.outbox_poll_interval_s, "deliver"),
                              name="alerts-deliver", daemon=True),
         ]
         for t in self._threads:

@@ -1,21 +1,30 @@
 """All SQL of the alerting area: window aggregation, detector state, alerts, silences and the outbox.
 
-Aggregation is derived from ``scores JOIN articles`` on every evaluation, counting only novel articles and
-one score per article (its latest model version), so worker restarts and replayed Kafka messages, which the
-idempotent upsert absorbs, can never double count. Lifecycle writes run in the caller's transaction: the
-alert row, the detector state and the outbox rows commit (or roll back) together.
+Aggregation is derived from ``current_scores(...)`` (the one definition of an article's current score,
+``storage.scores``) on every evaluation, counting only novel articles, so worker restarts and replayed Kafka
+messages, which the idempotent upsert absorbs, can never double count. Lifecycle writes run in the caller's
+transaction: the alert row, the detector state and the outbox rows commit (or roll back) together. This
+module takes payloads already rendered by ``alerts/`` (storage knows nothing about notification formats).
+
+Outbox delivery is one short transaction per notification: ``claim_one`` moves a row to ``sending`` and
+commits before the notifier is called; ``mark_delivered`` / ``mark_failed`` commit the outcome after. A row
+left in ``sending`` by a dead sender is recovered by ``recover_stale_sending``: re-sent (same idempotency
+key) for channels that de-duplicate, moved to ``unknown`` (never re-sent automatically) for the others.
 """
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
 
-from alerts.payloads import notification_payload
-from alerts.windows import Counts
+from storage.scores import CURRENT_SCORES_FROM
+
+WindowRow = tuple[int, int, int, float]  # negative, neutral, positive, score sum of one window
 
 # Grafana annotation query over the alerts table (PostgreSQL datasource, "Annotations" with format table):
 # one region per alert, from its start to its resolve time (open alerts run to now). Reuse it verbatim.
@@ -34,13 +43,11 @@ WHERE a.started_at <= $__timeTo() AND COALESCE(a.resolved_at, now()) >= $__timeF
 ORDER BY a.started_at
 """.strip()
 
-_LATEST_SCORES = """
-  SELECT DISTINCT ON (s.article_id)
-         s.article_id, s.topic, s.sentiment, s.score, s.p_negative, a.event_time, a.tickers, a.title, a.url,
+_LATEST_SCORES = f"""
+  SELECT s.article_id, s.topic, s.sentiment, s.score, s.p_negative, s.event_time, a.tickers, a.title, a.url,
          a.source
-  FROM scores s JOIN articles a ON a.id = s.article_id
-  WHERE a.novel AND s.event_time >= :start AND s.event_time < :end
-  ORDER BY s.article_id, s.scored_at DESC, s.model_version DESC
+  FROM {CURRENT_SCORES_FROM}
+  WHERE a.novel
 """
 
 _SCOPE_EXPR = {
@@ -56,8 +63,9 @@ def window_counts(
     end: datetime,
     window_s: int,
     scopes: tuple[str, ...] | None = None,
-) -> dict[str, dict[int, Counts]]:
-    """Per scope, per window start (epoch s), the sentiment counts of novel articles in [start, end)."""
+) -> dict[str, dict[int, WindowRow]]:
+    """Per scope, per window start (epoch s), (negative, neutral, positive, score sum) of novel articles in
+    [start, end). Plain tuples: the caller builds its own count type."""
     expr, join = _SCOPE_EXPR[scope_type]
     where = f"WHERE {expr} = ANY(:scopes)" if scopes is not None else ""
     sql = text(f"""
@@ -74,9 +82,9 @@ def window_counts(
     params: dict[str, Any] = {"start": start, "end": end, "w": window_s}
     if scopes is not None:
         params["scopes"] = list(scopes)
-    out: dict[str, dict[int, Counts]] = defaultdict(dict)
+    out: dict[str, dict[int, WindowRow]] = defaultdict(dict)
     for scope, bucket, neg, neu, pos, score_sum in conn.execute(sql, params):
-        out[scope][int(bucket)] = Counts(int(neg), int(neu), int(pos), float(score_sum))
+        out[scope][int(bucket)] = (int(neg), int(neu), int(pos), float(score_sum))
     return dict(out)
 
 
@@ -149,13 +157,11 @@ def save_scope_state(conn: Connection, rule: str, scope_type: str, scope: str, s
 
 _ALERT_COLUMNS = (
     "id, rule, scope_type, scope, severity, state, dedup_key, started_at, updated_at, acknowledged_at, "
-    "acknowledged_by, resolved_at, evidence"
+    "acknowledged_by, resolved_at, evidence, group_key"
 )
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)
 
 
@@ -189,17 +195,18 @@ def list_alerts(conn: Connection, *, state: str | None = None, limit: int = 100)
 
 def insert_alert(
     conn: Connection, *, rule: str, scope_type: str, scope: str, severity: str, state: str, dedup_key: str,
-    started_at: datetime, evidence: dict[str, Any],
+    started_at: datetime, evidence: dict[str, Any], group_key: str | None = None,
 ) -> dict[str, Any]:
     row = conn.execute(
         text(f"""
-            INSERT INTO alerts (rule, scope_type, scope, severity, state, dedup_key, started_at, updated_at, evidence)
+            INSERT INTO alerts (rule, scope_type, scope, severity, state, dedup_key, started_at, updated_at, evidence,
+                                group_key)
             VALUES (:rule, :scope_type, :scope, :severity, :state, :dedup_key, :started_at, now(),
-                    CAST(:evidence AS jsonb))
+                    CAST(:evidence AS jsonb), :group_key)
             RETURNING {_ALERT_COLUMNS}
         """),
         {"rule": rule, "scope_type": scope_type, "scope": scope, "severity": severity, "state": state,
-         "dedup_key": dedup_key, "started_at": started_at, "evidence": _json(evidence)},
+         "dedup_key": dedup_key, "started_at": started_at, "evidence": _json(evidence), "group_key": group_key},
     ).mappings().one()
     return dict(row)
 
@@ -218,22 +225,12 @@ def update_alert(conn: Connection, alert_id: int, **fields: Any) -> dict[str, An
     return dict(row)
 
 
-def acknowledge_alert(conn: Connection, alert_id: int, by: str) -> dict[str, Any] | None:
-    """Mark an open alert acknowledged and enqueue the acknowledge notification to every notifier that got
-    the trigger (PagerDuty then stops escalating). Idempotent; a resolved alert is returned unchanged;
-    None when no such alert exists."""
-    alert = conn.execute(
+def lock_alert(conn: Connection, alert_id: int) -> dict[str, Any] | None:
+    """The alert row, locked for this transaction (acknowledge and resolve must not interleave)."""
+    row = conn.execute(
         text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id FOR UPDATE"), {"id": alert_id}
     ).mappings().first()
-    if alert is None:
-        return None
-    alert = dict(alert)
-    if alert["state"] not in ("firing", "silenced"):
-        return alert
-    alert = update_alert(conn, alert_id, state="acknowledged", acknowledged_at=datetime.now(timezone.utc),
-                         acknowledged_by=by)
-    enqueue(conn, alert, triggered_notifiers(conn, alert_id), "acknowledge")
-    return alert
+    return dict(row) if row else None
 
 
 # --- silences -------------------------------------------------------------------------------------------
@@ -304,18 +301,19 @@ def open_alerts_silence_mismatch(conn: Connection, at: datetime) -> list[dict[st
 
 # --- outbox ---------------------------------------------------------------------------------------------
 
-def enqueue(conn: Connection, alert: dict[str, Any], notifiers: list[str] | tuple[str, ...], event: str) -> int:
-    """One outbox row per notifier for this alert event; a repeat of the same event is ignored."""
+def enqueue(conn: Connection, alert_id: int, notifiers: list[str] | tuple[str, ...], event: str,
+            payload: dict[str, Any]) -> int:
+    """One outbox row per notifier for this alert event, carrying the already-rendered ``payload``; a repeat
+    of the same (alert, notifier, event) is ignored, so a state change is enqueued once."""
     if not notifiers:
         return 0
-    payload = _json(notification_payload(alert, event))
     result = conn.execute(
         text("""
             INSERT INTO notification_outbox (alert_id, notifier, event, payload)
             SELECT :alert_id, n, :event, CAST(:payload AS jsonb) FROM unnest(CAST(:notifiers AS text[])) AS n
             ON CONFLICT (alert_id, notifier, event) DO NOTHING
         """),
-        {"alert_id": alert["id"], "event": event, "payload": payload, "notifiers": list(notifiers)},
+        {"alert_id": alert_id, "event": event, "payload": _json(payload), "notifiers": list(notifiers)},
     )
     return result.rowcount
 
@@ -329,48 +327,114 @@ def triggered_notifiers(conn: Connection, alert_id: int) -> list[str]:
     return [r[0] for r in rows]
 
 
-def claim_due(conn: Connection, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
-    """Pending rows due at ``now``, locked for this transaction (SKIP LOCKED: several senders may run).
-    A row waits while an older row of the same alert and notifier is pending, so a resolve never overtakes
-    its trigger."""
+_CLAIM_COLUMNS = "id, alert_id, notifier, event, payload, attempts, claimed_by"
+
+
+def claim_one(conn: Connection, now: datetime, claimed_by: str, *,
+              skip_notifiers: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Move the oldest ``pending`` row due at ``now`` to ``sending`` (the caller commits at once, before
+    sending).
+
+    SKIP LOCKED lets several senders (replicas) run; the committed ``sending`` state is what keeps a crashed
+    or failed-commit send from being repeated blindly. A row waits while an older row of the same alert and
+    notifier is pending or being sent, so a resolve never overtakes its trigger."""
+    row = conn.execute(
+        text(f"""
+            UPDATE notification_outbox SET status = 'sending', claimed_at = now(), claimed_by = :by,
+                   attempts = attempts + 1
+            WHERE id = (
+              SELECT o.id FROM notification_outbox o
+              WHERE o.status = 'pending' AND o.next_attempt_at <= :now
+                AND NOT (o.notifier = ANY(CAST(:skip AS text[])))
+                AND NOT EXISTS (SELECT 1 FROM notification_outbox p WHERE p.alert_id = o.alert_id
+                                AND p.notifier = o.notifier AND p.id < o.id AND p.status IN ('pending', 'sending'))
+              ORDER BY o.id
+              LIMIT 1
+              FOR UPDATE OF o SKIP LOCKED
+            )
+            RETURNING {_CLAIM_COLUMNS}
+        """),
+        {"now": now, "by": claimed_by, "skip": list(skip_notifiers)},
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def mark_delivered(conn: Connection, outbox_id: int, at: datetime, claimed_by: str) -> bool:
+    """Record a successful send; False if the row is no longer this sender's claim (it was recovered)."""
+    result = conn.execute(
+        text("UPDATE notification_outbox SET status = 'delivered', delivered_at = :at, last_error = NULL "
+             "WHERE id = :id AND status = 'sending' AND claimed_by = :by"),
+        {"id": outbox_id, "at": at, "by": claimed_by},
+    )
+    return result.rowcount == 1
+
+
+def mark_failed(conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime, *, dead: bool,
+                claimed_by: str) -> bool:
+    """Record a failed attempt: back to ``pending`` at ``next_attempt_at``, or ``dead`` (never retried)."""
+    result = conn.execute(
+        text("UPDATE notification_outbox SET last_error = :err, next_attempt_at = :next, "
+             "status = CASE WHEN :dead THEN 'dead' ELSE 'pending' END "
+             "WHERE id = :id AND status = 'sending' AND claimed_by = :by"),
+        {"id": outbox_id, "err": error[:2000], "next": next_attempt_at, "dead": dead, "by": claimed_by},
+    )
+    return result.rowcount == 1
+
+
+def defer_notifier(conn: Connection, notifier: str, next_attempt_at: datetime) -> int:
+    """Postpone every pending row of a notifier that just failed, without counting an attempt (no hammering
+    a dead endpoint with its whole backlog)."""
+    result = conn.execute(
+        text("UPDATE notification_outbox SET next_attempt_at = GREATEST(next_attempt_at, :next) "
+             "WHERE notifier = :n AND status = 'pending'"),
+        {"n": notifier, "next": next_attempt_at},
+    )
+    return result.rowcount
+
+
+def recover_stale_sending(conn: Connection, older_than_s: float, resend_notifiers: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows stuck in ``sending`` for more than ``older_than_s`` seconds of real time (their sender died, hung
+    or lost its commit; claims use the database clock, not the caller's simulated one).
+
+    Rows of ``resend_notifiers`` (channels that de-duplicate on the key we send: PagerDuty, webhooks) go back
+    to ``pending`` and are re-sent with the same key; every other row goes to ``unknown``: it may or may not
+    have reached Slack/email, and sending it again could duplicate it, so only an operator re-drives it."""
     rows = conn.execute(
         text("""
-            SELECT o.id, o.alert_id, o.notifier, o.event, o.payload, o.attempts
-            FROM notification_outbox o
-            WHERE o.status = 'pending' AND o.next_attempt_at <= :now
-              AND NOT EXISTS (SELECT 1 FROM notification_outbox p WHERE p.alert_id = o.alert_id
-                              AND p.notifier = o.notifier AND p.id < o.id AND p.status = 'pending')
-            ORDER BY o.id
-            LIMIT :limit
-            FOR UPDATE OF o SKIP LOCKED
+            UPDATE notification_outbox SET
+              status = CASE WHEN notifier = ANY(CAST(:resend AS text[])) THEN 'pending' ELSE 'unknown' END,
+              last_error = 'sender stopped during the send (claimed by ' || COALESCE(claimed_by, '?') || ')',
+              next_attempt_at = now()
+            WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => :older)
+            RETURNING id, alert_id, notifier, event, status
         """),
-        {"now": now, "limit": limit},
+        {"older": float(older_than_s), "resend": list(resend_notifiers)},
     ).mappings()
     return [dict(r) for r in rows]
 
 
-def mark_delivered(conn: Connection, outbox_id: int, at: datetime) -> None:
-    conn.execute(
-        text("UPDATE notification_outbox SET status = 'delivered', delivered_at = :at, attempts = attempts + 1, "
-             "last_error = NULL WHERE id = :id"),
-        {"id": outbox_id, "at": at},
-    )
+def redrive(conn: Connection, *, outbox_ids: tuple[int, ...] = (), all_dead: bool = False) -> list[dict[str, Any]]:
+    """Put ``dead`` / ``unknown`` rows back to ``pending`` (an operator fixed the notifier's config, or checked
+    that an ``unknown`` Slack/email message did not arrive); returns the rows re-queued."""
+    if not outbox_ids and not all_dead:
+        return []
+    rows = conn.execute(
+        text("""
+            UPDATE notification_outbox SET status = 'pending', next_attempt_at = now(), claimed_by = NULL,
+                   claimed_at = NULL, last_error = 'redriven; was: ' || COALESCE(last_error, status)
+            WHERE status IN ('dead', 'unknown') AND (:all OR id = ANY(CAST(:ids AS bigint[])))
+            RETURNING id, alert_id, notifier, event, status
+        """),
+        {"all": all_dead, "ids": list(outbox_ids)},
+    ).mappings()
+    return [dict(r) for r in rows]
 
 
-def mark_failed(conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime, *, dead: bool) -> None:
-    conn.execute(
-        text("UPDATE notification_outbox SET attempts = attempts + 1, last_error = :err, next_attempt_at = :next, "
-             "status = CASE WHEN :dead THEN 'dead' ELSE 'pending' END WHERE id = :id"),
-        {"id": outbox_id, "err": error[:2000], "next": next_attempt_at, "dead": dead},
-    )
-
-
-def defer(conn: Connection, outbox_id: int, next_attempt_at: datetime) -> None:
-    """Postpone a row without counting an attempt (its notifier just failed on another row)."""
-    conn.execute(
-        text("UPDATE notification_outbox SET next_attempt_at = GREATEST(next_attempt_at, :next) WHERE id = :id"),
-        {"id": outbox_id, "next": next_attempt_at},
-    )
+def try_lead(conn: Connection, name: str) -> bool:
+    """Transaction-scoped advisory lock on ``name``: True for exactly one replica at a time (the leader of
+    that rule for this pass); released at commit/rollback, so a dead replica never holds it."""
+    key = zlib.crc32(f"marketmood-alerts/{name}".encode())
+    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar_one())
 
 
 def outbox_counts(conn: Connection) -> dict[tuple[str, str], int]:
@@ -379,11 +443,16 @@ def outbox_counts(conn: Connection) -> dict[tuple[str, str], int]:
     return {(r[0], r[1]): int(r[2]) for r in rows}
 
 
-def list_outbox(conn: Connection, *, alert_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_outbox(conn: Connection, *, alert_id: int | None = None, statuses: tuple[str, ...] | None = None,
+                limit: int = 100) -> list[dict[str, Any]]:
+    """Outbox rows, oldest first; ``statuses`` filters (e.g. ``("dead", "unknown")`` for what needs a human)."""
     rows = conn.execute(
         text("""SELECT id, alert_id, notifier, event, status, attempts, next_attempt_at, last_error, created_at,
-                       delivered_at, payload
-                FROM notification_outbox WHERE (:a IS NULL OR alert_id = :a) ORDER BY id LIMIT :limit"""),
-        {"a": alert_id, "limit": limit},
+                       delivered_at, claimed_at, claimed_by, payload
+                FROM notification_outbox
+                WHERE (CAST(:a AS bigint) IS NULL OR alert_id = :a)
+                  AND (CAST(:st AS text[]) IS NULL OR status = ANY(CAST(:st AS text[])))
+                ORDER BY id LIMIT :limit"""),
+        {"a": alert_id, "st": list(statuses) if statuses is not None else None, "limit": limit},
     ).mappings()
     return [dict(r) for r in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -19,6 +20,9 @@ def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...], 
     msg["From"] = from_addr
     msg["To"] = ", ".join(to)
     msg["X-MarketMood-Dedup-Key"] = str(alert["dedup_key"])
+    # Stable per (alert, event): a copy that ever got through twice threads as one message in mail clients.
+    digest = hashlib.sha256(f"{alert['dedup_key']}:{payload['event']}".encode()).hexdigest()[:32]
+    msg["Message-ID"] = f"<{digest}@marketmood>"
     lines = [
         payload["summary"], "",
         f"Alert #{alert['id']}  rule {alert['rule']}  severity {alert['severity']}  state {alert['state']}",
@@ -30,7 +34,10 @@ def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...], 
     ]
     for h in ev.get("headlines", []):
         lines.append(f"  - {h.get('title')} (score {h.get('score')}) {h.get('url') or ''}".rstrip())
-    lines += ["", f"Acknowledge: marketmood alerts ack {alert['id']}"]
+    links = ev.get("links") or {}
+    lines += [""] + [f"{label}: {links[k]}" for k, label in (("runbook", "Runbook"), ("grafana", "Grafana"))
+                     if links.get(k)]
+    lines += [f"Acknowledge: marketmood alerts ack {alert['id']}"]
     msg.set_content("\n".join(lines))
     if png:
         msg.add_attachment(png, maintype="image", subtype="png", filename=f"alert-{alert['id']}.png")

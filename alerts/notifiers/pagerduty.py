@@ -12,6 +12,11 @@ from alerts.notifiers.base import post_json
 _SEVERITY = {"critical": "critical", "error": "error", "warning": "warning", "info": "info"}
 
 
+def _http(url: object) -> bool:
+    """Only plain web links reach the incident (no javascript:, data: ... from an untrusted feed)."""
+    return isinstance(url, str) and url.lower().startswith(("http://", "https://"))
+
+
 def pagerduty_event(payload: dict[str, Any], routing_key: str, source: str = "marketmood") -> dict[str, Any]:
     """The Events API v2 body for a generic payload (pure; tested directly)."""
     alert = payload["alert"]
@@ -32,8 +37,11 @@ def pagerduty_event(payload: dict[str, Any], routing_key: str, source: str = "ma
             "class": alert["rule"],
             "custom_details": {k: v for k, v in ev.items() if k != "series"},
         }
-        body["links"] = [{"href": h["url"], "text": str(h.get("title", ""))[:200]}
-                         for h in ev.get("headlines", [])[:5] if h.get("url")]
+        links = ev.get("links") or {}
+        body["links"] = [{"href": links[k], "text": label} for k, label in (("runbook", "Runbook"),
+                         ("grafana", "Grafana panel")) if _http(links.get(k))]
+        body["links"] += [{"href": h["url"], "text": str(h.get("title", ""))[:200]}
+                          for h in ev.get("headlines", [])[:5] if _http(h.get("url"))]
     return body
 
 

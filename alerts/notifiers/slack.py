@@ -3,13 +3,44 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from alerts.notifiers.base import post_json
 
 _EMOJI = {"trigger": ":rotating_light:", "acknowledge": ":eyes:", "resolve": ":white_check_mark:"}
+_BROADCAST = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
+
+
+def escape(value: object) -> str:
+    """Untrusted text (headlines, scopes, anything from a publisher) made inert in Slack mrkdwn.
+
+    Slack's control sequences all start with ``<`` (``<!channel>``, ``<@U123>``, ``<http://x|fake>``), so
+    ``& < >`` are entity-escaped as Slack documents; a bare ``@channel`` gets a zero-width space so it can
+    never become a broadcast even where ``link_names`` is on."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST.sub(lambda m: "@\u200b" + m.group(1), text)
+
+
+def safe_url(url: object) -> str | None:
+    """A URL fit for ``<url|label>``: http(s) only, with none of the characters that end or split a link."""
+    if not isinstance(url, str) or any(c in url for c in "<>| \t\r\n"):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return url.replace("&", "&amp;")
+
+
+def _link(url: object, label: object) -> str:
+    href = safe_url(url)
+    return f"<{href}|{escape(label)}>" if href else escape(label)
 
 
 def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
@@ -17,26 +48,25 @@ def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
     event = payload["event"]
     alert = payload["alert"]
     ev = alert.get("evidence") or {}
-    text = f"{_EMOJI.get(event, '')} {payload['summary']}".strip()
+    text = f"{_EMOJI.get(event, '')} {escape(payload['summary'])}".strip()
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
     if event == "trigger":
         fields = [
-            f"*Scope*\n{alert['scope_type']}: {alert['scope']}",
-            f"*Severity*\n{alert['severity']}",
-            f"*Negative share*\n{ev.get('current_share')} vs {ev.get('baseline_share')} baseline",
-            f"*Volume*\n{ev.get('volume')} articles (p={ev.get('p_value')})",
+            f"*Scope*\n{escape(alert['scope_type'])}: {escape(alert['scope'])}",
+            f"*Severity*\n{escape(alert['severity'])}",
+            f"*Negative share*\n{escape(ev.get('current_share'))} vs {escape(ev.get('baseline_share'))} baseline",
+            f"*Volume*\n{escape(ev.get('volume'))} articles (p={escape(ev.get('p_value'))})",
         ]
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
-        lines = []
-        for h in ev.get("headlines", [])[:5]:
-            title = str(h.get("title", "")).replace("|", "/")
-            link = f"<{h['url']}|{title}>" if h.get("url") else title
-            lines.append(f"• {link} (score {h.get('score')})")
+        lines = [f"• {_link(h.get('url'), h.get('title', ''))} (score {escape(h.get('score'))})"
+                 for h in ev.get("headlines", [])[:5]]
         if lines:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
-    blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": f"alert #{alert['id']} · rule {alert['rule']} · `marketmood alerts ack {alert['id']}`"}
-    ]})
+    links = ev.get("links") or {}
+    refs = [_link(links.get(k), label) for k, label in (("runbook", "Runbook"), ("grafana", "Grafana panel"))
+            if safe_url(links.get(k))]
+    context = f"alert #{escape(alert['id'])} · rule {escape(alert['rule'])} · `marketmood alerts ack {escape(alert['id'])}`"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join([context, *refs])}]})
     return {"text": text, "blocks": blocks}
 
 

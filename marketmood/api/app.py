@@ -116,7 +116,7 @@ def create_app(deps: ApiDependencies) -> FastAPI:
               responses={401: {"description": "Missing or invalid token"}, 404: {"description": "No such alert"}})
     def acknowledge(alert_id: int, identity: TokenIdentity = Depends(require_token)) -> dict[str, Any]:
         """Acknowledge an open alert (stops escalation); a resolved alert is returned unchanged."""
-        from storage.alerts import acknowledge_alert
+        from alerts.lifecycle import acknowledge as acknowledge_alert
 
         with deps.db.begin() as conn:
             alert = acknowledge_alert(conn, alert_id, identity.name)

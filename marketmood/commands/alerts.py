@@ -7,12 +7,21 @@ import json
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
+from prometheus_client import start_http_server
 
-from marketmood.runtime import database_engine
-from marketmood.settings import ConfigError, get_settings
+from alerts import lifecycle
+from alerts.config import AlertConfig
+from alerts.rules import RulesError, load_rules
+from alerts.service import AlertService
+from marketmood.logs import configure_logging
+from marketmood.runtime import database_engine, sigterm_as_interrupt
+from marketmood.settings import ConfigError, Settings, get_settings
+from models.labels import UnknownLabelError, normalize_topic
+from storage import alerts as db
 
 _DURATION_RE = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 
@@ -28,12 +37,27 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(days=d, hours=h, minutes=mi, seconds=s)
 
 
+def alert_config(settings: Settings) -> AlertConfig:
+    """The alert service's config from the application settings (the one place they are mapped)."""
+    a = settings.alerts
+    if a.claim_timeout_s < 2 * a.delivery_timeout_s:
+        raise ConfigError(f"alerts.claim_timeout_s ({a.claim_timeout_s}) must be at least twice "
+                          f"alerts.delivery_timeout_s ({a.delivery_timeout_s}): a slow send is not a dead sender")
+    return AlertConfig(
+        rules_path=a.rules_path, evaluate_interval_s=a.evaluate_interval_s,
+        outbox_poll_interval_s=a.outbox_poll_interval_s, window_s=a.window_s, late_grace_s=a.late_grace_s,
+        allowed_lateness_s=a.allowed_lateness_s, watermark_topic=settings.topics.raw if a.use_watermark else None,
+        max_catchup_windows=a.max_catchup_windows, delivery_timeout_s=a.delivery_timeout_s,
+        retry_base_s=a.retry_base_s, retry_max_s=a.retry_max_s, max_attempts=a.max_attempts,
+        claim_timeout_s=a.claim_timeout_s, plots_dir=a.plots_dir or settings.home / "alert-plots",
+        runbook_url=a.runbook_url, grafana_url=settings.grafana.url,
+    )
+
+
 def _scope(topic: str | None, ticker: str | None) -> tuple[str, str]:
     if bool(topic) == bool(ticker):
         raise click.UsageError("give exactly one of --topic or --ticker")
     if topic:
-        from models.labels import UnknownLabelError, normalize_topic
-
         try:
             return "topic", normalize_topic(topic)
         except UnknownLabelError as exc:
@@ -57,13 +81,12 @@ def alerts_group() -> None:
 
 
 @alerts_group.command("list")
-@click.option("--state", type=click.Choice(["open", "firing", "acknowledged", "silenced", "resolved"]), default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--state", type=click.Choice(["open", "firing", "acknowledged", "silenced", "resolved"]), default=None,
+              help="Only alerts in this state ('open' = not resolved).")
+@click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many alerts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the full evidence).")
 def list_command(state: str | None, limit: int, as_json: bool) -> None:
     """List alerts, newest first."""
-    from storage import alerts as db
-
     with database_engine(get_settings()) as engine, engine.connect() as conn:
         rows = db.list_alerts(conn, state=state, limit=limit)
         silences = db.list_silences(conn)
@@ -87,25 +110,21 @@ def list_command(state: str | None, limit: int, as_json: bool) -> None:
 @click.option("--by", default=None, help="Who acknowledges (default: the OS user).")
 def ack_command(alert_id: int, by: str | None) -> None:
     """Acknowledge an alert (notifiers that got the trigger are told; PagerDuty stops escalating)."""
-    from storage import alerts as db
-
     with database_engine(get_settings()) as engine, engine.begin() as conn:
-        alert = db.acknowledge_alert(conn, alert_id, by or getpass.getuser())
+        alert = lifecycle.acknowledge(conn, alert_id, by or getpass.getuser())
     if alert is None:
         raise click.ClickException(f"no alert with id {alert_id}")
     click.echo(_fmt_alert(alert))
 
 
 @alerts_group.command("silence")
-@click.option("--topic", default=None)
-@click.option("--ticker", default=None)
-@click.option("--for", "duration", default="2h", show_default=True, help="e.g. 30m, 2h, 1d")
-@click.option("--reason", default=None)
-@click.option("--by", default=None)
+@click.option("--topic", default=None, help="Topic to silence (any spelling of one of the 20 topics).")
+@click.option("--ticker", default=None, help="Ticker to silence, e.g. AAPL.")
+@click.option("--for", "duration", default="2h", show_default=True, help="How long, e.g. 30m, 2h, 1d.")
+@click.option("--reason", default=None, help="Why (shown in `alerts list`).")
+@click.option("--by", default=None, help="Who silences (default: the OS user).")
 def silence_command(topic: str | None, ticker: str | None, duration: str, reason: str | None, by: str | None) -> None:
     """Mute notifications for a topic or ticker (alerts are still recorded, as 'silenced')."""
-    from storage import alerts as db
-
     scope_type, scope = _scope(topic, ticker)
     with database_engine(get_settings()) as engine, engine.begin() as conn:
         s = db.create_silence(conn, scope_type, scope, parse_duration(duration), by=by or getpass.getuser(),
@@ -114,13 +133,11 @@ def silence_command(topic: str | None, ticker: str | None, duration: str, reason
 
 
 @alerts_group.command("unsilence")
-@click.option("--topic", default=None)
-@click.option("--ticker", default=None)
+@click.option("--topic", default=None, help="Cancel every active silence of this topic.")
+@click.option("--ticker", default=None, help="Cancel every active silence of this ticker.")
 @click.option("--id", "silence_id", type=int, default=None, help="Cancel one silence by id.")
 def unsilence_command(topic: str | None, ticker: str | None, silence_id: int | None) -> None:
     """Cancel a silence (by id, or every active one of a topic/ticker)."""
-    from storage import alerts as db
-
     with database_engine(get_settings()) as engine, engine.begin() as conn:
         if silence_id is not None:
             n = db.cancel_silences(conn, silence_id=silence_id)
@@ -131,27 +148,48 @@ def unsilence_command(topic: str | None, ticker: str | None, silence_id: int | N
 
 
 @alerts_group.command("outbox")
-@click.option("--alert", "alert_id", type=int, default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
-def outbox_command(alert_id: int | None, limit: int) -> None:
+@click.option("--alert", "alert_id", type=int, default=None, help="Only this alert's notifications.")
+@click.option("--dead", is_flag=True,
+              help="Only rows that need a human: 'dead' (a permanent failure such as HTTP 4xx) and 'unknown' "
+                   "(the sender died mid-send on Slack/email, so it may or may not have arrived).")
+@click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with the payload).")
+def outbox_command(alert_id: int | None, dead: bool, limit: int, as_json: bool) -> None:
     """Show notification delivery status (pending rows retry with exponential back-off)."""
-    from storage import alerts as db
-
     with database_engine(get_settings()) as engine, engine.connect() as conn:
-        rows = db.list_outbox(conn, alert_id=alert_id, limit=limit)
+        rows = db.list_outbox(conn, alert_id=alert_id, statuses=("dead", "unknown") if dead else None, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        click.echo("no notifications" + (" need attention" if dead else ""))
     for r in rows:
         click.echo(f"{r['id']:>6} alert {r['alert_id']:>5} {r['notifier']:<20} {r['event']:<12} {r['status']:<9} "
                    f"attempts={r['attempts']} next={r['next_attempt_at']:%H:%M:%S} {r['last_error'] or ''}")
+    if dead and rows:
+        click.echo("re-queue with: marketmood alerts redrive ID [ID ...]  (or --all)")
+
+
+@alerts_group.command("redrive")
+@click.argument("outbox_ids", nargs=-1, type=int)
+@click.option("--all", "all_dead", is_flag=True, help="Re-queue every dead and unknown row.")
+def redrive_command(outbox_ids: tuple[int, ...], all_dead: bool) -> None:
+    """Re-queue dead/unknown notifications by outbox id (after fixing the notifier, or after checking that an
+    'unknown' Slack/email message did not arrive: re-driving it may send a copy)."""
+    if not outbox_ids and not all_dead:
+        raise click.UsageError("give outbox ids (see `marketmood alerts outbox --dead`) or --all")
+    with database_engine(get_settings()) as engine, engine.begin() as conn:
+        rows = db.redrive(conn, outbox_ids=outbox_ids, all_dead=all_dead)
+    missing = sorted(set(outbox_ids) - {r["id"] for r in rows})
+    click.echo(f"re-queued {len(rows)} notification(s)")
+    if missing:
+        raise click.ClickException(f"not dead/unknown (or no such row): {', '.join(map(str, missing))}")
 
 
 @alerts_group.command("check-rules")
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 def check_rules_command(path: str | None) -> None:
     """Validate a rules file (default: the configured or bundled one) and print a summary."""
-    from pathlib import Path
-
-    from alerts.rules import RulesError, load_rules
-
     try:
         rules = load_rules(Path(path) if path else get_settings().alerts.rules_path)
     except RulesError as exc:
@@ -165,24 +203,17 @@ def check_rules_command(path: str | None) -> None:
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (default: settings; 0 = off).")
 @click.option("--once", is_flag=True, help="Evaluate and deliver once, then exit.")
 def run_command(metrics_port: int | None, once: bool) -> None:
-    """Run the alert service: judge closed windows, fire/resolve alerts, deliver notifications."""
-    from prometheus_client import start_http_server
-
-    from alerts.rules import RulesError, load_rules
-    from alerts.service import AlertService
-    from marketmood.logs import configure_logging
-    from marketmood.runtime import sigterm_as_interrupt
-
+    """Run the alert service: judge complete windows, fire/resolve alerts, deliver notifications. Several
+    replicas may run at once: each state change is still notified once."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     try:
         rules = load_rules(settings.alerts.rules_path)  # validated before anything starts
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
+    config = alert_config(settings)
     with database_engine(settings) as engine:
-        # Evidence PNGs of fired alerts: the configured folder, else <home>/alert-plots.
-        plots_dir = settings.alerts.plots_dir or settings.home / "alert-plots"
-        service = AlertService(engine, rules, settings.alerts, plots_dir=plots_dir)
+        service = AlertService(engine, rules, config)
         if once:
             changed = service.evaluate()
             report = service.deliver()

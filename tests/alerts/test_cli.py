@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from marketmood.cli import cli
 from marketmood.commands.alerts import parse_duration
 from marketmood.settings import get_settings
+from alerts import lifecycle
 from storage import alerts as db
 from storage.db import make_engine
 from tests.alerts.factories import BASE
@@ -35,7 +36,7 @@ def test_list_ack_silence_unsilence(runner, db_url) -> None:
         alert = db.insert_alert(conn, rule="topic-negative-spike", scope_type="topic", scope="Macro",
                                 severity="warning", state="firing", dedup_key="k", started_at=BASE,
                                 evidence={"current_share": 0.55, "baseline_share": 0.2, "volume": 14})
-        db.enqueue(conn, alert, ["pd"], "trigger")
+        lifecycle.enqueue(conn, alert, ["pd"], "trigger")
     out = runner.invoke(cli, ["alerts", "list"])
     assert out.exit_code == 0, out.output
     assert "firing" in out.output and "topic:Macro" in out.output and "55% vs 20%" in out.output

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from alerts.outbox import OutboxSender
+from alerts import lifecycle
 from storage import alerts as db
 from storage.db import make_engine
 from tests.alerts.factories import BASE
@@ -33,7 +34,7 @@ def test_unexpected_notifier_error_does_not_resend_delivered_rows(engine) -> Non
     with engine.begin() as conn:
         alert = db.insert_alert(conn, rule="r", scope_type="topic", scope="Macro", severity="critical",
                                 state="firing", dedup_key="k-outbox", started_at=BASE, evidence={})
-        db.enqueue(conn, alert, ["a-good", "b-buggy"], "trigger")
+        lifecycle.enqueue(conn, alert, ["a-good", "b-buggy"], "trigger")
     good, buggy = Recording("a-good"), Recording("b-buggy", KeyError("summary"))
     sender = OutboxSender(engine, {"a-good": good, "b-buggy": buggy}, base_s=1, max_s=8)
     now = datetime.now(timezone.utc) + timedelta(seconds=1)  # rows are due from their insert time

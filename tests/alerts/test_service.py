@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
+from alerts import lifecycle
 from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
 from alerts.service import AlertService
@@ -198,7 +199,7 @@ def test_ack_sends_acknowledge_to_triggered_notifiers(engine, http_recorder, smt
     service.deliver()
     alert_id = db.list_alerts(engine.connect())[0]["id"]
     with engine.begin() as conn:
-        acked = db.acknowledge_alert(conn, alert_id, "ann")
+        acked = lifecycle.acknowledge(conn, alert_id, "ann")
     assert acked["state"] == "acknowledged"
     service.deliver()
     pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]

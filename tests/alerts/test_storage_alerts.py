@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from alerts.windows import Counts
+from alerts import lifecycle
 from storage import alerts as db
 from storage.db import make_engine
 from tests.alerts.factories import BASE, W, article, insert, steady
@@ -39,9 +39,9 @@ def test_window_counts_novel_latest_version_and_replay(engine) -> None:
     start = int(BASE.timestamp())
     # window 0: 4 articles (m-0-0 now positive, m-0-2 negative, two neutral) + 1 novel syndicated copy
     w0 = counts["Macro"][start]
-    assert (w0.negative, w0.neutral, w0.positive) == (2, 2, 1)
-    assert w0.score_sum == pytest.approx(-0.85 + 0.85 - 0.85)
-    assert counts["Macro"][start + W] == Counts(2, 2, 0, counts["Macro"][start + W].score_sum)
+    assert w0[:3] == (2, 2, 1)
+    assert w0[3] == pytest.approx(-0.85 + 0.85 - 0.85)
+    assert counts["Macro"][start + W][:3] == (2, 2, 0)
     with engine.connect() as conn:
         novel = conn.execute(text("SELECT count(*) FROM articles WHERE id LIKE 'syn-%' AND novel")).scalar_one()
     assert novel == 1
@@ -55,7 +55,7 @@ def test_ticker_counts_and_top_headlines(engine) -> None:
     ])
     with engine.connect() as conn:
         counts = db.window_counts(conn, "ticker", BASE, BASE + timedelta(minutes=5), W)
-        assert counts["ACME"][int(BASE.timestamp())].n == 3 and counts["XYZ"][int(BASE.timestamp())].n == 1
+        assert sum(counts["ACME"][int(BASE.timestamp())][:3]) == 3 and sum(counts["XYZ"][int(BASE.timestamp())][:3]) == 1
         only = db.window_counts(conn, "ticker", BASE, BASE + timedelta(minutes=5), W, scopes=("XYZ",))
         assert set(only) == {"XYZ"}
         heads = db.top_negative_headlines(conn, "ticker", "ACME", BASE, BASE + timedelta(minutes=5), 5)
@@ -74,20 +74,21 @@ def _alert(conn, **kw):
 def test_ack_list_and_outbox(engine) -> None:
     with engine.begin() as conn:
         alert = _alert(conn)
-        assert db.enqueue(conn, alert, ["hook", "pd"], "trigger") == 2
-        assert db.enqueue(conn, alert, ["hook", "pd"], "trigger") == 0  # one notification per state change
-        acked = db.acknowledge_alert(conn, alert["id"], "ann")
+        assert lifecycle.enqueue(conn, alert, ["hook", "pd"], "trigger") == 2
+        assert lifecycle.enqueue(conn, alert, ["hook", "pd"], "trigger") == 0  # one notification per state change
+        acked = lifecycle.acknowledge(conn, alert["id"], "ann")
         assert acked["state"] == "acknowledged" and acked["acknowledged_by"] == "ann"
-        again = db.acknowledge_alert(conn, alert["id"], "bob")
+        again = lifecycle.acknowledge(conn, alert["id"], "bob")
         assert again["acknowledged_by"] == "ann"  # idempotent
-        assert db.acknowledge_alert(conn, 999_999, "ann") is None
+        assert lifecycle.acknowledge(conn, 999_999, "ann") is None
         rows = db.list_outbox(conn, alert_id=alert["id"])
         assert sorted((r["notifier"], r["event"]) for r in rows) == [
             ("hook", "acknowledge"), ("hook", "trigger"), ("pd", "acknowledge"), ("pd", "trigger")]
         assert rows[-1]["payload"]["alert"]["acknowledged_by"] == "ann"
         # Resolve-before-trigger protection: only the trigger rows are due first.
-        due = db.claim_due(conn, BASE + timedelta(days=3650), 50)
-        assert {(r["notifier"], r["event"]) for r in due} == {("hook", "trigger"), ("pd", "trigger")}
+        due = [db.claim_one(conn, BASE + timedelta(days=3650), "t") for _ in range(3)]
+        assert due[2] is None
+        assert {(r["notifier"], r["event"]) for r in due[:2]} == {("hook", "trigger"), ("pd", "trigger")}
         assert [a["id"] for a in db.list_alerts(conn, state="acknowledged")] == [alert["id"]]
         assert db.list_alerts(conn, state="resolved") == []
         assert len(db.list_alerts(conn, state="open")) == 1
