@@ -1,10 +1,12 @@
 """On-disk layout of a model artifact, shared by training (writer) and the engine (reader).
 
     <artifact>/
-      artifact.json          version, base encoder, max_length, label maps, file names, created_at
+      artifact.json          version, base encoder, max_length, label maps, created_at, preprocessing
+                             version, per-head softmax temperatures
       encoder_config.json    HF config of the encoder (rebuild the architecture without the base folder)
       tokenizer/             HF tokenizer files (tokenizer.json, vocab.txt, ...)
       model.safetensors      fp32 weights of MultiTaskClassifier (torch/CUDA path; optional)
+      model.fp16.safetensors fp16 copy kept by slim artifacts (GPU path: half the size of fp32; optional)
       model.int8.onnx        dynamic-int8 ONNX export (CPU path; optional)
       training_config.json   exact training config + data fingerprints (written by training)
       metrics.json           dev-set metrics (written by training)
@@ -26,6 +28,7 @@ ARTIFACT_FILE = "artifact.json"
 ENCODER_CONFIG_FILE = "encoder_config.json"
 TOKENIZER_DIR = "tokenizer"
 WEIGHTS_FILE = "model.safetensors"
+FP16_WEIGHTS_FILE = "model.fp16.safetensors"
 ONNX_INT8_FILE = "model.int8.onnx"
 ONNX_FP32_FILE = "model.onnx"
 TRAINING_CONFIG_FILE = "training_config.json"
@@ -48,6 +51,10 @@ class ArtifactInfo:
     labels: dict[str, list[str]] = field(default_factory=label_maps)
     created_at: str = ""
     parent_version: str | None = None
+    # Text preprocessing version (models.preprocess); absent in older artifacts = identity, as they were trained.
+    preprocessing: str = "identity"
+    # Softmax temperature per head fitted on the selection split (calibration); absent = 1.0 (raw softmax).
+    temperatures: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -71,5 +78,13 @@ def has_onnx(directory: Path) -> bool:
     return (directory / ONNX_INT8_FILE).is_file()
 
 
+def torch_weights_file(directory: Path) -> Path | None:
+    """The fp32 weights if present, else the fp16 copy, else None."""
+    for name in (WEIGHTS_FILE, FP16_WEIGHTS_FILE):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
 def has_torch_weights(directory: Path) -> bool:
-    return (directory / WEIGHTS_FILE).is_file() and (directory / ENCODER_CONFIG_FILE).is_file()
+    return torch_weights_file(directory) is not None and (directory / ENCODER_CONFIG_FILE).is_file()

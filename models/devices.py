@@ -61,12 +61,16 @@ def choose_backend(requested: str, device: Device, has_onnx: bool, has_torch: bo
             requested = "onnx" if has_onnx else "torch"
     if requested == "onnx":
         if device == "cuda":
+            if not has_torch:
+                raise ValueError("device='cuda' needs torch weights (model.safetensors or model.fp16.safetensors); this "
+                                 "artifact has only the int8 ONNX export, which runs on CPU only: use device='auto'")
             raise ValueError("the ONNX int8 export runs on CPU only; use backend='torch' (or 'auto') on CUDA")
         if not has_onnx:
             raise FileNotFoundError("artifact has no model.int8.onnx (run models.export.export_onnx_int8)")
         return "onnx"
     if not has_torch:
-        raise FileNotFoundError("artifact has no model.safetensors + encoder_config.json (slim artifacts are CPU/ONNX only)")
+        raise FileNotFoundError("artifact has no model.safetensors / model.fp16.safetensors + encoder_config.json "
+                                "(an ONNX-only artifact serves with backend='onnx' on CPU)")
     return "torch"
 
 

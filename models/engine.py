@@ -8,19 +8,28 @@ and returns results in input order. The forward runtime is chosen by ``models.de
 * CPU: ONNX Runtime on the int8 export (the fastest CPU path measured, see BENCHMARKS.md), without
   importing torch at all; ``backend="torch"`` runs fp32 torch for comparison.
 
+Preprocessing (``models.preprocess``) is the version the artifact names, so serving feeds the model exactly
+what training did; per-head softmax temperatures from the artifact (calibration) are applied to the
+probabilities only, so labels (argmax) never change.
+
 Threading: an Engine holds no per-call state except the torch runner's OOM counter; use one engine from one
-thread at a time (e.g. a single-thread executor in the stream worker). ONNX Runtime itself parallelises each
-batch over ``threads`` cores.
+thread at a time (e.g. a single-thread executor in the stream worker). ONNX Runtime parallelises each batch
+over ``threads`` cores, or with ``sessions=N`` runs N micro-batches at once on N sessions of
+``threads // N`` threads each (better on small headline batches, see BENCHMARKS.md).
+
+This module does not read settings: ``load_engine`` takes every knob as an explicit parameter and the
+composition root (``marketmood/``) maps its settings onto it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import structlog
 
 from models.artifact import (
     BUNDLED_MODEL_DIR,
@@ -39,13 +48,18 @@ from models.labels import SENTIMENT_LABELS
 from models.prediction import Prediction
 from models.text_encoder import TextEncoder, validate_texts
 
+log = structlog.get_logger(__name__)
+
 DEFAULT_BATCH_SIZE = 64
 # Cap on rows x padded width per micro-batch: 64 headlines of 128 tokens, but only 16 articles of 512.
 DEFAULT_MAX_BATCH_TOKENS = 8192
 
 
 class Runner(Protocol):
-    """A device runtime: padded int64 batch -> (sentiment_logits, topic_logits) as float arrays."""
+    """A device runtime: padded int64 batch -> (sentiment_logits, topic_logits) as float arrays.
+
+    A runner may also offer ``run_many(batches)`` to run several padded batches concurrently.
+    """
 
     device: Any
     precision: str
@@ -53,9 +67,10 @@ class Runner(Protocol):
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, so each row sums to 1 within float rounding."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float64, so each row sums to 1 within float rounding."""
+    z = logits.astype(np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
@@ -88,6 +103,10 @@ class Engine:
         self.sentiment_labels = sentiment_labels
         self.topic_labels = list(info.labels["topic"])
         self._sentiment_columns = [sentiment_labels.index(name) for name in SENTIMENT_LABELS]
+        temperatures: Mapping[str, float] = info.temperatures or {}
+        self.temperatures = {head: float(temperatures.get(head, 1.0)) for head in ("sentiment", "topic")}
+        if min(self.temperatures.values()) <= 0:
+            raise ArtifactError(f"artifact temperatures must be > 0, got {self.temperatures}")
 
     @property
     def max_length(self) -> int:
@@ -103,6 +122,9 @@ class Engine:
             "max_length": self.max_length,
             "batch_size": self.batch_size,
             "max_batch_tokens": self.max_batch_tokens,
+            "preprocessing": self.encoder.preprocessing,
+            "temperatures": self.temperatures,
+            "sessions": getattr(self.runner, "sessions", 1),
         }
 
     # -- pipeline steps -------------------------------------------------------------------------------
@@ -116,17 +138,15 @@ class Engine:
         if n == 0:
             return np.zeros((0, len(self.sentiment_labels)), np.float32), np.zeros((0, len(self.topic_labels)), np.float32)
         batches = plan_batches([len(t) for t in token_ids], self.batch_size, self.max_batch_tokens)
-        results = []
-        for indices in batches:
-            ids, mask = pad_batch([token_ids[i] for i in indices], self.encoder.pad_id)
-            sentiment, topic = self.runner(ids, mask)
-            results.append(list(zip(sentiment, topic)))
+        padded = [pad_batch([token_ids[i] for i in indices], self.encoder.pad_id) for indices in batches]
+        run_many = getattr(self.runner, "run_many", None)
+        outputs = run_many(padded) if run_many else [self.runner(ids, mask) for ids, mask in padded]
+        results = [list(zip(sentiment, topic)) for sentiment, topic in outputs]
         rows = restore_order(batches, results, n)
         return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
     def postprocess(self, sentiment_logits: np.ndarray, topic_logits: np.ndarray) -> list[Prediction]:
-        sentiment = softmax(sentiment_logits)[:, self._sentiment_columns]  # columns: negative, neutral, positive
-        topic = softmax(topic_logits)
+        sentiment, topic = self._probabilities(sentiment_logits, topic_logits)
         best_sentiment = sentiment.argmax(axis=1)
         best_topic = topic.argmax(axis=1)
         return [
@@ -142,6 +162,11 @@ class Engine:
             for row, (s, t) in enumerate(zip(best_sentiment, best_topic))
         ]
 
+    def _probabilities(self, sentiment_logits: np.ndarray, topic_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities; sentiment columns reordered to negative, neutral, positive."""
+        sentiment = softmax(sentiment_logits, self.temperatures["sentiment"])[:, self._sentiment_columns]
+        return sentiment, softmax(topic_logits, self.temperatures["topic"])
+
     # -- public API -----------------------------------------------------------------------------------
     def predict_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(sentiment_logits, topic_logits) in the artifact's label order, one row per text."""
@@ -149,8 +174,7 @@ class Engine:
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities: sentiment columns in ``models.labels.SENTIMENT_LABELS`` order, topic in the artifact's."""
-        sentiment_logits, topic_logits = self.predict_logits(texts)
-        return softmax(sentiment_logits)[:, self._sentiment_columns], softmax(topic_logits)
+        return self._probabilities(*self.predict_logits(texts))
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         """Topic and sentiment for each text, in input order."""
@@ -182,23 +206,40 @@ def load_engine(
     batch_size: int | None = None,
     threads: int | None = None,
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+    sessions: int = 1,
 ) -> Engine:
-    """Load an artifact folder (default: the bundled model) on the fastest runtime for this machine."""
+    """Load an artifact folder (default: the bundled model) on the fastest runtime for this machine.
+
+    ``device``: auto | cpu | cuda (cuda without a GPU is an error; auto falls back to CPU).
+    ``backend``: auto | onnx | torch (auto: torch fp16/bf16 on CUDA when the artifact has torch weights,
+    else ONNX int8 on CPU). ``max_length``: token limit override (None = the artifact's training length).
+    ``batch_size`` / ``max_batch_tokens``: micro-batch caps. ``threads``: CPU threads (None = all cores).
+    ``sessions``: ONNX sessions run concurrently (threads are split between them).
+    """
     artifact_dir = Path(path) if path is not None else BUNDLED_MODEL_DIR
     info = read_info(artifact_dir)
     if device == "auto" and backend == "onnx":
         device = "cpu"  # the int8 export is CPU-only: do not even probe for CUDA
     chosen_device = choose_device(device, cuda_available() if device in ("auto", "cuda") else False)
-    chosen_backend = choose_backend(backend, chosen_device, has_onnx(artifact_dir), has_torch_weights(artifact_dir))
+    onnx_ok, torch_ok = has_onnx(artifact_dir), has_torch_weights(artifact_dir)
+    if chosen_device == "cuda" and device == "auto" and backend == "auto" and not torch_ok:
+        log.warning("engine.cuda_without_torch_weights", path=str(artifact_dir),
+                    detail="artifact holds only the int8 ONNX export: serving on CPU")
+        chosen_device = "cpu"
+    chosen_backend = choose_backend(backend, chosen_device, onnx_ok, torch_ok)
     n_threads = cpu_threads(threads)
-    encoder = TextEncoder(artifact_dir / TOKENIZER_DIR, resolve_max_length(max_length, info, _position_limit(artifact_dir)))
+    if sessions < 1:
+        raise ValueError(f"sessions must be >= 1, got {sessions}")
+    encoder = TextEncoder(artifact_dir / TOKENIZER_DIR, resolve_max_length(max_length, info, _position_limit(artifact_dir)),
+                          info.preprocessing)
 
     runner: Runner
     if chosen_backend == "onnx":
         from models.onnx_backend import OnnxRunner
 
-        runner = OnnxRunner(artifact_dir / ONNX_INT8_FILE, n_threads)
+        runner = OnnxRunner(artifact_dir / ONNX_INT8_FILE, n_threads, sessions=sessions)
     else:
+        # torch is imported only on this path (heavy optional dependency of the CPU image)
         from models.torch_backend import TorchRunner, load_torch_model
 
         runner = TorchRunner(load_torch_model(artifact_dir, info), chosen_device, threads=n_threads)
@@ -212,12 +253,11 @@ def load_engine(
     )
 
 
-def engine_from_settings(settings: Any = None) -> Engine:
-    """Load the engine described by ``Settings.model`` (path, device, backend, limits, threads)."""
-    if settings is None:
-        from marketmood.settings import get_settings
+def engine_from_settings(settings: Any) -> Engine:
+    """Transitional: ``settings.model`` mapped onto ``load_engine`` (the composition root owns this mapping).
 
-        settings = get_settings()
+    Takes the settings object as an argument: this package never imports ``marketmood``.
+    """
     model = settings.model
     explicit = model.model_fields_set
     return load_engine(
@@ -229,4 +269,5 @@ def engine_from_settings(settings: Any = None) -> Engine:
         batch_size=model.batch_size,
         threads=model.threads,
         max_batch_tokens=model.max_batch_tokens,
+        sessions=getattr(model, "sessions", 1),
     )

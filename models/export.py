@@ -16,6 +16,7 @@ from typing import Any
 
 from models.artifact import (
     ENCODER_CONFIG_FILE,
+    FP16_WEIGHTS_FILE,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
     TOKENIZER_DIR,
@@ -28,8 +29,9 @@ from models.network import MultiTaskClassifier
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAMES = ("sentiment_logits", "topic_logits")
-# Training checkpoints (optimizer state, 300+ MB) never belong in a shipped artifact.
-SLIM_EXCLUDE = frozenset({WEIGHTS_FILE, ONNX_FP32_FILE, "checkpoints"})
+# Training checkpoints (optimizer state, 300+ MB) never belong in a shipped artifact; the bundled model stays
+# under 25 MB, so it keeps neither fp32 nor fp16 weights (registry artifacts keep the fp16 copy for GPUs).
+SLIM_EXCLUDE = frozenset({WEIGHTS_FILE, FP16_WEIGHTS_FILE, ONNX_FP32_FILE, "checkpoints"})
 
 
 def serializable_config(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +46,14 @@ def serializable_config(config_dict: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def save_torch_artifact(model: MultiTaskClassifier, tokenizer: Any, out_dir: Path, info: ArtifactInfo) -> None:
-    """Write artifact.json, encoder_config.json, tokenizer/ and model.safetensors (fp32) into ``out_dir``."""
+def save_torch_artifact(
+    model: MultiTaskClassifier, tokenizer: Any, out_dir: Path, info: ArtifactInfo, fp16_copy: bool = False
+) -> None:
+    """Write artifact.json, encoder_config.json, tokenizer/ and model.safetensors (fp32) into ``out_dir``.
+
+    ``fp16_copy`` also writes model.fp16.safetensors: a registry artifact packed without its fp32 weights
+    still serves on a GPU from it (half the size of fp32).
+    """
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -57,6 +65,9 @@ def save_torch_artifact(model: MultiTaskClassifier, tokenizer: Any, out_dir: Pat
     # contiguous fp32 copies: safetensors refuses shared or non-contiguous storage
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"version": info.version})
+    if fp16_copy:
+        half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+        save_file(half, str(out_dir / FP16_WEIGHTS_FILE), metadata={"version": info.version, "dtype": "float16"})
 
 
 def export_onnx_int8(artifact_dir: Path, opset: int = 17, keep_fp32: bool = False, per_channel: bool = True) -> Path:

@@ -3,7 +3,8 @@
 Uses the Rust ``tokenizers`` library on the artifact's ``tokenizer/tokenizer.json`` directly instead of
 ``transformers.AutoTokenizer``: same tokens, but no torch/transformers import on the CPU path (start-up
 time and hundreds of MB of RSS saved). Padding is left to ``models.batching`` so each micro-batch is
-padded only to its own longest text.
+padded only to its own longest text. Training encodes through this same class (``from_tokenizer``) with
+the same ``models.preprocess`` version, so training and serving see identical token ids by construction.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
+from models.preprocess import IDENTITY, get_preprocessor
 from models.prediction import InvalidTextError
 
 
@@ -31,21 +35,34 @@ def validate_texts(texts: Sequence[object]) -> list[str]:
 
 
 class TextEncoder:
-    """Turns texts into token id lists, truncated to ``max_length`` tokens (special tokens included)."""
+    """Turns texts into token id lists: preprocess (artifact's version), tokenize, truncate to ``max_length``."""
 
-    def __init__(self, tokenizer_dir: Path | str, max_length: int) -> None:
-        from tokenizers import Tokenizer
-
+    def __init__(self, tokenizer_dir: Path | str, max_length: int, preprocessing: str | None = IDENTITY) -> None:
         path = Path(tokenizer_dir) / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (the artifact's tokenizer must be a fast tokenizer)")
-        self._tokenizer = Tokenizer.from_file(str(path))
+        self._setup(Tokenizer.from_file(str(path)), max_length, preprocessing)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer, max_length: int, preprocessing: str | None = IDENTITY) -> TextEncoder:
+        """From an in-memory Rust tokenizer (training: ``hf_tokenizer.backend_tokenizer``); it is copied, not mutated."""
+        encoder = cls.__new__(cls)
+        encoder._setup(Tokenizer.from_str(tokenizer.to_str()), max_length, preprocessing)
+        return encoder
+
+    def _setup(self, tokenizer: Tokenizer, max_length: int, preprocessing: str | None) -> None:
+        self._tokenizer = tokenizer
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_length)
         self.max_length = max_length
+        self.preprocessing = preprocessing or IDENTITY
+        self._preprocess = get_preprocessor(self.preprocessing)
         pad_id = self._tokenizer.token_to_id("[PAD]")
+        if pad_id is None:
+            pad_id = self._tokenizer.token_to_id("<pad>")
         self.pad_id = 0 if pad_id is None else pad_id
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per text (with [CLS]/[SEP]), at most ``max_length`` each."""
-        return [enc.ids for enc in self._tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+        """Token ids per text (with special tokens), at most ``max_length`` each."""
+        prepared = [self._preprocess(t) for t in texts]
+        return [enc.ids for enc in self._tokenizer.encode_batch(prepared, add_special_tokens=True)]

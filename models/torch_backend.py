@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.artifact import ENCODER_CONFIG_FILE, WEIGHTS_FILE, ArtifactError, ArtifactInfo
+from models.artifact import ENCODER_CONFIG_FILE, ArtifactError, ArtifactInfo, torch_weights_file
 from models.batching import call_with_halving
 from models.network import MultiTaskClassifier, build_from_config
 
@@ -23,16 +23,21 @@ Forward = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 
 
 def load_torch_model(artifact_dir: Path, info: ArtifactInfo) -> MultiTaskClassifier:
-    """Rebuild the network from encoder_config.json and load model.safetensors (eval mode, fp32, CPU)."""
+    """Rebuild the network from encoder_config.json and load its weights (eval mode, fp32, CPU).
+
+    Reads model.safetensors (fp32) or, in slim artifacts, model.fp16.safetensors (upcast to fp32 here; the
+    CUDA runner autocasts to bf16/fp16 anyway).
+    """
     from safetensors.torch import load_file
 
-    config_path, weights_path = artifact_dir / ENCODER_CONFIG_FILE, artifact_dir / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise ArtifactError(f"{artifact_dir} has no {path.name}: torch weights are not in this artifact")
+    config_path, weights_path = artifact_dir / ENCODER_CONFIG_FILE, torch_weights_file(artifact_dir)
+    if weights_path is None:
+        raise ArtifactError(f"{artifact_dir} has no model.safetensors or model.fp16.safetensors: torch weights are not in this artifact")
+    if not config_path.is_file():
+        raise ArtifactError(f"{artifact_dir} has no {config_path.name}: torch weights are not in this artifact")
     encoder_config = json.loads(config_path.read_text())
     model = build_from_config(encoder_config, len(info.labels["sentiment"]), len(info.labels["topic"]))
-    state = load_file(str(weights_path))
+    state = {k: v.float() for k, v in load_file(str(weights_path)).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Buffers such as position_ids may legitimately be absent from a saved state dict.
     missing = [k for k in missing if not k.endswith("position_ids")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from training.datasets import LabeledExample
 
@@ -42,6 +42,52 @@ class TrainConfig(BaseModel):
     export_onnx: bool = True
     threads: int | None = Field(None, ge=1)
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+
+    # -- text: one preprocessor for training and serving (models.preprocess), versioned in the artifact --
+    preprocessing: str = Field("mm-text-v1", description="models.preprocess version ('identity' = raw text).")
+    cashtag_min_count: int = Field(3, ge=1, description="Cashtags seen this often in train text become whole tokens.")
+    max_added_tokens: int = Field(2000, ge=0, description="Cap on added cashtag tokens (0: add none, not even [url]).")
+
+    # -- splits and selection --
+    split_method: str = Field("cluster", pattern="^(cluster|exact)$",
+                              description="cluster: near-duplicate-aware splits; exact: the pre-cluster splits.")
+    select_fraction: float = Field(0.1, ge=0, lt=0.5, description=(
+        "Share of each set's train rows held out as the selection split (early stopping, temperature); the "
+        "reported dev split is never used for a choice. 0 = select on dev (optimistic; recorded in the card)."))
+    selection_weighting: str = Field("size", pattern="^(size|mean)$",
+                                     description="Checkpoint score: macro-F1 averaged over sets by size, or plainly.")
+    source_weights: dict[str, float] = Field(default_factory=dict, description=(
+        "Per-source sampling multiplier per epoch (source = dataset name, 'feedback', 'unlabeled:reuters', ...);"
+        " 1.0 when absent, 2.5 = each row drawn 2 or 3 times."))
+    head_weights: dict[str, float] = Field(default_factory=lambda: {"sentiment": 1.0, "topic": 1.0},
+                                           description="Loss weight per head.")
+    calibrate: bool = Field(True, description="Fit a softmax temperature per head on the selection split.")
+
+    # -- distillation --
+    teacher: Path | None = Field(None, description="Teacher artifact folder: its soft labels join the loss.")
+    soft_labels: Path | None = Field(None, description="A soft-label cache file (.npz) instead of a teacher.")
+    soft_label_cache: Path | None = Field(None, description="Where teacher soft labels are cached [default: OUT/../soft-labels].")
+    kd_alpha: float = Field(0.5, ge=0, le=1, description="Loss = (1-alpha) gold CE + alpha KD.")
+    kd_temperature: float = Field(2.0, gt=0, description="Softening temperature of the KD term.")
+    unlabeled_per_stream: int = Field(0, ge=0, description="Unlabeled transfer texts per stream (needs a teacher).")
+
+    # -- parameter-efficient fine-tuning --
+    lora: bool = Field(False, description="Train LoRA adapters (peft) + heads instead of all weights; merged at export.")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+
+    # -- provenance --
+    feedback_snapshot: str | None = Field(None, description="Hash of the feedback snapshot trained on (retrain).")
+    fp16_copy: bool = Field(True, description="Also write model.fp16.safetensors (GPU serving from slim artifacts).")
+
+    @field_validator("head_weights", "source_weights")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if v < 0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
+        return value
 
     def to_record(self) -> dict:
         """JSON-safe form for training_config.json (extra examples summarised, not dumped)."""

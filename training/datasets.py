@@ -1,21 +1,33 @@
 """Labeled datasets: reading, label mapping, deterministic dev splits and data fingerprints.
 
 Every labeled set under the data path feeds one multi-task model. A row carries a label for one task;
-the other task's label is None and its loss is masked. Dev splits are carved from the train files with a
-fixed seed (stratified), and no dev text is ever trained on (exact-text de-duplication across sets).
+the other task's label is None and its loss is masked.
+
+Splits (``split_method="cluster"``, the default): texts are grouped by a near-duplicate key (URLs, HTML
+entities, mojibake, punctuation, case and whitespace folded: tweets re-posted with another ``t.co`` link are
+one cluster) and whole clusters go to one side of a seeded, label-stratified split. Each set gets a
+**dev** split (reported in the card, never used for any choice) and, when ``select_fraction`` > 0, a
+disjoint **select** split that early stopping, temperature fitting and distillation settings are chosen
+on. No train row shares a key with any dev or select row of any set. ``split_method="exact"`` reproduces
+the splits of artifacts trained before clusters existed (exact text folded for case and whitespace only).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ftfy
+
 from models.labels import UnknownLabelError, normalize_sentiment, normalize_topic, sentiment_index, topic_index
+from models.preprocess import URL_RE
 
 csv.field_size_limit(10_000_000)
 
@@ -55,6 +67,11 @@ class Splits:
     train: list[LabeledExample]
     dev: dict[str, list[LabeledExample]]
     fingerprints: dict[str, str] = field(default_factory=dict)
+    select: dict[str, list[LabeledExample]] = field(default_factory=dict)  # selection split (empty: none)
+    split_method: str = "cluster"
+
+
+SPLIT_METHODS = ("cluster", "exact")
 
 
 class DatasetError(ValueError):
@@ -150,20 +167,77 @@ def normalize_text(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+_NON_WORD_RE = re.compile(r"[\W_]+")
+
+
+def near_duplicate_key(text: str) -> str:
+    """Key of a near-duplicate cluster: URLs dropped, entities unescaped, mojibake fixed, punctuation,
+    case and whitespace folded. ``"$AAPL up! https://t.co/x"`` and ``"$aapl up https://t.co/y"`` share one."""
+    for _ in range(2):
+        if "&" in text:
+            text = html.unescape(text)
+    if not text.isascii():
+        text = ftfy.fix_text(text)
+    text = URL_RE.sub(" ", text)
+    return " ".join(_NON_WORD_RE.sub(" ", text.casefold()).split())
+
+
+def cluster_split(
+    examples: Sequence[LabeledExample], fraction: float, seed: int
+) -> tuple[list[LabeledExample], list[LabeledExample]]:
+    """Label-stratified split of whole near-duplicate clusters: no key is on both sides.
+
+    A cluster counts for its most frequent label; per label, clusters are shuffled with the seed and moved
+    to the held-out side until it holds ``fraction`` of that label's rows.
+    """
+    clusters: dict[str, list[LabeledExample]] = defaultdict(list)
+    for ex in examples:
+        clusters[near_duplicate_key(ex.text)].append(ex)
+    by_label: dict[int, list[str]] = defaultdict(list)
+    for key, members in clusters.items():
+        labels = [label_of(ex) for ex in members]
+        by_label[max(sorted(set(labels)), key=labels.count)].append(key)
+    rng = random.Random(seed)
+    train: list[LabeledExample] = []
+    held: list[LabeledExample] = []
+    for label in sorted(by_label):
+        keys = sorted(by_label[label])
+        rng.shuffle(keys)
+        total = sum(len(clusters[k]) for k in keys)
+        target = max(1, round(total * fraction)) if len(keys) > 1 else 0
+        taken = 0
+        for key in keys:
+            if taken < target:
+                held.extend(clusters[key])
+                taken += len(clusters[key])
+            else:
+                train.extend(clusters[key])
+    return train, held
+
+
 def load_labeled_sets(
     data_path: Path,
     seed: int = 13,
     limit_per_dataset: int | None = None,
     specs: Sequence[DatasetSpec] = DATASETS,
     exclude_texts: Iterable[str] = (),
+    split_method: str = "cluster",
+    select_fraction: float = 0.0,
 ) -> Splits:
-    """Read every labeled set present under ``data_path`` into train and per-set dev splits.
+    """Read every labeled set present under ``data_path`` into train and per-set dev (and select) splits.
 
     ``exclude_texts`` (e.g. a feedback hold-out scored after training) are dropped from train like dev texts.
     """
+    if split_method not in SPLIT_METHODS:
+        raise ValueError(f"split_method must be one of {SPLIT_METHODS}, got {split_method!r}")
+    if not 0 <= select_fraction < 0.5:
+        raise ValueError(f"select_fraction must be in [0, 0.5), got {select_fraction}")
+    key = near_duplicate_key if split_method == "cluster" else normalize_text
+    split = cluster_split if split_method == "cluster" else stratified_split
     data_path = Path(data_path)
     train: list[LabeledExample] = []
     dev: dict[str, list[LabeledExample]] = {}
+    select: dict[str, list[LabeledExample]] = {}
     fingerprints: dict[str, str] = {}
     for spec in specs:
         train_path = data_path / spec.train_file
@@ -173,22 +247,32 @@ def load_labeled_sets(
         examples = to_examples(read_text_label_csv(train_path), spec.task, spec.name)
         if spec.dev_file and (data_path / spec.dev_file).is_file():
             fingerprints[spec.dev_file] = file_fingerprint(data_path / spec.dev_file)
-            set_train = examples
             set_dev = to_examples(read_text_label_csv(data_path / spec.dev_file), spec.task, spec.name)
+            dev_keys = {key(ex.text) for ex in set_dev}
+            set_train = [ex for ex in examples if key(ex.text) not in dev_keys]
         else:
-            set_train, set_dev = stratified_split(examples, spec.dev_fraction, seed)
+            set_train, set_dev = split(examples, spec.dev_fraction, seed)
+        set_select: list[LabeledExample] = []
+        if select_fraction:
+            set_train, set_select = split(set_train, select_fraction, seed + 1)
         if limit_per_dataset:
             rng = random.Random(seed)
             set_train = rng.sample(set_train, min(limit_per_dataset, len(set_train)))
             set_dev = rng.sample(set_dev, min(limit_per_dataset, len(set_dev)))
+            set_select = rng.sample(set_select, min(limit_per_dataset, len(set_select)))
         train.extend(set_train)
         dev[spec.name] = set_dev
+        if select_fraction:
+            select[spec.name] = set_select
     if not train:
         raise DatasetError(f"no labeled datasets found under {data_path} (expected e.g. {DATASETS[0].train_file})")
-    held_out = {normalize_text(ex.text) for examples in dev.values() for ex in examples}
-    held_out |= {normalize_text(text) for text in exclude_texts}
-    train = [ex for ex in train if normalize_text(ex.text) not in held_out]
-    return Splits(train=train, dev=dev, fingerprints=fingerprints)
+    dev_keys = {key(ex.text) for examples in dev.values() for ex in examples}
+    # A selection row twinned in another set's dev split would leak dev into the choices: drop it.
+    select = {name: [ex for ex in exs if key(ex.text) not in dev_keys] for name, exs in select.items()}
+    held_out = dev_keys | {key(ex.text) for examples in select.values() for ex in examples}
+    held_out |= {key(text) for text in exclude_texts}
+    train = [ex for ex in train if key(ex.text) not in held_out]
+    return Splits(train=train, dev=dev, fingerprints=fingerprints, select=select, split_method=split_method)
 
 
 def load_evaluation_csv(path: Path, task: str = "auto") -> tuple[str, list[LabeledExample]]:
@@ -199,3 +283,46 @@ def load_evaluation_csv(path: Path, task: str = "auto") -> tuple[str, list[Label
     if task == "auto":
         task = detect_task(label for _, label in rows)
     return task, to_examples(rows, task, Path(path).stem)
+
+
+@dataclass(frozen=True)
+class UnlabeledSpec:
+    """An unlabeled in-domain stream (train file only) used as distillation transfer text."""
+
+    name: str
+    file: str
+    column: str
+
+
+UNLABELED: tuple[UnlabeledSpec, ...] = (
+    UnlabeledSpec("reuters", "reuters_news_stream/reuters_news_2011_2018.train.csv.gz", "headline"),
+    UnlabeledSpec("stocknet", "stocknet_tweets_stream/stocknet_tweets_2014_2016.train.csv.gz", "text"),
+)
+
+
+def load_unlabeled(
+    data_path: Path, per_stream: int, seed: int, exclude_keys: set[str] = frozenset(),  # type: ignore[assignment]
+    specs: Sequence[UnlabeledSpec] = UNLABELED,
+) -> tuple[list[LabeledExample], dict[str, str]]:
+    """Up to ``per_stream`` distinct texts from each stream's train file (seeded sample, near-duplicates and
+    ``exclude_keys`` dropped), as examples with no gold label; plus the files' fingerprints."""
+    import gzip
+
+    out: list[LabeledExample] = []
+    fingerprints: dict[str, str] = {}
+    for spec in specs:
+        path = Path(data_path) / spec.file
+        if not path.is_file() or per_stream <= 0:
+            continue
+        fingerprints[spec.file] = file_fingerprint(path)
+        opener = gzip.open if path.suffix == ".gz" else open
+        by_key: dict[str, str] = {}
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                text = (row.get(spec.column) or "").strip()
+                if text:
+                    by_key.setdefault(near_duplicate_key(text), text)
+        keys = sorted(k for k in by_key if k and k not in exclude_keys)
+        random.Random(seed).shuffle(keys)
+        out.extend(LabeledExample(by_key[k], source=f"unlabeled:{spec.name}") for k in keys[:per_stream])
+    return out, fingerprints

@@ -20,8 +20,36 @@ from training.datasets import LabeledExample
 TASK_LABELS: dict[str, tuple[str, ...]] = {"sentiment": SENTIMENT_LABELS, "topic": TOPIC_LABELS}
 
 
-def task_metrics(task: str, y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class P/R/F1/support for one task, JSON-ready."""
+def bootstrap_intervals(
+    task: str, y_true: Sequence[int], y_pred: Sequence[int], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of accuracy and macro-F1 (rows resampled with replacement).
+
+    Macro-F1 is taken over the classes present in each resample's gold labels, as in ``task_metrics``.
+    Vectorised confusion counts: 1000 resamples of 1,700 rows take well under a second.
+    """
+    k = len(TASK_LABELS[task])
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    if len(t) == 0:
+        return {"accuracy": [float("nan")] * 2, "macro_f1": [float("nan")] * 2}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(t), size=(n_boot, len(t)))
+    flat = (t[idx] * k + p[idx]) + (np.arange(n_boot) * k * k)[:, None]
+    cm = np.bincount(flat.ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k).astype(float)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    gold, pred = cm.sum(axis=2), cm.sum(axis=1)
+    f1 = np.where(gold + pred > 0, 2 * tp / np.clip(gold + pred, 1e-12, None), 0.0)
+    present = gold > 0
+    macro = (f1 * present).sum(axis=1) / present.sum(axis=1)
+    acc = tp.sum(axis=1) / len(t)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {"accuracy": [float(np.percentile(acc, lo)), float(np.percentile(acc, hi))],
+            "macro_f1": [float(np.percentile(macro, lo)), float(np.percentile(macro, hi))]}
+
+
+def task_metrics(task: str, y_true: Sequence[int], y_pred: Sequence[int], intervals: bool = False) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class P/R/F1/support for one task, JSON-ready (+ bootstrap 95% CIs)."""
     labels = TASK_LABELS[task]
     present = list(range(len(labels)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -44,6 +72,7 @@ def task_metrics(task: str, y_true: Sequence[int], y_pred: Sequence[int]) -> dic
             for i in present
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=present).tolist(),
+        **({"ci95": bootstrap_intervals(task, y_true, y_pred)} if intervals else {}),
     }
 
 
@@ -57,7 +86,9 @@ def split_by_task(examples: Sequence[LabeledExample]) -> dict[str, list[LabeledE
     return {task: exs for task, exs in out.items() if exs}
 
 
-def evaluate(classifier: Classifier, examples: Sequence[LabeledExample], batch_size: int = 256) -> dict[str, Any]:
+def evaluate(
+    classifier: Classifier, examples: Sequence[LabeledExample], batch_size: int = 256, intervals: bool = False
+) -> dict[str, Any]:
     """Score ``examples`` with any Classifier; returns ``{task: task_metrics}`` for the tasks labeled."""
     results: dict[str, Any] = {}
     for task, exs in split_by_task(examples).items():
@@ -70,7 +101,7 @@ def evaluate(classifier: Classifier, examples: Sequence[LabeledExample], batch_s
         else:
             y_true = [ex.topic for ex in exs]
             y_pred = [TOPIC_LABELS.index(p.topic) for p in predictions]
-        results[task] = task_metrics(task, y_true, y_pred)  # type: ignore[arg-type]
+        results[task] = task_metrics(task, y_true, y_pred, intervals=intervals)  # type: ignore[arg-type]
     return results
 
 

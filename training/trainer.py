@@ -1,13 +1,17 @@
 """Multi-task fine-tuning: one encoder, a sentiment head and a topic head, trained on every labeled set.
 
-A row labeled for one task contributes nothing to the other head's loss (masked). Batches are drawn from
-length buckets so padding stays small on CPU; AdamW with linear warmup and decay; early stopping on mean
-dev macro-F1; bf16/fp16 autocast and gradient accumulation on CUDA; a resume-safe checkpoint per epoch.
+A row labeled for one task contributes nothing to the other head's loss (masked). Texts are encoded by the
+serving ``TextEncoder`` with the configured ``models.preprocess`` version (identical token ids in training
+and serving). Each epoch draws rows by explicit per-source sampling weights, in length buckets so padding
+stays small on CPU; per-head loss weights; optional distillation from a teacher's cached soft labels and
+optional LoRA adapters (merged before export). AdamW with linear warmup and decay; early stopping and
+temperature calibration on the *selection* split (never the reported dev split), checkpoint score = dev
+macro-F1 weighted by set size; bf16/fp16 autocast and gradient accumulation on CUDA; a resume-safe
+checkpoint per epoch holding every RNG state.
 """
 
 from __future__ import annotations
 
-import structlog
 import json
 import math
 import os
@@ -20,18 +24,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from models.network import MultiTaskClassifier, build_from_pretrained, default_base_encoder
+from models.preprocess import IDENTITY, preprocess_all
+from models.text_encoder import TextEncoder
+from training.calibration import fit_temperature, reliability, softmax
 from training.config import TrainConfig
-from training.datasets import LabeledExample, Splits, examples_fingerprint, load_labeled_sets
+from training.datasets import (
+    LabeledExample,
+    Splits,
+    examples_fingerprint,
+    load_labeled_sets,
+    load_unlabeled,
+    near_duplicate_key,
+)
 from training.evaluation import task_metrics
+from training.loss import IGNORE, masked_multitask_loss, student_loss
 
 log = structlog.get_logger(__name__)
-IGNORE = -100
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -43,15 +57,20 @@ class EncodedSet:
     sentiment: np.ndarray
     topic: np.ndarray
     weight: np.ndarray
+    sources: list[str] = field(default_factory=list)
+    teacher_sentiment: np.ndarray | None = None  # teacher logits (rows without a teacher: zeros)
+    teacher_topic: np.ndarray | None = None
+    has_teacher: np.ndarray | None = None
 
     @classmethod
-    def build(cls, tokenizer: Any, examples: Sequence[LabeledExample], max_length: int) -> EncodedSet:
-        ids = tokenizer([ex.text for ex in examples], truncation=True, max_length=max_length)["input_ids"]
+    def build(cls, encoder: TextEncoder, examples: Sequence[LabeledExample]) -> EncodedSet:
+        """Encode with the serving encoder (preprocessing + tokenizer + truncation of the artifact)."""
         return cls(
-            ids=ids,
+            ids=encoder.encode([ex.text for ex in examples]),
             sentiment=np.array([IGNORE if ex.sentiment is None else ex.sentiment for ex in examples], dtype=np.int64),
             topic=np.array([IGNORE if ex.topic is None else ex.topic for ex in examples], dtype=np.int64),
             weight=np.array([ex.weight for ex in examples], dtype=np.float32),
+            sources=[ex.source for ex in examples],
         )
 
 
@@ -77,6 +96,17 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random
     return batches
 
 
+def epoch_rows(sources: Sequence[str], weights: dict[str, float], rng: random.Random) -> list[int]:
+    """Row indices of one epoch: each row of source s appears floor(w_s) times plus once more with
+    probability frac(w_s) (w_s = ``weights.get(s, 1.0)``), so a source's share of the epoch is explicit."""
+    rows: list[int] = []
+    for i, source in enumerate(sources):
+        w = weights.get(source, 1.0)
+        copies = int(w) + (1 if rng.random() < w - int(w) else 0)
+        rows.extend([i] * copies)
+    return rows
+
+
 def collate(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad to the longest sequence of the batch (not to max_length)."""
     width = max(len(x) for x in ids)
@@ -88,31 +118,6 @@ def collate(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, to
     return input_ids, mask
 
 
-def masked_multitask_loss(
-    sentiment_logits: torch.Tensor,
-    topic_logits: torch.Tensor,
-    sentiment: torch.Tensor,
-    topic: torch.Tensor,
-    weight: torch.Tensor,
-    label_smoothing: float = 0.0,
-) -> torch.Tensor:
-    """Weighted mean of each head's cross-entropy over the rows labeled for it, summed over heads.
-
-    Rows without a label for a head (label == IGNORE) add nothing to that head's loss or its gradient.
-    """
-    total = sentiment_logits.new_zeros(())
-    for logits, labels in ((sentiment_logits, sentiment), (topic_logits, topic)):
-        mask = labels != IGNORE
-        if not bool(mask.any()):
-            continue
-        losses = nn.functional.cross_entropy(
-            logits[mask].float(), labels[mask], reduction="none", label_smoothing=label_smoothing
-        )
-        w = weight[mask]
-        total = total + (losses * w).sum() / w.sum().clamp(min=1e-8)
-    return total
-
-
 def select_device(requested: str) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -122,39 +127,81 @@ def select_device(requested: str) -> torch.device:
 
 
 @torch.inference_mode()
-def predict_indices(
+def predict_logits(
     model: MultiTaskClassifier, encoded: EncodedSet, pad_id: int, device: torch.device, batch_size: int = 128
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax sentiment and topic for every row, in input order (length-sorted internally)."""
+    """Sentiment and topic logits for every row, in input order (length-sorted internally)."""
     model.eval()
     order = sorted(range(len(encoded.ids)), key=lambda i: len(encoded.ids[i]))
-    sentiment = np.zeros(len(order), dtype=np.int64)
-    topic = np.zeros(len(order), dtype=np.int64)
+    sentiment = np.zeros((len(order), len(SENTIMENT_LABELS)), dtype=np.float32)
+    topic = np.zeros((len(order), len(TOPIC_LABELS)), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         input_ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
         s_logits, t_logits = model(input_ids.to(device), mask.to(device))
-        sentiment[idx] = s_logits.argmax(-1).cpu().numpy()
-        topic[idx] = t_logits.argmax(-1).cpu().numpy()
+        sentiment[idx] = s_logits.float().cpu().numpy()
+        topic[idx] = t_logits.float().cpu().numpy()
     return sentiment, topic
 
 
-def evaluate_dev(
-    model: MultiTaskClassifier, dev: dict[str, EncodedSet], pad_id: int, device: torch.device
+def set_task(enc: EncodedSet) -> str:
+    return "sentiment" if (enc.sentiment != IGNORE).any() else "topic"
+
+
+def evaluate_sets(
+    model: MultiTaskClassifier, sets: dict[str, EncodedSet], pad_id: int, device: torch.device
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per dev set (each set is labeled for one task)."""
+    """Metrics per set (each set is labeled for one task)."""
     results: dict[str, dict[str, Any]] = {}
-    for name, enc in dev.items():
-        sentiment, topic = predict_indices(model, enc, pad_id, device)
-        if (enc.sentiment != IGNORE).any():
-            results[name] = task_metrics("sentiment", enc.sentiment.tolist(), sentiment.tolist())
+    for name, enc in sets.items():
+        sentiment, topic = predict_logits(model, enc, pad_id, device)
+        if set_task(enc) == "sentiment":
+            results[name] = task_metrics("sentiment", enc.sentiment.tolist(), sentiment.argmax(1).tolist())
         else:
-            results[name] = task_metrics("topic", enc.topic.tolist(), topic.tolist())
+            results[name] = task_metrics("topic", enc.topic.tolist(), topic.argmax(1).tolist())
     return results
+
+
+def selection_score(metrics: dict[str, dict[str, Any]], weighting: str = "size") -> float:
+    """Macro-F1 over sets, weighted by set size (``size``: a 176-row set counts 176/1,700 of a 1,700-row one)
+    or plainly averaged (``mean``)."""
+    if not metrics:
+        return 0.0
+    f1 = np.array([m["macro_f1"] for m in metrics.values()], dtype=float)
+    if weighting == "mean":
+        return float(f1.mean())
+    n = np.array([m["n"] for m in metrics.values()], dtype=float)
+    return float((f1 * n).sum() / max(n.sum(), 1.0))
 
 
 def mean_macro_f1(dev_metrics: dict[str, dict[str, Any]]) -> float:
     return float(np.mean([m["macro_f1"] for m in dev_metrics.values()])) if dev_metrics else 0.0
+
+
+def calibrate(
+    model: MultiTaskClassifier, select: dict[str, EncodedSet], dev: dict[str, EncodedSet], pad_id: int, device: torch.device
+) -> dict[str, Any]:
+    """One temperature per head fitted (NLL) on the selection sets; ECE on the dev sets before and after."""
+    def gather(sets: dict[str, EncodedSet]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        out: dict[str, list] = {"sentiment": [[], []], "topic": [[], []]}
+        for enc in sets.values():
+            s, t = predict_logits(model, enc, pad_id, device)
+            head = set_task(enc)
+            out[head][0].append(s if head == "sentiment" else t)
+            out[head][1].append(enc.sentiment if head == "sentiment" else enc.topic)
+        return {h: (np.concatenate(v[0]), np.concatenate(v[1])) for h, v in out.items() if v[0]}
+
+    fit_on, report_on = gather(select), gather(dev)
+    result: dict[str, Any] = {"temperatures": {}, "ece": {}, "curves": {}}
+    for head in ("sentiment", "topic"):
+        temperature = fit_temperature(*fit_on[head]) if head in fit_on else 1.0
+        result["temperatures"][head] = round(temperature, 4)
+        if head in report_on:
+            logits, labels = report_on[head]
+            before, after = reliability(softmax(logits), labels), reliability(softmax(logits, temperature), labels)
+            result["ece"][head] = {"before": before["ece"], "after": after["ece"], "n": before["n"]}
+            result["curves"][head] = {"raw softmax": before, f"T={temperature:.2f}": after}
+    return result
 
 
 def _apply_limits(config: TrainConfig, splits: Splits) -> list[LabeledExample]:
@@ -192,11 +239,38 @@ def default_version(fingerprint: str) -> str:
     return "mm-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + fingerprint.split(":")[-1][:8]
 
 
+def _transfer_set(config: TrainConfig, splits: Splits, train_examples: list[LabeledExample]) -> tuple[list[LabeledExample], dict[str, str]]:
+    """Unlabeled in-domain texts (distillation only), none near-duplicating a dev, select or train text."""
+    if not (config.teacher or config.soft_labels) or not config.unlabeled_per_stream:
+        return [], {}
+    blocked = {near_duplicate_key(ex.text) for sets in (splits.dev, splits.select) for exs in sets.values() for ex in exs}
+    blocked |= {near_duplicate_key(ex.text) for ex in train_examples}
+    blocked |= {near_duplicate_key(t) for t in config.exclude_texts}
+    return load_unlabeled(config.data_path, config.unlabeled_per_stream, config.seed, blocked)
+
+
+def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[str], progress: bool) -> dict[str, Any]:
+    """Fill the teacher logits of ``train_set`` from the cache (computing it once when a teacher is given)."""
+    from training.distill import SoftLabels, teacher_soft_labels
+
+    if config.soft_labels:
+        labels, path, reused = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), True
+    else:
+        cache = Path(config.soft_label_cache or Path(config.output_dir).parent / "soft-labels")
+        labels, path, reused = teacher_soft_labels(config.teacher, texts, cache, threads=config.threads, progress=progress)
+    train_set.teacher_sentiment, train_set.teacher_topic, train_set.has_teacher = labels.lookup(texts)
+    return {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path), "reused": reused,
+            "rows_with_teacher": int(train_set.has_teacher.sum()), "alpha": config.kd_alpha,
+            "temperature": config.kd_temperature}
+
+
 def train(
     config: TrainConfig, *, resume: bool = False, progress: bool = True, on_epoch: Callable[[dict], None] | None = None
 ) -> Path:
     """Fine-tune, then write a complete artifact (weights, int8 ONNX, card, plots) to ``config.output_dir``."""
     from transformers import AutoTokenizer
+
+    from training.vocab import add_tokens, plan_added_tokens
 
     _seed_everything(config.seed)
     if config.threads:
@@ -207,32 +281,55 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
 
     splits = load_labeled_sets(config.data_path, seed=config.seed, limit_per_dataset=config.limit_per_dataset,
-                               exclude_texts=config.exclude_texts)
+                               exclude_texts=config.exclude_texts, split_method=config.split_method,
+                               select_fraction=config.select_fraction)
     train_examples = _apply_limits(config, splits)
     fingerprints = dict(splits.fingerprints)
     if config.extra_examples:
         fingerprints["extra_examples"] = examples_fingerprint(config.extra_examples)
     data_fingerprint = examples_fingerprint(train_examples)
+    transfer, transfer_fps = _transfer_set(config, splits, train_examples)
+    fingerprints.update(transfer_fps)
     version = config.version or default_version(data_fingerprint)
-    log.info("training.start", version=version, train=len(train_examples), device=str(device),
-             dev={k: len(v) for k, v in splits.dev.items()}, base=str(base))
+    selection_sets = splits.select if any(splits.select.values()) else splits.dev
+    log.info("training.start", version=version, train=len(train_examples), transfer=len(transfer), device=str(device),
+             dev={k: len(v) for k, v in splits.dev.items()}, select={k: len(v) for k, v in splits.select.items()},
+             base=str(base), lora=config.lora)
 
     tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-    pad_id = tokenizer.pad_token_id or 0
-    train_set = EncodedSet.build(tokenizer, train_examples, config.max_length)
-    dev_sets = {name: EncodedSet.build(tokenizer, exs, config.max_length) for name, exs in splits.dev.items() if exs}
-
     model = build_from_pretrained(base, len(SENTIMENT_LABELS), len(TOPIC_LABELS))
+    added: dict[str, list[int]] = {}
+    if config.preprocessing != IDENTITY and config.max_added_tokens:
+        vocab_texts = preprocess_all([ex.text for ex in train_examples + transfer], config.preprocessing)
+        added = add_tokens(tokenizer, model, plan_added_tokens(tokenizer, vocab_texts, config.cashtag_min_count,
+                                                               config.max_added_tokens))
+    encoder = TextEncoder.from_tokenizer(tokenizer.backend_tokenizer, config.max_length, config.preprocessing)
+    pad_id = encoder.pad_id
+    train_set = EncodedSet.build(encoder, train_examples + transfer)
+    distillation: dict[str, Any] | None = None
+    if config.teacher or config.soft_labels:
+        distillation = _attach_soft_labels(config, train_set, [ex.text for ex in train_examples + transfer], progress)
+        distillation["transfer_texts"] = len(transfer)
+    dev_sets = {name: EncodedSet.build(encoder, exs) for name, exs in splits.dev.items() if exs}
+    select_sets = {name: EncodedSet.build(encoder, exs) for name, exs in selection_sets.items() if exs}
+
     model.dropout.p = config.dropout
+    lora_params: dict[str, int] | None = None
+    if config.lora:
+        from training.lora import apply_lora
+
+        lora_params = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
     model.to(device)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    steps_per_epoch = math.ceil(math.ceil(len(train_set.ids) / config.batch_size) / config.grad_accum_steps)
-    total_steps = steps_per_epoch * config.epochs
+    expected_rows = sum(config.source_weights.get(src, 1.0) for src in train_set.sources)
+    steps_per_epoch = math.ceil(math.ceil(expected_rows / config.batch_size) / config.grad_accum_steps)
+    total_steps = max(1, steps_per_epoch * config.epochs)
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     warmup = max(1, int(total_steps * config.warmup_ratio))
@@ -259,35 +356,45 @@ def train(
         start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
         best_score, best_epoch, stale = ckpt["best_score"], ckpt["best_epoch"], ckpt["stale"]
         best_state = ckpt["best_state"]
-        random.setstate(ckpt["py_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        _restore_rng(ckpt)
         log.info("training.resume", checkpoint=str(ckpt_path), epoch=start_epoch)
 
     if stale > config.patience:  # resumed from a run that had already stopped early: nothing left to train
         start_epoch = config.epochs
     started = time.monotonic()
+    use_kd = distillation is not None and config.kd_alpha > 0
     for epoch in range(start_epoch, config.epochs):
         if config.max_steps and step >= config.max_steps:
             break
         model.train()
         rng = random.Random(config.seed * 1000 + epoch)
-        batches = length_bucketed_batches([len(x) for x in train_set.ids], config.batch_size, rng)
+        rows = epoch_rows(train_set.sources, config.source_weights, rng)
+        batches = [[rows[p] for p in b] for b in length_bucketed_batches([len(train_set.ids[r]) for r in rows],
+                                                                          config.batch_size, rng)]
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="batch")
         running = 0.0
         optimizer.zero_grad(set_to_none=True)
         for i, idx in enumerate(bar):
             input_ids, mask = collate([train_set.ids[j] for j in idx], pad_id)
-            labels_s = torch.from_numpy(train_set.sentiment[idx]).to(device)
-            labels_t = torch.from_numpy(train_set.topic[idx]).to(device)
+            labels = {"sentiment": torch.from_numpy(train_set.sentiment[idx]).to(device),
+                      "topic": torch.from_numpy(train_set.topic[idx]).to(device)}
             weights = torch.from_numpy(train_set.weight[idx]).to(device)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 s_logits, t_logits = model(input_ids.to(device), mask.to(device))
-            loss = masked_multitask_loss(s_logits, t_logits, labels_s, labels_t, weights, config.label_smoothing)
+            teacher = has_teacher = None
+            if use_kd:
+                teacher = {"sentiment": torch.from_numpy(train_set.teacher_sentiment[idx]).to(device),
+                           "topic": torch.from_numpy(train_set.teacher_topic[idx]).to(device)}
+                has_teacher = torch.from_numpy(train_set.has_teacher[idx]).to(device)
+            loss = student_loss({"sentiment": s_logits, "topic": t_logits}, labels, weights, teacher=teacher,
+                                has_teacher=has_teacher, alpha=config.kd_alpha if use_kd else 0.0,
+                                temperature=config.kd_temperature, label_smoothing=config.label_smoothing,
+                                head_weights=config.head_weights)
             scaler.scale(loss / config.grad_accum_steps).backward()
-            running = 0.98 * running + 0.02 * float(loss) if i else float(loss)
+            running = 0.98 * running + 0.02 * float(loss.detach()) if i else float(loss.detach())
             if (i + 1) % config.grad_accum_steps == 0 or i + 1 == len(batches):
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -300,18 +407,19 @@ def train(
                 if config.max_steps and step >= config.max_steps:
                     break
         bar.close()
-        dev_metrics = evaluate_dev(model, dev_sets, pad_id, device)
-        score = mean_macro_f1(dev_metrics)
+        select_metrics = evaluate_sets(model, select_sets, pad_id, device)
+        score = selection_score(select_metrics, config.selection_weighting)
         summary = {
             "epoch": epoch + 1,
             "step": step,
             "train_loss": running,
-            "mean_dev_macro_f1": score,
-            "dev": {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in dev_metrics.items()},
+            "selection_score": score,
+            "mean_dev_macro_f1": score,  # kept for older readers of history: it is the selection split's score
+            "dev": {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in select_metrics.items()},
             "elapsed_s": round(time.monotonic() - started, 1),
         }
         history.epochs.append(summary)
-        log.info("training.epoch", **{k: v for k, v in summary.items() if k != "dev"}, dev=summary["dev"])
+        log.info("training.epoch", **{k: v for k, v in summary.items() if k != "dev"}, select=summary["dev"])
         if on_epoch:
             on_epoch(summary)
         if score > best_score:
@@ -326,6 +434,12 @@ def train(
 
     if best_state is not None:
         model.load_state_dict(best_state)
+    if config.lora:
+        from training.lora import merge_lora
+
+        merge_lora(model)
+    model.to(device).eval()
+    calibration = calibrate(model, select_sets, dev_sets, pad_id, device) if config.calibrate else None
     model.to("cpu").eval()
     from training.artifact_writer import write_artifact
 
@@ -341,11 +455,30 @@ def train(
         history=history,
         best_epoch=best_epoch,
         train_size=len(train_examples),
+        extras={
+            "selection_split": "select" if selection_sets is splits.select else "dev",
+            "select_sizes": {k: len(v) for k, v in selection_sets.items()},
+            "added_tokens": {"count": len(added), "examples": sorted(added)[:20]},
+            "distillation": distillation,
+            "lora": lora_params,
+            "calibration": calibration,
+            "threads": torch.get_num_threads(),
+            "train_source_sizes": {src: train_set.sources.count(src) for src in sorted(set(train_set.sources))},
+        },
     )
 
 
+def _restore_rng(ckpt: dict[str, Any]) -> None:
+    random.setstate(ckpt["py_rng"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if "numpy_rng" in ckpt:
+        np.random.set_state(ckpt["numpy_rng"])
+    if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+
+
 def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epoch, step, best_score, best_epoch, stale, best_state) -> None:
-    """Atomic per-epoch checkpoint: everything needed to resume exactly where the epoch ended."""
+    """Atomic per-epoch checkpoint: everything needed to resume exactly where the epoch ended (all RNG states)."""
     directory = output_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"epoch-{epoch + 1}.pt"
@@ -364,6 +497,8 @@ def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epo
             "best_state": best_state,
             "py_rng": random.getstate(),
             "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         },
         tmp,
     )
@@ -381,4 +516,4 @@ def dump_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
-__all__ = ["train", "masked_multitask_loss", "length_bucketed_batches", "collate"]
+__all__ = ["train", "masked_multitask_loss", "length_bucketed_batches", "collate", "IGNORE"]

@@ -104,17 +104,19 @@ def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path |
     from training.evaluation import evaluate
 
     artifact = Path(model_path or BUNDLED_MODEL_DIR)
-    seed = 13
+    seed, split_method = 13, "exact"
     if (artifact / TRAINING_CONFIG_FILE).is_file():
-        seed = json.loads((artifact / TRAINING_CONFIG_FILE).read_text())["config"]["seed"]
+        record = json.loads((artifact / TRAINING_CONFIG_FILE).read_text())
+        seed = record["config"]["seed"]
+        split_method = record.get("split_method", "exact")  # artifacts from before cluster splits used exact ones
     data_path = get_settings().data_path
     try:
-        splits = load_labeled_sets(data_path, seed=seed)
+        splits = load_labeled_sets(data_path, seed=seed, split_method=split_method)
     except DatasetError as exc:
         raise click.ClickException(f"{exc} (set MARKETMOOD_DATA_PATH)") from None
     engine = load_engine(artifact, backend=backend)
     results = {}
-    click.echo(f"model {engine.model_version}, dev splits of {data_path} (seed {seed})\n")
+    click.echo(f"model {engine.model_version}, dev splits of {data_path} (seed {seed}, {split_method} split)\n")
     click.echo(f"{'dev set':<18} {'task':<10} {'n':>6} {'accuracy':>9} {'macro-F1':>9}")
     for name, examples in splits.dev.items():
         for task_name, result in evaluate(engine, examples).items():

@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from training.trainer import IGNORE, collate, length_bucketed_batches, masked_multitask_loss
+from training.loss import IGNORE, masked_multitask_loss
+from training.trainer import collate, length_bucketed_batches
 
 
 def test_unlabeled_rows_do_not_touch_a_head():

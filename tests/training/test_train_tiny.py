@@ -99,7 +99,7 @@ def test_evaluate_cli_needs_exactly_one_source(tiny_artifact):
 def test_resume_after_early_stop_trains_nothing_more(tiny_data, tmp_path, monkeypatch):
     import training.trainer as trainer
 
-    monkeypatch.setattr(trainer, "mean_macro_f1", lambda metrics: 0.5)  # never improves after epoch 1
+    monkeypatch.setattr(trainer, "selection_score", lambda metrics, weighting="size": 0.5)  # never improves after epoch 1
     config = TrainConfig(data_path=tiny_data, output_dir=tmp_path, epochs=3, limit_per_dataset=8, batch_size=16,
                          max_length=32, version="early-stop", threads=1, export_onnx=False, patience=0)
     first = []
