@@ -1,9 +1,13 @@
 """MarketMood's Grafana dashboards, defined in code with grafana-foundation-sdk.
 
-Two dashboards: "News sentiment" for analysts (sentiment index and negative share per topic with alert
-annotations, article volume, the latest negative headlines, a ticker drill-down) and "Pipeline health" for
-operators (model version in use, throughput, latency from SQL; consumer lag, dead letters, batch latency from
-the workers' Prometheus metrics). The SQL lives in ``storage.dashboards``; ``tests/dashboards`` runs it.
+"News sentiment" for analysts: variables topic / ticker / source / market time zone / min articles per
+bucket / EMA span; the sentiment index of the selection with its 95% band, per topic and per ticker (EMA,
+zero line, fixed thresholds), negative share, volume in articles per hour, top movers (24 h vs 30 days) with
+drill-down, alerts with evidence, model changes, and the most negative and most positive original stories;
+alert annotations per severity and model changes on every time series. "Pipeline health" for operators
+(model in use, throughput, latency and open alerts from SQL; consumer lag, dead letters, batch latency from
+the workers' Prometheus metrics). The SQL lives in ``storage.dashboards``; ``tests/marketmood/dashboards``
+runs every query on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
-from grafana_foundation_sdk.builders.common import ReduceDataOptions, StackingConfig, VizLegendOptions
+from grafana_foundation_sdk.builders.common import (
+    GraphThresholdsStyleConfig,
+    ReduceDataOptions,
+    StackingConfig,
+    TableSortByFieldState,
+    VizLegendOptions,
+)
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
@@ -39,9 +49,6 @@ METRIC_LAG = "marketmood_worker_lag"
 METRIC_INFERENCE_SECONDS = "marketmood_worker_inference_seconds"
 METRIC_DB_SECONDS = "marketmood_worker_db_write_seconds"
 
-# Panel ids the alert annotations are drawn on (the negative-share panel).
-NEGATIVE_SHARE_PANEL_ID = 2
-
 
 @dataclass(frozen=True, slots=True)
 class SqlTarget:
@@ -65,35 +72,92 @@ def _p95(histogram: str) -> str:
     return f"histogram_quantile(0.95, sum by (le) (rate({histogram}_bucket[$__rate_interval])))"
 
 
-def _ticker_variable() -> dash.QueryVariable:
+def _query_variable(name: str, label: str, description: str, query: str) -> dash.QueryVariable:
     return (
-        dash.QueryVariable("ticker")
-        .label("Ticker")
-        .description("Drill down to articles that mention these tickers.")
+        dash.QueryVariable(name)
+        .label(label)
+        .description(description)
         .datasource(POSTGRES)
-        .query(sql.TICKER_VARIABLE)
+        .query(query)
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
         .include_all(True)
-        .all_value(sql.TICKER_ALL_VALUE)
+        .all_value(sql.ALL_VALUE)
         .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
     )
 
 
-def _alert_annotation() -> dash.AnnotationQuery:
+def _custom_variable(name: str, label: str, description: str, values: tuple[str, ...],
+                     default: str) -> dash.CustomVariable:
     return (
-        dash.AnnotationQuery()
-        .name("Alerts")
-        .datasource(POSTGRES)
-        .enable(True)
-        .icon_color("red")
-        .target(SqlAnnotationTargetBuilder(sql.ALERT_ANNOTATIONS))
-        .filter(dash.AnnotationPanelFilter().ids([NEGATIVE_SHARE_PANEL_ID]))
+        dash.CustomVariable(name)
+        .label(label)
+        .description(description)
+        .values(",".join(values))
+        .multi(False)
+        .include_all(False)
+        .current(model.VariableOption(selected=True, text=default, value=default))
     )
 
 
-def _topic_timeseries(panel_id: int, title: str, description: str, raw: str) -> timeseries.Panel:
+def sentiment_variables() -> list[dash.QueryVariable | dash.CustomVariable]:
+    """Topic, ticker and source filters (multi-value, All), the market's time zone and the two index knobs."""
+    return [
+        _query_variable("topic", "Topic", "Topics to show (the model's 20 topics).", sql.TOPIC_VARIABLE),
+        _query_variable("ticker", "Ticker", "Only articles that mention these tickers.", sql.TICKER_VARIABLE),
+        _query_variable("source", "Source", "Only articles from these publishers.", sql.SOURCE_VARIABLE),
+        _custom_variable("tz", "Market time zone", "Buckets start at local midnight here; local times in tables.",
+                         sql.TIME_ZONES, sql.TIME_ZONES[0]),
+        _custom_variable("min_articles", "Min articles / bucket",
+                         "A bucket with fewer novel articles shows no mean and no band.",
+                         sql.MIN_ARTICLES_CHOICES, str(sql.DEFAULT_MIN_ARTICLES)),
+        _custom_variable("smoothing", "EMA span (buckets)", "Exponential moving average span; 1 = raw means.",
+                         sql.SMOOTHING_CHOICES, str(sql.DEFAULT_SPAN)),
+    ]
+
+
+SEVERITY_COLORS = {"critical": "red", "error": "orange", "warning": "yellow", "info": "blue"}
+
+
+def annotations() -> list[dash.AnnotationQuery]:
+    """Alert regions, one toggle and colour per severity, filtered by the topic/ticker selection, and model
+    changes; no panel filter, so Grafana draws them on every time series panel."""
+    found = [
+        dash.AnnotationQuery()
+        .name(f"Alerts: {severity}")
+        .datasource(POSTGRES)
+        .enable(severity != "info")
+        .icon_color(SEVERITY_COLORS[severity])
+        .target(SqlAnnotationTargetBuilder(sql.ALERT_ANNOTATIONS[severity]))
+        for severity in sql.SEVERITIES
+    ]
+    found.append(
+        dash.AnnotationQuery()
+        .name("Model changes")
+        .datasource(POSTGRES)
+        .enable(True)
+        .icon_color("purple")
+        .target(SqlAnnotationTargetBuilder(sql.MODEL_ANNOTATIONS))
+    )
+    return found
+
+
+def _index_thresholds() -> dash.ThresholdsConfig:
+    """Fixed thresholds: red area below -0.2, green above +0.2, a line at zero."""
+    return (
+        dash.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([
+            model.Threshold(value=None, color="red"),
+            model.Threshold(value=-sql.THRESHOLD, color="transparent"),
+            model.Threshold(value=0, color="#8e8e8e"),
+            model.Threshold(value=sql.THRESHOLD, color="green"),
+        ])
+    )
+
+
+def _series_panel(panel_id: int, title: str, description: str, raw: str, span: int = 12) -> timeseries.Panel:
     return (
         timeseries.Panel()
         .id(panel_id)
@@ -101,84 +165,174 @@ def _topic_timeseries(panel_id: int, title: str, description: str, raw: str) -> 
         .description(description)
         .datasource(POSTGRES)
         .with_target(_sql(raw))
+        .interval("1h")  # minimum bucket: fewer than an hour of news is too few articles per bucket
+        .span_nulls(True)
         .height(9)
-        .span(12)
+        .span(span)
         .legend(VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.TABLE)
                 .placement(common.LegendPlacement.RIGHT).calcs(["mean", "lastNotNull"]))
     )
 
 
-def sentiment_dashboard() -> dash.Dashboard:
-    """Analysts' dashboard: what the news says, per topic, with alerts and the worst headlines."""
-    headline_link = [{"title": "Open article", "url": "${__data.fields.url}", "targetBlank": True}]
+def _index_panel(panel: timeseries.Panel) -> timeseries.Panel:
     return (
+        panel.min(-1).max(1).decimals(2)
+        .thresholds(_index_thresholds())
+        .thresholds_style(GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE_AND_AREA))
+    )
+
+
+def _table(panel_id: int, title: str, description: str, raw: str, span: int, height: int = 9) -> table.Panel:
+    return (
+        table.Panel()
+        .id(panel_id)
+        .title(title)
+        .description(description)
+        .datasource(POSTGRES)
+        .with_target(_sql(raw, "table"))
+        .height(height)
+        .span(span)
+    )
+
+
+def _percent(field: str) -> tuple[str, list[model.DynamicConfigValue]]:
+    return field, [model.DynamicConfigValue(id_val="unit", value="percentunit")]
+
+
+def _headlines_table(panel_id: int, tone: str, raw: str) -> table.Panel:
+    prob = f"p_{tone}"
+    scheme = "continuous-YlRd" if tone == "negative" else "continuous-BlYlRd"
+    return (
+        _table(panel_id, f"Most {tone} stories",
+               f"Original stories only (syndicated copies counted in 'copies', their publishers in 'sources'), "
+               f"most {tone} first; click a column to sort, a headline to open it (a news search where the "
+               f"source gave no URL).", raw, 12, 10)
+        .sort_by([TableSortByFieldState().display_name(prob).desc(True)])
+        .override_by_name("headline", [model.DynamicConfigValue(
+            id_val="links", value=[{"title": "Open article", "url": "${__data.fields.link}", "targetBlank": True}])])
+        .override_by_name("link", [model.DynamicConfigValue(id_val="custom.hidden", value=True)])
+        .override_by_name("time", [model.DynamicConfigValue(id_val="custom.hidden", value=True)])
+        .override_by_name(*_percent("topic_confidence"))
+        .override_by_name(prob, [
+            model.DynamicConfigValue(id_val="unit", value="percentunit"),
+            model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background", "mode": "gradient"}),
+            model.DynamicConfigValue(id_val="color", value={"mode": scheme}),
+        ])
+    )
+
+
+# A mover's row opens this dashboard filtered to its topic or ticker, keeping the range and the knobs.
+DRILL_DOWN_URL = (
+    "/d/" + SENTIMENT_UID + "?var-${__data.fields.scope_type}=${__data.fields.scope:percentencode}"
+    "&${tz:queryparam}&${min_articles:queryparam}&${smoothing:queryparam}&${__url_time_range}"
+)
+
+
+def sentiment_dashboard() -> dash.Dashboard:
+    """Analysts' dashboard: the index with its band, per topic and ticker, movers, events, the stories."""
+    builder = (
         dash.Dashboard("MarketMood — News sentiment")
         .uid(SENTIMENT_UID)
-        .description("Sentiment of financial news per topic, with negative-spike alerts. Source: MarketMood.")
+        .description("Sentiment of financial news per topic and ticker, with alerts and model changes. "
+                     "Source: MarketMood (current model's scores only).")
         .tags(["marketmood", "sentiment"])
         .time("now-7d", "now")
         .refresh("1m")
         .timezone("utc")
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
-        .with_variable(_ticker_variable())
-        .annotation(_alert_annotation())
+    )
+    for variable in sentiment_variables():
+        builder = builder.with_variable(variable)
+    for annotation in annotations():
+        builder = builder.annotation(annotation)
+    return (
+        builder
         .with_panel(
-            _topic_timeseries(
-                1,
-                "Sentiment index per topic",
-                "Mean of p(positive) - p(negative) over novel articles, newest model's score per article.",
-                sql.SENTIMENT_INDEX_BY_TOPIC,
-            )
-            .min(-1)
-            .max(1)
-            .decimals(2)
+            _index_panel(_series_panel(
+                1, "Sentiment index (selection)",
+                "EMA of the bucket mean of p(positive) - p(negative) over novel articles of the selection, "
+                "with the bucket mean and its 95% band (hidden below the minimum article count); bars: novel "
+                "articles per bucket (right axis).", sql.SENTIMENT_SELECTION, 24))
+            .override_by_name("upper 95%", [
+                model.DynamicConfigValue(id_val="custom.fillBelowTo", value="lower 95%"),
+                model.DynamicConfigValue(id_val="custom.lineWidth", value=0),
+                model.DynamicConfigValue(id_val="custom.fillOpacity", value=20),
+                model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "blue"}),
+            ])
+            .override_by_name("lower 95%", [
+                model.DynamicConfigValue(id_val="custom.lineWidth", value=0),
+                model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "blue"}),
+            ])
+            .override_by_name("bucket mean", [
+                model.DynamicConfigValue(id_val="custom.drawStyle", value="points"),
+                model.DynamicConfigValue(id_val="custom.pointSize", value=4),
+            ])
+            .override_by_name("articles", [
+                model.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+                model.DynamicConfigValue(id_val="custom.drawStyle", value="bars"),
+                model.DynamicConfigValue(id_val="custom.fillOpacity", value=25),
+                model.DynamicConfigValue(id_val="min", value=0),
+                model.DynamicConfigValue(id_val="max", value=None),
+                model.DynamicConfigValue(id_val="custom.thresholdsStyle", value={"mode": "off"}),
+                model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "#8e8e8e"}),
+            ])
+        )
+        .with_panel(_index_panel(_series_panel(
+            2, "Sentiment index per topic", "EMA of the bucket mean per topic (novel articles, current model).",
+            sql.SENTIMENT_INDEX_BY_TOPIC)))
+        .with_panel(_index_panel(_series_panel(
+            3, "Sentiment index per ticker",
+            "EMA of the bucket mean per ticker: the selected tickers, or with All the 10 busiest.",
+            sql.SENTIMENT_INDEX_BY_TICKER)))
+        .with_panel(
+            _series_panel(4, "Negative share per topic",
+                          "Share of novel articles scored negative (buckets above the minimum article count).",
+                          sql.NEGATIVE_SHARE_BY_TOPIC)
+            .unit("percentunit").min(0).max(1)
         )
         .with_panel(
-            _topic_timeseries(
-                NEGATIVE_SHARE_PANEL_ID,
-                "Negative share per topic",
-                "Share of novel articles scored negative. Red regions: alerts (start to resolution).",
-                sql.NEGATIVE_SHARE_BY_TOPIC,
-            )
-            .unit("percentunit")
-            .min(0)
-            .max(1)
-        )
-        .with_panel(
-            timeseries.Panel()
-            .id(3)
-            .title("Article volume")
-            .description("Articles per interval; syndicated copies of a story are counted apart.")
-            .datasource(POSTGRES)
-            .with_target(_sql(sql.ARTICLE_VOLUME))
+            _series_panel(5, "Article volume (articles per hour)",
+                          "Articles per hour, whatever the bucket size; syndicated copies apart.",
+                          sql.ARTICLE_VOLUME)
             .draw_style(common.GraphDrawStyle.BARS)
             .fill_opacity(60)
             .stacking(StackingConfig().mode(common.StackingMode.NORMAL))
-            .height(8)
-            .span(8)
+            .unit("short")
         )
         .with_panel(
-            table.Panel()
-            .id(4)
-            .title("Latest negative headlines")
-            .description("Newest articles scored negative, with p(negative); click a headline to open it.")
-            .datasource(POSTGRES)
-            .with_target(_sql(sql.MOST_NEGATIVE_HEADLINES, "table"))
-            .height(8)
-            .span(16)
-            .override_by_name("headline", [model.DynamicConfigValue(id_val="links", value=headline_link)])
-            .override_by_name("url", [model.DynamicConfigValue(id_val="custom.hidden", value=True)])
-            .override_by_name(
-                "p_negative",
-                [
-                    model.DynamicConfigValue(id_val="unit", value="percentunit"),
-                    model.DynamicConfigValue(
-                        id_val="custom.cellOptions", value={"type": "color-background", "mode": "gradient"}
-                    ),
-                    model.DynamicConfigValue(id_val="color", value={"mode": "continuous-YlRd"}),
-                ],
-            )
+            _table(6, "Top movers (24 h vs previous 30 days)",
+                   "Topics and tickers whose last 24 h of sentiment moved most from their previous 30 days "
+                   "(z of the 24 h mean against the baseline articles), with the volume ratio (24 h articles "
+                   "over baseline articles per day). Click a scope to drill down.", sql.TOP_MOVERS, 12, 10)
+            .override_by_name("scope", [model.DynamicConfigValue(id_val="links", value=[
+                {"title": "Drill down", "url": DRILL_DOWN_URL}])])
+            .override_by_name("z", [
+                model.DynamicConfigValue(id_val="decimals", value=1),
+                model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+                model.DynamicConfigValue(id_val="thresholds", value={"mode": "absolute", "steps": [
+                    {"value": None, "color": "red"}, {"value": -2, "color": "text"}, {"value": 2, "color": "green"}]}),
+            ])
+            .override_by_name("volume_ratio", [model.DynamicConfigValue(id_val="decimals", value=2)])
         )
+        .with_panel(
+            _table(7, "Alerts with evidence",
+                   "Alerts overlapping the range (silenced ones too): negative share vs baseline, volume, "
+                   "p-value and the top negative headline.", sql.ALERTS_TABLE, 12, 10)
+            .override_by_name(*_percent("negative_share"))
+            .override_by_name(*_percent("baseline_share"))
+            .override_by_name("top_headline", [model.DynamicConfigValue(
+                id_val="links", value=[{"title": "Open", "url": "${__data.fields.top_headline_url}",
+                                        "targetBlank": True}])])
+            .override_by_name("top_headline_url", [model.DynamicConfigValue(id_val="custom.hidden", value=True)])
+            .override_by_name("severity", [model.DynamicConfigValue(id_val="mappings", value=[
+                {"type": "value", "options": {s: {"color": c, "index": i}
+                                              for i, (s, c) in enumerate(SEVERITY_COLORS.items())}}]),
+                model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"})])
+        )
+        .with_panel(_headlines_table(9, "negative", sql.MOST_NEGATIVE_HEADLINES))
+        .with_panel(_headlines_table(10, "positive", sql.MOST_POSITIVE_HEADLINES))
+        .with_panel(_table(8, "Model changes", "Moves of the active model (promotions and rollbacks) in the range.",
+                           sql.MODEL_CHANGES, 24, 5))
     )
 
 
@@ -216,6 +370,7 @@ def pipeline_dashboard() -> dash.Dashboard:
             stat.Panel()
             .id(12)
             .title("Open alerts")
+            .description("Alerts not resolved: firing, acknowledged and silenced (as `alerts list --state open`).")
             .datasource(POSTGRES)
             .with_target(_sql(sql.OPEN_ALERTS, "table"))
             .height(4)
@@ -271,6 +426,7 @@ def pipeline_dashboard() -> dash.Dashboard:
             timeseries.Panel()
             .id(16)
             .title("Ingest-to-score latency (database)")
+            .description("From the Kafka record timestamp (else the publish time) to the article's first score.")
             .datasource(POSTGRES)
             .with_target(_sql(sql.SCORING_LATENCY))
             .unit("s")
@@ -325,17 +481,30 @@ def to_json_dict(builder: dash.Dashboard) -> dict[str, Any]:
 
 # Columns each SQL target must return (what the panel reads); tests run every SQL target against PostgreSQL.
 EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
+    sql.SENTIMENT_SELECTION: ("time", "index (EMA)", "bucket mean", "lower 95%", "upper 95%", "articles"),
     sql.SENTIMENT_INDEX_BY_TOPIC: ("time", "metric", "value"),
+    sql.SENTIMENT_INDEX_BY_TICKER: ("time", "metric", "value"),
     sql.NEGATIVE_SHARE_BY_TOPIC: ("time", "metric", "value"),
-    sql.ARTICLE_VOLUME: ("time", "novel", "syndicated"),
-    sql.MOST_NEGATIVE_HEADLINES: ("time", "headline", "source", "tickers", "topic", "p_negative", "model_version", "url"),
+    sql.ARTICLE_VOLUME: ("time", "novel per hour", "syndicated per hour"),
+    sql.TOP_MOVERS: ("scope_type", "scope", "sentiment_24h", "sentiment_30d", "change", "z", "articles_24h",
+                     "volume_ratio"),
+    sql.ALERTS_TABLE: ("time", "resolved", "severity", "state", "scope_type", "scope", "rule", "negative_share",
+                       "baseline_share", "volume", "p_value", "top_headline", "top_headline_url"),
+    sql.MODEL_CHANGES: ("time", "version", "by", "reason"),
+    sql.MOST_NEGATIVE_HEADLINES: ("time", "local_time", "headline", "score", "p_negative", "topic",
+                                  "topic_confidence", "tickers", "copies", "sources", "link"),
+    sql.MOST_POSITIVE_HEADLINES: ("time", "local_time", "headline", "score", "p_positive", "topic",
+                                  "topic_confidence", "tickers", "copies", "sources", "link"),
     sql.ACTIVE_MODEL: ("active model", "since", "by"),
     sql.OPEN_ALERTS: ("open alerts",),
     sql.MODEL_VERSIONS_IN_USE: ("model_version", "scored", "first_scored", "last_scored"),
     sql.SCORED_PER_MINUTE: ("time", "scored per minute"),
     sql.SCORING_LATENCY: ("time", "p50", "p95"),
-    sql.ALERT_ANNOTATIONS: ("time", "timeend", "text", "tags"),
+    **{raw: ("time", "timeend", "text", "tags") for raw in sql.ALERT_ANNOTATIONS.values()},
+    sql.MODEL_ANNOTATIONS: ("time", "text", "tags"),
+    sql.TOPIC_VARIABLE: ("topic",),
     sql.TICKER_VARIABLE: ("ticker",),
+    sql.SOURCE_VARIABLE: ("source",),
 }
 
 

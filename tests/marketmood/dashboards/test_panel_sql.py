@@ -3,113 +3,223 @@ macros and variables expanded the way Grafana does, and returns the columns (and
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
+from statistics import mean, stdev
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
 
-from marketmood.dashboards.definitions import all_dashboards, sql_targets, to_json_dict
-from marketmood.dashboards.macros import ALL, QueryContext, Variable, expand
+from marketmood.dashboards.definitions import EXPECTED_COLUMNS, all_dashboards, sql_targets, to_json_dict
 from storage import dashboards as sql
-from storage.db import make_engine
-from tests.dashboards.conftest import Seed
 
-SELECTIONS = {"all": [ALL], "aapl": ["AAPL"], "aapl+msft": ["AAPL", "MSFT"]}
-
-
-def _ctx(seed: Seed, tickers: list[str], interval: timedelta = timedelta(hours=1)) -> QueryContext:
-    ticker = Variable(values=tickers, options=["AAPL", "MSFT"], all_value=sql.TICKER_ALL_VALUE)
-    return QueryContext(seed.t0, seed.now + timedelta(minutes=5), interval=interval, variables={"ticker": ticker})
-
-
-def _run(seed: Seed, raw: str, ctx: QueryContext) -> tuple[list[str], list[dict[str, Any]]]:
-    engine = make_engine(seed.reader_url)
-    try:
-        with engine.connect() as conn:
-            result = conn.execute(text(expand(raw, ctx).replace(":", r"\:")))
-            keys = list(result.keys())
-            return keys, [dict(zip(keys, row)) for row in result]
-    finally:
-        engine.dispose()
+SELECTIONS: dict[str, dict[str, Any]] = {
+    "all": {},
+    "aapl": {"tickers": ["AAPL"]},
+    "aapl+msft": {"tickers": ["AAPL", "MSFT"]},
+    "energy": {"topics": ["Energy | Oil"], "min_articles": 3, "smoothing": 6},
+    "newsdesk": {"sources": ["newsdesk", "wire"], "tz": "America/New_York", "interval": timedelta(days=1)},
+}
 
 
 def _all_targets():  # type: ignore[no-untyped-def]
     return [t for builder in all_dashboards().values() for t in sql_targets(to_json_dict(builder))]
 
 
+def _by_time(rows: list[dict[str, Any]], column: str) -> list[float]:
+    return [r[column] for r in rows if r[column] is not None]
+
+
 def test_every_sql_target_is_covered() -> None:
     raws = {t.sql for t in _all_targets()}
-    assert sql.ALERT_ANNOTATIONS in raws and sql.TICKER_VARIABLE in raws
-    assert len(raws) >= 11
+    assert set(sql.ALERT_ANNOTATIONS.values()) <= raws and sql.TICKER_VARIABLE in raws
+    assert {sql.TOP_MOVERS, sql.MOST_POSITIVE_HEADLINES, sql.MODEL_ANNOTATIONS, sql.SOURCE_VARIABLE} <= raws
+    assert raws == set(EXPECTED_COLUMNS)  # and nothing listed there is left unused
+
+
+def test_sentiment_panels_read_only_current_scores() -> None:
+    """The one current-score definition: no panel about sentiment reads the scores table on its own."""
+    dashboard = to_json_dict(all_dashboards()["marketmood-sentiment"])
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            raw = target["rawSql"]
+            assert "FROM scores" not in raw and "JOIN scores" not in raw, panel["title"]
+            if "s.score" in raw or "s.topic" in raw:
+                assert "current_scores($__timeFrom()::timestamptz" in raw or "current_scores((" in raw, panel["title"]
 
 
 @pytest.mark.parametrize("selection", list(SELECTIONS))
-def test_each_query_runs_and_returns_the_panel_columns(seeded: Seed, selection: str) -> None:
-    ctx = _ctx(seeded, SELECTIONS[selection])
+def test_each_query_runs_and_returns_the_panel_columns(run, selection: str) -> None:  # type: ignore[no-untyped-def]
     for target in _all_targets():
-        columns, rows = _run(seeded, target.sql, ctx)
+        columns, rows = run(target.sql, **SELECTIONS[selection])
         assert tuple(columns) == target.columns, target.panel
         if target.format == "time_series":
             times = [r["time"] for r in rows]
             assert times == sorted(times), f"{target.panel}: time series must be sorted by time"
 
 
-def test_ticker_variable_lists_tickers_in_range(seeded: Seed) -> None:
-    _, rows = _run(seeded, sql.TICKER_VARIABLE, _ctx(seeded, [ALL]))
-    assert [r["ticker"] for r in rows] == ["AAPL", "MSFT"]  # OLD only appears before the range
+def test_variables_list_what_is_in_range(run) -> None:  # type: ignore[no-untyped-def]
+    assert [r["ticker"] for r in run(sql.TICKER_VARIABLE)[1]] == ["AAPL", "MSFT", "XOM"]  # OLD is before it
+    assert [r["topic"] for r in run(sql.TOPIC_VARIABLE)[1]] == [
+        "Company | Product News", "Earnings", "Energy | Oil", "Fed | Central Banks", "Legal | Regulation"]
+    assert [r["source"] for r in run(sql.SOURCE_VARIABLE)[1]] == [
+        "aggregator", "copycat", "energywire", "newsdesk", "wire"]
 
 
-def test_sentiment_index_counts_novel_articles_once_with_the_newest_score(seeded: Seed) -> None:
-    _, rows = _run(seeded, sql.SENTIMENT_INDEX_BY_TOPIC, _ctx(seeded, [ALL], timedelta(days=7)))
-    by_topic = {r["metric"]: r["value"] for r in rows}
-    assert set(by_topic) == {"Legal | Regulation", "Earnings", "Fed | Central Banks", "Company | Product News"}
-    # a1 re-scored neutral by v2 (score 0.1 - 0.2); a2 is a syndicated copy and is left out.
+def _index_by_metric(run, raw: str, **kwargs: Any) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    _, rows = run(raw, interval=timedelta(days=7), **kwargs)
+    return {r["metric"]: r["value"] for r in rows if r["value"] is not None}
+
+
+def test_index_counts_novel_articles_once_with_the_active_models_score(run) -> None:  # type: ignore[no-untyped-def]
+    by_topic = _index_by_metric(run, sql.SENTIMENT_INDEX_BY_TOPIC)
+    assert set(by_topic) == {"Legal | Regulation", "Earnings", "Fed | Central Banks", "Company | Product News",
+                             "Energy | Oil"}
+    # a1 re-scored neutral by the active v2 (0.1 - 0.2); a2 and a2b are syndicated copies and left out.
     assert by_topic["Legal | Regulation"] == pytest.approx(0.1 - 0.2)
     assert by_topic["Earnings"] == pytest.approx(0.8 - 0.05)
+    # a5: the rejected v3 scored it positive later; the chart keeps v1's negative score.
+    assert by_topic["Company | Product News"] == pytest.approx(0.05 - 0.7)
 
 
-def test_ticker_drill_down_filters_articles(seeded: Seed) -> None:
-    _, rows = _run(seeded, sql.SENTIMENT_INDEX_BY_TOPIC, _ctx(seeded, ["MSFT"], timedelta(days=7)))
-    assert {r["metric"] for r in rows} == {"Earnings"}
-    _, rows = _run(seeded, sql.NEGATIVE_SHARE_BY_TOPIC, _ctx(seeded, ["AAPL"], timedelta(days=7)))
-    assert {r["metric"]: r["value"] for r in rows} == {"Legal | Regulation": 0, "Company | Product News": 1}
+def test_ticker_and_topic_drill_down(run) -> None:  # type: ignore[no-untyped-def]
+    assert set(_index_by_metric(run, sql.SENTIMENT_INDEX_BY_TOPIC, tickers=["MSFT"])) == {"Earnings"}
+    assert set(_index_by_metric(run, sql.SENTIMENT_INDEX_BY_TICKER)) == {"AAPL", "MSFT", "XOM"}
+    assert set(_index_by_metric(run, sql.SENTIMENT_INDEX_BY_TICKER, tickers=["XOM", "MSFT"])) == {"XOM", "MSFT"}
+    assert set(_index_by_metric(run, sql.SENTIMENT_INDEX_BY_TICKER, topics=["Earnings"])) == {"MSFT"}
+    assert set(_index_by_metric(run, sql.SENTIMENT_INDEX_BY_TOPIC, sources=["newsdesk"])) == {"Earnings"}
+    shares = _index_by_metric(run, sql.NEGATIVE_SHARE_BY_TOPIC, tickers=["AAPL"])
+    assert shares == {"Legal | Regulation": 0, "Company | Product News": 1}
 
 
-def test_article_volume_splits_novel_and_syndicated(seeded: Seed) -> None:
-    _, rows = _run(seeded, sql.ARTICLE_VOLUME, _ctx(seeded, [ALL]))
-    assert sum(r["novel"] for r in rows) == 4
-    assert sum(r["syndicated"] for r in rows) == 1
-    _, rows = _run(seeded, sql.ARTICLE_VOLUME, _ctx(seeded, ["AAPL"]))
-    assert (sum(r["novel"] for r in rows), sum(r["syndicated"] for r in rows)) == (2, 1)
-    # Buckets follow $__interval: hourly buckets are epoch seconds on hour boundaries.
-    assert all(float(r["time"]) % 3600 == 0 for r in rows)
+def test_selection_index_is_the_ema_of_bucket_means_with_a_95_percent_band(run, seeded) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.SENTIMENT_SELECTION, tickers=["XOM"], interval=timedelta(hours=1), smoothing=3)
+    means = [(r["bucket mean"], r["index (EMA)"]) for r in rows]
+    ema = None
+    for bucket_mean, index in means:  # alpha = 2 / (3 + 1); empty buckets carry the average forward
+        if bucket_mean is not None:
+            ema = bucket_mean if ema is None else 0.5 * bucket_mean + 0.5 * ema
+        assert (index is None and ema is None) or index == pytest.approx(ema)
+    assert sum(r["articles"] for r in rows) == 6
+    full = [r for r in rows if r["articles"] >= 2]
+    assert full, "the XOM burst has buckets of several articles"
+    for r in full:
+        assert r["lower 95%"] <= r["bucket mean"] <= r["upper 95%"]
+    # One bucket recomputed from the raw scores: mean +- 1.96 s / sqrt(n).
+    scores = seeded.xom_recent
+    _, daily = run(sql.SENTIMENT_SELECTION, tickers=["XOM"], interval=timedelta(days=7))
+    (bucket,) = [r for r in daily if r["articles"]]
+    half = 1.96 * stdev(scores) / math.sqrt(len(scores))
+    assert (bucket["bucket mean"], bucket["upper 95%"]) == (pytest.approx(mean(scores)), pytest.approx(mean(scores) + half))
 
 
-def test_negative_headlines_newest_first_with_links(seeded: Seed) -> None:
-    _, rows = _run(seeded, sql.MOST_NEGATIVE_HEADLINES, _ctx(seeded, [ALL]))
-    assert [r["headline"] for r in rows] == [seeded.titles["a5"], seeded.titles["a2"]]  # a1 is neutral now
-    assert rows[0]["url"] == "https://news.example/a5"
-    assert rows[0]["tickers"] == "AAPL"
+def test_buckets_below_the_minimum_article_count_have_no_mean(run) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.SENTIMENT_SELECTION, tickers=["XOM"], interval=timedelta(days=7), min_articles=7)
+    assert [r["articles"] for r in rows if r["articles"]] == [6]
+    assert all(r["bucket mean"] is None and r["upper 95%"] is None and r["index (EMA)"] is None for r in rows)
+    _, rows = run(sql.SENTIMENT_INDEX_BY_TOPIC, interval=timedelta(days=7), min_articles=2)
+    assert {r["metric"] for r in rows if r["value"] is not None} == {"Energy | Oil"}  # only it has 2+ articles
 
 
-def test_alert_annotations_overlap_the_range(seeded: Seed) -> None:
-    ctx = _ctx(seeded, [ALL])
-    _, rows = _run(seeded, sql.ALERT_ANNOTATIONS, ctx)
-    assert len(rows) == 2  # the old alert ended before the range
-    resolved, firing = rows
-    assert "ticker AAPL (resolved)" in resolved["text"] and resolved["timeend"] > resolved["time"]
-    assert firing["tags"] == "critical,topic,Company | Product News,firing"
-    assert firing["timeend"] == ctx.time_to  # still firing: drawn to the end of the range
+def test_volume_is_a_rate_per_hour_whatever_the_bucket(run) -> None:  # type: ignore[no-untyped-def]
+    for hours in (1, 2, 6):
+        _, rows = run(sql.ARTICLE_VOLUME, interval=timedelta(hours=hours))
+        assert sum(r["novel per hour"] for r in rows) * hours == pytest.approx(4 + 6)  # a1 a3 a4 a5 + 6 XOM
+        assert sum(r["syndicated per hour"] for r in rows) * hours == pytest.approx(3)
+        _, rows = run(sql.ARTICLE_VOLUME, interval=timedelta(hours=hours), tickers=["AAPL"])
+        assert sum(r["syndicated per hour"] for r in rows) * hours == pytest.approx(2)
 
 
-def test_model_panels(seeded: Seed) -> None:
-    ctx = _ctx(seeded, [ALL])
-    _, rows = _run(seeded, sql.ACTIVE_MODEL, ctx)
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Tokyo"])
+def test_daily_buckets_start_at_local_midnight_of_the_market(run, tz: str) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.SENTIMENT_SELECTION, interval=timedelta(days=1), tz=tz)
+    assert rows
+    for r in rows:
+        local = r["time"].astimezone(ZoneInfo(tz))
+        assert (local.hour, local.minute) == (0, 0), (tz, r["time"])
+
+
+def test_top_movers_rank_the_negative_day_of_xom(run, seeded) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.TOP_MOVERS, min_articles=5)
+    assert [(r["scope_type"], r["scope"]) for r in rows] == [("ticker", "XOM"), ("topic", "Energy | Oil")]
+    xom = rows[0]
+    recent, base = seeded.xom_recent, seeded.xom_baseline
+    assert xom["sentiment_24h"] == pytest.approx(mean(recent)) and xom["sentiment_30d"] == pytest.approx(mean(base))
+    assert xom["z"] == pytest.approx((mean(recent) - mean(base)) / (stdev(base) / math.sqrt(len(recent))))
+    assert xom["z"] < -5
+    assert float(xom["volume_ratio"]) == pytest.approx(6 / (20 / 30))
+    assert run(sql.TOP_MOVERS, min_articles=7)[1] == []  # too few articles in the last 24 h
+    assert [r["scope"] for r in run(sql.TOP_MOVERS, min_articles=5, topics=["Earnings"])[1]] == ["XOM"]
+
+
+def test_headlines_are_original_stories_with_copies_sources_and_working_links(run, seeded) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.MOST_NEGATIVE_HEADLINES, tickers=["AAPL"])
+    assert [r["headline"] for r in rows] == [seeded.titles["a5"]]  # a1 is neutral now; a2, a2b are copies
+    (a5,) = rows
+    assert a5["link"] == ("https://news.google.com/search?q=Apple%20recalls%20devices%20over%20battery%20fires"
+                          "%20%26%20smoke")  # no URL from the source: a news search for the headline
+    assert a5["topic_confidence"] == pytest.approx(0.9) and a5["copies"] == 1 and a5["sources"] == "wire"
+    _, rows = run(sql.MOST_NEGATIVE_HEADLINES)
+    assert [r["headline"] for r in rows][:6] == [seeded.titles[f"r{i}"] for i in range(5, -1, -1)]  # p_negative desc
+    _, rows = run(sql.MOST_POSITIVE_HEADLINES)
+    assert [r["headline"] for r in rows] == [seeded.titles["a3"]]  # the copy a3c is counted, not listed
+    (a3,) = rows
+    assert a3["link"] == "https://news.example/a3" and a3["p_positive"] == pytest.approx(0.8)
+    assert (a3["copies"], a3["sources"]) == (2, "copycat, newsdesk")
+    _, rows = run(sql.MOST_NEGATIVE_HEADLINES, tickers=["AAPL"], topics=["Legal | Regulation"])
+    assert rows == []  # the story a1 (3 copies) is neutral under the active model
+
+
+def test_alert_annotations_follow_severity_and_the_scope_selection(run, seeded) -> None:  # type: ignore[no-untyped-def]
+    _, warning = run(sql.ALERT_ANNOTATIONS["warning"])
+    assert len(warning) == 1  # the OLD alert ended before the range
+    assert "WARNING ticker AAPL: 80% negative vs 10% baseline (n=12) [resolved]" == warning[0]["text"]
+    assert warning[0]["tags"].split(",") == ["marketmood", "alert", "warning", "resolved", "ticker:AAPL",
+                                             "rule:negative_spike"]
+    assert warning[0]["timeend"] > warning[0]["time"]
+    _, critical = run(sql.ALERT_ANNOTATIONS["critical"])
+    assert sorted(r["text"].split(" ")[2] for r in critical) == ["Company", "XOM:"]
+    # A ticker alert shows when its ticker is selected, a topic alert when its topic is (All = every one).
+    texts = [r["text"] for r in run(sql.ALERT_ANNOTATIONS["critical"], tickers=["XOM"], topics=["Earnings"])[1]]
+    assert [t.split(":")[0] for t in texts] == ["CRITICAL ticker XOM"]
+    assert [r["text"][:20] for r in run(sql.ALERT_ANNOTATIONS["critical"], topics=["Earnings"], tickers=["MSFT"])[1]] == []
+    assert run(sql.ALERT_ANNOTATIONS["warning"], tickers=["MSFT"])[1] == []
+    assert run(sql.ALERT_ANNOTATIONS["info"])[1] == []
+
+
+def test_alerts_table_has_evidence_and_open_alerts_count_silenced_ones(run) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.ALERTS_TABLE)
+    assert [(r["scope"], r["state"]) for r in rows] == [("XOM", "silenced"), ("Company | Product News", "firing"),
+                                                        ("AAPL", "resolved")]
+    assert rows[2]["negative_share"] == 0.8 and rows[2]["volume"] == 12
+    assert rows[2]["top_headline_url"] == "https://news.example/a1"
+    assert [r["scope"] for r in run(sql.ALERTS_TABLE, tickers=["AAPL"], topics=["Earnings"])[1]] == ["AAPL"]
+    assert run(sql.OPEN_ALERTS)[1] == [{"open alerts": 2}]  # firing + silenced, as `alerts list --state open`
+
+
+def test_model_changes_and_annotations(run) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.MODEL_CHANGES)
+    assert [(r["version"], r["reason"]) for r in rows] == [("v1", "first"), ("v2", "seed")]
+    _, notes = run(sql.MODEL_ANNOTATIONS)
+    assert [n["text"] for n in notes] == ["model v1 active (first, by tests)", "model v2 active (seed, by tests)"]
+
+
+def test_operator_panels(run) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.ACTIVE_MODEL)
     assert [(r["active model"], r["by"]) for r in rows] == [("v2", "tests")]
-    _, rows = _run(seeded, sql.MODEL_VERSIONS_IN_USE, ctx)
-    assert {r["model_version"]: r["scored"] for r in rows} == {"v1": 6, "v2": 1}
-    _, rows = _run(seeded, sql.SCORED_PER_MINUTE, ctx)
-    assert float(sum(r["scored per minute"] for r in rows)) == pytest.approx(7 / 60)  # 7 scores, 1 h buckets
-    _, rows = _run(seeded, sql.OPEN_ALERTS, ctx)
-    assert rows == [{"open alerts": 1}]
+    _, rows = run(sql.MODEL_VERSIONS_IN_USE)
+    assert {r["model_version"]: r["scored"] for r in rows} == {"v1": 8, "v2": 27, "v3": 1}
+    _, rows = run(sql.SCORED_PER_MINUTE)
+    assert float(sum(r["scored per minute"] for r in rows)) == pytest.approx(36 / 60)  # 36 scores, 1 h buckets
+
+
+def test_latency_is_measured_from_the_kafka_timestamp(run, seeded) -> None:  # type: ignore[no-untyped-def]
+    _, rows = run(sql.SCORING_LATENCY, interval=timedelta(days=30))
+    assert len(rows) == 1
+    # a3 has a Kafka timestamp 30 s before its score; every other first score falls back to published_at
+    # (hours to days before), so p50 is large and a3 is the minimum, not ~0 as scored_at - ingested_at was.
+    raw = sql.SCORING_LATENCY.replace("percentile_cont(0.5)", "percentile_cont(0.0)")
+    _, low = run(raw, interval=timedelta(days=30))
+    assert low[0]["p50"] == pytest.approx(30, abs=2)
+    assert rows[0]["p50"] > 3600

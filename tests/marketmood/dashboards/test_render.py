@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from marketmood.cli import cli
 from marketmood.dashboards import render
 from marketmood.dashboards.definitions import (
-    NEGATIVE_SHARE_PANEL_ID,
+    DRILL_DOWN_URL,
     POSTGRES_UID,
     PROMETHEUS_UID,
     all_dashboards,
@@ -38,22 +38,60 @@ def test_render_writes_then_check_passes_and_detects_edits(tmp_path: Path) -> No
 
 def test_sentiment_dashboard_has_the_analyst_panels() -> None:
     dashboard = to_json_dict(all_dashboards()["marketmood-sentiment"])
-    titles = {p["title"] for p in dashboard["panels"]}
-    assert {"Sentiment index per topic", "Negative share per topic", "Article volume",
-            "Latest negative headlines"} <= titles
-    ticker = dashboard["templating"]["list"][0]
-    assert (ticker["name"], ticker["includeAll"], ticker["multi"], ticker["refresh"]) == ("ticker", True, True, 2)
-    annotation = dashboard["annotations"]["list"][0]
-    assert annotation["filter"]["ids"] == [NEGATIVE_SHARE_PANEL_ID]
-    assert "FROM alerts" in annotation["target"]["rawSql"]
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    assert {"Sentiment index (selection)", "Sentiment index per topic", "Sentiment index per ticker",
+            "Negative share per topic", "Article volume (articles per hour)", "Top movers (24 h vs previous 30 days)",
+            "Alerts with evidence", "Most negative stories", "Most positive stories", "Model changes"} <= set(panels)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert list(variables) == ["topic", "ticker", "source", "tz", "min_articles", "smoothing"]
+    for name in ("topic", "ticker", "source"):
+        v = variables[name]
+        assert (v["includeAll"], v["multi"], v["refresh"], v["allValue"]) == (True, True, 2, "'__all'")
+    assert variables["tz"]["current"]["value"] == "America/New_York" and "UTC" in variables["tz"]["query"]
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == POSTGRES_UID
-            assert "$__timeFilter" in target["rawSql"], f"{panel['title']} ignores the time picker"
-            assert "${ticker}" in target["rawSql"], f"{panel['title']} ignores the ticker drill-down"
-    headlines = next(p for p in dashboard["panels"] if p["title"] == "Latest negative headlines")
-    link = headlines["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]
-    assert link["url"] == "${__data.fields.url}"
+            raw = target["rawSql"]
+            assert "$__timeFrom()" in raw or "$__timeTo()" in raw, f"{panel['title']} ignores the time picker"
+            if panel["title"] != "Model changes":
+                assert "${ticker}" in raw and "${topic}" in raw, f"{panel['title']} ignores the drill-down"
+    # Index panels: fixed thresholds (red below -0.2, zero line, green above +0.2), a confidence band.
+    index = panels["Sentiment index (selection)"]
+    steps = index["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps] == [(None, "red"), (-0.2, "transparent"), (0, "#8e8e8e"),
+                                                         (0.2, "green")]
+    assert index["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line+area"
+    band = {o["matcher"]["options"]: o["properties"] for o in index["fieldConfig"]["overrides"]}
+    assert {"id": "custom.fillBelowTo", "value": "lower 95%"} in band["upper 95%"]
+    assert all(p["interval"] == "1h" for p in dashboard["panels"] if p["type"] == "timeseries")
+
+
+def test_alert_annotations_are_on_every_time_series_and_coloured_by_severity() -> None:
+    dashboard = to_json_dict(all_dashboards()["marketmood-sentiment"])
+    annotations = {a["name"]: a for a in dashboard["annotations"]["list"]}
+    assert {n: a["iconColor"] for n, a in annotations.items() if n.startswith("Alerts")} == {
+        "Alerts: critical": "red", "Alerts: error": "orange", "Alerts: warning": "yellow", "Alerts: info": "blue"}
+    assert "model_alias_history" in annotations["Model changes"]["target"]["rawSql"]
+    for annotation in annotations.values():
+        assert "filter" not in annotation  # no panel filter: drawn on every time series panel
+        assert "FROM alerts" in annotation["target"]["rawSql"] or annotation["name"] == "Model changes"
+
+
+def test_drill_down_and_headline_links() -> None:
+    dashboard = to_json_dict(all_dashboards()["marketmood-sentiment"])
+    panels = {p["title"]: p for p in dashboard["panels"]}
+
+    def links(panel: str, field: str) -> list[dict[str, object]]:
+        overrides = panels[panel]["fieldConfig"]["overrides"]
+        props = next(o["properties"] for o in overrides if o["matcher"]["options"] == field)
+        return next(p["value"] for p in props if p["id"] == "links")
+
+    movers = links("Top movers (24 h vs previous 30 days)", "scope")
+    assert movers[0]["url"] == DRILL_DOWN_URL
+    assert DRILL_DOWN_URL.startswith("/d/marketmood-sentiment?var-${__data.fields.scope_type}=")
+    for tone in ("negative", "positive"):
+        assert links(f"Most {tone} stories", "headline")[0]["url"] == "${__data.fields.link}"
+        assert panels[f"Most {tone} stories"]["options"]["sortBy"] == [{"displayName": f"p_{tone}", "desc": True}]
 
 
 def test_pipeline_dashboard_reports_model_and_health() -> None:
