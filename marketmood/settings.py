@@ -8,13 +8,17 @@ them change under its feet.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,16 +38,29 @@ class TopicSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    """Stream worker: micro-batching and the faust app."""
+    """Stream worker: consumer group, micro-batching, retries and timeouts."""
 
-    app_id: str = "marketmood-worker"
+    app_id: str = Field("marketmood-worker", description="Kafka consumer group of the workers (one per pipeline).")
     batch_size: int = Field(32, ge=1, le=4096, description="Max articles per micro-batch.")
     batch_max_wait_s: float = Field(0.5, gt=0, le=60, description="Max seconds a partial batch waits.")
-    web_port: int = Field(6066, ge=0, le=65535, description="faust web / Prometheus port; 0 disables.")
+    web_port: int = Field(6066, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0 disables.")
     session_timeout_s: float = Field(6.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)
     db_retry_max_s: float = Field(30.0, gt=0, description="Cap of the exponential back-off on DB errors.")
     model_poll_interval_s: float = Field(10.0, gt=0, description="How often workers check the active model.")
+    drain_timeout_s: float = Field(
+        30.0, gt=0, description="On SIGTERM or a rebalance, how long batches in flight get to commit."
+    )
+    statement_timeout_s: float = Field(
+        30.0, gt=0, description="PostgreSQL statement_timeout of the worker's writes (a hung statement is retried)."
+    )
+    lock_timeout_s: float = Field(
+        10.0, gt=0, description="PostgreSQL lock_timeout of the worker's writes (a lock held elsewhere is retried)."
+    )
+    max_request_bytes: int = Field(
+        1_048_576, ge=65_536, description="Producer request limit; larger dead letters are sent as stubs."
+    )
+    publish_scored: bool = Field(True, description="Publish news.scored events (off for a shadow worker).")
 
 
 class ModelSettings(_Section):
@@ -61,15 +78,48 @@ class ModelSettings(_Section):
         8192, ge=64, description="Cap on rows x padded tokens per micro-batch (bounds memory on long articles)."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for inference; default: all cores.")
+    alias: str = Field(
+        "active", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="Registry alias the workers follow (hot reload); a shadow worker follows 'shadow'.",
+    )
 
 
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    tokens: tuple[str, ...] = Field((), description="Bearer tokens accepted on write endpoints.")
+    tokens: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description='Bearer tokens accepted on write endpoints: a JSON list, e.g. ["alice:s3cret"].'
+    )
     max_texts: int = Field(256, ge=1)
     max_text_chars: int = Field(20_000, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1024)
+    classify_per_minute: float = Field(
+        120.0, ge=0, description="Sustained POST /classify requests per minute per client; 0 = no limit."
+    )
+    classify_burst: int = Field(20, ge=1, description="Requests a client may send at once before the rate applies.")
+    rate_limit_clients: int = Field(10_000, ge=1, description="Clients tracked by the rate limiter (LRU).")
+    health_cache_s: float = Field(
+        5.0, ge=0, description="GET /health reuses a check this many seconds (one check at a time)."
+    )
+    db_pool_size: int = Field(5, ge=1, le=100, description="Database connections the API keeps open.")
+    db_max_overflow: int = Field(5, ge=0, le=100, description="Extra connections under load (pool ceiling).")
+    db_pool_timeout_s: float = Field(
+        5.0, gt=0, description="Wait this long for a free connection, then answer 503."
+    )
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens_from_json(cls, value: Any) -> Any:
+        """From the environment the list arrives as text: parse it here so a mistake names this setting."""
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as exc:
+            raise ValueError(f'must be a JSON list of strings, e.g. ["alice:s3cret"] ({exc.msg})') from None
+        if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
+            raise ValueError('must be a JSON list of strings, e.g. ["alice:s3cret"]')
+        return parsed
 
 
 class GrafanaSettings(_Section):
@@ -79,8 +129,11 @@ class GrafanaSettings(_Section):
         "marketmood_grafana", pattern=r"^[a-z_][a-z0-9_]*$", description="Read-only PostgreSQL role (migration 0002)."
     )
     reader_password: str = Field(
-        "marketmood-grafana-dev", min_length=1, description="Password of the reader role; dev default, change it."
+        "marketmood-grafana-dev", min_length=1,
+        description="Password of the reader role; dev default, change it. Applied by every `marketmood db upgrade`.",
     )
+    reader_statement_timeout_s: float = Field(30.0, gt=0, description="Reader's statements are cancelled after this.")
+    reader_connection_limit: int = Field(20, ge=1, description="Connections the reader role may hold at once.")
     url: str = Field("http://127.0.0.1:3000", description="Grafana base URL for `marketmood grafana push`.")
     token: str | None = Field(None, description="Grafana service-account token for `marketmood grafana push`.")
 
@@ -94,6 +147,14 @@ class AlertSettings(_Section):
     metrics_port: int = Field(9108, ge=0, le=65535)
     window_s: int = Field(300, ge=10, le=86_400, description="Length of one aggregation window (seconds).")
     late_grace_s: float = Field(30.0, ge=0, description="Wait this long after a window ends before judging it.")
+    allowed_lateness_s: float = Field(
+        60.0, ge=0, description="Judge a window once the workers' committed event-time watermark passed its end + this."
+    )
+    use_watermark: bool = Field(True, description="Gate judging on the ingest watermark (off: wall clock only).")
+    claim_timeout_s: float = Field(
+        60.0, gt=0, description="A notification claimed longer than this belongs to a dead sender (> 2x timeout)."
+    )
+    runbook_url: str | None = Field(None, description="Runbook linked from every notification (a rule may override).")
     max_catchup_windows: int = Field(288, ge=1, description="Windows replayed after downtime (older are skipped).")
     delivery_timeout_s: float = Field(5.0, gt=0, description="HTTP/SMTP timeout of one notification attempt.")
     retry_base_s: float = Field(2.0, gt=0, description="First retry delay; doubles per attempt.")
@@ -104,21 +165,47 @@ class AlertSettings(_Section):
 
 class RetrainSettings(_Section):
     schedule: str = Field("0 3 * * 1", description="Cron expression; default weekly, Monday 03:00 UTC.")
-    min_new_feedback: int = Field(50, ge=0)
-    feedback_weight: float = Field(3.0, gt=0)
+    min_new_feedback: int = Field(50, ge=0, description="Distinct newly labelled texts a scheduled retrain needs.")
+    feedback_weight: float = Field(1.0, gt=0, description="Loss weight of an accepted feedback example.")
+    feedback_reviewers: tuple[str, ...] = Field((), description="Authors (named-token owners) whose label alone is accepted.")
+    feedback_min_agreeing: int = Field(2, ge=1, description="Distinct agreeing authors a non-reviewed label needs.")
+    feedback_max_author_share: float = Field(0.2, gt=0, le=1, description="Cap on one author's share of accepted texts.")
+    feedback_author_floor: int = Field(20, ge=0, description="Accepted texts an author may always support (small teams).")
     epochs: int = Field(3, ge=1)
-    macro_f1_tolerance: float = Field(0.005, ge=0)
+    gate_delta: float = Field(0.02, ge=0, description="Pooled base-set margin: lower bound of macro-F1 diff > -delta.")
+    gate_set_delta: float = Field(0.05, ge=0, description="Per base set margin on the lower bound of the macro-F1 diff.")
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the paired bootstrap interval.")
+    gate_bootstrap_samples: int = Field(2000, ge=200, description="Paired bootstrap resamples per set.")
+    gate_min_feedback_examples: int = Field(100, ge=1, description="Feedback hold-outs smaller than this do not vote.")
+    gate_min_feedback_confirmations: float = Field(
+        0.3, ge=0, le=1, description="Share of hold-out rows the champion got right needed for the feedback vote."
+    )
+    gate_class_delta: float = Field(0.10, ge=0, description="Max per-class F1 / negative-recall drop (guardrail).")
+    gate_min_class_support: int = Field(50, ge=1, description="Classes with fewer gold rows are not guarded.")
     latency_budget_ms: float = Field(50.0, gt=0, description="Max CPU-path ms per text in the gate.")
-    psi_threshold: float = Field(0.2, gt=0)
-    confidence_drop_threshold: float = Field(0.1, gt=0)
-    drift_window_hours: float = Field(24.0, gt=0)
+    drift_alpha: float = Field(0.01, gt=0, lt=1, description="False-alarm rate per drift test (chi-square p-value).")
+    drift_min_effect: float = Field(
+        0.05, ge=0, le=1, description="Smallest total-variation shift of a label distribution that counts as drift."
+    )
+    drift_low_confidence: float = Field(0.5, gt=0, lt=1, description="Top probability below this = low confidence.")
+    confidence_drop_threshold: float = Field(0.1, gt=0, description="Mean-confidence fall that counts as drift.")
+    labelling_request_size: int = Field(50, ge=1, description="Most uncertain texts put in a drift labelling request.")
+    shadow_hours: float = Field(
+        48.0, ge=0, description="Hours a gated challenger scores in shadow before promotion; 0 = promote at once."
+    )
+    shadow_min_scores: int = Field(500, ge=1, description="Shadow scores needed before promotion.")
+    shadow_min_agreement: float = Field(0.8, ge=0, le=1, description="Least sentiment agreement with the champion.")
+    shadow_max_confidence_drop: float = Field(0.05, ge=0, le=1, description="Most mean-confidence drop vs the champion.")
+    drift_window_hours: float = Field(24.0, gt=0, description="Recent window judged for drift.")
     check_interval_s: float = Field(300.0, gt=0)
-    drift_reference_hours: float = Field(168.0, gt=0, description="Reference window before the recent one.")
+    drift_reference_weeks: int = Field(
+        4, ge=1, description="Reference = the same weekday/hour window in each of this many preceding weeks."
+    )
     drift_min_samples: int = Field(200, ge=1, description="Fewer scores in either window: no drift verdict.")
     feedback_holdout_fraction: float = Field(
         0.2, ge=0, lt=1, description="Newest share of feedback kept out of training and used by the gate."
     )
-    gate_min_examples: int = Field(20, ge=1, description="Eval sets smaller than this do not vote in the gate.")
+    gate_min_examples: int = Field(300, ge=1, description="Base dev sets smaller than this do not vote in the gate.")
     limit_per_dataset: int | None = Field(None, ge=1, description="Cap rows per labeled set (tiny runs).")
     max_steps: int | None = Field(None, ge=1, description="Cap optimizer steps (tiny runs).")
     auto_promote: bool = Field(True, description="Promote a challenger that passes the gate.")
@@ -137,6 +224,9 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         extra="forbid",
+        # Only MARKETMOOD_* lines of a .env are ours: the file is often shared with other tools. Unknown
+        # MARKETMOOD_* lines are still refused (see _CheckedDotEnv), so a typo is not silently ignored.
+        dotenv_filtering="only_existing",
         frozen=True,
     )
 
@@ -178,11 +268,57 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, _CheckedDotEnv(dotenv_settings)]
         config_file = os.environ.get("MARKETMOOD_CONFIG")
         if config_file:
             sources.append(_config_file_source(settings_cls, Path(config_file)))
         return tuple(sources)
+
+
+# MARKETMOOD_* names that are not settings: read by load_settings itself or by docker compose only.
+NOT_SETTINGS = frozenset({"MARKETMOOD_CONFIG", "MARKETMOOD_VERSION", "MARKETMOOD_DATA_DIR"})
+_SECRET = re.compile(r"password|token|secret|database_url", re.IGNORECASE)
+
+
+class _CheckedDotEnv(PydanticBaseSettingsSource):
+    """The .env source, refusing ``MARKETMOOD_*`` lines that name no setting (other lines are ignored)."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return self.inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = self.inner()
+        names = getattr(self.inner, "env_vars", {}) or {}
+        for name in names:
+            upper = name.upper()
+            if not upper.startswith("MARKETMOOD_") or upper in NOT_SETTINGS:
+                continue
+            top = upper.removeprefix("MARKETMOOD_").split("__")[0].lower()
+            if top not in self.settings_cls.model_fields:
+                raise ConfigError(f"unknown setting {upper} in .env{_suggest(upper)}")
+        return data
+
+
+def _env_names(model: Any = None, prefix: str = "MARKETMOOD_") -> list[str]:
+    """Every setting's environment variable name (for "did you mean" suggestions)."""
+    model = Settings if model is None else model
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += _env_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, _env_names(), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _config_file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
@@ -198,20 +334,50 @@ def _config_file_source(settings_cls: type[BaseSettings], path: Path) -> Pydanti
 
 
 class ConfigError(RuntimeError):
-    """A configuration problem, reported to the user as one readable message."""
+    """A configuration problem, reported to the user as one line per problem, each naming the setting."""
+
+
+def _shown(loc: tuple[Any, ...], value: Any) -> str:
+    """The offending value for the message, unless it may be a secret."""
+    if any(_SECRET.search(str(part)) for part in loc):
+        return "<hidden>"
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _validation_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+        env = "MARKETMOOD_" + "__".join(str(p) for p in loc).upper()
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "no such setting" + _suggest(env)
+        lines.append(f"invalid setting {env} ({'.'.join(map(str, loc))}): {message} (got {_shown(loc, err.get('input'))})")
+    return lines
+
+
+def _settings_error_line(exc: SettingsError) -> str:
+    """pydantic-settings names only the top-level field when a value is not valid JSON: find the variable."""
+    match = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    field = match.group(1) if match else None
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+    if field is None:
+        return f"invalid configuration: {exc}{cause}"
+    prefix = f"MARKETMOOD_{field.upper()}"
+    names = sorted(n for n in os.environ if n.upper() == prefix or n.upper().startswith(prefix + "__"))
+    named = ", ".join(names) or prefix
+    return f"invalid setting {named}: not valid JSON{cause}"
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning pydantic's validation error into a short, actionable ConfigError."""
+    """Build settings, turning pydantic's errors into a ConfigError of one line per problem."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            env = "MARKETMOOD_" + "__".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"  {loc} (env {env}): {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("invalid MarketMood configuration:\n" + "\n".join(lines)) from None
+        raise ConfigError("\n".join(_validation_lines(exc))) from None
+    except SettingsError as exc:
+        raise ConfigError(_settings_error_line(exc)) from None
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,8 @@
 """``marketmood db upgrade`` / ``marketmood db current``: manage the schema of the configured database.
 
-With MARKETMOOD_DATABASE_URL unset they act on the embedded PostgreSQL under ``<home>/postgres``.
+With MARKETMOOD_DATABASE_URL unset they act on the embedded PostgreSQL under ``<home>/postgres``. After the
+migrations, ``upgrade`` applies Grafana's read-only role from the settings (:func:`apply_reader_role`), so a
+reader password changed in the settings takes effect on the next upgrade.
 """
 
 from __future__ import annotations
@@ -9,13 +11,47 @@ from pathlib import Path
 
 import click
 
-from marketmood.settings import load_settings
+from marketmood.settings import GrafanaSettings, Settings, load_settings
 
 
-def _target(url: str | None) -> tuple[str | None, Path]:
-    """The explicit --url, else MARKETMOOD_DATABASE_URL, else None (embedded); plus MarketMood's home."""
+def reader_limits(grafana: GrafanaSettings):  # -> storage.roles.ReaderLimits
+    """The reader role's session limits, from the settings."""
+    from storage.roles import ReaderLimits
+
+    return ReaderLimits(statement_timeout_s=grafana.reader_statement_timeout_s,
+                        connection_limit=grafana.reader_connection_limit)
+
+
+def apply_reader_role(settings: Settings, url: str) -> None:
+    """Create or update Grafana's read-only role in the database at ``url`` (idempotent; after migrating)."""
+    from sqlalchemy.pool import NullPool
+
+    from storage.db import make_engine
+    from storage.roles import ensure_reader_role
+
+    grafana = settings.grafana
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            ensure_reader_role(conn, grafana.reader_role, grafana.reader_password, reader_limits(grafana))
+    finally:
+        engine.dispose()
+
+
+def upgrade_database(settings: Settings, url: str, revision: str = "heads") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Migrate ``url`` to ``revision`` and apply the reader role; (revisions before, revisions after)."""
+    from storage import migrate
+
+    before = migrate.current_or_empty(url)
+    after = migrate.upgrade(url, revision)
+    apply_reader_role(settings, url)
+    return before, after
+
+
+def _target(url: str | None) -> tuple[str | None, Path, Settings]:
+    """The explicit --url, else MARKETMOOD_DATABASE_URL, else None (embedded); plus home and the settings."""
     settings = load_settings()
-    return (url or settings.database_url), settings.home
+    return (url or settings.database_url), settings.home, settings
 
 
 @click.group("db")
@@ -25,21 +61,26 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @click.option("--url", help="SQLAlchemy URL [default: MARKETMOOD_DATABASE_URL, else the embedded database].")
-@click.option("--revision", default="heads", show_default=True, help="Target revision.")
+@click.option("--revision", default="heads", show_default=True,
+              help="Target revision (an Alembic revision id, or heads for the newest).")
 def upgrade_command(url: str | None, revision: str) -> None:
-    """Create the database if missing and apply migrations up to REVISION."""
-    from storage import migrate
+    """Create the database if missing, apply migrations up to REVISION, then create or update Grafana's
+    read-only role (MARKETMOOD_GRAFANA__READER_ROLE / __READER_PASSWORD): re-run it after changing them."""
+    from sqlalchemy import exc as sa_exc
+
     from storage.db import DatabaseUnavailableError, safe_url
     from storage.embedded import EmbeddedPostgresError
-    from storage.service import open_database
+    from marketmood.runtime import open_database
 
-    database_url, home = _target(url)
+    database_url, home, settings = _target(url)
     try:
-        with open_database(database_url, home, upgrade=False) as target:
-            before = migrate.current_or_empty(target)
-            after = migrate.upgrade(target, revision)
+        with open_database(database_url, home, upgrade_schema=False) as target:
+            before, after = upgrade_database(settings, target, revision)
     except (DatabaseUnavailableError, EmbeddedPostgresError) as exc:
         raise click.ClickException(str(exc)) from None
+    except sa_exc.DBAPIError as exc:
+        first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+        raise click.ClickException(f"upgrade of {safe_url(target)} failed: {first}") from None
     label = "embedded database" if database_url is None else safe_url(target)
     if before == after:
         click.echo(f"{label}: already at {', '.join(after) or 'base'}")
@@ -54,11 +95,11 @@ def current_command(url: str | None) -> None:
     from storage import migrate
     from storage.db import DatabaseUnavailableError, ping
     from storage.embedded import EmbeddedPostgresError
-    from storage.service import open_database
+    from marketmood.runtime import open_database
 
-    database_url, home = _target(url)
+    database_url, home, _settings = _target(url)
     try:
-        with open_database(database_url, home, upgrade=False) as target:
+        with open_database(database_url, home, upgrade_schema=False) as target:
             ping(target)
             revisions = migrate.current_or_empty(target)
     except (DatabaseUnavailableError, EmbeddedPostgresError) as exc:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from click.testing import CliRunner
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
 
 from marketmood.cli import cli
 from storage import migrate
-from tests.fixtures.postgres import copy_data_dir, fresh_data_dir, remove_data_dir
+from storage.db import make_engine
 from storage.embedded import postmaster_running, stop_server
+from storage.roles import drop_reader_role
+from tests.fixtures.postgres import copy_data_dir, fresh_data_dir, remove_data_dir
 
 
 def test_upgrade_and_current_on_a_configured_database(db_url: str) -> None:
@@ -57,3 +61,29 @@ def test_embedded_default_is_migrated_and_stopped(pristine_pgdata: Path) -> None
     finally:
         stop_server(Path(home) / "postgres")
         remove_data_dir(data_dir)
+
+
+def test_upgrade_applies_the_reader_password_from_the_settings_every_time(db_url: str) -> None:
+    """Rotating MARKETMOOD_GRAFANA__READER_PASSWORD takes effect on the next `db upgrade` (no new migration)."""
+    role = "mm_db_upgrade_reader"
+    engine = make_engine(db_url, poolclass=NullPool)
+
+    def upgrade_with(password: str) -> tuple[str, int]:
+        env = {"MARKETMOOD_DATABASE_URL": db_url, "MARKETMOOD_GRAFANA__READER_ROLE": role,
+               "MARKETMOOD_GRAFANA__READER_PASSWORD": password, "MARKETMOOD_GRAFANA__READER_CONNECTION_LIMIT": "7"}
+        result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "already at" in result.output  # schema unchanged: only the role was updated
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT rolpassword, rolconnlimit FROM pg_authid WHERE rolname = :r"),
+                               {"r": role}).one()
+        return row.rolpassword, row.rolconnlimit
+
+    try:
+        first, limit = upgrade_with("first-password")
+        second, _ = upgrade_with("rotated-password")
+        assert first and second and first != second and limit == 7
+    finally:
+        with engine.begin() as conn:
+            drop_reader_role(conn, role)
+        engine.dispose()

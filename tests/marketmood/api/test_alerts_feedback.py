@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from storage.alerts import insert_alert
 from storage.db import make_engine
 from storage.feedback import fetch_feedback
-from tests.api.conftest import ALICE, SHARED
 
 
 @pytest.fixture
@@ -42,32 +41,33 @@ def test_list_alerts_newest_first_and_by_state(db_client: TestClient, alert_ids:
     assert db_client.get("/alerts", params={"state": "bogus"}).status_code == 422
 
 
-def test_acknowledge_needs_a_valid_token(db_client: TestClient, alert_ids: list[int]) -> None:
+def test_acknowledge_needs_a_valid_token(db_client: TestClient, alert_ids: list[int], alice: dict[str, str]) -> None:
     url = f"/alerts/{alert_ids[1]}/ack"
     assert db_client.post(url).status_code == 401
     response = db_client.post(url, headers={"Authorization": "Bearer wrong"})
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
     assert db_client.get("/alerts", params={"state": "firing"}).json()[0]["id"] == alert_ids[1]  # unchanged
 
-    response = db_client.post(url, headers=ALICE)
+    response = db_client.post(url, headers=alice)
     assert response.status_code == 200
     assert (response.json()["state"], response.json()["acknowledged_by"]) == ("acknowledged", "alice")
-    assert db_client.post("/alerts/999999/ack", headers=ALICE).status_code == 404
+    assert db_client.post("/alerts/999999/ack", headers=alice).status_code == 404
 
 
 def test_writes_refused_when_no_tokens_configured(make_db_client: Callable[..., TestClient],
-                                                   alert_ids: list[int]) -> None:
+                                                   alert_ids: list[int], alice: dict[str, str]) -> None:
     db_client = make_db_client(tokens=())
-    response = db_client.post(f"/alerts/{alert_ids[1]}/ack", headers=ALICE)
+    response = db_client.post(f"/alerts/{alert_ids[1]}/ack", headers=alice)
     assert response.status_code == 401 and "no API tokens configured" in response.json()["detail"]
 
 
-def test_feedback_is_stored_with_the_token_identity(db_client: TestClient, db_url: str) -> None:
-    response = db_client.post("/feedback", headers=ALICE,
+def test_feedback_is_stored_with_the_token_identity(db_client: TestClient, db_url: str, alice: dict[str, str],
+                                                    shared: dict[str, str]) -> None:
+    response = db_client.post("/feedback", headers=alice,
                            json={"text": "Shares tumble", "sentiment": "Bearish", "author": "mallory"})
     assert response.status_code == 201, response.text
     assert response.json()["author"] == "alice"  # a named token wins over the body
-    response = db_client.post("/feedback", headers=SHARED,
+    response = db_client.post("/feedback", headers=shared,
                            json={"text": "Dividend raised", "topic": "dividend", "author": "bob"})
     assert response.status_code == 201 and response.json()["author"] == "bob"
 
@@ -91,8 +91,9 @@ def test_feedback_is_stored_with_the_token_identity(db_client: TestClient, db_ur
         ({"topic": "Earnings"}, "needs an article_id or a text"),
     ],
 )
-def test_invalid_feedback_is_422_with_the_reason(db_client: TestClient, body: dict, message: str) -> None:
-    response = db_client.post("/feedback", headers=ALICE, json=body)
+def test_invalid_feedback_is_422_with_the_reason(db_client: TestClient, body: dict, message: str,
+                                                 alice: dict[str, str]) -> None:
+    response = db_client.post("/feedback", headers=alice, json=body)
     assert response.status_code == 422
     assert message in response.json()["detail"]
 

@@ -15,8 +15,18 @@ from models.prediction import StaticProvider
 from storage.db import make_engine
 
 TOKENS = ("alice:alice-secret", "shared-secret")
-ALICE = {"Authorization": "Bearer alice-secret"}
-SHARED = {"Authorization": "Bearer shared-secret"}
+
+
+@pytest.fixture
+def alice() -> dict[str, str]:
+    """Headers of the named token ``alice:alice-secret`` (requests act as ``alice``)."""
+    return {"Authorization": "Bearer alice-secret"}
+
+
+@pytest.fixture
+def shared() -> dict[str, str]:
+    """Headers of the bare token ``shared-secret`` (the body may name the author)."""
+    return {"Authorization": "Bearer shared-secret"}
 
 
 @pytest.fixture(scope="session")
