@@ -17,16 +17,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
 from marketmood.api.auth import TokenIdentity, authenticate, parse_tokens
+from marketmood.api.feedback import feedback_router
 from marketmood.api.health import database_health, model_health, overall
 from marketmood.api.limits import BodySizeLimit
 from marketmood.api.metrics import ApiMetrics, RequestMetrics
+from marketmood.api.sentiment import router as sentiment_router
 from marketmood.api.schemas import (
     AlertOut,
     ClassifyRequest,
     ClassifyResponse,
     ComponentHealth,
-    FeedbackRequest,
-    FeedbackResponse,
     HealthResponse,
 )
 from marketmood.settings import ApiSettings
@@ -124,24 +124,7 @@ def create_app(deps: ApiDependencies) -> FastAPI:
             raise ApiError(404, f"alert {alert_id} does not exist")
         return alert
 
-    @app.post("/feedback", response_model=FeedbackResponse, status_code=201, tags=["feedback"],
-              responses={401: {"description": "Missing or invalid token"},
-                         422: {"description": "No subject, no label, or an unknown label"}})
-    def feedback(body: FeedbackRequest, identity: TokenIdentity = Depends(require_token)) -> FeedbackResponse:
-        """Store an analyst's corrected topic and/or sentiment for an article id or a text (used by retraining).
-
-        The author is the token's owner for named tokens, else ``author`` from the body (else the token id).
-        """
-        from storage.feedback import insert_feedback
-
-        author = identity.name if identity.named else (body.author or identity.name)
-        try:
-            with deps.db.begin() as conn:
-                feedback_id = insert_feedback(conn, article_id=body.article_id, text=body.text, topic=body.topic,
-                                              sentiment=body.sentiment, author=author, origin="api")
-        except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
-        return FeedbackResponse(id=feedback_id, author=author)
+    app.include_router(feedback_router(deps.db, require_token))
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse, "description": "A component is down or degraded"}})
@@ -162,6 +145,7 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         """Prometheus exposition of the API's own metrics."""
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(sentiment_router)  # GET /sentiment: the dashboards' series for notebooks
     app.add_middleware(RequestMetrics, metrics=deps.metrics)
     app.add_middleware(BodySizeLimit, max_bytes=deps.settings.max_body_bytes)  # outermost: runs first
     app.state.deps = deps

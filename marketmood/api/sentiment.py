@@ -1,0 +1,97 @@
+"""``GET /sentiment``: the dashboards' sentiment series for notebooks, as JSON or CSV.
+
+It runs ``storage.dashboards.sentiment_series`` with bind parameters: the same SQL text as the Grafana
+panels and ``marketmood report`` (only the placeholders differ), so a notebook sees the numbers the
+dashboard shows: current model's scores, novel articles, minimum article count, EMA, 95% band.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from sqlalchemy import text
+
+from marketmood.dashboards.macros import MacroError, parse_interval
+from storage import dashboards as sql
+
+router = APIRouter(tags=["sentiment"])
+
+MAX_BUCKETS = 10_000
+MIN_INTERVAL = timedelta(minutes=1)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """``?ticker=AAPL&ticker=MSFT`` or ``?ticker=AAPL,MSFT``; none = All."""
+    if not values:
+        return None
+    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return out or None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _bad(message: str) -> HTTPException:
+    return HTTPException(422, message)
+
+
+@router.get("/sentiment", responses={200: {"content": {"text/csv": {}}}, 422: {"description": "Bad parameters"}})
+def sentiment(
+    request: Request,
+    ticker: Annotated[list[str] | None, Query(description="Tickers (repeat or comma-separate); none = all.")] = None,
+    topic: Annotated[list[str] | None, Query(description="Topics (repeat or comma-separate); none = all.")] = None,
+    source: Annotated[list[str] | None, Query(description="Publishers; none = all.")] = None,
+    from_: Annotated[datetime | None, Query(alias="from", description="Start (ISO 8601); default: to - 7 days.")] = None,
+    to: Annotated[datetime | None, Query(description="End (ISO 8601); default: now.")] = None,
+    interval: Annotated[str, Query(description="Bucket size: 15m, 1h, 1d, ...")] = "1h",
+    by: Annotated[Literal["none", "topic", "ticker"], Query(description="One series, or one per topic/ticker.")] = "none",
+    tz: Annotated[str, Query(description="Market time zone: buckets start at its local midnight.")] = "UTC",
+    min_articles: Annotated[int, Query(ge=1, le=1000, description="Buckets with fewer novel articles get no mean.")] = (
+        sql.DEFAULT_MIN_ARTICLES),
+    span: Annotated[int, Query(ge=1, le=1000, description="EMA span in buckets (1 = raw means).")] = sql.DEFAULT_SPAN,
+    format: Annotated[Literal["json", "csv"], Query(description="Response format.")] = "json",  # noqa: A002
+) -> Any:
+    """Sentiment index per bucket (EMA), bucket mean with its 95% band, negative share, articles and rate."""
+    try:
+        bucket = parse_interval(interval)
+    except MacroError:
+        raise _bad(f"interval {interval!r}: expected a number and a unit, e.g. 15m, 1h, 1d") from None
+    if bucket < MIN_INTERVAL:
+        raise _bad(f"interval {interval!r} is below the minimum of 1m")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _bad(f"tz {tz!r} is not an IANA time zone (e.g. America/New_York)") from None
+    t_to = _aware(to) if to is not None else datetime.now(timezone.utc)
+    t_from = _aware(from_) if from_ is not None else t_to - timedelta(days=7)
+    if t_from >= t_to:
+        raise _bad("from must be before to")
+    if (t_to - t_from) / bucket > MAX_BUCKETS:
+        raise _bad(f"{interval} buckets over this range would be more than {MAX_BUCKETS}: use a larger interval")
+    params = sql.params_for(t_from=t_from, t_to=t_to, bucket=bucket, topics=_split(topic), tickers=_split(ticker),
+                            sources=_split(source), tz=tz, min_articles=min_articles, span=span)
+    with request.app.state.deps.db.connect() as conn:
+        result = conn.execute(text(sql.sentiment_series(sql.BIND, by)), params)
+        columns = list(result.keys())
+        rows = [dict(zip(columns, row)) for row in result]
+    rows = [{k: (float(v) if k == "per_hour" and v is not None else v) for k, v in r.items()} for r in rows]
+    if format == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()})
+        return Response(out.getvalue(), media_type="text/csv")
+    return {
+        "query": {"ticker": _split(ticker), "topic": _split(topic), "source": _split(source),
+                  "from": t_from.isoformat(), "to": t_to.isoformat(), "interval": interval, "by": by, "tz": tz,
+                  "min_articles": min_articles, "span": span},
+        "columns": columns,
+        "rows": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows],
+    }

@@ -1,0 +1,79 @@
+"""``GET /sentiment`` on the seeded database: the same numbers as the Grafana panel, as JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from marketmood.api import ApiDependencies, create_app
+from marketmood.api.schemas import ComponentHealth
+from marketmood.settings import ApiSettings
+from models.prediction import StaticProvider
+from storage import dashboards as sql
+from storage.db import make_engine
+
+
+@pytest.fixture(scope="module")
+def client(seeded) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    from models import load_engine
+
+    db = make_engine(seeded.reader_url)  # the API only reads here: Grafana's read-only role is enough
+    deps = ApiDependencies(settings=ApiSettings(), provider=StaticProvider(load_engine()), db=db,
+                           broker_check=lambda: ComponentHealth(status="ok", detail="not checked"))
+    with TestClient(create_app(deps)) as test_client:
+        yield test_client
+    db.dispose()
+
+
+def _params(seed, **extra: object) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {"from": seed.t0.isoformat(), "to": seed.t_to.isoformat(), **extra}
+
+
+def test_json_rows_equal_the_panel_rows(client: TestClient, seeded, run) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/sentiment", params=_params(seeded, ticker="XOM", interval="1h", span=3, min_articles=1))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["columns"] == ["time", "index", "mean", "lower", "upper", "negative_share", "articles", "copies",
+                               "per_hour"]
+    _, panel = run(sql.SENTIMENT_SELECTION, tickers=["XOM"], interval=timedelta(hours=1), smoothing=3)
+    assert [r["time"] for r in body["rows"]] == [r["time"].isoformat() for r in panel]
+    assert [r["index"] for r in body["rows"]] == pytest.approx([r["index (EMA)"] for r in panel], nan_ok=True)
+    assert [r["upper"] for r in body["rows"]] == [r["upper 95%"] for r in panel]
+    assert sum(r["articles"] for r in body["rows"]) == 6
+
+
+def test_per_topic_series_and_filters(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def]
+    body = client.get("/sentiment", params=_params(seeded, by="topic", interval="7d", min_articles=1)).json()
+    by_topic = {r["metric"]: r["index"] for r in body["rows"] if r["index"] is not None}
+    assert by_topic["Company | Product News"] == pytest.approx(0.05 - 0.7)  # not the rejected v3's score
+    body = client.get("/sentiment", params=[*_params(seeded, by="ticker", interval="7d").items(),
+                                            ("ticker", "MSFT,XOM"), ("min_articles", 1)]).json()
+    assert {r["metric"] for r in body["rows"]} == {"MSFT", "XOM"}
+    assert body["query"]["ticker"] == ["MSFT", "XOM"]
+
+
+def test_csv(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/sentiment", params=_params(seeded, topic="Energy | Oil", interval="1d", format="csv",
+                                                        tz="America/New_York"))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert rows and sum(int(r["articles"]) for r in rows) == 6
+    assert all(r["time"].endswith(("-04:00", "-05:00")) or "T04:00" in r["time"] or "T05:00" in r["time"]
+               for r in rows)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"interval": "5 minutes"}, "expected a number and a unit"),
+    ({"interval": "10s"}, "below the minimum"),
+    ({"tz": "Mars/Olympus"}, "not an IANA time zone"),
+    ({"interval": "1m", "from": "2020-01-01T00:00:00Z"}, "more than 10000"),
+    ({"from": "2030-01-01T00:00:00Z", "to": "2029-01-01T00:00:00Z"}, "from must be before to"),
+])
+def test_bad_parameters_are_a_clear_422(client: TestClient, params: dict[str, str], message: str) -> None:
+    response = client.get("/sentiment", params=params)
+    assert response.status_code == 422 and message in response.json()["detail"]
