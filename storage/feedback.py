@@ -1,6 +1,8 @@
-"""SQL for analyst feedback: corrected labels kept with who/when, read back as training material.
+"""SQL for analyst feedback: labels kept with who/how/when, read back for the retrain's merge.
 
-Every function takes a SQLAlchemy ``Connection`` (or ``Session``) and runs inside the caller's transaction
+Storage only stores: labels are validated and normalized by the caller (``training.feedback_policy``)
+against the label maps, and which labels are trusted (agreement, reviewers, per-author caps) is decided
+when a retrain merges them. Every function takes a ``Connection`` and runs in the caller's transaction
 (use ``engine.begin()``), so an API request or a CSV import commits all-or-nothing.
 """
 
@@ -11,15 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, literal, select
 
-from models.labels import UnknownLabelError, normalize_sentiment, normalize_topic
 from storage.schema import Article, Feedback
+
+_COLUMNS = ("article_id", "text", "topic", "sentiment", "author")
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackRow:
-    """One correction with the text it applies to (the article title/body when only an id was given)."""
+    """One stored label with the text it applies to (the article headline when only an id was given)."""
 
     id: int
     text: str
@@ -30,90 +33,52 @@ class FeedbackRow:
     created_at: datetime
 
 
-def _clean(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = str(value).strip()
-    return value or None
-
-
-def validate_feedback(
-    *, article_id: str | None, text: str | None, topic: str | None, sentiment: str | None, author: str
-) -> dict[str, Any]:
-    """Normalize one correction; raise ValueError (with the reason) for anything the table must not hold."""
-    article_id, text, author_clean = _clean(article_id), _clean(text), _clean(author)
-    topic_raw, sentiment_raw = _clean(topic), _clean(sentiment)
-    if article_id is None and text is None:
-        raise ValueError("feedback needs an article_id or a text")
-    if topic_raw is None and sentiment_raw is None:
-        raise ValueError("feedback needs a topic and/or a sentiment label")
-    if author_clean is None:
-        raise ValueError("feedback needs an author")
-    try:
-        topic_norm = normalize_topic(topic_raw) if topic_raw is not None else None
-        sentiment_norm = normalize_sentiment(sentiment_raw) if sentiment_raw is not None else None
-    except UnknownLabelError as exc:
-        raise ValueError(str(exc)) from None
-    return {
-        "article_id": article_id,
-        "text": text,
-        "topic": topic_norm,
-        "sentiment": sentiment_norm,
-        "author": author_clean,
-    }
-
-
 def insert_feedback(
-    conn: Any,
-    *,
-    article_id: str | None,
-    text: str | None,
-    topic: str | None,
-    sentiment: str | None,
-    author: str,
-    origin: str = "api",
+    conn: Any, *, article_id: str | None, text: str | None, topic: str | None, sentiment: str | None,
+    author: str, origin: str = "api",
 ) -> int:
-    """Store one analyst correction and return its id; labels are normalized (``Bearish`` -> negative)."""
-    row = validate_feedback(article_id=article_id, text=text, topic=topic, sentiment=sentiment, author=author)
-    stmt = insert(Feedback).values(**row, origin=origin).returning(Feedback.id)
+    """Store one (already validated) label row and return its id."""
+    stmt = insert(Feedback).values(article_id=article_id, text=text, topic=topic, sentiment=sentiment,
+                                   author=author, origin=origin).returning(Feedback.id)
     return int(conn.execute(stmt).scalar_one())
 
 
 def insert_many(conn: Any, rows: Iterable[dict[str, Any]], *, origin: str) -> list[int]:
-    """Store already-validated rows (see ``validate_feedback``) in one multi-row INSERT."""
-    values = [{**row, "origin": origin} for row in rows]
+    """Store already-validated rows in one multi-row INSERT."""
+    values = [{**{k: row.get(k) for k in _COLUMNS}, "origin": origin} for row in rows]
     if not values:
         return []
     return [int(i) for i in conn.execute(insert(Feedback).values(values).returning(Feedback.id)).scalars()]
 
 
+def _subject_key() -> Any:
+    """One key per labelled subject: the folded text, else the article id (what the retrain trains on)."""
+    folded = func.lower(func.regexp_replace(func.btrim(Feedback.text), r"\s+", " ", "g"))
+    return func.coalesce(folded, literal("article:") + Feedback.article_id)
+
+
 def count_feedback(conn: Any, *, since: datetime | None = None) -> int:
-    """How many corrections arrived after ``since`` (all when None): the scheduler's "enough new?" test."""
-    stmt = select(func.count()).select_from(Feedback)
+    """Distinct texts labelled after ``since`` (all when None): the scheduler's "enough new?" test.
+
+    Texts, not rows: ten people (or one person ten times) labelling one headline is one new example.
+    """
+    stmt = select(func.count(func.distinct(_subject_key()))).select_from(Feedback)
     if since is not None:
         stmt = stmt.where(Feedback.created_at > since)
     return int(conn.execute(stmt).scalar_one())
 
 
-def fetch_feedback(conn: Any, *, until: datetime | None = None) -> list[FeedbackRow]:
-    """All usable corrections (created at or before ``until``), oldest first, with their text resolved
-    (the article's headline when only an id was given).
+def count_rows(conn: Any) -> int:
+    return int(conn.execute(select(func.count()).select_from(Feedback)).scalar_one())
 
-    A correction that names an article id unknown to ``articles`` and carries no text cannot be trained on
-    and is left out.
-    """
-    # The headline is what the worker scores and what the labeled sets look like.
+
+def fetch_feedback(conn: Any, *, until: datetime | None = None) -> list[FeedbackRow]:
+    """All labels (created at or before ``until``), oldest first, with their text resolved (the article's
+    headline when only an id was given). A row naming an unknown article and no text is left out."""
     text_expr = func.coalesce(Feedback.text, Article.title)
     stmt = (
-        select(
-            Feedback.id,
-            text_expr.label("text"),
-            Feedback.topic,
-            Feedback.sentiment,
-            Feedback.author,
-            Feedback.origin,
-            Feedback.created_at,
-        )
+        select(Feedback.id, text_expr.label("text"), Feedback.topic, Feedback.sentiment, Feedback.author,
+               Feedback.origin, Feedback.created_at)
         .select_from(Feedback)
         .outerjoin(Article, Article.id == Feedback.article_id)
         .order_by(Feedback.created_at, Feedback.id)

@@ -12,12 +12,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, func, insert, select, text, update
+from sqlalchemy import DateTime, Integer, and_, case, cast, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from storage.schema import ModelAlias, ModelAliasHistory, ModelVersion, Score
+from storage.schema import Article, ModelAlias, ModelAliasHistory, ModelVersion, Score
 
 ACTIVE_ALIAS = "active"
+SHADOW_ALIAS = "shadow"
 NOTIFY_CHANNEL = "marketmood_model"
 # pg_advisory_lock takes a bigint: a stable one derived from a readable name.
 RETRAIN_LOCK_KEY = int.from_bytes(hashlib.sha256(b"marketmood.retrain").digest()[:8], "big", signed=True)
@@ -145,7 +146,28 @@ def set_alias(conn: Any, version: str, *, alias: str = ACTIVE_ALIAS, by: str | N
         if previous is not None and previous != version:
             set_status(conn, previous, "retired")
         set_status(conn, version, "promoted")
+    elif alias == SHADOW_ALIAS:
+        # A shadow version replaced before promotion was never in service: it leaves as a candidate.
+        if previous is not None and previous != version:
+            conn.execute(update(ModelVersion).where(ModelVersion.version == previous,
+                                                    ModelVersion.status == "shadow").values(status="candidate"))
+        set_status(conn, version, "shadow")
     payload = json.dumps({"alias": alias, "version": version})
+    conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": payload})
+    return previous
+
+
+def clear_alias(conn: Any, alias: str, *, by: str | None, reason: str) -> str | None:
+    """Remove ``alias`` (e.g. the shadow alias after its verdict); the history keeps the move. Returns
+    the version it pointed at."""
+    previous = conn.execute(select(ModelAlias.version).where(ModelAlias.alias == alias).with_for_update()
+                            ).scalar_one_or_none()
+    if previous is None:
+        return None
+    conn.execute(ModelAlias.__table__.delete().where(ModelAlias.alias == alias))
+    conn.execute(insert(ModelAliasHistory).values(alias=alias, version=previous, changed_by=by,
+                                                  reason=f"cleared: {reason}"))
+    payload = json.dumps({"alias": alias, "version": None})
     conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": payload})
     return previous
 
@@ -214,3 +236,83 @@ def mean_confidence(
         stmt = stmt.where(Score.model_version == model_version)
     mean, n = conn.execute(stmt).one()
     return (float(mean) if mean is not None else None), int(n)
+
+
+def window_stats(
+    conn: Any, *, windows: list[tuple[datetime, datetime]], model_version: str, low_confidence: float
+) -> dict[str, Any]:
+    """Label histograms and confidence statistics of one version's scores over the union of ``windows``.
+
+    Returns {"sentiment": {label: n}, "topic": {label: n}, "n", "sentiment_confidence" (mean top
+    probability), "topic_confidence" (mean), "low_confidence" (rows whose top sentiment probability or topic
+    confidence is below ``low_confidence``)}.
+    """
+    if not windows:
+        return {"sentiment": {}, "topic": {}, "n": 0, "sentiment_confidence": None, "topic_confidence": None,
+                "low_confidence": 0}
+    in_windows = or_(*[and_(Score.event_time >= a, Score.event_time < b) for a, b in windows])
+    where = (Score.model_version == model_version, in_windows)
+    top = func.greatest(Score.p_negative, Score.p_neutral, Score.p_positive)
+    out: dict[str, Any] = {}
+    for column, col in (("sentiment", Score.sentiment), ("topic", Score.topic)):
+        out[column] = {label: int(n) for label, n in
+                       conn.execute(select(col, func.count()).where(*where).group_by(col))}
+    low = func.sum(case((or_(top < low_confidence, Score.topic_confidence < low_confidence), 1), else_=0))
+    n, mean_top, mean_topic, n_low = conn.execute(
+        select(func.count(), func.avg(top), func.avg(Score.topic_confidence), low).where(*where)).one()
+    out.update(n=int(n), sentiment_confidence=None if mean_top is None else float(mean_top),
+               topic_confidence=None if mean_topic is None else float(mean_topic), low_confidence=int(n_low or 0))
+    return out
+
+
+def uncertain_scores(
+    conn: Any, *, start: datetime, end: datetime, model_version: str, column: str | None, labels: list[str],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The ``limit`` least certain scores of one version in ``[start, end)`` (optionally only those whose
+    predicted ``column`` is in ``labels``), with the article headline: what analysts should label first.
+
+    Uncertainty = 1 - the smaller of the top sentiment probability and the topic confidence.
+    """
+    top = func.greatest(Score.p_negative, Score.p_neutral, Score.p_positive)
+    uncertainty = (1.0 - func.least(top, Score.topic_confidence)).label("uncertainty")
+    stmt = (select(Score.article_id, Article.title, Score.sentiment, Score.topic, uncertainty)
+            .join(Article, Article.id == Score.article_id)
+            .where(Score.model_version == model_version, Score.event_time >= start, Score.event_time < end)
+            .order_by(uncertainty.desc(), Score.article_id).limit(limit))
+    if column is not None and labels:
+        stmt = stmt.where({"sentiment": Score.sentiment, "topic": Score.topic}[column].in_(labels))
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def shadow_pairs(conn: Any, *, shadow: str, champion: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Agreement and confidence of ``shadow`` vs ``champion`` on the articles both scored in ``[start, end)``."""
+    s, c = Score.__table__.alias("s"), Score.__table__.alias("c")
+    top_s = func.greatest(s.c.p_negative, s.c.p_neutral, s.c.p_positive)
+    top_c = func.greatest(c.c.p_negative, c.c.p_neutral, c.c.p_positive)
+    row = conn.execute(
+        select(func.count(), func.avg(cast(s.c.sentiment == c.c.sentiment, Integer)),
+               func.avg(cast(s.c.topic == c.c.topic, Integer)), func.avg(top_s), func.avg(top_c),
+               func.avg(s.c.topic_confidence), func.avg(c.c.topic_confidence),
+               func.min(s.c.event_time), func.max(s.c.event_time))
+        .select_from(s.join(c, s.c.article_id == c.c.article_id))
+        .where(s.c.model_version == shadow, c.c.model_version == champion,
+               s.c.event_time >= start, s.c.event_time < end)
+    ).one()
+    n_shadow = conn.execute(select(func.count()).select_from(Score).where(
+        Score.model_version == shadow, Score.event_time >= start, Score.event_time < end)).scalar_one()
+
+    def f(v: Any) -> float | None:
+        return None if v is None else float(v)
+
+    return {"pairs": int(row[0]), "shadow_scores": int(n_shadow), "sentiment_agreement": f(row[1]),
+            "topic_agreement": f(row[2]), "shadow_confidence": f(row[3]), "champion_confidence": f(row[4]),
+            "shadow_topic_confidence": f(row[5]), "champion_topic_confidence": f(row[6]),
+            "first_event": row[7], "last_event": row[8]}
+
+
+def alias_set_at(conn: Any, alias: str, version: str) -> datetime | None:
+    """When ``alias`` was last pointed at ``version`` (from the history)."""
+    return conn.execute(select(func.max(ModelAliasHistory.changed_at)).where(
+        ModelAliasHistory.alias == alias, ModelAliasHistory.version == version,
+        ~ModelAliasHistory.reason.startswith("cleared"))).scalar_one()

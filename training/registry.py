@@ -15,6 +15,7 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,82 @@ def rollback(engine: Engine, *, by: str | None) -> tuple[str, str]:
         sql.set_alias(conn, target, by=by, reason=f"{ROLLBACK_REASON} from {current}")
         sql.set_status(conn, current, "rejected")
     return current, target
+
+
+# ---------------------------------------------------------------- shadow stage
+
+
+@dataclass(frozen=True)
+class ShadowCriteria:
+    hours: float = 48.0
+    min_scores: int = 500
+    min_agreement: float = 0.8
+    max_confidence_drop: float = 0.05
+
+
+def start_shadow(engine: Engine, version: str, *, by: str | None, reason: str) -> str | None:
+    """Point the ``shadow`` alias at ``version`` (status ``shadow``): a shadow worker scores live traffic
+    with it; its scores stay out of dashboards and alerts. Returns the shadow version it replaced."""
+    with engine.begin() as conn:
+        if sql.get_version(conn, version, with_report=False) is None:
+            raise RegistryError(f"unknown model version {version!r}")
+        return sql.set_alias(conn, version, alias=sql.SHADOW_ALIAS, by=by, reason=reason)
+
+
+def shadow_report(engine: Engine, *, now: datetime, criteria: ShadowCriteria) -> dict[str, Any] | None:
+    """Agreement and confidence of the shadow version vs the active one since the shadow started, and the
+    verdict (``ready``: promote; ``failing``: out of range; ``waiting``: period or volume not reached)."""
+    with engine.connect() as conn:
+        shadow = sql.get_alias(conn, sql.SHADOW_ALIAS)
+        champion = sql.get_alias(conn)
+        if shadow is None or champion is None:
+            return None
+        started = sql.alias_set_at(conn, sql.SHADOW_ALIAS, shadow) or now
+        stats = sql.shadow_pairs(conn, shadow=shadow, champion=champion, start=started, end=now)
+    return {"shadow": shadow, "champion": champion, "started_at": started, "until": now, **stats,
+            **judge_shadow(stats, elapsed_hours=(now - started).total_seconds() / 3600, criteria=criteria)}
+
+
+def judge_shadow(stats: dict[str, Any], *, elapsed_hours: float, criteria: ShadowCriteria) -> dict[str, Any]:
+    """Pure verdict on shadow statistics: out-of-range values fail at once, promotion waits for the period."""
+    problems = []
+    agreement = stats.get("sentiment_agreement")
+    drop = None
+    if stats.get("champion_confidence") is not None and stats.get("shadow_confidence") is not None:
+        drop = stats["champion_confidence"] - stats["shadow_confidence"]
+    enough = stats.get("pairs", 0) >= criteria.min_scores
+    if enough and agreement is not None and agreement < criteria.min_agreement:
+        problems.append(f"sentiment agreement {agreement:.3f} < {criteria.min_agreement}")
+    if enough and drop is not None and drop > criteria.max_confidence_drop:
+        problems.append(f"mean confidence {drop:.3f} below the champion's (limit {criteria.max_confidence_drop})")
+    if problems:
+        return {"verdict": "failing", "problems": problems, "elapsed_hours": elapsed_hours}
+    waiting = []
+    if elapsed_hours < criteria.hours:
+        waiting.append(f"{elapsed_hours:.1f} h of {criteria.hours} h")
+    if not enough:
+        waiting.append(f"{stats.get('pairs', 0)} paired scores of {criteria.min_scores}")
+    return {"verdict": "waiting" if waiting else "ready", "problems": waiting, "elapsed_hours": elapsed_hours}
+
+
+def finish_shadow(engine: Engine, *, now: datetime, criteria: ShadowCriteria, by: str | None,
+                  force: bool = False) -> dict[str, Any] | None:
+    """Promote a ``ready`` shadow version (or any, with ``force``), reject a ``failing`` one; else wait."""
+    report = shadow_report(engine, now=now, criteria=criteria)
+    if report is None:
+        return None
+    version = report["shadow"]
+    if report["verdict"] == "ready" or force:
+        with engine.begin() as conn:
+            sql.clear_alias(conn, sql.SHADOW_ALIAS, by=by, reason=f"promoted {version}")
+            sql.set_alias(conn, version, by=by, reason=f"shadow passed ({report['sentiment_agreement']} agreement)"
+                          if not force else "shadow promoted by force")
+        report["action"] = "promoted"
+    elif report["verdict"] == "failing":
+        with engine.begin() as conn:
+            sql.clear_alias(conn, sql.SHADOW_ALIAS, by=by, reason="; ".join(report["problems"]))
+            sql.set_status(conn, version, "rejected")
+        report["action"] = "rejected"
+    else:
+        report["action"] = "none"
+    return report

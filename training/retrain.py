@@ -9,8 +9,8 @@ its report -> promote when it passed.
 
 from __future__ import annotations
 
-import structlog
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy.engine import Engine
 
 from models.artifact import read_info
@@ -27,14 +28,16 @@ from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic
 from models.prediction import Classifier
 from storage import feedback as feedback_sql
 from storage import registry as registry_sql
-from storage.feedback import FeedbackRow
 from training import registry
-from training.datasets import LabeledExample, load_labeled_sets, normalize_text
+from training.datasets import LabeledExample, examples_fingerprint, load_labeled_sets, normalize_text
+from training.evaluation import split_by_task, task_metrics
+from training.feedback_policy import FeedbackPolicy, MergedText, merge_feedback
 from training.gate import Candidate, GateConfig, build_report, evaluate_gate
 
 log = structlog.get_logger(__name__)
 
 FEEDBACK_SET = "feedback_recent"
+SPLIT_RECORD = "gate_split"  # training_config key: how the gate's dev rows were made, and their hash
 REPORT_JSON = "gate_report.json"
 REPORT_MD = "gate_report.md"
 SMOKE_TEXTS = (
@@ -46,7 +49,7 @@ SMOKE_TEXTS = (
 
 @dataclass(frozen=True)
 class RetrainOutcome:
-    status: str  # skipped | promoted | rejected | registered (passed, auto-promote off) | failed
+    status: str  # skipped | promoted | shadow | rejected | registered (passed, auto-promote off) | failed
     reason: str
     version: str | None = None
     champion: str | None = None
@@ -56,33 +59,48 @@ class RetrainOutcome:
 # ---------------------------------------------------------------- pure helpers
 
 
-def to_example(row: FeedbackRow, weight: float) -> LabeledExample:
+def to_example(row: MergedText, weight: float) -> LabeledExample:
     return LabeledExample(
         text=row.text,
         sentiment=None if row.sentiment is None else sentiment_index(row.sentiment),
         topic=None if row.topic is None else topic_index(row.topic),
         weight=weight,
-        source=f"feedback:{row.origin}",
+        source="feedback",
     )
 
 
 def split_feedback(
-    rows: Sequence[FeedbackRow], *, holdout_fraction: float, weight: float, exclude_texts: set[str]
+    merged: Sequence[MergedText], *, holdout_fraction: float, weight: float, exclude_texts: set[str]
 ) -> tuple[list[LabeledExample], list[LabeledExample]]:
-    """(train, holdout): the newest ``holdout_fraction`` is held out; no held-out or dev text is trained on.
-
-    When one text was corrected more than once, the latest correction wins.
-    """
-    latest: dict[str, FeedbackRow] = {}
-    for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
-        latest.pop(normalize_text(row.text), None)  # re-insert so dict order follows the latest correction time
-        latest[normalize_text(row.text)] = row
-    ordered = list(latest.values())
+    """(train, holdout) from merged, accepted labels: the newest ``holdout_fraction`` of texts (by the time
+    their label was accepted) is held out; no held-out or dev text is trained on."""
+    ordered = sorted(merged, key=lambda m: (m.accepted_at, m.key))
     n_holdout = math.floor(len(ordered) * holdout_fraction)
     train_rows, holdout_rows = ordered[: len(ordered) - n_holdout], ordered[len(ordered) - n_holdout :]
     blocked = exclude_texts | {normalize_text(r.text) for r in holdout_rows}
     train = [to_example(r, weight) for r in train_rows if normalize_text(r.text) not in blocked]
     return train, [to_example(r, 1.0) for r in holdout_rows]
+
+
+def dev_fingerprint(dev: dict[str, list[LabeledExample]]) -> str:
+    """One hash over every gate row (text and labels) of every dev set: equal hashes = the same gate rows."""
+    per_set = {name: examples_fingerprint(exs) for name, exs in sorted(dev.items())}
+    return "sha256:" + hashlib.sha256(json.dumps(per_set, sort_keys=True).encode()).hexdigest()
+
+
+def champion_split(training_config: dict[str, Any]) -> dict[str, Any]:
+    """How the champion's dev split was made: its recorded gate split, else its training config.
+
+    Artifacts trained before near-duplicate clusters record no ``split_method``: theirs was "exact".
+    """
+    recorded = training_config.get(SPLIT_RECORD)
+    if recorded:
+        return dict(recorded)
+    cfg = training_config.get("config") or {}
+    if isinstance(cfg, str):  # very old artifacts stored a repr; nothing reliable to read
+        cfg = {}
+    return {"seed": int(cfg.get("seed", 13)), "split_method": cfg.get("split_method", "exact"),
+            "limit_per_dataset": cfg.get("limit_per_dataset"), "dev_fingerprint": None}
 
 
 def check_predictions(predictions: Sequence[Any], n_texts: int, version: str) -> list[str]:
@@ -134,19 +152,34 @@ def measure_latency(classifier: Classifier, texts: Sequence[str], batch_size: in
     return (time.perf_counter() - started) * 1000.0 / max(1, len(texts))
 
 
-def evaluate_sets(classifier: Classifier, sets: dict[str, list[LabeledExample]]) -> dict[str, dict[str, Any]]:
-    from training.evaluation import evaluate
-
-    return {name: evaluate(classifier, examples) for name, examples in sets.items() if examples}
+def predict_sets(classifier: Classifier, sets: dict[str, list[LabeledExample]], batch_size: int = 256
+                 ) -> dict[str, dict[str, tuple[list[int], list[int]]]]:
+    """{set: {task: (gold, predicted)}} label indices, row by row: what the paired gate compares."""
+    out: dict[str, dict[str, tuple[list[int], list[int]]]] = {}
+    for name, examples in sets.items():
+        for task, exs in split_by_task(examples).items():
+            predictions = []
+            for start in range(0, len(exs), batch_size):
+                predictions.extend(classifier.classify([ex.text for ex in exs[start : start + batch_size]]))
+            if task == "sentiment":
+                gold = [int(ex.sentiment) for ex in exs]  # type: ignore[arg-type]
+                pred = [SENTIMENT_LABELS.index(p.sentiment) for p in predictions]
+            else:
+                gold = [int(ex.topic) for ex in exs]  # type: ignore[arg-type]
+                pred = [TOPIC_LABELS.index(p.topic) for p in predictions]
+            out.setdefault(name, {})[task] = (gold, pred)
+    return out
 
 
 def candidate(version: str, artifact_dir: Path, sets: dict[str, list[LabeledExample]], latency_texts: Sequence[str],
               *, smoke: bool) -> Candidate:
     classifier = load_cpu_classifier(artifact_dir)
-    metrics = evaluate_sets(classifier, sets)
+    predictions = predict_sets(classifier, sets)
+    metrics = {name: {task: task_metrics(task, gold, pred) for task, (gold, pred) in tasks.items()}
+               for name, tasks in predictions.items()}
     latency = measure_latency(classifier, latency_texts)
     ok, detail = smoke_test(artifact_dir) if smoke else (True, "not required for the champion")
-    return Candidate(version, read_info(artifact_dir).labels, metrics, latency, ok, detail)
+    return Candidate(version, read_info(artifact_dir).labels, metrics, latency, ok, detail, predictions)
 
 
 # ---------------------------------------------------------------- orchestration
@@ -170,8 +203,18 @@ def retrain_lock(engine: Engine) -> Iterator[bool]:
 
 def gate_config_from(settings: Any) -> GateConfig:
     r = settings.retrain
-    return GateConfig(macro_f1_tolerance=r.macro_f1_tolerance, latency_budget_ms=r.latency_budget_ms,
-                      min_examples=r.gate_min_examples)
+    return GateConfig(delta=r.gate_delta, set_delta=r.gate_set_delta, confidence=r.gate_confidence,
+                      bootstrap_samples=r.gate_bootstrap_samples, min_examples=r.gate_min_examples,
+                      min_feedback_examples=r.gate_min_feedback_examples,
+                      min_feedback_confirmations=r.gate_min_feedback_confirmations,
+                      class_delta=r.gate_class_delta, min_class_support=r.gate_min_class_support,
+                      latency_budget_ms=r.latency_budget_ms)
+
+
+def policy_from(settings: Any) -> FeedbackPolicy:
+    r = settings.retrain
+    return FeedbackPolicy(reviewers=frozenset(r.feedback_reviewers), min_agreeing_authors=r.feedback_min_agreeing,
+                          max_author_share=r.feedback_max_author_share, author_floor=r.feedback_author_floor)
 
 
 def run_retrain(
@@ -207,16 +250,35 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     if champion_version is None:
         return RetrainOutcome("failed", "no champion: the registry is empty and no bundled model exists")
     champion_dir = registry.fetch_artifact(engine, champion_version, cache_dir)
+    with engine.connect() as conn:
+        champion_record = registry_sql.get_version(conn, champion_version, with_report=False) or {}
 
-    seed = int(train_overrides.get("seed", 13))
+    # The gate's rows are the champion's dev rows: same seed, split method and limit, checked by hash.
+    split = champion_split(champion_record.get("training_config") or {})
+    for key in ("seed", "split_method"):
+        if key in train_overrides and train_overrides[key] != split[key]:
+            return RetrainOutcome("failed", f"refusing to retrain with {key}={train_overrides[key]!r}: the champion "
+                                  f"{champion_version}'s dev split used {key}={split[key]!r}, and the gate must "
+                                  "judge both models on rows neither trained on", champion=champion_version)
     limit = train_overrides.get("limit_per_dataset", r.limit_per_dataset)
+    if split.get("limit_per_dataset") and limit != split["limit_per_dataset"]:
+        return RetrainOutcome("failed", f"refusing to retrain with limit_per_dataset={limit}: the champion's dev "
+                              f"split used {split['limit_per_dataset']}", champion=champion_version)
     data_path = Path(train_overrides.get("data_path", settings.data_path))
-    splits = load_labeled_sets(data_path, seed=seed, limit_per_dataset=limit)
+    splits = load_labeled_sets(data_path, seed=split["seed"], limit_per_dataset=limit,
+                               split_method=split["split_method"])
+    fingerprint = dev_fingerprint(splits.dev)
+    if split.get("dev_fingerprint") and split["dev_fingerprint"] != fingerprint:
+        return RetrainOutcome("failed", f"refusing to retrain: the dev split's fingerprint {fingerprint[:19]} differs "
+                              f"from the champion's {split['dev_fingerprint'][:19]} (data changed under "
+                              f"{data_path}?)", champion=champion_version)
+
     with engine.connect() as conn:
         feedback_until = feedback_sql.latest_feedback_time(conn)
         rows = feedback_sql.fetch_feedback(conn, until=feedback_until)
+    merged = merge_feedback(rows, policy_from(settings))
     dev_texts = {normalize_text(ex.text) for exs in splits.dev.values() for ex in exs}
-    extra, holdout = split_feedback(rows, holdout_fraction=r.feedback_holdout_fraction,
+    extra, holdout = split_feedback(merged.texts, holdout_fraction=r.feedback_holdout_fraction,
                                     weight=r.feedback_weight, exclude_texts=dev_texts)
     eval_sets = {**splits.dev, FEEDBACK_SET: holdout}
 
@@ -231,12 +293,17 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         "limit_per_dataset": limit,
         "base_encoder": settings.model.base_encoder,
         **train_overrides,
+        "seed": split["seed"],
+        "split_method": split["split_method"],
         "extra_examples": tuple(extra),
         # The hold-out is scored after training: keep it out of the base datasets' train rows too.
         "exclude_texts": tuple(ex.text for ex in holdout),
     })
+    if config.select_fraction <= 0:
+        return RetrainOutcome("failed", "refusing to retrain with select_fraction=0: early stopping would choose "
+                              "on the gate's dev rows", champion=champion_version)
     log.info("retrain.train", version=version, champion=champion_version, feedback_train=len(extra),
-             feedback_holdout=len(holdout), trigger=trigger)
+             feedback_holdout=len(holdout), trigger=trigger, feedback=merged.summary())
     challenger_dir = train(config, progress=False)
 
     latency_texts = [ex.text for exs in splits.dev.values() for ex in exs[:32]][:96] or list(SMOKE_TEXTS)
@@ -244,11 +311,15 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     chall = candidate(version, challenger_dir, eval_sets, latency_texts, smoke=True)
     gate_cfg = gate_config_from(settings)
     result = evaluate_gate(champ, chall, gate_cfg)
+    split_record = {"seed": split["seed"], "split_method": split["split_method"], "limit_per_dataset": limit,
+                    "dev_fingerprint": fingerprint}
     report = build_report(champ, chall, result, gate_cfg, extra={
         "trigger": trigger,
         "eval_sizes": {k: len(v) for k, v in eval_sets.items()},
+        "gate_split": split_record,
+        "early_stopping": f"selection split ({config.select_fraction:.0%} of each set's train rows)",
         "feedback": {"train": len(extra), "holdout": len(holdout), "weight": r.feedback_weight,
-                     "until": feedback_until.isoformat() if feedback_until else None},
+                     "until": feedback_until.isoformat() if feedback_until else None, "merge": merged.summary()},
     })
     (challenger_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, default=str) + "\n")
     (challenger_dir / REPORT_MD).write_text(report["markdown"])
@@ -257,19 +328,63 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         "trigger": trigger, "by": by, "champion": champion_version,
         "feedback_until": feedback_until.isoformat() if feedback_until else None,
         "feedback_train": len(extra), "feedback_holdout": len(holdout),
-    }}
+    }, SPLIT_RECORD: split_record}
     registry.register_artifact(engine, challenger_dir, status="candidate", report=report, extra_config=retrain_record,
                                slim=not r.registry_include_weights)
     should_promote = r.auto_promote if promote is None else promote
+    return _act_on_verdict(engine, settings, version, champion_version, result, report, by=by,
+                           why=f"retrain ({trigger})", promote=should_promote)
+
+
+def _act_on_verdict(engine: Engine, settings: Any, version: str, champion_version: str, result: Any,
+                    report: dict[str, Any], *, by: str, why: str, promote: bool) -> RetrainOutcome:
+    """Rejected -> status rejected; passed -> shadow stage (or straight to active when shadow_hours is 0)."""
+    r = settings.retrain
     if not result.passed:
         with engine.begin() as conn:
             registry_sql.set_status(conn, version, "rejected")
         reason = "; ".join(f"{c.name}: {c.detail}" for c in result.failures)
         log.warning("retrain.rejected", version=version, failures=reason)
         return RetrainOutcome("rejected", reason, version, champion_version, report)
-    if not should_promote:
+    if not promote:
         return RetrainOutcome("registered", "passed the gate; promotion left to an operator", version,
                               champion_version, report)
-    registry.promote(engine, version, by=by, reason=f"retrain ({trigger}): passed the gate")
+    if r.shadow_hours > 0:
+        registry.start_shadow(engine, version, by=by, reason=f"{why}: passed the gate")
+        log.info("retrain.shadow", version=version, champion=champion_version, hours=r.shadow_hours)
+        return RetrainOutcome("shadow", f"passed the gate; scoring in shadow for {r.shadow_hours} h before promotion",
+                              version, champion_version, report)
+    registry.promote(engine, version, by=by, reason=f"{why}: passed the gate")
     log.info("retrain.promoted", version=version, previous=champion_version)
     return RetrainOutcome("promoted", "passed the gate", version, champion_version, report)
+
+
+def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Path, *, by: str) -> RetrainOutcome:
+    """Gate an already registered version (``models register --promote``) against the active one on the
+    champion's dev split, store the report, then act like a retrain would."""
+    r = settings.retrain
+    champion_version = registry.ensure_champion(engine)
+    if champion_version is None or champion_version == version:
+        raise registry.RegistryError(f"nothing to gate {version} against (active: {champion_version})")
+    champion_dir = registry.fetch_artifact(engine, champion_version, Path(r.model_cache_dir or Path(settings.home) / "models"))
+    with engine.connect() as conn:
+        champion_record = registry_sql.get_version(conn, champion_version, with_report=False) or {}
+    split = champion_split(champion_record.get("training_config") or {})
+    splits = load_labeled_sets(Path(settings.data_path), seed=split["seed"], split_method=split["split_method"],
+                               limit_per_dataset=split.get("limit_per_dataset"))
+    fingerprint = dev_fingerprint(splits.dev)
+    if split.get("dev_fingerprint") and split["dev_fingerprint"] != fingerprint:
+        return RetrainOutcome("failed", "the dev split's fingerprint differs from the champion's recorded one",
+                              version, champion_version)
+    latency_texts = [ex.text for exs in splits.dev.values() for ex in exs[:32]][:96] or list(SMOKE_TEXTS)
+    champ = candidate(champion_version, champion_dir, splits.dev, latency_texts, smoke=False)
+    chall = candidate(version, artifact_dir, splits.dev, latency_texts, smoke=True)
+    gate_cfg = gate_config_from(settings)
+    result = evaluate_gate(champ, chall, gate_cfg)
+    report = build_report(champ, chall, result, gate_cfg, extra={
+        "trigger": "register", "eval_sizes": {k: len(v) for k, v in splits.dev.items()},
+        "gate_split": {**split, "dev_fingerprint": fingerprint}})
+    with engine.begin() as conn:
+        registry_sql.set_report(conn, version, report)
+    return _act_on_verdict(engine, settings, version, champion_version, result, report, by=by, why="register",
+                           promote=True)

@@ -1,4 +1,5 @@
-"""``marketmood retrain``, ``models list|show|promote|rollback``, ``feedback import`` and ``scheduler``."""
+"""``marketmood retrain``, ``models list|show|register|promote|rollback|shadow``, ``feedback import|requests``,
+``scheduler``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import getpass
 import json
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +124,85 @@ def models_show(version: str, as_json: bool) -> None:
     click.echo(report["markdown"] if report and "markdown" in report else "(no gate report: not a retrained version)")
 
 
+@models_group.command("register")
+@click.argument("path", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--promote", "do_promote", is_flag=True,
+              help="Gate it against the active model on the champion's dev split; promote (or shadow) if it passes.")
+@click.option("--force", is_flag=True, help="Make it active without the gate (recorded as a forced promotion).")
+@click.option("--by", "user", help="Who registers [default: OS user].")
+def models_register(path: Path, do_promote: bool, force: bool, user: str | None) -> None:
+    """Register a `marketmood train` output folder PATH in the registry (status candidate)."""
+    from training.registry import RegistryError, promote, register_artifact
+    from training.retrain import gate_existing
+
+    settings = get_settings()
+    with database_engine(settings) as engine:
+        try:
+            version = register_artifact(engine, path, status="candidate",
+                                        slim=not settings.retrain.registry_include_weights)
+        except Exception as exc:  # noqa: BLE001 - a bad folder or a duplicate version is a user error
+            raise click.ClickException(f"cannot register {path}: {exc}") from None
+        click.echo(f"registered {version} (candidate)")
+        if force:
+            previous = promote(engine, version, by=_who(user), reason="register --force (no gate)")
+            click.echo(f"active: {previous or '-'} -> {version} (forced, no gate)")
+        elif do_promote:
+            try:
+                outcome = gate_existing(engine, settings, version, path, by=_who(user))
+            except RegistryError as exc:
+                raise click.ClickException(str(exc)) from None
+            click.echo(outcome.report["markdown"] if outcome.report else "")
+            click.echo(f"{outcome.status}: {version} ({outcome.reason})")
+            if outcome.status in {"rejected", "failed"}:
+                sys.exit(1)
+
+
+@models_group.command("shadow")
+@click.option("--promote", "do_finish", is_flag=True,
+              help="Act on the verdict now: promote a ready shadow version, reject a failing one.")
+@click.option("--force", is_flag=True, help="With --promote: promote the shadow version whatever the verdict.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--by", "user", help="Who acts [default: OS user].")
+def models_shadow(do_finish: bool, force: bool, as_json: bool, user: str | None) -> None:
+    """The shadow stage: agreement with the active model on the same articles, confidence, counts, period."""
+    from training.registry import finish_shadow, shadow_report
+    from training.scheduler import shadow_criteria_from
+
+    settings = get_settings()
+    criteria = shadow_criteria_from(settings)
+    now = datetime.now(UTC)
+    with database_engine(settings) as engine:
+        report = (finish_shadow(engine, now=now, criteria=criteria, by=_who(user), force=force) if do_finish
+                  else shadow_report(engine, now=now, criteria=criteria))
+    if report is None:
+        raise click.ClickException("no shadow version (a challenger that passes the gate is put on the `shadow` alias)")
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+    click.echo(f"shadow {report['shadow']} vs active {report['champion']}")
+    click.echo(f"period:              {report['started_at']:%Y-%m-%d %H:%M} -> {report['until']:%Y-%m-%d %H:%M} UTC "
+               f"({report['elapsed_hours']:.1f} h of {criteria.hours} h)")
+    click.echo(f"scores:              {report['shadow_scores']} shadow, {report['pairs']} on articles both scored")
+    click.echo(f"sentiment agreement: {pct(report['sentiment_agreement'])} (minimum {pct(criteria.min_agreement)})")
+    click.echo(f"topic agreement:     {pct(report['topic_agreement'])}")
+    click.echo(f"mean confidence:     shadow {num(report['shadow_confidence'])}, "
+               f"active {num(report['champion_confidence'])} (max drop {criteria.max_confidence_drop})")
+    click.echo(f"topic confidence:    shadow {num(report['shadow_topic_confidence'])}, "
+               f"active {num(report['champion_topic_confidence'])}")
+    click.echo(f"verdict:             {report['verdict']}" + (f" ({'; '.join(report['problems'])})"
+                                                            if report["problems"] else ""))
+    if "action" in report:
+        click.echo(f"action:              {report['action']}")
+
+
 @models_group.command("promote")
 @click.argument("version")
 @click.option("--by", "user", help="Who promotes [default: OS user].")
-@click.option("--reason", default="manual promote", show_default=True)
+@click.option("--reason", default="manual promote", show_default=True, help="Why (kept in the alias history).")
 def models_promote(version: str, user: str | None, reason: str) -> None:
     """Make VERSION the active model; running workers switch at their next batch boundary."""
     from training.registry import RegistryError, promote
@@ -162,15 +239,19 @@ def feedback_group() -> None:
 
 @feedback_group.command("import")
 @click.argument("csv_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--author", help="Author for rows without an 'author' column [default: OS user].")
+@click.option("--author", help="Who labelled the file (recorded on every row) [default: OS user].")
 def feedback_import(csv_file: Path, author: str | None) -> None:
-    """Import corrections from CSV_FILE: columns article_id and/or text, topic and/or sentiment, optional author.
+    """Import labels from CSV_FILE: columns article_id and/or text, topic and/or sentiment.
 
-    All rows are validated first; one bad row rejects the whole file with its line number, nothing is stored.
+    Every row is recorded as labelled by --author (or the OS user): one file is one person's opinion, so an
+    'author' column is refused (it would let one file pose as several agreeing analysts). All rows are
+    validated first; one bad row rejects the whole file with its line number, nothing is stored.
     """
-    from storage.feedback import insert_many, validate_feedback
+    from storage.feedback import insert_many
+    from training.feedback_policy import validate_feedback
 
     rows, errors = [], []
+    who = _who(author)
     try:
         with open(csv_file, encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
@@ -179,11 +260,15 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
                 raise click.ClickException(
                     f"{csv_file}: need an article_id and/or text column and a topic and/or sentiment column; "
                     f"got {sorted(fields)}")
+            if "author" in fields:
+                raise click.ClickException(
+                    f"{csv_file}: has an 'author' column; a file is imported as one author's labels "
+                    "(--author), so split it per author, nothing imported")
             for line, record in enumerate(reader, start=2):
                 try:
                     rows.append(validate_feedback(
                         article_id=record.get("article_id"), text=record.get("text"), topic=record.get("topic"),
-                        sentiment=record.get("sentiment"), author=record.get("author") or _who(author)))
+                        sentiment=record.get("sentiment"), author=who))
                 except ValueError as exc:
                     errors.append(f"line {line}: {exc}")
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -193,7 +278,43 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
         raise click.ClickException(f"{csv_file}: {len(errors)} invalid row(s), nothing imported:\n  {shown}")
     with database_engine(get_settings()) as engine, engine.begin() as conn:
         ids = insert_many(conn, rows, origin="csv")
-    click.echo(f"imported {len(ids)} feedback row(s) from {csv_file}")
+    click.echo(f"imported {len(ids)} feedback row(s) from {csv_file} as {who}")
+
+
+@feedback_group.command("requests")
+@click.option("--id", "request_id", type=int, help="Show the texts of this request.")
+@click.option("--all", "show_all", is_flag=True, help="Include closed requests.")
+@click.option("--close", "close_id", type=int, help="Close this request (its texts were labelled).")
+def feedback_requests(request_id: int | None, show_all: bool, close_id: int | None) -> None:
+    """Labelling requests opened by drift: the most uncertain texts of the drifted slice, to label first."""
+    from storage import labelling
+
+    with database_engine(get_settings()) as engine:
+        if close_id is not None:
+            with engine.begin() as conn:
+                closed = labelling.close_request(conn, close_id)
+            if not closed:
+                raise click.ClickException(f"no open labelling request {close_id}")
+            click.echo(f"closed request {close_id}")
+            return
+        with engine.connect() as conn:
+            if request_id is not None:
+                items = labelling.request_items(conn, request_id)
+                if not items:
+                    raise click.ClickException(f"labelling request {request_id} has no texts (or does not exist)")
+                click.echo(f"{'uncertainty':>11}  {'article':<20} {'predicted':<36} title")
+                for it in items:
+                    click.echo(f"{it['uncertainty']:>11.3f}  {it['article_id']:<20} "
+                               f"{(it['sentiment'] or '-') + ' / ' + (it['topic'] or '-'):<36} {it['title'] or ''}")
+                return
+            requests = labelling.list_requests(conn, status=None if show_all else "open")
+    if not requests:
+        click.echo("no labelling requests" + ("" if show_all else " open"))
+        return
+    for req in requests:
+        click.echo(f"#{req['id']} {req['status']:<6} {req['created_at']:%Y-%m-%d %H:%M} model {req['model_version']} "
+                   f"{req['items']} texts; window {req['window_start']:%Y-%m-%d %H:%M} -> "
+                   f"{req['window_end']:%Y-%m-%d %H:%M}; {'; '.join(req['reasons'])}")
 
 
 # ---------------------------------------------------------------- scheduler

@@ -1,0 +1,51 @@
+"""POST /feedback: analyst labels, accepted only from named tokens (the author is the token's owner).
+
+Why named tokens only: the retrain trusts a label when two different authors agree, so the author must be
+who the server authenticated, never a name a client typed. Labels are validated here against the label
+maps (``training.feedback_policy.validate_feedback``); storage only stores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from marketmood.api.auth import TokenIdentity
+from marketmood.api.schemas import FeedbackRequest, FeedbackResponse
+from storage.feedback import insert_feedback
+from training.feedback_policy import validate_feedback
+
+
+def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity]) -> APIRouter:
+    router = APIRouter(tags=["feedback"])
+
+    @router.post("/feedback", response_model=FeedbackResponse, status_code=201,
+                 responses={401: {"description": "Missing or invalid token"},
+                            403: {"description": "A bare (unnamed) token: feedback needs a named token"},
+                            422: {"description": "No subject, no label, or an unknown label"}})
+    def feedback(body: FeedbackRequest, identity: TokenIdentity = Depends(require_token)) -> Any:
+        """Store an analyst's topic and/or sentiment label for an article id or a text (used by retraining).
+
+        The author is the owner of the named token (``name:secret``); a body ``author`` must match it or be
+        absent. Confirming the model's label is as useful as correcting it: the retrain's hold-out needs both.
+        """
+        if not identity.named:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "feedback needs a named token (name:secret) so the "
+                                "author is known; bare tokens may not write feedback")
+        if body.author is not None and body.author.strip() and body.author.strip() != identity.name:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"token of {identity.name!r} cannot write feedback "
+                                f"as {body.author!r}")
+        try:
+            row = validate_feedback(article_id=body.article_id, text=body.text, topic=body.topic,
+                                    sentiment=body.sentiment, author=identity.name)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        with db.begin() as conn:
+            feedback_id = insert_feedback(conn, **row, origin="api")
+        return FeedbackResponse(id=feedback_id, author=identity.name)
+
+    return router

@@ -1,0 +1,100 @@
+"""Simulated champion/challenger pairs for measuring the gate's error rates (tests and bench_gate.py).
+
+A pair is built the way a retrain changes a model: the challenger copies the champion's predictions and
+then changes a share of them (``churn``): it breaks some rows the champion got right and fixes an equal
+expected number it got wrong, so both models have the same expected quality. A "worse" challenger also
+breaks an extra share of correct rows, calibrated so its expected macro-F1 is ``drop`` lower on every set.
+The gold labels follow the class counts of the shipped dev sets (``SHIPPED_SETS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.gate import GateConfig, macro_f1, paired_bootstrap, pooled_interval
+
+# Class counts and CPU-path accuracy of the bundled model on its dev splits (models/default_model/metrics.json).
+SHIPPED_SETS: dict[str, tuple[tuple[int, ...], float]] = {
+    "phrasebank": ((60, 288, 137), 0.84),
+    "tweet_sentiment": ((144, 618, 192), 0.84),
+    "tweet_topic": ((26, 84, 354, 32, 36, 99, 52, 62, 17, 156, 7, 4, 49, 47, 182, 50, 98, 50, 212, 82), 0.91),
+    "fiqa": ((54, 14, 108), 0.72),
+}
+
+
+def simulate_pair(counts: Sequence[int], accuracy: float, churn: float, extra: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gold, champion, challenger) label arrays for one simulated set."""
+    k = len(counts)
+    y = np.repeat(np.arange(k), counts)
+    n = len(y)
+    correct = rng.random(n) < accuracy
+    champion = np.where(correct, y, (y + rng.integers(1, k, n)) % k)
+    challenger = champion.copy()
+    broken = correct & (rng.random(n) < (churn / 2 + extra) / accuracy)
+    fixed = ~correct & (rng.random(n) < (churn / 2) / (1 - accuracy))
+    challenger[broken] = (y[broken] + rng.integers(1, k, int(broken.sum()))) % k
+    challenger[fixed] = y[fixed]
+    return y, champion, challenger
+
+
+def calibrate_extra(counts: Sequence[int], accuracy: float, drop: float, *, seed: int = 0, scale: int = 40) -> float:
+    """The extra broken share that lowers expected macro-F1 by ``drop`` (bisection on a large replica)."""
+    big = [c * scale for c in counts]
+    lo, hi = 0.0, min(0.5, accuracy)
+    for _ in range(18):
+        mid = (lo + hi) / 2
+        rng = np.random.default_rng(seed)
+        y, a, b = simulate_pair(big, accuracy, 0.0, mid, rng)
+        k = len(counts)
+        if macro_f1(y, a, k) - macro_f1(y, b, k) < drop:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class SimResult:
+    reject_rate: float
+    replications: int
+    per_set_reject: dict[str, float]
+    pooled_reject: float
+
+
+def simulate_gate(
+    sets: Mapping[str, tuple[Sequence[int], float]], config: GateConfig, *, churn: float, drop: float,
+    replications: int, seed: int = 0,
+) -> SimResult:
+    """Share of simulated challengers the gate's statistical votes reject (base sets, per-set + pooled +
+    per-class guardrails; label maps, latency and smoke test are not simulated)."""
+    rng = np.random.default_rng(seed)
+    extras = {name: (calibrate_extra(c, acc, drop) if drop > 0 else 0.0) for name, (c, acc) in sets.items()}
+    rejected = 0
+    per_set = dict.fromkeys(sets, 0)
+    pooled_rejects = 0
+    for _ in range(replications):
+        samples, bad = [], False
+        for name, (counts, acc) in sets.items():
+            if sum(counts) < config.min_examples:
+                continue
+            y, a, b = simulate_pair(counts, acc, churn, extras[name], rng)
+            cmp = paired_bootstrap(y, a, b, len(counts), samples=config.bootstrap_samples,
+                                   confidence=config.confidence, rng=rng)
+            guarded = [d for i, d in cmp.class_f1_delta.items() if cmp.class_support[i] >= config.min_class_support]
+            set_bad = cmp.lower <= -config.set_delta or (bool(guarded) and min(guarded) < -config.class_delta)
+            if cmp.negative_recall is not None and len(counts) == 3 and counts[0] >= config.min_class_support:
+                set_bad |= cmp.negative_recall[1] < cmp.negative_recall[0] - config.class_delta
+            per_set[name] += set_bad
+            bad |= set_bad
+            samples.append(cmp.samples)
+        _, lower, _ = pooled_interval(samples, config.confidence)
+        pooled_bad = lower <= -config.delta
+        pooled_rejects += pooled_bad
+        rejected += bad or pooled_bad
+    return SimResult(rejected / replications, replications,
+                     {k: v / replications for k, v in per_set.items() if sum(sets[k][0]) >= config.min_examples},
+                     pooled_rejects / replications)
