@@ -70,7 +70,7 @@ class OutboxSender:
             rows = db.recover_stale_sending(conn, self.claim_timeout_s, resend)
         for r in rows:
             log.warning("outbox_claim_recovered", outbox_id=r["id"], alert_id=r["alert_id"], notifier=r["notifier"],
-                        event=r["event"], status=r["status"])
+                        notification_event=r["event"], status=r["status"])
         return rows
 
     def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
@@ -103,7 +103,7 @@ class OutboxSender:
             if dead:
                 report.dead.append(key)
                 log.error("notification_dead", outbox_id=row["id"], alert_id=row["alert_id"],
-                          notifier=row["notifier"], event=row["event"], error=str(error))
+                          notifier=row["notifier"], notification_event=row["event"], error=str(error))
             else:
                 report.failed.append((*key, str(error)))
             self._notify(row["notifier"], row["event"], False)

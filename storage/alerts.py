@@ -337,7 +337,8 @@ def claim_one(conn: Connection, now: datetime, claimed_by: str, *,
 
     SKIP LOCKED lets several senders (replicas) run; the committed ``sending`` state is what keeps a crashed
     or failed-commit send from being repeated blindly. A row waits while an older row of the same alert and
-    notifier is pending or being sent, so a resolve never overtakes its trigger."""
+    notifier is pending, being sent or dead, so a resolve never overtakes its trigger (a dead trigger holds
+    its resolve until it is re-driven; an ``unknown`` one, which may have arrived, does not)."""
     row = conn.execute(
         text(f"""
             UPDATE notification_outbox SET status = 'sending', claimed_at = now(), claimed_by = :by,
@@ -347,7 +348,8 @@ def claim_one(conn: Connection, now: datetime, claimed_by: str, *,
               WHERE o.status = 'pending' AND o.next_attempt_at <= :now
                 AND NOT (o.notifier = ANY(CAST(:skip AS text[])))
                 AND NOT EXISTS (SELECT 1 FROM notification_outbox p WHERE p.alert_id = o.alert_id
-                                AND p.notifier = o.notifier AND p.id < o.id AND p.status IN ('pending', 'sending'))
+                                AND p.notifier = o.notifier AND p.id < o.id
+                                AND p.status IN ('pending', 'sending', 'dead'))
               ORDER BY o.id
               LIMIT 1
               FOR UPDATE OF o SKIP LOCKED

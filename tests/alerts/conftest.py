@@ -36,6 +36,11 @@ class HttpRecorder:
     status: int = 200
     requests: list[Recorded] = field(default_factory=list)
     attempts: int = 0
+    # When set, the request with this 1-based number is recorded on arrival and then held (no answer) until
+    # ``release`` is set: the "notifier hangs mid-send" moment at which a crash test kills the sender.
+    block_on: int | None = None
+    blocked: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
 
     def start(self) -> HttpRecorder:
@@ -45,6 +50,11 @@ class HttpRecorder:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 recorder.attempts += 1
+                if recorder.block_on == recorder.attempts:
+                    recorder.requests.append(Recorded(self.path, {k: v for k, v in self.headers.items()}, body))
+                    recorder.blocked.set()
+                    recorder.release.wait(60)
+                    return  # the client is gone by now: close without an answer
                 status = recorder.status
                 if 200 <= status < 300:
                     recorder.requests.append(Recorded(self.path, {k: v for k, v in self.headers.items()}, body))
@@ -64,6 +74,7 @@ class HttpRecorder:
 
     def stop(self) -> None:
         """Take the receiver down: connections are refused until ``start()`` again (same port)."""
+        self.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

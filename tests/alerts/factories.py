@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine
 
-from alerts.syndication import story_key
+from streams.novelty import story_key
 from storage.articles import ScoredArticle, upsert_scored_batch
 
 BASE = datetime(2024, 1, 2, 0, 0, tzinfo=timezone.utc)

@@ -63,6 +63,33 @@ def test_slack_message(http_recorder) -> None:
     assert "marketmood alerts ack 42" in flat
 
 
+def test_slack_escapes_untrusted_text(http_recorder) -> None:
+    """Headlines and tickers come from publishers: none of them may ping a channel or forge a link."""
+    evil = sample_alert(scope_type="ticker", scope="<!here>", evidence={
+        "current_share": 0.61, "baseline_share": 0.2, "volume": 18, "p_value": 1e-5,
+        "headlines": [
+            {"title": "<!channel> Oil crash <https://evil.example|see Reuters> @everyone & more", "url": None,
+             "score": -0.9},
+            {"title": "Real headline", "url": "https://news.example.com/x?a=1&b=2", "score": -0.8},
+            {"title": "Bad link", "url": "https://evil.example|Reuters>", "score": -0.7},
+            {"title": "Script", "url": "javascript:alert(1)", "score": -0.7},
+        ],
+        "links": {"runbook": "https://runbooks.example.com/neg-spike", "grafana": "javascript:alert(1)"},
+    })
+    SlackNotifier("slack", http_recorder.url("/s")).send(notification_payload(evil, "trigger"))
+    msg = http_recorder.requests[0].json()
+    flat = msg["text"] + str(msg["blocks"])
+    for forbidden in ("<!channel>", "<!here>", "<https://evil.example|", "@everyone", "javascript:", "|Reuters>"):
+        assert forbidden not in flat, forbidden
+    assert "&lt;!channel&gt; Oil crash &lt;https://evil.example|see Reuters&gt;" in flat  # shown, inert
+    assert "<https://news.example.com/x?a=1&amp;b=2|Real headline>" in flat  # real links still work
+    assert "• Bad link" in flat and "• Script" in flat  # unsafe URL: the title, without a link
+    assert "<https://runbooks.example.com/neg-spike|Runbook>" in flat and "Grafana panel" not in flat
+    # Every '<' in the message opens one of our own links.
+    links = [part.split(">")[0] for part in flat.split("<")[1:]]
+    assert all(link.startswith(("https://news.example.com", "https://runbooks.example.com")) for link in links), links
+
+
 def test_pagerduty_trigger_ack_resolve_share_dedup_key(http_recorder) -> None:
     pd = PagerDutyNotifier("pd", "routing-key-1", http_recorder.url("/v2/enqueue"))
     pd.send(notification_payload(sample_alert(), "trigger"))

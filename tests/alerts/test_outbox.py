@@ -47,3 +47,28 @@ def test_unexpected_notifier_error_does_not_resend_delivered_rows(engine) -> Non
         rows = {r["notifier"]: r for r in db.list_outbox(conn, alert_id=alert["id"])}
     assert rows["a-good"]["status"] == "delivered"
     assert rows["b-buggy"]["status"] == "pending" and rows["b-buggy"]["attempts"] == 2
+
+
+def test_permanent_4xx_goes_dead_and_is_redriven(engine, http_recorder) -> None:
+    from alerts.notifiers.slack import SlackNotifier
+
+    with engine.begin() as conn:
+        alert = db.insert_alert(conn, rule="r", scope_type="topic", scope="Macro", severity="critical",
+                                state="firing", dedup_key="k-dead", started_at=BASE, evidence={})
+        lifecycle.enqueue(conn, alert, ["slack"], "trigger")
+        lifecycle.enqueue(conn, alert, ["slack"], "resolve")
+    sender = OutboxSender(engine, {"slack": SlackNotifier("slack", http_recorder.url("/s"))}, base_s=1, max_s=8)
+    http_recorder.status = 403  # e.g. a revoked webhook: retrying can never succeed
+    now = datetime.now(timezone.utc) + timedelta(seconds=1)
+    report = sender.deliver_due(now)
+    assert [k[1:] for k in report.dead] == [("slack", "trigger")] and http_recorder.attempts == 1
+    assert sender.deliver_due(now + timedelta(hours=1)).dead == []  # dead is never retried by itself...
+    with engine.connect() as conn:
+        dead = db.list_outbox(conn, statuses=("dead", "unknown"))
+    assert [(r["event"], r["status"], "HTTP 403" in r["last_error"]) for r in dead] == [("trigger", "dead", True)]
+    http_recorder.status = 200  # the operator fixed the webhook URL / token
+    with engine.begin() as conn:
+        assert [r["id"] for r in db.redrive(conn, outbox_ids=(dead[0]["id"],))] == [dead[0]["id"]]
+    sender.deliver_due(now + timedelta(hours=1))
+    sender.deliver_due(now + timedelta(hours=1))
+    assert ["RESOLVED" in r.json()["text"] for r in http_recorder.requests] == [False, True]  # trigger first

@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
-from alerts.syndication import story_key
+from streams.novelty import story_key
 from alerts.service import AlertService
 from marketmood.settings import AlertSettings, TopicSettings
 from storage import alerts as db

@@ -1,0 +1,68 @@
+"""Two alert-service replicas on one real PostgreSQL, evaluating and delivering at the same moments:
+each state change is still paged exactly once per notifier (rule leadership by advisory lock, the cursor
+row lock, and per-row outbox claims)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from alerts.service import AlertService
+from storage import alerts as db
+from storage.db import make_engine
+from tests.alerts.factories import W
+from tests.alerts.test_service import SETTINGS, rules_for, scenario
+
+
+@pytest.mark.timeout(120)
+def test_two_replicas_page_once_per_state_change(db_url, http_recorder, smtp_recorder) -> None:
+    engines = [make_engine(db_url) for _ in range(2)]
+    try:
+        burst_start = scenario(engines[0])
+        rules = rules_for(http_recorder, smtp_recorder)
+        replicas = [AlertService(e, rules, SETTINGS) for e in engines]
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+        steps = [burst_start - timedelta(minutes=15) + timedelta(seconds=W * i) for i in range(30)]
+
+        def run(service: AlertService) -> None:
+            try:
+                for now in steps:
+                    barrier.wait(30)  # both replicas judge the same window at the same moment
+                    service.evaluate(now)
+                    barrier.wait(30)
+                    service.deliver()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in replicas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(100)
+        assert not errors, errors
+        for s in replicas:
+            s.deliver()
+
+        with engines[0].connect() as conn:
+            alerts = db.list_alerts(conn)
+            outbox = db.list_outbox(conn)
+        assert [(a["scope"], a["state"]) for a in alerts] == [("Energy | Oil", "resolved")]
+        per_path = Counter((r.path, r.json().get("event") or r.json().get("event_action") or
+                            ("RESOLVED" in r.json()["text"])) for r in http_recorder.requests)
+        assert per_path == Counter({("/hook", "trigger"): 1, ("/hook", "resolve"): 1, ("/pd", "trigger"): 1,
+                                    ("/pd", "resolve"): 1, ("/slack", False): 1, ("/slack", True): 1}), per_path
+        assert len(smtp_recorder.messages) == 2
+        assert Counter(r["status"] for r in outbox) == {"delivered": 8}
+        # every window judged by exactly one replica, never by both
+        judged = [s.metrics.registry.get_sample_value("marketmood_alert_windows_judged_total", {"rule": "spike"}) or 0
+                  for s in replicas]
+        print("windows judged per replica:", judged)
+        assert sum(judged) == len(steps), judged
+    finally:
+        for e in engines:
+            e.dispose()
