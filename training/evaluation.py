@@ -148,6 +148,8 @@ def classification_report_text(metrics: dict[str, Any]) -> str:
             continue
         lines.append(f"{name:<30} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} {row['support']:>8}")
     lines.append("")
-    lines.append(f"{'accuracy':<30} {metrics['accuracy']:>29.3f} {metrics['n']:>8}")
-    lines.append(f"{'macro F1':<30} {metrics['macro_f1']:>29.3f} {metrics['n']:>8}")
+    ci = metrics.get("ci95", {})
+    for label, key in (("accuracy", "accuracy"), ("macro F1", "macro_f1")):
+        interval = f"  95% CI [{ci[key][0]:.3f}, {ci[key][1]:.3f}]" if key in ci else ""
+        lines.append(f"{label:<30} {metrics[key]:>29.3f} {metrics['n']:>8}{interval}")
     return "\n".join(lines)

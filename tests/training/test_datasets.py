@@ -71,3 +71,55 @@ def test_excluded_texts_are_never_trained_on(tiny_data):
     assert victim.casefold() not in {e.text.casefold() for e in excluded.train}
     assert len(excluded.train) == len(splits.train) - 1
     assert excluded.dev == splits.dev
+
+
+def test_near_duplicate_key_folds_links_entities_mojibake_punctuation():
+    from training.datasets import near_duplicate_key
+
+    a = near_duplicate_key("$AAPL beats estimates! https://t.co/AbC123")
+    assert a == near_duplicate_key("$aapl beats estimates https://t.co/zzz999")
+    assert near_duplicate_key("AT&amp;T it’s up") == near_duplicate_key("AT&T itâ€™s up")
+    assert near_duplicate_key("Profit rises") != near_duplicate_key("Profit falls")
+
+
+def _assert_disjoint(splits):
+    from training.datasets import near_duplicate_key
+
+    train_keys = {near_duplicate_key(e.text) for e in splits.train}
+    dev_keys = {near_duplicate_key(e.text) for exs in splits.dev.values() for e in exs}
+    select_keys = {near_duplicate_key(e.text) for exs in splits.select.values() for e in exs}
+    assert not dev_keys & train_keys, sorted(dev_keys & train_keys)[:5]
+    assert not select_keys & train_keys and not select_keys & dev_keys
+
+
+def test_cluster_splits_keep_link_twins_on_one_side(tmp_path):
+    from training.datasets import DatasetSpec
+
+    rows = [(f"Stock {i % 40} rallies on news https://t.co/x{i}", "Bullish" if i % 2 else "Bearish") for i in range(400)]
+    path = tmp_path / "tw/train.csv"
+    path.parent.mkdir()
+    path.write_text("text,label\n" + "".join(f'"{t}",{l}\n' for t, l in rows))
+    spec = DatasetSpec("tw", "tw/train.csv", "sentiment", dev_fraction=0.2)
+    exact = load_labeled_sets(tmp_path, specs=[spec], split_method="exact")
+    cluster = load_labeled_sets(tmp_path, specs=[spec], select_fraction=0.2)
+    from training.datasets import near_duplicate_key
+
+    leaked = {near_duplicate_key(e.text) for e in exact.dev["tw"]} & {near_duplicate_key(e.text) for e in exact.train}
+    assert leaked  # the old exact-text split leaks twins that differ only by their link
+    _assert_disjoint(cluster)
+    assert cluster.dev["tw"] and cluster.select["tw"] and cluster.train
+
+
+def test_selection_split_is_disjoint_on_tiny_data(tiny_data):
+    splits = load_labeled_sets(tiny_data, select_fraction=0.2)
+    assert set(splits.select) == set(splits.dev)
+    _assert_disjoint(splits)
+
+
+def test_no_dev_text_shares_a_key_with_train_on_the_real_data():
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not (data / "twitter_financial_news_topic" / "train.csv").is_file():
+        pytest.skip("../shared/data not present")
+    _assert_disjoint(load_labeled_sets(data, select_fraction=0.1))

@@ -108,3 +108,78 @@ def test_resume_after_early_stop_trains_nothing_more(tiny_data, tmp_path, monkey
     resumed = []
     train(config, resume=True, progress=False, on_epoch=resumed.append)
     assert resumed == []  # the run had stopped early: resuming must not train epoch 3
+
+
+def test_training_and_serving_tokenize_identically(tiny_artifact, tiny_data):
+    """The ids the HF tokenizer (training's library) gives after the artifact's preprocessing are the ids the
+    engine feeds the model, added cashtag tokens included."""
+    from transformers import AutoTokenizer
+
+    from models.preprocess import preprocess_all
+    from training.datasets import load_labeled_sets
+
+    info = read_info(tiny_artifact)
+    assert info.preprocessing == "mm-text-v1"
+    texts = [e.text for e in load_labeled_sets(tiny_data).train][:200]
+    texts += ["$ACM soars 🚀 https://t.co/abc &amp; more", "Itâ€™s $GLO vs $zzzz " * 6]
+    hf = AutoTokenizer.from_pretrained(str(tiny_artifact / "tokenizer"), local_files_only=True)
+    want = hf(preprocess_all(texts, info.preprocessing), truncation=True, max_length=info.max_length)["input_ids"]
+    for backend in ("onnx", "torch"):
+        assert load_engine(tiny_artifact, backend=backend, device="cpu").preprocess(texts) == want
+    tokens = hf.convert_ids_to_tokens(want[-2])
+    assert "$acm" in tokens and "[url]" in tokens and "rocket" in tokens  # whole cashtag, placeholder, emoji name
+
+
+def test_card_reports_intervals_calibration_and_provenance(tiny_artifact):
+    card = (tiny_artifact / CARD_FILE).read_text()
+    assert "95% intervals" in card and "| phrasebank | sentiment |" in card and "[" in card.split("| phrasebank |")[1]
+    assert "ECE before" in card and (tiny_artifact / "reliability.png").is_file()
+    record = json.loads((tiny_artifact / TRAINING_CONFIG_FILE).read_text())
+    env = record["environment"]
+    assert set(env["packages"]) >= {"torch", "transformers", "tokenizers", "numpy", "scikit-learn", "onnx", "onnxruntime"}
+    assert env["environment_sha256"].startswith("sha256:") and env["base_weights_sha256"].startswith("sha256:")
+    assert env["threads"] == 1 and "commit" in env["code"]
+    assert record["selection_split"] == "select" and record["split_method"] == "cluster"
+    assert set(record["calibration"]["temperatures"]) == {"sentiment", "topic"}
+    assert read_info(tiny_artifact).temperatures == record["calibration"]["temperatures"]
+    assert (tiny_artifact / "model.fp16.safetensors").is_file()
+
+
+def _tiny(tiny_data, out, **kw):
+    return TrainConfig(data_path=tiny_data, output_dir=out, epochs=1, max_steps=3, batch_size=16, limit_per_dataset=24,
+                       max_length=32, version="repro", threads=1, export_onnx=False, **kw)
+
+
+def test_a_tiny_retrain_reproduces_its_metrics(tiny_data, tmp_path):
+    import torch
+
+    runs = []
+    for name in ("a", "b"):
+        out = train(_tiny(tiny_data, tmp_path / name), progress=False)
+        runs.append(json.loads((out / METRICS_FILE).read_text())["dev"])
+    for dev_name, paths in runs[0].items():
+        for key in ("accuracy", "macro_f1"):
+            assert abs(paths["fp32"][key] - runs[1][dev_name]["fp32"][key]) <= 0.002, (dev_name, key)
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "epoch-1.pt", weights_only=False)
+    assert {"py_rng", "torch_rng", "numpy_rng", "cuda_rng"} <= set(ckpt)
+
+
+def test_source_and_head_weights_are_explicit_in_the_record(tiny_data, tmp_path):
+    out = train(_tiny(tiny_data, tmp_path, source_weights={"tweet_topic": 0.0}, head_weights={"sentiment": 1.0, "topic": 0.0},
+                      feedback_snapshot="sha256:feedback"), progress=False)
+    record = json.loads((out / TRAINING_CONFIG_FILE).read_text())
+    assert record["config"]["source_weights"] == {"tweet_topic": 0.0}
+    assert record["config"]["head_weights"]["topic"] == 0.0
+    assert "tweet_topic" in record["train_source_sizes"]
+    assert "sha256:feedback" in (out / CARD_FILE).read_text()
+
+
+def test_epoch_rows_follow_the_source_weights():
+    import random
+
+    from training.trainer import epoch_rows
+
+    sources = ["a"] * 100 + ["b"] * 100 + ["c"] * 100
+    rows = epoch_rows(sources, {"a": 2.0, "b": 0.0, "c": 0.5}, random.Random(0))
+    counts = {s: sum(1 for r in rows if sources[r] == s) for s in "abc"}
+    assert counts["a"] == 200 and counts["b"] == 0 and 30 < counts["c"] < 70

@@ -1,0 +1,68 @@
+"""Engine options: calibrated temperatures, concurrent ONNX sessions, ONNX-only artifacts on a GPU image."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from models.engine import Engine, load_engine, softmax
+from models.export import slim_copy
+
+TEXTS = ["Fed hikes rates by 75bp", "Acme shares plunge after profit warning", "word " * 90,
+         "Stocks rally as inflation cools", "Company to hold annual meeting"] * 7
+
+
+def test_temperatures_change_probabilities_not_labels(onnx_engine):
+    info = dataclasses.replace(onnx_engine.info, temperatures={"sentiment": 2.5, "topic": 0.5})
+    hot = Engine(onnx_engine.encoder, onnx_engine.runner, info)
+    s_logits, t_logits = onnx_engine.predict_logits(TEXTS)
+    s_prob, t_prob = hot.predict_proba(TEXTS)
+    cols = onnx_engine._sentiment_columns
+    np.testing.assert_allclose(s_prob, softmax(s_logits / 2.5)[:, cols], atol=1e-9)
+    np.testing.assert_allclose(t_prob, softmax(t_logits / 0.5), atol=1e-9)
+    assert [p.sentiment for p in hot.classify(TEXTS)] == [p.sentiment for p in onnx_engine.classify(TEXTS)]
+    assert [p.topic for p in hot.classify(TEXTS)] == [p.topic for p in onnx_engine.classify(TEXTS)]
+
+
+def test_several_sessions_give_the_same_results(artifact_dir):
+    # Same micro-batches on both sides: dynamic int8 scales activations per batch tensor, so batch
+    # composition (not the session count) moves probabilities by ~1e-2.
+    multi = load_engine(artifact_dir, device="cpu", backend="onnx", threads=2, sessions=2, batch_size=4)
+    single = load_engine(artifact_dir, device="cpu", backend="onnx", threads=1, batch_size=4)
+    assert multi.describe()["sessions"] == 2
+    got, want = multi.predict_proba(TEXTS), single.predict_proba(TEXTS)
+    for task in (0, 1):
+        np.testing.assert_allclose(got[task], want[task], atol=1e-5)
+    with pytest.raises(ValueError, match="sessions"):
+        load_engine(artifact_dir, device="cpu", sessions=0)
+
+
+def test_onnx_only_artifact_under_the_gpu_image_settings(artifact_dir, tmp_path):
+    """An ONNX-only artifact (the bundled model) with device/backend auto serves on CPU; an explicit
+    cuda/torch request on a machine without a GPU fails with one clear line."""
+    slim = slim_copy(artifact_dir, tmp_path / "slim")
+    engine = load_engine(slim, device="auto", backend="auto", threads=1)
+    assert engine.backend == "onnx" and engine.runner.device == "cpu"
+    from models.devices import cuda_available
+
+    if not cuda_available():
+        with pytest.raises(RuntimeError) as info:
+            load_engine(slim, device="cuda", backend="torch")
+        assert "no CUDA device" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(FileNotFoundError, match="ONNX-only"):
+        load_engine(slim, device="cpu", backend="torch")
+
+
+def test_fp16_weights_serve_the_torch_path(artifact_dir, tmp_path, torch_engine):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    half = tmp_path / "fp16"
+    shutil.copytree(artifact_dir, half, ignore=shutil.ignore_patterns("*.onnx", "model.safetensors"))
+    state = load_file(str(artifact_dir / "model.safetensors"))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(half / "model.fp16.safetensors"))
+    engine = load_engine(half, device="cpu", backend="auto", threads=1)
+    assert engine.backend == "torch"
+    got, want = engine.predict_proba(TEXTS[:5]), torch_engine.predict_proba(TEXTS[:5])
+    np.testing.assert_allclose(got[0], want[0], atol=2e-2)

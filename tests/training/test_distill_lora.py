@@ -1,0 +1,80 @@
+"""Distillation (soft-label cache, KD loss path) and LoRA (adapters merged before export) on tiny runs."""
+
+import gzip
+import json
+import shutil
+
+import pytest
+import torch
+
+from models import load_engine
+from models.artifact import TRAINING_CONFIG_FILE, WEIGHTS_FILE
+from training.config import TrainConfig
+from training.loss import IGNORE, distillation_loss, student_loss
+from training.trainer import train
+
+
+def _config(data, out, **kw):
+    return TrainConfig(data_path=data, output_dir=out, epochs=1, max_steps=3, batch_size=16, limit_per_dataset=24,
+                       max_length=32, threads=1, export_onnx=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def data_with_streams(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("streams") / "data"
+    shutil.copytree(tiny_data, root)
+    (root / "reuters_news_stream").mkdir()
+    with gzip.open(root / "reuters_news_stream/reuters_news_2011_2018.train.csv.gz", "wt", encoding="utf-8") as fh:
+        fh.write("article_id,published_date,ticker,company,headline,summary,news_type,source\n")
+        for i in range(30):
+            fh.write(f"{i},2012-01-01,ACM,Acme,Acme headline number {i} on markets,s,normal,Reuters\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_data, tmp_path_factory):
+    return train(_config(tiny_data, tmp_path_factory.mktemp("teacher") / "t", version="tiny-teacher"), progress=False)
+
+
+def test_kd_loss_is_zero_when_student_matches_teacher_and_masks_rows():
+    logits = torch.randn(4, 3)
+    has = torch.tensor([True, True, False, False])
+    assert distillation_loss(logits, logits, has, 2.0).abs() < 1e-6
+    other = logits.clone()
+    other[2:] += 5  # rows without a teacher must not count
+    assert distillation_loss(logits, other, has, 2.0).abs() < 1e-6
+    s = torch.randn(4, 3, requires_grad=True)
+    t = torch.randn(4, 20, requires_grad=True)
+    labels = {"sentiment": torch.tensor([0, 1, IGNORE, IGNORE]), "topic": torch.tensor([IGNORE, IGNORE, IGNORE, IGNORE])}
+    loss = student_loss({"sentiment": s, "topic": t}, labels, torch.ones(4),
+                        teacher={"sentiment": torch.randn(4, 3), "topic": torch.randn(4, 20)},
+                        has_teacher=torch.tensor([False, False, True, True]), alpha=0.5)
+    loss.backward()
+    assert torch.any(t.grad[2:] != 0) and torch.all(t.grad[:2] == 0)  # unlabeled rows learn only from the teacher
+
+
+def test_student_distils_from_a_teacher_and_reuses_the_cache(data_with_streams, teacher, tmp_path):
+    cache = tmp_path / "cache"
+    records = []
+    for name in ("first", "second"):
+        out = train(_config(data_with_streams, tmp_path / name, teacher=teacher, soft_label_cache=cache,
+                            unlabeled_per_stream=10, version=f"student-{name}"), progress=False)
+        records.append(json.loads((out / TRAINING_CONFIG_FILE).read_text())["distillation"])
+    assert records[0]["reused"] is False and records[1]["reused"] is True
+    assert records[0]["fingerprint"] == records[1]["fingerprint"] and len(list(cache.glob("*.npz"))) == 1
+    assert records[0]["transfer_texts"] == 10 and records[0]["rows_with_teacher"] > 10
+    # the same cache file can be given directly instead of the teacher
+    out = train(_config(data_with_streams, tmp_path / "from-file", soft_labels=records[0]["cache"], version="s3"), progress=False)
+    assert json.loads((out / TRAINING_CONFIG_FILE).read_text())["distillation"]["fingerprint"] == records[0]["fingerprint"]
+
+
+def test_lora_trains_adapters_and_exports_a_plain_model(tiny_data, tmp_path):
+    out = train(_config(tiny_data, tmp_path, lora=True, lora_r=4, version="lora"), progress=False)
+    record = json.loads((out / TRAINING_CONFIG_FILE).read_text())
+    assert 0 < record["lora"]["trainable"] < 0.2 * record["lora"]["total"]
+    from safetensors.torch import load_file
+
+    keys = load_file(str(out / WEIGHTS_FILE)).keys()
+    assert not [k for k in keys if "lora" in k or "base_model" in k]  # merged: plain architecture
+    (prediction,) = load_engine(out, backend="torch", device="cpu").classify(["Acme shares plunge"])
+    assert prediction.model_version == "lora"
