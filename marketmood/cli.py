@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "marketmood.commands.retrain",
     "marketmood.commands.db",
     "marketmood.commands.alerts",
+    "marketmood.commands.report",
 )
 
 

@@ -1,0 +1,67 @@
+"""``marketmood report``: what an analyst sees in Grafana, as PNG charts and one HTML page (no Grafana needed)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from marketmood.settings import get_settings
+from storage import dashboards as sql
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> object:
+    from marketmood.dashboards.macros import MacroError, parse_interval
+
+    try:
+        return parse_interval(value)
+    except MacroError:
+        raise click.BadParameter(f"{value!r}: expected a number and a unit, e.g. 7d, 36h, 90m") from None
+
+
+@click.command("report")
+@click.option("--since", default="7d", show_default=True, callback=_duration,
+              help="How far back from now the report reaches (e.g. 7d, 36h).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write index.html and the PNG charts to (created if missing).")
+@click.option("--topic", "topics", multiple=True, help="Only this topic (repeatable) [default: all].")
+@click.option("--ticker", "tickers", multiple=True, help="Only articles mentioning this ticker (repeatable) [default: all].")
+@click.option("--source", "sources", multiple=True, help="Only this publisher (repeatable) [default: all].")
+@click.option("--tz", default=sql.TIME_ZONES[0], show_default=True,
+              help="Market time zone: buckets start at its local midnight.")
+@click.option("--min-articles", type=click.IntRange(1), default=sql.DEFAULT_MIN_ARTICLES, show_default=True,
+              help="Buckets with fewer novel articles show no mean and no band.")
+@click.option("--smoothing", type=click.IntRange(1), default=sql.DEFAULT_SPAN, show_default=True,
+              help="EMA span in buckets (1 = raw bucket means).")
+def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple[str, ...],  # type: ignore[no-untyped-def]
+                   sources: tuple[str, ...], tz: str, min_articles: int, smoothing: int) -> None:
+    """Render the "News sentiment" dashboard's panels from the same SQL to PNG files plus one index.html.
+
+    Uses the configured database (the embedded one when MARKETMOOD_DATABASE_URL is unset), e.g. after
+    `marketmood demo`, so a laptop without Grafana sees what an analyst sees.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from marketmood.report.panels import Selection, load
+    from marketmood.report.render import write
+    from marketmood.runtime import database_engine
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"{tz!r} is not an IANA time zone (e.g. America/New_York)", param_hint="--tz") from None
+    t_to = datetime.now(timezone.utc)
+    selection = Selection(topics=topics, tickers=tickers, sources=sources, tz=tz, min_articles=min_articles,
+                          smoothing=smoothing)
+    with database_engine(get_settings()) as engine, engine.connect() as conn:
+        data = load(conn, t_to - since, t_to, selection)
+    rendered = write(data, out_dir)
+    empty = [p.title for p in rendered if not p.rows]
+    click.echo(f"wrote {out_dir / 'index.html'} ({sum(1 for p in rendered if p.image)} charts, "
+               f"{len(rendered)} panels)")
+    if empty:
+        click.echo("no data in this range: " + ", ".join(empty))
+
+
+COMMANDS = [report_command]

@@ -1,0 +1,114 @@
+"""``marketmood report`` on demo data: a week of the generated news stream scored by the bundled model, an
+alert and two model changes; every panel of the dashboard has data, charts are PNGs, one HTML page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from streams.novelty import story_key
+from marketmood.cli import cli
+from marketmood.dashboards.definitions import sentiment_dashboard, to_json_dict
+from marketmood.settings import get_settings
+from storage import registry
+from storage.alerts import insert_alert
+from storage.articles import ScoredArticle, upsert_scored_batch
+from storage.db import make_engine
+from streams.demo_news import DemoStream
+
+N_ARTICLES = 700
+
+
+def _seed_demo_week(url: str) -> None:
+    """The demo stream spread over the last 7 days (its negative Energy burst in the last day), scored."""
+    from models import load_engine
+
+    engine = make_engine(url)
+    classifier = load_engine()
+    try:
+        with engine.begin() as conn:
+            now = conn.execute(select(func.now())).scalar_one()
+            start = now - timedelta(days=7)
+            step = timedelta(days=7) / N_ARTICLES
+            stream = DemoStream(n_articles=N_ARTICLES, seed=11, run_id="report", burst_start=0.88, burst_end=0.97)
+            clock = iter(start + step * i for i in range(N_ARTICLES))
+            articles = list(stream.articles(now=lambda: next(clock)))
+            predictions = classifier.classify([a["title"] for a in articles])
+            items = [
+                ScoredArticle(
+                    id=a["id"], title=a["title"], model_version=p.model_version, topic=p.topic,
+                    topic_confidence=p.topic_confidence, sentiment=p.sentiment, p_negative=p.p_negative,
+                    p_neutral=p.p_neutral, p_positive=p.p_positive, score=p.score, source=a["source"], url=a["url"],
+                    published_at=datetime.fromisoformat(a["published_at"]), tickers=a["tickers"],
+                    story_key=story_key(a["title"]),
+                )
+                for a, p in zip(articles, predictions)
+            ]
+            upsert_scored_batch(conn, items)
+            version = predictions[0].model_version
+            registry.insert_version(conn, version=version, artifact=b"", artifact_sha256="0" * 64)
+            registry.set_alias(conn, version, by="demo", reason="bundled model")
+            insert_alert(conn, rule="topic-negative-spike", scope_type="topic", scope="Energy | Oil",
+                         severity="warning", state="firing", dedup_key="demo-energy", started_at=now - timedelta(hours=12),
+                         evidence={"current_share": 0.7, "baseline_share": 0.15, "volume": 20, "p_value": 0.001,
+                                   "headlines": [{"title": items[-30].title, "url": items[-30].url}]})
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def demo_db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    _seed_demo_week(db_url)
+    monkeypatch.setenv("MARKETMOOD_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    yield db_url
+    get_settings.cache_clear()
+
+
+def test_report_renders_every_panel_with_data(demo_db: str, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["report", "--since", "7d", "--out", str(out), "--min-articles", "3"])
+    assert result.exit_code == 0, result.output
+    assert "no data in this range" not in result.output, result.output
+
+    page = (out / "index.html").read_text(encoding="utf-8")
+    dashboard = to_json_dict(sentiment_dashboard())
+    for panel in dashboard["panels"]:
+        assert f"<h2>{panel['title']}</h2>" in page
+    assert "No data in this range" not in page
+    charts = sorted(out.glob("*.png"))
+    series_panels = [p for p in dashboard["panels"] if p["type"] == "timeseries"]
+    assert len(charts) == len(series_panels)
+    for chart in charts:
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+        assert f'src="{chart.name}"' in page
+    assert "https://marketmood.invalid/demo/report/" in page  # headline links
+    assert "Energy | Oil" in page  # the burst's topic is a top mover and the alert's scope
+
+
+def test_report_says_which_panels_are_empty(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARKETMOOD_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["report", "--since", "2d", "--out", str(tmp_path)])
+        bad = CliRunner().invoke(cli, ["report", "--since", "two days", "--out", str(tmp_path)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "no data in this range: Sentiment index (selection)" in result.output
+    assert "No data in this range" in (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert bad.exit_code == 2 and "expected a number and a unit" in bad.output
+
+
+def test_bucket_size_keeps_charts_readable() -> None:
+    from marketmood.report.panels import bucket_for
+
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert bucket_for(now - timedelta(days=2), now) == timedelta(hours=1)
+    assert bucket_for(now - timedelta(days=7), now) == timedelta(hours=3)
+    assert bucket_for(now - timedelta(days=30), now) == timedelta(hours=13)
