@@ -33,17 +33,13 @@ def list_requests(conn: Any, *, status: str | None = "open") -> list[dict[str, A
     """Requests newest first, with their item counts."""
     n_items = (select(func.count()).where(LabellingRequestItem.request_id == LabellingRequest.id)
                .correlate(LabellingRequest).scalar_subquery())
-    stmt = select(LabellingRequest, n_items.label("items")).order_by(LabellingRequest.id.desc())
+    cols = [LabellingRequest.id, LabellingRequest.created_at, LabellingRequest.status, LabellingRequest.model_version,
+            LabellingRequest.window_start, LabellingRequest.window_end, LabellingRequest.reasons,
+            LabellingRequest.drifted_slice]
+    stmt = select(*cols, n_items.label("items")).order_by(LabellingRequest.id.desc())
     if status is not None:
         stmt = stmt.where(LabellingRequest.status == status)
-    out = []
-    for row in conn.execute(stmt):
-        req = row[0]
-        out.append({"id": req.id, "created_at": req.created_at, "status": req.status,
-                    "model_version": req.model_version, "window_start": req.window_start,
-                    "window_end": req.window_end, "reasons": req.reasons, "drifted_slice": req.drifted_slice,
-                    "items": int(row.items)})
-    return out
+    return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
 def request_items(conn: Any, request_id: int) -> list[dict[str, Any]]:

@@ -7,10 +7,11 @@ Why: retraining changes the model without a human in the room, so no single pers
   sentiment-only row does not touch the same author's topic vote.
 * A label is accepted when ``min_agreeing_authors`` (2) distinct authors agree and no other label has as
   many votes, or when a reviewer voted (the latest reviewer's label wins).
-* Each author's share of the accepted texts is capped: an author supports at most
-  ``max(author_floor, max_author_share * accepted texts)`` texts; votes beyond that (newest first) are
-  dropped and the merge is redone until it is stable. One author's texts in the training feedback are
-  therefore bounded by that number, whatever they submit.
+* Each author's share of the texts accepted on their word alone (a reviewer's, since anyone else needs a
+  second author) is capped: at most ``max(author_floor, max_author_share * accepted texts)``; votes beyond
+  that (newest first) are dropped and the merge is redone until it is stable. So whatever one person
+  submits, the training feedback holds at most that many texts that only they vouched for; every other
+  text carries the agreement of a second named author.
 """
 
 from __future__ import annotations
@@ -85,10 +86,12 @@ class MergeResult:
     conflicts: int  # (text, task) pairs where authors disagree and no label leads
     dropped_votes: dict[str, int] = field(default_factory=dict)  # author -> votes dropped by the cap
     author_texts: dict[str, int] = field(default_factory=dict)  # author -> accepted texts they support
+    sole_texts: dict[str, int] = field(default_factory=dict)  # author -> accepted texts on their word alone
 
     def summary(self) -> dict[str, Any]:
         return {"texts": len(self.texts), "pending": self.pending, "conflicts": self.conflicts,
-                "dropped_votes": dict(self.dropped_votes), "author_texts": dict(self.author_texts)}
+                "dropped_votes": dict(self.dropped_votes), "author_texts": dict(self.author_texts),
+                "sole_texts": dict(self.sole_texts)}
 
 
 @dataclass(frozen=True)
@@ -159,24 +162,33 @@ def _accept(votes: dict[tuple[str, str], dict[str, _Vote]], texts: dict[str, str
     return merged, pending, conflicts, by_author
 
 
-def author_budget(total_texts: int, policy: FeedbackPolicy) -> int:
-    """The most accepted texts one author may support."""
-    return max(policy.author_floor, math.floor(policy.max_author_share * total_texts))
+def author_budget(other_texts: int, policy: FeedbackPolicy) -> int:
+    """The most texts one author may have accepted on their word alone, given ``other_texts`` accepted texts
+    that are not theirs alone: x <= share * (x + others), i.e. x <= share / (1 - share) * others."""
+    share = policy.max_author_share
+    if share >= 1:
+        return 1 << 62
+    return max(policy.author_floor, math.floor(share / (1 - share) * other_texts))
 
 
 def merge_feedback(rows: Sequence[FeedbackRow], policy: FeedbackPolicy) -> MergeResult:
     """Accepted labels per text after agreement and the per-author cap (see the module docstring)."""
     votes, texts = _votes(rows)
     dropped: Counter[str] = Counter()
-    for _ in range(20):  # each pass only removes votes, so this settles quickly
+    for _ in range(50):  # each pass only removes votes, so this settles quickly
         merged, pending, conflicts, by_author = _accept(votes, texts, policy)
-        budget = author_budget(len(merged), policy)
-        over = {a: keys for a, keys in by_author.items() if len(keys) > budget}
+        sole: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        for m in merged:
+            if len(m.authors) == 1:
+                sole[m.authors[0]].append((m.accepted_at, m.key))
+        over = {a: keys for a, keys in sole.items() if len(keys) > author_budget(len(merged) - len(keys), policy)}
         if not over:
             break
         for author, keys in over.items():
+            budget = author_budget(len(merged) - len(keys), policy)
             for _, key in sorted(keys)[budget:]:  # keep the oldest ``budget`` texts, drop the newest votes
                 for task in TASKS:
                     if votes.get((key, task), {}).pop(author, None) is not None:
                         dropped[author] += 1
-    return MergeResult(merged, pending, conflicts, dict(dropped), {a: len(k) for a, k in by_author.items()})
+    return MergeResult(merged, pending, conflicts, dict(dropped), {a: len(k) for a, k in by_author.items()},
+                       {a: len(k) for a, k in sole.items()})

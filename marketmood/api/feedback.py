@@ -30,15 +30,11 @@ def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity]) -> 
     def feedback(body: FeedbackRequest, identity: TokenIdentity = Depends(require_token)) -> Any:
         """Store an analyst's topic and/or sentiment label for an article id or a text (used by retraining).
 
-        The author is the owner of the named token (``name:secret``); a body ``author`` must match it or be
-        absent. Confirming the model's label is as useful as correcting it: the retrain's hold-out needs both.
+        The author is the owner of the named token (``name:secret``); a body ``author`` is ignored. Confirming the model's label is as useful as correcting it: the retrain's hold-out needs both.
         """
         if not identity.named:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "feedback needs a named token (name:secret) so the "
                                 "author is known; bare tokens may not write feedback")
-        if body.author is not None and body.author.strip() and body.author.strip() != identity.name:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"token of {identity.name!r} cannot write feedback "
-                                f"as {body.author!r}")
         try:
             row = validate_feedback(article_id=body.article_id, text=body.text, topic=body.topic,
                                     sentiment=body.sentiment, author=identity.name)

@@ -1,60 +1,88 @@
-"""Drift: PSI maths, the decision rules, and a synthetic shift read from a real scores table."""
+"""Drift: the size-aware shift test by simulation (false alarms, detection at n = 2,000), matching windows,
+and a real scores table (labelling request of the drifted slice, another version never counts)."""
 
 from __future__ import annotations
 
-import math
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from sqlalchemy import insert
 
-from training.drift import DriftThresholds, decide_drift, psi
+from storage import labelling
+from storage.db import make_engine
+from storage.schema import Article, Score
+from training.drift import (DriftThresholds, check_drift, decide_drift, matching_windows, open_labelling_request,
+                            shift_test)
 
-TH = DriftThresholds(psi=0.2, confidence_drop=0.1, min_samples=100)
-
-
-def test_psi_is_zero_for_identical_distributions_and_symmetric_formula():
-    assert psi({"a": 50, "b": 50}, {"a": 500, "b": 500}) == pytest.approx(0.0)
-    # (q-p)ln(q/p) summed: 0.5->0.8 and 0.5->0.2
-    expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
-    assert psi({"a": 50, "b": 50}, {"a": 80, "b": 20}) == pytest.approx(expected)
-
-
-def test_psi_handles_a_label_missing_from_one_window():
-    value = psi({"a": 100}, {"a": 50, "b": 50})
-    assert math.isfinite(value) and value > 1.0
+TH = DriftThresholds(alpha=0.01, min_effect=0.05, confidence_drop=0.1, min_samples=100)
+SENTIMENT = {"negative": 0.15, "neutral": 0.60, "positive": 0.25}
 
 
-def test_no_verdict_with_too_few_samples():
-    report = decide_drift({"sentiment": {"negative": 10}}, {"sentiment": {"positive": 10}}, 0.9, 0.5, TH)
-    assert not report.drifted and "too few" in report.reasons[0]
+def _draw(rng, shares, n):
+    labels = list(shares)
+    counts = rng.multinomial(n, [shares[k] for k in labels])
+    return dict(zip(labels, counts.tolist(), strict=True))
 
 
-def test_label_shift_triggers():
-    ref = {"sentiment": {"negative": 100, "neutral": 300, "positive": 100}, "topic": {"Macro": 500}}
-    rec = {"sentiment": {"negative": 350, "neutral": 100, "positive": 50}, "topic": {"Macro": 500}}
-    report = decide_drift(ref, rec, 0.8, 0.8, TH)
-    assert report.drifted
-    assert report.psi["sentiment"] > 0.2 and report.psi["topic"] == 0
-    assert report.reasons == [f"sentiment PSI {report.psi['sentiment']:.3f} > 0.2"]
+def _alarm(rng, ref_shares, rec_shares, n_ref, n_rec):
+    return shift_test(_draw(rng, ref_shares, n_ref), _draw(rng, rec_shares, n_rec))
 
 
-def test_stable_distribution_does_not_trigger_but_confidence_drop_does():
-    same = {"sentiment": {"negative": 100, "neutral": 300, "positive": 100}}
-    assert not decide_drift(same, same, 0.80, 0.75, TH).drifted
-    report = decide_drift(same, same, 0.85, 0.70, TH)
-    assert report.drifted and "mean confidence fell" in report.reasons[0]
+def test_shift_test_false_alarms_stay_below_5_percent_at_every_volume():
+    rng = np.random.default_rng(3)
+    for n in (200, 2000, 20000):
+        alarms = 0
+        for _ in range(300):
+            t = _alarm(rng, SENTIMENT, SENTIMENT, 4 * n, n)
+            alarms += t.p_value < TH.alpha and t.effect >= TH.min_effect
+        assert alarms / 300 < 0.05, n
 
 
-# ---------------------------------------------------------------- synthetic shift in a real scores table
+def test_a_10_point_class_share_shift_is_detected_at_n_2000():
+    rng = np.random.default_rng(4)
+    selloff = {"negative": 0.25, "neutral": 0.50, "positive": 0.25}  # negative 15 % -> 25 %
+    hits = 0
+    for _ in range(200):
+        t = _alarm(rng, SENTIMENT, selloff, 8000, 2000)
+        hits += t.p_value < TH.alpha and t.effect >= TH.min_effect
+    assert hits / 200 >= 0.95
+    t = _alarm(rng, SENTIMENT, selloff, 8000, 2000)
+    assert t.rising[0] == "negative"
 
-from datetime import UTC, datetime, timedelta  # noqa: E402
 
-from sqlalchemy import insert  # noqa: E402
+def test_matching_windows_are_the_same_weekday_and_hours():
+    now = datetime(2026, 6, 3, 15, tzinfo=UTC)  # a Wednesday
+    wins = matching_windows(now, timedelta(hours=24), 4)
+    assert len(wins) == 4
+    assert all(a.weekday() == (now - timedelta(hours=24)).weekday() and a.hour == 15 and b - a == timedelta(hours=24)
+               for a, b in wins)
+    assert wins[0][1] == now - timedelta(days=7)
 
-from storage.db import make_engine  # noqa: E402
-from storage.schema import Article, Score  # noqa: E402
-from training.drift import check_drift  # noqa: E402
+
+def _stats(sent, n_low=0, conf=0.8, topic_conf=0.7):
+    return {"sentiment": sent, "topic": {"Markets": sum(sent.values())}, "n": sum(sent.values()),
+            "sentiment_confidence": conf, "topic_confidence": topic_conf, "low_confidence": n_low}
+
+
+def test_decision_reports_slices_and_tracks_confidence():
+    ref = _stats({"negative": 150, "neutral": 600, "positive": 250}, n_low=100)
+    assert not decide_drift(ref, ref, TH).drifted
+    few = decide_drift(ref, _stats({"negative": 10}), TH)
+    assert not few.drifted and "too few" in few.reasons[0]
+    shifted = decide_drift(ref, _stats({"negative": 300, "neutral": 500, "positive": 200}, n_low=100), TH)
+    assert shifted.drifted and shifted.slice == {"column": "sentiment", "labels": ["negative"]}
+    unsure = decide_drift(ref, _stats({"negative": 150, "neutral": 600, "positive": 250}, n_low=250), TH)
+    assert unsure.drifted and "low-confidence share rose" in unsure.reasons[0]
+    topic = decide_drift(ref, _stats({"negative": 150, "neutral": 600, "positive": 250}, n_low=100,
+                                     topic_conf=0.55), TH)
+    assert topic.drifted and "mean topic confidence fell" in topic.reasons[0]
+
+
+# ---------------------------------------------------------------- a real scores table
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+CALM = {"negative": 60, "neutral": 180, "positive": 60}
 
 
 def insert_scores(engine, *, start: datetime, hours: float, mix: dict[str, int], confidence: float,
@@ -65,11 +93,12 @@ def insert_scores(engine, *, start: datetime, hours: float, mix: dict[str, int],
     articles, scores = [], []
     for i, label in enumerate(labels):
         t = start + step * i
-        rest = (1 - confidence) / 2
-        p = {"negative": rest, "neutral": rest, "positive": rest} | {label: confidence}
-        articles.append({"id": f"{prefix}{i}", "title": "t", "event_time": t})
+        conf = confidence - 0.001 * (i % 50)  # distinct uncertainties
+        rest = (1 - conf) / 2
+        p = {"negative": rest, "neutral": rest, "positive": rest} | {label: conf}
+        articles.append({"id": f"{prefix}{i}", "title": f"headline {prefix}{i}", "event_time": t})
         scores.append({"article_id": f"{prefix}{i}", "model_version": version, "topic": "Markets",
-                       "topic_confidence": 0.6, "sentiment": label, "p_negative": p["negative"],
+                       "topic_confidence": 0.9, "sentiment": label, "p_negative": p["negative"],
                        "p_neutral": p["neutral"], "p_positive": p["positive"],
                        "score": p["positive"] - p["negative"], "event_time": t})
     with engine.begin() as conn:
@@ -84,30 +113,43 @@ def engine(db_url):
     eng.dispose()
 
 
-CALM = {"negative": 60, "neutral": 180, "positive": 60}
+def _reference_weeks(engine, mix, weeks=2, version="v1"):
+    for w in range(1, weeks + 1):
+        insert_scores(engine, start=NOW - timedelta(hours=24) - timedelta(weeks=w), hours=24, mix=mix,
+                      confidence=0.8, version=version, prefix=f"ref{w}-{version}-")
 
 
-def test_check_drift_detects_a_synthetic_shift_in_recent_scores(engine):
-    insert_scores(engine, start=NOW - timedelta(hours=24 * 4), hours=72, mix=CALM, confidence=0.8, prefix="ref")
+def test_check_drift_on_matching_windows_opens_a_labelling_request_of_the_drifted_slice(engine):
+    _reference_weeks(engine, CALM)
     insert_scores(engine, start=NOW - timedelta(hours=24), hours=24,
                   mix={"negative": 200, "neutral": 80, "positive": 20}, confidence=0.8, prefix="rec")
-    report = check_drift(engine, window=timedelta(hours=24), reference_window=timedelta(hours=72),
-                         thresholds=TH, now=NOW, model_version="v1")
-    assert report.drifted and report.psi["sentiment"] > 0.2
-    assert report.samples == {"reference": 300, "recent": 300}
+    # Scores between the matching windows (other weekdays) are not the reference: a different mix there
+    insert_scores(engine, start=NOW - timedelta(days=4), hours=24, mix={"negative": 300}, confidence=0.8,
+                  prefix="mid")
+    report, version = check_drift(engine, window=timedelta(hours=24), reference_weeks=2, thresholds=TH, now=NOW,
+                                  model_version="v1")
+    assert report.drifted and version == "v1"
+    assert report.samples == {"reference": 600, "recent": 300}
+    assert report.slice == {"column": "sentiment", "labels": ["negative"]}
+    request_id = open_labelling_request(engine, report, model_version="v1", now=NOW, window=timedelta(hours=24),
+                                        size=10)
+    with engine.connect() as conn:
+        (req,) = labelling.list_requests(conn)
+        items = labelling.request_items(conn, request_id)
+    assert req["id"] == request_id and req["items"] == 10 and req["reasons"] == report.reasons
+    assert all(it["sentiment"] == "negative" and it["article_id"].startswith("rec") for it in items)
+    uncertainties = [it["uncertainty"] for it in items]
+    assert uncertainties == sorted(uncertainties, reverse=True) and uncertainties[0] > uncertainties[-1]
 
 
-def test_check_drift_stays_quiet_on_the_same_distribution_and_sees_a_confidence_drop(engine):
-    insert_scores(engine, start=NOW - timedelta(hours=24 * 4), hours=72, mix=CALM, confidence=0.85, prefix="ref")
-    insert_scores(engine, start=NOW - timedelta(hours=24), hours=24, mix=CALM, confidence=0.82, prefix="rec")
-    quiet = check_drift(engine, window=timedelta(hours=24), reference_window=timedelta(hours=72),
-                        thresholds=TH, now=NOW, model_version="v1")
-    assert not quiet.drifted and quiet.psi["sentiment"] == pytest.approx(0, abs=1e-3)
-    # Another model version's scores never count as this one's drift.
-    insert_scores(engine, start=NOW - timedelta(hours=24), hours=24, mix=CALM, confidence=0.5, version="v2",
-                  prefix="other")
-    assert not check_drift(engine, window=timedelta(hours=24), reference_window=timedelta(hours=72),
-                           thresholds=TH, now=NOW, model_version="v1").drifted
-    lower = check_drift(engine, window=timedelta(hours=24), reference_window=timedelta(hours=72),
-                        thresholds=TH, now=NOW + timedelta(hours=24), model_version="v2")
-    assert not lower.drifted and "too few" in lower.reasons[0]  # v2 has no reference window yet
+def test_check_drift_stays_quiet_on_the_same_mix_and_ignores_other_versions(engine):
+    _reference_weeks(engine, CALM)
+    insert_scores(engine, start=NOW - timedelta(hours=24), hours=24, mix=CALM, confidence=0.78, prefix="rec")
+    insert_scores(engine, start=NOW - timedelta(hours=24), hours=24, mix={"negative": 300}, confidence=0.4,
+                  version="v2", prefix="other")
+    quiet, _ = check_drift(engine, window=timedelta(hours=24), reference_weeks=2, thresholds=TH, now=NOW,
+                           model_version="v1")
+    assert not quiet.drifted and quiet.tests["sentiment"]["tv"] == pytest.approx(0, abs=1e-3)
+    fresh, _ = check_drift(engine, window=timedelta(hours=24), reference_weeks=2, thresholds=TH, now=NOW,
+                           model_version="v2")
+    assert not fresh.drifted and "too few" in fresh.reasons[0]  # v2 has no reference weeks yet

@@ -1,0 +1,43 @@
+"""POST /feedback on real PostgreSQL: only named tokens write, the author is the token's owner."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from storage.db import make_engine
+from storage.feedback import count_rows, fetch_feedback
+
+
+def _rows(db_url: str):
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return fetch_feedback(conn), count_rows(conn)
+    finally:
+        engine.dispose()
+
+
+def test_named_token_writes_as_its_owner_and_a_bare_token_cannot_write(db_client: TestClient, db_url: str,
+                                                                        alice: dict[str, str],
+                                                                        shared: dict[str, str]) -> None:
+    ok = db_client.post("/feedback", headers=alice, json={"text": "Shares tumble", "sentiment": "Bearish"})
+    assert ok.status_code == 201 and ok.json()["author"] == "alice"
+    same = db_client.post("/feedback", headers=alice, json={"text": "Dividend raised", "topic": "dividend",
+                                                             "author": "alice"})
+    assert same.status_code == 201
+    impersonate = db_client.post("/feedback", headers=alice, json={"text": "Fed holds", "sentiment": "neutral",
+                                                                    "author": "bob"})
+    assert impersonate.status_code == 201 and impersonate.json()["author"] == "alice"  # the body cannot rename
+    bare = db_client.post("/feedback", headers=shared, json={"text": "x", "sentiment": "positive", "author": "bob"})
+    assert bare.status_code == 403 and "named token" in bare.json()["detail"]
+    rows, n = _rows(db_url)
+    assert n == 3 and {r.author for r in rows} == {"alice"}
+    assert [(r.text, r.topic, r.sentiment) for r in rows] == [
+        ("Shares tumble", None, "negative"), ("Dividend raised", "Dividend", None), ("Fed holds", None, "neutral")]
+
+
+def test_invalid_labels_are_422_and_nothing_is_stored(db_client: TestClient, db_url: str,
+                                                      alice: dict[str, str]) -> None:
+    response = db_client.post("/feedback", headers=alice, json={"text": "x", "sentiment": "angry"})
+    assert response.status_code == 422 and "unknown sentiment label 'angry'" in response.json()["detail"]
+    assert _rows(db_url)[1] == 0

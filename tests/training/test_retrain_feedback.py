@@ -1,0 +1,115 @@
+"""Feedback one person cannot poison: validation, per-text per-task merge, agreement, reviewers, author caps
+(the policy on hand-built rows, then 500 rows from one author through real PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage import feedback as feedback_sql
+from storage.db import make_engine
+from storage.feedback import FeedbackRow
+from training.feedback_policy import FeedbackPolicy, author_budget, merge_feedback, validate_feedback
+from training.retrain import split_feedback
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+POLICY = FeedbackPolicy(reviewers=frozenset({"rita"}), min_agreeing_authors=2, max_author_share=0.2, author_floor=5)
+
+
+def _row(i, text, author, *, sentiment=None, topic=None, minutes=0):
+    return FeedbackRow(i, text, topic, sentiment, author, "api", T0 + timedelta(minutes=minutes or i))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"article_id": None, "text": "  ", "topic": None, "sentiment": "positive"}, "article_id or a text"),
+        ({"article_id": "a1", "text": None, "topic": None, "sentiment": " "}, "topic and/or a sentiment"),
+        ({"article_id": "a1", "text": None, "topic": None, "sentiment": "happy"}, "unknown sentiment label 'happy'"),
+        ({"article_id": "a1", "text": None, "topic": "Sports", "sentiment": None}, "unknown topic label 'Sports'"),
+    ],
+)
+def test_validation_refuses_bad_rows_with_the_reason(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        validate_feedback(author="ana", **kwargs)
+
+
+def test_validation_normalizes_labels():
+    row = validate_feedback(article_id=None, text=" Oil slumps ", topic="energy | oil", sentiment="Bearish",
+                            author=" ana ")
+    assert row == {"article_id": None, "text": "Oil slumps", "topic": "Energy | Oil", "sentiment": "negative",
+                   "author": "ana"}
+
+
+def test_one_author_is_not_enough_two_agreeing_are_and_a_reviewer_alone_is():
+    rows = [_row(1, "A falls", "ana", sentiment="negative"),
+            _row(2, "B rises", "ana", sentiment="positive"), _row(3, "B rises", "bo", sentiment="positive"),
+            _row(4, "C flat", "ana", sentiment="neutral"), _row(5, "C flat", "bo", sentiment="positive"),
+            _row(6, "D beats", "rita", sentiment="positive"), _row(7, "D beats", "ana", sentiment="negative")]
+    merged = merge_feedback(rows, POLICY)
+    got = {m.text: (m.sentiment, m.authors, m.reviewed) for m in merged.texts}
+    assert got == {"B rises": ("positive", ("ana", "bo"), False), "D beats": ("positive", ("rita",), True)}
+    assert merged.pending == 1 and merged.conflicts == 1
+
+
+def test_labels_merge_per_text_and_task_and_an_author_vote_is_their_latest():
+    rows = [_row(1, "Bank fined", "ana", sentiment="negative", topic="Legal | Regulation"),
+            _row(2, "bank  FINED", "bo", topic="Legal | Regulation"),  # topic only: keeps ana's sentiment vote
+            _row(3, "Bank fined", "bo", sentiment="neutral"),
+            _row(4, "Bank fined", "bo", sentiment="negative")]  # bo changed their mind: the latest counts
+    (merged,) = merge_feedback(rows, POLICY).texts
+    assert (merged.sentiment, merged.topic, merged.authors) == ("negative", "Legal | Regulation", ("ana", "bo"))
+
+
+def test_the_per_author_cap_bounds_what_one_reviewer_alone_puts_in():
+    # rita (a reviewer) labels 100 texts alone; ana and bo agree on 20 others.
+    rows = [_row(i, f"rita text {i}", "rita", sentiment="negative") for i in range(100)]
+    rows += [_row(200 + 2 * i + k, f"team text {i}", a, sentiment="positive") for i in range(20)
+             for k, a in enumerate(("ana", "bo"))]
+    merged = merge_feedback(rows, POLICY)
+    rita = sum(m.authors == ("rita",) for m in merged.texts)
+    assert rita == author_budget(20, POLICY) == 5  # 0.2 / 0.8 x 20 others
+    assert rita / len(merged.texts) <= POLICY.max_author_share + 1e-9
+    assert merged.dropped_votes == {"rita": 95} and merged.sole_texts == {"rita": 5}
+    # texts two authors agree on are not one person's: nothing of ana's or bo's is dropped
+    assert sum("ana" in m.authors for m in merged.texts) == 20
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def test_500_rows_from_one_author_stay_bounded_in_the_training_set(engine):
+    """The documented bound (docs/retraining.md): of one author's rows, none reach the challenger's training
+    feedback unless a second author agrees, and a reviewer's lone labels are at most
+    max(author_floor, max_author_share x accepted texts).
+    Checked on the training-set composition that ``run_retrain`` feeds the trainer (a real fine-tune on 500
+    rows is too slow for CI): the challenger can move only as far as those rows can push it."""
+    with engine.begin() as conn:
+        feedback_sql.insert_many(conn, [{"text": f"Company {i} shares collapse", "sentiment": "positive",
+                                         "author": "mallory"} for i in range(500)], origin="api")
+        for i in range(30):  # a team of three agreeing on 30 other texts
+            for author in ("ana", "bo", "cy"):
+                feedback_sql.insert_feedback(conn, article_id=None, text=f"Team headline {i}", topic=None,
+                                             sentiment="negative", author=author)
+    with engine.connect() as conn:
+        rows = feedback_sql.fetch_feedback(conn)
+        assert feedback_sql.count_feedback(conn) == 530
+    alone = merge_feedback(rows, FeedbackPolicy(max_author_share=0.2, author_floor=5))
+    train, holdout = split_feedback(alone.texts, holdout_fraction=0.2, weight=1.0, exclude_texts=set())
+    assert not any("collapse" in ex.text for ex in train + holdout)  # nobody agreed: none of the 500 is used
+    assert len(train) + len(holdout) == 30
+
+    # Even as a reviewer (whose label alone is accepted) mallory is capped.
+    policy = FeedbackPolicy(reviewers=frozenset({"mallory"}), max_author_share=0.2, author_floor=5)
+    capped = merge_feedback(rows, policy)
+    train, holdout = split_feedback(capped.texts, holdout_fraction=0.2, weight=1.0, exclude_texts=set())
+    used = [ex for ex in train + holdout if "collapse" in ex.text]
+    total = len(train) + len(holdout)
+    assert len(used) == author_budget(30, policy) == 7  # 0.2 / 0.8 x the 30 team texts
+    assert len(used) / total <= 0.2 + 1e-9
+    assert capped.dropped_votes["mallory"] >= 490
