@@ -9,6 +9,15 @@ minimum effect size and volume; resolving uses looser, separate thresholds (hyst
 clear windows, and a cooldown after resolve. While an alert is pending/firing the baseline stays frozen at
 the pre-spike period, so the spike does not leak into its own baseline.
 
+A second test watches the **negative count rate** (on-call's usual case: bad news arrives as *extra*
+articles, so the share may move little while the count of negatives doubles). Its baseline is the scope's
+negatives per window over the same trailing baseline, with a Gamma posterior on the rate (pseudo-count
+capped at ``rate_prior_strength``, again for over-dispersion); the span's negative count is tested with
+the negative-binomial predictive upper tail. It fires when that tail is at most ``rate_fire_p``, the count
+is at least ``rate_min_count`` and ``rate_min_ratio`` times the expectation, and the share has not fallen
+(excess share >= ``rate_min_delta``, so a surge of *all* news is not a negative spike). Either test can
+open an episode; it resolves when both are clear.
+
 Each call judges one closed window; a window at or before ``last_window_end`` is ignored, so a replayed
 evaluation cannot fire twice. ``ScopeState`` is plain JSON so the service persists it between runs.
 """
@@ -20,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.special import betainc
 
 from alerts.windows import Counts, WindowSeries
 
@@ -46,6 +56,14 @@ class DetectionParams(BaseModel):
     max_frozen_hours: float | None = Field(
         None, gt=0, description="Unfreeze the baseline after an alert lasts this long; default baseline_hours."
     )
+    rate_fire_p: float | None = Field(
+        1e-4, gt=0, lt=1, description="Rate test: fire when the negative-count tail is at most this (null = off)."
+    )
+    rate_min_ratio: float = Field(2.0, ge=1, description="Rate test: span negatives at least this x expected.")
+    rate_min_count: int = Field(8, ge=1, description="Rate test: at least this many negatives in the span.")
+    rate_min_delta: float = Field(0.05, ge=-1, le=1, description="Rate test: the share must not fall (excess >= this).")
+    rate_prior_strength: float = Field(30.0, gt=0, description="Rate test: cap of the baseline pseudo-count.")
+    rate_resolve_ratio: float = Field(1.3, ge=0, description="Rate test is clear below this x expected.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> DetectionParams:
@@ -71,6 +89,9 @@ class Observation:
     z: float
     breach: bool
     clear: bool
+    expected_negative: float = 0.0  # negatives the rate baseline expects in the span
+    rate_p_value: float = 1.0
+    fired_by: tuple[str, ...] = ()  # which tests breach: "share", "rate"
 
     def evidence(self) -> dict[str, object]:
         return {
@@ -86,6 +107,10 @@ class Observation:
             "p_value": float(f"{self.p_value:.3g}"),
             "z": round(self.z, 2),
             "test": "beta-binomial upper tail",
+            "expected_negative": round(self.expected_negative, 2),
+            "rate_p_value": float(f"{self.rate_p_value:.3g}"),
+            "rate_test": "negative-binomial upper tail of the negative count",
+            "fired_by": list(self.fired_by),
         }
 
 
@@ -158,6 +183,21 @@ def tail_probability(k: int, n: int, baseline: Counts, prior_strength: float) ->
     return _betabinom_sf(k, n, a, b)
 
 
+def rate_tail_probability(k: int, span_windows: int, baseline_negative: int, baseline_windows: float,
+                          prior_strength: float) -> float:
+    """P(K >= k) for the span's negative count under the baseline rate: K ~ NegBin, the predictive of a
+    Poisson count whose per-window rate has a Gamma(a, b) posterior from the baseline, a capped at
+    ``prior_strength`` (same mean, wider: over-dispersion). Closed form: I_{1-p}(k, a), p = b / (b + s)."""
+    if k <= 0:
+        return 1.0
+    a, b = baseline_negative + 0.5, max(baseline_windows, 1e-9)
+    if a > prior_strength:
+        b *= prior_strength / a
+        a = prior_strength
+    p = b / (b + span_windows)
+    return float(betainc(k, a, 1.0 - p))
+
+
 def observe(params: DetectionParams, series: WindowSeries, window_end: int, state: ScopeState) -> Observation:
     """Measure the span ending at ``window_end`` against the scope's baseline (frozen while alerting)."""
     w = series.window_s
@@ -180,15 +220,34 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     strength = min(float(baseline.n), params.prior_strength)
     var = n * p0 * (1 - p0) * (1 + (n - 1) / (strength + 1)) if n else 0.0
     z = (k - n * p0) / math.sqrt(var) if var > 0 else 0.0
-    breach = (
+    share_breach = (
         n >= params.min_volume
         and baseline.n >= params.min_baseline_volume
         and delta is not None
         and delta >= params.min_delta
         and p_value <= params.fire_p
     )
-    clear = delta is None or delta < params.resolve_delta or p_value > params.resolve_p
-    return Observation(window_end, baseline_end, current, baseline, base_share, cur_share, delta, p_value, z, breach, clear)
+    share_clear = delta is None or delta < params.resolve_delta or p_value > params.resolve_p
+    # The rate test: negatives per window against the same baseline period (empty windows count as zero,
+    # time before the scope's first observed window does not: a young series must not look quiet).
+    observed_from = max(baseline_start, series.first_start if series.first_start is not None else baseline_end)
+    baseline_windows = max(0, baseline_end - observed_from) / w
+    expected = baseline.negative / baseline_windows * params.span_windows if baseline_windows else 0.0
+    rate_on = params.rate_fire_p is not None and baseline.n >= params.min_baseline_volume
+    rate_relevant = rate_on and k >= params.rate_min_count and k >= params.rate_resolve_ratio * max(expected, 1e-9)
+    rate_p = (rate_tail_probability(k, params.span_windows, baseline.negative, baseline_windows,
+                                    params.rate_prior_strength) if rate_relevant else 1.0)
+    rate_breach = (
+        rate_relevant
+        and k >= params.rate_min_ratio * expected
+        and delta is not None
+        and delta >= params.rate_min_delta
+        and rate_p <= (params.rate_fire_p or 0.0)
+    )
+    rate_clear = not rate_relevant or rate_p > params.resolve_p
+    fired_by = tuple(name for name, hit in (("share", share_breach), ("rate", rate_breach)) if hit)
+    return Observation(window_end, baseline_end, current, baseline, base_share, cur_share, delta, p_value, z,
+                       share_breach or rate_breach, share_clear and rate_clear, expected, rate_p, fired_by)
 
 
 def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[ScopeState, Transition | None]:

@@ -85,3 +85,8 @@ class WindowSeries:
 
     def __len__(self) -> int:
         return len(self._starts)
+
+    @property
+    def first_start(self) -> int | None:
+        """Start of the earliest window with data (before it the scope was not observed at all)."""
+        return self._starts[0] if self._starts else None

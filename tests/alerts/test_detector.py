@@ -142,3 +142,38 @@ def test_state_survives_restart_midway() -> None:
     ends = [T0 + (i + 1) * W for i in range(100, len(shares))]  # overlaps already judged windows
     _, second, _ = advance(P, restored, series, ends)
     assert [(t.kind, t.at) for t in first + second] == [(t.kind, t.at) for t in all_at_once]
+
+
+def _surge_series(extra_negative: bool, seed: int = 3) -> WindowSeries:
+    """8 articles per window at a 25% negative share; for 6 windows the volume doubles: either with extra
+    negative articles (bad news arriving) or with extra articles at the usual share (a busy news day)."""
+    rng = random.Random(seed)
+    windows = {}
+    for i in range(160):
+        neg = sum(rng.random() < 0.25 for _ in range(8))
+        extra_neg, extra_other = 0, 0
+        if 100 <= i < 106:
+            if extra_negative:
+                extra_neg = 8
+            else:
+                extra_neg = sum(rng.random() < 0.25 for _ in range(8))
+                extra_other = 8 - extra_neg
+        windows[T0 + i * W] = Counts(neg + extra_neg, 8 - neg + extra_other, 0)
+    return WindowSeries(W, windows)
+
+
+def test_volume_surge_of_negatives_fires_the_rate_test() -> None:
+    params = DetectionParams(min_delta=0.3, fire_p=1e-6)  # a share test this strict misses the surge ...
+    _, transitions, _ = run(params, _surge_series(True), 160)
+    fires = [t for t in transitions if t.kind == "fire"]
+    assert len(fires) == 1 and T0 + 100 * W < fires[0].at <= T0 + 103 * W
+    assert "rate" in fires[0].observation.fired_by  # ... the negative count rate does not
+    ev = fires[0].observation.evidence()
+    assert ev["negative"] >= 2 * ev["expected_negative"] and ev["rate_p_value"] <= params.rate_fire_p
+    off = DetectionParams(min_delta=0.3, fire_p=1e-6, rate_fire_p=None)
+    assert [t for t in run(off, _surge_series(True), 160)[1] if t.kind == "fire"] == []
+
+
+def test_busy_news_day_at_the_usual_share_does_not_fire() -> None:
+    _, transitions, _ = run(P, _surge_series(False), 160)
+    assert transitions == []  # twice the news, same mix: not a negative spike
