@@ -2,6 +2,11 @@
 
 Tests build it with the real engine and a real PostgreSQL; ``marketmood api`` builds it from settings. Reads
 are open; writes (acknowledging alerts, feedback) need a bearer token from ``settings.api.tokens``.
+
+Under abuse: ``/classify`` is rate-limited per client (429 + Retry-After), ``/health`` is served from a
+short cache filled by one check at a time, and every database access borrows from the one bounded pool of
+``deps.db`` (a request that cannot get a connection within ``db_pool_timeout_s`` is answered 503), so no
+client can exhaust the database's connections. Other areas add their routers with ``app.include_router``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 
 from marketmood.api.auth import TokenIdentity, authenticate, parse_tokens
 from marketmood.api.feedback import feedback_router
-from marketmood.api.health import database_health, model_health, overall
-from marketmood.api.limits import BodySizeLimit
+from marketmood.api.health import CachedHealth, DatabaseHealth, model_health, overall
+from marketmood.api.limits import BodySizeLimit, RateLimiter
 from marketmood.api.metrics import ApiMetrics, RequestMetrics
 from marketmood.api.sentiment import router as sentiment_router
 from marketmood.api.schemas import (
@@ -42,6 +48,7 @@ class ApiDependencies:
     db: Engine
     broker_check: Callable[[], ComponentHealth]
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    classify_limiter: RateLimiter | None = None  # default: from settings (classify_per_minute, classify_burst)
 
 
 class ApiError(Exception):
@@ -63,6 +70,19 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     )
     tokens = parse_tokens(deps.settings.tokens)
     bearer = HTTPBearer(auto_error=False, description="A token from MARKETMOOD_API__TOKENS.")
+    limiter = deps.classify_limiter or RateLimiter(deps.settings.classify_per_minute, deps.settings.classify_burst,
+                                                   deps.settings.rate_limit_clients)
+    health_cache = CachedHealth({"database": DatabaseHealth(deps.db), "broker": deps.broker_check,
+                                 "model": lambda: model_health(deps.provider)}, ttl_s=deps.settings.health_cache_s)
+
+    async def classify_rate(request: Request) -> None:
+        """Per-client token bucket; async, so a refused request never waits for a worker thread."""
+        wait = limiter.acquire(request.client.host if request.client else "unknown")
+        if wait > 0:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                f"rate limit of {deps.settings.classify_per_minute:g} requests per minute "
+                                f"(burst {deps.settings.classify_burst}) exceeded; retry in {wait:.1f} s",
+                                headers={"Retry-After": limiter.retry_after(wait)})
 
     # Closures are not visible to FastAPI's annotation resolution: use the default-value form of Depends.
     def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenIdentity:
@@ -82,9 +102,20 @@ def create_app(deps: ApiDependencies) -> FastAPI:
             body["index"] = exc.index
         return JSONResponse(body, status_code=exc.status_code)
 
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        return JSONResponse({"detail": "database busy: no free connection in the API's pool"}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.exception_handler(sa_exc.OperationalError)
+    async def _database_down(request: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
     @app.post("/classify", response_model=ClassifyResponse, tags=["model"],
+              dependencies=[Depends(classify_rate)],
               responses={413: {"description": "Too many texts or a text too long"},
-                         422: {"description": "An empty or invalid text (the body names its index)"}})
+                         422: {"description": "An empty or invalid text (the body names its index)"},
+                         429: {"description": "Per-client rate limit exceeded (see Retry-After)"}})
     def classify(body: ClassifyRequest) -> ClassifyResponse:
         """Topic and sentiment for each text, in input order."""
         limits = deps.settings
@@ -128,13 +159,9 @@ def create_app(deps: ApiDependencies) -> FastAPI:
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse, "description": "A component is down or degraded"}})
-    def health(response: Response) -> HealthResponse:
-        """Database, broker and model, each with its own status; 503 unless all are ok."""
-        components = {
-            "database": database_health(deps.db),
-            "broker": deps.broker_check(),
-            "model": model_health(deps.provider),
-        }
+    async def health(response: Response) -> HealthResponse:
+        """Database, broker and model, each with its own status; 503 unless all are ok (cached a few seconds)."""
+        components = await health_cache.get()
         result = HealthResponse(status=overall(components), components=components)  # type: ignore[arg-type]
         if result.status != "ok":
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -149,4 +176,5 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=deps.metrics)
     app.add_middleware(BodySizeLimit, max_bytes=deps.settings.max_body_bytes)  # outermost: runs first
     app.state.deps = deps
+    app.state.health = health_cache
     return app

@@ -1,13 +1,22 @@
-"""Request body limit as raw ASGI middleware: refuses oversize bodies before anything parses them.
+"""Limits that keep one client from taking the API down: request body size and a per-client request rate.
 
-A declared ``Content-Length`` above the limit is answered 413 at once; a chunked body is counted while it
-streams and cut off with 413 as soon as it crosses the limit, so a client cannot make the API buffer a
-gigabyte of JSON.
+Body size is raw ASGI middleware, refusing oversize bodies before anything parses them: a declared
+``Content-Length`` above the limit is answered 413 at once; a chunked body is counted while it streams and
+cut off with 413 as soon as it crosses the limit, so a client cannot make the API buffer a gigabyte of JSON.
+
+The rate limit is a token bucket per client (``burst`` requests at once, then ``per_minute``), kept in
+memory per API process for a bounded number of clients (least recently seen forgotten first), answered
+with 429 and ``Retry-After`` before the request touches the model.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException
@@ -64,3 +73,42 @@ class BodySizeLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class RateLimiter:
+    """Token buckets keyed by client; thread-safe; memory bounded by ``max_clients``."""
+
+    def __init__(self, per_minute: float, burst: int, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = per_minute / 60.0  # tokens per second; 0 = unlimited
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def acquire(self, key: str) -> float:
+        """Take one token for ``key``: 0.0 if allowed, else the seconds until one is available."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate
+            self._buckets[key] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait
+
+    def retry_after(self, wait_s: float) -> str:
+        """The Retry-After header value: whole seconds, at least 1."""
+        return str(max(1, math.ceil(wait_s)))
