@@ -211,33 +211,6 @@ def advisory_unlock(conn: Any, key: int = RETRAIN_LOCK_KEY) -> None:
     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
 
-def label_counts(
-    conn: Any, *, start: datetime, end: datetime, column: str = "sentiment", model_version: str | None = None
-) -> dict[str, int]:
-    """Predicted-label histogram of scores with ``start <= event_time < end`` (one model version if given)."""
-    label_col = {"sentiment": Score.sentiment, "topic": Score.topic}[column]
-    stmt = (
-        select(label_col, func.count())
-        .where(Score.event_time >= start, Score.event_time < end)
-        .group_by(label_col)
-    )
-    if model_version is not None:
-        stmt = stmt.where(Score.model_version == model_version)
-    return {label: int(n) for label, n in conn.execute(stmt)}
-
-
-def mean_confidence(
-    conn: Any, *, start: datetime, end: datetime, model_version: str | None = None
-) -> tuple[float | None, int]:
-    """(mean of the top sentiment probability, row count) over the window."""
-    top = func.greatest(Score.p_negative, Score.p_neutral, Score.p_positive)
-    stmt = select(func.avg(top), func.count()).where(Score.event_time >= start, Score.event_time < end)
-    if model_version is not None:
-        stmt = stmt.where(Score.model_version == model_version)
-    mean, n = conn.execute(stmt).one()
-    return (float(mean) if mean is not None else None), int(n)
-
-
 def window_stats(
     conn: Any, *, windows: list[tuple[datetime, datetime]], model_version: str, low_confidence: float
 ) -> dict[str, Any]:

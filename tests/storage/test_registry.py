@@ -112,12 +112,60 @@ def test_score_statistics_per_window_and_version(engine):
                 p_negative=probs["negative"], p_neutral=probs["neutral"], p_positive=probs["positive"],
                 score=probs["positive"] - probs["negative"], event_time=t0 + timedelta(hours=hours)))
     with engine.connect() as conn:
-        window = {"start": t0, "end": t0 + timedelta(hours=24)}
-        assert registry.label_counts(conn, **window, model_version="v1") == {"negative": 2}
-        assert registry.label_counts(conn, **window) == {"negative": 2, "neutral": 1}
-        assert registry.label_counts(conn, **window, column="topic", model_version="v1") == {"Macro": 2}
-        mean, n = registry.mean_confidence(conn, **window, model_version="v1")
-        assert n == 2 and mean == pytest.approx(0.8)
+        day = [(t0, t0 + timedelta(hours=24))]
+        v1 = registry.window_stats(conn, windows=day, model_version="v1", low_confidence=0.5)
+        assert (v1["sentiment"], v1["topic"], v1["n"]) == ({"negative": 2}, {"Macro": 2}, 2)
+        assert v1["sentiment_confidence"] == pytest.approx(0.8) and v1["topic_confidence"] == pytest.approx(0.5)
+        assert v1["low_confidence"] == 0  # topic confidence 0.5 is not below 0.5
+        both = registry.window_stats(conn, windows=day + [(t0 + timedelta(hours=29), t0 + timedelta(hours=31))],
+                                     model_version="v1", low_confidence=0.75)
+        assert both["sentiment"] == {"negative": 2, "positive": 1} and both["low_confidence"] == 3
+        assert registry.window_stats(conn, windows=[], model_version="v1", low_confidence=0.5)["n"] == 0
+
+
+def _score(conn, article_id, version, sentiment, p_top, t, topic="Macro"):
+    rest = (1 - p_top) / 2
+    probs = {"negative": rest, "neutral": rest, "positive": rest} | {sentiment: p_top}
+    conn.execute(insert(Score).values(
+        article_id=article_id, model_version=version, topic=topic, topic_confidence=0.7, sentiment=sentiment,
+        p_negative=probs["negative"], p_neutral=probs["neutral"], p_positive=probs["positive"],
+        score=probs["positive"] - probs["negative"], event_time=t))
+
+
+def test_shadow_alias_keeps_its_scores_out_of_current_scores_until_promoted(engine):
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        _add(conn, "champ")
+        _add(conn, "challenger")
+        _add(conn, "older-shadow")
+        registry.set_alias(conn, "champ", by="t", reason="first")
+        registry.set_alias(conn, "older-shadow", alias=registry.SHADOW_ALIAS, by="t", reason="gate")
+        registry.set_alias(conn, "challenger", alias=registry.SHADOW_ALIAS, by="t", reason="gate")
+        for i in range(4):
+            conn.execute(insert(Article).values(id=f"s{i}", title="t", event_time=t0 + timedelta(minutes=i)))
+            _score(conn, f"s{i}", "champ", "neutral", 0.8, t0 + timedelta(minutes=i))
+            _score(conn, f"s{i}", "challenger", "neutral" if i < 3 else "negative", 0.7, t0 + timedelta(minutes=i))
+    window = {"t_from": t0, "t_to": t0 + timedelta(hours=1)}
+    current = "SELECT DISTINCT model_version FROM current_scores(:t_from, :t_to)"
+    with engine.connect() as conn:
+        assert registry.get_version(conn, "challenger")["status"] == "shadow"
+        assert registry.get_version(conn, "older-shadow")["status"] == "candidate"  # replaced before promotion
+        assert registry.get_alias(conn) == "champ"
+        assert conn.execute(text(current), window).scalars().all() == ["champ"]
+        pairs = registry.shadow_pairs(conn, shadow="challenger", champion="champ", start=t0, end=t0 + timedelta(hours=1))
+        assert registry.alias_set_at(conn, registry.SHADOW_ALIAS, "challenger") is not None
+    assert pairs["pairs"] == 4 and pairs["shadow_scores"] == 4
+    assert pairs["sentiment_agreement"] == pytest.approx(0.75) and pairs["topic_agreement"] == pytest.approx(1.0)
+    assert pairs["shadow_confidence"] == pytest.approx(0.7) and pairs["champion_confidence"] == pytest.approx(0.8)
+    with engine.begin() as conn:
+        assert registry.clear_alias(conn, registry.SHADOW_ALIAS, by="t", reason="promoted") == "challenger"
+        registry.set_alias(conn, "challenger", by="t", reason="shadow passed")
+    with engine.connect() as conn:
+        assert registry.get_alias(conn, registry.SHADOW_ALIAS) is None
+        assert conn.execute(text(current), window).scalars().all() == ["challenger"]
+        assert registry.get_version(conn, "champ")["status"] == "retired"
+        history = [(h["version"], h["reason"]) for h in registry.alias_history(conn, registry.SHADOW_ALIAS)]
+    assert history[-1] == ("challenger", "cleared: promoted")
 
 
 def test_listener_is_detached_from_the_pool_and_receives_alias_moves(db_url):
