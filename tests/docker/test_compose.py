@@ -1,5 +1,6 @@
 """The production stack, checked without a Docker engine: the compose file parses, and every image, build,
-command, environment variable and volume it names exists in the repository, the CLI or the docs."""
+command, environment variable and volume it names exists in the repository, the CLI or the docs; its
+defaults are safe (no default secrets, published ports on 127.0.0.1 unless configured)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ from marketmood.settings import REPO_ROOT, Settings, load_settings
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
 DOCS = REPO_ROOT / "docs" / "operations.md"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+ENV_EXAMPLE = DOCKER / ".env.example"
+# ${VAR}, ${VAR:-default} / ${VAR-default}, ${VAR:?message} / ${VAR?message}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+_SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY\b|APIKEY", re.IGNORECASE)
+# Secret-named variables whose default grants nothing: an empty token list disables API writes.
+_HARMLESS_DEFAULTS = {("MARKETMOOD_API__TOKENS", "[]")}
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+# Services that may be published beyond loopback: they authenticate every request (checked below).
+_AUTHENTICATED = {"grafana"}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +42,9 @@ def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
 
 
-def _with_defaults(value: str) -> str:
-    """Interpolate ${VAR:-default} the way compose does when VAR is unset."""
-    return _VAR.sub(lambda m: m.group(2) or "", str(value))
+def _with_defaults(value: str, required: str = "x-test-secret") -> str:
+    """Interpolate the way compose does when only the required (``:?``) variables are set (to ``required``)."""
+    return _VAR.sub(lambda m: required if (m.group(2) or "").endswith("?") else (m.group(3) or ""), str(value))
 
 
 def test_stack_has_every_service(compose: dict[str, Any]) -> None:
@@ -134,6 +143,7 @@ def _assert_setting_exists(env_name: str) -> None:
 def test_variables_and_host_paths_are_documented_or_exist(compose: dict[str, Any]) -> None:
     docs = DOCS.read_text()
     variables = {m[0] for value in _strings(compose) for m in _VAR.findall(value)}
+    assert {"KAFKA_BIND_ADDRESS", "API_BIND_ADDRESS", "GRAFANA_BIND_ADDRESS"} <= variables
     assert "POSTGRES_PASSWORD" in variables
     for variable in sorted(variables):
         assert f"`{variable}`" in docs, f"${{{variable}}} is not documented in docs/operations.md"
@@ -191,3 +201,72 @@ def test_docs_exist_for_operators() -> None:
     for topic in ("docker compose", "partitions", "grafana-client", "MARKETMOOD_GRAFANA__READER_PASSWORD"):
         assert topic in docs
     assert Path(REPO_ROOT / "docker" / "grafana").is_dir()
+
+
+def _variables(compose: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Every ${...} in the file as (name, operator, default-or-message)."""
+    return [m for value in _strings(compose) for m in _VAR.findall(value)]
+
+
+def test_secrets_have_no_defaults(compose: dict[str, Any]) -> None:
+    """A secret comes from docker/.env or compose stops: ${VAR:?message}, never ${VAR:-default} or a literal."""
+    for name, operator, rest in _variables(compose):
+        if not _SECRET.search(name) or (name, rest) in _HARMLESS_DEFAULTS:
+            continue
+        assert operator == ":?", f"${{{name}}} must be ${{{name}:?message}}, not {operator or 'unset-able'} {rest!r}"
+        assert "docker/.env" in rest, f"${{{name}:?...}}: the message should say where to set it"
+    for service_name, service in _services(compose).items():
+        for key, value in (service.get("environment") or {}).items():
+            whole = _VAR.fullmatch(str(value))
+            if _SECRET.search(key) and not (whole and (whole.group(1), whole.group(3)) in _HARMLESS_DEFAULTS):
+                assert re.fullmatch(r"\$\{[A-Za-z0-9_]+:\?[^}]+\}", str(value)), f"{service_name}.{key}: literal secret"
+        url = (service.get("environment") or {}).get("MARKETMOOD_DATABASE_URL", "")
+        if url:
+            password = re.match(r"[^:]+://[^:]+:(.*)@", url).group(1)  # type: ignore[union-attr]
+            assert password.startswith("${POSTGRES_PASSWORD:?"), f"{service_name}: database password {password!r}"
+
+
+def _published(port: Any) -> tuple[str, str]:
+    """(host ip, host port) of a published port after default interpolation; no ip means every interface."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip") or "0.0.0.0"), str(port.get("published", ""))
+    parts = _with_defaults(str(port)).split("/")[0].split(":")
+    if len(parts) == 3:
+        return parts[0] or "0.0.0.0", parts[1]
+    return "0.0.0.0", parts[0] if len(parts) == 2 else ""
+
+
+def test_published_ports_bind_to_loopback_unless_configured(compose: dict[str, Any]) -> None:
+    published = 0
+    for name, service in _services(compose).items():
+        for port in service.get("ports", []):
+            published += 1
+            host_ip, host_port = _published(port)
+            if host_ip in _LOOPBACK:
+                continue
+            assert name in _AUTHENTICATED, f"{name}: port {host_port} published on {host_ip} without authentication"
+            env = service.get("environment") or {}
+            assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+            assert str(env.get("GF_SECURITY_ADMIN_PASSWORD", "")).startswith("${GF_SECURITY_ADMIN_PASSWORD:?")
+    assert published >= 5
+
+
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [("8000:8000", ("0.0.0.0", "8000")), ("127.0.0.1:5432:5432", ("127.0.0.1", "5432")),
+     ("${API_BIND_ADDRESS:-127.0.0.1}:8000:8000", ("127.0.0.1", "8000")), ("9000", ("0.0.0.0", "")),
+     ({"target": 80, "published": 8080}, ("0.0.0.0", "8080"))],
+)
+def test_port_parser_sees_what_compose_publishes(port: Any, expected: tuple[str, str]) -> None:
+    assert _published(port) == expected
+
+
+def test_env_example_lists_every_variable_with_empty_secrets(compose: dict[str, Any]) -> None:
+    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    example = dict(line.split("=", 1) for line in lines)
+    for name, operator, _rest in _variables(compose):
+        assert name in example, f"{name} is missing from docker/.env.example"
+        if operator == ":?":
+            assert example[name] == "", f"{name}: .env.example must not ship a usable secret"
+    assert set(example) <= {name for name, _, _ in _variables(compose)} | {"MARKETMOOD_API__TOKENS"}
+    assert "docker/.env.example" in DOCS.read_text()
