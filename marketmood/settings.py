@@ -4,6 +4,11 @@ Values come (highest first) from explicit keyword arguments, ``MARKETMOOD_*`` en
 (nested sections use ``__``, e.g. ``MARKETMOOD_WORKER__BATCH_SIZE=64``), a ``.env`` file, and an optional
 TOML/YAML config file named by ``MARKETMOOD_CONFIG``. Settings are frozen: a running process never sees
 them change under its feet.
+
+A ``.env`` is often shared with docker compose and other tools: its lines that do not start with
+``MARKETMOOD_`` are ignored, an unknown ``MARKETMOOD_*`` line is refused (with a "did you mean").
+:func:`load_settings` turns every problem into a :class:`ConfigError` of one line per problem, each naming
+the variable, never echoing a secret; the CLI prints it and exits 2.
 """
 
 from __future__ import annotations
