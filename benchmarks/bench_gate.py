@@ -1,0 +1,83 @@
+"""Promotion gate error rates: by simulation at the shipped dev sizes, and on a real pair of artifacts.
+
+Simulation (``training.gate_sim``): the challenger changes ``churn`` of the champion's dev predictions
+(equal quality in expectation); "worse" also loses ``--drop`` macro-F1 on every base set. Printed per churn:
+false-reject rate (equal challenger rejected) and false-accept rate (worse challenger accepted), from
+``--reps`` seeded replications, with the gate's shipped settings (``GateConfig`` defaults).
+
+Real pair (``--pair CHAMPION_DIR CHALLENGER_DIR``): both artifacts scored on the champion's dev split
+(``--data``, seed 13 / exact split unless the champion records otherwise) on the CPU serving path, then the
+real gate; prints the verdict, per-set differences with intervals and the disagreement rate.
+
+    nice -n 10 python benchmarks/bench_gate.py --reps 400
+    nice -n 10 python benchmarks/bench_gate.py --pair models/default_model RUN_DIR --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from training.gate import GateConfig, evaluate_gate
+from training.gate_sim import SHIPPED_SETS, simulate_gate
+
+
+def simulate(args: argparse.Namespace) -> None:
+    config = GateConfig(bootstrap_samples=args.bootstrap)
+    sizes = ", ".join(f"{k} {sum(c)}" for k, (c, _) in SHIPPED_SETS.items())
+    print(f"shipped dev sets: {sizes} (fiqa < min_examples {config.min_examples}: no vote)")
+    print(f"gate: delta {config.delta} pooled, set_delta {config.set_delta}, {config.confidence:.0%} paired bootstrap "
+          f"x{config.bootstrap_samples}, class_delta {config.class_delta}; {args.reps} replications, drop {args.drop}")
+    print(f"{'churn':>6} {'false reject':>13} {'  (pooled)':>10} {'false accept':>13} {'s':>6}")
+    for churn in args.churn:
+        started = time.perf_counter()
+        equal = simulate_gate(SHIPPED_SETS, config, churn=churn, drop=0.0, replications=args.reps, seed=11)
+        worse = simulate_gate(SHIPPED_SETS, config, churn=churn, drop=args.drop, replications=args.reps, seed=12)
+        print(f"{churn:>6.0%} {equal.reject_rate:>13.1%} {equal.pooled_reject:>10.1%} "
+              f"{1 - worse.reject_rate:>13.1%} {time.perf_counter() - started:>6.1f}", flush=True)
+
+
+def real_pair(args: argparse.Namespace) -> None:
+    from models.artifact import read_info
+    from training.datasets import load_labeled_sets
+    from training.retrain import candidate, dev_fingerprint
+
+    champion_dir, challenger_dir = (Path(p) for p in args.pair)
+    splits = load_labeled_sets(Path(args.data), seed=args.seed, split_method=args.split_method)
+    texts = [ex.text for exs in splits.dev.values() for ex in exs[:32]][:96]
+    champ = candidate(read_info(champion_dir).version, champion_dir, splits.dev, texts, smoke=False)
+    chall = candidate(read_info(challenger_dir).version, challenger_dir, splits.dev, texts, smoke=True)
+    result = evaluate_gate(champ, chall, GateConfig())
+    print(f"dev split seed {args.seed} / {args.split_method}, fingerprint {dev_fingerprint(splits.dev)[:23]}")
+    print(f"{champ.version} -> {chall.version}: {'PASSED' if result.passed else 'REJECTED'}")
+    for name, cmp in result.comparisons.items():
+        extra = f" disagree {cmp['disagreement']:.1%} n={cmp['n']}" if "disagreement" in cmp else ""
+        print(f"  {name:<28} diff {cmp['diff']:+.4f} [{cmp['lower']:+.4f}, {cmp['upper']:+.4f}]{extra}")
+    for c in result.failures:
+        print(f"  FAIL {c.name}: {c.detail}")
+    if args.json:
+        print(json.dumps(result.comparisons, default=str, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=400, help="Simulated replications per churn and case.")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples per set in the simulation.")
+    parser.add_argument("--drop", type=float, default=0.02, help="Macro-F1 loss of the 'worse' challenger.")
+    parser.add_argument("--churn", type=float, nargs="+", default=[0.02, 0.03, 0.04, 0.06, 0.08, 0.10],
+                        help="Shares of dev predictions the challenger changes.")
+    parser.add_argument("--pair", nargs=2, metavar=("CHAMPION_DIR", "CHALLENGER_DIR"),
+                        help="Judge two real artifact folders instead of simulating.")
+    parser.add_argument("--data", default="../shared/data", help="Labeled data folder for --pair.")
+    parser.add_argument("--seed", type=int, default=13, help="Dev split seed for --pair (the champion's).")
+    parser.add_argument("--split-method", default="exact", choices=["exact", "cluster"],
+                        help="Dev split method for --pair (the champion's; the bundled model's is 'exact').")
+    parser.add_argument("--json", action="store_true", help="With --pair: also print the comparisons as JSON.")
+    args = parser.parse_args()
+    real_pair(args) if args.pair else simulate(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The retrain judges on the champion's dev rows or not at all (real PostgreSQL, no training needed:
+every refusal happens before the fine-tune)."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketmood.settings import load_settings
+from models.artifact import ArtifactInfo, write_info
+from storage.db import make_engine
+from training import registry
+from training.datasets import load_labeled_sets
+from training.retrain import SPLIT_RECORD, champion_split, dev_fingerprint, run_retrain
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def _champion(engine, tmp_path, split: dict | None):
+    folder = tmp_path / "champ"
+    write_info(folder, ArtifactInfo(version="champ", base_encoder="enc", max_length=64))
+    registry.register_artifact(engine, folder, extra_config={SPLIT_RECORD: split} if split else None)
+    registry.promote(engine, "champ", by="test")
+
+
+def _settings(tmp_path, data):
+    return load_settings(home=tmp_path, data_path=data, retrain={"limit_per_dataset": 40})
+
+
+def test_champion_split_reads_the_record_or_falls_back_to_the_training_config():
+    assert champion_split({SPLIT_RECORD: {"seed": 5, "split_method": "cluster", "limit_per_dataset": None,
+                                          "dev_fingerprint": "sha256:x"}})["seed"] == 5
+    legacy = champion_split({"config": {"seed": 13, "limit_per_dataset": None}})
+    assert legacy == {"seed": 13, "split_method": "exact", "limit_per_dataset": None, "dev_fingerprint": None}
+
+
+def test_dev_fingerprint_changes_when_a_gate_row_changes(tiny_data):
+    dev = load_labeled_sets(tiny_data, seed=13, limit_per_dataset=40).dev
+    fp = dev_fingerprint(dev)
+    assert fp == dev_fingerprint(load_labeled_sets(tiny_data, seed=13, limit_per_dataset=40).dev)
+    assert fp != dev_fingerprint(load_labeled_sets(tiny_data, seed=14, limit_per_dataset=40).dev)
+
+
+def test_retrain_refuses_another_seed_than_the_champions(engine, tmp_path, tiny_data):
+    _champion(engine, tmp_path, {"seed": 13, "split_method": "cluster", "limit_per_dataset": 40,
+                                 "dev_fingerprint": None})
+    outcome = run_retrain(engine, _settings(tmp_path, tiny_data), train_overrides={"seed": 99, "max_steps": 1})
+    assert outcome.status == "failed" and "seed=99" in outcome.reason and "seed=13" in outcome.reason
+    outcome = run_retrain(engine, _settings(tmp_path, tiny_data), train_overrides={"limit_per_dataset": 30})
+    assert outcome.status == "failed" and "limit_per_dataset=30" in outcome.reason
+
+
+def test_retrain_refuses_when_the_dev_rows_differ_from_the_champions(engine, tmp_path, tiny_data):
+    _champion(engine, tmp_path, {"seed": 13, "split_method": "cluster", "limit_per_dataset": 40,
+                                 "dev_fingerprint": "sha256:" + "0" * 64})
+    outcome = run_retrain(engine, _settings(tmp_path, tiny_data), train_overrides={"max_steps": 1})
+    assert outcome.status == "failed" and "fingerprint" in outcome.reason
