@@ -109,7 +109,7 @@ class ModelVersion(Base):
     artifact: Mapped[bytes | None] = mapped_column(LargeBinary)  # tar.gz of the artifact folder
 
     __table_args__ = (
-        CheckConstraint("status IN ('candidate','promoted','rejected','retired')", name="ck_model_status"),
+        CheckConstraint("status IN ('candidate','shadow','promoted','rejected','retired')", name="ck_model_status"),
     )
 
 
@@ -155,6 +155,7 @@ class Feedback(Base):
         CheckConstraint("topic IS NOT NULL OR sentiment IS NOT NULL", name="ck_feedback_has_label"),
         CheckConstraint("article_id IS NOT NULL OR text IS NOT NULL", name="ck_feedback_has_subject"),
         Index("ix_feedback_created_at", "created_at"),
+        Index("ix_feedback_author", "author"),  # 0004_retraining
     )
 
 
@@ -244,3 +245,37 @@ class Silence(Base):
     created_by: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+class LabellingRequest(Base):
+    """Drift found: the most uncertain texts of the drifted slice, for analysts to label (0004_retraining)."""
+
+    __tablename__ = "labelling_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = _now()
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=sql_text("'open'"))
+    model_version: Mapped[str | None] = mapped_column(Text)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reasons: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sql_text("'[]'::jsonb"))
+    drifted_slice: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sql_text("'{}'::jsonb"))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('open','closed')", name="ck_labelling_request_status"),
+        Index("ix_labelling_requests_created_at", "created_at"),
+    )
+
+
+class LabellingRequestItem(Base):
+    """One text of a labelling request, with the active model's prediction and its uncertainty."""
+
+    __tablename__ = "labelling_request_items"
+
+    request_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("labelling_requests.id", ondelete="CASCADE"))
+    article_id: Mapped[str] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    sentiment: Mapped[str | None] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(Text)
+    uncertainty: Mapped[float] = mapped_column(Float, nullable=False)
+
+    __table_args__ = (PrimaryKeyConstraint("request_id", "article_id", name="pk_labelling_request_items"),)
