@@ -1,0 +1,109 @@
+"""``marketmood feedback import|requests`` and ``models register|shadow|rollback`` against a real database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from marketmood.cli import cli
+from marketmood.settings import get_settings
+from models.artifact import ArtifactInfo, write_info
+from storage import labelling
+from storage import registry as registry_sql
+from storage.db import make_engine
+from storage.feedback import fetch_feedback
+from training import registry
+
+
+@pytest.fixture
+def run(db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARKETMOOD_DATABASE_URL", db_url)
+    monkeypatch.setenv("MARKETMOOD_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    yield lambda *args: runner.invoke(cli, list(args))
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def _artifact(tmp_path: Path, version: str) -> Path:
+    folder = tmp_path / version
+    write_info(folder, ArtifactInfo(version=version, base_encoder="enc", max_length=64))
+    return folder
+
+
+def test_feedback_import_records_one_author_and_refuses_an_author_column(run, engine, tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("text,sentiment,topic\nShares tumble,Bearish,\nDividend raised,,dividend\n")
+    result = run("feedback", "import", str(good), "--author", "ana")
+    assert result.exit_code == 0, result.output
+    assert "imported 2 feedback row(s)" in result.output and "as ana" in result.output
+    posing = tmp_path / "posing.csv"
+    posing.write_text("text,sentiment,author\nShares tumble,negative,bo\n")
+    refused = run("feedback", "import", str(posing), "--author", "ana")
+    assert refused.exit_code == 1 and "'author' column" in refused.output and "nothing imported" in refused.output
+    with engine.connect() as conn:
+        rows = fetch_feedback(conn)
+    assert [(r.text, r.sentiment, r.topic, r.author, r.origin) for r in rows] == [
+        ("Shares tumble", "negative", None, "ana", "csv"), ("Dividend raised", None, "Dividend", "ana", "csv")]
+
+
+def test_feedback_requests_lists_and_closes(run, engine):
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        rid = labelling.create_request(conn, model_version="v1", window_start=now - timedelta(hours=24),
+                                       window_end=now, reasons=["sentiment mix shifted"],
+                                       drifted_slice={"column": "sentiment", "labels": ["negative"]},
+                                       items=[{"article_id": "a1", "title": "Oil crashes", "sentiment": "negative",
+                                               "topic": "Energy | Oil", "uncertainty": 0.61}])
+    listing = run("feedback", "requests")
+    assert listing.exit_code == 0 and f"#{rid} open" in listing.output and "1 texts" in listing.output
+    items = run("feedback", "requests", "--id", str(rid))
+    assert "Oil crashes" in items.output and "0.610" in items.output
+    assert run("feedback", "requests", "--close", str(rid)).exit_code == 0
+    assert "no labelling requests open" in run("feedback", "requests").output
+    assert run("feedback", "requests", "--close", str(rid)).exit_code == 1
+
+
+def test_models_register_force_shadow_and_rollback(run, engine, tmp_path):
+    registry.register_artifact(engine, _artifact(tmp_path, "v1"))
+    registry.promote(engine, "v1", by="test")
+    registered = run("models", "register", str(_artifact(tmp_path, "v2")))
+    assert registered.exit_code == 0 and "registered v2 (candidate)" in registered.output
+    assert run("models", "register", str(_artifact(tmp_path, "v2"))).exit_code == 1  # versions are immutable
+    forced = run("models", "register", str(_artifact(tmp_path, "v3")), "--force")
+    assert forced.exit_code == 0 and "active: v1 -> v3 (forced, no gate)" in forced.output
+    assert run("models", "shadow").exit_code == 1  # no shadow version yet
+    registry.start_shadow(engine, "v2", by="test", reason="passed the gate")
+    shadow = run("models", "shadow")
+    assert shadow.exit_code == 0, shadow.output
+    assert "shadow v2 vs active v3" in shadow.output and "verdict:             waiting" in shadow.output
+    rolled = run("models", "rollback", "--by", "ana")
+    assert rolled.exit_code == 0 and "v3 -> v1" in rolled.output
+    with engine.connect() as conn:
+        assert registry_sql.get_version(conn, "v3")["status"] == "rejected"
+        assert registry_sql.get_version(conn, "v2")["status"] == "shadow"
+
+
+def test_every_option_has_help_text():
+    from marketmood.commands.retrain import COMMANDS
+
+    def walk(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from walk(sub)
+
+    for top in COMMANDS:
+        for command in walk(top):
+            for param in command.params:
+                if param.param_type_name == "option":
+                    assert param.help, f"{command.name} {param.opts} has no help text"
