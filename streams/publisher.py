@@ -1,15 +1,20 @@
-"""Replay news into news.raw with kafka-python at a fixed rate (``marketmood publish``, the demo, benchmarks)."""
+"""Replay news into news.raw with kafka-python (``marketmood publish``, the demo, benchmarks).
+
+Two ways to pace: a fixed rate (``RateLimiter``), or as a live stream (``LiveClock``): each record goes out
+when the wall clock reaches its ``published_at``, which is what a retimed history needs.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from kafka import KafkaProducer
 
-from streams.sources import Record
+from streams.sources import TIME_PRECISION_FIELD, Record, record_time
 
 
 def encode(record: Record) -> tuple[bytes | None, bytes]:
@@ -18,6 +23,13 @@ def encode(record: Record) -> tuple[bytes | None, bytes]:
         return None, record
     key = record.get("id")
     return (str(key).encode() if key is not None else None), json.dumps(record, ensure_ascii=False).encode()
+
+
+def headers(record: Record) -> list[tuple[str, bytes]]:
+    """Kafka headers: ``time-precision`` when the source gives less than a timestamp (e.g. ``day``)."""
+    if isinstance(record, dict) and record.get(TIME_PRECISION_FIELD):
+        return [("time-precision", str(record[TIME_PRECISION_FIELD]).encode())]
+    return []
 
 
 def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
@@ -54,6 +66,23 @@ class RateLimiter:
         self.count += 1
 
 
+class LiveClock:
+    """Sleeps until each record's ``published_at`` (a record in the past goes out at once)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.clock, self.sleep = clock, sleep
+
+    def wait(self, record: Record, stop: Callable[[], bool] | None = None) -> None:
+        moment: datetime | None = record_time(record)
+        if moment is None:
+            return
+        while True:  # in slices, so a stop request is honoured during a long gap
+            delay = moment.timestamp() - self.clock()
+            if delay <= 0 or (stop is not None and stop()):
+                return
+            self.sleep(min(delay, 1.0))
+
+
 def publish(
     records: Iterable[Record],
     *,
@@ -63,16 +92,22 @@ def publish(
     limit: int | None = None,
     on_sent: Callable[[int], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    live: LiveClock | None = None,
 ) -> int:
-    """Send records to ``topic`` at ``rate`` msg/s (0 = as fast as possible); flushes; returns the count."""
-    limiter = RateLimiter(rate)
+    """Send records to ``topic`` at ``rate`` msg/s (0 = as fast as possible), or each at its ``published_at``
+    when ``live`` is given; flushes; returns the count."""
+    limiter = RateLimiter(0 if live is not None else rate)
     sent = 0
     for record in records:
         if (limit is not None and sent >= limit) or (stop is not None and stop()):
             break
+        if live is not None:
+            live.wait(record, stop)
+            if stop is not None and stop():
+                break
         limiter.wait()
         key, value = encode(record)
-        producer.send(topic, key=key, value=value)
+        producer.send(topic, key=key, value=value, headers=headers(record) or None)
         sent += 1
         if on_sent is not None:
             on_sent(sent)

@@ -9,6 +9,14 @@ Formats, detected from the file:
 - StockNet tweets CSV (``tweet_id,created_at,ticker,...``): exact UTC timestamps; consecutive rows of
   one tweet are merged (tickers), and a tweet seen before is skipped.
 - Any other CSV whose columns are contract field names (``tickers`` separated by ``;`` or ``,``).
+
+Time precision: Reuters gives dates only; its records carry ``"time_precision": "day"`` (an extra field the
+contract allows and the worker ignores) and ``marketmood publish`` adds the Kafka header
+``time-precision: day``, so no consumer mistakes the spread time of day for a real one.
+
+``retime`` maps a historical stream onto the present (``marketmood publish --retime now --speed 24``): the
+first record's time becomes the start, later ones keep their spacing divided by ``speed``; the original time
+stays in ``original_published_at``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import gzip
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +34,7 @@ from typing import Any, TextIO
 Record = dict[str, Any] | bytes
 
 REUTERS_COLUMNS = {"article_id", "published_date", "ticker", "headline"}
+TIME_PRECISION_FIELD = "time_precision"
 STOCKNET_COLUMNS = {"tweet_id", "created_at", "ticker", "text"}
 
 
@@ -126,6 +135,7 @@ def _reuters(path: Path) -> Iterator[Record]:
                 "published_at": spread_time(date.fromisoformat(day), row["article_id"]),
                 "tickers": [ticker] if ticker else [],
                 "lang": "en",
+                TIME_PRECISION_FIELD: "day",
             }
         yield from flush()
 
@@ -172,3 +182,45 @@ def _generic_csv(path: Path) -> Iterator[Record]:
                 sep = ";" if ";" in record["tickers"] else ","
                 record["tickers"] = [t.strip() for t in record["tickers"].split(sep) if t.strip()]
             yield record
+
+
+def record_time(record: Record) -> datetime | None:
+    """The record's ``published_at`` as an aware datetime (None when absent, unparsable or naive)."""
+    if not isinstance(record, dict) or not isinstance(record.get("published_at"), str):
+        return None
+    try:
+        moment = datetime.fromisoformat(record["published_at"].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def since(records: Iterable[Record], start: datetime) -> Iterator[Record]:
+    """Records from ``start`` on (records without a time are kept once the start is reached)."""
+    reached = False
+    for record in records:
+        moment = record_time(record)
+        if moment is not None:
+            reached = moment >= start
+        if reached:
+            yield record
+
+
+def retime(records: Iterable[Record], *, start: datetime, speed: float = 1.0) -> Iterator[Record]:
+    """Map history onto ``start``: ``new = start + (t - t_first) / speed`` (relative spacing kept, ``speed``
+    times faster). Records without a usable time pass unchanged (the worker stamps them at ingest)."""
+    if speed <= 0:
+        raise ValueError("speed must be positive")
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    origin: datetime | None = None
+    for record in records:
+        moment = record_time(record)
+        if moment is None:
+            yield record
+            continue
+        if origin is None:
+            origin = moment
+        assert isinstance(record, dict)
+        yield {**record, "published_at": (start + (moment - origin) / speed).isoformat(),
+               "original_published_at": record["published_at"]}

@@ -1,18 +1,24 @@
-"""File readers for ``marketmood publish``: contract mapping of the two stream formats, rate limiting."""
+"""File readers for ``marketmood publish``: contract mapping of the two stream formats, rate limiting,
+retiming history onto the present (``--retime now --speed 24``) and the date-only flag."""
 
 from __future__ import annotations
 
 import gzip
 import json
-from datetime import date, datetime, timezone
+import time
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from streams.demo_news import DemoStream
 from streams.messages import NewsMessage, parse_news
-from streams.publisher import RateLimiter
-from streams.sources import detect_format, read_records, spread_time
+from marketmood.cli import cli
+from marketmood.settings import TopicSettings
+from streams.publisher import LiveClock, RateLimiter, headers
+from streams.sources import detect_format, read_records, record_time, retime, since, spread_time
+from tests.streams.harness import consume_all
 
 REUTERS = (
     "article_id,published_date,ticker,company,headline,summary,news_type,source\n"
@@ -102,3 +108,91 @@ def test_demo_stream_is_deterministic_valid_and_has_a_negative_burst() -> None:
     energy = {"XOM", "CVX", "BP", "SHEL"}
     inside = [m for i, m in enumerate(a) if stream.in_burst(i)]
     assert sum(m["tickers"][0] in energy for m in inside) / len(inside) > 0.5
+
+
+def test_reuters_records_are_flagged_date_only_and_stocknet_ones_are_not(tmp_path: Path) -> None:
+    reuters = list(read_records(_write_gz(tmp_path / "reuters.train.csv.gz", REUTERS)))
+    assert {r["time_precision"] for r in reuters} == {"day"}
+    assert headers(reuters[0]) == [("time-precision", b"day")]
+    tweets = list(read_records(_write_gz(tmp_path / "tweets.csv.gz", STOCKNET)))
+    assert all("time_precision" not in t for t in tweets) and headers(tweets[0]) == []
+
+
+def _stream(*minutes: float) -> list[dict[str, object]]:
+    base = datetime(2014, 1, 1, 10, tzinfo=timezone.utc)
+    return [{"id": f"t{i}", "title": "x", "published_at": (base + timedelta(minutes=m)).isoformat()}
+            for i, m in enumerate(minutes)]
+
+
+def test_retime_keeps_relative_spacing_divided_by_speed() -> None:
+    start = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    history = _stream(0, 60, 60, 24 * 60)
+    out = list(retime([*history[:2], b"raw line", *history[2:]], start=start, speed=24))
+    times = [record_time(r) for r in out]
+    assert times == [start, start + timedelta(minutes=2.5), None, start + timedelta(minutes=2.5),
+                     start + timedelta(hours=1)]  # one day of history in one hour
+    assert out[2] == b"raw line"  # no time: passed through (the worker stamps it at ingest)
+    assert out[1]["original_published_at"] == history[1]["published_at"] and out[1]["id"] == "t1"
+    assert all(isinstance(parse_news(json.dumps(r).encode()), NewsMessage) for r in out if isinstance(r, dict))
+    with pytest.raises(ValueError, match="speed"):
+        list(retime(history, start=start, speed=0))
+
+
+def test_retime_of_the_reuters_stream_stays_on_the_present(tmp_path: Path) -> None:
+    start = datetime.now(timezone.utc)
+    out = list(retime(read_records(_write_gz(tmp_path / "r.csv.gz", REUTERS)), start=start, speed=24))
+    times = [record_time(r) for r in out]
+    assert times == sorted(times) and times[0] == start
+    assert times[-1] - start < timedelta(hours=2)  # two calendar days -> under two hours
+    assert all(r["time_precision"] == "day" for r in out)
+
+
+def test_since_skips_older_records() -> None:
+    history = _stream(0, 10, 20)
+    assert [r["id"] for r in since(history, record_time(history[1]))] == ["t1", "t2"]  # type: ignore[arg-type,index]
+
+
+def test_live_clock_waits_until_each_records_time() -> None:
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    clock = LiveClock(clock=lambda: now[0], sleep=sleep)
+    due = datetime.fromtimestamp(1002.5, tz=timezone.utc)
+    clock.wait({"id": "a", "title": "t", "published_at": due.isoformat()})
+    assert now[0] == pytest.approx(1002.5) and max(slept) <= 1.0  # in slices: a stop request is honoured
+    clock.wait({"id": "b", "title": "t", "published_at": "1970-01-01T00:00:01+00:00"})  # in the past: at once
+    clock.wait(b"raw")
+    assert now[0] == pytest.approx(1002.5)
+
+
+def test_publish_retime_now_replays_history_as_a_live_stream(
+    kafka_bootstrap: str, topic_names: TopicSettings, tmp_path: Path
+) -> None:
+    path = _write_gz(tmp_path / "reuters.train.csv.gz", REUTERS)  # 2011-07-06 and 07: date-only news
+    before = datetime.now(timezone.utc)
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["publish", str(path), "--retime", "now", "--speed", "86400",
+                                      "--bootstrap", kafka_bootstrap, "--topic", topic_names.raw])
+    assert result.exit_code == 0, result.output
+    assert "published 3 messages" in result.output
+    records = consume_all(kafka_bootstrap, topic_names.raw, 3, timeout_s=20)
+    values = sorted((json.loads(r.value) for r in records), key=lambda v: v["published_at"])
+    times = [datetime.fromisoformat(v["published_at"]) for v in values]
+    assert before <= times[0] <= before + timedelta(seconds=30)
+    assert times[-1] - times[0] < timedelta(seconds=2)  # a day and a bit of history at 86400x
+    assert time.monotonic() - started >= (times[-1] - times[0]).total_seconds() * 0.9  # sent live, not at once
+    assert [v["original_published_at"][:10] for v in values] == ["2011-07-06", "2011-07-06", "2011-07-07"]
+    assert all(dict(r.headers)["time-precision"] == b"day" for r in records)
+
+
+def test_publish_speed_without_retime_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"id": "a", "title": "t"}\n')
+    result = CliRunner().invoke(cli, ["publish", str(path), "--speed", "24", "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "--speed needs --retime" in result.output
+    result = CliRunner().invoke(cli, ["publish", str(path), "--retime", "yesterday"])
+    assert result.exit_code == 2 and "expected 'now' or an ISO-8601 time" in result.output
