@@ -42,7 +42,7 @@ def render_command(out_dir: Path | None, check: bool) -> None:
 @click.option("--token", help="Service-account token (Bearer) [default: MARKETMOOD_GRAFANA__TOKEN].")
 @click.option("--db-host", default="postgres:5432", show_default=True,
               help="PostgreSQL host:port as Grafana reaches it.")
-@click.option("--db-name", default="marketmood", show_default=True)
+@click.option("--db-name", default="marketmood", show_default=True, help="Database name Grafana reads.")
 @click.option("--db-user", help="Read-only role [default: settings grafana.reader_role].")
 @click.option("--db-password", help="Its password [default: settings grafana.reader_password].")
 @click.option("--prometheus-url", default="http://prometheus:9090", show_default=True,
