@@ -16,7 +16,9 @@ capped at ``rate_prior_strength``, again for over-dispersion); the span's negati
 the negative-binomial predictive upper tail. It fires when that tail is at most ``rate_fire_p``, the count
 is at least ``rate_min_count`` and ``rate_min_ratio`` times the expectation, and the share has not fallen
 (excess share >= ``rate_min_delta``, so a surge of *all* news is not a negative spike). Either test can
-open an episode; it resolves when both are clear.
+open an episode; it resolves when both are clear. The rate test is opt-in per rule (``rate_fire_p``): on the
+Reuters benchmark the share test alone already caught volume surges of negatives, and the rate test added
+false alerts on ordinary volume swings (BENCHMARKS.md).
 
 Each call judges one closed window; a window at or before ``last_window_end`` is ignored, so a replayed
 evaluation cannot fire twice. ``ScopeState`` is plain JSON so the service persists it between runs.
@@ -57,7 +59,7 @@ class DetectionParams(BaseModel):
         None, gt=0, description="Unfreeze the baseline after an alert lasts this long; default baseline_hours."
     )
     rate_fire_p: float | None = Field(
-        1e-4, gt=0, lt=1, description="Rate test: fire when the negative-count tail is at most this (null = off)."
+        None, gt=0, lt=1, description="Rate test: fire when the negative-count tail is at most this (null = off)."
     )
     rate_min_ratio: float = Field(2.0, ge=1, description="Rate test: span negatives at least this x expected.")
     rate_min_count: int = Field(8, ge=1, description="Rate test: at least this many negatives in the span.")

@@ -55,3 +55,21 @@ def test_list_ack_silence_unsilence(runner, db_url) -> None:
         assert db.get_alert(conn, alert["id"])["acknowledged_by"] == "ann"
         assert db.list_silences(conn) == []
     engine.dispose()
+
+
+def test_alert_config_maps_settings(monkeypatch) -> None:
+    from marketmood.commands.alerts import alert_config
+    from marketmood.settings import ConfigError, load_settings
+
+    monkeypatch.setenv("MARKETMOOD_ALERTS__ALLOWED_LATENESS_S", "90")
+    monkeypatch.setenv("MARKETMOOD_ALERTS__RUNBOOK_URL", "https://runbooks.example.com/alerts")
+    settings = load_settings()
+    config = alert_config(settings)
+    assert config.watermark_topic == settings.topics.raw and config.allowed_lateness_s == 90
+    assert config.runbook_url == "https://runbooks.example.com/alerts" and config.grafana_url == settings.grafana.url
+    assert config.plots_dir == settings.home / "alert-plots"
+    monkeypatch.setenv("MARKETMOOD_ALERTS__USE_WATERMARK", "false")
+    assert alert_config(load_settings()).watermark_topic is None
+    monkeypatch.setenv("MARKETMOOD_ALERTS__CLAIM_TIMEOUT_S", "6")  # < 2 x the 5-s delivery timeout
+    with pytest.raises(ConfigError, match="claim_timeout_s"):
+        alert_config(load_settings())
