@@ -5,8 +5,11 @@
 On the same headlines (first ``--n`` rows of the tweet-topic train CSV; generated texts when absent):
   (a) per-text baseline: batch 1, padded to the model's max length, torch fp32 (a naive /classify endpoint);
   (b) naive batched baseline: batch 64, padded to max length, torch fp32;
-  (c) the engine, ``load_engine(model)`` with backend/device ``auto`` (ONNX Runtime int8 on CPU).
-Every timing includes tokenization. Peak RSS is measured in a fresh subprocess that loads the engine and
+  (c) the engine, ``load_engine(model)`` with backend/device ``auto`` (ONNX Runtime int8 on CPU), with
+      ``--sessions N`` concurrent single-thread sessions when asked.
+``--untrained`` benchmarks a fresh export of the base encoder by the current exporter (fused attention)
+instead of the bundled model: same compute as a trained model of that architecture.
+Every timing includes tokenization (its own cost is reported separately). Peak RSS is measured in a fresh subprocess that loads the engine and
 classifies the same texts (VmHWM, see models/memory.py). ``--write`` puts the table into BENCHMARKS.md.
 """
 
@@ -29,6 +32,24 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SECTION = "## Inference engine"
+
+
+def cpu_description() -> str:
+    """CPU model and the SIMD flags that decide int8 speed (AVX2 / AVX-512 / VNNI), from /proc/cpuinfo."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("unknown", ""):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{model}, {os.cpu_count()} logical CPUs, SIMD flags: {' '.join(simd) or 'none found'}"
 
 
 def load_texts(path: Path, n: int) -> tuple[list[str], str]:
@@ -109,11 +130,11 @@ def measure_rss(artifact: Path, texts_file: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the '## Inference engine' section of BENCHMARKS.md, leaving other sections alone."""
+def write_section(path: Path, body: str, section: str = SECTION) -> None:
+    """Replace (or append) one section of BENCHMARKS.md (by its heading line), leaving other sections alone."""
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
+    if section + "\n" in text:
+        head, rest = text.split(section + "\n", 1)
         nxt = rest.find("\n## ")
         tail = rest[nxt + 1 :] if nxt >= 0 else ""
         text = head + body + ("\n" + tail if tail else "")
@@ -133,6 +154,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads for all three; default: all cores")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each times all three paths)")
     parser.add_argument("--per-text-every", type=int, default=1, help="time (a) on every k-th text only (slow path)")
+    parser.add_argument("--sessions", type=int, default=1, help="engine: concurrent ONNX sessions (threads split)")
+    parser.add_argument("--batch-size", type=int, default=None, help="engine: micro-batch rows (default: engine's)")
+    parser.add_argument("--untrained", action="store_true", help="benchmark a fresh export of the base encoder")
+    parser.add_argument("--section", default=SECTION, help="BENCHMARKS.md section heading to write")
     parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     parser.add_argument("--note", default="", help="context line recorded with the results")
     args = parser.parse_args()
@@ -150,18 +175,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     if args.model is not None:
         artifact = args.model
-    elif (BUNDLED_MODEL_DIR / "artifact.json").is_file():
+    elif (BUNDLED_MODEL_DIR / "artifact.json").is_file() and not args.untrained:
         artifact = BUNDLED_MODEL_DIR
     else:
         artifact = make_artifact(tmp)
     info = read_info(artifact)
     load_before = os.getloadavg()[0]
 
-    engine = load_engine(artifact, threads=threads)
+    engine = load_engine(artifact, threads=threads, sessions=args.sessions, batch_size=args.batch_size)
     width = engine.max_length
     model, same_weights = baseline_model(artifact)
     encoder = TextEncoder(artifact / "tokenizer", width)
     lengths = [len(ids) for ids in encoder.encode(texts)]
+    t0 = time.perf_counter()
+    engine.preprocess(texts)
+    tokenize_s = time.perf_counter() - t0
 
     # warm-up, so no path pays first-call allocation inside its timing
     run_padded_baseline(model, encoder, texts[:8], 8, width)
@@ -205,14 +233,16 @@ def main() -> None:
     rows = [
         (f"(a) per-text: batch 1, padded to max length, torch fp32 ({counts['per_text']} texts)", per_text),
         ("(b) naive batched: batch 64, padded to max length, torch fp32", batched),
-        (f"(c) engine: {d['backend']} {d['precision']} on {d['device']}, length-sorted batches of <= {d['batch_size']}", eng),
+        (f"(c) engine: {d['backend']} {d['precision']} on {d['device']}, length-sorted batches of <= {d['batch_size']},"
+         f" {d['sessions']} session(s)", eng),
     ]
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python benchmarks/bench_engine.py" + " ".join([""] + sys.argv[1:])
     lines = [
-        SECTION,
+        args.section,
         "",
         f"Command: `{command}` — {date}, {platform.node()}, {threads} threads, Python {platform.python_version()}.",
+        f"CPU: {cpu_description()}.",
         f"Texts: {len(texts)} from {source} (tokens incl. [CLS]/[SEP]: mean {np.mean(lengths):.1f}, max {max(lengths)};"
         f" baselines pad to max_length = {width}).",
         f"Model: `{artifact.name}` version `{info.version}`. Timings include tokenization; after a warm-up the three paths"
@@ -233,6 +263,9 @@ def main() -> None:
         "",
         f"Accuracy check: {agreement}.",
         "",
+        f"Tokenizer cost (engine preprocess = validation + `{d['preprocessing']}` + Rust tokenizer): {tokenize_s:.3f} s for"
+        f" {len(texts)} texts, {100 * tokenize_s * eng / len(texts):.0f}% of the engine's time.",
+        "",
     ]
     if max(load_before, load_after) > threads:
         lines[-1:-1] = [
@@ -245,7 +278,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     if args.write:
-        write_section(REPO / "BENCHMARKS.md", body)
+        write_section(REPO / "BENCHMARKS.md", body, args.section)
         print(f"written to {REPO / 'BENCHMARKS.md'}")
 
 

@@ -70,13 +70,38 @@ def save_torch_artifact(
         save_file(half, str(out_dir / FP16_WEIGHTS_FILE), metadata={"version": info.version, "dtype": "float16"})
 
 
-def export_onnx_int8(artifact_dir: Path, opset: int = 17, keep_fp32: bool = False, per_channel: bool = True) -> Path:
+def fuse_transformer_graph(fp32_path: Path, encoder_config: dict[str, Any]) -> dict[str, int]:
+    """Rewrite the fp32 graph in place with ONNX Runtime's transformer fusions (Attention, EmbedLayerNorm,
+    SkipLayerNorm, BiasGelu); returns the fused-operator counts (empty when the graph is left as it was).
+
+    Why: the exporter emits attention as a dozen small MatMul/Softmax/Reshape nodes; the fused ``Attention``
+    op (quantized to ``QAttention`` below) does the same work in one kernel, which matters most on CPUs
+    without VNNI where int8 MatMuls gain less (BENCHMARKS.md). BERT-family graphs only.
+    """
+    if encoder_config.get("model_type") != "bert":
+        return {}
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(fp32_path), model_type="bert", num_heads=int(encoder_config["num_attention_heads"]),
+                               hidden_size=int(encoder_config["hidden_size"]), opt_level=1)
+    stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+    if stats.get("Attention", 0) < int(encoder_config.get("num_hidden_layers", 1)):
+        return {}  # fusion did not match every layer: keep the plain graph rather than a half-fused one
+    optimized.save_model_to_file(str(fp32_path))
+    return stats
+
+
+def export_onnx_int8(
+    artifact_dir: Path, opset: int = 17, keep_fp32: bool = False, per_channel: bool = True, fuse: bool = True
+) -> Path:
     """Export the artifact's fp32 model to ONNX, quantize its weights to int8, return model.int8.onnx's path.
 
     Dynamic batch and sequence axes (the engine pads each micro-batch to its own longest text). MatMul/Gemm
     weights and the embedding tables (Gather) are quantized to QInt8 with onnxruntime's dynamic quantization,
     per output channel by default: side by side on 300 headlines, per channel halved the largest probability
-    gap to torch fp32 compared with per tensor, at the same speed and size (~21 MB).
+    gap to torch fp32 compared with per tensor, at the same speed and size (~21 MB). With ``fuse`` the model
+    is exported with eager attention (which ONNX Runtime's fusion recognises) and fused before quantization
+    (``fuse_transformer_graph``); any fusion failure falls back to the plain graph.
     """
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -86,6 +111,8 @@ def export_onnx_int8(artifact_dir: Path, opset: int = 17, keep_fp32: bool = Fals
     artifact_dir = Path(artifact_dir)
     info = read_info(artifact_dir)
     model = load_torch_model(artifact_dir, info)
+    if fuse and hasattr(model.encoder, "set_attn_implementation"):
+        model.encoder.set_attn_implementation("eager")  # the SDPA export hides the pattern the fusion matches
     fp32_path, int8_path = artifact_dir / ONNX_FP32_FILE, artifact_dir / ONNX_INT8_FILE
 
     ids = torch.ones((2, 16), dtype=torch.long)
@@ -107,22 +134,33 @@ def export_onnx_int8(artifact_dir: Path, opset: int = 17, keep_fp32: bool = Fals
             do_constant_folding=True,
             dynamo=False,
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        # Shape inference + graph cleanup before quantization, as onnxruntime recommends.
-        prepared = Path(tmp) / "prepared.onnx"
+    fused: dict[str, int] = {}
+    if fuse:
         try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
+            fused = fuse_transformer_graph(fp32_path, json.loads((artifact_dir / ENCODER_CONFIG_FILE).read_text()))
+        except Exception:  # noqa: BLE001 - fusion is an optimisation; the plain graph is correct
+            fused = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # Shape inference + graph cleanup before quantization, as onnxruntime recommends (not on fused graphs:
+        # their contrib ops are opaque to ONNX shape inference).
+        prepared = Path(tmp) / "prepared.onnx"
+        source = fp32_path
+        if not fused:
+            try:
+                from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-            source = prepared
-        except Exception:  # pre-processing is an optimisation; quantize the raw export if it fails
-            source = fp32_path
+                quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+                source = prepared
+            except Exception:  # pre-processing is an optimisation; quantize the raw export if it fails
+                source = fp32_path
         quantize_dynamic(
             str(source),
             str(int8_path),
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            op_types_to_quantize=["MatMul", "Gemm", "Gather"],  # Gather: the 30k-token embedding table
+            # Gather: the 30k-token embedding table; Attention: the fused attention (-> QAttention)
+            op_types_to_quantize=["MatMul", "Gemm", "Gather", "Attention", "EmbedLayerNormalization"],
+            extra_options={"DefaultTensorType": 1},  # FLOAT, for outputs of contrib ops shape inference skips
         )
     if not keep_fp32:
         fp32_path.unlink(missing_ok=True)

@@ -57,6 +57,8 @@ def test_onnx_graph_has_the_contract_names_and_dynamic_axes(artifact_dir):
         assert all(d.dim_param and not d.dim_value for d in dims)  # batch and sequence both symbolic
     size_mb = (artifact_dir / ONNX_INT8_FILE).stat().st_size / 2**20
     assert size_mb < 25
+    ops = {node.op_type for node in graph.node}
+    assert "QAttention" in ops and "SkipLayerNormalization" in ops  # fused attention, quantized
 
 
 def test_fp32_onnx_export_matches_torch(artifact_dir, torch_engine):

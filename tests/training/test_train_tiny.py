@@ -150,28 +150,25 @@ def _tiny(tiny_data, out, **kw):
                        max_length=32, version="repro", threads=1, export_onnx=False, **kw)
 
 
-def test_a_tiny_retrain_reproduces_its_metrics(tiny_data, tmp_path):
+def test_a_tiny_retrain_reproduces_its_metrics_and_records_its_weights(tiny_data, tmp_path):
     import torch
 
     runs = []
+    weights = {"source_weights": {"tweet_topic": 0.5, "phrasebank": 2.0}, "head_weights": {"sentiment": 1.0, "topic": 0.5},
+               "feedback_snapshot": "sha256:feedback"}
     for name in ("a", "b"):
-        out = train(_tiny(tiny_data, tmp_path / name), progress=False)
+        out = train(_tiny(tiny_data, tmp_path / name, **weights), progress=False)
         runs.append(json.loads((out / METRICS_FILE).read_text())["dev"])
+    record = json.loads((out / TRAINING_CONFIG_FILE).read_text())
+    assert record["config"]["source_weights"] == weights["source_weights"]
+    assert record["config"]["head_weights"]["topic"] == 0.5
+    assert "tweet_topic" in record["train_source_sizes"]
+    assert "sha256:feedback" in (out / CARD_FILE).read_text()
     for dev_name, paths in runs[0].items():
         for key in ("accuracy", "macro_f1"):
             assert abs(paths["fp32"][key] - runs[1][dev_name]["fp32"][key]) <= 0.002, (dev_name, key)
     ckpt = torch.load(tmp_path / "a" / "checkpoints" / "epoch-1.pt", weights_only=False)
     assert {"py_rng", "torch_rng", "numpy_rng", "cuda_rng"} <= set(ckpt)
-
-
-def test_source_and_head_weights_are_explicit_in_the_record(tiny_data, tmp_path):
-    out = train(_tiny(tiny_data, tmp_path, source_weights={"tweet_topic": 0.0}, head_weights={"sentiment": 1.0, "topic": 0.0},
-                      feedback_snapshot="sha256:feedback"), progress=False)
-    record = json.loads((out / TRAINING_CONFIG_FILE).read_text())
-    assert record["config"]["source_weights"] == {"tweet_topic": 0.0}
-    assert record["config"]["head_weights"]["topic"] == 0.0
-    assert "tweet_topic" in record["train_source_sizes"]
-    assert "sha256:feedback" in (out / CARD_FILE).read_text()
 
 
 def test_epoch_rows_follow_the_source_weights():
