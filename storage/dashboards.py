@@ -180,11 +180,10 @@ def top_movers(d: Dialect, *, limit: int = 50) -> str:
 
     ``z = (mean_24h - mean_30d) / (max(sd_30d, SD_FLOOR) / sqrt(n_24h))``: the one-sample z statistic of the
     recent mean against the scope's own baseline articles. ``volume_ratio`` = articles in the last 24 h over
-    the baseline's articles per day. Anchored at the end of the time range; scopes need ``min_articles``
-    in both periods."""
+    the baseline's articles per day (per day of baseline the database actually has, at most 30). Anchored
+    at the end of the time range; scopes need ``min_articles`` in both periods."""
     start = f"({d.t_to} - interval '{MOVERS_RECENT.total_seconds() + MOVERS_BASELINE.total_seconds():.0f} seconds')"
     recent = f"({d.t_to} - interval '{MOVERS_RECENT.total_seconds():.0f} seconds')"
-    days = MOVERS_BASELINE.total_seconds() / 86400
     return f"""\
 WITH cur AS (
   SELECT s.topic, s.score, s.event_time, a.tickers
@@ -197,6 +196,9 @@ scoped AS (
   UNION ALL
   SELECT 'ticker', t.ticker, c.score, c.event_time >= {recent}
   FROM cur c CROSS JOIN LATERAL unnest(c.tickers) AS t(ticker) WHERE {d.matches('ticker', 't.ticker')}
+),
+span AS (  -- days of baseline actually covered (a young database has less than 30)
+  SELECT GREATEST(extract(epoch FROM {recent} - min(event_time)) / 86400.0, 1.0) AS days FROM cur
 ),
 st AS (
   SELECT scope_type, scope,
@@ -213,7 +215,7 @@ SELECT
   m_recent - m_base AS "change",
   (m_recent - m_base) / (GREATEST(COALESCE(sd_base, 0), {SD_FLOOR}) / sqrt(n_recent)) AS "z",
   n_recent AS "articles_24h",
-  n_recent / (n_base / {days:.1f}) AS "volume_ratio"
+  n_recent / (n_base / (SELECT days FROM span)) AS "volume_ratio"
 FROM st
 WHERE n_recent >= {d.min_articles} AND n_base >= {d.min_articles}
 ORDER BY abs((m_recent - m_base) / (GREATEST(COALESCE(sd_base, 0), {SD_FLOOR}) / sqrt(n_recent))) DESC, 1, 2

@@ -148,7 +148,9 @@ def test_top_movers_rank_the_negative_day_of_xom(run, seeded) -> None:  # type: 
     assert xom["sentiment_24h"] == pytest.approx(mean(recent)) and xom["sentiment_30d"] == pytest.approx(mean(base))
     assert xom["z"] == pytest.approx((mean(recent) - mean(base)) / (stdev(base) / math.sqrt(len(recent))))
     assert xom["z"] < -5
-    assert float(xom["volume_ratio"]) == pytest.approx(6 / (20 / 30))
+    # Baseline days: from the oldest article in the window (x19, 27.7 days before seeding) to 24 h before the end.
+    days = (seeded.t_to - timedelta(hours=24) - (seeded.now - timedelta(days=3 + 19 * 1.3))) / timedelta(days=1)
+    assert float(xom["volume_ratio"]) == pytest.approx(6 / (20 / days), rel=1e-3)
     assert run(sql.TOP_MOVERS, min_articles=7)[1] == []  # too few articles in the last 24 h
     assert [r["scope"] for r in run(sql.TOP_MOVERS, min_articles=5, topics=["Earnings"])[1]] == ["XOM"]
 
