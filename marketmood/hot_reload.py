@@ -1,4 +1,6 @@
-"""A ClassifierProvider that follows the registry's ``active`` alias: hot reload without a restart.
+"""A ClassifierProvider that follows a registry alias (``active`` by default): hot reload without a restart.
+
+Wiring (registry + engine loader), so it lives in the composition root; ``marketmood.engines`` builds it.
 
 A background thread waits for ``NOTIFY marketmood_model`` (instant) or the poll interval (the fallback,
 e.g. behind a pooler that drops LISTEN), reads the alias, downloads + unpacks a new version into the cache
@@ -11,7 +13,6 @@ one stays in service.
 
 from __future__ import annotations
 
-import structlog
 import select
 import threading
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy.engine import Engine
 
 from models.prediction import Classifier
@@ -28,19 +30,6 @@ from training import registry
 log = structlog.get_logger(__name__)
 
 Loader = Callable[[Path], Classifier]
-
-
-def engine_loader(settings: Any) -> Loader:
-    """Load an artifact folder with the worker's model settings (device, backend, batch size, threads)."""
-
-    def load(path: Path) -> Classifier:
-        from models.engine import load_engine
-
-        model = settings.model
-        return load_engine(path, device=model.device, backend=model.backend, batch_size=model.batch_size,
-                           threads=model.threads)
-
-    return load
 
 
 class RegistryProvider:
@@ -69,12 +58,6 @@ class RegistryProvider:
         self._check_lock = threading.Lock()
         self.swaps = 0
 
-    @classmethod
-    def from_settings(cls, settings: Any, engine: Engine) -> RegistryProvider:
-        cache = settings.retrain.model_cache_dir or Path(settings.home) / "models"
-        return cls(engine, cache_dir=cache, loader=engine_loader(settings),
-                   poll_interval_s=settings.worker.model_poll_interval_s)
-
     # ------------------------------------------------------------- the worker-facing side
 
     def current(self) -> Classifier:
@@ -90,11 +73,17 @@ class RegistryProvider:
     # ------------------------------------------------------------- lifecycle
 
     def start(self) -> RegistryProvider:
-        """Load the active version now (registering the bundled model on an empty registry), then watch."""
-        active = registry.ensure_champion(self._engine)
-        if active is None:
-            raise RuntimeError("the model registry is empty and no bundled model exists to start from")
-        self._load(active)
+        """Load the alias's version now (for ``active``, registering the bundled model on an empty registry), then watch."""
+        if self._alias == registry_sql.ACTIVE_ALIAS:
+            version = registry.ensure_champion(self._engine)
+            if version is None:
+                raise RuntimeError("the model registry is empty and no bundled model exists to start from")
+        else:
+            with self._engine.connect() as conn:
+                version = registry_sql.get_alias(conn, self._alias)
+            if version is None:
+                raise RuntimeError(f"no model version holds the registry alias {self._alias!r}")
+        self._load(version)
         self._thread = threading.Thread(target=self._watch, name="model-hot-reload", daemon=True)
         self._thread.start()
         return self

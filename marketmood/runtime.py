@@ -15,16 +15,47 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
 
 from marketmood.logs import get_logger
 from marketmood.settings import Settings
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+from storage.db import make_engine
+from storage.embedded import EmbeddedPostgres
+from storage.migrate import upgrade
+from streams.broker import EmbeddedBroker
+from streams.topics import ensure_topics
 
 log = get_logger(__name__)
+
+
+def embedded_data_dir(home: Path) -> Path:
+    return Path(home).expanduser().resolve() / "postgres"
+
+
+@contextlib.contextmanager
+def open_database(database_url: str | None, home: Path, *, upgrade_schema: bool = True) -> Iterator[str]:
+    """The one database resolver: yield a usable URL; with ``database_url`` None run the embedded server
+    under ``<home>/postgres`` for the block's duration (started, or attached to when another MarketMood
+    process already runs it, and stopped on exit only by the process that started it).
+
+    ``upgrade_schema`` applies the migrations to the embedded database (the embedded default is
+    self-managing); an external one is migrated by the caller (``services``/``database_engine``) or by an
+    explicit ``marketmood db upgrade``.
+    """
+    if database_url is not None:
+        yield database_url
+        return
+    server = EmbeddedPostgres(embedded_data_dir(home))
+    server.start()
+    try:
+        if upgrade_schema:
+            upgrade(server.url)
+        yield server.url
+    finally:
+        server.stop()
 
 
 @dataclass(frozen=True)
@@ -62,19 +93,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
 @contextlib.contextmanager
 def services(settings: Settings, *, migrate: bool = True, create_topics: bool = True) -> Iterator[Services]:
     """Start what is not configured, prepare schema and topics, yield the resolved endpoints, stop on exit."""
-    from storage.migrate import upgrade
-    from storage.service import open_database
-    from streams.topics import ensure_topics
-
     with contextlib.ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap
         if bootstrap is None:
-            from streams.broker import EmbeddedBroker
-
             broker = EmbeddedBroker(settings.home / "kafka")
             bootstrap = broker.start()
             stack.callback(broker.stop)
-        database_url = stack.enter_context(open_database(settings.database_url, settings.home, upgrade=False))
+        database_url = stack.enter_context(open_database(settings.database_url, settings.home, upgrade_schema=False))
         if migrate:
             upgrade(database_url)
         if create_topics:
@@ -102,11 +127,7 @@ def database_engine(settings: Settings, *, migrate: bool = True) -> Iterator[Eng
     database as well as on the embedded one (as ``services`` does). On exit the engine is disposed and an
     embedded server started here is stopped.
     """
-    from storage.db import make_engine
-    from storage.migrate import upgrade
-    from storage.service import open_database
-
-    with open_database(settings.database_url, settings.home, upgrade=False) as url:
+    with open_database(settings.database_url, settings.home, upgrade_schema=False) as url:
         if migrate:
             upgrade(url)
         engine = make_engine(url)

@@ -24,7 +24,9 @@ from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
+from storage.progress import PartitionProgress, record_progress
 from storage.schema import Article, Score
+from storage.scores import current_scores_from
 
 DEFAULT_NOVELTY_WINDOW = timedelta(hours=6)
 _LOCK_NAMESPACE = 0x4D4D  # "MM": first key of pg_advisory_xact_lock(int, int)
@@ -54,16 +56,23 @@ class ScoredArticle:
     story_key: str | None = None
     kafka_partition: int | None = None
     kafka_offset: int | None = None
+    kafka_timestamp: datetime | None = None
+    content_sha256: str | None = None  # fingerprint of the content; a stored id with another one conflicts
 
 
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
-    """What one batch changed; ``duplicates`` = items whose article row already existed (or repeated)."""
+    """What one batch changed; ``duplicates`` = items whose article row already existed (or repeated).
+
+    ``conflicts`` are the ids whose stored article has a different ``content_sha256``: first write wins,
+    so their score is NOT stored under the stored article; the caller dead-letters them.
+    """
 
     articles_inserted: int
     scores_inserted: int
     duplicates: int
     not_novel: int
+    conflicts: tuple[str, ...] = ()
 
 
 def upsert_scored_batch(
@@ -81,12 +90,7 @@ def upsert_scored_batch(
         first.setdefault(item.id, item)
 
     _lock_story_buckets(conn, {a.story_key for a in first.values() if a.story_key})
-    existing = dict(
-        conn.execute(
-            select(Article.id, Article.event_time).where(Article.id == func.any(bindparam("ids", type_=ARRAY(Text)))),
-            {"ids": list(first)},
-        ).all()
-    )
+    existing = _stored(conn, list(first))
     new = [a for a in first.values() if a.id not in existing]
     event_times = {a.id: a.published_at or now for a in new}
     novel = _novelty(conn, new, event_times, novelty_window)
@@ -96,21 +100,51 @@ def upsert_scored_batch(
         inserted = set(conn.execute(_INSERT_ARTICLES, _article_columns(new, event_times, novel)).scalars())
         lost_race = [a.id for a in new if a.id not in inserted]  # inserted concurrently by another worker
         if lost_race:
-            existing.update(
-                conn.execute(select(Article.id, Article.event_time).where(Article.id.in_(lost_race))).all()
-            )
-    event_times.update(existing)  # scores carry the stored article's event_time (first write wins)
+            existing.update(_stored(conn, lost_race))
+    conflicts = tuple(
+        item.id for item in first.values()
+        if item.id in existing and _conflicting(existing[item.id][1], item.content_sha256)
+    )
+    event_times.update({article_id: stored[0] for article_id, stored in existing.items()})
 
     unique_scores: dict[tuple[str, str], ScoredArticle] = {}
     for item in items:
-        unique_scores.setdefault((item.id, item.model_version), item)
-    scores_inserted = len(conn.execute(_INSERT_SCORES, _score_columns(list(unique_scores.values()), event_times)).all())
+        if item.id not in conflicts:
+            unique_scores.setdefault((item.id, item.model_version), item)
+    scores_inserted = 0
+    if unique_scores:
+        scores_inserted = len(conn.execute(_INSERT_SCORES, _score_columns(list(unique_scores.values()), event_times)).all())
     return UpsertResult(
         articles_inserted=len(inserted),
         scores_inserted=scores_inserted,
         duplicates=len(items) - len(inserted),
         not_novel=sum(1 for a in new if a.id in inserted and not novel[a.id]),
+        conflicts=conflicts,
     )
+
+
+def write_scored_batch(
+    conn: Connection, items: Sequence[ScoredArticle], progress: Sequence[PartitionProgress] = ()
+) -> UpsertResult:
+    """The worker's one write per batch: articles + scores and the partitions' progress, in the caller's
+    transaction (so the progress, hence the alert watermark, never runs ahead of the stored rows)."""
+    result = upsert_scored_batch(conn, items)
+    record_progress(conn, progress)
+    return result
+
+
+def _stored(conn: Connection, ids: list[str]) -> dict[str, tuple[datetime, str | None]]:
+    """id -> (event_time, content_sha256) of the stored articles among ``ids``."""
+    rows = conn.execute(
+        select(Article.id, Article.event_time, Article.content_sha256)
+        .where(Article.id == func.any(bindparam("ids", type_=ARRAY(Text)))),
+        {"ids": ids},
+    )
+    return {article_id: (event_time, sha) for article_id, event_time, sha in rows}
+
+
+def _conflicting(stored_sha: str | None, new_sha: str | None) -> bool:
+    return stored_sha is not None and new_sha is not None and stored_sha != new_sha
 
 
 def _lock_story_buckets(conn: Connection, keys: set[str]) -> None:
@@ -159,15 +193,16 @@ def _novelty(
 _INSERT_ARTICLES = text(
     """
     INSERT INTO articles (id, title, body, source, url, published_at, event_time, tickers, lang, story_key,
-                          novel, kafka_partition, kafka_offset)
+                          novel, kafka_partition, kafka_offset, kafka_timestamp, content_sha256)
     SELECT id, title, body, source, url, published_at, event_time, CAST(tickers AS text[]), lang, story_key,
-           novel, kafka_partition, kafka_offset
+           novel, kafka_partition, kafka_offset, kafka_timestamp, content_sha256
     FROM unnest(CAST(:id AS text[]), CAST(:title AS text[]), CAST(:body AS text[]), CAST(:source AS text[]),
                 CAST(:url AS text[]), CAST(:published_at AS timestamptz[]), CAST(:event_time AS timestamptz[]),
                 CAST(:tickers AS text[]), CAST(:lang AS text[]), CAST(:story_key AS text[]),
-                CAST(:novel AS boolean[]), CAST(:kafka_partition AS integer[]), CAST(:kafka_offset AS bigint[]))
+                CAST(:novel AS boolean[]), CAST(:kafka_partition AS integer[]), CAST(:kafka_offset AS bigint[]),
+                CAST(:kafka_timestamp AS timestamptz[]), CAST(:content_sha256 AS text[]))
          AS u(id, title, body, source, url, published_at, event_time, tickers, lang, story_key, novel,
-              kafka_partition, kafka_offset)
+              kafka_partition, kafka_offset, kafka_timestamp, content_sha256)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
     """
@@ -227,6 +262,8 @@ def _article_columns(
         "novel": _array([novel[a.id] for a in new]),
         "kafka_partition": _array([a.kafka_partition for a in new]),
         "kafka_offset": _array([a.kafka_offset for a in new]),
+        "kafka_timestamp": _array([a.kafka_timestamp for a in new]),
+        "content_sha256": _array([a.content_sha256 for a in new]),
     }
 
 
@@ -257,46 +294,27 @@ class TopicSummaryRow:
 
 
 def topic_summary(conn: Connection, since: datetime, model_version: str | None = None) -> list[TopicSummaryRow]:
-    """Per-topic sentiment counts for scores with event_time >= since.
+    """Per-topic sentiment counts of articles with event_time >= since.
 
-    With ``model_version`` None each article counts once, by its most recently written score, so a model
-    change mid-window does not double count.
+    With ``model_version`` None each article counts once, by its current score (``storage.scores``: the one
+    definition alerts and dashboards use); otherwise by that version's score.
     """
-    if model_version is None:
-        ranked = (
-            select(
-                Score.topic,
-                Score.sentiment,
-                Score.score,
-                func.row_number()
-                .over(partition_by=Score.article_id, order_by=(Score.scored_at.desc(), Score.model_version.desc()))
-                .label("rank"),
-            )
-            .where(Score.event_time >= since)
-            .subquery()
-        )
-        scores = select(ranked.c.topic, ranked.c.sentiment, ranked.c.score).where(ranked.c.rank == 1).subquery()
-    else:
-        scores = (
-            select(Score.topic, Score.sentiment, Score.score)
-            .where(Score.event_time >= since, Score.model_version == model_version)
-            .subquery()
-        )
-    stmt = (
-        select(
-            scores.c.topic,
-            func.count(),
-            func.count().filter(scores.c.sentiment == "negative"),
-            func.count().filter(scores.c.sentiment == "neutral"),
-            func.count().filter(scores.c.sentiment == "positive"),
-            func.avg(scores.c.score),
-        )
-        .group_by(scores.c.topic)
-        .order_by(scores.c.topic)
+    source = (current_scores_from(":since", "'infinity'") if model_version is None
+              else "scores s JOIN articles a ON a.id = s.article_id")
+    where = "" if model_version is None else "WHERE s.event_time >= :since AND s.model_version = :version"
+    rows = conn.execute(
+        text(
+            f"""SELECT s.topic, count(*), count(*) FILTER (WHERE s.sentiment = 'negative'),
+                       count(*) FILTER (WHERE s.sentiment = 'neutral'),
+                       count(*) FILTER (WHERE s.sentiment = 'positive'), avg(s.score)
+                FROM {source} {where}
+                GROUP BY s.topic ORDER BY s.topic"""
+        ),
+        {"since": since, "version": model_version},
     )
     return [
         TopicSummaryRow(topic, int(n), int(neg), int(neu), int(pos), float(mean))
-        for topic, n, neg, neu, pos, mean in conn.execute(stmt)
+        for topic, n, neg, neu, pos, mean in rows
     ]
 
 

@@ -8,6 +8,7 @@ out (the server is down or restarting) and which are bugs.
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,10 +25,31 @@ class DatabaseUnavailableError(RuntimeError):
     """The database cannot be reached; the message names the (password-free) URL and the cause."""
 
 
-def make_engine(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S, **kwargs: Any) -> Engine:
-    """An engine with pre-ping and a bounded connect timeout (a dead server fails fast, not after minutes)."""
+def make_engine(
+    url: str,
+    *,
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+    statement_timeout_ms: int | None = None,
+    lock_timeout_ms: int | None = None,
+    keepalives: bool = True,
+    **kwargs: Any,
+) -> Engine:
+    """An engine with pre-ping and a bounded connect timeout (a dead server fails fast, not after minutes).
+
+    ``statement_timeout_ms`` / ``lock_timeout_ms`` bound a hung statement or a lock held by someone else
+    (the server cancels it and the caller's retry policy takes over), and TCP keepalives detect a server
+    that vanished without closing the connection. The stream worker sets all three.
+    """
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("connect_timeout", connect_timeout)
+    options = [f"-c statement_timeout={statement_timeout_ms}"] if statement_timeout_ms else []
+    if lock_timeout_ms:
+        options.append(f"-c lock_timeout={lock_timeout_ms}")
+    if options:
+        connect_args["options"] = " ".join([connect_args.get("options", ""), *options]).strip()
+    if keepalives:
+        for key, value in (("keepalives", 1), ("keepalives_idle", 10), ("keepalives_interval", 5), ("keepalives_count", 3)):
+            connect_args.setdefault(key, value)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, connect_args=connect_args, **kwargs)
 
@@ -61,6 +83,36 @@ def is_transient_error(exc: BaseException) -> bool:
         # 08 connection exception, 57P admin shutdown / crash shutdown / cannot connect now, 40001/40P01 retry.
         return code.startswith(("08", "57P")) or code in {"40001", "40P01"}
     return isinstance(exc, (sa_exc.DisconnectionError, ConnectionError))
+
+
+class DbErrorKind(enum.Enum):
+    """How a failed write should be handled.
+
+    TRANSIENT: the server is down, restarting, cancelled a hung statement or timed out on a lock: wait and
+    retry. SYSTEMIC: the database refuses every write for a reason outside the data (permission denied,
+    read-only server after a failover, missing table, disk full): also wait and retry (and alert through
+    metrics), never dead-letter. DATA: this row's data is refused (a CHECK, a bad value): isolate the row.
+    """
+
+    TRANSIENT = "transient"
+    SYSTEMIC = "systemic"
+    DATA = "data"
+
+
+def classify_db_error(exc: BaseException) -> DbErrorKind:
+    """Sort a write error into TRANSIENT / SYSTEMIC / DATA (see DbErrorKind)."""
+    if is_transient_error(exc):
+        return DbErrorKind.TRANSIENT
+    if isinstance(exc, sa_exc.DBAPIError):
+        code = getattr(getattr(exc, "orig", None), "pgcode", None) or ""
+        if code in {"55P03", "57014"}:  # lock_not_available (lock_timeout), query_canceled (statement_timeout)
+            return DbErrorKind.TRANSIENT
+        if code.startswith(("22", "23")):  # data exception, integrity constraint violation
+            return DbErrorKind.DATA
+        return DbErrorKind.SYSTEMIC
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return DbErrorKind.SYSTEMIC
+    return DbErrorKind.DATA  # a Python error while building the statement: caused by the rows' values
 
 
 def ping(url: str, timeout: int = DEFAULT_CONNECT_TIMEOUT_S) -> None:

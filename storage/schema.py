@@ -58,6 +58,8 @@ class Article(Base):
     novel: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=sql_text("true"))
     kafka_partition: Mapped[int | None] = mapped_column(Integer)
     kafka_offset: Mapped[int | None] = mapped_column(BigInteger)
+    kafka_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    content_sha256: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_articles_event_time", "event_time"),
@@ -89,6 +91,21 @@ class Score(Base):
         Index("ix_scores_topic_event_time", "topic", "event_time"),
         Index("ix_scores_event_time", "event_time"),
     )
+
+
+class IngestProgress(Base):
+    """Per partition, what the workers have committed (written in the batch transaction; see storage.progress)."""
+
+    __tablename__ = "ingest_progress"
+
+    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    partition: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_offset: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    log_end_offset: Mapped[int | None] = mapped_column(BigInteger)
+    max_event_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (PrimaryKeyConstraint("topic", "partition", name="pk_ingest_progress"),)
 
 
 class ModelVersion(Base):
@@ -177,6 +194,7 @@ class Alert(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     evidence: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sql_text("'{}'"))
+    group_key: Mapped[str | None] = mapped_column(Text)  # migration 0005_alerts
 
     __table_args__ = (
         CheckConstraint("scope_type IN ('topic','ticker')", name="ck_alerts_scope_type"),
@@ -224,10 +242,12 @@ class NotificationOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # migration 0005_alerts
+    claimed_by: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("alert_id", "notifier", "event", name="uq_outbox_alert_notifier_event"),
-        CheckConstraint("status IN ('pending','delivered','dead')", name="ck_outbox_status"),
+        CheckConstraint("status IN ('pending','sending','delivered','dead','unknown')", name="ck_outbox_status"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
     )
 
@@ -245,6 +265,7 @@ class Silence(Base):
     created_by: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
 
 class LabellingRequest(Base):
     """Drift found: the most uncertain texts of the drifted slice, for analysts to label (0004_retraining)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from alerts.syndication import story_key
+from streams.novelty import story_key
 
 COMPANIES: tuple[tuple[str, str], ...] = (
     ("Apple", "AAPL"), ("Microsoft", "MSFT"), ("Amazon", "AMZN"), ("Tesla", "TSLA"), ("Exxon Mobil", "XOM"),

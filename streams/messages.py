@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +23,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 MAX_BODY_CHARS = 100_000
 MAX_TITLE_CHARS = 2_000
+EARLIEST_PUBLISHED = datetime(1900, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE_SKEW = timedelta(days=2)
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 RAW_SCHEMA_PATH = SCHEMA_DIR / "news_raw.schema.json"
 SCORED_SCHEMA_PATH = SCHEMA_DIR / "news_scored.schema.json"
@@ -71,6 +73,14 @@ class NewsMessage(BaseModel):
     def _truncate(cls, value: str | None) -> str | None:
         return value[:MAX_BODY_CHARS] if value is not None else None
 
+    @field_validator("published_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime | None) -> datetime | None:
+        # A year-9999 or year-1 timestamp is a scraper bug; accepted, it would skew windows and watermarks.
+        if value is not None and not (EARLIEST_PUBLISHED <= value <= datetime.now(timezone.utc) + MAX_FUTURE_SKEW):
+            raise ValueError(f"published_at {value.isoformat()} is outside {EARLIEST_PUBLISHED.year}..now+{MAX_FUTURE_SKEW}")
+        return value
+
     @field_validator("tickers")
     @classmethod
     def _normalize_tickers(cls, value: list[str]) -> list[str]:
@@ -111,7 +121,7 @@ class ScoredEvent(BaseModel):
 class Rejection:
     """Why a raw message cannot enter the pipeline; ``reason`` is a short stable code."""
 
-    reason: str  # not_utf8 | invalid_json | not_an_object | invalid_fields | empty
+    reason: str  # not_utf8 | invalid_json | not_an_object | invalid_fields | empty | too_deep | unparseable
     detail: str
 
 
@@ -124,7 +134,16 @@ def _describe(exc: ValidationError) -> str:
 
 
 def parse_news(raw: bytes | None) -> NewsMessage | Rejection:
-    """Decode and validate one ``news.raw`` value; never raises."""
+    """Decode and validate one ``news.raw`` value; never raises (any failure becomes a Rejection)."""
+    try:
+        return _parse_news(raw)
+    except RecursionError:  # json/pydantic recursion on deeply nested values
+        return Rejection("too_deep", "JSON nesting is too deep to parse")
+    except Exception as exc:  # noqa: BLE001 - the contract: a poison value never escapes as an exception
+        return Rejection("unparseable", f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _parse_news(raw: bytes | None) -> NewsMessage | Rejection:
     if not raw:
         return Rejection("empty", "message value is empty")
     try:

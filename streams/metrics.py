@@ -9,7 +9,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class WorkerMetrics:
-    """consumed, batch sizes, inference / DB latency, dead-lettered, lag (plus retries and model version)."""
+    """consumed, batch sizes, inference / DB latency, dead-lettered (by reason), retries, lag, model version."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -29,7 +29,19 @@ class WorkerMetrics:
             "marketmood_worker_db_write_seconds", "Successful DB transaction time per batch.",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
-        self.db_retries = Counter("marketmood_worker_db_retries", "Failed DB writes that were retried.", registry=r)
+        self.retries = Counter(
+            "marketmood_worker_retries", "Failed attempts that were retried, by stage (database, kafka, classifier, "
+            "commit) and kind (transient, systemic, ...).", ["stage", "kind"], registry=r,
+        )
+        self.duplicates = Counter(
+            "marketmood_worker_duplicates", "Identical copies of an id within one batch (scored once).", registry=r
+        )
+        self.commit_failures = Counter(
+            "marketmood_worker_commit_failures", "Offset commits refused after a rebalance (records re-read).", registry=r
+        )
+        self.deadletter_stubs = Counter(
+            "marketmood_worker_deadletter_stubs", "Dead letters too large for the broker, sent as stubs.", registry=r
+        )
         self.lag = Gauge("marketmood_worker_lag", "Records behind the high watermark.", ["partition"], registry=r)
         self.model_info = Gauge(
             "marketmood_worker_model", "1 for the model version that scored the last batch.", ["version"], registry=r

@@ -1,4 +1,4 @@
-"""Syndication keys: the same wire story re-published by many outlets must count once.
+"""Syndication (novelty) keys, computed at ingest: the same wire story re-published by many outlets must count once.
 
 ``story_key`` maps a headline to a short stable key so that copies ("UPDATE 2-Samsung estimates Q2 profit
 down 26 pct", "Samsung estimates Q2 profit down 26% - Reuters") collide while different stories do not.

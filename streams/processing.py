@@ -1,16 +1,25 @@
 """Pure batch logic of the worker: raw records -> accepted / dead-lettered -> predictions -> rows and events.
 
-Nothing here does I/O, so the rules (validation, per-text engine failures, de-duplication inside a batch,
-dead-letter format, the news.scored payload) are unit-tested without a broker or a database.
+Nothing here does I/O, so the rules are unit-tested without a broker or a database:
+
+* validation never raises (``parse_news``); a record that cannot be parsed is a dead letter with a reason;
+* the same id twice in one batch: the FIRST copy wins (as across batches, where the stored row wins); a
+  later identical copy is a plain duplicate, a later copy with different content is dead-lettered as
+  ``conflicting_duplicate`` so the rule is the same whether the copies land in one batch or two;
+* any classifier failure is isolated: ``InvalidTextError`` names the text; any other exception splits the
+  batch in halves until the failing text is alone. A lone failure is dead-lettered (``engine_error``) only
+  when the classifier still scores a known-good canary text; otherwise the model itself is broken and
+  ``ClassifierUnavailableError`` tells the worker to stall and retry, never to dead-letter the stream;
+* building a database row is isolated per record the same way (``row_error``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 from models.prediction import Classifier, InvalidTextError, Prediction
 from storage.articles import ScoredArticle
@@ -25,6 +34,16 @@ DLQ_TOPIC = "mm.dlq.topic"
 DLQ_PARTITION = "mm.dlq.partition"
 DLQ_OFFSET = "mm.dlq.offset"
 DLQ_TIME = "mm.dlq.time"
+DLQ_SHA256 = "mm.dlq.sha256"
+DLQ_SIZE = "mm.dlq.size"
+DLQ_TRUNCATED = "mm.dlq.truncated"
+
+#: A headline every working model scores; used to tell "this text breaks the model" from "the model is broken".
+CANARY_TEXT = "Shares were little changed in early trading"
+
+
+class ClassifierUnavailableError(RuntimeError):
+    """The classifier fails even on the canary text: a systemic fault (stall and retry, do not dead-letter)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,10 @@ class RawRecord:
     value: bytes | None
     headers: Headers = field(default_factory=list)
     timestamp_ms: int | None = None
+
+    @property
+    def kafka_time(self) -> datetime | None:
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, timezone.utc) if self.timestamp_ms else None
 
 
 @dataclass(frozen=True)
@@ -65,46 +88,93 @@ class BatchPlan:
 
     accepted: list[Accepted] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    duplicates: int = 0  # same id twice in one batch: the later copy wins
+    duplicates: int = 0  # identical copies of an id already in the batch (dropped: the first copy is scored)
+
+
+def content_fingerprint(message: NewsMessage) -> str:
+    """sha256 of what makes an article itself; two copies of an id with different fingerprints conflict."""
+    payload = json.dumps(
+        [message.title, message.article_body, message.source, message.url,
+         message.published_at.isoformat() if message.published_at else None, list(message.tickers)],
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def validate_batch(records: Sequence[RawRecord]) -> BatchPlan:
-    """Split records into valid messages (last copy of each id wins) and dead letters."""
+    """Split records into valid messages (first copy of each id wins) and dead letters."""
     plan = BatchPlan()
-    by_id: dict[str, Accepted] = {}
+    first: dict[str, tuple[Accepted, str]] = {}
     for record in records:
         parsed = parse_news(record.value)
         if isinstance(parsed, Rejection):
             plan.dead.append(DeadLetter(record, parsed.reason, parsed.detail))
             continue
-        if parsed.id in by_id:
-            plan.duplicates += 1
-            del by_id[parsed.id]  # re-insert so the batch keeps arrival order of the winning copies
-        by_id[parsed.id] = Accepted(record, parsed)
-    plan.accepted = list(by_id.values())
+        fingerprint = content_fingerprint(parsed)
+        if parsed.id in first:
+            kept, kept_fingerprint = first[parsed.id]
+            if fingerprint == kept_fingerprint:
+                plan.duplicates += 1
+            else:
+                plan.dead.append(DeadLetter(
+                    record, "conflicting_duplicate",
+                    f"id {parsed.id!r} already taken at offset {kept.record.offset} with different content "
+                    "(first write wins)"))
+            continue
+        first[parsed.id] = (Accepted(record, parsed), fingerprint)
+    plan.accepted = [accepted for accepted, _ in first.values()]
     return plan
 
 
-def classify_accepted(classifier: Classifier, accepted: Sequence[Accepted]) -> tuple[list[Scored], list[DeadLetter]]:
-    """Score every accepted message; a text the engine refuses is dead-lettered, the rest still scored."""
-    pending = list(accepted)
+def classify_accepted(
+    classifier: Classifier, accepted: Sequence[Accepted], *, canary: str = CANARY_TEXT
+) -> tuple[list[Scored], list[DeadLetter]]:
+    """Score every accepted message, isolating the texts the classifier fails on (see the module docstring)."""
+    scored: list[Scored] = []
     dead: list[DeadLetter] = []
-    while pending:
-        try:
-            predictions = classifier.classify([a.message.text for a in pending])
-        except InvalidTextError as exc:
-            if not 0 <= exc.index < len(pending):
-                raise
-            bad = pending.pop(exc.index)
-            dead.append(DeadLetter(bad.record, "engine_rejected", exc.reason))
-            continue
-        if len(predictions) != len(pending):
-            raise RuntimeError(f"classifier returned {len(predictions)} predictions for {len(pending)} texts")
-        return [Scored(a, p) for a, p in zip(pending, predictions, strict=True)], dead
-    return [], dead
+    canary_ok: list[bool] = []  # checked at most once per batch
+
+    def model_works() -> bool:
+        if not canary_ok:
+            try:
+                canary_ok.append(len(classifier.classify([canary])) == 1)
+            except Exception:  # noqa: BLE001 - a broken model is exactly what this detects
+                canary_ok.append(False)
+        return canary_ok[0]
+
+    def run(group: list[Accepted]) -> None:
+        pending = list(group)
+        while pending:
+            try:
+                predictions = classifier.classify([a.message.text for a in pending])
+                if len(predictions) != len(pending):
+                    raise RuntimeError(f"classifier returned {len(predictions)} predictions for {len(pending)} texts")
+            except InvalidTextError as exc:
+                if not 0 <= exc.index < len(pending):
+                    raise ClassifierUnavailableError(f"classifier named index {exc.index} of {len(pending)}") from exc
+                bad = pending.pop(exc.index)
+                dead.append(DeadLetter(bad.record, "engine_rejected", exc.reason))
+                continue
+            except Exception as exc:  # noqa: BLE001 - isolate the text (or find the model broken)
+                if len(pending) > 1:
+                    middle = len(pending) // 2
+                    run(pending[:middle])
+                    run(pending[middle:])
+                    return
+                if not model_works():
+                    raise ClassifierUnavailableError(f"classifier fails on the canary text too: {exc!r}") from exc
+                dead.append(DeadLetter(pending[0].record, "engine_error", f"{type(exc).__name__}: {exc}"[:500]))
+                return
+            scored.extend(Scored(a, p) for a, p in zip(pending, predictions, strict=True))
+            return
+
+    run(list(accepted))
+    order = {id(a): i for i, a in enumerate(accepted)}
+    scored.sort(key=lambda s: order[id(s.accepted)])
+    return scored, dead
 
 
-def db_item(scored: Scored, story_key: Callable[[str], str]) -> ScoredArticle:
+def db_item(scored: Scored, story_key: Callable[[str], str | None]) -> ScoredArticle:
     """One article + its score, in the shape ``storage.articles.upsert_scored_batch`` takes."""
     msg, rec, pred = scored.accepted.message, scored.accepted.record, scored.prediction
     return ScoredArticle(
@@ -119,6 +189,8 @@ def db_item(scored: Scored, story_key: Callable[[str], str]) -> ScoredArticle:
         story_key=story_key(msg.title),
         kafka_partition=rec.partition,
         kafka_offset=rec.offset,
+        kafka_timestamp=rec.kafka_time,
+        content_sha256=content_fingerprint(msg),
         model_version=pred.model_version,
         topic=pred.topic,
         topic_confidence=pred.topic_confidence,
@@ -128,6 +200,20 @@ def db_item(scored: Scored, story_key: Callable[[str], str]) -> ScoredArticle:
         p_positive=pred.p_positive,
         score=pred.score,
     )
+
+
+def build_rows(
+    scored: Sequence[Scored], story_key: Callable[[str], str | None]
+) -> tuple[list[tuple[Scored, ScoredArticle]], list[DeadLetter]]:
+    """``db_item`` for each scored message; a record whose row cannot be built is dead-lettered alone."""
+    rows: list[tuple[Scored, ScoredArticle]] = []
+    dead: list[DeadLetter] = []
+    for s in scored:
+        try:
+            rows.append((s, db_item(s, story_key)))
+        except Exception as exc:  # noqa: BLE001 - one bad record must not take the batch down
+            dead.append(DeadLetter(s.accepted.record, "row_error", f"{type(exc).__name__}: {exc}"[:500]))
+    return rows, dead
 
 
 def scored_event(scored: Scored, scored_at: datetime) -> tuple[bytes, bytes]:
@@ -149,26 +235,46 @@ def scored_event(scored: Scored, scored_at: datetime) -> tuple[bytes, bytes]:
     return msg.id.encode(), event.model_dump_json().encode()
 
 
-def deadletter_record(dead: DeadLetter, now: datetime | None = None) -> tuple[bytes | None, bytes, Headers]:
-    """Key, value and headers of the news.deadletter record: original key/value/headers + why and where."""
+def deadletter_record(
+    dead: DeadLetter, now: datetime | None = None, *, max_bytes: int | None = None
+) -> tuple[bytes | None, bytes, Headers]:
+    """Key, value and headers of the news.deadletter record: original key/value/headers + why and where.
+
+    With ``max_bytes``, a record that would not fit (the producer's request limit) becomes a stub: the
+    value is a small JSON document (reason, coordinates, sha256 and size of the original), the original
+    headers are dropped, and ``mm.dlq.truncated`` is set. The partition keeps flowing either way.
+    """
     now = now or datetime.now(timezone.utc)
     rec = dead.record
-    headers: Headers = [*rec.headers]
-    headers += [
+    value = rec.value or b""
+    meta: Headers = [
         (DLQ_REASON, dead.reason.encode()),
         (DLQ_DETAIL, dead.detail[:2000].encode("utf-8", "replace")),
         (DLQ_TOPIC, rec.topic.encode()),
         (DLQ_PARTITION, str(rec.partition).encode()),
         (DLQ_OFFSET, str(rec.offset).encode()),
         (DLQ_TIME, now.isoformat().encode()),
+        (DLQ_SHA256, hashlib.sha256(value).hexdigest().encode()),
+        (DLQ_SIZE, str(len(value)).encode()),
     ]
-    return rec.key, rec.value or b"", headers
+    key = rec.key
+    headers: Headers = [*rec.headers, *meta]
+    if max_bytes is not None and record_size(key, value, headers) > max_bytes:
+        stub = {
+            "truncated": True, "reason": dead.reason, "detail": dead.detail[:500], "topic": rec.topic,
+            "partition": rec.partition, "offset": rec.offset, "size": len(value),
+            "sha256": hashlib.sha256(value).hexdigest(),
+        }
+        key = key[:256] if key else key
+        value, headers = json.dumps(stub).encode(), [*meta, (DLQ_TRUNCATED, b"1")]
+    return key, value, headers
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """Bytes a record takes on the wire, roughly (payload plus header names and values, plus framing)."""
+    return 64 + len(key or b"") + len(value or b"") + sum(len(k) + len(v) + 8 for k, v in headers)
 
 
 def describe_deadletter(headers: Headers) -> dict[str, str]:
     """Readable view of a dead-letter record's metadata headers (for tools and tests)."""
     return {k.removeprefix("mm.dlq."): v.decode("utf-8", "replace") for k, v in headers if k.startswith("mm.dlq.")}
-
-
-def as_json(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, default=str).encode()

@@ -1,20 +1,29 @@
 """Create the pipeline's topics (news.raw, news.scored, news.deadletter) through the admin API.
 
-faust does not create its source topic, so every entry point calls ``ensure_topics`` first. Creating a
+Topics are never auto-created by the worker, so every entry point calls ``ensure_topics`` first. Creating a
 topic that exists is not an error: the call is idempotent (partition counts of existing topics are kept).
 """
 
 from __future__ import annotations
 
-import structlog
 import time
+from typing import Protocol
 
+import structlog
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from marketmood.settings import TopicSettings
-
 log = structlog.get_logger(__name__)
+
+
+class TopicSettings(Protocol):
+    """The topic layout (names and sizes); ``marketmood.settings.TopicSettings`` satisfies it."""
+
+    raw: str
+    scored: str
+    deadletter: str
+    partitions: int
+    replication_factor: int
 
 
 def topic_specs(topics: TopicSettings) -> list[NewTopic]:

@@ -1,369 +1,435 @@
-"""The faust-streaming worker: news.raw -> micro-batch -> classifier -> ONE DB transaction -> acks -> news.scored.
+"""The stream worker: news.raw -> micro-batch -> classifier -> sinks (PostgreSQL, then Kafka) -> offset commit.
 
-Commit boundary (why nothing is ever skipped):
-- The agent reads with ``stream.noack_take``: unlike ``take()``, it never acknowledges on its own, so an
-  exception or a cancellation inside the batch body leaves every offset of the batch un-acked.
-- A batch is acknowledged (``stream.ack``) only after (1) its rows are committed in one transaction and
-  (2) its news.scored and news.deadletter records are confirmed by the broker. faust commits only the
-  contiguous acked prefix of each partition, so an un-acked batch is re-read after a crash or restart.
-- A transient DB error (server down, connection lost) is retried with exponential back-off, forever,
-  inside the batch: the worker stalls (lag grows, visible in metrics) instead of skipping. A data error
-  (a row PostgreSQL refuses) is isolated by writing the batch row by row; refused rows are dead-lettered.
-- Rows are upserted idempotently on (article id, model version), so replays after a crash or a rebalance
-  add no duplicate rows; news.scored is therefore at-least-once.
-- On SIGTERM faust stops fetching and waits until every record already handed to the stream is acked
-  (``stream_wait_empty``), committing as it goes: the batch in flight and the few buffered records are
-  finished and committed before exit. While the database is down that wait lasts until it is back; a
-  SIGKILL then is safe (the un-acked batch is re-read). Should faust cancel the agent anyway, prepared
-  batches are still given ``drain_timeout_s`` to commit.
-- Two stages overlap (classify batch N+1 while batch N is written and published), with at most one
-  prepared batch waiting: throughput is that of the slower stage, not of their sum.
+The guarantee (docs/pipeline.md): every record at or below a committed offset is either stored (article +
+score) or on news.deadletter with a reason. It holds by construction:
+
+* The worker owns its commit boundary. It reads with an aiokafka consumer in a consumer group with
+  auto-commit OFF and commits, per partition, only the end of a batch that it has fully flushed:
+  ``commit_batch`` reads "flush the database sink, flush the Kafka sink, then commit offsets". faust's
+  agent/stream machinery is deliberately not used for this: ``noack_take`` restores auto-ack in its
+  ``finally`` when the agent crashes, the agent supervisor restarts the agent while buffered records are
+  acked without being processed, and the consumer commits past one-offset gaps. Those three made records
+  vanish (issue 10); owning the loop removes them.
+* Nothing in the batch path can skip a record: parsing never raises; classifier and row failures are
+  isolated to the record (bisection) and dead-lettered with a reason; a classifier that fails even on a
+  canary text, a database that refuses every write (down, read-only, permission denied, hung) or a broker
+  that does not confirm all stall the batch and retry with capped back-off. Lag grows; nothing is lost.
+* A record the broker can never take on news.deadletter (too large) is replaced by a stub (reason,
+  coordinates, sha256, size), so the partition keeps flowing.
+* Writes are idempotent on (article id, model version), so a replay after a crash or rebalance adds no
+  row; news.scored is at-least-once (consumers de-duplicate on ``id`` + ``model_version``).
+* Rebalance: on revocation the worker stops fetching and lets the batches in flight commit (bounded by
+  ``drain_timeout_s``); a commit that arrives after the partition moved fails harmlessly (the new owner
+  re-reads from the last committed offset). SIGTERM drains the same way, then leaves the group.
+
+Two stages overlap (classify batch N+1 while batch N is written and published), with at most one prepared
+batch waiting: throughput is that of the slower stage, not of their sum.
 """
 
 from __future__ import annotations
 
-import structlog
 import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import faust
-from sqlalchemy import Engine
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
-from marketmood.settings import Settings
 from models.prediction import ClassifierProvider
-from storage.articles import ScoredArticle
+from storage.progress import PartitionProgress
 from streams.metrics import WorkerMetrics
 from streams.processing import (
+    ClassifierUnavailableError,
     DeadLetter,
     RawRecord,
     Scored,
+    build_rows,
     classify_accepted,
-    db_item,
     deadletter_record,
     scored_event,
     validate_batch,
 )
+from streams.sinks import DatabaseSink, KafkaSink, OutRecord, retry_forever
 
 log = structlog.get_logger(__name__)
+
+StoryKey = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the worker needs to know; the composition root maps settings onto it."""
+
+    raw_topic: str = "news.raw"
+    scored_topic: str = "news.scored"
+    deadletter_topic: str = "news.deadletter"
+    group_id: str = "marketmood-worker"
+    batch_size: int = 32
+    batch_max_wait_s: float = 0.5
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    retry_max_s: float = 30.0
+    drain_timeout_s: float = 30.0
+    max_request_bytes: int = 1_048_576  # the producer's request limit; larger dead letters become stubs
+    publish_scored: bool = True  # a shadow worker stores its scores but publishes no news.scored events
 
 
 @dataclass
 class PreparedBatch:
-    """A classified batch waiting for its DB commit; its events are not acked yet."""
+    """A classified batch waiting for its commit; nothing of it is committed yet."""
 
-    events: list[faust.EventT]
     records: list[RawRecord]
-    scored: list[Scored]
-    dead: list[DeadLetter]
-    duplicates: int
-    infer_s: float
+    scored: list[Scored] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)  # (Scored, ScoredArticle)
+    duplicates: int = 0
+    infer_s: float = 0.0
+    log_end: dict[int, int | None] = field(default_factory=dict)
 
-BatchWriter = Callable[[Engine, list[ScoredArticle]], Any]
-
-
-def default_story_key() -> Callable[[str], str]:
-    from alerts.syndication import story_key
-
-    return story_key
-
-
-def default_batch_writer(engine: Engine, items: list[ScoredArticle]) -> Any:
-    """One transaction: multi-row idempotent upsert of articles + scores (storage owns the SQL)."""
-    from storage.articles import upsert_scored_batch
-    from storage.db import transaction
-
-    with transaction(engine) as conn:
-        return upsert_scored_batch(conn, items)
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """Per partition, the offset after the batch's last record: what the commit moves to."""
+        ends: dict[tuple[str, int], int] = {}
+        for rec in self.records:
+            key = (rec.topic, rec.partition)
+            ends[key] = max(ends.get(key, 0), rec.offset + 1)
+        return ends
 
 
-def faust_app(settings: Settings, bootstrap: str, *, app_id: str | None = None) -> faust.App:
-    """A faust App tuned for tansu and at-least-once processing (see FACTS.md)."""
-    w = settings.worker
-    return faust.App(
-        app_id or w.app_id,
-        broker=f"kafka://{bootstrap}",
-        autodiscover=False,
-        web_enabled=False,  # our Prometheus endpoint is separate; faust's web would clash on 6066
-        processing_guarantee="at_least_once",  # exactly_once needs aiokafka transactions tansu lacks
-        broker_session_timeout=w.session_timeout_s,
-        broker_heartbeat_interval=w.heartbeat_interval_s,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        topic_disable_leader=True,
-        topic_allow_declare=False,  # topics are created by streams.topics with the right partitions
-        # No faust tables here, so no changelog recovery and no need for tansu's producer_max_batch_size=1
-        # workaround (FACTS.md); batching the news.scored records per request is what lets the commit stage
-        # keep up with the model (measured: benchmarks/bench_pipeline.py).
-        producer_linger=0.005,
-        # few records buffered beyond the batch: bounded drain time on SIGTERM (faust waits for all of them)
-        stream_buffer_maxsize=max(4 * w.batch_size, 64),
-        datadir=str(settings.home / "faust"),
-        store="memory://",
-    )
+class _Revocations(ConsumerRebalanceListener):
+    def __init__(self, worker: PipelineWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker.on_revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.on_assigned(list(assigned))
 
 
 class PipelineWorker:
-    """Owns the faust app, the agent and the batch pipeline; see the module docstring for the guarantees."""
+    """One consumer-group member; see the module docstring for the guarantees."""
 
     def __init__(
         self,
-        settings: Settings,
+        config: WorkerConfig,
         *,
         bootstrap: str,
-        db_engine: Engine,
+        db_sink: DatabaseSink,
         provider: ClassifierProvider,
+        story_key: StoryKey,
         metrics: WorkerMetrics | None = None,
-        batch_writer: BatchWriter = default_batch_writer,
-        story_key: Callable[[str], str] | None = None,
-        drain_timeout_s: float = 30.0,
-        app_id: str | None = None,
     ) -> None:
-        self.settings = settings
-        self.topics = settings.topics
-        self.db_engine = db_engine
+        self.config = config
+        self.bootstrap = bootstrap
+        self.db_sink = db_sink
         self.provider = provider
+        self.story_key = story_key
         self.metrics = metrics or WorkerMetrics()
-        self.batch_writer = batch_writer
-        self.story_key = story_key or default_story_key()
-        self.drain_timeout_s = drain_timeout_s
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="mm-classify")
-        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="mm-db")
-        self._next_offset: dict[tuple[str, int], int] = {}
-        self.app = faust_app(settings, bootstrap, app_id=app_id)
-        self._install()
+        self._stop = asyncio.Event()
+        self._fetching = asyncio.Event()
+        self._fetching.set()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.kafka_sink: KafkaSink | None = None
+        self._positions: dict[int, int] = {}
+        db_sink.on_retry = self._on_retry("database")
 
-    # ---- faust wiring -------------------------------------------------------------------------------
-    def _install(self) -> None:
-        app, w = self.app, self.settings.worker
-        source = app.topic(
-            self.topics.raw, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Thread- and signal-safe: stop fetching, drain what is in flight, leave the group."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def run(self) -> None:
+        """Consume until ``request_stop``; returns after a clean drain and group leave."""
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, max_request_size=cfg.max_request_bytes,
+            request_timeout_ms=30_000, enable_idempotence=False,  # tansu lacks aiokafka idempotence (FACTS.md)
         )
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=cfg.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=int(cfg.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(cfg.heartbeat_interval_s * 1000),
+            max_poll_interval_ms=max(300_000, int(cfg.drain_timeout_s * 4000)),
+            rebalance_timeout_ms=int(max(cfg.session_timeout_s, cfg.drain_timeout_s) * 1000) + 5000,
+            fetch_max_bytes=max(cfg.max_request_bytes * 4, 50 * 1024 * 1024),
+        )
+        await self.producer.start()
+        try:
+            self.kafka_sink = KafkaSink(self.producer, max_retry_delay_s=min(cfg.retry_max_s, 10.0),
+                                        on_retry=self._on_retry("kafka"), on_stub=self._on_stub)
+            self.consumer.subscribe([cfg.raw_topic], listener=_Revocations(self))
+            await self.consumer.start()
+            log.info("worker consuming", topic=cfg.raw_topic, group=cfg.group_id, batch_size=cfg.batch_size)
+            await self._consume()
+        finally:
+            await self._close()
 
-        async def score_news(stream: faust.StreamT) -> None:
-            # Two stages overlap: while the committer writes batch N, batch N+1 is classified. The queue
-            # holds at most one prepared batch, so a stalled database stops consumption (back-pressure).
-            queue: asyncio.Queue[PreparedBatch] = asyncio.Queue(maxsize=1)
-            committer = asyncio.ensure_future(self._committer(stream, queue))
+    async def _close(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    await asyncio.wait_for(client.stop(), 15)
+                except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                    log.warning("client did not stop cleanly", error=repr(exc))
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self.db_sink.close()
+
+    async def _consume(self) -> None:
+        queue: asyncio.Queue[PreparedBatch] = asyncio.Queue(maxsize=1)
+        committer = asyncio.create_task(self._commit_loop(queue), name="mm-commit")
+        lag_timer = asyncio.create_task(self._lag_loop(), name="mm-lag")
+        try:
+            while not self._stop.is_set():
+                records = await self._fetch()
+                if not records:
+                    continue
+                self._begin()
+                prepared = await self.prepare_batch(records)
+                put = asyncio.create_task(queue.put(prepared))
+                await asyncio.wait({put, committer}, return_when=asyncio.FIRST_COMPLETED)
+                if not put.done():  # the committer died: surface its error (a bug), never skip
+                    put.cancel()
+                    committer.result()
+        finally:
+            lag_timer.cancel()
             try:
-                async for events in stream.noack_take(w.batch_size, within=w.batch_max_wait_s):
-                    prepared = await self.prepare_batch(events)
-                    while True:  # put, unless the committer died (then surface its error, never skip)
-                        put = asyncio.ensure_future(queue.put(prepared))
-                        await asyncio.wait({put, committer}, return_when=asyncio.FIRST_COMPLETED)
-                        if put.done():
-                            break
-                        put.cancel()
-                        committer.result()  # raises the committer's exception
-            finally:
-                await self._drain(queue, committer)
-
-        app.agent(source, name="marketmood.score_news", concurrency=1)(score_news)
-        app.timer(interval=2.0)(self._update_lag)
-
-    async def _drain(self, queue: asyncio.Queue[PreparedBatch], committer: asyncio.Future[None]) -> None:
-        """On agent stop: let prepared batches commit (bounded); what is left stays un-acked and is re-read."""
-        if not committer.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(queue.join()), self.drain_timeout_s)
+                await asyncio.wait_for(asyncio.shield(queue.join()), self.config.drain_timeout_s)
             except (asyncio.TimeoutError, asyncio.CancelledError):
-                log.warning("prepared batches not committed before stop; they will be re-read")
+                log.warning("batches in flight not committed before stop; they will be re-read")
             committer.cancel()
+            log.info("worker drained")
 
-    async def _committer(self, stream: faust.StreamT, queue: asyncio.Queue[PreparedBatch]) -> None:
+    def _begin(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def _fetch(self) -> list[RawRecord]:
+        """Up to ``batch_size`` records, waiting at most ``batch_max_wait_s`` for a partial batch."""
+        assert self.consumer is not None
+        cfg = self.config
+        records: list[RawRecord] = []
+        deadline = time.monotonic() + cfg.batch_max_wait_s
+        while len(records) < cfg.batch_size and not self._stop.is_set():
+            if not self._fetching.is_set():  # a rebalance is draining: fetch nothing new
+                await asyncio.sleep(0.05)
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            fetched = await self.consumer.getmany(timeout_ms=int(min(remaining, 0.25) * 1000),
+                                                  max_records=cfg.batch_size - len(records))
+            for tp, batch in fetched.items():
+                records.extend(_to_record(m) for m in batch)
+                self._positions[tp.partition] = batch[-1].offset + 1
+        return records
+
+    # ---- stage 1: validate and classify -------------------------------------------------------------
+    async def prepare_batch(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        """Validate, classify and build rows; nothing is committed here and nothing escapes as an error."""
+        self.metrics.consumed.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
+        try:
+            batch = await self._prepare(list(records))
+        except Exception as exc:  # noqa: BLE001 - a bug somewhere: isolate it record by record
+            log.error("batch preparation failed; preparing records one by one", error=repr(exc))
+            batch = PreparedBatch(list(records))
+            for record in records:
+                try:
+                    single = await self._prepare([record])
+                except Exception as one_exc:  # noqa: BLE001
+                    batch.dead.append(DeadLetter(record, "internal_error", f"{type(one_exc).__name__}: {one_exc}"[:500]))
+                    continue
+                batch.scored += single.scored
+                batch.dead += single.dead
+                batch.rows += single.rows
+                batch.duplicates += single.duplicates
+        if self.consumer is not None:
+            for rec in records:
+                batch.log_end.setdefault(rec.partition, self.consumer.highwater(TopicPartition(rec.topic, rec.partition)))
+        return batch
+
+    async def _prepare(self, records: list[RawRecord]) -> PreparedBatch:
+        loop = asyncio.get_running_loop()
+        plan = validate_batch(records)
+        batch = PreparedBatch(records, dead=list(plan.dead), duplicates=plan.duplicates)
+        if not plan.accepted:
+            return batch
+
+        async def classify() -> tuple[list[Scored], list[DeadLetter]]:
+            classifier = self.provider.current()  # once per batch: hot reloads switch between batches
+            return await loop.run_in_executor(self._infer_pool, classify_accepted, classifier, plan.accepted)
+
+        started = time.perf_counter()
+        scored, refused = await retry_forever(
+            classify, retryable=lambda e: "classifier" if isinstance(e, ClassifierUnavailableError) else None,
+            on_retry=self._on_retry("classifier"), max_delay_s=self.config.retry_max_s)
+        batch.infer_s = time.perf_counter() - started
+        self.metrics.inference_seconds.observe(batch.infer_s)
+        batch.dead += refused
+        rows, unbuildable = build_rows(scored, self.story_key)
+        batch.rows, batch.scored = rows, [s for s, _ in rows]
+        batch.dead += unbuildable
+        if scored:
+            self.metrics.model_info.clear()
+            self.metrics.model_info.labels(version=scored[0].prediction.model_version).set(1)
+        return batch
+
+    # ---- stage 2: flush sinks, then commit offsets --------------------------------------------------
+    async def _commit_loop(self, queue: asyncio.Queue[PreparedBatch]) -> None:
         while True:
             prepared = await queue.get()
             try:
-                await self.commit_batch(stream, prepared)
+                await self._commit_until_done(prepared)
             finally:
+                self._end()
                 queue.task_done()
 
-    # ---- one batch ----------------------------------------------------------------------------------
-    async def handle_batch(self, stream: faust.StreamT, events: Sequence[faust.EventT]) -> None:
-        """Both stages for one batch, sequentially (used by tests and tools)."""
-        await self.commit_batch(stream, await self.prepare_batch(events))
+    async def _commit_until_done(self, batch: PreparedBatch) -> None:
+        """``commit_batch``, retried on anything unexpected (writes are idempotent, so a retry is safe)."""
+        await retry_forever(lambda: self.commit_batch(batch), retryable=lambda e: "internal",
+                            on_retry=self._on_retry("commit"), max_delay_s=self.config.retry_max_s)
 
-    async def prepare_batch(self, events: Sequence[faust.EventT]) -> PreparedBatch:
-        """Stage 1: validate and classify (in the executor). Nothing is acked here."""
-        loop = asyncio.get_running_loop()
-        records = [_to_record(ev) for ev in events]
-        self.metrics.consumed.inc(len(records))
-        self.metrics.batch_size.observe(len(records))
-        plan = validate_batch(records)
-        dead: list[DeadLetter] = list(plan.dead)
-        scored: list[Scored] = []
-        infer_s = 0.0
-        if plan.accepted:
-            classifier = self.provider.current()  # once per batch: hot reloads switch between batches
-            started = time.perf_counter()
-            scored, refused = await loop.run_in_executor(self._infer_pool, classify_accepted, classifier, plan.accepted)
-            infer_s = time.perf_counter() - started
-            self.metrics.inference_seconds.observe(infer_s)
-            dead += refused
-            if scored:
-                self.metrics.model_info.clear()
-                self.metrics.model_info.labels(version=scored[0].prediction.model_version).set(1)
-        return PreparedBatch(list(events), records, scored, dead, plan.duplicates, infer_s)
-
-    async def commit_batch(self, stream: faust.StreamT, batch: PreparedBatch) -> None:
-        """Stage 2: one DB transaction (retried), publish results, and only then ack the offsets."""
-        scored, dead = batch.scored, list(batch.dead)
-        t1 = time.perf_counter()
-        if scored:
-            rejected = await self._write_with_retry(scored)
-            if rejected:
-                refused_ids = {id(s) for s, _ in rejected}
-                dead += [DeadLetter(s.accepted.record, "db_rejected", why) for s, why in rejected]
-                scored = [s for s in scored if id(s) not in refused_ids]
-        t2 = time.perf_counter()
-        await self._publish_with_retry(scored, dead)
-        t3 = time.perf_counter()
-        for event in batch.events:
-            await stream.ack(event)
-        for rec in batch.records:
-            key = (rec.topic, rec.partition)
-            self._next_offset[key] = max(self._next_offset.get(key, 0), rec.offset + 1)
-        self.metrics.scored.inc(len(scored))
+    async def commit_batch(self, batch: PreparedBatch) -> None:
+        """Flush the database sink, flush the Kafka sink, then commit the batch's offsets."""
+        assert self.kafka_sink is not None
+        now = datetime.now(timezone.utc)
+        by_article = {id(item): s for s, item in batch.rows}
+        for _, item in batch.rows:
+            self.db_sink.add(item)
+        for progress in self._progress(batch):
+            self.db_sink.add_progress(progress)
+        db = await self.db_sink.flush()
+        self.metrics.db_seconds.observe(db.seconds)
+        dead = list(batch.dead) + [
+            DeadLetter(by_article[id(item)].accepted.record, reason, detail) for item, reason, detail in db.refused
+        ]
+        stored_ids = {id(item) for item in db.stored}
+        if self.config.publish_scored:
+            for _, item in batch.rows:
+                if id(item) in stored_ids:
+                    key, value = scored_event(by_article[id(item)], now)
+                    self.kafka_sink.add(OutRecord(self.config.scored_topic, key, value, []))
+        for d in dead:
+            self.kafka_sink.add(self._deadletter_out(d, now))
+        await self.kafka_sink.flush()
+        await self._commit_offsets(batch.next_offsets())
+        self.metrics.scored.inc(len(db.stored))
+        self.metrics.duplicates.inc(batch.duplicates)
         for d in dead:
             self.metrics.deadlettered.labels(reason=d.reason).inc()
-        log.debug("batch committed", size=len(batch.records), scored=len(scored), dead=len(dead),
-                  duplicates=batch.duplicates, infer_s=round(batch.infer_s, 4), db_s=round(t2 - t1, 4),
-                  publish_s=round(t3 - t2, 4))
+            if d.reason == "conflicting_duplicate":
+                log.warning("conflicting copy of an article dead-lettered (first write wins)",
+                            partition=d.record.partition, offset=d.record.offset, detail=d.detail)
 
-    async def _write_with_retry(self, scored: list[Scored]) -> list[tuple[Scored, str]]:
-        """Commit the batch; retry transient errors forever with capped exponential back-off.
+    def _deadletter_out(self, dead: DeadLetter, now: datetime) -> OutRecord:
+        key, value, headers = deadletter_record(dead, now)
+        return OutRecord(self.config.deadletter_topic, key, value, headers,
+                         fallback=lambda: deadletter_record(dead, now, max_bytes=0))
 
-        Returns the rows PostgreSQL refused for data reasons (isolated row by row), to be dead-lettered.
-        """
-        items = [db_item(s, self.story_key) for s in scored]
-        refusal, seconds = await self._write_until_not_transient(items)
-        if refusal is None:
-            self.metrics.db_seconds.observe(seconds)
-            return []
-        log.warning("batch refused by the database; isolating rows", error=str(refusal).splitlines()[0])
-        refused: list[tuple[Scored, str]] = []
-        for s, item in zip(scored, items, strict=True):
-            row_refusal, _ = await self._write_until_not_transient([item])
-            if row_refusal is not None:
-                refused.append((s, str(row_refusal).splitlines()[0][:500]))
-        return refused
+    def _progress(self, batch: PreparedBatch) -> list[PartitionProgress]:
+        event_times: dict[int, datetime] = {}
+        for s, item in batch.rows:
+            t = item.published_at or s.accepted.record.kafka_time
+            if t is not None:
+                p = s.accepted.record.partition
+                event_times[p] = max(event_times.get(p, t), t)
+        return [
+            PartitionProgress(topic, partition, next_offset, batch.log_end.get(partition), event_times.get(partition))
+            for (topic, partition), next_offset in batch.next_offsets().items()
+        ]
 
-    async def _write_until_not_transient(self, items: list[ScoredArticle]) -> tuple[Exception | None, float]:
-        """Write ``items`` in one transaction, retrying transient errors (server down, connection lost) forever.
-
-        Returns (None, seconds of the successful attempt), or (the error, 0.0) when PostgreSQL refuses the
-        data itself: retrying that would block the partition for good.
-        """
-        from storage.db import is_transient_error
-
-        loop = asyncio.get_running_loop()
-        delay, attempt = 0.2, 0
-        while True:
-            started = time.perf_counter()
-            try:
-                await loop.run_in_executor(self._db_pool, self.batch_writer, self.db_engine, items)
-            except Exception as exc:  # noqa: BLE001 - classified just below
-                if not is_transient_error(exc):
-                    return exc, 0.0
-                attempt += 1
-                self.metrics.db_retries.inc()
-                log.warning("database unavailable; retrying", attempt=attempt, rows=len(items),
-                            retry_in_s=round(delay, 2), error=str(exc).splitlines()[0])
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.worker.db_retry_max_s)
-                continue
-            if attempt:
-                log.info("database write succeeded after retries", attempts=attempt + 1)
-            return None, time.perf_counter() - started
-
-    async def _publish_with_retry(self, scored: list[Scored], dead: list[DeadLetter]) -> None:
-        """Send news.scored and news.deadletter records and wait for the broker to confirm all of them."""
-        producer = self.app.producer
-        now = datetime.now(timezone.utc)
-        delay = 0.2
-        while True:
-            try:
-                futures = []
-                for s in scored:
-                    key, value = scored_event(s, now)
-                    futures.append(await producer.send(self.topics.scored, key, value, None, None, None))
-                for d in dead:
-                    key, value, headers = deadletter_record(d, now)
-                    futures.append(await producer.send(self.topics.deadletter, key, value, None, None, headers))
-                if futures:
-                    await asyncio.gather(*futures)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - broker trouble: the batch stays un-acked until sent
-                log.warning("publishing results failed; retrying", error=repr(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def _update_lag(self) -> None:
-        consumer = self.app.consumer
+    async def _commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        assert self.consumer is not None
         try:
-            assignment = consumer.assignment()
-        except Exception:  # noqa: BLE001 - not yet assigned
+            await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except KafkaError as exc:  # partition moved in a rebalance: the new owner re-reads (idempotent)
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit refused; the partition's new owner will re-read", error=repr(exc),
+                        offsets={f"{t}-{p}": o for (t, p), o in offsets.items()})
+
+    # ---- rebalance ----------------------------------------------------------------------------------
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Let the batches in flight commit while the partitions are still ours (bounded)."""
+        self._fetching.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("rebalance: batches in flight not committed in time; they will be re-read")
+        for tp in revoked:
+            self._positions.pop(tp.partition, None)
+            try:
+                self.metrics.lag.remove(str(tp.partition))
+            except KeyError:
+                pass
+        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._fetching.set()
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    # ---- metrics ------------------------------------------------------------------------------------
+    async def _lag_loop(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            self.update_lag()
+
+    def update_lag(self) -> None:
+        """Set the lag gauge for the partitions this worker owns now (labels of lost ones are removed)."""
+        if self.consumer is None:
             return
-        for tp in assignment:
-            if tp.topic != self.topics.raw:
-                continue
-            highwater = consumer.highwater(tp)
+        owned = {tp.partition: tp for tp in self.consumer.assignment()}
+        for label in list(_gauge_labels(self.metrics.lag)):
+            if int(label) not in owned:
+                self.metrics.lag.remove(label)
+        for partition, tp in owned.items():
+            highwater = self.consumer.highwater(tp)
             if highwater is None:
                 continue
-            position = self._next_offset.get((tp.topic, tp.partition), 0)
-            self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))
+            position = self._positions.get(partition, highwater)
+            self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - position))
 
-    def close(self) -> None:
-        self._infer_pool.shutdown(wait=False, cancel_futures=True)
-        self._db_pool.shutdown(wait=False, cancel_futures=True)
+    def _on_retry(self, what: str) -> Callable[[str, BaseException, int, float], None]:
+        def on_retry(kind: str, exc: BaseException, attempt: int, delay: float) -> None:
+            self.metrics.retries.labels(stage=what, kind=kind).inc()
+            text = str(exc).strip().splitlines()
+            log.warning(f"{what} failed; retrying", kind=kind, attempt=attempt, retry_in_s=round(delay, 2),
+                        error=(text[0] if text else repr(exc))[:300])
+        return on_retry
+
+    def _on_stub(self, record: OutRecord, exc: BaseException) -> None:
+        self.metrics.deadletter_stubs.inc()
+        log.warning("dead letter too large for the broker; sending a stub", error=repr(exc), size=len(record.value))
 
 
-def _to_record(event: faust.EventT) -> RawRecord:
-    msg = event.message
-    headers = msg.headers or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
+def _gauge_labels(gauge: Any) -> list[str]:
+    return [labels[0] for labels in gauge._metrics]  # prometheus_client keeps children by label tuple
+
+
+def _to_record(msg: Any) -> RawRecord:
     return RawRecord(
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,
         key=msg.key,
         value=msg.value,
-        headers=[(str(k), bytes(v) if v is not None else b"") for k, v in headers],
-        timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None,
+        headers=[(str(k), bytes(v) if v is not None else b"") for k, v in (msg.headers or [])],
+        timestamp_ms=int(msg.timestamp) if msg.timestamp and msg.timestamp > 0 else None,
     )
-
-
-def run_worker(
-    settings: Settings,
-    *,
-    bootstrap: str,
-    database_url: str,
-    provider: ClassifierProvider,
-    metrics: WorkerMetrics | None = None,
-) -> None:
-    """Run the worker until SIGTERM/SIGINT (blocking; faust owns the event loop and signal handlers)."""
-    from storage.db import make_engine
-
-    metrics = metrics or WorkerMetrics()
-    metrics.serve(settings.worker.web_port)
-    engine = make_engine(database_url)
-    worker = PipelineWorker(settings, bootstrap=bootstrap, db_engine=engine, provider=provider, metrics=metrics)
-    log.info("worker starting", topic=settings.topics.raw, batch_size=settings.worker.batch_size,
-             metrics_port=settings.worker.web_port)
-    fworker = faust.Worker(worker.app, loglevel=settings.log_level, override_logging=False, quiet=True)
-    try:
-        fworker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
-    finally:
-        worker.close()
-        engine.dispose()
-        log.info("worker stopped")

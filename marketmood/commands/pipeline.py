@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from marketmood.demo import run_demo
+from marketmood.engines import classifier_provider
+from marketmood.logs import configure_logging
+from marketmood.pipeline import run_worker
+from marketmood.runtime import services
 from marketmood.settings import Settings, get_settings
-from models.prediction import ClassifierProvider
-
-
-@contextlib.contextmanager
-def classifier_provider(settings: Settings, database_url: str) -> Iterator[ClassifierProvider]:
-    """The classifier provider the worker calls once per batch.
-
-    With ``model.path`` set (MARKETMOOD_MODEL__PATH) that artifact is pinned: a static provider, no hot
-    reload. Otherwise the registry-backed provider follows the ``active`` alias (registering the bundled
-    model on an empty registry) and swaps to a newly promoted model between batches.
-    """
-    if settings.model.path is not None:
-        from models.engine import engine_from_settings
-        from models.prediction import StaticProvider
-
-        yield StaticProvider(engine_from_settings(settings))
-        return
-    from storage.db import make_engine
-    from streams.hot_reload import RegistryProvider
-
-    engine = make_engine(database_url)
-    provider = RegistryProvider.from_settings(settings, engine).start()
-    try:
-        yield provider
-    finally:
-        provider.stop()
-        engine.dispose()
 
 
 @click.command("worker")
@@ -47,10 +23,6 @@ def worker_command(metrics_port: int | None) -> None:
     With MARKETMOOD_KAFKA_BOOTSTRAP / MARKETMOOD_DATABASE_URL unset, an embedded broker and database are
     started (and stopped on exit); `marketmood publish` finds that broker by itself.
     """
-    from marketmood.logs import configure_logging
-    from marketmood.runtime import services
-    from streams.worker import run_worker
-
     settings = get_settings()
     if metrics_port is not None:
         settings = settings.model_copy(
@@ -90,9 +62,6 @@ def demo_command(rate: float, phases: tuple[float, float, float], articles: int 
     calm, then a negative burst about one company, then calm again, so an alert fires and resolves (about
     two minutes by default). Ctrl-C stops everything cleanly; a summary goes to <home>/demo-summary.json.
     """
-    from marketmood.logs import configure_logging
-    from streams.demo import run_demo
-
     settings = get_settings()
     configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_format)
     run_demo(settings, rate=rate, phases=phases, articles=articles, duration=duration, seed=seed)

@@ -11,7 +11,6 @@ stops everything; a summary is written to ``<home>/demo-summary.json``.
 
 from __future__ import annotations
 
-import structlog
 import json
 import os
 import signal
@@ -25,15 +24,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import Engine
 
+from alerts.rules import RulesError
+from alerts.service import AlertService
 from marketmood.runtime import Services, services, sigterm_as_interrupt
 from marketmood.settings import REPO_ROOT, AlertSettings, Settings
+from storage import alerts as alerts_db
+from storage.articles import topic_summary
+from storage.db import make_engine
 from streams.demo_news import DemoStream
 from streams.publisher import make_producer, publish
 
@@ -169,25 +175,17 @@ class AlertWatch:
     resolved: int = 0
 
     @classmethod
-    def start(cls, engine: Any, rules: Any) -> AlertWatch:
-        from sqlalchemy import text
-
+    def start(cls, engine: Engine, rules: Any) -> AlertWatch:
         with engine.connect() as conn:
-            after = conn.execute(text("SELECT coalesce(max(id), 0) FROM alerts")).scalar_one()
+            after = max((a["id"] for a in alerts_db.list_alerts(conn, limit=1000)), default=0)
         return cls(engine, rules, int(after))
 
     def poll(self) -> None:
-        from sqlalchemy import text
-
-        from storage import alerts as db
-
+        db = alerts_db
         with self.engine.connect() as conn:
-            ids = [r[0] for r in conn.execute(text("SELECT id FROM alerts WHERE id > :a ORDER BY id"),
-                                              {"a": self.after_id})]
-            for alert_id in ids:
-                alert = db.get_alert(conn, alert_id)
-                if alert is None:
-                    continue
+            recent = [a for a in db.list_alerts(conn, limit=1000) if a["id"] > self.after_id]
+            for alert in sorted(recent, key=lambda a: a["id"]):
+                alert_id = alert["id"]
                 previous = self.states.get(alert_id)
                 if previous is None:
                     self.fired += 1
@@ -244,9 +242,6 @@ class AlertWatch:
 
 def _start_alerts(engine: Any, alert_settings: AlertSettings, console: Console) -> Any:
     """The alert service in two background threads (None, with the reason printed, if it cannot start)."""
-    from alerts.rules import RulesError
-    from alerts.service import AlertService
-
     try:
         service = AlertService(engine, settings=alert_settings)
     except (RulesError, ValueError) as exc:
@@ -282,9 +277,6 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
 
     ``phases`` = (calm, burst, recovery) seconds of the feed at ``rate`` articles/s; ``articles`` caps the feed.
     """
-    from storage.articles import topic_summary
-    from storage.db import make_engine
-
     console = console or Console()
     settings.home.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")

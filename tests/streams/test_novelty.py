@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.syndication import normalize_headline, story_key
+from streams.novelty import normalize_headline, story_key
 
 
 @pytest.mark.parametrize(

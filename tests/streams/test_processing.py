@@ -1,15 +1,19 @@
-"""Pure batch rules: de-duplication, per-text engine refusals, dead-letter and news.scored formats."""
+"""Pure batch rules: de-duplication, isolation of failing texts and rows, dead-letter and news.scored formats."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from models.prediction import InvalidTextError, Prediction
+import pytest
+
+from models.prediction import Prediction
 from streams.messages import ScoredEvent
 from streams.processing import (
-    RawRecord,
+    ClassifierUnavailableError,
+    build_rows,
     classify_accepted,
     db_item,
     deadletter_record,
@@ -17,37 +21,80 @@ from streams.processing import (
     scored_event,
     validate_batch,
 )
+from tests.streams.records import RefusesWordClassifier, msg, rec
 
 
-class RefusesWordClassifier:
-    """Test double of the Classifier contract: refuses texts containing 'BAD', else a fixed verdict."""
+def test_first_copy_of_an_id_wins_identical_copies_are_duplicates_different_ones_dead_lettered() -> None:
+    plan = validate_batch([
+        rec(0, msg("a", "first")), rec(1, b"{bad"), rec(2, msg("b")), rec(3, msg("a", "first")),
+        rec(4, msg("a", "changed headline")),
+    ])
+    assert [a.message.id for a in plan.accepted] == ["a", "b"]
+    assert plan.accepted[0].message.title == "first" and plan.accepted[0].record.offset == 0
+    assert plan.duplicates == 1
+    assert [(d.record.offset, d.reason) for d in plan.dead] == [(1, "invalid_json"), (4, "conflicting_duplicate")]
 
-    model_version = "double-1"
 
-    def __init__(self) -> None:
-        self.calls = 0
+def test_parse_failures_of_any_kind_become_reasons_never_exceptions() -> None:
+    nested = b'{"id":"bad","title":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    future = json.dumps({"id": "f", "title": "t", "published_at": "9999-12-31T23:59:59Z"}).encode()
+    plan = validate_batch([rec(0, nested), rec(1, future), rec(2, msg("ok"))])
+    assert [a.message.id for a in plan.accepted] == ["ok"]
+    assert [(d.record.offset, d.reason) for d in plan.dead] == [(0, "too_deep"), (1, "invalid_fields")]
+
+
+class FailsOnWord:
+    """Raises RuntimeError (not InvalidTextError) on texts with ``word``; ``broken`` fails on everything."""
+
+    model_version = "double-2"
+
+    def __init__(self, word: str = "BOOM", broken: bool = False) -> None:
+        self.word, self.broken, self.calls = word, broken, 0
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         self.calls += 1
-        for i, t in enumerate(texts):
-            if "BAD" in t:
-                raise InvalidTextError(i, "refused by test double")
-        return [Prediction("Markets", 0.9, "negative", 0.7, 0.2, 0.1, self.model_version) for _ in texts]
+        if self.broken or any(self.word in t for t in texts):
+            raise RuntimeError("kernel failure")
+        return [Prediction("Markets", 0.9, "neutral", 0.1, 0.8, 0.1, self.model_version) for _ in texts]
 
 
-def rec(offset: int, value: bytes, partition: int = 0) -> RawRecord:
-    return RawRecord("news.raw", partition, offset, b"k", value, [("trace", b"1")])
+def test_any_classifier_error_is_isolated_to_its_text_by_bisection() -> None:
+    plan = validate_batch([rec(i, msg(f"a{i}", "BOOM" if i == 5 else f"calm {i}")) for i in range(8)])
+    scored, dead = classify_accepted(FailsOnWord(), plan.accepted)
+    assert [s.accepted.record.offset for s in scored] == [0, 1, 2, 3, 4, 6, 7]
+    assert [(d.record.offset, d.reason) for d in dead] == [(5, "engine_error")]
+    assert "RuntimeError: kernel failure" in dead[0].detail
 
 
-def msg(i: str, title: str = "Stocks fall") -> bytes:
-    return json.dumps({"id": i, "title": title, "published_at": "2024-01-01T00:00:00+00:00"}).encode()
+def test_a_classifier_broken_for_every_text_is_systemic_not_a_dead_letter() -> None:
+    plan = validate_batch([rec(i, msg(f"a{i}")) for i in range(4)])
+    with pytest.raises(ClassifierUnavailableError):
+        classify_accepted(FailsOnWord(broken=True), plan.accepted)
 
 
-def test_validate_batch_keeps_last_copy_of_an_id_and_dead_letters_the_rest() -> None:
-    plan = validate_batch([rec(0, msg("a", "old")), rec(1, b"{bad"), rec(2, msg("b")), rec(3, msg("a", "new"))])
-    assert [a.message.id for a in plan.accepted] == ["b", "a"]
-    assert plan.accepted[1].message.title == "new" and plan.duplicates == 1
-    assert [(d.record.offset, d.reason) for d in plan.dead] == [(1, "invalid_json")]
+def test_a_row_that_cannot_be_built_is_dead_lettered_alone() -> None:
+    plan = validate_batch([rec(0, msg("a", "fine")), rec(1, msg("b", "explodes"))])
+    scored, _ = classify_accepted(FailsOnWord(), plan.accepted)
+
+    def story_key(title: str) -> str:
+        if title == "explodes":
+            raise ValueError("bad title")
+        return title
+
+    rows, dead = build_rows(scored, story_key)
+    assert [item.id for _, item in rows] == ["a"]
+    assert [(d.record.offset, d.reason) for d in dead] == [(1, "row_error")]
+
+
+def test_a_dead_letter_too_large_for_the_broker_becomes_a_stub_with_hash_and_size() -> None:
+    big = b"x" * 5_000
+    plan = validate_batch([rec(3, big)])
+    key, value, headers = deadletter_record(plan.dead[0], max_bytes=1_000)
+    meta = describe_deadletter(headers)
+    stub = json.loads(value)
+    assert stub["truncated"] and stub["size"] == 5_000 and stub["offset"] == 3
+    assert stub["sha256"] == hashlib.sha256(big).hexdigest() == meta["sha256"]
+    assert meta["truncated"] == "1" and meta["reason"] == "invalid_json" and len(value) < 1_000
 
 
 def test_an_engine_refusal_dead_letters_one_message_and_scores_the_rest() -> None:

@@ -141,7 +141,7 @@ def test_postgres_outage_backs_off_and_catches_up(
             second = _publish(kafka_bootstrap, topic_names, 50, 150)
             time.sleep(20)
             assert worker.alive(), worker.log()[-3000:]
-            assert "database unavailable; retrying" in worker.log()
+            assert "database failed; retrying" in worker.log()
         finally:
             pg_server.start()
         wait_until(lambda: db.try_articles() >= 150, 120, what=f"catch-up\n{worker.log()[-3000:]}")
@@ -204,7 +204,7 @@ def test_sigterm_while_a_batch_waits_for_the_database_drains_that_batch(
         pg_server.stop()
         try:
             second = _publish(kafka_bootstrap, topic_names, 8, 16)
-            wait_until(lambda: "database unavailable; retrying" in worker.log(), 60, what="a retrying batch")
+            wait_until(lambda: "database failed; retrying" in worker.log(), 60, what="a retrying batch")
             worker.proc.send_signal(15)
             wait_until(lambda: "Signal received: 15" in worker.log(), 20, what="SIGTERM handling")
             time.sleep(2.0)

@@ -12,8 +12,9 @@
   time bounds reach the ``scores.event_time`` index.
 * ``articles.kafka_timestamp``: the Kafka record timestamp (producer or broker time), so ingest-to-score
   latency is measured from when the record entered Kafka, not from the worker's own clock.
-* ``article_conflicts``: a second copy of an id with different content (first write wins; the conflict is
-  recorded, counted in a metric and logged, never silently merged).
+* ``articles.content_sha256``: fingerprint of an article's content, so a second copy of an id with
+  different content is recognised (first write wins; the worker dead-letters the copy as
+  ``conflicting_duplicate``, counts it in a metric and logs it; never silently merged).
 
 Revision ID: 0003_pipeline
 Revises: 0002_grafana_reader
@@ -67,24 +68,12 @@ def upgrade() -> None:
         """
     )
     op.execute("ALTER TABLE articles ADD COLUMN kafka_timestamp timestamptz")
-    op.execute(
-        """
-        CREATE TABLE article_conflicts (
-          id bigserial PRIMARY KEY,
-          article_id text NOT NULL,
-          kafka_partition integer,
-          kafka_offset bigint,
-          title text,
-          seen_at timestamptz NOT NULL DEFAULT now()
-        )
-        """
-    )
-    op.execute("CREATE INDEX ix_article_conflicts_article_id ON article_conflicts (article_id)")
+    op.execute("ALTER TABLE articles ADD COLUMN content_sha256 text")
     op.execute(CURRENT_SCORES_SQL)
 
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS current_scores(timestamptz, timestamptz)")
-    op.execute("DROP TABLE IF EXISTS article_conflicts")
+    op.execute("ALTER TABLE articles DROP COLUMN IF EXISTS content_sha256")
     op.execute("ALTER TABLE articles DROP COLUMN IF EXISTS kafka_timestamp")
     op.execute("DROP TABLE IF EXISTS ingest_progress")

@@ -1,0 +1,143 @@
+"""The worker's database sink on real PostgreSQL: data errors are isolated, every other failure stalls.
+
+Each fault is PostgreSQL's own: a CHECK constraint refusing an impossible sentiment, a read-only database
+(what a failover to a replica looks like), a table lock held by another session (lock_timeout), and a
+statement hung behind that lock (statement_timeout). The invariant in every case: a row is either stored
+or handed back to be dead-lettered with a reason; a systemic fault hands nothing back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from storage.articles import ScoredArticle, write_scored_batch
+from storage.db import make_engine
+from storage.progress import PartitionProgress, read_progress
+from streams.sinks import DatabaseSink
+
+
+def _item(i: int, sentiment: str = "neutral", title: str | None = None, sha: str | None = None) -> ScoredArticle:
+    return ScoredArticle(
+        id=f"a{i}", title=title or f"Headline {i}", model_version="v1", topic="Markets", topic_confidence=0.9,
+        sentiment=sentiment, p_negative=0.1, p_neutral=0.8, p_positive=0.1, score=0.0,
+        published_at=datetime(2024, 5, 1, 12, i, tzinfo=timezone.utc), kafka_partition=0, kafka_offset=i,
+        content_sha256=sha or f"sha-{i}",
+    )
+
+
+def _sink(db_url: str, **engine_kwargs) -> tuple[DatabaseSink, list[str]]:
+    retries: list[str] = []
+    engine = make_engine(db_url, poolclass=NullPool, **engine_kwargs)
+    return DatabaseSink(engine, write_scored_batch, max_retry_delay_s=0.2,
+                        on_retry=lambda kind, exc, n, d: retries.append(kind)), retries
+
+
+def _ids(db_url: str, table: str = "articles", column: str = "id") -> list[str]:
+    engine = make_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(f"SELECT {column} FROM {table} ORDER BY {column}")).scalars())
+    finally:
+        engine.dispose()
+
+
+def _flush(sink: DatabaseSink, items: list[ScoredArticle], progress: list[PartitionProgress] | None = None):
+    for item in items:
+        sink.add(item)
+    for p in progress or []:
+        sink.add_progress(p)
+    return asyncio.run(sink.flush())
+
+
+def test_a_refused_row_is_isolated_and_the_rest_of_the_batch_is_committed(db_url) -> None:
+    sink, retries = _sink(db_url)
+    items = [_item(i, "furious" if i == 3 else "neutral") for i in range(6)]  # breaks ck_scores_sentiment
+    progress = [PartitionProgress("news.raw", 0, 6, 10, datetime(2024, 5, 1, 12, 5, tzinfo=timezone.utc))]
+    result = _flush(sink, items, progress)
+    assert [(item.id, reason) for item, reason, _ in result.refused] == [("a3", "db_rejected")]
+    assert "ck_scores_sentiment" in result.refused[0][2]
+    assert sorted(i.id for i in result.stored) == ["a0", "a1", "a2", "a4", "a5"]
+    assert _ids(db_url, "scores", "article_id") == ["a0", "a1", "a2", "a4", "a5"] and retries == []
+    engine = make_engine(db_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        assert [(p.partition, p.next_offset, p.log_end_offset) for p in read_progress(conn, "news.raw")] == [(0, 6, 10)]
+    engine.dispose()
+
+
+def test_same_id_with_other_content_in_a_later_batch_is_refused_as_a_conflict_replays_are_not(db_url) -> None:
+    sink, _ = _sink(db_url)
+    _flush(sink, [_item(1, sha="original")])
+    replay = _flush(sink, [_item(1, sha="original")])
+    conflict = _flush(sink, [_item(1, "negative", title="Another text", sha="changed")])
+    assert replay.refused == [] and [i.id for i in replay.stored] == ["a1"]
+    assert [(i.id, reason) for i, reason, _ in conflict.refused] == [("a1", "conflicting_duplicate")]
+    engine = make_engine(db_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT title, content_sha256 FROM articles")).all() == [("Headline 1", "original")]
+        assert conn.execute(text("SELECT sentiment FROM scores")).scalars().all() == ["neutral"]
+    engine.dispose()
+
+
+def _set_read_only(db_url: str, on: bool) -> None:
+    name = make_url(db_url).database
+    # the session itself must not inherit the read-only default it is about to lift
+    admin = make_engine(db_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                        connect_args={"options": "-c default_transaction_read_only=off"})
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}'))
+    admin.dispose()
+
+
+def test_a_read_only_database_stalls_the_batch_and_never_dead_letters_it(db_url) -> None:
+    sink, retries = _sink(db_url)
+    _set_read_only(db_url, True)
+    released = threading.Timer(2.0, _set_read_only, (db_url, False))
+    released.start()
+    try:
+        result = _flush(sink, [_item(i) for i in range(4)])
+    finally:
+        released.cancel()
+        _set_read_only(db_url, False)
+    assert result.refused == [] and len(result.stored) == 4
+    assert retries and set(retries) == {"systemic"}
+    assert _ids(db_url) == ["a0", "a1", "a2", "a3"]
+
+
+def _hold_table_lock(db_url: str, seconds: float, locked: threading.Event) -> None:
+    engine = make_engine(db_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("LOCK TABLE articles IN ACCESS EXCLUSIVE MODE"))
+        locked.set()
+        time.sleep(seconds)
+    engine.dispose()
+
+
+def test_a_lock_held_elsewhere_times_out_and_is_retried_until_it_is_released(db_url) -> None:
+    sink, retries = _sink(db_url, lock_timeout_ms=300)
+    locked = threading.Event()
+    holder = threading.Thread(target=_hold_table_lock, args=(db_url, 2.5, locked))
+    holder.start()
+    locked.wait(10)
+    result = _flush(sink, [_item(i) for i in range(3)])
+    holder.join()
+    assert result.refused == [] and len(result.stored) == 3
+    assert retries and set(retries) == {"transient"}
+
+
+def test_a_hung_statement_is_cancelled_by_statement_timeout_and_retried(db_url) -> None:
+    sink, retries = _sink(db_url, statement_timeout_ms=400)
+    locked = threading.Event()
+    holder = threading.Thread(target=_hold_table_lock, args=(db_url, 2.5, locked))
+    holder.start()
+    locked.wait(10)
+    result = _flush(sink, [_item(i) for i in range(3)])
+    holder.join()
+    assert result.refused == [] and len(result.stored) == 3
+    assert retries and set(retries) == {"transient"}
