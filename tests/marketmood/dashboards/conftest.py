@@ -212,3 +212,20 @@ def run(seeded: Seed) -> Callable[..., tuple[list[str], list[dict[str, Any]]]]:
         return run_panel_sql(seeded.reader_url, raw, context(seeded, **kwargs))
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def make_scored() -> Callable[..., ScoredArticle]:
+    """``make_scored(id, title, at, tickers, topic, sentiment, p_negative, version=..., ...)``."""
+    return scored
+
+
+@pytest.fixture(scope="session")
+def run_on() -> Callable[..., tuple[list[str], list[dict[str, Any]]]]:
+    """``run_on(db_url, raw_sql, t_from, t_to, **context_kwargs)`` as Grafana's reader on any database."""
+
+    def _run(url: str, raw: str, t_from: datetime, t_to: datetime, **kwargs: Any) -> tuple[list[str], list[dict[str, Any]]]:
+        seed = Seed(url=url, reader_url=_reader_url(url), t0=t_from, now=t_to - timedelta(minutes=5), titles={})
+        return run_panel_sql(seed.reader_url, raw, context(seed, **kwargs))
+
+    return _run
