@@ -14,14 +14,21 @@ def api_command(host: str | None, port: int | None) -> None:
     """Serve POST /classify, GET /alerts, POST /alerts/{id}/ack, POST /feedback, GET /health, GET /metrics.
 
     OpenAPI at /docs and /openapi.json. Writes need `Authorization: Bearer <token>` with a token from
-    MARKETMOOD_API__TOKENS (JSON list; entries `name:secret` record `name` as the author).
+    MARKETMOOD_API__TOKENS (JSON list; entries `name:secret` record `name` as the author). POST /classify is
+    rate-limited per client (MARKETMOOD_API__CLASSIFY_PER_MINUTE, __CLASSIFY_BURST). An external database
+    must be migrated first (`marketmood db upgrade`); the embedded default is migrated here.
     """
-    from marketmood.api.server import serve
+    from marketmood.api.server import SchemaNotReadyError, serve
     from marketmood.logs import configure_logging
+    from storage.db import DatabaseUnavailableError
+    from storage.embedded import EmbeddedPostgresError
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    serve(settings, host or settings.api.host, port or settings.api.port)
+    try:
+        serve(settings, host or settings.api.host, port or settings.api.port)
+    except (SchemaNotReadyError, DatabaseUnavailableError, EmbeddedPostgresError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 COMMANDS = [api_command]

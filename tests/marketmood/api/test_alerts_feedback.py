@@ -67,9 +67,11 @@ def test_feedback_is_stored_with_the_token_identity(db_client: TestClient, db_ur
                            json={"text": "Shares tumble", "sentiment": "Bearish", "author": "mallory"})
     assert response.status_code == 201, response.text
     assert response.json()["author"] == "alice"  # a named token wins over the body
-    response = db_client.post("/feedback", headers=shared,
+    response = db_client.post("/feedback", headers=shared,  # bare tokens may not write feedback (issue 13)
                            json={"text": "Dividend raised", "topic": "dividend", "author": "bob"})
-    assert response.status_code == 201 and response.json()["author"] == "bob"
+    assert response.status_code == 403
+    response = db_client.post("/feedback", headers=alice, json={"text": "Dividend raised", "topic": "dividend"})
+    assert response.status_code == 201
 
     engine = make_engine(db_url)
     try:
@@ -79,7 +81,7 @@ def test_feedback_is_stored_with_the_token_identity(db_client: TestClient, db_ur
         engine.dispose()
     assert [(r.text, r.topic, r.sentiment, r.author, r.origin) for r in rows] == [
         ("Shares tumble", None, "negative", "alice", "api"),
-        ("Dividend raised", "Dividend", None, "bob", "api"),
+        ("Dividend raised", "Dividend", None, "alice", "api"),
     ]
 
 
