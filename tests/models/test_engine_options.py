@@ -66,3 +66,25 @@ def test_fp16_weights_serve_the_torch_path(artifact_dir, tmp_path, torch_engine)
     assert engine.backend == "torch"
     got, want = engine.predict_proba(TEXTS[:5]), torch_engine.predict_proba(TEXTS[:5])
     np.testing.assert_allclose(got[0], want[0], atol=2e-2)
+
+
+def _dockerfile_env(path):
+    import re
+
+    text = path.read_text().replace("\\\n", " ")
+    return dict(re.findall(r"(MARKETMOOD_MODEL__\w+)=(\S+)", text))
+
+
+def test_the_cuda_image_settings_start_with_the_bundled_model_on_this_machine():
+    """docker/Dockerfile.cuda's exact model settings, applied to the bundled (ONNX-only) model here."""
+    from pathlib import Path
+
+    from models.artifact import BUNDLED_MODEL_DIR
+
+    dockerfile = Path(__file__).resolve().parents[2] / "docker" / "Dockerfile.cuda"
+    if not dockerfile.is_file() or not (BUNDLED_MODEL_DIR / "artifact.json").is_file():
+        pytest.skip("no Dockerfile.cuda or bundled model in this checkout")
+    env = _dockerfile_env(dockerfile)
+    engine = load_engine(device=env.get("MARKETMOOD_MODEL__DEVICE", "auto"),
+                         backend=env.get("MARKETMOOD_MODEL__BACKEND", "auto"), threads=1)
+    assert engine.classify(["Fed raises rates"])[0].model_version == engine.model_version
