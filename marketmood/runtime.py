@@ -20,6 +20,7 @@ from types import FrameType
 
 from sqlalchemy.engine import Engine
 
+from marketmood.commands.db import upgrade_database
 from marketmood.logs import get_logger
 from marketmood.settings import Settings
 from storage.db import make_engine
@@ -101,7 +102,7 @@ def services(settings: Settings, *, migrate: bool = True, create_topics: bool = 
             stack.callback(broker.stop)
         database_url = stack.enter_context(open_database(settings.database_url, settings.home, upgrade_schema=False))
         if migrate:
-            upgrade(database_url)
+            upgrade_database(settings, database_url, strict=False)  # + Grafana's reader role
         if create_topics:
             ensure_topics(bootstrap, settings.topics)
         resolved = Services(
@@ -129,7 +130,7 @@ def database_engine(settings: Settings, *, migrate: bool = True) -> Iterator[Eng
     """
     with open_database(settings.database_url, settings.home, upgrade_schema=False) as url:
         if migrate:
-            upgrade(url)
+            upgrade_database(settings, url, strict=False)  # + Grafana's reader role
         engine = make_engine(url)
         try:
             yield engine

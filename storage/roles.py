@@ -41,6 +41,9 @@ READER_TABLES_EXCEPT_COLUMNS: dict[str, tuple[str, ...]] = {"model_versions": ("
 READER_FUNCTIONS: tuple[str, ...] = ("current_scores(timestamptz, timestamptz)",)
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Serialises concurrent ensure_reader_role calls (several services starting at once): concurrent GRANTs on
+# one object can fail with "tuple concurrently updated".
+_ROLE_LOCK_KEY = 0x4D4D_0052  # "MM" "R"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ def ensure_reader_role(conn: Connection, role: str, password: str, limits: Reade
     if not password:
         raise ValueError("the reader role needs a non-empty password")
     quoted, secret = _ident(conn, role), _literal(password)
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ROLE_LOCK_KEY})
     exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
     options = f"LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION CONNECTION LIMIT {int(limits.connection_limit)}"
     if exists:
