@@ -64,15 +64,16 @@ class ScoredArticle:
 class UpsertResult:
     """What one batch changed; ``duplicates`` = items whose article row already existed (or repeated).
 
-    ``conflicts`` are the ids whose stored article has a different ``content_sha256``: first write wins,
-    so their score is NOT stored under the stored article; the caller dead-letters them.
+    ``conflicts`` are the (id, content_sha256) of items whose stored article (stored before, or by an
+    earlier item of the same batch) has a different content: first write wins, so their score is NOT
+    stored under that article; the caller dead-letters them.
     """
 
     articles_inserted: int
     scores_inserted: int
     duplicates: int
     not_novel: int
-    conflicts: tuple[str, ...] = ()
+    conflicts: tuple[tuple[str, str | None], ...] = ()
 
 
 def upsert_scored_batch(
@@ -101,15 +102,17 @@ def upsert_scored_batch(
         lost_race = [a.id for a in new if a.id not in inserted]  # inserted concurrently by another worker
         if lost_race:
             existing.update(_stored(conn, lost_race))
-    conflicts = tuple(
-        item.id for item in first.values()
-        if item.id in existing and _conflicting(existing[item.id][1], item.content_sha256)
-    )
+    stored_sha = {article_id: sha for article_id, (_, sha) in existing.items()}
+    stored_sha.update({a.id: a.content_sha256 for a in new if a.id in inserted})
+    conflicts = tuple(dict.fromkeys(
+        (item.id, item.content_sha256) for item in items
+        if _conflicting(stored_sha.get(item.id), item.content_sha256)
+    ))
     event_times.update({article_id: stored[0] for article_id, stored in existing.items()})
 
     unique_scores: dict[tuple[str, str], ScoredArticle] = {}
     for item in items:
-        if item.id not in conflicts:
+        if (item.id, item.content_sha256) not in conflicts:
             unique_scores.setdefault((item.id, item.model_version), item)
     scores_inserted = 0
     if unique_scores:

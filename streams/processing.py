@@ -3,9 +3,9 @@
 Nothing here does I/O, so the rules are unit-tested without a broker or a database:
 
 * validation never raises (``parse_news``); a record that cannot be parsed is a dead letter with a reason;
-* the same id twice in one batch: the FIRST copy wins (as across batches, where the stored row wins); a
-  later identical copy is a plain duplicate, a later copy with different content is dead-lettered as
-  ``conflicting_duplicate`` so the rule is the same whether the copies land in one batch or two;
+* the same id twice: the FIRST write wins. An identical copy in the same batch is a plain duplicate; a copy
+  with different content is refused by the database sink (``conflicting_duplicate``) in arrival order, so
+  the outcome is the same whether the copies land in one batch or in two;
 * any classifier failure is isolated: ``InvalidTextError`` names the text; any other exception splits the
   batch in halves until the failing text is alone. A lone failure is dead-lettered (``engine_error``) only
   when the classifier still scores a known-good canary text; otherwise the model itself is broken and
@@ -102,27 +102,25 @@ def content_fingerprint(message: NewsMessage) -> str:
 
 
 def validate_batch(records: Sequence[RawRecord]) -> BatchPlan:
-    """Split records into valid messages (first copy of each id wins) and dead letters."""
+    """Split records into valid messages and dead letters; identical copies of a message are dropped.
+
+    Copies of an id with DIFFERENT content are all kept: the database sink decides, in arrival order, that
+    the first write wins and hands the others back as ``conflicting_duplicate``, exactly as it would had
+    the copies arrived in separate batches.
+    """
     plan = BatchPlan()
-    first: dict[str, tuple[Accepted, str]] = {}
+    seen: set[tuple[str, str]] = set()
     for record in records:
         parsed = parse_news(record.value)
         if isinstance(parsed, Rejection):
             plan.dead.append(DeadLetter(record, parsed.reason, parsed.detail))
             continue
-        fingerprint = content_fingerprint(parsed)
-        if parsed.id in first:
-            kept, kept_fingerprint = first[parsed.id]
-            if fingerprint == kept_fingerprint:
-                plan.duplicates += 1
-            else:
-                plan.dead.append(DeadLetter(
-                    record, "conflicting_duplicate",
-                    f"id {parsed.id!r} already taken at offset {kept.record.offset} with different content "
-                    "(first write wins)"))
+        key = (parsed.id, content_fingerprint(parsed))
+        if key in seen:
+            plan.duplicates += 1
             continue
-        first[parsed.id] = (Accepted(record, parsed), fingerprint)
-    plan.accepted = [accepted for accepted, _ in first.values()]
+        seen.add(key)
+        plan.accepted.append(Accepted(record, parsed))
     return plan
 
 

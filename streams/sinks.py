@@ -83,11 +83,11 @@ class DbFlushResult:
     stored: list[ScoredArticle] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add(self, committed: Sequence[ScoredArticle], conflicts: Sequence[str]) -> None:
+    def add(self, committed: Sequence[ScoredArticle], conflicts: Sequence[tuple[str, str | None]]) -> None:
         """Record a committed group: conflicting copies are refused, the rest stored."""
         conflicting = set(conflicts)
         for item in committed:
-            if item.id in conflicting:
+            if (item.id, item.content_sha256) in conflicting:
                 self.refused.append((item, "conflicting_duplicate", _CONFLICT))
             else:
                 self.stored.append(item)
@@ -143,7 +143,7 @@ class DatabaseSink:
 
     async def _write(
         self, items: Sequence[ScoredArticle], progress: Sequence[PartitionProgress]
-    ) -> tuple[BaseException | None, tuple[str, ...]]:
+    ) -> tuple[BaseException | None, tuple[tuple[str, str | None], ...]]:
         """Commit once, retrying transient and systemic errors.
 
         Returns (None, conflicting ids) on success, or (the error, ()) when the data itself is refused.
@@ -154,7 +154,7 @@ class DatabaseSink:
             with self.engine.begin() as conn:
                 return self.writer(conn, items, progress)
 
-        async def attempt() -> tuple[BaseException | None, tuple[str, ...]]:
+        async def attempt() -> tuple[BaseException | None, tuple[tuple[str, str | None], ...]]:
             try:
                 outcome = await loop.run_in_executor(self._pool, transaction)
             except Exception as exc:  # noqa: BLE001 - sorted below

@@ -193,3 +193,47 @@ def committed_total(bootstrap: str, group_id: str, topic: str) -> int:
         return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
     finally:
         consumer.close()
+
+
+class InProcessWorker:
+    """The real PipelineWorker in a thread of the test process, for faults injected at its seams
+    (a classifier that fails on one text, a story-key rule that raises): the engine seam, not a patch."""
+
+    def __init__(self, *, bootstrap: str, database_url: str, topics: TopicSettings, provider: Any,
+                 story_key: Callable[[str], str | None] | None = None, batch_size: int = 8,
+                 group_id: str | None = None, max_request_bytes: int = 1_048_576) -> None:
+        # imported here: only the in-process tests need the worker's modules in the test process
+        import asyncio
+        import threading
+
+        from marketmood.pipeline import database_sink
+        from marketmood.settings import load_settings
+        from streams.novelty import story_key as default_story_key
+        from streams.worker import PipelineWorker, WorkerConfig
+
+        settings = load_settings()
+        config = WorkerConfig(raw_topic=topics.raw, scored_topic=topics.scored, deadletter_topic=topics.deadletter,
+                              group_id=group_id or f"mm-test-{topics.raw}", batch_size=batch_size,
+                              batch_max_wait_s=0.2, retry_max_s=1.0, drain_timeout_s=10.0,
+                              max_request_bytes=max_request_bytes)
+        self.group_id = config.group_id
+        self.worker = PipelineWorker(config, bootstrap=bootstrap, db_sink=database_sink(settings, database_url),
+                                     provider=provider, story_key=story_key or default_story_key)
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                asyncio.run(self.worker.run())
+            except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="in-process-worker", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        wait_until(lambda: self.worker._loop is not None, 30, what="worker loop started")
+        self.worker.request_stop()
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "in-process worker did not stop"
+        if self.error is not None:
+            raise self.error

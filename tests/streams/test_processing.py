@@ -24,15 +24,14 @@ from streams.processing import (
 from tests.streams.records import RefusesWordClassifier, msg, rec
 
 
-def test_first_copy_of_an_id_wins_identical_copies_are_duplicates_different_ones_dead_lettered() -> None:
+def test_identical_copies_are_dropped_and_copies_with_other_content_left_to_the_first_write_wins_rule() -> None:
     plan = validate_batch([
         rec(0, msg("a", "first")), rec(1, b"{bad"), rec(2, msg("b")), rec(3, msg("a", "first")),
         rec(4, msg("a", "changed headline")),
     ])
-    assert [a.message.id for a in plan.accepted] == ["a", "b"]
-    assert plan.accepted[0].message.title == "first" and plan.accepted[0].record.offset == 0
+    assert [(a.message.id, a.record.offset) for a in plan.accepted] == [("a", 0), ("b", 2), ("a", 4)]
     assert plan.duplicates == 1
-    assert [(d.record.offset, d.reason) for d in plan.dead] == [(1, "invalid_json"), (4, "conflicting_duplicate")]
+    assert [(d.record.offset, d.reason) for d in plan.dead] == [(1, "invalid_json")]
 
 
 def test_parse_failures_of_any_kind_become_reasons_never_exceptions() -> None:

@@ -141,3 +141,10 @@ def test_a_hung_statement_is_cancelled_by_statement_timeout_and_retried(db_url) 
     holder.join()
     assert result.refused == [] and len(result.stored) == 3
     assert retries and set(retries) == {"transient"}
+
+
+def test_two_copies_with_different_content_in_one_flush_first_write_wins(db_url) -> None:
+    sink, _ = _sink(db_url)
+    result = _flush(sink, [_item(2, sha="first"), _item(2, "negative", title="Second text", sha="second")])
+    assert [(i.id, i.content_sha256) for i in result.stored] == [("a2", "first")]
+    assert [(i.content_sha256, reason) for i, reason, _ in result.refused] == [("second", "conflicting_duplicate")]

@@ -1,0 +1,251 @@
+"""The delivery guarantee under adversarial input, on real tansu + real PostgreSQL + the real model.
+
+Every test ends with the invariant checker (tests/streams/invariant.py): every record below the committed
+offset is stored or dead-lettered with a reason and the hash of its bytes; no duplicate row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
+
+from marketmood.engines import build_engine
+from marketmood.settings import TopicSettings, load_settings
+from models.prediction import Prediction, StaticProvider
+from storage.db import make_engine
+from streams.novelty import story_key
+from streams.topics import ensure_topics
+from tests.streams.harness import Db, InProcessWorker, WorkerProcess, article, produce, wait_until
+from tests.streams.invariant import check_invariant, committed_offsets
+
+pytestmark = pytest.mark.timeout(400)
+
+_counter = iter(range(10**6))
+
+
+def _topics(kafka_bootstrap: str, partitions: int) -> TopicSettings:
+    suffix = f"g{os.getpid()}-{next(_counter)}"
+    topics = TopicSettings(raw=f"news.raw.{suffix}", scored=f"news.scored.{suffix}",
+                           deadletter=f"news.deadletter.{suffix}", partitions=partitions)
+    ensure_topics(kafka_bootstrap, topics)
+    return topics
+
+
+def _values(messages: Sequence[dict]) -> list[bytes]:
+    return [json.dumps(m).encode() for m in messages]
+
+
+def _all_committed(bootstrap: str, group: str, topics: TopicSettings, total: int) -> bool:
+    return sum(committed_offsets(bootstrap, group, topics.raw).values()) >= total
+
+
+def test_a_deeply_nested_record_is_dead_lettered_and_the_records_around_it_are_all_stored(
+    kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
+) -> None:
+    """Issue 10's reproduction: 20 valid, one 100k-deep JSON value, 20 valid, one partition."""
+    topics = _topics(kafka_bootstrap, 1)
+    nested = b'{"id":"bad","title":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    values = _values([article(i, "before") for i in range(20)]) + [nested]
+    values += _values([article(i, "after") for i in range(20)])
+    produce(kafka_bootstrap, topics.raw, values)
+    worker = WorkerProcess(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, home=tmp_path / "home",
+                           model_path=model_path, batch_size=8)
+    try:
+        wait_until(lambda: _all_committed(kafka_bootstrap, f"mm-test-{topics.raw}", topics, 41), 120,
+                   what=f"all 41 offsets committed\n{worker.log()[-3000:]}")
+        assert worker.alive()
+    finally:
+        code = worker.terminate(30)
+    assert code == 0, worker.log()[-3000:]  # SIGTERM stops it promptly after a poison record
+    report = check_invariant(kafka_bootstrap, db_url, topics, f"mm-test-{topics.raw}")
+    assert report.ok, report.summary()
+    assert report.stored == 40 and dict(report.dead_by_reason) == {"too_deep": 1}
+    assert Db(db_url).articles() == 40
+
+
+class FailsOnText:
+    """The real engine, except that one headline makes it raise RuntimeError (a fault at the engine seam)."""
+
+    def __init__(self, engine, poison: str) -> None:
+        self.engine, self.poison = engine, poison
+        self.model_version = engine.model_version
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        if any(self.poison in t for t in texts):
+            raise RuntimeError("CUDA kernel failed (injected)")
+        return self.engine.classify(texts)
+
+
+def test_classifier_and_row_failures_are_isolated_to_their_record_and_dead_lettered(
+    kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    topics = _topics(kafka_bootstrap, 2)
+    engine = build_engine(load_settings().model, model_path)
+    messages = [article(i, "c") for i in range(30)]
+    messages[7]["title"] = "Poison headline that breaks the engine"
+    messages[19]["title"] = "Headline whose row cannot be built"
+
+    def fragile_story_key(title: str) -> str | None:
+        if "cannot be built" in title:
+            raise ValueError("story key exploded (injected)")
+        return story_key(title)
+
+    produce(kafka_bootstrap, topics.raw, _values(messages), keys=[m["id"].encode() for m in messages])
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(FailsOnText(engine, "Poison headline")),
+                             story_key=fragile_story_key, batch_size=16)
+    try:
+        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 30), 120, what="30 committed")
+    finally:
+        worker.stop()
+    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    assert report.ok, report.summary()
+    assert report.stored == 28 and dict(report.dead_by_reason) == {"engine_error": 1, "row_error": 1}
+
+
+def test_the_checker_can_fail_a_record_removed_from_the_database_is_reported_lost(
+    kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    """The checker itself is tested: delete one stored article and it must name that record."""
+    topics = _topics(kafka_bootstrap, 1)
+    produce(kafka_bootstrap, topics.raw, _values([article(i, "k") for i in range(5)]))
+    engine = build_engine(load_settings().model, model_path)
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(engine))
+    try:
+        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 5), 120, what="5 committed")
+    finally:
+        worker.stop()
+    assert check_invariant(kafka_bootstrap, db_url, topics, worker.group_id).ok
+    db = make_engine(db_url, poolclass=NullPool)
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM articles WHERE id = 'k-3'"))
+    db.dispose()
+    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    assert not report.ok and [(p, o) for p, o, _ in report.lost] == [(0, 3)]
+
+
+def test_same_id_with_different_content_first_write_wins_in_one_batch_and_across_batches(
+    kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    topics = _topics(kafka_bootstrap, 1)
+    engine = build_engine(load_settings().model, model_path)
+    original = article(1, "dup", title="Original headline about earnings")
+    changed = dict(original, title="A different headline under the same id")
+    produce(kafka_bootstrap, topics.raw, _values([original, original, changed]))  # one batch
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(engine), batch_size=8)
+    try:
+        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 3), 120, what="batch one")
+        produce(kafka_bootstrap, topics.raw, _values([changed, original]))  # a later batch
+        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 5), 120, what="batch two")
+    finally:
+        worker.stop()
+    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    assert report.ok, report.summary()
+    assert dict(report.dead_by_reason) == {"conflicting_duplicate": 2} and report.stored == 3
+    db = make_engine(db_url, poolclass=NullPool)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT title FROM articles")).scalars().all() == ["Original headline about earnings"]
+    db.dispose()
+
+
+def test_a_record_too_large_to_dead_letter_becomes_a_stub_and_the_partition_keeps_flowing(
+    kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    topics = _topics(kafka_bootstrap, 1)
+    engine = build_engine(load_settings().model, model_path)
+    huge = b'{"id": "huge", "title": ' + b'"' + b"x" * 400_000 + b'"}'  # invalid: title over 2,000 chars
+    values = _values([article(0, "s")]) + [huge] + _values([article(1, "s")])
+    produce(kafka_bootstrap, topics.raw, values)
+    # a producer limit below the record's size: the dead letter cannot be sent as it is
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(engine), max_request_bytes=100_000)
+    try:
+        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 3), 120, what="3 committed")
+    finally:
+        worker.stop()
+    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    assert report.ok, report.summary()
+    assert report.stored == 2 and dict(report.dead_by_reason) == {"invalid_fields": 1}
+    assert worker.worker.metrics.deadletter_stubs._value.get() == 1
+
+
+def _fuzz_values(n: int, seed: int) -> list[bytes]:
+    """Generated and mutated news.raw values: valid ones, wrong types, huge/deep JSON, invalid UTF-8, lone
+    surrogates, control characters, extreme timestamps, 100+ tickers, empty strings, truncations."""
+    rng = random.Random(seed)
+    valid = [article(i, "fz") for i in range(n)]
+    out: list[bytes] = []
+    for i, msg in enumerate(valid):
+        kind = rng.randrange(16)
+        m = dict(msg)
+        if kind <= 3:
+            pass  # valid
+        elif kind == 4:
+            m["title"] = rng.choice([123, None, [], {"a": 1}, True, ""])
+        elif kind == 5:
+            m["published_at"] = rng.choice(["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2024-13-45T99:00:00Z",
+                                            "2024-05-01", 1714557600, "yesterday"])
+        elif kind == 6:
+            m["tickers"] = [f"T{j}" for j in range(rng.choice([100, 101, 500]))]
+        elif kind == 7:
+            m["title"] = "".join(chr(rng.randrange(0, 32)) for _ in range(rng.randrange(1, 40))) + " ctl"
+        elif kind == 8:
+            out.append(json.dumps(m).encode()[: rng.randrange(1, 60)])  # truncated JSON
+            continue
+        elif kind == 9:
+            raw = bytearray(json.dumps(m).encode())
+            for _ in range(rng.randrange(1, 5)):
+                raw[rng.randrange(len(raw))] = rng.randrange(128, 256)  # invalid UTF-8 bytes
+            out.append(bytes(raw))
+            continue
+        elif kind == 10:
+            out.append(json.dumps(m).encode().replace(b'"title": "', b'"title": "\\ud800', 1))  # lone surrogate
+            continue
+        elif kind == 11:
+            depth = rng.choice([50, 5_000, 200_000])
+            out.append(b'{"id": "deep%d", "title": ' % i + b"[" * depth + b"]" * depth + b"}")
+            continue
+        elif kind == 12:
+            m["id"] = rng.choice(["", " ", "x" * 600, 5, None])
+        elif kind == 13:
+            m["title"] = "\U0001F4C8 " * rng.randrange(1, 300) + "emoji rally"  # valid, long
+        elif kind == 14:
+            out.append(rng.choice([b"", b"null", b"[]", b"42", b'"a string"', b"\x00\x00", b"{}"]))
+            continue
+        else:
+            m["extra"] = {"nested": [list(range(50))] * 20}
+        out.append(json.dumps(m).encode())
+    return out
+
+
+@pytest.mark.slow
+def test_ten_thousand_fuzzed_values_never_crash_the_worker_and_every_rejection_has_a_reason(
+    kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
+) -> None:
+    topics = _topics(kafka_bootstrap, 2)
+    values = _fuzz_values(10_000, seed=20261201)
+    produce(kafka_bootstrap, topics.raw, values)
+    worker = WorkerProcess(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, home=tmp_path / "home",
+                           model_path=model_path, batch_size=64)
+    group = f"mm-test-{topics.raw}"
+    try:
+        wait_until(lambda: _all_committed(kafka_bootstrap, group, topics, len(values)), 300, interval_s=2,
+                   what=f"all fuzzed values committed\n{worker.log()[-3000:]}")
+        assert worker.alive(), worker.log()[-3000:]
+    finally:
+        code = worker.terminate(30)
+    assert code == 0
+    report = check_invariant(kafka_bootstrap, db_url, topics, group)
+    assert report.ok, report.summary()
+    assert report.records_checked == len(values)
+    assert report.stored + sum(report.dead_by_reason.values()) == len(values)
+    assert "" not in report.dead_by_reason and report.stored > 2_000
