@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
+from sqlalchemy import exc, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from marketmood.cli import cli
+from marketmood.commands.db import apply_reader_role
+from marketmood.settings import load_settings
 from storage import migrate
 from storage.db import make_engine
 from storage.embedded import postmaster_running, stop_server
@@ -87,3 +91,25 @@ def test_upgrade_applies_the_reader_password_from_the_settings_every_time(db_url
         with engine.begin() as conn:
             drop_reader_role(conn, role)
         engine.dispose()
+
+
+def test_services_start_even_when_the_database_user_cannot_manage_roles(db_url: str) -> None:
+    """Services call apply_reader_role(strict=False): a user without CREATEROLE gets a warning, not a crash;
+    `marketmood db upgrade` (strict) reports the refusal."""
+    owner = make_engine(db_url, poolclass=NullPool)
+    with owner.begin() as conn:
+        conn.execute(text("DROP ROLE IF EXISTS mm_plain_app"))
+        conn.execute(text("CREATE ROLE mm_plain_app LOGIN NOSUPERUSER NOCREATEROLE PASSWORD 'x'"))
+    plain = make_url(db_url).set(username="mm_plain_app", password="x").render_as_string(hide_password=False)
+    settings = load_settings(grafana={"reader_role": "mm_never_created"})
+    try:
+        apply_reader_role(settings, plain, strict=False)  # no exception
+        with pytest.raises(exc.ProgrammingError):
+            apply_reader_role(settings, plain)
+        with owner.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM pg_roles WHERE rolname = 'mm_never_created'")).scalar() == 0
+    finally:
+        with owner.begin() as conn:
+            conn.execute(text("DROP OWNED BY mm_plain_app"))
+            conn.execute(text("DROP ROLE mm_plain_app"))
+        owner.dispose()
