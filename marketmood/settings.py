@@ -131,7 +131,8 @@ class GrafanaSettings(_Section):
     """Grafana: the read-only database role its datasource logs in as, and where ``grafana push`` goes."""
 
     reader_role: str = Field(
-        "marketmood_grafana", pattern=r"^[a-z_][a-z0-9_]*$", description="Read-only PostgreSQL role (migration 0002)."
+        "marketmood_grafana", pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Read-only PostgreSQL role Grafana logs in as (applied by `marketmood db upgrade`).",
     )
     reader_password: str = Field(
         "marketmood-grafana-dev", min_length=1,
