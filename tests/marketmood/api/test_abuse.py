@@ -49,7 +49,8 @@ def broker_probes(kafka_bootstrap: str, topic_names: TopicSettings) -> tuple[lis
 @pytest.fixture
 def live_api(engine, db_url: str, broker_probes) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real uvicorn serving the app on a free port; yields its base URL."""
-    settings = ApiSettings(classify_per_minute=60, classify_burst=5, db_pool_size=POOL_SIZE,
+    # One request per minute after a burst of 5: the refill during the storm is negligible even on a slow machine.
+    settings = ApiSettings(classify_per_minute=1, classify_burst=5, db_pool_size=POOL_SIZE,
                            db_max_overflow=MAX_OVERFLOW, db_pool_timeout_s=10, health_cache_s=30)
     db = api_engine(db_url, settings)
     app = create_app(ApiDependencies(settings=settings, provider=StaticProvider(engine), db=db,
@@ -148,7 +149,7 @@ def test_200_concurrent_unauthenticated_requests_leave_the_database_alone(
     assert set(by_path["/alerts"]) == {200}, by_path["/alerts"]
     assert set(by_path["/alerts/1/ack"]) == {401}
     classify = by_path["/classify"]
-    assert 5 <= classify.count(200) <= 8 and classify.count(429) == 60 - classify.count(200), classify
+    assert classify.count(200) in {5, 6} and classify.count(429) == 60 - classify.count(200), classify
     refused = next(r for r in responses if r.status_code == 429)
     assert int(refused.headers["Retry-After"]) >= 1 and "rate limit" in refused.json()["detail"]
 
