@@ -22,10 +22,13 @@ from storage.articles import ScoredArticle, upsert_scored_batch
 from storage.db import make_engine
 from storage.roles import (
     ReaderLimits,
+    advisory_lock_functions,
     can_take_advisory_locks,
     drop_reader_role,
     ensure_reader_role,
     grant_advisory_locks,
+    restrict_advisory_locks,
+    unrestrict_advisory_locks,
 )
 
 _names = itertools.count()
@@ -174,3 +177,19 @@ def test_reader_holding_locks_and_running_a_slow_query_does_not_stall_the_worker
     assert result.articles_inserted == 20 and write_seconds < 2.0, write_seconds
     assert lock_codes == ["42501"], "the reader may not call pg_advisory_lock"
     assert slow["code"] == "57014" and slow["seconds"] < 10, slow  # statement_timeout cancelled the slow query
+
+
+def test_restricting_advisory_locks_round_trips_and_needs_a_superuser(owner: Engine,
+                                                                      reader: tuple[str, Engine]) -> None:
+    """What migration 0006_reader_role does (upgrade) and undoes (downgrade), and its refusal without a superuser."""
+    role, engine = reader
+    with owner.begin() as conn:
+        unrestrict_advisory_locks(conn)
+        assert can_take_advisory_locks(conn, role)
+        assert restrict_advisory_locks(conn) is True
+        assert not can_take_advisory_locks(conn, role)
+    with engine.connect() as conn:  # a non-superuser (here: the reader itself) changes nothing
+        assert restrict_advisory_locks(conn) is False
+    with owner.connect() as conn:
+        names = advisory_lock_functions(conn)
+    assert len(names) >= 16 and "pg_advisory_xact_lock(integer,integer)" in names  # every overload
