@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from models.artifact import (
     ARTIFACT_FILE,
     BUNDLED_MODEL_DIR,
+    FP16_WEIGHTS_FILE,
     METRICS_FILE,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
@@ -52,12 +53,12 @@ class PackedArtifact:
 def pack_artifact(directory: Path | str, *, slim: bool = False) -> PackedArtifact:
     """tar.gz the artifact folder reproducibly (sorted names, zeroed times/owners) and hash the bytes.
 
-    ``slim`` leaves out the fp32 weights when an int8 ONNX export exists: ~23 MB instead of ~110 MB, and
+    ``slim`` leaves out the fp32/fp16 weights and the fp32 ONNX when an int8 ONNX export exists: ~23 MB instead of ~110 MB, and
     the CPU serving path needs nothing else (a CUDA worker then runs the ONNX path too).
     """
     directory = Path(directory)
     read_info(directory)  # refuse anything that is not an artifact
-    skip_files = {WEIGHTS_FILE, ONNX_FP32_FILE} if slim and (directory / ONNX_INT8_FILE).is_file() else set()
+    skip_files = {WEIGHTS_FILE, FP16_WEIGHTS_FILE, ONNX_FP32_FILE} if slim and (directory / ONNX_INT8_FILE).is_file() else set()
     buffer = io.BytesIO()
     # mtime=0 in the gzip header keeps equal folders byte-identical.
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:

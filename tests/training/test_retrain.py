@@ -168,3 +168,22 @@ def test_gate_on_real_artifacts_accepts_an_equal_model_and_rejects_broken_ones(w
     (corrupt_dir / "model.int8.onnx").write_bytes(b"not an onnx model")
     ok, detail = smoke_test(corrupt_dir)
     assert not ok and detail
+
+
+def test_register_promote_gates_an_existing_artifact_into_the_shadow_stage(world, tmp_path):
+    """``models register PATH --promote``: an equal copy of the champion passes the paired gate (no
+    difference on any row) and goes to the shadow alias, with its report stored."""
+    from training.retrain import gate_existing
+
+    settings, engine, champion_dir = world
+    with engine.connect() as conn:
+        champion = registry_sql.get_alias(conn)
+    copy_dir = _variant(registry.fetch_artifact(engine, champion, tmp_path / "cache"), tmp_path / "copy", "tiny-copy")
+    registry.register_artifact(engine, copy_dir)
+    outcome = gate_existing(engine, settings, "tiny-copy", copy_dir, by="test")
+    assert outcome.status == "shadow", outcome.reason
+    with engine.connect() as conn:
+        record = registry_sql.get_version(conn, "tiny-copy")
+        assert registry_sql.get_alias(conn, "shadow") == "tiny-copy" and registry_sql.get_alias(conn) == champion
+    assert record["status"] == "shadow" and record["report"]["passed"] is True
+    assert record["report"]["comparisons"]["pooled_base"]["diff"] == 0.0
