@@ -256,10 +256,12 @@ def load_labeled_sets(
         if select_fraction:
             set_train, set_select = split(set_train, select_fraction, seed + 1)
         if limit_per_dataset:
-            rng = random.Random(seed)
-            set_train = rng.sample(set_train, min(limit_per_dataset, len(set_train)))
-            set_dev = rng.sample(set_dev, min(limit_per_dataset, len(set_dev)))
-            set_select = rng.sample(set_select, min(limit_per_dataset, len(set_select)))
+            # One generator per split: the dev sample must not depend on how many rows train/select hold
+            # (a run with a selection split and a retrain's gate without one must score the same dev rows).
+            def sample(rows: list[LabeledExample], salt: int) -> list[LabeledExample]:
+                return random.Random(seed * 1_000_003 + salt).sample(rows, min(limit_per_dataset, len(rows)))
+
+            set_train, set_dev, set_select = sample(set_train, 0), sample(set_dev, 1), sample(set_select, 2)
         train.extend(set_train)
         dev[spec.name] = set_dev
         if select_fraction:

@@ -123,3 +123,9 @@ def test_no_dev_text_shares_a_key_with_train_on_the_real_data():
     if not (data / "twitter_financial_news_topic" / "train.csv").is_file():
         pytest.skip("../shared/data not present")
     _assert_disjoint(load_labeled_sets(data, select_fraction=0.1))
+
+
+def test_limited_dev_rows_do_not_depend_on_the_selection_split(tiny_data):
+    plain = load_labeled_sets(tiny_data, limit_per_dataset=10)
+    with_select = load_labeled_sets(tiny_data, limit_per_dataset=10, select_fraction=0.2)
+    assert {k: [e.text for e in v] for k, v in plain.dev.items()} == {k: [e.text for e in v] for k, v in with_select.dev.items()}
