@@ -9,7 +9,7 @@ import structlog
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
-    """Route stdlib and structlog records through one renderer so faust/aiokafka logs look like ours."""
+    """Route stdlib and structlog records through one renderer so aiokafka/kafka-python logs look like ours."""
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )

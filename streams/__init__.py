@@ -1,1 +1,1 @@
-"""Kafka side of MarketMood: message contract, embedded broker, topics, the faust worker, publishers."""
+"""Kafka side of MarketMood: message contract, embedded broker, topics, the stream worker and its sinks, publishers."""

@@ -6,16 +6,25 @@ tests exercise the registry, NOTIFY/polling, download/unpack and the swap withou
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from models.artifact import ArtifactInfo, read_info, write_info
+from marketmood.engines import build_engine, registry_provider
+from marketmood.hot_reload import RegistryProvider
+from marketmood.settings import REPO_ROOT, load_settings
+from models.artifact import ARTIFACT_FILE, BUNDLED_MODEL_DIR, ArtifactInfo, read_info, write_info
 from models.prediction import Classifier, Prediction
 from storage.db import make_engine
-from streams.hot_reload import RegistryProvider
+from tests.streams.harness import Db, article, produce, wait_until
 from training import registry
 
 
@@ -108,17 +117,6 @@ def test_a_version_that_fails_to_load_keeps_the_current_one_serving(engine, tmp_
 
 # ---------------------------------------------------------------- promotion hot-swaps a running worker
 
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from models.artifact import ARTIFACT_FILE, BUNDLED_MODEL_DIR  # noqa: E402
-from marketmood.settings import REPO_ROOT  # noqa: E402
-from tests.streams.harness import Db, article, produce, wait_until  # noqa: E402
-
 
 def _source_model() -> Path:
     override = os.environ.get("MARKETMOOD_TEST_MODEL_PATH")
@@ -135,6 +133,29 @@ def _renamed_copy(source: Path, target: Path, version: str) -> Path:
     info["version"] = version
     (target / ARTIFACT_FILE).write_text(json.dumps(info))
     return target
+
+
+def test_a_promoted_model_is_served_with_the_same_limits_as_one_loaded_at_start_up(engine, tmp_path):
+    """Regression: the hot-reload engine builder once dropped max_batch_tokens and max_length."""
+    settings = load_settings(model={"max_length": 40, "max_batch_tokens": 1234, "batch_size": 16, "threads": 1},
+                             home=tmp_path / "home")
+    source = _source_model()
+    for version in ("lim-v1", "lim-v2"):
+        registry.register_artifact(engine, _renamed_copy(source, tmp_path / version, version), slim=True)
+    registry.promote(engine, "lim-v1", by="test")
+    at_start = build_engine(settings.model, tmp_path / "lim-v1")
+    provider = registry_provider(settings, engine)
+    provider.start()
+    try:
+        registry.promote(engine, "lim-v2", by="test")
+        assert provider.check_now() is True
+        served = provider.current()
+    finally:
+        provider.stop()
+    assert served.model_version == "lim-v2"
+    limits = ("max_length", "max_batch_tokens", "batch_size")
+    assert {k: getattr(served, k) for k in limits} == {k: getattr(at_start, k) for k in limits}
+    assert (served.max_length, served.max_batch_tokens, served.batch_size) == (40, 1234, 16)
 
 
 @pytest.mark.slow
@@ -162,7 +183,7 @@ def test_promotion_hot_swaps_a_running_worker_without_loss_or_duplicates(db_url,
     log_path = tmp_path / "worker.log"
     db = Db(db_url)
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.streams.hot_reload_worker"], cwd=REPO_ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "marketmood.cli", "worker"], cwd=REPO_ROOT, env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             before = [article(i, prefix="before") for i in range(40)]

@@ -1,4 +1,4 @@
-"""The pipeline's guarantee as code, checked at the end of every fault test (and by benchmarks/bench_chaos.py).
+"""The pipeline's guarantee as code, checked at the end of every fault test and by benchmarks/bench_chaos.py.
 
 For every partition of news.raw: every offset below the consumer group's committed offset belongs to a
 record that is either in the database (its article and a score) or on news.deadletter (reason, original
