@@ -107,6 +107,26 @@ def acknowledge(conn: Connection, alert_id: int, by: str) -> dict[str, Any] | No
     return alert
 
 
+def enqueue_reminders(conn: Connection, rule: RuleConfig, now: datetime) -> int:
+    """``repeat_interval`` for alerts that keep firing: the n-th reminder is due n intervals after the fire
+    (derived from the clock, not stored, so replays, restarts and replicas enqueue each reminder once;
+    after downtime only the latest is sent). Acknowledged and silenced alerts are not reminded."""
+    if rule.repeat_interval_minutes is None:
+        return 0
+    interval = rule.repeat_interval_minutes * 60
+    n = 0
+    for alert in db.firing_alerts(conn, rule.name):
+        fired_at = (alert.get("evidence") or {}).get("fired_at")
+        if not fired_at:
+            continue
+        k = int((now - datetime.fromisoformat(fired_at)).total_seconds() // interval)
+        notifiers = db.triggered_notifiers(conn, alert["id"])
+        if k >= 1 and notifiers:
+            n += db.enqueue(conn, alert["id"], notifiers, f"repeat:{k}",
+                                  notification_payload(alert, "trigger", repeat=k))
+    return n
+
+
 def reconcile_silences(conn: Connection, rules: RulesFile, at: datetime) -> list[dict[str, Any]]:
     """Mute firing alerts a new silence covers; un-mute (and page, once) silenced alerts whose silence ended."""
     changed = []

@@ -58,16 +58,27 @@ def _iso(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def notification_payload(alert: dict[str, Any], event: str) -> dict[str, Any]:
-    """The generic document the outbox stores and the JSON webhook sends verbatim."""
+def delivery_key(payload: dict[str, Any]) -> str:
+    """Stable per notification: the webhook's Idempotency-Key and the email's Message-ID are derived from it
+    (a retry carries the same key; a reminder carries its own)."""
+    key = f"{payload.get('alert', {}).get('dedup_key')}:{payload.get('event')}"
+    return f"{key}:repeat-{payload['repeat']}" if payload.get("repeat") else key
+
+
+def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0) -> dict[str, Any]:
+    """The generic document the outbox stores and the JSON webhook sends verbatim. ``repeat`` > 0 marks the
+    n-th reminder of a trigger for an alert that keeps firing (``repeat_interval_minutes``)."""
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
     fields = ("id", "rule", "scope_type", "scope", "severity", "state", "dedup_key", "started_at",
               "acknowledged_at", "acknowledged_by", "resolved_at", "evidence")
-    return {
+    payload = {
         "version": 1,
         "source": "marketmood",
         "event": event,
-        "summary": summary(alert, event),
-        "alert": {k: _iso(alert.get(k)) for k in fields},
+        "summary": (f"REMINDER {repeat}, still firing: " if repeat else "") + summary(alert, event),
+        "alert": {k: _iso(alert.get(k)) for k in (*fields, "group_key")},
     }
+    if repeat:
+        payload["repeat"] = repeat
+    return payload

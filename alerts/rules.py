@@ -109,6 +109,9 @@ class RuleConfig(_Model):
     detection: DetectionParams = DetectionParams()
     top_headlines: int = Field(5, ge=0, le=50)
     runbook_url: str | None = Field(None, description="Runbook for this rule (else the service default).")
+    repeat_interval_minutes: float | None = Field(
+        None, gt=0, description="Remind the trigger's notifiers this often while the alert keeps firing (unacked)."
+    )
 
 
 class RulesFile(_Model):

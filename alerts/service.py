@@ -158,6 +158,7 @@ class AlertService:
                 if persist is not None or scope in states:
                     db.save_scope_state(conn, rule.name, scope_type, scope, persist)
             db.set_cursor(conn, rule.name, ends[-1])
+            lifecycle.enqueue_reminders(conn, rule, lifecycle.ts(ends[-1]))
         self.metrics.windows_judged.labels(rule.name).inc(len(ends))
         self.metrics.last_window_end.labels(rule.name).set(ends[-1])
         return changed

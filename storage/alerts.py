@@ -180,6 +180,14 @@ def open_alert(conn: Connection, rule: str, scope_type: str, scope: str) -> dict
     return dict(row) if row else None
 
 
+def firing_alerts(conn: Connection, rule: str) -> list[dict[str, Any]]:
+    """The rule's alerts in state ``firing`` (not acknowledged, not silenced): the ones reminders go to."""
+    rows = conn.execute(
+        text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule = :r AND state = 'firing' ORDER BY id"), {"r": rule}
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
 def list_alerts(conn: Connection, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Newest alerts first; ``state`` filters (firing | acknowledged | silenced | resolved, or 'open')."""
     where, params = "", {"limit": limit}
@@ -303,8 +311,9 @@ def open_alerts_silence_mismatch(conn: Connection, at: datetime) -> list[dict[st
 
 def enqueue(conn: Connection, alert_id: int, notifiers: list[str] | tuple[str, ...], event: str,
             payload: dict[str, Any]) -> int:
-    """One outbox row per notifier for this alert event, carrying the already-rendered ``payload``; a repeat
-    of the same (alert, notifier, event) is ignored, so a state change is enqueued once."""
+    """One outbox row per notifier for this alert event (trigger / acknowledge / resolve, or ``repeat:<n>``
+    for the n-th reminder), carrying the already-rendered ``payload``; a repeat of the same (alert,
+    notifier, event) is ignored, so a state change (or a reminder) is enqueued once."""
     if not notifiers:
         return 0
     result = conn.execute(

@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from alerts.notifiers.base import DeliveryError
+from alerts.payloads import delivery_key
 
 
 def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...], png: bytes | None) -> EmailMessage:
@@ -21,7 +22,7 @@ def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...], 
     msg["To"] = ", ".join(to)
     msg["X-MarketMood-Dedup-Key"] = str(alert["dedup_key"])
     # Stable per (alert, event): a copy that ever got through twice threads as one message in mail clients.
-    digest = hashlib.sha256(f"{alert['dedup_key']}:{payload['event']}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(delivery_key(payload).encode()).hexdigest()[:32]
     msg["Message-ID"] = f"<{digest}@marketmood>"
     lines = [
         payload["summary"], "",

@@ -2,7 +2,8 @@
 
 Headers: ``X-MarketMood-Timestamp`` (Unix seconds), ``X-MarketMood-Signature: sha256=<hex>`` where the MAC
 is over ``<timestamp>.<raw body>`` (binding the time prevents replays), ``X-MarketMood-Event`` and
-``Idempotency-Key`` (stable per alert and event: delivery is at-least-once).
+``Idempotency-Key`` (stable per alert, event and reminder number: delivery is at-least-once, a retry carries
+the same key).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 
 from alerts.notifiers.base import post_json
+from alerts.payloads import delivery_key
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -48,12 +50,11 @@ class WebhookNotifier:
     def send(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
         ts = str(int(time.time()))
-        alert = payload.get("alert", {})
         headers = {
             **self._headers,
             "X-MarketMood-Timestamp": ts,
             "X-MarketMood-Signature": sign(self._secret, ts, body),
             "X-MarketMood-Event": str(payload.get("event")),
-            "Idempotency-Key": f"{alert.get('dedup_key')}:{payload.get('event')}",
+            "Idempotency-Key": delivery_key(payload),
         }
         post_json(self._client, self.url, content=body, headers=headers)

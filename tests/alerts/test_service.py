@@ -3,6 +3,7 @@ trigger and one resolve per notifier, through restarts, replays, outages and sil
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -211,3 +212,33 @@ def test_ack_sends_acknowledge_to_triggered_notifiers(engine, http_recorder, smt
     pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
     assert [p["event_action"] for p in pd] == ["trigger", "acknowledge", "resolve"]
     assert len({p["dedup_key"] for p in pd}) == 1
+
+
+def test_repeat_interval_reminds_while_firing_once_per_interval(engine, http_recorder, smtp_recorder) -> None:
+    burst_start = scenario(engine)
+    rules = parse_rules({
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
+        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
+                   "repeat_interval_minutes": 10, "detection": {"cooldown_minutes": 60}}],
+    })
+    service = AlertService(engine, rules, SETTINGS)
+    now = burst_start
+    while now <= burst_start + timedelta(hours=2):
+        service.evaluate(now)
+        service.evaluate(now)  # a replayed pass: no extra reminder
+        service.deliver()
+        now += timedelta(seconds=W)
+    [alert] = db.list_alerts(engine.connect())
+    fired = datetime.fromisoformat(alert["evidence"]["fired_at"])
+    # reminders due strictly before the resolve (the pass that resolves it sends no reminder)
+    expected = math.ceil((alert["resolved_at"] - fired).total_seconds() / 600) - 1
+    with engine.connect() as conn:
+        events = sorted(r["event"] for r in db.list_outbox(conn) if r["notifier"] == "slack")
+    assert expected >= 1 and events == sorted(["trigger", "resolve"] + [f"repeat:{k}" for k in range(1, expected + 1)])
+    slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+    assert len(slack) == expected + 2 and "REMINDER 1, still firing" in slack[1] and "RESOLVED" in slack[-1]
+    hooks = [r.headers["Idempotency-Key"] for r in http_recorder.requests if r.path == "/hook"]
+    assert len(hooks) == len(set(hooks)) == expected + 2  # each reminder has its own key
+    pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger"] * (expected + 1) + ["resolve"]
+    assert len({p["dedup_key"] for p in pd}) == 1  # PagerDuty folds reminders into the one incident
