@@ -20,6 +20,7 @@ import structlog
 from tqdm.auto import tqdm
 
 from models.artifact import ONNX_INT8_FILE, read_info, torch_weights_file
+from models.engine import load_engine
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from training.reproducibility import file_sha256
 
@@ -93,8 +94,6 @@ def teacher_soft_labels(
     progress: bool = True,
 ) -> tuple[SoftLabels, Path, bool]:
     """Soft labels for ``texts`` from the teacher: (labels, cache path, reused). Scored once per fingerprint."""
-    from models.engine import load_engine
-
     teacher_dir = Path(teacher_dir)
     teacher = teacher_identity(teacher_dir)
     unique = sorted(set(texts))

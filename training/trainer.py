@@ -42,8 +42,10 @@ from training.datasets import (
     load_unlabeled,
     near_duplicate_key,
 )
+from training.distill import SoftLabels, teacher_soft_labels
 from training.evaluation import task_metrics
 from training.loss import IGNORE, masked_multitask_loss, student_loss
+from training.vocab import add_tokens, plan_added_tokens
 
 log = structlog.get_logger(__name__)
 CHECKPOINT_DIR = "checkpoints"
@@ -251,8 +253,6 @@ def _transfer_set(config: TrainConfig, splits: Splits, train_examples: list[Labe
 
 def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[str], progress: bool) -> dict[str, Any]:
     """Fill the teacher logits of ``train_set`` from the cache (computing it once when a teacher is given)."""
-    from training.distill import SoftLabels, teacher_soft_labels
-
     if config.soft_labels:
         labels, path, reused = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), True
     else:
@@ -269,8 +269,6 @@ def train(
 ) -> Path:
     """Fine-tune, then write a complete artifact (weights, int8 ONNX, card, plots) to ``config.output_dir``."""
     from transformers import AutoTokenizer
-
-    from training.vocab import add_tokens, plan_added_tokens
 
     _seed_everything(config.seed)
     if config.threads:
@@ -316,7 +314,7 @@ def train(
     model.dropout.p = config.dropout
     lora_params: dict[str, int] | None = None
     if config.lora:
-        from training.lora import apply_lora
+        from training.lora import apply_lora  # peft (and accelerate) only when LoRA is asked for
 
         lora_params = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
     model.to(device)
@@ -435,7 +433,7 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     if config.lora:
-        from training.lora import merge_lora
+        from training.lora import merge_lora  # peft only when LoRA is asked for
 
         merge_lora(model)
     model.to(device).eval()
