@@ -68,14 +68,18 @@ class Dialect:
     min_articles: str
     span: str
 
+    def is_all(self, variable: str) -> str:
+        """SQL that is true when ``variable`` selects All."""
+        return f"'__all' IN (${{{variable}}})" if self.name == "grafana" else f"CAST(:{variable} AS text[]) IS NULL"
+
     def matches(self, variable: str, column: str, *, array: bool = False) -> str:
         """SQL that is true when ``column`` is in the selection of ``variable`` (or the selection is All)."""
         if self.name == "grafana":
             test = f"{column} && ARRAY[${{{variable}}}]::text[]" if array else f"{column} IN (${{{variable}}})"
-            return f"('__all' IN (${{{variable}}}) OR {test})"
-        param = f"CAST(:{variable} AS text[])"
-        test = f"{column} && {param}" if array else f"{column} = ANY({param})"
-        return f"({param} IS NULL OR {test})"
+        else:
+            param = f"CAST(:{variable} AS text[])"
+            test = f"{column} && {param}" if array else f"{column} = ANY({param})"
+        return f"({self.is_all(variable)} OR {test})"
 
 
 GRAFANA = Dialect("grafana", t_from="$__timeFrom()::timestamptz", t_to="$__timeTo()::timestamptz",
@@ -121,7 +125,7 @@ def sentiment_series(d: Dialect, by: Grouping = "none", *, top_tickers: int = 10
     if by == "ticker":  # the selected tickers, or with All the busiest ones (a chart of 1000 lines is noise)
         keep = (f"WHERE {d.matches('ticker', 't.ticker')} AND t.ticker IN (SELECT t2 FROM cur c2, "
                 f"unnest(c2.tickers) AS t2 WHERE c2.novel GROUP BY t2 ORDER BY count(*) DESC, t2 "
-                f"LIMIT {top_tickers if d.name == 'grafana' else 'CASE WHEN CAST(:ticker AS text[]) IS NULL THEN ' + str(top_tickers) + ' END'})")
+                f"LIMIT CASE WHEN {d.is_all('ticker')} THEN {top_tickers} END)")  # LIMIT NULL = no limit
     metric = "" if by == "none" else "  g.series AS metric,\n"
     order = "1" if by == "none" else "1, 2"
     return f"""\
