@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from marketmood.settings import get_settings
 
@@ -80,8 +81,8 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
     try:
         config = TrainConfig(data_path=data_path or settings.data_path, output_dir=output_dir,
                              export_onnx=not no_onnx, **weights, **options)
-    except ValueError as exc:
-        raise click.UsageError(str(exc).splitlines()[0] if "\n" not in str(exc) else str(exc)) from None
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     artifact = train(config, resume=resume)
     click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
 

@@ -1,0 +1,25 @@
+"""Every option of train / evaluate / teacher fetch explains itself; bad weight pairs are one-line errors."""
+
+import click
+from click.testing import CliRunner
+
+from marketmood.cli import cli
+from marketmood.commands.model import evaluate_command, teacher_fetch_command, train_command
+
+
+def test_every_option_has_help_text():
+    for command in (train_command, evaluate_command, teacher_fetch_command):
+        missing = [p.name for p in command.params if isinstance(p, click.Option) and not p.help]
+        assert not missing, (command.name, missing)
+
+
+def test_bad_weight_pairs_are_usage_errors(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path), "--source-weight", "fiqa"])
+    assert result.exit_code == 2 and "NAME=NUMBER" in result.output
+    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path), "--head-weight", "sentiment=-1"])
+    assert result.exit_code == 2 and ">= 0" in result.output
+
+
+def test_teacher_fetch_is_a_subcommand():
+    result = CliRunner().invoke(cli, ["teacher", "fetch", "--help"])
+    assert result.exit_code == 0 and "sha256" in result.output
