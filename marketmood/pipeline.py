@@ -15,12 +15,12 @@ import signal
 
 import structlog
 
-from streams.novelty import story_key
 from marketmood.settings import Settings
 from models.prediction import ClassifierProvider
 from storage.articles import write_scored_batch
 from storage.db import make_engine
 from streams.metrics import WorkerMetrics
+from streams.novelty import story_key
 from streams.sinks import DatabaseSink
 from streams.worker import PipelineWorker, WorkerConfig
 

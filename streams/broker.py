@@ -8,7 +8,6 @@ starting a new one, and ``find_running`` lets ``marketmood publish`` reach a bro
 
 from __future__ import annotations
 
-import structlog
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 
 log = structlog.get_logger(__name__)
 

@@ -34,11 +34,17 @@ from storage.progress import PartitionProgress
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT", contravariant=True)
 Headers = list[tuple[str, bytes]]
 
 
-class Sink(Protocol):
-    """Collects a batch's outputs; ``flush`` makes them durable (or raises, leaving the batch uncommitted)."""
+class Sink(Protocol[ItemT]):
+    """Collects a batch's outputs; ``flush`` makes them durable (or raises, leaving the batch uncommitted).
+
+    ``DatabaseSink`` (ScoredArticle items) and ``KafkaSink`` (OutRecord items) satisfy it.
+    """
+
+    def add(self, item: ItemT) -> None: ...
 
     async def flush(self) -> Any: ...
 

@@ -31,3 +31,13 @@ def rec(offset: int, value: bytes, partition: int = 0) -> RawRecord:
 
 def msg(i: str, title: str = "Stocks fall") -> bytes:
     return json.dumps({"id": i, "title": title, "published_at": "2024-01-01T00:00:00+00:00"}).encode()
+
+
+#: A StockNet-format sample: one tweet repeated over three tickers (one record), one Spanish tweet.
+STOCKNET = (
+    "tweet_id,created_at,ticker,user_screen_name,lang,is_retweet,text\n"
+    "1,2014-01-01T10:00:00Z,AAPL,u1,en,false,$AAPL looks strong\n"
+    "1,2014-01-01T10:00:00Z,GOOG,u1,en,false,$AAPL looks strong\n"
+    "2,2014-01-01T10:05:00Z,GOOG,u2,es,false,Hola $GOOG\n"
+    "1,2014-01-01T10:00:00Z,MSFT,u1,en,false,$AAPL looks strong\n"
+)

@@ -17,7 +17,7 @@ from marketmood.cli import cli
 from marketmood.settings import REPO_ROOT, TopicSettings
 from models.artifact import BUNDLED_MODEL_DIR
 from tests.streams.harness import consume_all
-from tests.streams.test_sources import STOCKNET
+from tests.streams.records import STOCKNET
 
 
 def test_publish_replays_a_stream_file_into_the_topic(

@@ -18,12 +18,12 @@ from sqlalchemy.pool import NullPool
 
 from marketmood.engines import build_engine
 from marketmood.settings import TopicSettings, load_settings
+from marketmood.tools.invariant import check_invariant, committed_offsets
 from models.prediction import Prediction, StaticProvider
 from storage.db import make_engine
 from streams.novelty import story_key
 from streams.topics import ensure_topics
 from tests.streams.harness import Db, InProcessWorker, WorkerProcess, article, produce, wait_until
-from marketmood.tools.invariant import check_invariant, committed_offsets
 
 pytestmark = pytest.mark.timeout(400)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from marketmood.settings import TopicSettings
+from marketmood.tools.invariant import check_invariant, committed_offsets
 from streams.topics import ensure_topics
 from tests.streams.harness import Db, WorkerProcess, article, produce, wait_until
-from marketmood.tools.invariant import check_invariant, committed_offsets
 
 pytestmark = [pytest.mark.timeout(500), pytest.mark.slow]
 

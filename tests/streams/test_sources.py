@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streams.demo_news import DemoStream
-from streams.messages import NewsMessage, parse_news
 from marketmood.cli import cli
 from marketmood.settings import TopicSettings
+from streams.demo_news import DemoStream
+from streams.messages import NewsMessage, parse_news
 from streams.publisher import LiveClock, RateLimiter, headers
 from streams.sources import detect_format, read_records, record_time, retime, since, spread_time
 from tests.streams.harness import consume_all
+from tests.streams.records import STOCKNET
 
 REUTERS = (
     "article_id,published_date,ticker,company,headline,summary,news_type,source\n"
@@ -26,13 +27,6 @@ REUTERS = (
     "aaa,2011-07-06,MSFT,Microsoft,Hackers expose flaw in Apple iPad  iPhone software,BOSTON summary,normal,Reuters\n"
     "bbb,2011-07-06,XOM,Exxon,Exxon profit rises\u200b,,topStory,Reuters\n"
     "ccc,2011-07-07,XOM,Exxon,Exxon shares fall,x,normal,Reuters\n"
-)
-STOCKNET = (
-    "tweet_id,created_at,ticker,user_screen_name,lang,is_retweet,text\n"
-    "1,2014-01-01T10:00:00Z,AAPL,u1,en,false,$AAPL looks strong\n"
-    "1,2014-01-01T10:00:00Z,GOOG,u1,en,false,$AAPL looks strong\n"
-    "2,2014-01-01T10:05:00Z,GOOG,u2,es,false,Hola $GOOG\n"
-    "1,2014-01-01T10:00:00Z,MSFT,u1,en,false,$AAPL looks strong\n"
 )
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from marketmood.settings import TopicSettings
-from streams.processing import describe_deadletter
 from tests.streams.harness import Db, WorkerProcess, article, consume_all, produce, wait_until
 
 pytestmark = pytest.mark.timeout(300)
