@@ -81,6 +81,9 @@ def score(texts: list[str], cache: Path) -> dict[str, np.ndarray]:
 
 
 def stats(idx: np.ndarray, s: dict[str, np.ndarray], low: float) -> dict:
+    if len(idx) == 0:
+        return {"sentiment": {}, "topic": {}, "n": 0, "sentiment_confidence": None, "topic_confidence": None,
+                "low_confidence": 0}
     sent, top = s["sentiment"][idx], s["topic"][idx]
     return {"sentiment": {SENTIMENT_LABELS[k]: int(v) for k, v in Counter(sent.tolist()).items()},
             "topic": {TOPIC_LABELS[k]: int(v) for k, v in Counter(top.tolist()).items()}, "n": len(idx),
@@ -89,8 +92,11 @@ def stats(idx: np.ndarray, s: dict[str, np.ndarray], low: float) -> dict:
 
 
 def inject(rng: np.random.Generator, idx: np.ndarray, is_target: np.ndarray, share: float, n: int) -> np.ndarray:
-    """n rows resampled from ``idx`` with the target class at ``share``."""
+    """n rows resampled from ``idx`` with the target class at ``share`` (target rows from the whole year when
+    the week has none: a season brings headlines the week did not have)."""
     target, rest = idx[is_target[idx]], idx[~is_target[idx]]
+    if len(target) == 0:
+        target = np.flatnonzero(is_target)
     k = rng.binomial(n, share)
     return np.concatenate([rng.choice(target, k), rng.choice(rest, n - k)])
 
@@ -99,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="Folder holding the Reuters stream.")
     parser.add_argument("--year", type=int, default=2016, help="Year of the stream to replay.")
-    parser.add_argument("--weeks", type=int, default=4, help="Matching reference weeks before each week.")
+    parser.add_argument("--weeks", type=int, default=8, help="Matching reference weeks before each week.")
     parser.add_argument("--cache", type=Path, help="Prediction cache (.npz) [default: /tmp/mm-drift-<year>.npz].")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the subsampling and injections.")
     args = parser.parse_args()
@@ -116,16 +122,19 @@ def main() -> None:
     sizes = []
     for start in range(first + 7 * args.weeks, last - 6, 7):
         recent = np.flatnonzero((day_arr >= start) & (day_arr < start + 7))
-        ref = np.flatnonzero(np.isin(day_arr, [start + d - 7 * w for w in range(1, args.weeks + 1) for d in range(7)]))
+        ref_weeks = [np.flatnonzero((day_arr >= start - 7 * w) & (day_arr < start - 7 * w + 7))
+                     for w in range(1, args.weeks + 1)]
+        ref = np.concatenate(ref_weeks)
         if len(recent) < th.min_samples or len(ref) < th.min_samples:
             continue
         rows["weeks"] += 1
         sizes.append(len(recent))
+        ref_windows = [stats(idx, s, th.low_confidence) for idx in ref_weeks if len(idx)]
         ref_stats = stats(ref, s, th.low_confidence)
 
         def judge(idx: np.ndarray, key: str) -> None:
             rec = stats(idx, s, th.low_confidence)
-            rows[f"new_{key}"] += decide_drift(ref_stats, rec, th).drifted
+            rows[f"new_{key}"] += decide_drift(ref_windows, rec, th).drifted
             rows[f"old_{key}"] += max(psi(ref_stats[c], rec[c]) for c in ("sentiment", "topic")) > 0.2
 
         judge(recent, "full")

@@ -7,6 +7,11 @@ Why this shape:
   label distribution gets a chi-square test of homogeneity (its p-value accounts for both window sizes)
   AND must move by at least ``min_effect`` in total variation (half the L1 distance of the shares), so a
   huge volume does not turn a trivial wobble into an alarm. A 10-point class-share shift has TV 0.10.
+* Real news is not a multinomial draw: the mix of one week differs from the next by more than sampling
+  noise (which companies report, what happened). That natural spread is measured on the reference windows
+  themselves (Pearson dispersion of the reference weeks against each other, ``dispersion``) and the
+  recent window's statistic is scaled by it (a quasi-likelihood F test), so only a shift larger than
+  the usual week-to-week change alarms.
 * Beside the sentiment and topic mix: mean sentiment confidence, mean topic confidence and the share of
   low-confidence scores (a two-proportion chi-square plus the same effect floor).
 Only one model version's scores count, so a model change never looks like drift. Drift opens a labelling
@@ -15,13 +20,13 @@ request (the uncertain texts of the drifted slice); it does not retrain and page
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2_contingency
+from scipy.stats import chi2_contingency, f as f_dist
 from sqlalchemy.engine import Engine
 
 from storage import labelling as labelling_sql
@@ -55,20 +60,57 @@ class DriftReport:
     slice: dict[str, Any] = field(default_factory=dict)  # {"column": ..., "labels": [...]} to label first
 
 
-def shift_test(reference: Mapping[str, int], recent: Mapping[str, int]) -> ShiftTest:
-    """Chi-square test of homogeneity between two label histograms, with the TV distance and rising labels."""
-    labels = sorted(set(reference) | set(recent))
-    table = np.array([[reference.get(label, 0) for label in labels], [recent.get(label, 0) for label in labels]],
-                     dtype=float)
+def _table(histograms: Sequence[Mapping[str, int]]) -> tuple[np.ndarray, list[str]]:
+    labels = sorted(set().union(*histograms))
+    table = np.array([[h.get(label, 0) for label in labels] for h in histograms], dtype=float)
     keep = table.sum(axis=0) > 0
-    table, labels = table[:, keep], [lbl for lbl, k in zip(labels, keep, strict=True) if k]
-    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+    rows = table.sum(axis=1) > 0
+    return table[np.ix_(rows, keep)], [lbl for lbl, k in zip(labels, keep, strict=True) if k]
+
+
+def dispersion(windows: Sequence[Mapping[str, int]]) -> tuple[float, int]:
+    """(Pearson dispersion, its degrees of freedom) of label histograms of windows that share no shift:
+    chi-square of their table over its df, at least 1. (1.0, 0) when it cannot be estimated."""
+    table, _ = _table(windows)
+    if table.shape[0] < 2 or table.shape[1] < 2:
+        return 1.0, 0
+    stat, _, dof, _ = chi2_contingency(table, correction=False)
+    return max(1.0, float(stat) / dof), int(dof)
+
+
+def shift_test(reference: Mapping[str, int], recent: Mapping[str, int], *, phi: float = 1.0,
+               phi_dof: int = 0) -> ShiftTest:
+    """Test of homogeneity between two label histograms, with the TV distance and the rising labels.
+
+    With ``phi`` = 1 a chi-square test; otherwise the statistic is scaled by the reference windows'
+    dispersion and judged against F(df, ``phi_dof``) (``phi`` is itself an estimate).
+    """
+    table, labels = _table([reference, recent])
+    if table.shape != (2, len(labels)) or len(labels) < 2:
         return ShiftTest(0.0, 1.0, 0.0, [])
-    stat, p_value, _, _ = chi2_contingency(table, correction=False)
+    stat, p_value, dof, _ = chi2_contingency(table, correction=False)
+    if phi > 1.0 and phi_dof > 0:
+        p_value = float(f_dist.sf(stat / dof / phi, dof, phi_dof))
     shares = table / table.sum(axis=1, keepdims=True)
     delta = shares[1] - shares[0]
     rising = [labels[i] for i in np.argsort(-delta) if delta[i] > 0][:3]
     return ShiftTest(float(stat), float(p_value), float(0.5 * np.abs(delta).sum()), rising)
+
+
+def pool(windows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One ``window_stats`` dict for several windows (counts summed, means weighted by volume)."""
+    n = sum(int(w.get("n", 0)) for w in windows)
+    out: dict[str, Any] = {"n": n, "low_confidence": sum(int(w.get("low_confidence", 0)) for w in windows)}
+    for column in ("sentiment", "topic"):
+        total: dict[str, int] = {}
+        for w in windows:
+            for label, count in (w.get(column) or {}).items():
+                total[label] = total.get(label, 0) + int(count)
+        out[column] = total
+    for key in ("sentiment_confidence", "topic_confidence"):
+        parts = [(w[key], w["n"]) for w in windows if w.get(key) is not None and w.get("n")]
+        out[key] = sum(v * k for v, k in parts) / sum(k for _, k in parts) if parts else None
+    return out
 
 
 def matching_windows(now: datetime, window: timedelta, weeks: int) -> list[tuple[datetime, datetime]]:
@@ -76,8 +118,11 @@ def matching_windows(now: datetime, window: timedelta, weeks: int) -> list[tuple
     return [(now - window - timedelta(weeks=k), now - timedelta(weeks=k)) for k in range(1, weeks + 1)]
 
 
-def decide_drift(reference: Mapping[str, Any], recent: Mapping[str, Any], thresholds: DriftThresholds) -> DriftReport:
-    """Pure decision from two ``storage.registry.window_stats`` dicts."""
+def decide_drift(reference_windows: Sequence[Mapping[str, Any]], recent: Mapping[str, Any],
+                 thresholds: DriftThresholds) -> DriftReport:
+    """Pure decision from ``storage.registry.window_stats`` dicts: one per matching reference window (their
+    spread calibrates the test) and the recent window."""
+    reference = pool(reference_windows)
     n_ref, n_rec = int(reference.get("n", 0)), int(recent.get("n", 0))
     samples = {"reference": n_ref, "recent": n_rec}
     if min(n_ref, n_rec) < thresholds.min_samples:
@@ -87,15 +132,19 @@ def decide_drift(reference: Mapping[str, Any], recent: Mapping[str, Any], thresh
     tests: dict[str, dict[str, Any]] = {}
     drifted_slice: dict[str, Any] = {}
     for column in ("sentiment", "topic"):
-        test = shift_test(reference.get(column) or {}, recent.get(column) or {})
+        phi, phi_dof = dispersion([w.get(column) or {} for w in reference_windows if w.get("n")])
+        test = shift_test(reference.get(column) or {}, recent.get(column) or {}, phi=phi, phi_dof=phi_dof)
         tests[column] = {"chi2": round(test.statistic, 3), "p_value": test.p_value, "tv": round(test.effect, 4),
-                         "rising": test.rising}
+                         "rising": test.rising, "dispersion": round(phi, 3)}
         if test.p_value < thresholds.alpha and test.effect >= thresholds.min_effect:
-            reasons.append(f"{column} mix shifted: TV {test.effect:.3f} (p={test.p_value:.1e}), "
-                           f"rising {', '.join(test.rising)}")
+            reasons.append(f"{column} mix shifted: TV {test.effect:.3f} (p={test.p_value:.1e}, dispersion "
+                           f"{phi:.2f}), rising {', '.join(test.rising)}")
             drifted_slice = drifted_slice or {"column": column, "labels": test.rising}
-    low = shift_test({"low": reference.get("low_confidence", 0), "ok": n_ref - reference.get("low_confidence", 0)},
-                     {"low": recent.get("low_confidence", 0), "ok": n_rec - recent.get("low_confidence", 0)})
+    def low_hist(w: Mapping[str, Any]) -> dict[str, int]:
+        return {"low": int(w.get("low_confidence", 0)), "ok": int(w.get("n", 0)) - int(w.get("low_confidence", 0))}
+
+    phi, phi_dof = dispersion([low_hist(w) for w in reference_windows if w.get("n")])
+    low = shift_test(low_hist(reference), low_hist(recent), phi=phi, phi_dof=phi_dof)
     low_ref, low_rec = reference.get("low_confidence", 0) / n_ref, recent.get("low_confidence", 0) / n_rec
     tests["low_confidence"] = {"p_value": low.p_value, "reference": round(low_ref, 4), "recent": round(low_rec, 4)}
     if low.p_value < thresholds.alpha and low_rec - low_ref >= thresholds.min_effect:
@@ -125,8 +174,9 @@ def check_drift(
             return DriftReport(False, ["no active model"]), None
         recent = sql.window_stats(conn, windows=[(now - window, now)], model_version=version,
                                   low_confidence=thresholds.low_confidence)
-        reference = sql.window_stats(conn, windows=matching_windows(now, window, reference_weeks),
-                                     model_version=version, low_confidence=thresholds.low_confidence)
+        reference = [sql.window_stats(conn, windows=[w], model_version=version,
+                                      low_confidence=thresholds.low_confidence)
+                     for w in matching_windows(now, window, reference_weeks)]
     return decide_drift(reference, recent, thresholds), version
 
 
