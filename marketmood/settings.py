@@ -205,7 +205,7 @@ class RetrainSettings(_Section):
     drift_window_hours: float = Field(24.0, gt=0, description="Recent window judged for drift.")
     check_interval_s: float = Field(300.0, gt=0)
     drift_reference_weeks: int = Field(
-        4, ge=1, description="Reference = the same weekday/hour window in each of this many preceding weeks."
+        8, ge=2, description="Reference = the same weekday/hour window in each of this many preceding weeks."
     )
     drift_min_samples: int = Field(200, ge=1, description="Fewer scores in either window: no drift verdict.")
     feedback_holdout_fraction: float = Field(
