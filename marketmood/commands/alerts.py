@@ -109,7 +109,7 @@ def list_command(state: str | None, limit: int, as_json: bool) -> None:
 @click.argument("alert_id", type=int)
 @click.option("--by", default=None, help="Who acknowledges (default: the OS user).")
 def ack_command(alert_id: int, by: str | None) -> None:
-    """Acknowledge an alert (notifiers that got the trigger are told; PagerDuty stops escalating)."""
+    """Acknowledge alert ALERT_ID (notifiers that got the trigger are told; PagerDuty stops escalating)."""
     with database_engine(get_settings()) as engine, engine.begin() as conn:
         alert = lifecycle.acknowledge(conn, alert_id, by or getpass.getuser())
     if alert is None:
@@ -174,8 +174,9 @@ def outbox_command(alert_id: int | None, dead: bool, limit: int, as_json: bool) 
 @click.argument("outbox_ids", nargs=-1, type=int)
 @click.option("--all", "all_dead", is_flag=True, help="Re-queue every dead and unknown row.")
 def redrive_command(outbox_ids: tuple[int, ...], all_dead: bool) -> None:
-    """Re-queue dead/unknown notifications by outbox id (after fixing the notifier, or after checking that an
-    'unknown' Slack/email message did not arrive: re-driving it may send a copy)."""
+    """Re-queue dead/unknown notifications OUTBOX_IDS (ids from `alerts outbox --dead`), after fixing the
+    notifier, or after checking that an 'unknown' Slack/email message did not arrive: re-driving it may send
+    a copy."""
     if not outbox_ids and not all_dead:
         raise click.UsageError("give outbox ids (see `marketmood alerts outbox --dead`) or --all")
     with database_engine(get_settings()) as engine, engine.begin() as conn:
@@ -189,7 +190,7 @@ def redrive_command(outbox_ids: tuple[int, ...], all_dead: bool) -> None:
 @alerts_group.command("check-rules")
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 def check_rules_command(path: str | None) -> None:
-    """Validate a rules file (default: the configured or bundled one) and print a summary."""
+    """Validate the rules file PATH (default: the configured or bundled one) and print a summary."""
     try:
         rules = load_rules(Path(path) if path else get_settings().alerts.rules_path)
     except RulesError as exc:
