@@ -34,7 +34,11 @@ URL_RE = re.compile(r"(?:https?://|www\.)\S+|\bt\.co/\S+|https?:/*…?", re.IGNO
 # A cashtag: $ + a letter + up to 9 letters/digits (optionally .X share class), not inside a word or amount.
 CASHTAG_RE = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,9}(?:\.[A-Za-z]{1,2})?)(?![A-Za-z0-9])")
 _URL_RUN_RE = re.compile(r"(?:\s*\[url\]\s*){2,}")
-_SPACE_RE = re.compile(r"\s+")
+# Cheap prechecks, so the common ASCII headline pays for none of the expensive steps.
+_EMOJI_HINT_RE = re.compile("[\U0001F000-\U0001FAFF\u2190-\u21FF\u2300-\u27BF\u2B00-\u2BFF\uFE0F\u200D]")
+# Characters that only appear in UTF-8 text mis-decoded as Windows-1252/Latin-1 ("itâ€™s", "cafÃ©").
+_MOJIBAKE_HINT_RE = re.compile("[\u00c2\u00c3\u00e2\u00c5\u00ce\u00cf\u00d0\u00d1\u00ef][\u0080-\u00bf\u0152\u0153\u0160\u0161"
+                               "\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013-\u203a\u20ac\u2122]")
 
 
 class UnknownPreprocessingError(ValueError):
@@ -52,8 +56,11 @@ def _unescape(text: str) -> str:
 def _fix_unicode(text: str) -> str:
     if text.isascii():
         return text
-    text = ftfy.fix_text(text, normalization="NFC")
-    return emoji.demojize(text, delimiters=(" ", " ")).replace("_", " ") if emoji.emoji_count(text) else text
+    if _MOJIBAKE_HINT_RE.search(text):
+        text = ftfy.fix_text(text, normalization="NFC")
+    if _EMOJI_HINT_RE.search(text):
+        text = emoji.demojize(text, delimiters=(" ", " ")).replace("_", " ")
+    return text
 
 
 def _cashtag(match: re.Match[str]) -> str:
@@ -62,11 +69,15 @@ def _cashtag(match: re.Match[str]) -> str:
 
 def text_v1(text: str) -> str:
     """``mm-text-v1`` on one text (see the module docstring)."""
+    original = text
     text = _fix_unicode(_unescape(text))
-    text = URL_RE.sub(f" {URL_TOKEN} ", text)
-    text = _URL_RUN_RE.sub(f" {URL_TOKEN} ", text)
-    text = CASHTAG_RE.sub(_cashtag, text)
-    return _SPACE_RE.sub(" ", text).strip() or text
+    if "://" in text or "www." in text or "t.co/" in text or ":/" in text:
+        text = URL_RE.sub(f" {URL_TOKEN} ", text)
+        if text.count(URL_TOKEN) > 1:
+            text = _URL_RUN_RE.sub(f" {URL_TOKEN} ", text)
+    if "$" in text:
+        text = CASHTAG_RE.sub(_cashtag, text)
+    return " ".join(text.split()) or original
 
 
 def identity(text: str) -> str:
