@@ -72,7 +72,11 @@ def fire(conn: Connection, rules: RulesFile, rule: RuleConfig, scope_type: str, 
     existing = db.open_alert(conn, rule.name, scope_type, scope)
     if existing is not None:  # defensive: the state machine never fires twice for one episode
         return existing
-    silenced = db.is_silenced(conn, scope_type, scope, ts(tr.at))
+    holder = inhibiting_alert(conn, rule, scope, tr)
+    if holder is not None:
+        evidence = {**evidence, "inhibited_by": {"alert_id": holder["id"], "rule": holder["rule"],
+                                                 "scope_type": holder["scope_type"], "scope": holder["scope"]}}
+    silenced = holder is not None or db.is_silenced(conn, scope_type, scope, ts(tr.at))
     alert = db.insert_alert(
         conn, rule=rule.name, scope_type=scope_type, scope=scope, severity=rule.severity,
         state="silenced" if silenced else "firing", dedup_key=dedup_key(rule.name, scope_type, scope, tr.started_at),
@@ -81,6 +85,22 @@ def fire(conn: Connection, rules: RulesFile, rule: RuleConfig, scope_type: str, 
     if not silenced:
         enqueue(conn, alert, rules.route(rule.severity), "trigger")
     return alert
+
+
+def inhibiting_alert(conn: Connection, rule: RuleConfig, ticker: str, tr: Transition) -> dict[str, Any] | None:
+    """The open alert of an ``inhibited_by`` topic rule on this ticker's dominant topic in the span, if any:
+    while it is open the ticker alert is recorded but held (on-call already has the bigger picture)."""
+    if not rule.inhibited_by:
+        return None
+    w = tr.observation.window_end - tr.observation.baseline_end  # the span, at least one window
+    topic = db.dominant_topic(conn, ticker, ts(tr.at - max(w, 1)), ts(tr.at))
+    if topic is None:
+        return None
+    for source in rule.inhibited_by:
+        alert = db.open_alert(conn, source, "topic", topic)
+        if alert is not None:
+            return alert
+    return None
 
 
 def resolve(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr: Transition) -> dict[str, Any] | None:

@@ -112,6 +112,9 @@ class RuleConfig(_Model):
     repeat_interval_minutes: float | None = Field(
         None, gt=0, description="Remind the trigger's notifiers this often while the alert keeps firing (unacked)."
     )
+    inhibited_by: tuple[str, ...] = Field(
+        (), description="Topic rules whose open alert on this ticker's topic holds this rule's notifications."
+    )
 
 
 class RulesFile(_Model):
@@ -141,7 +144,20 @@ class RulesFile(_Model):
             if rule.name in seen:
                 raise ValueError(f"rule name {rule.name!r} is used twice")
             seen.add(rule.name)
+        by_name = {r.name: r for r in self.rules}
+        for rule in self.rules:
+            for source in rule.inhibited_by:
+                if rule.scope.type != "ticker":
+                    raise ValueError(f"rule {rule.name!r}: inhibited_by is for ticker rules (held by a topic rule)")
+                if source not in by_name or by_name[source].scope.type != "topic":
+                    raise ValueError(f"rule {rule.name!r}: inhibited_by names {source!r}, which is not a topic rule "
+                                     f"of this file")
         return self
+
+    def evaluation_order(self) -> tuple[RuleConfig, ...]:
+        """Rules to judge in one pass: inhibited rules after the rules that may hold them, so a ticker alert
+        fired in the same window as its topic alert is held, not paged."""
+        return tuple(sorted(self.rules, key=lambda r: bool(r.inhibited_by)))
 
     def route(self, severity: str) -> tuple[str, ...]:
         """Notifier names a severity is routed to (none when unrouted)."""

@@ -80,7 +80,7 @@ class AlertService:
             with self.engine.connect() as conn:
                 last_closed = self.judgeable_until(conn, now)
             if last_closed is not None:
-                for rule in self.rules.rules:
+                for rule in self.rules.evaluation_order():
                     transitions = self._evaluate_rule(rule, now, last_closed)  # committed
                     self._save_plots(transitions)
                     changed += transitions

@@ -110,6 +110,17 @@ def top_negative_headlines(
     ]
 
 
+def dominant_topic(conn: Connection, ticker: str, start: datetime, end: datetime) -> str | None:
+    """The topic most of a ticker's novel articles in [start, end) belong to (ties: alphabetical)."""
+    row = conn.execute(
+        text(f"""SELECT s.topic FROM {CURRENT_SCORES_FROM}
+                 WHERE a.novel AND :ticker = ANY(a.tickers)
+                 GROUP BY s.topic ORDER BY count(*) DESC, s.topic LIMIT 1"""),
+        {"start": start, "end": end, "ticker": ticker},
+    ).first()
+    return row[0] if row else None
+
+
 # --- detector state -------------------------------------------------------------------------------------
 
 _CURSOR_SCOPE_TYPE, _CURSOR_SCOPE = "_cursor", "*"
@@ -292,12 +303,17 @@ def is_silenced(conn: Connection, scope_type: str, scope: str, at: datetime) -> 
 
 
 def open_alerts_silence_mismatch(conn: Connection, at: datetime) -> list[dict[str, Any]]:
-    """Open alerts whose state disagrees with silences at ``at``: firing but silenced, or silenced but not."""
+    """Open alerts whose state disagrees with silences at ``at``: firing but silenced, or silenced but not.
+    An alert held by inhibition (``evidence.inhibited_by.alert_id``) counts as silenced while that alert is
+    open, and is released (paged) when it resolves."""
     rows = conn.execute(
         text(f"""
             SELECT {_ALERT_COLUMNS}, silenced_now FROM (
-              SELECT a.*, EXISTS (SELECT 1 FROM silences s WHERE s.scope_type = a.scope_type AND s.scope = a.scope
-                                  AND s.cancelled_at IS NULL AND s.starts_at <= :at AND s.ends_at > :at) AS silenced_now
+              SELECT a.*, (EXISTS (SELECT 1 FROM silences s WHERE s.scope_type = a.scope_type AND s.scope = a.scope
+                                   AND s.cancelled_at IS NULL AND s.starts_at <= :at AND s.ends_at > :at)
+                           OR EXISTS (SELECT 1 FROM alerts src
+                                      WHERE src.id = (a.evidence->'inhibited_by'->>'alert_id')::bigint
+                                        AND src.state <> 'resolved')) AS silenced_now
               FROM alerts a WHERE a.state IN ('firing', 'silenced')
             ) x
             WHERE (state = 'firing' AND silenced_now) OR (state = 'silenced' AND NOT silenced_now)

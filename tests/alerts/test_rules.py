@@ -55,6 +55,10 @@ def test_missing_env_var_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
           "rules": [{"name": "r", "scope": {"type": "topic"}}]}, "notifiers.h.webhook.secret"),
         ({"rules": [{"name": "r", "scope": {"type": "topic"}}, {"name": "r", "scope": {"type": "ticker"}}]},
          "rule name 'r' is used twice"),
+        ({"rules": [{"name": "t", "scope": {"type": "ticker"}, "inhibited_by": ["nope"]}]},
+         "inhibited_by names 'nope', which is not a topic rule"),
+        ({"rules": [{"name": "a", "scope": {"type": "topic"}, "inhibited_by": ["a"]}]},
+         "inhibited_by is for ticker rules"),
         ([1, 2], "expected a mapping"),
     ],
 )

@@ -242,3 +242,64 @@ def test_repeat_interval_reminds_while_firing_once_per_interval(engine, http_rec
     pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
     assert [p["event_action"] for p in pd] == ["trigger"] * (expected + 1) + ["resolve"]
     assert len({p["dedup_key"] for p in pd}) == 1  # PagerDuty folds reminders into the one incident
+
+
+def _inhibition_rules(http_recorder, smtp_recorder):
+    return parse_rules({
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
+        "rules": [  # the ticker rule comes first in the file: evaluation order still puts its holder first
+            {"name": "ticker-spike", "scope": {"type": "ticker", "include": ["XOM"]}, "severity": "critical",
+             "inhibited_by": ["topic-spike"], "detection": {"cooldown_minutes": 60}},
+            {"name": "topic-spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
+             "detection": {"cooldown_minutes": 60}},
+        ],
+    })
+
+
+def test_ticker_alert_is_held_while_its_topic_alert_fires(engine, http_recorder, smtp_recorder) -> None:
+    # The oil topic's news is all about XOM: a burst fires both the topic and the ticker rule.
+    burst_start = BASE + timedelta(hours=6)
+    items = steady(TOPIC, BASE, 72, per_window=6, neg_every=5, prefix="base", tickers=("XOM",))
+    items += [article(f"burst-{w}-{j}", burst_start + timedelta(seconds=w * W + 25 + j * 45), TOPIC,
+                      "neutral" if j in (2, 5) else "negative", title=f"Exxon refinery fire {w}-{j}",
+                      tickers=("XOM",)) for w in range(6) for j in range(6)]
+    items += steady(TOPIC, burst_start + timedelta(minutes=30), 24, per_window=6, neg_every=5, prefix="after",
+                    tickers=("XOM",))
+    insert(engine, items)
+    service = AlertService(engine, _inhibition_rules(http_recorder, smtp_recorder), SETTINGS)
+    now = burst_start
+    while now <= burst_start + timedelta(hours=2):
+        service.evaluate(now)
+        service.deliver()
+        now += timedelta(seconds=W)
+    with engine.connect() as conn:
+        alerts = {a["rule"]: a for a in db.list_alerts(conn)}
+        outbox = db.list_outbox(conn)
+    assert set(alerts) == {"topic-spike", "ticker-spike"}
+    held = alerts["ticker-spike"]
+    assert held["evidence"]["inhibited_by"]["alert_id"] == alerts["topic-spike"]["id"]
+    assert held["evidence"]["inhibited_by"]["scope"] == TOPIC
+    assert {r["alert_id"] for r in outbox} == {alerts["topic-spike"]["id"]}  # the held alert was never paged
+    slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+    assert len(slack) == 2 and all(TOPIC in t for t in slack)
+
+
+def test_held_ticker_alert_is_paged_once_when_its_topic_alert_resolves_first(engine, http_recorder,
+                                                                            smtp_recorder) -> None:
+    from alerts.lifecycle import reconcile_silences
+
+    rules = _inhibition_rules(http_recorder, smtp_recorder)
+    with engine.begin() as conn:
+        topic = db.insert_alert(conn, rule="topic-spike", scope_type="topic", scope=TOPIC, severity="critical",
+                                state="firing", dedup_key="k-topic", started_at=BASE, evidence={})
+        held = db.insert_alert(conn, rule="ticker-spike", scope_type="ticker", scope="XOM", severity="critical",
+                               state="silenced", dedup_key="k-xom", started_at=BASE,
+                               evidence={"inhibited_by": {"alert_id": topic["id"]}})
+        assert reconcile_silences(conn, rules, BASE) == []  # still held
+        db.update_alert(conn, topic["id"], state="resolved", resolved_at=BASE)
+        [released] = reconcile_silences(conn, rules, BASE)
+        assert released["id"] == held["id"] and released["state"] == "firing"
+        assert reconcile_silences(conn, rules, BASE) == []  # once
+        rows = db.list_outbox(conn, alert_id=held["id"])
+    assert sorted((r["notifier"], r["event"]) for r in rows) == sorted(
+        (n, "trigger") for n in ("hook", "slack", "pd", "mail"))
