@@ -171,6 +171,10 @@ class DatabaseSink:
 
         def retryable(exc: BaseException) -> str | None:
             kind = classify_db_error(exc)
+            if kind is DbErrorKind.SYSTEMIC:
+                # A pooled connection keeps what its server was when it connected: read-only after a
+                # failover to a replica, or a role's old grants. Reconnect for the next attempt.
+                self.engine.dispose()
             return None if kind is DbErrorKind.DATA else kind.value
 
         return await retry_forever(attempt, retryable=retryable, on_retry=self.on_retry,

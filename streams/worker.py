@@ -59,6 +59,7 @@ from streams.sinks import DatabaseSink, KafkaSink, OutRecord, retry_forever
 log = structlog.get_logger(__name__)
 
 StoryKey = Callable[[str], "str | None"]
+IDLE_PROGRESS_S = 5.0  # how often an idle, caught-up worker refreshes its partitions' progress
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class PipelineWorker:
         self.producer: AIOKafkaProducer | None = None
         self.kafka_sink: KafkaSink | None = None
         self._positions: dict[int, int] = {}
+        self._last_idle_progress = 0.0
         db_sink.on_retry = self._on_retry("database")
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -195,6 +197,7 @@ class PipelineWorker:
             while not self._stop.is_set():
                 records = await self._fetch()
                 if not records:
+                    await self._idle_progress()
                     continue
                 self._begin()
                 prepared = await self.prepare_batch(records)
@@ -364,6 +367,29 @@ class PipelineWorker:
             self.metrics.commit_failures.inc()
             log.warning("offset commit refused; the partition's new owner will re-read", error=repr(exc),
                         offsets={f"{t}-{p}": o for (t, p), o in offsets.items()})
+
+    async def _idle_progress(self) -> None:
+        """While caught up and idle, refresh the owned partitions' progress every few seconds, so the alert
+        watermark follows the clock on a quiet stream instead of stopping at the last commit."""
+        now = time.monotonic()
+        if self.consumer is None or self._inflight or now - self._last_idle_progress < IDLE_PROGRESS_S:
+            return
+        self._last_idle_progress = now
+        rows = []
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            position = self._positions.get(tp.partition)
+            if position is None and highwater is not None:
+                try:
+                    position = await asyncio.wait_for(self.consumer.position(tp), 2)
+                except (KafkaError, asyncio.TimeoutError):
+                    continue
+            if position is not None and highwater is not None and position >= highwater:
+                rows.append(PartitionProgress(tp.topic, tp.partition, position, highwater, None))
+        if rows:
+            for row in rows:
+                self.db_sink.add_progress(row)
+            await self.db_sink.flush()
 
     # ---- rebalance ----------------------------------------------------------------------------------
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:

@@ -33,10 +33,11 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
 
-from alerts.rules import RulesError
+from alerts.rules import RulesError, load_rules
 from alerts.service import AlertService
+from marketmood.commands.alerts import alert_config
 from marketmood.runtime import Services, services, sigterm_as_interrupt
-from marketmood.settings import REPO_ROOT, AlertSettings, Settings
+from marketmood.settings import REPO_ROOT, AlertSettings, ConfigError, Settings
 from storage import alerts as alerts_db
 from storage.articles import topic_summary
 from storage.db import make_engine
@@ -240,11 +241,13 @@ class AlertWatch:
         return out
 
 
-def _start_alerts(engine: Any, alert_settings: AlertSettings, console: Console) -> Any:
+def _start_alerts(engine: Any, settings: Settings, alert_settings: AlertSettings, console: Console) -> Any:
     """The alert service in two background threads (None, with the reason printed, if it cannot start)."""
     try:
-        service = AlertService(engine, settings=alert_settings)
-    except (RulesError, ValueError) as exc:
+        # the same settings -> AlertConfig mapping as `marketmood alerts run` (watermark-gated windows included)
+        config = alert_config(settings.model_copy(update={"alerts": alert_settings}))
+        service = AlertService(engine, load_rules(config.rules_path), config)
+    except (RulesError, ValueError, ConfigError) as exc:
         console.print(f"[red]alerts disabled: {escape(str(exc))}[/]")
         return None
     service.start()
@@ -289,7 +292,7 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
     with sigterm_as_interrupt(), services(settings) as svc:
         worker = start_worker_process(settings, svc, settings.home / "demo-worker.log")
         engine = make_engine(svc.database_url)
-        alerts = _start_alerts(engine, alert_settings, console)
+        alerts = _start_alerts(engine, settings, alert_settings, console)
         watch = AlertWatch.start(engine, alerts.rules) if alerts is not None else None
         calm_s, burst_s, _ = phases
         if alerts is not None:
