@@ -65,9 +65,12 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
                   source_weights: tuple[str, ...], head_weights: tuple[str, ...], **options) -> None:
     """Fine-tune the topic + sentiment model on every labeled set and write a versioned artifact.
 
-    Multi-task: each row trains the head it is labeled for (the other head's loss is masked). Dev splits are
-    carved from the train files with the seed; the card in OUT/MODEL_CARD.md reports per-class metrics for
-    both the fp32 model and the int8 CPU path.
+    Multi-task: each row trains the head it is labeled for (the other head's loss is masked). Dev and selection
+    splits are carved from the train files by near-duplicate cluster with the seed; epochs and the per-head
+    temperature are chosen on the selection split, and OUT/MODEL_CARD.md reports dev metrics with bootstrap 95%
+    intervals for both the fp32 model and the int8 CPU path, calibration, and what is needed to reproduce the run.
+    With --teacher (a trained artifact, e.g. from --base-encoder <marketmood teacher fetch dir>) the student also
+    learns the teacher's softened distributions; with --lora only low-rank adapters and the heads are trained.
     """
     from marketmood.logs import configure_logging
     from training.config import TrainConfig
