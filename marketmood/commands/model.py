@@ -194,11 +194,12 @@ def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path |
     engine = load_engine(artifact, backend=backend)
     results = {}
     click.echo(f"model {engine.model_version}, dev splits of {data_path} (seed {seed}, {split_method} split)\n")
-    click.echo(f"{'dev set':<18} {'task':<10} {'n':>6} {'accuracy':>9} {'macro-F1':>9}")
+    click.echo(f"{'dev set':<18} {'task':<10} {'n':>6} {'accuracy [95% CI]':>24} {'macro-F1 [95% CI]':>24}")
     for name, examples in splits.dev.items():
-        for task_name, result in evaluate(engine, examples).items():
+        for task_name, result in evaluate(engine, examples, intervals=True).items():
             results[name] = result
-            click.echo(f"{name:<18} {task_name:<10} {result['n']:>6} {result['accuracy']:>9.3f} {result['macro_f1']:>9.3f}")
+            acc, f1 = (f"{result[k]:.3f} [{result['ci95'][k][0]:.3f}, {result['ci95'][k][1]:.3f}]" for k in ("accuracy", "macro_f1"))
+            click.echo(f"{name:<18} {task_name:<10} {result['n']:>6} {acc:>24} {f1:>24}")
     if json_out:
         json_out.write_text(json.dumps({"model_version": engine.model_version, "dev": results}, indent=2))
 
