@@ -252,22 +252,3 @@ def load_engine(
         backend=chosen_backend,
     )
 
-
-def engine_from_settings(settings: Any) -> Engine:
-    """Transitional: ``settings.model`` mapped onto ``load_engine`` (the composition root owns this mapping).
-
-    Takes the settings object as an argument: this package never imports ``marketmood``.
-    """
-    model = settings.model
-    explicit = model.model_fields_set
-    return load_engine(
-        model.path,
-        device=model.device,
-        backend=model.backend,
-        # the artifact knows the length it was trained with; only an explicit setting overrides it
-        max_length=model.max_length if "max_length" in explicit else None,
-        batch_size=model.batch_size,
-        threads=model.threads,
-        max_batch_tokens=model.max_batch_tokens,
-        sessions=getattr(model, "sessions", 1),
-    )

@@ -180,6 +180,21 @@ class DatabaseSink:
         return await retry_forever(attempt, retryable=retryable, on_retry=self.on_retry,
                                    max_delay_s=self.max_retry_delay_s)
 
+    async def try_progress(self, progress: Sequence[PartitionProgress]) -> bool:
+        """Write progress rows alone, ONE attempt (a best-effort refresh: it must never stall its caller)."""
+        loop = asyncio.get_running_loop()
+
+        def transaction() -> None:
+            with self.engine.begin() as conn:
+                self.writer(conn, [], progress)
+
+        try:
+            await loop.run_in_executor(self._pool, transaction)
+        except Exception as exc:  # noqa: BLE001 - the next refresh or the next batch carries the progress
+            log.debug("progress refresh skipped", error=_first_line(exc))
+            return False
+        return True
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -143,7 +143,7 @@ class PipelineWorker:
         self.producer: AIOKafkaProducer | None = None
         self.kafka_sink: KafkaSink | None = None
         self._positions: dict[int, int] = {}
-        self._last_idle_progress = 0.0
+        self._last_idle_progress = time.monotonic()
         db_sink.on_retry = self._on_retry("database")
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -387,9 +387,7 @@ class PipelineWorker:
             if position is not None and highwater is not None and position >= highwater:
                 rows.append(PartitionProgress(tp.topic, tp.partition, position, highwater, None))
         if rows:
-            for row in rows:
-                self.db_sink.add_progress(row)
-            await self.db_sink.flush()
+            await self.db_sink.try_progress(rows)  # one attempt: a down database must not stop the fetching
 
     # ---- rebalance ----------------------------------------------------------------------------------
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:

@@ -131,16 +131,17 @@ def teacher_fetch_command(out_dir: Path, keep_downloads: Path | None) -> None:
 @click.command("evaluate")
 @click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False),
               help="Model artifact folder [default: the bundled default model].")
-@click.option("--data", "data_file", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--labels", "data_file", type=click.Path(path_type=Path, dir_okay=False),
               help="CSV with 'text' and 'label' columns (sentiment or topic names, any case).")
 @click.option("--dev", "dev_splits", is_flag=True,
-              help="Instead of --data: score the dev splits carved from the labeled sets under the data path "
+              help="Instead of --labels: score the dev splits carved from the labeled sets under the data path "
                    "(same seed as the model's training run), as reported in the model card.")
 @click.option("--task", type=click.Choice(["auto", "sentiment", "topic"]), default="auto", show_default=True,
               help="Which head the labels are for; auto detects from the label names.")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
               help="Runtime: onnx = the int8 CPU serving path, torch = fp32/fp16 weights.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), help="Also write metrics as JSON.")
+@click.option("--metrics-json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the metrics (with intervals) to this JSON file.")
 @click.option("--confusion-png", type=click.Path(path_type=Path, dir_okay=False), help="Write a confusion matrix PNG.")
 def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits: bool, task: str, backend: str,
                      json_out: Path | None, confusion_png: Path | None) -> None:
@@ -154,7 +155,7 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
     from training.evaluation import classification_report_text, evaluate, plot_confusion_matrix
 
     if dev_splits == (data_file is not None):
-        raise click.UsageError("give exactly one of --data FILE.csv or --dev")
+        raise click.UsageError("give exactly one of --labels FILE.csv or --dev")
     if dev_splits:
         _evaluate_dev_splits(model_path, backend, json_out)
         return

@@ -52,7 +52,8 @@ def _phases(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
               help="Seconds of calm news (the alert baseline), of the negative burst, and of calm news after it.")
 @click.option("--articles", type=click.IntRange(1), help="Stop the feed after N articles [default: rate x phases].")
 @click.option("--duration", type=click.FloatRange(1), help="Stop after this many seconds even if not done.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True,
+              help="Seed of the generated news feed (same seed, same headlines and burst).")
 def demo_command(rate: float, phases: tuple[float, float, float], articles: int | None, duration: float | None,
                  seed: int) -> None:
     """Run the whole pipeline locally on generated news: a live per-topic sentiment table and spike alerts.

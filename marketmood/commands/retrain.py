@@ -104,7 +104,7 @@ def _mean_f1(metrics: dict[str, Any]) -> str:
 @click.argument("version")
 @click.option("--json", "as_json", is_flag=True, help="Print the full record (metrics, config, report) as JSON.")
 def models_show(version: str, as_json: bool) -> None:
-    """One version: lineage, fingerprint, metrics and its promotion-gate report."""
+    """VERSION's record: lineage, fingerprint, metrics and its promotion-gate report."""
     from storage import registry as sql
 
     with database_engine(get_settings()) as engine, engine.connect() as conn:
@@ -239,7 +239,7 @@ def feedback_group() -> None:
 
 @feedback_group.command("import")
 @click.argument("csv_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--author", help="Who labelled the file (recorded on every row) [default: OS user].")
+@click.option("--by", "author", help="Who labelled the file (recorded on every row) [default: OS user].")
 def feedback_import(csv_file: Path, author: str | None) -> None:
     """Import labels from CSV_FILE: columns article_id and/or text, topic and/or sentiment.
 

@@ -74,7 +74,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int 
 
 
 def demo_alert_settings(settings: Settings) -> AlertSettings:
-    """The user's alert settings at demo scale: 10-s windows judged 3 s after they close, every 2 s.
+    """The user's alert settings at demo scale: 10-s windows judged 3 s after they close (and once the
+    workers' watermark is 2 s past them), every 2 s.
 
     Rules: the user's file when ``alerts.rules_path`` is set, else ``alerts/rules.demo.yaml`` (a 3-minute
     baseline: the default rules' 6 h baseline would never fire in a run of minutes). Evidence plots go to
@@ -86,6 +87,7 @@ def demo_alert_settings(settings: Settings) -> AlertSettings:
         "window_s": 10,
         "evaluate_interval_s": 2.0,
         "late_grace_s": 3.0,
+        "allowed_lateness_s": 2.0,  # judged once the workers' watermark is 2 s past a window's end
         "outbox_poll_interval_s": 1.0,
         "plots_dir": a.plots_dir or settings.home / "alert-plots",
     })

@@ -186,18 +186,6 @@ def test_cpu_onnx_path_does_not_import_torch_and_stays_small(artifact_dir):
     assert result["rss_mb"] < 1024
 
 
-def test_engine_from_settings_uses_the_model_section(artifact_dir):
-    from marketmood.settings import load_settings
-    from models.engine import engine_from_settings
-
-    settings = load_settings(model={"path": artifact_dir, "device": "cpu", "batch_size": 8, "max_batch_tokens": 256, "threads": 1})
-    engine = engine_from_settings(settings)
-    assert engine.backend == "onnx" and engine.batch_size == 8 and engine.max_batch_tokens == 256
-    assert engine.max_length == TEST_MAX_LENGTH  # the artifact's limit unless max_length is set explicitly
-    explicit = load_settings(model={"path": artifact_dir, "device": "cpu", "max_length": 32, "threads": 1})
-    assert engine_from_settings(explicit).max_length == 32
-
-
 def test_default_path_is_the_bundled_model():
     from models.artifact import BUNDLED_MODEL_DIR
 

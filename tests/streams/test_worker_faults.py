@@ -206,7 +206,7 @@ def test_sigterm_while_a_batch_waits_for_the_database_drains_that_batch(
             second = _publish(kafka_bootstrap, topic_names, 8, 16)
             wait_until(lambda: "database failed; retrying" in worker.log(), 60, what="a retrying batch")
             worker.proc.send_signal(15)
-            wait_until(lambda: "Signal received: 15" in worker.log(), 20, what="SIGTERM handling")
+            wait_until(lambda: "stopping: draining batches in flight" in worker.log(), 20, what="SIGTERM handling")
             time.sleep(2.0)
             assert worker.alive(), "the worker exited without finishing its batch"
         finally:

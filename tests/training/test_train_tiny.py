@@ -59,7 +59,7 @@ def test_evaluate_cli_reports_and_writes_json(tiny_artifact, tmp_path):
     data = tmp_path / "labels.csv"
     data.write_text("text,label\nAcme shares plunge after profit warning,BEARISH\nAcme to hold meeting,neutral\n")
     out = tmp_path / "metrics.json"
-    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--data", str(data), "--json", str(out)])
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--labels", str(data), "--metrics-json", str(out)])
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "tiny-test" in result.output
     written = json.loads(out.read_text())
@@ -69,7 +69,7 @@ def test_evaluate_cli_reports_and_writes_json(tiny_artifact, tmp_path):
 def test_evaluate_cli_rejects_unknown_labels(tiny_artifact, tmp_path):
     data = tmp_path / "labels.csv"
     data.write_text("text,label\nsomething,very good\n")
-    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--data", str(data), "--task", "sentiment"])
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--labels", str(data), "--task", "sentiment"])
     assert result.exit_code != 0
     assert "very good" in result.output
 
@@ -81,7 +81,7 @@ def test_evaluate_cli_dev_reproduces_card_splits(tiny_artifact, tiny_data, monke
     get_settings.cache_clear()
     out = tmp_path / "dev.json"
     try:
-        result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--dev", "--json", str(out)])
+        result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_artifact), "--dev", "--metrics-json", str(out)])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output

@@ -44,12 +44,12 @@ def _artifact(tmp_path: Path, version: str) -> Path:
 def test_feedback_import_records_one_author_and_refuses_an_author_column(run, engine, tmp_path):
     good = tmp_path / "good.csv"
     good.write_text("text,sentiment,topic\nShares tumble,Bearish,\nDividend raised,,dividend\n")
-    result = run("feedback", "import", str(good), "--author", "ana")
+    result = run("feedback", "import", str(good), "--by", "ana")
     assert result.exit_code == 0, result.output
     assert "imported 2 feedback row(s)" in result.output and "as ana" in result.output
     posing = tmp_path / "posing.csv"
     posing.write_text("text,sentiment,author\nShares tumble,negative,bo\n")
-    refused = run("feedback", "import", str(posing), "--author", "ana")
+    refused = run("feedback", "import", str(posing), "--by", "ana")
     assert refused.exit_code == 1 and "'author' column" in refused.output and "nothing imported" in refused.output
     with engine.connect() as conn:
         rows = fetch_feedback(conn)

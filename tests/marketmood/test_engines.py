@@ -1,0 +1,17 @@
+"""The one settings -> engine mapping (marketmood.engines), on the bundled model."""
+
+from __future__ import annotations
+
+from marketmood.engines import build_engine, engine_options
+from marketmood.settings import load_settings
+from models.artifact import BUNDLED_MODEL_DIR, read_info
+
+
+def test_build_engine_maps_the_model_section_and_keeps_the_artifacts_length_unless_set() -> None:
+    model = load_settings(model={"device": "cpu", "batch_size": 8, "max_batch_tokens": 256, "threads": 1}).model
+    engine = build_engine(model)
+    assert engine.backend == "onnx" and engine.batch_size == 8 and engine.max_batch_tokens == 256
+    assert engine.max_length == read_info(BUNDLED_MODEL_DIR).max_length
+    assert engine_options(model)["max_length"] is None  # not set explicitly: the artifact decides
+    explicit = load_settings(model={"device": "cpu", "max_length": 32, "threads": 1}).model
+    assert build_engine(explicit).max_length == 32
