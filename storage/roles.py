@@ -10,7 +10,7 @@ Role and password are deployment settings, not schema, so :func:`ensure_reader_r
 MarketMood (``marketmood db upgrade`` and services) after every migration run instead of once by a
 migration: a password changed later in the settings takes effect on the next upgrade. It is idempotent
 and runs in the caller's transaction. Revoking the advisory-lock functions from PUBLIC (per database) is
-done once by migration ``0006_reader_role`` with :func:`restrict_advisory_locks`.
+done once by migration ``0007_reader_role`` with :func:`restrict_advisory_locks`.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def ensure_reader_role(conn: Connection, role: str, password: str, limits: Reade
             conn.execute(text(f"GRANT EXECUTE ON FUNCTION public.{function} TO {quoted}"))
     if can_take_advisory_locks(conn, role):
         log.warning("reader role can still take advisory locks: run `marketmood db upgrade` as the database "
-                    "owner or a superuser so migration 0006_reader_role can revoke them from PUBLIC", role=role)
+                    "owner or a superuser so migration 0007_reader_role can revoke them from PUBLIC", role=role)
 
 
 def _exists(conn: Connection, table: str) -> bool:

@@ -1,7 +1,7 @@
 """Grafana's read-only role (``storage.roles``): reads what dashboards read, nothing else, and cannot stall the worker.
 
 Each test manages a role of its own (roles are cluster-wide; the default ``marketmood_grafana`` is shared
-with the dashboard tests), on a fresh database migrated to heads (so migration 0006_reader_role has revoked
+with the dashboard tests), on a fresh database migrated to heads (so migration 0007_reader_role has revoked
 the advisory-lock functions from PUBLIC).
 """
 
@@ -181,7 +181,7 @@ def test_reader_holding_locks_and_running_a_slow_query_does_not_stall_the_worker
 
 def test_restricting_advisory_locks_round_trips_and_needs_a_superuser(owner: Engine,
                                                                       reader: tuple[str, Engine]) -> None:
-    """What migration 0006_reader_role does (upgrade) and undoes (downgrade), and its refusal without a superuser."""
+    """What migration 0007_reader_role does (upgrade) and undoes (downgrade), and its refusal without a superuser."""
     role, engine = reader
     with owner.begin() as conn:
         unrestrict_advisory_locks(conn)

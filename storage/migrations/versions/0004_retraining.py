@@ -9,7 +9,7 @@
 * ``ix_feedback_author``: the per-author views of feedback (caps, reports).
 
 Revision ID: 0004_retraining
-Revises: 0002_grafana_reader
+Revises: 0003_pipeline
 Create Date: 2026-12-01
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0004_retraining"
-down_revision: str | Sequence[str] | None = "0002_grafana_reader"
+down_revision: str | Sequence[str] | None = "0003_pipeline"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -9,7 +9,7 @@ the alert's group key.
 * ``alerts.group_key``: alerts fired by one rule for one route share it (Grafana and receivers group on it).
 
 Revision ID: 0005_alerts
-Revises: 0002_grafana_reader
+Revises: 0004_retraining
 Create Date: 2026-12-01
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_alerts"
-down_revision: str | Sequence[str] | None = "0002_grafana_reader"
+down_revision: str | Sequence[str] | None = "0004_retraining"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

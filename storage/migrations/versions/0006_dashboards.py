@@ -10,7 +10,7 @@
 Both are plain SQL functions: executable by Grafana's read-only role (PUBLIC has EXECUTE by default).
 
 Revision ID: 0006_dashboards
-Revises: 0003_pipeline
+Revises: 0005_alerts
 Create Date: 2026-12-01
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0006_dashboards"
-down_revision: str | Sequence[str] | None = "0003_pipeline"
+down_revision: str | Sequence[str] | None = "0005_alerts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -10,8 +10,8 @@ functions' owner); run as anything else it changes nothing and logs a warning.
 The reader role itself (login, password, timeouts, SELECT allow-list) is not schema: MarketMood applies
 it after every upgrade with ``storage.roles.ensure_reader_role``.
 
-Revision ID: 0006_reader_role
-Revises: 0003_pipeline
+Revision ID: 0007_reader_role
+Revises: 0006_dashboards
 Create Date: 2026-12-01
 """
 
@@ -23,8 +23,8 @@ from alembic import op
 
 from storage import roles
 
-revision: str = "0006_reader_role"
-down_revision: str | Sequence[str] | None = "0003_pipeline"
+revision: str = "0007_reader_role"
+down_revision: str | Sequence[str] | None = "0006_dashboards"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
