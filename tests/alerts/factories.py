@@ -7,8 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine
 
-from streams.novelty import story_key
+from alerts.rules import parse_rules
+from marketmood.settings import AlertSettings
 from storage.articles import ScoredArticle, upsert_scored_batch
+from streams.novelty import story_key
 
 BASE = datetime(2024, 1, 2, 0, 0, tzinfo=timezone.utc)
 W = 300
@@ -56,3 +58,75 @@ def all_notifiers(http_recorder, smtp_recorder, *, secret: str, routing_key: str
         },
         "routing": {"critical": ["hook", "slack", "pd", "mail"]},
     }
+
+
+# -- the end-to-end scenario shared by the service and replica tests ------------------------------------
+
+SECRET = "test-secret-0123456789"
+TOPIC = "Energy | Oil"
+
+
+def rules_for(http_recorder, smtp_recorder, **detection):
+    return parse_rules({
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
+        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC, "Macro"]}, "severity": "critical",
+                   "detection": {"cooldown_minutes": 60, **detection}}],
+    })
+
+
+SETTINGS = AlertSettings(window_s=W, late_grace_s=0, retry_base_s=1, retry_max_s=8)
+
+
+def scenario(engine) -> datetime:
+    """6 h of steady news (20% negative, 72/h), then a 30-min burst at ~70% negative, then 2 h calm.
+    Meanwhile a wire story syndicated 40 times in 'Macro' must not alert."""
+    hours6 = 72
+    items = steady(TOPIC, BASE, hours6, per_window=6, neg_every=5, prefix="base")
+    burst_start = BASE + timedelta(hours=6)
+    for w in range(6):
+        for j in range(6):
+            t = burst_start + timedelta(seconds=w * W + 25 + j * 45)
+            items.append(article(f"burst-{w}-{j}", t, TOPIC, "negative" if j != 5 and j != 2 else "neutral",
+                                 title=f"Refinery fire number {w}-{j} hits output"))
+    items += steady(TOPIC, burst_start + timedelta(minutes=30), 24, per_window=6, neg_every=5, prefix="after")
+    items += steady("Macro", BASE, hours6 + 30, per_window=4, neg_every=5, prefix="macro")
+    items += [article(f"wire-{k}", burst_start + timedelta(seconds=20 * k), "Macro", "negative",
+                      title=f"{'UPDATE 1-' if k % 2 else ''}Recession fears grip markets as GDP shrinks - Reuters")
+              for k in range(40)]
+    insert(engine, items)
+    ITEMS[:] = items
+    return burst_start
+
+
+ITEMS: list = []
+
+
+# -- news.raw headlines for the end-to-end tests through tansu and the real worker -------------------------
+
+SITES = ("Baytown", "Beaumont", "Guyana", "Permian Basin", "Singapore", "Rotterdam", "Louisiana", "Texas")
+
+CALM = (  # routine, neutral-to-positive company news
+    "Exxon Mobil declares quarterly dividend, yield steady at {p}%",
+    "Exxon Mobil boosts output at new {site} field by {p}%",
+    "Exxon Mobil to present {site} growth plan with ${b} billion budget at investor conference",
+    "Exxon Mobil signs ${b} billion LNG supply deal with {site} buyers",
+    "Exxon Mobil starts production at ${b} billion {site} project on schedule",
+    "Exxon Mobil raises refinery capacity in {site} by {p}%",
+)
+BURST = (  # unmistakably bad news
+    "Exxon Mobil shares plunge {p}% after deadly explosion at {site} refinery",
+    "Exxon Mobil warns of heavy losses as oil price collapses {p}%",
+    "Exxon Mobil stock collapses {p}% as {site} spill triggers criminal probe",
+    "Exxon Mobil slashes dividend after record ${b} billion quarterly loss",
+    "Exxon Mobil halts output at {site} after catastrophic fire, shares crash {p}%",
+    "Exxon Mobil credit rating cut to junk as losses mount to ${b} billion after {site} blast",
+)
+
+
+def headline_message(i: int, t: datetime, template: str, kind: str) -> dict:
+    """A news.raw message from a CALM/BURST template (XOM); unique per ``i``: distinct stories, no copies."""
+    # every template has {p} or {b}, unique per article: distinct stories, none a syndicated copy
+    title = template.format(p=f"{2 + (i * 37 % 170) / 10:.1f}", b=f"{1 + i * 0.7:.1f}", site=SITES[i % len(SITES)])
+    return {"id": f"e2e-{kind}-{i}", "title": title, "source": "e2e",
+            "url": f"https://news.example.com/{kind}/{i}", "published_at": t.isoformat(), "tickers": ["XOM"],
+            "lang": "en"}

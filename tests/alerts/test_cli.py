@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 
+from alerts import lifecycle
 from marketmood.cli import cli
 from marketmood.commands.alerts import parse_duration
 from marketmood.settings import get_settings
-from alerts import lifecycle
 from storage import alerts as db
 from storage.db import make_engine
 from tests.alerts.factories import BASE

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import random
 
-from alerts.detector import DetectionParams, ScopeState, advance, observe, step, tail_probability
+from alerts.detector import (
+    DetectionParams,
+    ScopeState,
+    advance,
+    observe,
+    step,
+    tail_probability,
+)
 from alerts.windows import Counts, WindowSeries
 
 W = 300

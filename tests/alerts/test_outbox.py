@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from alerts.outbox import OutboxSender
 from alerts import lifecycle
+from alerts.outbox import OutboxSender
 from storage import alerts as db
 from storage.db import make_engine
 from tests.alerts.factories import BASE

@@ -13,8 +13,7 @@ import pytest
 from alerts.service import AlertService
 from storage import alerts as db
 from storage.db import make_engine
-from tests.alerts.factories import W
-from tests.alerts.test_service import SETTINGS, rules_for, scenario
+from tests.alerts.factories import SETTINGS, W, rules_for, scenario
 
 
 @pytest.mark.timeout(120)

@@ -14,13 +14,22 @@ from alerts import lifecycle
 from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
 from alerts.service import AlertService
-from marketmood.settings import AlertSettings
 from storage import alerts as db
 from storage.db import make_engine
-from tests.alerts.factories import BASE, W, all_notifiers, article, insert, steady
-
-SECRET = "test-secret-0123456789"
-TOPIC = "Energy | Oil"
+from tests.alerts.factories import (
+    BASE,
+    ITEMS,
+    SECRET,
+    SETTINGS,
+    TOPIC,
+    W,
+    all_notifiers,
+    article,
+    insert,
+    rules_for,
+    scenario,
+    steady,
+)
 
 
 @pytest.fixture
@@ -30,39 +39,6 @@ def engine(db_url):
     eng.dispose()
 
 
-def rules_for(http_recorder, smtp_recorder, **detection):
-    return parse_rules({
-        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
-        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC, "Macro"]}, "severity": "critical",
-                   "detection": {"cooldown_minutes": 60, **detection}}],
-    })
-
-
-SETTINGS = AlertSettings(window_s=W, late_grace_s=0, retry_base_s=1, retry_max_s=8)
-
-
-def scenario(engine) -> datetime:
-    """6 h of steady news (20% negative, 72/h), then a 30-min burst at ~70% negative, then 2 h calm.
-    Meanwhile a wire story syndicated 40 times in 'Macro' must not alert."""
-    hours6 = 72
-    items = steady(TOPIC, BASE, hours6, per_window=6, neg_every=5, prefix="base")
-    burst_start = BASE + timedelta(hours=6)
-    for w in range(6):
-        for j in range(6):
-            t = burst_start + timedelta(seconds=w * W + 25 + j * 45)
-            items.append(article(f"burst-{w}-{j}", t, TOPIC, "negative" if j != 5 and j != 2 else "neutral",
-                                 title=f"Refinery fire number {w}-{j} hits output"))
-    items += steady(TOPIC, burst_start + timedelta(minutes=30), 24, per_window=6, neg_every=5, prefix="after")
-    items += steady("Macro", BASE, hours6 + 30, per_window=4, neg_every=5, prefix="macro")
-    items += [article(f"wire-{k}", burst_start + timedelta(seconds=20 * k), "Macro", "negative",
-                      title=f"{'UPDATE 1-' if k % 2 else ''}Recession fears grip markets as GDP shrinks - Reuters")
-              for k in range(40)]
-    insert(engine, items)
-    ITEMS[:] = items
-    return burst_start
-
-
-ITEMS: list = []
 
 
 def test_burst_fires_once_and_resolves_once_per_notifier(engine, http_recorder, smtp_recorder) -> None:

@@ -33,6 +33,7 @@ def test_window_counts_novel_latest_version_and_replay(engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE scores SET scored_at = scored_at - interval '1 hour'"))
         from dataclasses import replace
+
         from storage.articles import upsert_scored_batch
         upsert_scored_batch(conn, [replace(rescored, model_version="v2")])
         counts = db.window_counts(conn, "topic", BASE, BASE + timedelta(hours=1), W)

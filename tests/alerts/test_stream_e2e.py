@@ -22,45 +22,16 @@ from sqlalchemy import text
 
 from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
-from streams.novelty import story_key
 from alerts.service import AlertService
 from marketmood.settings import AlertSettings, TopicSettings
 from storage import alerts as db
 from storage.db import make_engine
-from tests.alerts.factories import all_notifiers
-from tests.streams.conftest import model_path  # noqa: F401 - the stream tests' fixture: the real bundled model
+from streams.novelty import story_key
+from tests.alerts.factories import BURST, CALM, all_notifiers, headline_message
 from tests.streams.harness import Db, WorkerProcess, produce, wait_until
 
 SECRET = "e2e-secret-0123456789"
 W = 300  # 5-minute windows, as in production
-SITES = ("Baytown", "Beaumont", "Guyana", "Permian Basin", "Singapore", "Rotterdam", "Louisiana", "Texas")
-
-CALM = (  # routine, neutral-to-positive company news
-    "Exxon Mobil declares quarterly dividend, yield steady at {p}%",
-    "Exxon Mobil boosts output at new {site} field by {p}%",
-    "Exxon Mobil to present {site} growth plan with ${b} billion budget at investor conference",
-    "Exxon Mobil signs ${b} billion LNG supply deal with {site} buyers",
-    "Exxon Mobil starts production at ${b} billion {site} project on schedule",
-    "Exxon Mobil raises refinery capacity in {site} by {p}%",
-)
-BURST = (  # unmistakably bad news
-    "Exxon Mobil shares plunge {p}% after deadly explosion at {site} refinery",
-    "Exxon Mobil warns of heavy losses as oil price collapses {p}%",
-    "Exxon Mobil stock collapses {p}% as {site} spill triggers criminal probe",
-    "Exxon Mobil slashes dividend after record ${b} billion quarterly loss",
-    "Exxon Mobil halts output at {site} after catastrophic fire, shares crash {p}%",
-    "Exxon Mobil credit rating cut to junk as losses mount to ${b} billion after {site} blast",
-)
-
-
-def _message(i: int, t: datetime, template: str, kind: str) -> dict:
-    # every template has {p} or {b}, unique per article: distinct stories, none a syndicated copy
-    title = template.format(p=f"{2 + (i * 37 % 170) / 10:.1f}", b=f"{1 + i * 0.7:.1f}", site=SITES[i % len(SITES)])
-    return {"id": f"e2e-{kind}-{i}", "title": title, "source": "e2e",
-            "url": f"https://news.example.com/{kind}/{i}", "published_at": t.isoformat(), "tickers": ["XOM"],
-            "lang": "en"}
-
-
 def scenario(base: datetime) -> tuple[list[dict], datetime, datetime]:
     """2 h calm (2 articles per window), a 30-min burst (6 per window, all bad news), 1 h calm."""
     msgs: list[dict] = []
@@ -73,7 +44,7 @@ def scenario(base: datetime) -> tuple[list[dict], datetime, datetime]:
         for j in range(per_window):
             t = start + timedelta(seconds=(j + 0.5) * W / per_window)
             pool, kind = (BURST, "burst") if burst else (CALM, "calm")
-            msgs.append(_message(i, t, pool[i % len(pool)], kind))
+            msgs.append(headline_message(i, t, pool[i % len(pool)], kind))
             i += 1
     return msgs, burst_start, burst_end
 

@@ -24,8 +24,7 @@ from alerts.service import AlertService
 from marketmood.settings import TopicSettings
 from storage import alerts as db
 from storage.db import make_engine
-from tests.alerts.test_stream_e2e import BURST, CALM, _message
-from tests.streams.conftest import model_path  # noqa: F401 - the stream tests' fixture: the real bundled model
+from tests.alerts.factories import BURST, CALM, headline_message
 from tests.streams.harness import Db, WorkerProcess, produce, wait_until
 
 W = 10  # 10-s windows: real time, so the test runs in minutes
@@ -51,7 +50,7 @@ def test_burst_during_worker_pause_fires_once_after_resume(
 ) -> None:
     now = datetime.now(timezone.utc)
     start = datetime.fromtimestamp(int(now.timestamp()) // W * W, tz=timezone.utc) - timedelta(minutes=8)
-    calm = [_message(i, start + timedelta(seconds=5 * i), CALM[i % len(CALM)], "calm") for i in range(96)]
+    calm = [headline_message(i, start + timedelta(seconds=5 * i), CALM[i % len(CALM)], "calm") for i in range(96)]
     produce(kafka_bootstrap, topic_names.raw, calm, keys=[m["id"].encode() for m in calm])
     worker = WorkerProcess(bootstrap=kafka_bootstrap, database_url=db_url, topics=topic_names,
                            home=tmp_path / "worker", model_path=model_path, batch_size=16)
@@ -78,13 +77,13 @@ def test_burst_during_worker_pause_fires_once_after_resume(
         i = 1000
         for w in range(6):  # 6 windows x 6 bad-news articles, published as they happen
             for j in range(6):
-                m = _message(i, datetime.now(timezone.utc), BURST[i % len(BURST)], "burst")
+                m = headline_message(i, datetime.now(timezone.utc), BURST[i % len(BURST)], "burst")
                 produce(kafka_bootstrap, topic_names.raw, [m], keys=[m["id"].encode()])
                 i += 1
                 time.sleep(W / 6 * 0.95)
         burst_end = burst_start + timedelta(seconds=6 * W)
         while time.monotonic() - paused_at < PAUSE_S:  # calm again, still frozen
-            m = _message(i, datetime.now(timezone.utc), CALM[i % len(CALM)], "calm")
+            m = headline_message(i, datetime.now(timezone.utc), CALM[i % len(CALM)], "calm")
             produce(kafka_bootstrap, topic_names.raw, [m], keys=[m["id"].encode()])
             i += 1
             time.sleep(W / 2)

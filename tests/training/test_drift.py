@@ -7,13 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
 
 from storage import labelling
 from storage.db import make_engine
-from storage.schema import Article, Score
-from training.drift import (DriftThresholds, check_drift, decide_drift, dispersion, matching_windows,
-                            open_labelling_request, shift_test)
+from tests.training.factories import CALM, insert_scores
+from training.drift import (
+    DriftThresholds,
+    check_drift,
+    decide_drift,
+    dispersion,
+    matching_windows,
+    open_labelling_request,
+    shift_test,
+)
 
 TH = DriftThresholds(alpha=0.01, min_effect=0.05, confidence_drop=0.1, min_samples=100)
 SENTIMENT = {"negative": 0.15, "neutral": 0.60, "positive": 0.25}
@@ -118,30 +124,6 @@ def test_decision_reports_slices_and_tracks_confidence():
 # ---------------------------------------------------------------- a real scores table
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-CALM = {"negative": 60, "neutral": 180, "positive": 60}
-
-
-def insert_scores(engine, *, start: datetime, hours: float, mix: dict[str, int], confidence: float,
-                  version: str = "v1", prefix: str = "a") -> None:
-    """Spread sum(mix) scores evenly over [start, start + hours) with the given sentiment mix."""
-    labels = [label for label, n in mix.items() for _ in range(n)]
-    step = timedelta(hours=hours) / len(labels)
-    articles, scores = [], []
-    for i, label in enumerate(labels):
-        t = start + step * i
-        conf = confidence - 0.001 * (i % 50)  # distinct uncertainties
-        rest = (1 - conf) / 2
-        p = {"negative": rest, "neutral": rest, "positive": rest} | {label: conf}
-        articles.append({"id": f"{prefix}{i}", "title": f"headline {prefix}{i}", "event_time": t})
-        scores.append({"article_id": f"{prefix}{i}", "model_version": version, "topic": "Markets",
-                       "topic_confidence": 0.9, "sentiment": label, "p_negative": p["negative"],
-                       "p_neutral": p["neutral"], "p_positive": p["positive"],
-                       "score": p["positive"] - p["negative"], "event_time": t})
-    with engine.begin() as conn:
-        conn.execute(insert(Article), articles)
-        conn.execute(insert(Score), scores)
-
-
 @pytest.fixture
 def engine(db_url):
     eng = make_engine(db_url)

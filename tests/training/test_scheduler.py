@@ -15,7 +15,7 @@ from storage import labelling
 from storage import registry as registry_sql
 from storage.db import make_engine
 from storage.schema import Article, Score
-from tests.training.test_drift import CALM, insert_scores
+from tests.training.factories import CALM, insert_scores
 from training import registry
 from training.drift import DriftReport
 from training.registry import ShadowCriteria, judge_shadow
