@@ -20,8 +20,8 @@ from types import FrameType
 
 from sqlalchemy.engine import Engine
 
-from marketmood.commands.db import upgrade_database
 from marketmood.logs import get_logger
+from marketmood.schema import upgrade_database
 from marketmood.settings import Settings
 from storage.db import make_engine
 from storage.embedded import EmbeddedPostgres

@@ -22,12 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
+from alerts.lifecycle import acknowledge as acknowledge_alert
 from marketmood.api.auth import TokenIdentity, authenticate, parse_tokens
 from marketmood.api.feedback import feedback_router
 from marketmood.api.health import CachedHealth, DatabaseHealth, model_health, overall
 from marketmood.api.limits import BodySizeLimit, RateLimiter
 from marketmood.api.metrics import ApiMetrics, RequestMetrics
-from marketmood.api.sentiment import router as sentiment_router
 from marketmood.api.schemas import (
     AlertOut,
     ClassifyRequest,
@@ -35,8 +35,10 @@ from marketmood.api.schemas import (
     ComponentHealth,
     HealthResponse,
 )
+from marketmood.api.sentiment import router as sentiment_router
 from marketmood.settings import ApiSettings
 from models.prediction import ClassifierProvider, InvalidTextError
+from storage.alerts import list_alerts
 
 
 @dataclass
@@ -138,7 +140,6 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     def alerts(state: AlertState | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """Newest alerts first; ``state=open`` means not resolved."""
-        from storage.alerts import list_alerts
 
         with deps.db.connect() as conn:
             return list_alerts(conn, state=state, limit=limit)
@@ -147,7 +148,6 @@ def create_app(deps: ApiDependencies) -> FastAPI:
               responses={401: {"description": "Missing or invalid token"}, 404: {"description": "No such alert"}})
     def acknowledge(alert_id: int, identity: TokenIdentity = Depends(require_token)) -> dict[str, Any]:
         """Acknowledge an open alert (stops escalation); a resolved alert is returned unchanged."""
-        from alerts.lifecycle import acknowledge as acknowledge_alert
 
         with deps.db.begin() as conn:
             alert = acknowledge_alert(conn, alert_id, identity.name)

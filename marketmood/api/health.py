@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 
 import anyio.to_thread
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 
@@ -58,8 +60,6 @@ def kafka_health(bootstrap: str | None, raw_topic: str, timeout_s: float = 3.0) 
     """Connect with the admin client and look for the raw topic (workers cannot consume without it)."""
     if not bootstrap:
         return ComponentHealth(status="down", detail="no broker configured (MARKETMOOD_KAFKA_BOOTSTRAP)")
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
 
     timeout_ms = int(timeout_s * 1000)
     try:

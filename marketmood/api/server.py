@@ -17,9 +17,12 @@ from sqlalchemy import Engine
 from marketmood.api.app import ApiDependencies, create_app
 from marketmood.api.health import kafka_health
 from marketmood.api.schemas import ComponentHealth
+from marketmood.engines import classifier_provider
+from marketmood.runtime import open_database, sigterm_as_interrupt
 from marketmood.settings import ApiSettings, Settings
 from storage import migrate
 from storage.db import make_engine, safe_url
+from streams.broker import find_running
 
 
 class SchemaNotReadyError(RuntimeError):
@@ -32,7 +35,6 @@ def broker_check(settings: Settings) -> Callable[[], ComponentHealth]:
     def check() -> ComponentHealth:
         bootstrap = settings.kafka_bootstrap
         if bootstrap is None:
-            from streams.broker import find_running
 
             bootstrap = find_running(settings.home / "kafka")
         return kafka_health(bootstrap, settings.topics.raw)
@@ -77,10 +79,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
     caught once it has shut down; turning SIGTERM into KeyboardInterrupt lets that unwind through our
     ``with`` blocks instead of killing the process with the database still running.
     """
-    import uvicorn
+    import uvicorn  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
 
-    from marketmood.engines import classifier_provider
-    from marketmood.runtime import open_database, sigterm_as_interrupt
 
     embedded = settings.database_url is None
     with contextlib.suppress(KeyboardInterrupt), sigterm_as_interrupt(), \

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from marketmood.logs import configure_logging
 from marketmood.settings import get_settings
+from storage.db import DatabaseUnavailableError
+from storage.embedded import EmbeddedPostgresError
 
 
 @click.command("api")
@@ -18,10 +21,7 @@ def api_command(host: str | None, port: int | None) -> None:
     rate-limited per client (MARKETMOOD_API__CLASSIFY_PER_MINUTE, __CLASSIFY_BURST). An external database
     must be migrated first (`marketmood db upgrade`); the embedded default is migrated here.
     """
-    from marketmood.api.server import SchemaNotReadyError, serve
-    from marketmood.logs import configure_logging
-    from storage.db import DatabaseUnavailableError
-    from storage.embedded import EmbeddedPostgresError
+    from marketmood.api.server import SchemaNotReadyError, serve  # lazy: FastAPI and the app cost ~0.9 s at CLI start-up
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)

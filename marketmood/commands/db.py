@@ -1,7 +1,7 @@
 """``marketmood db upgrade`` / ``marketmood db current``: manage the schema of the configured database.
 
 With MARKETMOOD_DATABASE_URL unset they act on the embedded PostgreSQL under ``<home>/postgres``. After the
-migrations, ``upgrade`` applies Grafana's read-only role from the settings (:func:`apply_reader_role`), so a
+migrations, ``upgrade`` applies Grafana's read-only role from the settings (``marketmood.schema.apply_reader_role``), so a
 reader password changed in the settings takes effect on the next upgrade.
 """
 
@@ -10,54 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from sqlalchemy import exc as sa_exc
 
-from marketmood.logs import get_logger
-from marketmood.settings import GrafanaSettings, Settings, load_settings
-
-
-def reader_limits(grafana: GrafanaSettings):  # -> storage.roles.ReaderLimits
-    """The reader role's session limits, from the settings."""
-    from storage.roles import ReaderLimits
-
-    return ReaderLimits(statement_timeout_s=grafana.reader_statement_timeout_s,
-                        connection_limit=grafana.reader_connection_limit)
-
-
-def apply_reader_role(settings: Settings, url: str, *, strict: bool = True) -> None:
-    """Create or update Grafana's read-only role in the database at ``url`` (idempotent; after migrating).
-
-    ``strict=False`` (services migrating at start-up) logs a warning instead of failing when the database
-    user may not manage roles: a worker must not refuse to start over Grafana's login.
-    """
-    from sqlalchemy import exc as sa_exc
-    from sqlalchemy.pool import NullPool
-
-    from storage.db import make_engine
-    from storage.roles import ensure_reader_role
-
-    grafana = settings.grafana
-    engine = make_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            ensure_reader_role(conn, grafana.reader_role, grafana.reader_password, reader_limits(grafana))
-    except sa_exc.ProgrammingError as exc:
-        if strict or getattr(exc.orig, "pgcode", None) != "42501":
-            raise
-        get_logger(__name__).warning("cannot manage Grafana's reader role: run `marketmood db upgrade` as a "
-                                     "role with CREATEROLE", role=grafana.reader_role, error=str(exc.orig).strip())
-    finally:
-        engine.dispose()
-
-
-def upgrade_database(settings: Settings, url: str, revision: str = "heads", *,
-                     strict: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Migrate ``url`` to ``revision`` and apply the reader role; (revisions before, revisions after)."""
-    from storage import migrate
-
-    before = migrate.current_or_empty(url)
-    after = migrate.upgrade(url, revision)
-    apply_reader_role(settings, url, strict=strict)
-    return before, after
+from marketmood.runtime import open_database
+from marketmood.schema import upgrade_database
+from marketmood.settings import Settings, load_settings
+from storage import migrate
+from storage.db import DatabaseUnavailableError, ping, safe_url
+from storage.embedded import EmbeddedPostgresError
 
 
 def _target(url: str | None) -> tuple[str | None, Path, Settings]:
@@ -78,11 +38,7 @@ def db_group() -> None:
 def upgrade_command(url: str | None, revision: str) -> None:
     """Create the database if missing, apply migrations up to REVISION, then create or update Grafana's
     read-only role (MARKETMOOD_GRAFANA__READER_ROLE / __READER_PASSWORD): re-run it after changing them."""
-    from sqlalchemy import exc as sa_exc
 
-    from storage.db import DatabaseUnavailableError, safe_url
-    from storage.embedded import EmbeddedPostgresError
-    from marketmood.runtime import open_database
 
     database_url, home, settings = _target(url)
     try:
@@ -104,10 +60,6 @@ def upgrade_command(url: str | None, revision: str) -> None:
 @click.option("--url", help="SQLAlchemy URL [default: MARKETMOOD_DATABASE_URL, else the embedded database].")
 def current_command(url: str | None) -> None:
     """Show the database's revision(s) and whether it is up to date."""
-    from storage import migrate
-    from storage.db import DatabaseUnavailableError, ping
-    from storage.embedded import EmbeddedPostgresError
-    from marketmood.runtime import open_database
 
     database_url, home, _settings = _target(url)
     try:

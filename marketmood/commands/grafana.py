@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from grafana_client.client import GrafanaException
 
+from marketmood.dashboards import render
+from marketmood.dashboards.provisioning import PostgresTarget
+from marketmood.dashboards.push import connect, push
 from marketmood.settings import get_settings
 
 
@@ -20,7 +24,6 @@ def grafana_group() -> None:
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if the files differ from the code.")
 def render_command(out_dir: Path | None, check: bool) -> None:
     """Write dashboard JSON and Grafana provisioning files (datasources, dashboard provider)."""
-    from marketmood.dashboards import render
 
     root = out_dir or render.GRAFANA_DIR
     if check:
@@ -51,10 +54,7 @@ def render_command(out_dir: Path | None, check: bool) -> None:
 def push_command(url: str | None, token: str | None, db_host: str, db_name: str, db_user: str | None,
                  db_password: str | None, prometheus_url: str, timeout: float) -> None:
     """Create or update the datasources, the MarketMood folder and every dashboard through the HTTP API."""
-    from grafana_client.client import GrafanaException
 
-    from marketmood.dashboards.provisioning import PostgresTarget
-    from marketmood.dashboards.push import connect, push
 
     grafana = get_settings().grafana
     token = token or grafana.token

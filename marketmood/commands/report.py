@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
+from marketmood.dashboards.macros import MacroError, parse_interval
+from marketmood.report.panels import Selection, load
+from marketmood.runtime import database_engine
 from marketmood.settings import get_settings
 from storage import dashboards as sql
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> object:
-    from marketmood.dashboards.macros import MacroError, parse_interval
 
     try:
         return parse_interval(value)
@@ -41,11 +44,8 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
     Uses the configured database (the embedded one when MARKETMOOD_DATABASE_URL is unset), e.g. after
     `marketmood demo`, so a laptop without Grafana sees what an analyst sees.
     """
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from marketmood.report.render import write  # lazy: matplotlib costs ~0.5 s at CLI start-up
 
-    from marketmood.report.panels import Selection, load
-    from marketmood.report.render import write
-    from marketmood.runtime import database_engine
 
     try:
         ZoneInfo(tz)

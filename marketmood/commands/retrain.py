@@ -14,12 +14,25 @@ from typing import Any
 
 import click
 
-from marketmood.runtime import database_engine
+from marketmood.logs import configure_logging
+from marketmood.runtime import database_engine, sigterm_as_interrupt
 from marketmood.settings import get_settings
+from storage import labelling
+from storage import registry as sql
+from storage.feedback import insert_many
+from training.feedback_policy import validate_feedback
+from training.registry import (
+    RegistryError,
+    ensure_champion,
+    finish_shadow,
+    promote,
+    register_artifact,
+    rollback,
+    shadow_report,
+)
 
 
 def _setup_logging() -> None:
-    from marketmood.logs import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -46,7 +59,9 @@ def retrain_command(user: str | None, no_promote: bool, max_steps: int | None, l
     Exit code 0 when promoted/registered or skipped (another retrain holds the lock), 1 when the gate
     rejected the challenger.
     """
-    from training.retrain import run_retrain
+    from training.retrain import (
+        run_retrain,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    )
 
     _setup_logging()
     overrides = {k: v for k, v in {"max_steps": max_steps, "limit_per_dataset": limit_per_dataset,
@@ -75,8 +90,6 @@ def models_group() -> None:
 @models_group.command("list")
 def models_list() -> None:
     """Every version, newest first; '*' marks the active one."""
-    from storage import registry as sql
-    from training.registry import ensure_champion
 
     with database_engine(get_settings()) as engine:
         ensure_champion(engine)
@@ -105,7 +118,6 @@ def _mean_f1(metrics: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the full record (metrics, config, report) as JSON.")
 def models_show(version: str, as_json: bool) -> None:
     """VERSION's record: lineage, fingerprint, metrics and its promotion-gate report."""
-    from storage import registry as sql
 
     with database_engine(get_settings()) as engine, engine.connect() as conn:
         record = sql.get_version(conn, version)
@@ -132,8 +144,9 @@ def models_show(version: str, as_json: bool) -> None:
 @click.option("--by", "user", help="Who registers [default: OS user].")
 def models_register(path: Path, do_promote: bool, force: bool, user: str | None) -> None:
     """Register a `marketmood train` output folder PATH in the registry (status candidate)."""
-    from training.registry import RegistryError, promote, register_artifact
-    from training.retrain import gate_existing
+    from training.retrain import (
+        gate_existing,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    )
 
     settings = get_settings()
     with database_engine(settings) as engine:
@@ -165,8 +178,9 @@ def models_register(path: Path, do_promote: bool, force: bool, user: str | None)
 @click.option("--by", "user", help="Who acts [default: OS user].")
 def models_shadow(do_finish: bool, force: bool, as_json: bool, user: str | None) -> None:
     """The shadow stage: agreement with the active model on the same articles, confidence, counts, period."""
-    from training.registry import finish_shadow, shadow_report
-    from training.scheduler import shadow_criteria_from
+    from training.scheduler import (
+        shadow_criteria_from,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    )
 
     settings = get_settings()
     criteria = shadow_criteria_from(settings)
@@ -205,7 +219,6 @@ def models_shadow(do_finish: bool, force: bool, as_json: bool, user: str | None)
 @click.option("--reason", default="manual promote", show_default=True, help="Why (kept in the alias history).")
 def models_promote(version: str, user: str | None, reason: str) -> None:
     """Make VERSION the active model; running workers switch at their next batch boundary."""
-    from training.registry import RegistryError, promote
 
     with database_engine(get_settings()) as engine:
         try:
@@ -219,7 +232,6 @@ def models_promote(version: str, user: str | None, reason: str) -> None:
 @click.option("--by", "user", help="Who rolls back [default: OS user].")
 def models_rollback(user: str | None) -> None:
     """Re-activate the version that was active before the current one (the current one is marked rejected)."""
-    from training.registry import RegistryError, rollback
 
     with database_engine(get_settings()) as engine:
         try:
@@ -247,8 +259,6 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
     'author' column is refused (it would let one file pose as several agreeing analysts). All rows are
     validated first; one bad row rejects the whole file with its line number, nothing is stored.
     """
-    from storage.feedback import insert_many
-    from training.feedback_policy import validate_feedback
 
     rows, errors = [], []
     who = _who(author)
@@ -287,7 +297,6 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
 @click.option("--close", "close_id", type=int, help="Close this request (its texts were labelled).")
 def feedback_requests(request_id: int | None, show_all: bool, close_id: int | None) -> None:
     """Labelling requests opened by drift: the most uncertain texts of the drifted slice, to label first."""
-    from storage import labelling
 
     with database_engine(get_settings()) as engine:
         if close_id is not None:
@@ -324,8 +333,9 @@ def feedback_requests(request_id: int | None, show_all: bool, close_id: int | No
 @click.option("--once", is_flag=True, help="Run one tick (decide, maybe retrain) and exit.")
 def scheduler_command(once: bool) -> None:
     """Retrain on the cron schedule (settings retrain.schedule, default weekly) or on drift, one replica at a time."""
-    from marketmood.runtime import sigterm_as_interrupt
-    from training.scheduler import Scheduler
+    from training.scheduler import (
+        Scheduler,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    )
 
     _setup_logging()
     settings = get_settings()

@@ -29,7 +29,11 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from marketmood.dashboards.sqlquery import POSTGRES_TYPE, PostgresQueryBuilder, SqlAnnotationTargetBuilder
+from marketmood.dashboards.sqlquery import (
+    POSTGRES_TYPE,
+    PostgresQueryBuilder,
+    SqlAnnotationTargetBuilder,
+)
 from storage import dashboards as sql
 
 POSTGRES_UID = "marketmood-postgres"

@@ -15,7 +15,11 @@ from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
 from marketmood.dashboards.definitions import FOLDER, all_dashboards, to_json_dict
-from marketmood.dashboards.provisioning import PostgresTarget, postgres_datasource, prometheus_datasource
+from marketmood.dashboards.provisioning import (
+    PostgresTarget,
+    postgres_datasource,
+    prometheus_datasource,
+)
 
 FOLDER_UID = "marketmood"
 

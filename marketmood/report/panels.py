@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -91,7 +91,6 @@ def _query(conn: Connection, raw: str, ctx: QueryContext) -> tuple[list[str], li
 
 
 def _epoch_ms(value: Any) -> datetime:
-    from datetime import timezone
 
     return datetime.fromtimestamp(float(value) / 1000, tz=timezone.utc)
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from marketmood.cli import cli
-from marketmood.commands.db import apply_reader_role
+from marketmood.schema import apply_reader_role
 from marketmood.settings import load_settings
 from storage import migrate
 from storage.db import make_engine

@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from streams.novelty import story_key
 from marketmood.cli import cli
 from marketmood.dashboards.definitions import sentiment_dashboard, to_json_dict
 from marketmood.settings import get_settings
@@ -20,6 +19,7 @@ from storage.alerts import insert_alert
 from storage.articles import ScoredArticle, upsert_scored_batch
 from storage.db import make_engine
 from streams.demo_news import DemoStream
+from streams.novelty import story_key
 
 N_ARTICLES = 700
 
