@@ -108,6 +108,10 @@ class ApiSettings(_Section):
     )
     classify_burst: int = Field(20, ge=1, description="Requests a client may send at once before the rate applies.")
     rate_limit_clients: int = Field(10_000, ge=1, description="Clients tracked by the rate limiter (LRU).")
+    feedback_per_minute: float = Field(
+        30.0, ge=0, description="Sustained POST /feedback requests per minute per author; 0 = no limit."
+    )
+    feedback_burst: int = Field(60, ge=1, description="Feedback rows an author may send at once before the rate applies.")
     health_cache_s: float = Field(
         5.0, ge=0, description="GET /health reuses a check this many seconds (one check at a time)."
     )

@@ -38,7 +38,13 @@ READER_TABLES: tuple[str, ...] = (
 READER_TABLES_EXCEPT_COLUMNS: dict[str, tuple[str, ...]] = {"model_versions": ("artifact",)}
 # Functions the dashboards call (EXECUTE is PUBLIC's by default; granted explicitly so revoking PUBLIC
 # later keeps the reader working). Missing ones are skipped.
-READER_FUNCTIONS: tuple[str, ...] = ("current_scores(timestamptz, timestamptz)",)
+READER_FUNCTIONS: tuple[str, ...] = (
+    "current_scores(timestamptz, timestamptz)",
+    # migration 0006_dashboards: the panels' smoothing aggregate and link helper
+    "ema_step(double precision, double precision, double precision)",
+    "ema(double precision, double precision)",
+    "url_encode(text)",
+)
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Serialises concurrent ensure_reader_role calls (several services starting at once): concurrent GRANTs on

@@ -155,7 +155,9 @@ def create_app(deps: ApiDependencies) -> FastAPI:
             raise ApiError(404, f"alert {alert_id} does not exist")
         return alert
 
-    app.include_router(feedback_router(deps.db, require_token))
+    feedback_limiter = (RateLimiter(deps.settings.feedback_per_minute, deps.settings.feedback_burst,
+                                    deps.settings.rate_limit_clients) if deps.settings.feedback_per_minute else None)
+    app.include_router(feedback_router(deps.db, require_token, feedback_limiter))
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse, "description": "A component is down or degraded"}})

@@ -15,17 +15,22 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from marketmood.api.auth import TokenIdentity
+from marketmood.api.limits import RateLimiter
 from marketmood.api.schemas import FeedbackRequest, FeedbackResponse
 from storage.feedback import insert_feedback
 from training.feedback_policy import validate_feedback
 
 
-def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity]) -> APIRouter:
+def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity],
+                    limiter: RateLimiter | None = None) -> APIRouter:
+    """``limiter``: per-author token bucket (one analyst cannot flood the feedback table; the retrain's
+    per-author cap bounds their weight, this bounds their volume)."""
     router = APIRouter(tags=["feedback"])
 
     @router.post("/feedback", response_model=FeedbackResponse, status_code=201,
                  responses={401: {"description": "Missing or invalid token"},
                             403: {"description": "A bare (unnamed) token: feedback needs a named token"},
+                            429: {"description": "The author's feedback rate limit was exceeded"},
                             422: {"description": "No subject, no label, or an unknown label"}})
     def feedback(body: FeedbackRequest, identity: TokenIdentity = Depends(require_token)) -> Any:
         """Store an analyst's topic and/or sentiment label for an article id or a text (used by retraining).
@@ -35,6 +40,11 @@ def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity]) -> 
         if not identity.named:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "feedback needs a named token (name:secret) so the "
                                 "author is known; bare tokens may not write feedback")
+        wait = limiter.acquire(identity.name) if limiter is not None else 0.0
+        if wait > 0:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                f"feedback rate limit for {identity.name} exceeded; retry in {wait:.1f} s",
+                                headers={"Retry-After": limiter.retry_after(wait)})
         try:
             row = validate_feedback(article_id=body.article_id, text=body.text, topic=body.topic,
                                     sentiment=body.sentiment, author=identity.name)

@@ -41,3 +41,17 @@ def test_invalid_labels_are_422_and_nothing_is_stored(db_client: TestClient, db_
     response = db_client.post("/feedback", headers=alice, json={"text": "x", "sentiment": "angry"})
     assert response.status_code == 422 and "unknown sentiment label 'angry'" in response.json()["detail"]
     assert _rows(db_url)[1] == 0
+
+
+def test_one_author_is_rate_limited_with_retry_after_and_another_is_not(make_db_client, db_url: str,
+                                                                         alice: dict[str, str]) -> None:
+    client = make_db_client(tokens=("alice:alice-secret", "bob:bob-secret"), feedback_per_minute=1,
+                            feedback_burst=3)
+    bob = {"Authorization": "Bearer bob-secret"}
+    codes = [client.post("/feedback", headers=alice, json={"text": f"Stocks slide {i}", "sentiment": "negative"})
+             for i in range(5)]
+    assert [r.status_code for r in codes] == [201, 201, 201, 429, 429]
+    assert int(codes[3].headers["Retry-After"]) >= 1 and "alice" in codes[3].json()["detail"]
+    assert client.post("/feedback", headers=bob, json={"text": "Stocks slide", "sentiment": "negative"}).status_code == 201
+    _, n = _rows(db_url)
+    assert n == 4  # refused rows are not stored
