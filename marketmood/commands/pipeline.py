@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import click
 
 from marketmood.demo import run_demo
@@ -52,18 +54,28 @@ def _phases(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
 @click.option("--duration", type=click.FloatRange(1), help="Stop after this many seconds even if not done.")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the generated news feed (same seed, same headlines and burst).")
+@click.option("--data", "data", type=click.Choice(["generated", "reuters"]), default="generated", show_default=True,
+              help="generated: news this project writes, with a negative burst; reuters: real Reuters headlines "
+                   "from the data path (MARKETMOOD_DATA_PATH), retimed onto now.")
+@click.option("--replay-from", type=click.DateTime(["%Y-%m-%d"]), default="2016-03-01", show_default=True,
+              help="With --data reuters: the first day of history to replay.")
+@click.option("--speed", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="With --data reuters: how many times faster than real time the history is replayed.")
 def demo_command(rate: float, phases: tuple[float, float, float], articles: int | None, duration: float | None,
-                 seed: int) -> None:
-    """Run the whole pipeline locally on generated news: a live per-topic sentiment table and spike alerts.
+                 seed: int, data: str, replay_from: datetime, speed: float) -> None:
+    """Run the whole pipeline locally on generated (or replayed Reuters) news: live sentiment table, spike alerts.
 
     Starts an embedded broker and PostgreSQL (unless configured), the worker, the alert service (10-s windows,
     alerts/rules.demo.yaml unless MARKETMOOD_ALERTS__RULES_PATH is set) and a feed of generated headlines:
     calm, then a negative burst about one company, then calm again, so an alert fires and resolves (about
-    two minutes by default). Ctrl-C stops everything cleanly; a summary goes to <home>/demo-summary.json.
+    two minutes by default). With --data reuters the feed is real Reuters history from the data path, retimed
+    onto now (--replay-from, --speed). Ctrl-C stops everything cleanly; a summary goes to
+    <home>/demo-summary.json.
     """
     settings = get_settings()
     configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_format)
-    run_demo(settings, rate=rate, phases=phases, articles=articles, duration=duration, seed=seed)
+    run_demo(settings, rate=rate, phases=phases, articles=articles, duration=duration, seed=seed, data=data,
+             replay_from=replay_from.replace(tzinfo=timezone.utc), speed=speed)
 
 
 COMMANDS = [worker_command, demo_command]

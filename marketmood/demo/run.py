@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -42,7 +43,9 @@ from storage import alerts as alerts_db
 from storage.articles import topic_summary
 from storage.db import make_engine
 from streams.demo_news import DemoStream
-from streams.publisher import make_producer, publish
+from streams.publisher import LiveClock, make_producer, publish
+from streams.sources import read_records, retime
+from streams.sources import since as records_since
 
 log = structlog.get_logger(__name__)
 
@@ -275,18 +278,59 @@ def summary_table(rows: list[Any], published: int, total: int, stored: int, elap
     return table
 
 
+@dataclass
+class Feed:
+    """What the demo publishes: generated news at a rate, or real history replayed at its own (retimed) pace."""
+
+    records: Iterable[dict[str, Any]]
+    total: int
+    rate: float  # msg/s; 0 with ``live`` (each record goes out at its retimed published_at)
+    hint: str
+    phase: Callable[[int], str]
+    live: LiveClock | None = None
+
+
+def generated_feed(rate: float, phases: tuple[float, float, float], seed: int, articles: int | None) -> Feed:
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    stream = DemoStream.scenario(rate, *phases, seed=seed, run_id=run_id)
+    calm_s, burst_s, _ = phases
+    hint = (f"no alert yet: calm news for {calm_s:.0f} s (the baseline), then a {burst_s:.0f}-s burst of bad "
+            f"news about {stream.burst_company[0]} ({stream.burst_company[1]}, {stream.burst_topic})")
+    return Feed(stream.articles(), min(stream.n_articles, articles or stream.n_articles), rate, hint, stream.phase)
+
+
+def reuters_feed(data_path: Path, *, replay_from: datetime, speed: float, articles: int | None) -> Feed:
+    """Real Reuters headlines from ``replay_from`` on, mapped onto now and replayed ``speed`` times faster.
+    The stream gives dates only, so articles are spread over each day (flagged ``time_precision: day``)."""
+    path = next(iter(sorted((data_path / "reuters_news_stream").glob("*.train.csv*"))), None)
+    if path is None:
+        raise ConfigError(f"no Reuters stream under {data_path / 'reuters_news_stream'} (set MARKETMOOD_DATA_PATH)")
+    total = articles or 600
+    records = retime(records_since(read_records(path, fmt="reuters"), replay_from), start=datetime.now(timezone.utc),
+                     speed=speed)
+    hint = (f"real Reuters headlines from {replay_from:%Y-%m-%d}, {speed:g}x real time: alerts fire only if that "
+            "history had a negative spike")
+    return Feed(records, total, 0.0, hint, lambda _: "replay", live=LiveClock())
+
+
 def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, float, float] = DEFAULT_PHASES,
              articles: int | None = None, duration: float | None = None, console: Console | None = None,
-             seed: int = 7) -> dict[str, Any]:
+             seed: int = 7, data: str = "generated", replay_from: datetime | None = None,
+             speed: float = 60.0) -> dict[str, Any]:
     """Run the whole demo; returns a summary (published, stored, alerts). Blocks until done or interrupted.
 
-    ``phases`` = (calm, burst, recovery) seconds of the feed at ``rate`` articles/s; ``articles`` caps the feed.
+    ``data`` = ``generated``: ``phases`` = (calm, burst, recovery) seconds of generated news at ``rate``
+    articles/s. ``data`` = ``reuters``: the Reuters stream of the data path from ``replay_from`` (default
+    2016-03-01), retimed onto now at ``speed`` x. ``articles`` caps the feed either way.
     """
     console = console or Console()
     settings.home.mkdir(parents=True, exist_ok=True)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    stream = DemoStream.scenario(rate, *phases, seed=seed, run_id=run_id)
-    total = min(stream.n_articles, articles or stream.n_articles)
+    if data == "reuters":
+        feed = reuters_feed(settings.data_path, replay_from=replay_from or datetime(2016, 3, 1, tzinfo=timezone.utc),
+                            speed=speed, articles=articles)
+    else:
+        feed = generated_feed(rate, phases, seed, articles)
+    total = feed.total
     alert_settings = demo_alert_settings(settings)
     published = 0
     stop_publishing = threading.Event()
@@ -296,7 +340,6 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
         engine = make_engine(svc.database_url)
         alerts = _start_alerts(engine, settings, alert_settings, console)
         watch = AlertWatch.start(engine, alerts.rules) if alerts is not None else None
-        calm_s, burst_s, _ = phases
         if alerts is not None:
             routing = describe_routing(alerts.rules)
             console.print(f"alert rules: {alert_settings.rules_path} ({len(alerts.rules.rules)} rules), "
@@ -308,23 +351,22 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
                         "notifications: " + ("; ".join(routing) if routing else "none (recorded only)"))
         else:
             subtitle = "alerts disabled"
-        hint = (f"no alert yet: calm news for {calm_s:.0f} s (the baseline), then a {burst_s:.0f}-s burst of bad "
-                f"news about {stream.burst_company[0]} ({stream.burst_company[1]}, {stream.burst_topic})")
+        hint = feed.hint
         producer = make_producer(svc.kafka_bootstrap)
         started = time.monotonic()
         since = datetime.now(timezone.utc) - timedelta(minutes=1)
 
-        def feed() -> None:
+        def publish_feed() -> None:
             nonlocal published
 
             def on_sent(n: int) -> None:
                 nonlocal published
                 published = n
 
-            publish(stream.articles(), producer=producer, topic=settings.topics.raw, rate=rate, limit=total,
-                    on_sent=on_sent, stop=stop_publishing.is_set)
+            publish(feed.records, producer=producer, topic=settings.topics.raw, rate=feed.rate, limit=total,
+                    on_sent=on_sent, stop=stop_publishing.is_set, live=feed.live)
 
-        publisher = threading.Thread(target=feed, name="demo-publisher", daemon=True)
+        publisher = threading.Thread(target=publish_feed, name="demo-publisher", daemon=True)
         publisher.start()
         stored = 0
         settle_from: float | None = None
@@ -336,7 +378,7 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
                     stored = sum(r.n for r in rows)
                     elapsed = time.monotonic() - started
                     feed_done = not publisher.is_alive()
-                    phase = "done" if feed_done else stream.phase(max(published - 1, 0)) if published else "starting"
+                    phase = "done" if feed_done else feed.phase(max(published - 1, 0)) if published else "starting"
                     table = summary_table(rows, published, total, stored, elapsed, phase)
                     if watch is not None:
                         try:
