@@ -8,14 +8,13 @@ is complete: its end plus ``allowed_lateness_s`` lies behind the workers' commit
 judged on partial data. Several replicas may run: each rule is evaluated under a transaction-scoped
 advisory lock (one leader per rule and pass) and the outbox is claimed row by row, so each state change is
 paged once. ``deliver(now)`` sends due notifications. ``start()``/``stop()`` run both in two daemon threads
-(delivery never delays evaluation); ``run_async`` does the same for asyncio callers such as the demo. With
+(delivery never delays evaluation). With
 a plots directory (``plots_dir``: the argument, else ``AlertConfig.plots_dir``), every fired alert's
 evidence plot is saved there as a PNG.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from datetime import datetime, timezone
@@ -231,14 +230,3 @@ class AlertService:
         for t in self._threads:
             t.join(timeout_s)
         self._threads = []
-
-    async def run_async(self, stop: asyncio.Event | None = None) -> None:
-        """Asyncio flavour for the demo: the same loops in worker threads, stopped when ``stop`` is set."""
-        self.start()
-        try:
-            if stop is None:
-                await asyncio.Event().wait()
-            else:
-                await stop.wait()
-        finally:
-            await asyncio.to_thread(self.stop)
