@@ -154,15 +154,9 @@ class DatabaseSink:
 
         Returns (None, conflicting ids) on success, or (the error, ()) when the data itself is refused.
         """
-        loop = asyncio.get_running_loop()
-
-        def transaction() -> UpsertResult:
-            with self.engine.begin() as conn:
-                return self.writer(conn, items, progress)
-
         async def attempt() -> tuple[BaseException | None, tuple[tuple[str, str | None], ...]]:
             try:
-                outcome = await loop.run_in_executor(self._pool, transaction)
+                outcome = await self._transaction(items, progress)
             except Exception as exc:  # noqa: BLE001 - sorted below
                 if classify_db_error(exc) is DbErrorKind.DATA:
                     return exc, ()
@@ -182,18 +176,21 @@ class DatabaseSink:
 
     async def try_progress(self, progress: Sequence[PartitionProgress]) -> bool:
         """Write progress rows alone, ONE attempt (a best-effort refresh: it must never stall its caller)."""
-        loop = asyncio.get_running_loop()
-
-        def transaction() -> None:
-            with self.engine.begin() as conn:
-                self.writer(conn, [], progress)
-
         try:
-            await loop.run_in_executor(self._pool, transaction)
+            await self._transaction([], progress)
         except Exception as exc:  # noqa: BLE001 - the next refresh or the next batch carries the progress
             log.debug("progress refresh skipped", error=_first_line(exc))
             return False
         return True
+
+    async def _transaction(self, items: Sequence[ScoredArticle], progress: Sequence[PartitionProgress]) -> UpsertResult:
+        """One transaction of the writer, on the sink's own DB thread (off the event loop)."""
+
+        def run() -> UpsertResult:
+            with self.engine.begin() as conn:
+                return self.writer(conn, items, progress)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

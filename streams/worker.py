@@ -37,10 +37,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 
 from models.prediction import ClassifierProvider
+from storage.articles import ScoredArticle
 from storage.progress import PartitionProgress
 from streams.metrics import WorkerMetrics
 from streams.processing import (
@@ -85,9 +91,8 @@ class PreparedBatch:
     """A classified batch waiting for its commit; nothing of it is committed yet."""
 
     records: list[RawRecord]
-    scored: list[Scored] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    rows: list[Any] = field(default_factory=list)  # (Scored, ScoredArticle)
+    rows: list[tuple[Scored, ScoredArticle]] = field(default_factory=list)
     duplicates: int = 0
     infer_s: float = 0.0
     log_end: dict[int, int | None] = field(default_factory=dict)
@@ -260,7 +265,6 @@ class PipelineWorker:
                 except Exception as one_exc:  # noqa: BLE001
                     batch.dead.append(DeadLetter(record, "internal_error", f"{type(one_exc).__name__}: {one_exc}"[:500]))
                     continue
-                batch.scored += single.scored
                 batch.dead += single.dead
                 batch.rows += single.rows
                 batch.duplicates += single.duplicates
@@ -288,7 +292,7 @@ class PipelineWorker:
         self.metrics.inference_seconds.observe(batch.infer_s)
         batch.dead += refused
         rows, unbuildable = build_rows(scored, self.story_key)
-        batch.rows, batch.scored = rows, [s for s, _ in rows]
+        batch.rows = rows
         batch.dead += unbuildable
         if scored:
             self.metrics.model_info.clear()

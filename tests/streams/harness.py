@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
 from marketmood.settings import REPO_ROOT, TopicSettings
+from marketmood.tools.invariant import committed_offsets
 from storage.db import make_engine
 
 
@@ -187,12 +188,7 @@ class Db:
 
 def committed_total(bootstrap: str, group_id: str, topic: str) -> int:
     """Sum of the group's committed offsets over the topic's partitions (0 where none is committed)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
-    finally:
-        consumer.close()
+    return sum(committed_offsets(bootstrap, group_id, topic).values())
 
 
 class InProcessWorker:

@@ -13,7 +13,14 @@ import pytest
 from kafka import KafkaConsumer
 
 from marketmood.settings import TopicSettings
-from streams.broker import STATE_FILE, BrokerError, EmbeddedBroker, find_running, pid_alive, wait_for_port
+from streams.broker import (
+    STATE_FILE,
+    BrokerError,
+    EmbeddedBroker,
+    find_running,
+    pid_alive,
+    wait_for_port,
+)
 from streams.topics import ensure_topics
 
 

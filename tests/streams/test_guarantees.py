@@ -7,7 +7,6 @@ offset is stored or dead-lettered with a reason and the hash of its bytes; no du
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,40 +16,32 @@ from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
 from marketmood.engines import build_engine
-from marketmood.settings import TopicSettings, load_settings
-from marketmood.tools.invariant import check_invariant, committed_offsets
+from marketmood.settings import load_settings
+from marketmood.tools.invariant import check_invariant
 from models.prediction import Prediction, StaticProvider
 from storage.db import make_engine
 from streams.novelty import story_key
-from streams.topics import ensure_topics
-from tests.streams.harness import Db, InProcessWorker, WorkerProcess, article, produce, wait_until
+from tests.streams.harness import (
+    Db,
+    InProcessWorker,
+    WorkerProcess,
+    article,
+    committed_total,
+    produce,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(400)
-
-_counter = iter(range(10**6))
-
-
-def _topics(kafka_bootstrap: str, partitions: int) -> TopicSettings:
-    suffix = f"g{os.getpid()}-{next(_counter)}"
-    topics = TopicSettings(raw=f"news.raw.{suffix}", scored=f"news.scored.{suffix}",
-                           deadletter=f"news.deadletter.{suffix}", partitions=partitions)
-    ensure_topics(kafka_bootstrap, topics)
-    return topics
-
 
 def _values(messages: Sequence[dict]) -> list[bytes]:
     return [json.dumps(m).encode() for m in messages]
 
 
-def _all_committed(bootstrap: str, group: str, topics: TopicSettings, total: int) -> bool:
-    return sum(committed_offsets(bootstrap, group, topics.raw).values()) >= total
-
-
 def test_a_deeply_nested_record_is_dead_lettered_and_the_records_around_it_are_all_stored(
-    kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
+    make_topics, kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
 ) -> None:
     """Issue 10's reproduction: 20 valid, one 100k-deep JSON value, 20 valid, one partition."""
-    topics = _topics(kafka_bootstrap, 1)
+    topics = make_topics(1)
     nested = b'{"id":"bad","title":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     values = _values([article(i, "before") for i in range(20)]) + [nested]
     values += _values([article(i, "after") for i in range(20)])
@@ -58,7 +49,7 @@ def test_a_deeply_nested_record_is_dead_lettered_and_the_records_around_it_are_a
     worker = WorkerProcess(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, home=tmp_path / "home",
                            model_path=model_path, batch_size=8)
     try:
-        wait_until(lambda: _all_committed(kafka_bootstrap, f"mm-test-{topics.raw}", topics, 41), 120,
+        wait_until(lambda: committed_total(kafka_bootstrap, f"mm-test-{topics.raw}", topics.raw) >= 41, 120,
                    what=f"all 41 offsets committed\n{worker.log()[-3000:]}")
         assert worker.alive()
     finally:
@@ -84,9 +75,9 @@ class FailsOnText:
 
 
 def test_classifier_and_row_failures_are_isolated_to_their_record_and_dead_lettered(
-    kafka_bootstrap: str, db_url: str, model_path: Path
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
 ) -> None:
-    topics = _topics(kafka_bootstrap, 2)
+    topics = make_topics(2)
     engine = build_engine(load_settings().model, model_path)
     messages = [article(i, "c") for i in range(30)]
     messages[7]["title"] = "Poison headline that breaks the engine"
@@ -102,7 +93,7 @@ def test_classifier_and_row_failures_are_isolated_to_their_record_and_dead_lette
                              provider=StaticProvider(FailsOnText(engine, "Poison headline")),
                              story_key=fragile_story_key, batch_size=16)
     try:
-        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 30), 120, what="30 committed")
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 30, 120, what="30 committed")
     finally:
         worker.stop()
     report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
@@ -111,16 +102,16 @@ def test_classifier_and_row_failures_are_isolated_to_their_record_and_dead_lette
 
 
 def test_the_checker_can_fail_a_record_removed_from_the_database_is_reported_lost(
-    kafka_bootstrap: str, db_url: str, model_path: Path
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
 ) -> None:
     """The checker itself is tested: delete one stored article and it must name that record."""
-    topics = _topics(kafka_bootstrap, 1)
+    topics = make_topics(1)
     produce(kafka_bootstrap, topics.raw, _values([article(i, "k") for i in range(5)]))
     engine = build_engine(load_settings().model, model_path)
     worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
                              provider=StaticProvider(engine))
     try:
-        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 5), 120, what="5 committed")
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 5, 120, what="5 committed")
     finally:
         worker.stop()
     assert check_invariant(kafka_bootstrap, db_url, topics, worker.group_id).ok
@@ -133,9 +124,9 @@ def test_the_checker_can_fail_a_record_removed_from_the_database_is_reported_los
 
 
 def test_same_id_with_different_content_first_write_wins_in_one_batch_and_across_batches(
-    kafka_bootstrap: str, db_url: str, model_path: Path
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
 ) -> None:
-    topics = _topics(kafka_bootstrap, 1)
+    topics = make_topics(1)
     engine = build_engine(load_settings().model, model_path)
     original = article(1, "dup", title="Original headline about earnings")
     changed = dict(original, title="A different headline under the same id")
@@ -143,9 +134,9 @@ def test_same_id_with_different_content_first_write_wins_in_one_batch_and_across
     worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
                              provider=StaticProvider(engine), batch_size=8)
     try:
-        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 3), 120, what="batch one")
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 3, 120, what="batch one")
         produce(kafka_bootstrap, topics.raw, _values([changed, original]))  # a later batch
-        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 5), 120, what="batch two")
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 5, 120, what="batch two")
     finally:
         worker.stop()
     report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
@@ -158,9 +149,9 @@ def test_same_id_with_different_content_first_write_wins_in_one_batch_and_across
 
 
 def test_a_record_too_large_to_dead_letter_becomes_a_stub_and_the_partition_keeps_flowing(
-    kafka_bootstrap: str, db_url: str, model_path: Path
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
 ) -> None:
-    topics = _topics(kafka_bootstrap, 1)
+    topics = make_topics(1)
     engine = build_engine(load_settings().model, model_path)
     huge = b'{"id": "huge", "title": ' + b'"' + b"x" * 400_000 + b'"}'  # invalid: title over 2,000 chars
     values = _values([article(0, "s")]) + [huge] + _values([article(1, "s")])
@@ -169,7 +160,7 @@ def test_a_record_too_large_to_dead_letter_becomes_a_stub_and_the_partition_keep
     worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
                              provider=StaticProvider(engine), max_request_bytes=100_000)
     try:
-        wait_until(lambda: _all_committed(kafka_bootstrap, worker.group_id, topics, 3), 120, what="3 committed")
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 3, 120, what="3 committed")
     finally:
         worker.stop()
     report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
@@ -231,16 +222,16 @@ def _fuzz_values(n: int, seed: int) -> list[bytes]:
 
 @pytest.mark.slow
 def test_ten_thousand_fuzzed_values_never_crash_the_worker_and_every_rejection_has_a_reason(
-    kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
+    make_topics, kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
 ) -> None:
-    topics = _topics(kafka_bootstrap, 2)
+    topics = make_topics(2)
     values = _fuzz_values(10_000, seed=20261201)
     produce(kafka_bootstrap, topics.raw, values)
     worker = WorkerProcess(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, home=tmp_path / "home",
                            model_path=model_path, batch_size=64)
     group = f"mm-test-{topics.raw}"
     try:
-        wait_until(lambda: _all_committed(kafka_bootstrap, group, topics, len(values)), 300, interval_s=2,
+        wait_until(lambda: committed_total(kafka_bootstrap, group, topics.raw) >= len(values), 300, interval_s=2,
                    what=f"all fuzzed values committed\n{worker.log()[-3000:]}")
         assert worker.alive(), worker.log()[-3000:]
     finally:

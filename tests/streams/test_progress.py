@@ -4,7 +4,6 @@ on a quiet stream."""
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,13 +11,17 @@ from pathlib import Path
 from sqlalchemy.pool import NullPool
 
 from marketmood.engines import build_engine
-from marketmood.settings import TopicSettings, load_settings
-from marketmood.tools.invariant import committed_offsets
+from marketmood.settings import load_settings
 from models.prediction import StaticProvider
 from storage.db import make_engine
 from storage.progress import event_time_watermark, read_progress
-from streams.topics import ensure_topics
-from tests.streams.harness import InProcessWorker, article, produce, wait_until
+from tests.streams.harness import (
+    InProcessWorker,
+    article,
+    committed_total,
+    produce,
+    wait_until,
+)
 
 
 def _progress(db_url: str, topic: str):
@@ -30,17 +33,15 @@ def _progress(db_url: str, topic: str):
         engine.dispose()
 
 
-def test_progress_follows_commits_and_is_refreshed_while_idle(kafka_bootstrap: str, db_url: str,
+def test_progress_follows_commits_and_is_refreshed_while_idle(make_topics, kafka_bootstrap: str, db_url: str,
                                                               model_path: Path) -> None:
-    topics = TopicSettings(raw=f"news.raw.pr{os.getpid()}", scored=f"news.scored.pr{os.getpid()}",
-                           deadletter=f"news.deadletter.pr{os.getpid()}", partitions=1)
-    ensure_topics(kafka_bootstrap, topics)
+    topics = make_topics(1)
     messages = [article(i, "pr") for i in range(5)]  # published_at 2024-05-01 00:00 .. 00:04
     produce(kafka_bootstrap, topics.raw, [m for m in messages])
     worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
                              provider=StaticProvider(build_engine(load_settings().model, model_path)))
     try:
-        wait_until(lambda: sum(committed_offsets(kafka_bootstrap, worker.group_id, topics.raw).values()) >= 5, 120,
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 5, 120,
                    what="5 committed")
         first = _progress(db_url, topics.raw)
         assert [(p.partition, p.next_offset, p.log_end_offset) for p in first] == [(0, 5, 5)]

@@ -4,25 +4,27 @@ and reported (at-least-once), never hidden."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from marketmood.settings import TopicSettings
-from marketmood.tools.invariant import check_invariant, committed_offsets
-from streams.topics import ensure_topics
-from tests.streams.harness import Db, WorkerProcess, article, produce, wait_until
+from marketmood.tools.invariant import check_invariant
+from tests.streams.harness import (
+    Db,
+    WorkerProcess,
+    article,
+    committed_total,
+    produce,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.timeout(500), pytest.mark.slow]
 
 
 def test_sigkill_scale_out_and_sigterm_mid_stream_lose_nothing_and_duplicate_no_row(
-    kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
+    make_topics, kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
 ) -> None:
-    topics = TopicSettings(raw=f"news.raw.rb{os.getpid()}", scored=f"news.scored.rb{os.getpid()}",
-                           deadletter=f"news.deadletter.rb{os.getpid()}", partitions=6)
-    ensure_topics(kafka_bootstrap, topics)
+    topics = make_topics(6)
     group = f"mm-test-{topics.raw}"
     total = 900
 
@@ -47,7 +49,7 @@ def test_sigkill_scale_out_and_sigterm_mid_stream_lose_nothing_and_duplicate_no_
         wait_until(lambda: db.articles() >= 400, 240, what="rows after the SIGKILL")
         assert b.terminate(60) == 0, b.log()[-3000:]  # SIGTERM mid-batch: drains, commits, leaves the group
         publish(600, total)
-        wait_until(lambda: sum(committed_offsets(kafka_bootstrap, group, topics.raw).values()) >= total, 300,
+        wait_until(lambda: committed_total(kafka_bootstrap, group, topics.raw) >= total, 300,
                    interval_s=1, what=f"all {total} committed\n{c.log()[-2000:]}")
         assert c.alive() and d.alive()
     finally:

@@ -17,7 +17,14 @@ from marketmood.settings import TopicSettings
 from streams.demo_news import DemoStream
 from streams.messages import NewsMessage, parse_news
 from streams.publisher import LiveClock, RateLimiter, headers
-from streams.sources import detect_format, read_records, record_time, retime, since, spread_time
+from streams.sources import (
+    detect_format,
+    read_records,
+    record_time,
+    retime,
+    since,
+    spread_time,
+)
 from tests.streams.harness import consume_all
 from tests.streams.records import STOCKNET
 

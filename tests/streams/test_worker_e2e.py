@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from marketmood.settings import TopicSettings
-from tests.streams.harness import Db, WorkerProcess, article, consume_all, produce, wait_until
+from tests.streams.harness import (
+    Db,
+    WorkerProcess,
+    article,
+    consume_all,
+    produce,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
