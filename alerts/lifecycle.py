@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from alerts.detector import DetectionParams, Transition
-from alerts.payloads import LinkConfig, alert_links, notification_payload
+from alerts.payloads import LinkConfig, alert_links, group_payload, notification_payload
 from alerts.rules import RuleConfig, RulesFile
 from alerts.windows import WindowSeries
 from storage import alerts as db
@@ -34,6 +34,36 @@ def dedup_key(rule: str, scope_type: str, scope: str, started_at: int) -> str:
 def group_key(rule: RuleConfig, rules: RulesFile) -> str:
     """Alerts of one rule going to one route share a group key (as Alertmanager's ``group_by``)."""
     return f"{rule.name}/{rule.severity}/{','.join(rules.route(rule.severity)) or 'recorded'}"
+
+
+#: Channels a person reads: alerts of one rule that change state in one evaluation reach them as one message.
+#: PagerDuty keeps one event per alert (its dedup_key carries trigger/ack/resolve of exactly one alert; its
+#: own alert grouping folds them into one incident, helped by the group key in custom_details).
+GROUPABLE_KINDS = frozenset({"slack", "email", "webhook"})
+
+
+def groupable_notifiers(rules: RulesFile, severity: str) -> tuple[str, ...]:
+    """The routed notifiers of ``severity`` whose kind takes grouped messages."""
+    return tuple(n for n in rules.route(severity) if n in rules.notifiers and rules.notifiers[n].type in GROUPABLE_KINDS)
+
+
+def group_notifications(conn: Connection, rules: RulesFile, rule: RuleConfig, alerts: list[dict[str, Any]],
+                        event: str) -> int:
+    """Fold the ``event`` rows of ``alerts`` (enqueued in this transaction) into one row per groupable
+    notifier: the lowest alert id leads and carries every member; the others become ``grouped``. Returns the
+    number of rows folded. A rule with ``group: false`` or a single alert is left as it is."""
+    if not rule.group or len(alerts) < 2:
+        return 0
+    by_id = {a["id"]: a for a in alerts}
+    folded = 0
+    for notifier in groupable_notifiers(rules, rule.severity):
+        rows = db.pending_rows(conn, sorted(by_id), notifier, event)
+        if len(rows) < 2:
+            continue
+        members = [by_id[r["alert_id"]] for r in rows]
+        folded += db.merge_into(conn, rows[0]["id"], [r["id"] for r in rows[1:]],
+                                group_payload(members, event, members[0].get("group_key")))
+    return folded
 
 
 def enqueue(conn: Connection, alert: dict[str, Any], notifiers: list[str] | tuple[str, ...], event: str) -> int:

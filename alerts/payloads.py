@@ -60,8 +60,10 @@ def _iso(value: object) -> object:
 
 def delivery_key(payload: dict[str, Any]) -> str:
     """Stable per notification: the webhook's Idempotency-Key and the email's Message-ID are derived from it
-    (a retry carries the same key; a reminder carries its own)."""
+    (a retry carries the same key; a reminder carries its own; a group is keyed by its lead alert)."""
     key = f"{payload.get('alert', {}).get('dedup_key')}:{payload.get('event')}"
+    if payload.get("group"):
+        key += f":group-{payload['group']['size']}"
     return f"{key}:repeat-{payload['repeat']}" if payload.get("repeat") else key
 
 
@@ -81,4 +83,29 @@ def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0) 
     }
     if repeat:
         payload["repeat"] = repeat
+    return payload
+
+
+def group_summary(alerts: list[dict[str, Any]], event: str) -> str:
+    """One line for a group: the rule, how many scopes and which (the first few)."""
+    first = alerts[0]
+    scopes = [str(a["scope"]) for a in alerts]
+    shown = ", ".join(scopes[:5]) + (f" and {len(scopes) - 5} more" if len(scopes) > 5 else "")
+    what = f"negative-sentiment spike in {len(alerts)} {first['scope_type']}s: {shown}"
+    if event == "resolve":
+        return f"RESOLVED: {what} ({first['rule']})"
+    return f"[{str(first['severity']).upper()}] {what} ({first['rule']})"
+
+
+def group_payload(members: list[dict[str, Any]], event: str, group_key: str | None) -> dict[str, Any]:
+    """One document for the alerts of one rule and route that changed state in one evaluation (as
+    Alertmanager's group): ``alert`` is the lead (first) alert, so single-alert readers keep working, and
+    ``alerts`` holds every member's per-alert document."""
+    if len(members) < 2:
+        raise ValueError("a group has at least two alerts")
+    docs = [notification_payload(a, event) for a in members]
+    payload = dict(docs[0])
+    payload["summary"] = group_summary(members, event)
+    payload["group"] = {"key": group_key, "size": len(members)}
+    payload["alerts"] = [{"summary": d["summary"], "alert": d["alert"]} for d in docs]
     return payload

@@ -112,6 +112,9 @@ class RuleConfig(_Model):
     repeat_interval_minutes: float | None = Field(
         None, gt=0, description="Remind the trigger's notifiers this often while the alert keeps firing (unacked)."
     )
+    group: bool = Field(
+        True, description="Alerts of this rule that fire (or resolve) in one evaluation reach Slack, email "
+                          "and webhooks as one message (PagerDuty still gets one event per alert).")
     inhibited_by: tuple[str, ...] = Field(
         (), description="Topic rules whose open alert on this ticker's topic holds this rule's notifications."
     )

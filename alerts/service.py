@@ -5,7 +5,8 @@ per-rule cursor and detector states live in ``alert_scope_state`` and commit wit
 rows, so a restart resumes exactly where the last committed pass stopped. A window is judged only when it
 is complete: its end plus ``allowed_lateness_s`` lies behind the workers' committed event-time watermark
 (``storage.progress``), so a burst that arrives while the workers lag waits for them instead of being
-judged on partial data. Several replicas may run: each rule is evaluated under a transaction-scoped
+judged on partial data. Alerts of one rule that fire (or resolve) in one pass are folded into one
+notification per Slack/email/webhook receiver (``lifecycle.group_notifications``). Several replicas may run: each rule is evaluated under a transaction-scoped
 advisory lock (one leader per rule and pass) and the outbox is claimed row by row, so each state change is
 paged once. ``deliver(now)`` sends due notifications. ``start()``/``stop()`` run both in two daemon threads
 (delivery never delays evaluation). With
@@ -136,6 +137,7 @@ class AlertService:
             counts = db.window_counts(conn, scope_type, lifecycle.ts(fetch_start), lifecycle.ts(ends[-1]), w,
                                       rule.scope.scopes())
             excluded = rule.scope.excluded()
+            by_event: dict[str, list[dict[str, Any]]] = {}  # this pass's changes, grouped per event below
             for scope in sorted((set(counts) | set(states)) - excluded):
                 series = WindowSeries(w, {start: Counts(*c) for start, c in counts.get(scope, {}).items()})
                 state = states.get(scope, ScopeState())
@@ -150,12 +152,15 @@ class AlertService:
                         alert = lifecycle.resolve(conn, rule, scope_type, scope, tr)
                     if alert is not None:
                         changed.append(alert)
+                        by_event.setdefault("trigger" if tr.kind == "fire" else "resolve", []).append(alert)
                         self.metrics.transitions.labels(rule.name, rule.severity, tr.kind).inc()
                         log.info("alert_" + tr.kind, alert_id=alert["id"], rule=rule.name, scope=scope,
                                  scope_type=scope_type, at=lifecycle.ts(tr.at).isoformat())
                 persist = None if new_state.is_idle(ends[-1]) else new_state.to_json()
                 if persist is not None or scope in states:
                     db.save_scope_state(conn, rule.name, scope_type, scope, persist)
+            for event, alerts in by_event.items():
+                lifecycle.group_notifications(conn, self.rules, rule, alerts, event)
             db.set_cursor(conn, rule.name, ends[-1])
             lifecycle.enqueue_reminders(conn, rule, lifecycle.ts(ends[-1]))
         self.metrics.windows_judged.labels(rule.name).inc(len(ends))

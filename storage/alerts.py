@@ -343,6 +343,31 @@ def enqueue(conn: Connection, alert_id: int, notifiers: list[str] | tuple[str, .
     return result.rowcount
 
 
+def pending_rows(conn: Connection, alert_ids: list[int] | tuple[int, ...], notifier: str, event: str) -> list[dict[str, Any]]:
+    """The still-pending rows of ``event`` for these alerts and one notifier, locked, by alert id (the rows a
+    group may merge: enqueued in the caller's transaction, so nobody has claimed them)."""
+    rows = conn.execute(
+        text("""SELECT id, alert_id FROM notification_outbox
+                WHERE alert_id = ANY(CAST(:ids AS bigint[])) AND notifier = :notifier AND event = :event
+                  AND status = 'pending'
+                ORDER BY alert_id FOR UPDATE"""),
+        {"ids": list(alert_ids), "notifier": notifier, "event": event},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def merge_into(conn: Connection, lead_id: int, member_ids: list[int], payload: dict[str, Any]) -> int:
+    """Make ``lead_id`` carry the group's ``payload`` and mark the members ``grouped`` into it."""
+    conn.execute(text("UPDATE notification_outbox SET payload = CAST(:payload AS jsonb) WHERE id = :id"),
+                 {"id": lead_id, "payload": _json(payload)})
+    result = conn.execute(
+        text("""UPDATE notification_outbox SET status = 'grouped', grouped_into = :lead
+                WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'pending'"""),
+        {"lead": lead_id, "ids": list(member_ids)},
+    )
+    return result.rowcount
+
+
 def triggered_notifiers(conn: Connection, alert_id: int) -> list[str]:
     """Notifiers that were sent (or still owe) this alert's trigger: acks and resolves go to them only."""
     rows = conn.execute(
@@ -363,7 +388,8 @@ def claim_one(conn: Connection, now: datetime, claimed_by: str, *,
     SKIP LOCKED lets several senders (replicas) run; the committed ``sending`` state is what keeps a crashed
     or failed-commit send from being repeated blindly. A row waits while an older row of the same alert and
     notifier is pending, being sent or dead, so a resolve never overtakes its trigger (a dead trigger holds
-    its resolve until it is re-driven; an ``unknown`` one, which may have arrived, does not)."""
+    its resolve until it is re-driven; an ``unknown`` one, which may have arrived, does not); a ``grouped``
+    older row holds it while the group's lead row does."""
     row = conn.execute(
         text(f"""
             UPDATE notification_outbox SET status = 'sending', claimed_at = now(), claimed_by = :by,
@@ -375,6 +401,10 @@ def claim_one(conn: Connection, now: datetime, claimed_by: str, *,
                 AND NOT EXISTS (SELECT 1 FROM notification_outbox p WHERE p.alert_id = o.alert_id
                                 AND p.notifier = o.notifier AND p.id < o.id
                                 AND p.status IN ('pending', 'sending', 'dead'))
+                AND NOT EXISTS (SELECT 1 FROM notification_outbox p
+                                JOIN notification_outbox lead ON lead.id = p.grouped_into
+                                WHERE p.alert_id = o.alert_id AND p.notifier = o.notifier AND p.id < o.id
+                                AND p.status = 'grouped' AND lead.status IN ('pending', 'sending', 'dead'))
               ORDER BY o.id
               LIMIT 1
               FOR UPDATE OF o SKIP LOCKED
@@ -475,7 +505,7 @@ def list_outbox(conn: Connection, *, alert_id: int | None = None, statuses: tupl
     """Outbox rows, oldest first; ``statuses`` filters (e.g. ``("dead", "unknown")`` for what needs a human)."""
     rows = conn.execute(
         text("""SELECT id, alert_id, notifier, event, status, attempts, next_attempt_at, last_error, created_at,
-                       delivered_at, claimed_at, claimed_by, payload
+                       delivered_at, claimed_at, claimed_by, grouped_into, payload
                 FROM notification_outbox
                 WHERE (CAST(:a AS bigint) IS NULL OR alert_id = :a)
                   AND (CAST(:st AS text[]) IS NULL OR status = ANY(CAST(:st AS text[])))

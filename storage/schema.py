@@ -244,10 +244,14 @@ class NotificationOutbox(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # migration 0005_alerts
     claimed_by: Mapped[str | None] = mapped_column(Text)
+    # migration 0008: the group lead carrying this row's notification (status 'grouped')
+    grouped_into: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("notification_outbox.id", ondelete="SET NULL", name="fk_outbox_grouped_into"))
 
     __table_args__ = (
         UniqueConstraint("alert_id", "notifier", "event", name="uq_outbox_alert_notifier_event"),
-        CheckConstraint("status IN ('pending','sending','delivered','dead','unknown')", name="ck_outbox_status"),
+        CheckConstraint("status IN ('pending','sending','delivered','dead','unknown','grouped')",
+                        name="ck_outbox_status"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
     )
 

@@ -12,20 +12,9 @@ from alerts.notifiers.base import DeliveryError
 from alerts.payloads import delivery_key
 
 
-def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...], png: bytes | None) -> EmailMessage:
-    """Build the message (pure; tested directly)."""
-    alert = payload["alert"]
+def _alert_lines(alert: dict[str, Any]) -> list[str]:
     ev = alert.get("evidence") or {}
-    msg = EmailMessage()
-    msg["Subject"] = f"[MarketMood] {payload['summary']}"
-    msg["From"] = from_addr
-    msg["To"] = ", ".join(to)
-    msg["X-MarketMood-Dedup-Key"] = str(alert["dedup_key"])
-    # Stable per (alert, event): a copy that ever got through twice threads as one message in mail clients.
-    digest = hashlib.sha256(delivery_key(payload).encode()).hexdigest()[:32]
-    msg["Message-ID"] = f"<{digest}@marketmood>"
     lines = [
-        payload["summary"], "",
         f"Alert #{alert['id']}  rule {alert['rule']}  severity {alert['severity']}  state {alert['state']}",
         f"Scope: {alert['scope_type']} {alert['scope']}",
         f"Started: {alert['started_at']}" + (f"  Resolved: {alert['resolved_at']}" if alert.get("resolved_at") else ""),
@@ -39,9 +28,29 @@ def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...], 
     lines += [""] + [f"{label}: {links[k]}" for k, label in (("runbook", "Runbook"), ("grafana", "Grafana"))
                      if links.get(k)]
     lines += [f"Acknowledge: marketmood alerts ack {alert['id']}"]
-    msg.set_content("\n".join(lines))
-    if png:
-        msg.add_attachment(png, maintype="image", subtype="png", filename=f"alert-{alert['id']}.png")
+    return lines
+
+
+def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...],
+                  png: bytes | None | list[tuple[int, bytes]]) -> EmailMessage:
+    """Build the message (pure; tested directly). A group lists every member; ``png`` is one plot, or
+    (alert id, plot) pairs for a group."""
+    alert = payload["alert"]
+    msg = EmailMessage()
+    msg["Subject"] = f"[MarketMood] {payload['summary']}"
+    msg["From"] = from_addr
+    msg["To"] = ", ".join(to)
+    msg["X-MarketMood-Dedup-Key"] = str(alert["dedup_key"])
+    # Stable per (alert, event): a copy that ever got through twice threads as one message in mail clients.
+    digest = hashlib.sha256(delivery_key(payload).encode()).hexdigest()[:32]
+    msg["Message-ID"] = f"<{digest}@marketmood>"
+    lines = [payload["summary"], ""]
+    for member in payload.get("alerts") or [{"alert": alert}]:
+        lines += _alert_lines(member["alert"]) + [""]
+    msg.set_content("\n".join(lines).rstrip() + "\n")
+    plots = png if isinstance(png, list) else ([(alert["id"], png)] if png else [])
+    for alert_id, image in plots:
+        msg.add_attachment(image, maintype="image", subtype="png", filename=f"alert-{alert_id}.png")
     return msg
 
 
@@ -58,11 +67,14 @@ class EmailNotifier:
         self._timeout = timeout_s
 
     def send(self, payload: dict[str, Any]) -> None:
-        png = None
+        png: list[tuple[int, bytes]] = []
         if self._attach_plot and payload["event"] == "trigger":
-            from alerts.plot import evidence_png
+            from alerts.plot import evidence_png  # matplotlib: only when a plot is attached
 
-            png = evidence_png(payload["alert"])
+            for member in payload.get("alerts") or [{"alert": payload["alert"]}]:
+                image = evidence_png(member["alert"])
+                if image:
+                    png.append((member["alert"]["id"], image))
         msg = email_message(payload, self.from_addr, self.to, png)
         try:
             cls = smtplib.SMTP_SSL if self._ssl else smtplib.SMTP

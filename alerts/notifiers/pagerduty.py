@@ -35,7 +35,7 @@ def pagerduty_event(payload: dict[str, Any], routing_key: str, source: str = "ma
             "component": alert["scope"],
             "group": alert["scope_type"],
             "class": alert["rule"],
-            "custom_details": {k: v for k, v in ev.items() if k != "series"},
+            "custom_details": {**{k: v for k, v in ev.items() if k != "series"}, "group_key": alert.get("group_key")},
         }
         links = ev.get("links") or {}
         body["links"] = [{"href": links[k], "text": label} for k, label in (("runbook", "Runbook"),

@@ -43,8 +43,44 @@ def _link(url: object, label: object) -> str:
     return f"<{href}|{escape(label)}>" if href else escape(label)
 
 
+def _member_line(member: dict[str, Any], event: str) -> str:
+    """One alert of a group: scope, evidence, its top headline and its Grafana panel."""
+    alert = member["alert"]
+    ev = alert.get("evidence") or {}
+    line = f"• *{escape(alert['scope'])}* (alert #{escape(alert['id'])})"
+    if event == "trigger":
+        line += (f": {escape(ev.get('current_share'))} negative vs {escape(ev.get('baseline_share'))} baseline, "
+                 f"{escape(ev.get('volume'))} articles, p={escape(ev.get('p_value'))}")
+        top = (ev.get("headlines") or [])[:1]
+        if top:
+            line += f"\n    {_link(top[0].get('url'), top[0].get('title', ''))}"
+    grafana = (ev.get("links") or {}).get("grafana")
+    if safe_url(grafana):
+        line += f" · {_link(grafana, 'Grafana panel')}"
+    return line
+
+
+def _group_message(payload: dict[str, Any]) -> dict[str, Any]:
+    event = payload["event"]
+    alert = payload["alert"]
+    text = f"{_EMOJI.get(event, '')} {escape(payload['summary'])}".strip()
+    members = payload["alerts"]
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
+    for start in range(0, len(members), 10):  # Slack caps a section's text at 3,000 characters
+        lines = [_member_line(m, event) for m in members[start:start + 10]]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}})
+    runbook = ((alert.get("evidence") or {}).get("links") or {}).get("runbook")
+    ids = " ".join(escape(m["alert"]["id"]) for m in members)
+    context = f"{len(members)} alerts · rule {escape(alert['rule'])} · `marketmood alerts ack <id>` for {ids}"
+    refs = [_link(runbook, "Runbook")] if safe_url(runbook) else []
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join([context, *refs])}]})
+    return {"text": text, "blocks": blocks[:50]}  # Slack: at most 50 blocks per message
+
+
 def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
-    """The Slack message body for a generic payload (pure; tested directly)."""
+    """The Slack message body for a generic payload, one alert or a group (pure; tested directly)."""
+    if payload.get("alerts"):
+        return _group_message(payload)
     event = payload["event"]
     alert = payload["alert"]
     ev = alert.get("evidence") or {}
