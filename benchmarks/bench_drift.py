@@ -9,7 +9,12 @@ by side, the old rule (PSI > 0.2 on predicted labels):
 * alarm rate on the real weeks (no injection; real news has some real shifts, so this bounds false alarms
   from above), at the week's own volume and on a random subsample of n = 200;
 * detection at n = 2,000 (rows resampled from the week) of a sell-off (negative share +10 points) and an
-  earnings season (Earnings share +13 points, i.e. 6 % -> 19 %).
+  earnings season (Earnings share +13 points, i.e. 6 % -> 19 %);
+* the same on **quiet weeks** (``--quiet-rounds``, default 5): the recent week and its reference weeks are
+  rebuilt by shuffling, weekday by weekday, which of the block's weeks each real day belongs to. The days
+  are real (their real day-to-day wobble and volume stay), but no week differs from the others by more than
+  chance, so every alarm there is false. This is the "no shift" case the false-alarm target is about; the
+  real order also holds real shifts (earnings seasons), so its alarm rate is an upper bound.
 
     nice -n 10 python benchmarks/bench_drift.py --year 2016
 """
@@ -21,7 +26,7 @@ import csv
 import gzip
 import math
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +113,14 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=8, help="Matching reference weeks before each week.")
     parser.add_argument("--cache", type=Path, help="Prediction cache (.npz) [default: /tmp/mm-drift-<year>.npz].")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the subsampling and injections.")
+    parser.add_argument("--alpha", type=float, default=DriftThresholds.alpha,
+                        help="False-alarm rate of each test [default: the shipped one].")
+    parser.add_argument("--min-effect", type=float, default=DriftThresholds.min_effect,
+                        help="Smallest label-share change that counts [default: the shipped one].")
+    parser.add_argument("--quiet-rounds", type=int, default=5,
+                        help="Shuffled (quiet) versions of each week's block to judge [0 = skip].")
     args = parser.parse_args()
-    th = DriftThresholds()
+    th = DriftThresholds(alpha=args.alpha, min_effect=args.min_effect)
     days, texts = load_year(args.data, args.year)
     s = score(texts, args.cache or Path(f"/tmp/mm-drift-{args.year}.npz"))
     day_arr = np.asarray([d.toordinal() for d in days])
@@ -117,39 +128,65 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     neg = s["sentiment"] == SENTIMENT_LABELS.index("negative")
     earn = s["topic"] == TOPIC_LABELS.index("Earnings")
-    rows = {"weeks": 0, "new_full": 0, "old_full": 0, "new_200": 0, "old_200": 0, "new_sell": 0, "old_sell": 0,
-            "new_earn": 0, "old_earn": 0}
+    rows = Counter()
     sizes = []
-    for start in range(first + 7 * args.weeks, last - 6, 7):
-        recent = np.flatnonzero((day_arr >= start) & (day_arr < start + 7))
-        ref_weeks = [np.flatnonzero((day_arr >= start - 7 * w) & (day_arr < start - 7 * w + 7))
-                     for w in range(1, args.weeks + 1)]
+    by_day = {d: np.flatnonzero(day_arr == d) for d in np.unique(day_arr)}
+
+    def days_of(ordinals: list[int]) -> np.ndarray:
+        parts = [by_day[d] for d in ordinals if d in by_day]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+
+    def judge_block(recent: np.ndarray, ref_weeks: list[np.ndarray], prefix: str) -> None:
         ref = np.concatenate(ref_weeks)
-        if len(recent) < th.min_samples or len(ref) < th.min_samples:
-            continue
-        rows["weeks"] += 1
-        sizes.append(len(recent))
         ref_windows = [stats(idx, s, th.low_confidence) for idx in ref_weeks if len(idx)]
         ref_stats = stats(ref, s, th.low_confidence)
 
         def judge(idx: np.ndarray, key: str) -> None:
             rec = stats(idx, s, th.low_confidence)
-            rows[f"new_{key}"] += decide_drift(ref_windows, rec, th).drifted
-            rows[f"old_{key}"] += max(psi(ref_stats[c], rec[c]) for c in ("sentiment", "topic")) > 0.2
+            report = decide_drift(ref_windows, rec, th)
+            rows[f"{prefix}new_{key}"] += report.drifted
+            for reason in report.reasons if key == "full" else ():  # which test raised a no-injection alarm
+                rows[f"{prefix}why_{reason.split(' ')[0] + ' ' + reason.split(' ')[1]}"] += 1
+            rows[f"{prefix}old_{key}"] += max(psi(ref_stats[c], rec[c]) for c in ("sentiment", "topic")) > 0.2
 
+        rows[f"{prefix}weeks"] += 1
         judge(recent, "full")
         judge(rng.choice(recent, 200, replace=False) if len(recent) >= 200 else recent, "200")
         judge(inject(rng, recent, neg, neg[ref].mean() + 0.10, 2000), "sell")
         judge(inject(rng, recent, earn, earn[ref].mean() + 0.13, 2000), "earn")
+
+    for start in range(first + 7 * args.weeks, last - 6, 7):
+        weeks = [[start - 7 * w + d for d in range(7)] for w in range(args.weeks + 1)]  # weeks[0] = recent
+        recent = days_of(weeks[0])
+        ref_weeks = [days_of(week) for week in weeks[1:]]
+        if len(recent) < th.min_samples or sum(map(len, ref_weeks)) < th.min_samples:
+            continue
+        sizes.append(len(recent))
+        judge_block(recent, ref_weeks, "")
+        for _ in range(args.quiet_rounds):  # the same real days, week membership shuffled per weekday
+            order = np.array([rng.permutation(len(weeks)) for _ in range(7)])  # (weekday, new week) -> old week
+            shuffled = [[weeks[order[d, w]][d] for d in range(7)] for w in range(len(weeks))]
+            quiet_recent = days_of(shuffled[0])
+            if len(quiet_recent) >= th.min_samples:
+                judge_block(quiet_recent, [days_of(week) for week in shuffled[1:]], "quiet_")
     w = rows["weeks"]
     print(f"Reuters {args.year}: {len(texts)} headlines, {w} weeks judged (median {int(np.median(sizes))} "
           f"headlines/week), reference = same weekdays of the {args.weeks} preceding weeks")
-    print(f"thresholds: alpha {th.alpha}, min effect (TV) {th.min_effect}, min samples {th.min_samples}")
-    print(f"{'case':<44} {'new test':>9} {'old PSI>0.2':>12}")
-    for key, label in (("full", "alarms on real weeks (week's own n)"), ("200", "alarms on real weeks (n = 200)"),
-                       ("sell", "detected: negative +10 points (n = 2,000)"),
-                       ("earn", "detected: Earnings +13 points (n = 2,000)")):
-        print(f"{label:<44} {rows['new_' + key] / w:>9.1%} {rows['old_' + key] / w:>12.1%}")
+    print(f"thresholds: alpha {th.alpha} per test, min effect (largest label-share change) {th.min_effect}, "
+          f"min samples {th.min_samples}")
+    for prefix, title in (("", f"real order ({w} weeks)"), ("quiet_", f"quiet weeks ({rows['quiet_weeks']} "
+                                                                    "shuffled blocks)")):
+        n = rows[f"{prefix}weeks"]
+        if not n:
+            continue
+        print(f"-- {title}")
+        print(f"{'case':<44} {'new test':>9} {'old PSI>0.2':>12}")
+        for key, label in (("full", "alarms on weeks (week's own n)"), ("200", "alarms on weeks (n = 200)"),
+                           ("sell", "detected: negative +10 points (n = 2,000)"),
+                           ("earn", "detected: Earnings +13 points (n = 2,000)")):
+            print(f"{label:<44} {rows[prefix + 'new_' + key] / n:>9.1%} {rows[prefix + 'old_' + key] / n:>12.1%}")
+        why = {k[len(prefix) + 4:]: v for k, v in rows.items() if k.startswith(prefix + "why_")}
+        print(f"   alarms without injection by test: {why or 'none'}")
 
 
 if __name__ == "__main__":

@@ -198,9 +198,9 @@ class RetrainSettings(_Section):
     gate_class_delta: float = Field(0.10, ge=0, description="Max per-class F1 / negative-recall drop (guardrail).")
     gate_min_class_support: int = Field(50, ge=1, description="Classes with fewer gold rows are not guarded.")
     latency_budget_ms: float = Field(50.0, gt=0, description="Max CPU-path ms per text in the gate.")
-    drift_alpha: float = Field(0.01, gt=0, lt=1, description="False-alarm rate per drift test (chi-square p-value).")
+    drift_alpha: float = Field(0.01, gt=0, lt=1, description="False-alarm rate of each drift test (sentiment, topic, low confidence).")
     drift_min_effect: float = Field(
-        0.05, ge=0, le=1, description="Smallest total-variation shift of a label distribution that counts as drift."
+        0.05, ge=0, le=1, description="Smallest change of one label's share (0.05 = 5 points) that counts as drift."
     )
     drift_low_confidence: float = Field(0.5, gt=0, lt=1, description="Top probability below this = low confidence.")
     confidence_drop_threshold: float = Field(0.1, gt=0, description="Mean-confidence fall that counts as drift.")
