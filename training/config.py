@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from training.datasets import LabeledExample
@@ -69,6 +71,9 @@ class TrainConfig(BaseModel):
     soft_label_cache: Path | None = Field(None, description="Where teacher soft labels are cached [default: OUT/../soft-labels].")
     kd_alpha: float = Field(0.5, ge=0, le=1, description="Loss = (1-alpha) gold CE + alpha KD.")
     kd_temperature: float = Field(2.0, gt=0, description="Softening temperature of the KD term.")
+    kd_heads: tuple[Literal["sentiment", "topic"], ...] = Field(
+        ("sentiment", "topic"), min_length=1,
+        description="Heads that learn from the teacher (a head where the teacher is weaker keeps gold CE only).")
     unlabeled_per_stream: int = Field(0, ge=0, description="Unlabeled transfer texts per stream (needs a teacher).")
 
     # -- parameter-efficient fine-tuning --

@@ -67,13 +67,14 @@ def student_loss(
     temperature: float = 2.0,
     label_smoothing: float = 0.0,
     head_weights: Mapping[str, float] | None = None,
+    kd_heads: tuple[str, ...] = HEADS,
 ) -> torch.Tensor:
-    """(1 - alpha) x gold masked CE + alpha x KD on both heads (alpha = 0 or no teacher: plain gold CE)."""
+    """(1 - alpha) x gold masked CE + alpha x KD on ``kd_heads`` (alpha = 0 or no teacher: plain gold CE)."""
     gold = masked_multitask_loss(logits["sentiment"], logits["topic"], labels["sentiment"], labels["topic"], weight,
                                  label_smoothing, head_weights)
     if teacher is None or has_teacher is None or alpha == 0:
         return gold
     head_weights = head_weights or {}
     kd = sum(float(head_weights.get(h, 1.0)) * distillation_loss(logits[h], teacher[h], has_teacher, temperature)
-             for h in HEADS)
+             for h in kd_heads)
     return (1 - alpha) * gold + alpha * kd

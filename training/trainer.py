@@ -261,7 +261,7 @@ def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[
     train_set.teacher_sentiment, train_set.teacher_topic, train_set.has_teacher = labels.lookup(texts)
     return {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path), "reused": reused,
             "rows_with_teacher": int(train_set.has_teacher.sum()), "alpha": config.kd_alpha,
-            "temperature": config.kd_temperature}
+            "temperature": config.kd_temperature, "heads": list(config.kd_heads)}
 
 
 def train(
@@ -387,7 +387,7 @@ def train(
             loss = student_loss({"sentiment": s_logits, "topic": t_logits}, labels, weights, teacher=teacher,
                                 has_teacher=has_teacher, alpha=config.kd_alpha if use_kd else 0.0,
                                 temperature=config.kd_temperature, label_smoothing=config.label_smoothing,
-                                head_weights=config.head_weights)
+                                head_weights=config.head_weights, kd_heads=config.kd_heads)
             scaler.scale(loss / config.grad_accum_steps).backward()
             running = 0.98 * running + 0.02 * float(loss.detach()) if i else float(loss.detach())
             if (i + 1) % config.grad_accum_steps == 0 or i + 1 == len(batches):

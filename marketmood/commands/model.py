@@ -56,6 +56,9 @@ from training.teacher import TeacherFetchError, fetch_teacher
               help="Distillation mix: loss = (1-alpha) gold CE + alpha KD.")
 @click.option("--kd-temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softening temperature of the distillation term.")
+@click.option("--kd-head", "kd_heads", multiple=True, type=click.Choice(["sentiment", "topic"]),
+              help="Head that learns from the teacher (repeatable) [default: both]; leave out a head where the "
+                   "teacher is weaker than gold labels alone.")
 @click.option("--unlabeled", "unlabeled_per_stream", type=click.IntRange(0), default=0, show_default=True,
               help="Unlabeled transfer texts per stream (Reuters headlines, StockNet tweets; train files only), "
                    "soft-labeled by the teacher.")
@@ -85,6 +88,8 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     weights = {"source_weights": _pairs(source_weights, "--source-weight")}
+    if not options.get("kd_heads"):
+        options.pop("kd_heads", None)  # the config's default: both heads
     if head_weights:
         weights["head_weights"] = {"sentiment": 1.0, "topic": 1.0, **_pairs(head_weights, "--head-weight")}
     try:

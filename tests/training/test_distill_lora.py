@@ -52,6 +52,14 @@ def test_kd_loss_is_zero_when_student_matches_teacher_and_masks_rows():
                         has_teacher=torch.tensor([False, False, True, True]), alpha=0.5)
     loss.backward()
     assert torch.any(t.grad[2:] != 0) and torch.all(t.grad[:2] == 0)  # unlabeled rows learn only from the teacher
+    s.grad = t.grad = None
+    sentiment_only = student_loss({"sentiment": s, "topic": t}, labels, torch.ones(4),
+                                  teacher={"sentiment": torch.randn(4, 3), "topic": torch.randn(4, 20)},
+                                  has_teacher=torch.tensor([False, False, True, True]), alpha=0.5,
+                                  kd_heads=("sentiment",))
+    sentiment_only.backward()
+    assert t.grad is None or torch.all(t.grad == 0)  # --kd-head sentiment: the topic head learns nothing from it
+    assert torch.any(s.grad[2:] != 0)
 
 
 def test_student_distils_from_a_teacher_and_reuses_the_cache(data_with_streams, teacher, tmp_path):
