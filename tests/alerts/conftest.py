@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from storage.db import make_engine
 
 
 @dataclass
@@ -136,3 +137,11 @@ def wait_for(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.05) 
             return True
         time.sleep(interval_s)
     return predicate()
+
+
+@pytest.fixture
+def engine(db_url):
+    """A pooled engine on the test database (the ``db_url`` fixture of tests/conftest.py)."""
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()

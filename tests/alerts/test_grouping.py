@@ -16,17 +16,9 @@ from alerts.payloads import delivery_key, group_payload
 from alerts.rules import parse_rules
 from alerts.service import AlertService
 from storage import alerts as db
-from storage.db import make_engine
 from tests.alerts.factories import BASE, SECRET, SETTINGS, W, all_notifiers, article, insert, steady
 
 TOPICS = ("Energy | Oil", "Macro", "Markets")
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 def _simultaneous_bursts(engine) -> datetime:

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from alerts import lifecycle
 from alerts.outbox import OutboxSender
 from storage import alerts as db
-from storage.db import make_engine
 from tests.alerts.factories import BASE
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 class Recording:

@@ -15,7 +15,6 @@ from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
 from alerts.service import AlertService
 from storage import alerts as db
-from storage.db import make_engine
 from tests.alerts.factories import (
     BASE,
     ITEMS,
@@ -30,15 +29,6 @@ from tests.alerts.factories import (
     scenario,
     steady,
 )
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
-
-
 
 
 def test_burst_fires_once_and_resolves_once_per_notifier(engine, http_recorder, smtp_recorder) -> None:

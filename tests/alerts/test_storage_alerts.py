@@ -9,15 +9,7 @@ from sqlalchemy import text
 
 from alerts import lifecycle
 from storage import alerts as db
-from storage.db import make_engine
 from tests.alerts.factories import BASE, W, article, insert, steady
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 def test_window_counts_novel_latest_version_and_replay(engine) -> None:

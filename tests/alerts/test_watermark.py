@@ -13,19 +13,11 @@ from alerts.config import AlertConfig
 from alerts.rules import parse_rules
 from alerts.service import AlertService
 from storage import alerts as db
-from storage.db import make_engine
 from storage.progress import PartitionProgress, record_progress
 from tests.alerts.factories import BASE, W, article, insert, steady
 
 TOPIC = "Energy | Oil"
 RAW = "news.raw"
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 def _rules(name: str):
