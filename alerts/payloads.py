@@ -86,6 +86,11 @@ def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0) 
     return payload
 
 
+def members(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-alert documents a notification carries: every member of a group, or its one alert."""
+    return payload.get("alerts") or [{"summary": payload.get("summary"), "alert": payload["alert"]}]
+
+
 def group_summary(alerts: list[dict[str, Any]], event: str) -> str:
     """One line for a group: the rule, how many scopes and which (the first few)."""
     first = alerts[0]

@@ -146,7 +146,7 @@ def main() -> None:
             report = decide_drift(ref_windows, rec, th)
             rows[f"{prefix}new_{key}"] += report.drifted
             for reason in report.reasons if key == "full" else ():  # which test raised a no-injection alarm
-                rows[f"{prefix}why_{reason.split(' ')[0] + ' ' + reason.split(' ')[1]}"] += 1
+                rows[f"{prefix}why_{' '.join(reason.split()[:2])}"] += 1
             rows[f"{prefix}old_{key}"] += max(psi(ref_stats[c], rec[c]) for c in ("sentiment", "topic")) > 0.2
 
         rows[f"{prefix}weeks"] += 1

@@ -398,13 +398,11 @@ def claim_one(conn: Connection, now: datetime, claimed_by: str, *,
               SELECT o.id FROM notification_outbox o
               WHERE o.status = 'pending' AND o.next_attempt_at <= :now
                 AND NOT (o.notifier = ANY(CAST(:skip AS text[])))
-                AND NOT EXISTS (SELECT 1 FROM notification_outbox p WHERE p.alert_id = o.alert_id
-                                AND p.notifier = o.notifier AND p.id < o.id
-                                AND p.status IN ('pending', 'sending', 'dead'))
                 AND NOT EXISTS (SELECT 1 FROM notification_outbox p
-                                JOIN notification_outbox lead ON lead.id = p.grouped_into
+                                LEFT JOIN notification_outbox lead ON lead.id = p.grouped_into
                                 WHERE p.alert_id = o.alert_id AND p.notifier = o.notifier AND p.id < o.id
-                                AND p.status = 'grouped' AND lead.status IN ('pending', 'sending', 'dead'))
+                                  -- a grouped row is as far along as the group's lead row that carries it
+                                  AND COALESCE(lead.status, p.status) IN ('pending', 'sending', 'dead'))
               ORDER BY o.id
               LIMIT 1
               FOR UPDATE OF o SKIP LOCKED

@@ -41,7 +41,7 @@ from storage import registry as sql
 @dataclass(frozen=True)
 class DriftThresholds:
     alpha: float = 0.01  # false-alarm rate of each test (sentiment mix, topic mix, low confidence) under no shift
-    min_effect: float = 0.05  # total variation (label mix) or absolute share (low confidence)
+    min_effect: float = 0.05  # largest change of one label's share (label mixes), or rise of the low-confidence share
     confidence_drop: float = 0.1
     min_samples: int = 200
     low_confidence: float = 0.5
@@ -107,7 +107,7 @@ PRIOR_DOF = 10  # pseudo degrees of freedom of the pooled dispersion in each lab
 
 
 def label_shifts(reference_windows: Sequence[Mapping[str, Any]], reference: Mapping[str, Any],
-                 recent: Mapping[str, Any], column: str) -> list[dict[str, Any]]:
+                 recent: Mapping[str, Any], column: str, pooled: tuple[float, int]) -> list[dict[str, Any]]:
     """One test per label of ``column``: its share in the recent window against the pooled reference, scaled
     by that label's own week-to-week dispersion in the reference windows, Bonferroni-adjusted over labels;
     most significant first.
@@ -115,7 +115,8 @@ def label_shifts(reference_windows: Sequence[Mapping[str, Any]], reference: Mapp
     Why per label: news wobbles unevenly. One company's results can fill a day of "Earnings" while the other
     topics barely move, so one dispersion for the whole mix is too small for the volatile labels and the
     mix test's tail is far heavier than its F reference (it alarmed on ~9 % of shuffled quiet Reuters weeks
-    at p < 0.001). A label's own dispersion keeps each test at its level."""
+    at p < 0.001). A label's own dispersion keeps each test at its level. ``pooled`` is the whole mix's
+    (dispersion, dof) from ``dispersion``, the prior each label's estimate is moderated toward."""
     labels = sorted(set(reference.get(column) or {}) | set(recent.get(column) or {}))
     n_ref, n_rec = int(reference.get("n", 0)), int(recent.get("n", 0))
 
@@ -123,7 +124,7 @@ def label_shifts(reference_windows: Sequence[Mapping[str, Any]], reference: Mapp
         hit = int((w.get(column) or {}).get(label, 0))
         return {"in": hit, "out": int(w.get("n", 0)) - hit}
 
-    pooled_phi, pooled_dof = dispersion([w.get(column) or {} for w in reference_windows])
+    pooled_phi, pooled_dof = pooled
     out = []
     for label in labels:
         own, own_dof = dispersion([binary(w, label) for w in reference_windows])
@@ -132,9 +133,10 @@ def label_shifts(reference_windows: Sequence[Mapping[str, Any]], reference: Mapp
         prior = min(PRIOR_DOF, pooled_dof)
         phi_dof = own_dof + prior
         phi = (own * own_dof + pooled_phi * prior) / phi_dof if phi_dof else 1.0
-        test = shift_test(binary(reference, label), binary(recent, label), phi=phi, phi_dof=phi_dof)
-        ref_share = binary(reference, label)["in"] / n_ref if n_ref else 0.0
-        rec_share = binary(recent, label)["in"] / n_rec if n_rec else 0.0
+        ref_hist, rec_hist = binary(reference, label), binary(recent, label)
+        test = shift_test(ref_hist, rec_hist, phi=phi, phi_dof=phi_dof)
+        ref_share = ref_hist["in"] / n_ref if n_ref else 0.0
+        rec_share = rec_hist["in"] / n_rec if n_rec else 0.0
         out.append({"label": label, "reference": round(ref_share, 4), "recent": round(rec_share, 4),
                     "shift": round(rec_share - ref_share, 4), "dispersion": round(phi, 3),
                     "p_adjusted": min(1.0, test.p_value * len(labels))})
@@ -178,10 +180,10 @@ def decide_drift(reference_windows: Sequence[Mapping[str, Any]], recent: Mapping
     windows = [w for w in reference_windows if w.get("n")]
     for column in ("sentiment", "topic"):
         mix = shift_test(reference.get(column) or {}, recent.get(column) or {})
-        moved = label_shifts(windows, reference, recent, column)
+        pooled = dispersion([w.get(column) or {} for w in windows])
+        moved = label_shifts(windows, reference, recent, column, pooled)
         hits = [m for m in moved if m["p_adjusted"] < thresholds.alpha and abs(m["shift"]) >= thresholds.min_effect]
-        tests[column] = {"tv": round(mix.tv, 4), "max_shift": round(mix.effect, 4),
-                         "dispersion": round(dispersion([w.get(column) or {} for w in windows])[0], 3),
+        tests[column] = {"tv": round(mix.tv, 4), "max_shift": round(mix.effect, 4), "dispersion": round(pooled[0], 3),
                          "p_value": min((m["p_adjusted"] for m in moved), default=1.0),
                          "labels": [m for m in moved if m["p_adjusted"] < 0.5][:5], "significant": hits}
         if hits:

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from alerts.notifiers.base import DeliveryError
-from alerts.payloads import delivery_key
+from alerts.payloads import delivery_key, members
 
 
 def _alert_lines(alert: dict[str, Any]) -> list[str]:
@@ -32,9 +32,9 @@ def _alert_lines(alert: dict[str, Any]) -> list[str]:
 
 
 def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...],
-                  png: bytes | None | list[tuple[int, bytes]]) -> EmailMessage:
-    """Build the message (pure; tested directly). A group lists every member; ``png`` is one plot, or
-    (alert id, plot) pairs for a group."""
+                  plots: list[tuple[int, bytes]]) -> EmailMessage:
+    """Build the message (pure; tested directly). A group lists every member; ``plots`` are (alert id, PNG)
+    attachments."""
     alert = payload["alert"]
     msg = EmailMessage()
     msg["Subject"] = f"[MarketMood] {payload['summary']}"
@@ -45,10 +45,9 @@ def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...],
     digest = hashlib.sha256(delivery_key(payload).encode()).hexdigest()[:32]
     msg["Message-ID"] = f"<{digest}@marketmood>"
     lines = [payload["summary"], ""]
-    for member in payload.get("alerts") or [{"alert": alert}]:
+    for member in members(payload):
         lines += _alert_lines(member["alert"]) + [""]
     msg.set_content("\n".join(lines).rstrip() + "\n")
-    plots = png if isinstance(png, list) else ([(alert["id"], png)] if png else [])
     for alert_id, image in plots:
         msg.add_attachment(image, maintype="image", subtype="png", filename=f"alert-{alert_id}.png")
     return msg
@@ -67,15 +66,15 @@ class EmailNotifier:
         self._timeout = timeout_s
 
     def send(self, payload: dict[str, Any]) -> None:
-        png: list[tuple[int, bytes]] = []
+        plots: list[tuple[int, bytes]] = []
         if self._attach_plot and payload["event"] == "trigger":
             from alerts.plot import evidence_png  # matplotlib: only when a plot is attached
 
-            for member in payload.get("alerts") or [{"alert": payload["alert"]}]:
+            for member in members(payload):
                 image = evidence_png(member["alert"])
                 if image:
-                    png.append((member["alert"]["id"], image))
-        msg = email_message(payload, self.from_addr, self.to, png)
+                    plots.append((member["alert"]["id"], image))
+        msg = email_message(payload, self.from_addr, self.to, plots)
         try:
             cls = smtplib.SMTP_SSL if self._ssl else smtplib.SMTP
             with cls(self.host, self.port, timeout=self._timeout) as smtp:
