@@ -79,8 +79,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     caught once it has shut down; turning SIGTERM into KeyboardInterrupt lets that unwind through our
     ``with`` blocks instead of killing the process with the database still running.
     """
-    import uvicorn  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-
+    import uvicorn  # lazy: only `marketmood api` needs the ASGI server
 
     embedded = settings.database_url is None
     with contextlib.suppress(KeyboardInterrupt), sigterm_as_interrupt(), \

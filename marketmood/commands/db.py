@@ -39,7 +39,6 @@ def upgrade_command(url: str | None, revision: str) -> None:
     """Create the database if missing, apply migrations up to REVISION, then create or update Grafana's
     read-only role (MARKETMOOD_GRAFANA__READER_ROLE / __READER_PASSWORD): re-run it after changing them."""
 
-
     database_url, home, settings = _target(url)
     try:
         with open_database(database_url, home, upgrade_schema=False) as target:

@@ -55,7 +55,6 @@ def push_command(url: str | None, token: str | None, db_host: str, db_name: str,
                  db_password: str | None, prometheus_url: str, timeout: float) -> None:
     """Create or update the datasources, the MarketMood folder and every dashboard through the HTTP API."""
 
-
     grafana = get_settings().grafana
     token = token or grafana.token
     if not token:

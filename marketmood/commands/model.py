@@ -81,9 +81,8 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
     With --teacher (a trained artifact, e.g. from --base-encoder <marketmood teacher fetch dir>) the student also
     learns the teacher's softened distributions; with --lora only low-rank adapters and the heads are trained.
     """
-    from training.trainer import (
-        train,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-    )
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.trainer import train
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -160,7 +159,8 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
     Label names are mapped case-insensitively (Bearish/Bullish count as negative/positive); unknown labels
     stop the run with the list of offending names.
     """
-    from training.evaluation import (  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.evaluation import (
         classification_report_text,
         evaluate,
         plot_confusion_matrix,
@@ -188,9 +188,8 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
 
 def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path | None) -> None:
     """Reproduce the card's dev table: same data path, same seed as the artifact's training run."""
-    from training.evaluation import (
-        evaluate,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-    )
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.evaluation import evaluate
 
     artifact = Path(model_path or BUNDLED_MODEL_DIR)
     seed, split_method = 13, "exact"

@@ -19,7 +19,6 @@ from streams.sources import retime as retimed
 
 
 def _resolve_bootstrap(settings: Settings, bootstrap: str | None) -> str:
-
     resolved = bootstrap or settings.kafka_bootstrap or find_running(settings.home / "kafka")
     if resolved is None:
         raise click.UsageError(
@@ -69,8 +68,6 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
     --speed 24, history replays onto the present as a live stream (original time kept in
     original_published_at), so dashboards, report and alerts show real headlines arriving.
     """
-
-
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)

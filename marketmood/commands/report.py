@@ -16,7 +16,6 @@ from storage import dashboards as sql
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> object:
-
     try:
         return parse_interval(value)
     except MacroError:
@@ -45,7 +44,6 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
     `marketmood demo`, so a laptop without Grafana sees what an analyst sees.
     """
     from marketmood.report.render import write  # lazy: matplotlib costs ~0.5 s at CLI start-up
-
 
     try:
         ZoneInfo(tz)

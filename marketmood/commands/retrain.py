@@ -33,7 +33,6 @@ from training.registry import (
 
 
 def _setup_logging() -> None:
-
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
 
@@ -59,9 +58,8 @@ def retrain_command(user: str | None, no_promote: bool, max_steps: int | None, l
     Exit code 0 when promoted/registered or skipped (another retrain holds the lock), 1 when the gate
     rejected the challenger.
     """
-    from training.retrain import (
-        run_retrain,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-    )
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.retrain import run_retrain
 
     _setup_logging()
     overrides = {k: v for k, v in {"max_steps": max_steps, "limit_per_dataset": limit_per_dataset,
@@ -144,9 +142,8 @@ def models_show(version: str, as_json: bool) -> None:
 @click.option("--by", "user", help="Who registers [default: OS user].")
 def models_register(path: Path, do_promote: bool, force: bool, user: str | None) -> None:
     """Register a `marketmood train` output folder PATH in the registry (status candidate)."""
-    from training.retrain import (
-        gate_existing,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-    )
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.retrain import gate_existing
 
     settings = get_settings()
     with database_engine(settings) as engine:
@@ -178,9 +175,8 @@ def models_register(path: Path, do_promote: bool, force: bool, user: str | None)
 @click.option("--by", "user", help="Who acts [default: OS user].")
 def models_shadow(do_finish: bool, force: bool, as_json: bool, user: str | None) -> None:
     """The shadow stage: agreement with the active model on the same articles, confidence, counts, period."""
-    from training.scheduler import (
-        shadow_criteria_from,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-    )
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.scheduler import shadow_criteria_from
 
     settings = get_settings()
     criteria = shadow_criteria_from(settings)
@@ -333,9 +329,8 @@ def feedback_requests(request_id: int | None, show_all: bool, close_id: int | No
 @click.option("--once", is_flag=True, help="Run one tick (decide, maybe retrain) and exit.")
 def scheduler_command(once: bool) -> None:
     """Retrain on the cron schedule (settings retrain.schedule, default weekly) or on drift, one replica at a time."""
-    from training.scheduler import (
-        Scheduler,  # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-    )
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.scheduler import Scheduler
 
     _setup_logging()
     settings = get_settings()

@@ -91,7 +91,6 @@ def _query(conn: Connection, raw: str, ctx: QueryContext) -> tuple[list[str], li
 
 
 def _epoch_ms(value: Any) -> datetime:
-
     return datetime.fromtimestamp(float(value) / 1000, tz=timezone.utc)
 
 
