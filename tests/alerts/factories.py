@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from alerts.rules import parse_rules
 from marketmood.settings import AlertSettings
+from storage import alerts as db
 from storage.articles import ScoredArticle, upsert_scored_batch
 from streams.novelty import story_key
 
@@ -44,6 +45,13 @@ def insert(engine: Engine, items: list[ScoredArticle]) -> None:
     with engine.begin() as conn:
         for i in range(0, len(items), 500):
             upsert_scored_batch(conn, items[i:i + 500])
+
+
+def alerts_of(engine: Engine, **filters) -> list[dict]:
+    """``storage.alerts.list_alerts`` on a connection that is returned at once (polling loops must not
+    leak one pooled connection per poll)."""
+    with engine.connect() as conn:
+        return db.list_alerts(conn, **filters)
 
 
 def all_notifiers(http_recorder, smtp_recorder, *, secret: str, routing_key: str, to: str) -> dict:

@@ -16,7 +16,7 @@ from alerts.payloads import delivery_key, group_payload
 from alerts.rules import parse_rules
 from alerts.service import AlertService
 from storage import alerts as db
-from tests.alerts.factories import BASE, SECRET, SETTINGS, W, all_notifiers, article, insert, steady
+from tests.alerts.factories import BASE, SECRET, SETTINGS, W, alerts_of, all_notifiers, article, insert, steady
 
 TOPICS = ("Energy | Oil", "Macro", "Markets")
 
@@ -58,7 +58,7 @@ def _run(engine, rules, burst_start: datetime) -> list[dict]:
 def test_simultaneous_scopes_go_out_as_one_message_per_channel(engine, http_recorder, smtp_recorder) -> None:
     burst_start = _simultaneous_bursts(engine)
     changes = _run(engine, _rules(http_recorder, smtp_recorder), burst_start)
-    alerts = db.list_alerts(engine.connect(), limit=10)
+    alerts = alerts_of(engine, limit=10)
     assert sorted(a["scope"] for a in alerts) == sorted(TOPICS) and {a["state"] for a in alerts} == {"resolved"}
     assert len({a["group_key"] for a in alerts}) == 1
     assert Counter(c["state"] for c in changes) == {"firing": 3, "resolved": 3}

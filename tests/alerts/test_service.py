@@ -22,6 +22,7 @@ from tests.alerts.factories import (
     SETTINGS,
     TOPIC,
     W,
+    alerts_of,
     all_notifiers,
     article,
     insert,
@@ -50,7 +51,7 @@ def test_burst_fires_once_and_resolves_once_per_notifier(engine, http_recorder, 
         service.deliver()
         now += timedelta(seconds=W)
 
-    alerts = db.list_alerts(engine.connect(), limit=10)
+    alerts = alerts_of(engine, limit=10)
     assert len(alerts) == 1, alerts
     alert = alerts[0]
     assert alert["scope"] == TOPIC and alert["state"] == "resolved" and alert["severity"] == "critical"
@@ -94,7 +95,7 @@ def test_notifier_outage_retries_with_backoff_and_drains(engine, http_recorder, 
     service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
     http_recorder.status = 500  # webhook, Slack and PagerDuty answer 500; email works
     now = burst_start
-    while not db.list_alerts(engine.connect()):
+    while not alerts_of(engine):
         service.evaluate(now)
         now += timedelta(seconds=W)
     t0 = datetime.now(timezone.utc) + timedelta(seconds=1)  # delivery clock, driven explicitly (no sleeps)
@@ -120,7 +121,7 @@ def test_notifier_outage_retries_with_backoff_and_drains(engine, http_recorder, 
         rows = {r["notifier"]: r for r in db.list_outbox(conn)}
     assert all(rows[n]["next_attempt_at"] == t0 + timedelta(seconds=7) for n in ("hook", "slack", "pd"))
     # Evaluation is not blocked meanwhile: the spike resolves while the notifiers are down.
-    while db.list_alerts(engine.connect())[0]["state"] != "resolved":
+    while alerts_of(engine)[0]["state"] != "resolved":
         service.evaluate(now)
         now += timedelta(seconds=W)
     # The resolve waits behind its trigger, which waits for the notifier to come back.
@@ -151,7 +152,7 @@ def test_silence_records_but_does_not_notify(engine, http_recorder, smtp_recorde
         service.evaluate(now)
         service.deliver()
         now += timedelta(seconds=W)
-    [alert] = db.list_alerts(engine.connect())
+    [alert] = alerts_of(engine)
     assert alert["state"] == "resolved" and alert["evidence"]["volume"] >= 8
     assert http_recorder.requests == [] and smtp_recorder.messages == []
 
@@ -160,18 +161,18 @@ def test_ack_sends_acknowledge_to_triggered_notifiers(engine, http_recorder, smt
     burst_start = scenario(engine)
     service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
     now = burst_start
-    while not db.list_alerts(engine.connect()):
+    while not alerts_of(engine):
         service.evaluate(now)
         now += timedelta(seconds=W)
     service.deliver()
-    alert_id = db.list_alerts(engine.connect())[0]["id"]
+    alert_id = alerts_of(engine)[0]["id"]
     with engine.begin() as conn:
         acked = lifecycle.acknowledge(conn, alert_id, "ann")
     assert acked["state"] == "acknowledged"
     service.deliver()
     pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
     assert [p["event_action"] for p in pd] == ["trigger", "acknowledge"]
-    while db.list_alerts(engine.connect())[0]["state"] != "resolved":
+    while alerts_of(engine)[0]["state"] != "resolved":
         service.evaluate(now)
         now += timedelta(seconds=W)
     service.deliver()
@@ -194,7 +195,7 @@ def test_repeat_interval_reminds_while_firing_once_per_interval(engine, http_rec
         service.evaluate(now)  # a replayed pass: no extra reminder
         service.deliver()
         now += timedelta(seconds=W)
-    [alert] = db.list_alerts(engine.connect())
+    [alert] = alerts_of(engine)
     fired = datetime.fromisoformat(alert["evidence"]["fired_at"])
     # reminders due strictly before the resolve (the pass that resolves it sends no reminder)
     expected = math.ceil((alert["resolved_at"] - fired).total_seconds() / 600) - 1

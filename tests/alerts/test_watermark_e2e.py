@@ -24,7 +24,7 @@ from alerts.service import AlertService
 from marketmood.settings import TopicSettings
 from storage import alerts as db
 from storage.db import make_engine
-from tests.alerts.factories import BURST, CALM, headline_message
+from tests.alerts.factories import BURST, CALM, alerts_of, headline_message
 from tests.streams.harness import Db, WorkerProcess, produce, wait_until
 
 W = 10  # 10-s windows: real time, so the test runs in minutes
@@ -95,7 +95,7 @@ def test_burst_during_worker_pause_fires_once_after_resume(
 
         os.killpg(worker.proc.pid, signal.SIGCONT)
         resumed = time.monotonic()
-        wait_until(lambda: db.list_alerts(engine.connect()), 120, what="the gated alert after the resume")
+        wait_until(lambda: alerts_of(engine), 120, what="the gated alert after the resume")
         time.sleep(3 * W)  # a few more passes: nothing else may fire
         with engine.connect() as conn:
             alerts = db.list_alerts(conn)
