@@ -44,6 +44,9 @@ class DetectionParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     span_windows: int = Field(3, ge=1, le=288, description="Windows pooled as the 'current' sample.")
+    min_span_windows: int | None = Field(None, ge=1, le=288, description=(
+        "Scan: also test every shorter span down to this many windows and judge the most significant one "
+        "(fire_p then holds for the scan as a whole, Bonferroni); null = only span_windows."))
     baseline_hours: float = Field(6.0, gt=0, le=24 * 14, description="Trailing baseline, before the span.")
     min_volume: int = Field(8, ge=1, description="Novel articles needed in the span to fire.")
     min_baseline_volume: int = Field(30, ge=1, description="Articles needed in the baseline to fire.")
@@ -55,6 +58,9 @@ class DetectionParams(BaseModel):
     min_duration_windows: int = Field(1, ge=1, description="Consecutive breaching windows before firing.")
     resolve_after_windows: int = Field(2, ge=1, description="Consecutive clear windows before resolving.")
     cooldown_minutes: float = Field(60.0, ge=0, description="No new alert for the scope this long after resolve.")
+    cooldown_break_p: float | None = Field(None, gt=0, lt=1, description=(
+        "A breach at least this significant fires even in the cooldown: a new, much stronger event, not a "
+        "flap of the last one (null = the cooldown holds every breach)."))
     max_frozen_hours: float | None = Field(
         None, gt=0, description="Unfreeze the baseline after an alert lasts this long; default baseline_hours."
     )
@@ -73,7 +79,14 @@ class DetectionParams(BaseModel):
             raise ValueError(f"resolve_p ({self.resolve_p}) must be >= fire_p ({self.fire_p}) for hysteresis")
         if self.resolve_delta > self.min_delta:
             raise ValueError(f"resolve_delta ({self.resolve_delta}) must be <= min_delta ({self.min_delta})")
+        if self.min_span_windows is not None and self.min_span_windows > self.span_windows:
+            raise ValueError(f"min_span_windows ({self.min_span_windows}) must be <= span_windows ({self.span_windows})")
         return self
+
+    @property
+    def spans(self) -> range:
+        """Span lengths (windows) the share test scans, shortest first."""
+        return range(self.min_span_windows or self.span_windows, self.span_windows + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,8 @@ class Observation:
     expected_negative: float = 0.0  # negatives the rate baseline expects in the span
     rate_p_value: float = 1.0
     fired_by: tuple[str, ...] = ()  # which tests breach: "share", "rate"
+    span_windows: int = 0  # length of the span reported in ``current`` (0: unknown, old state)
+    spans_scanned: int = 1  # span lengths tested; p_value is Bonferroni-adjusted by this many
 
     def evidence(self) -> dict[str, object]:
         return {
@@ -108,7 +123,9 @@ class Observation:
             "mean_score": _round(self.current.mean_score),
             "p_value": float(f"{self.p_value:.3g}"),
             "z": round(self.z, 2),
-            "test": "beta-binomial upper tail",
+            "test": "beta-binomial upper tail" + (
+                f", most significant of {self.spans_scanned} spans (Bonferroni)" if self.spans_scanned > 1 else ""),
+            "span_windows": self.span_windows,
             "expected_negative": round(self.expected_negative, 2),
             "rate_p_value": float(f"{self.rate_p_value:.3g}"),
             "rate_test": "negative-binomial upper tail of the negative count",
@@ -200,8 +217,44 @@ def rate_tail_probability(k: int, span_windows: int, baseline_negative: int, bas
     return float(betainc(k, a, 1.0 - p))
 
 
+@dataclass(frozen=True, slots=True)
+class _ShareTest:
+    """The share test of one span: its counts, excess over baseline, (scan-adjusted) tail and verdicts."""
+
+    span_windows: int
+    current: Counts
+    share: float | None
+    delta: float | None
+    p_value: float
+    breach: bool
+    clear: bool
+
+
+def _share_test(params: DetectionParams, span_windows: int, current: Counts, baseline: Counts,
+                tests: int) -> _ShareTest:
+    n, k = current.n, current.negative
+    base_share, cur_share = baseline.negative_share, current.negative_share
+    delta = None if base_share is None or cur_share is None else cur_share - base_share
+    # The tail is only needed when the excess could matter (saves time on quiet scopes).
+    relevant = delta is not None and delta >= params.resolve_delta
+    p_value = min(1.0, tail_probability(k, n, baseline, params.prior_strength) * tests) if relevant else 1.0
+    breach = (
+        n >= params.min_volume
+        and baseline.n >= params.min_baseline_volume
+        and delta is not None
+        and delta >= params.min_delta
+        and p_value <= params.fire_p
+    )
+    clear = delta is None or delta < params.resolve_delta or p_value > params.resolve_p
+    return _ShareTest(span_windows, current, cur_share, delta, p_value, breach, clear)
+
+
 def observe(params: DetectionParams, series: WindowSeries, window_end: int, state: ScopeState) -> Observation:
-    """Measure the span ending at ``window_end`` against the scope's baseline (frozen while alerting)."""
+    """Measure the span(s) ending at ``window_end`` against the scope's baseline (frozen while alerting).
+
+    With a scan (``min_span_windows``) every span length is tested against the same baseline, which ends
+    before the longest span; the most significant breaching span (else the most significant one) is
+    reported, and the scope is clear only when every span is."""
     w = series.window_s
     span_start = window_end - params.span_windows * w
     baseline_end = span_start
@@ -211,45 +264,40 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     baseline_start = baseline_end - int(params.baseline_hours * 3600)
     current = series.range(span_start, window_end)
     baseline = series.range(baseline_start, baseline_end)
-    n, k = current.n, current.negative
-    base_share = baseline.negative_share
-    cur_share = current.negative_share
-    delta = None if base_share is None or cur_share is None else cur_share - base_share
-    # The tail is only needed when the excess could matter (saves time on quiet scopes).
-    relevant = delta is not None and delta >= params.resolve_delta
-    p_value = tail_probability(k, n, baseline, params.prior_strength) if relevant else 1.0
+    spans = params.spans
+    tests = [_share_test(params, length, series.range(window_end - length * w, window_end), baseline, len(spans))
+             for length in spans]
+    share = min(tests, key=lambda t: (not t.breach, t.p_value, -t.span_windows))
+    share_breach, share_clear = share.breach, all(t.clear for t in tests)
+    n, k = share.current.n, share.current.negative
     p0 = (baseline.negative + 0.5) / (baseline.n + 1.0)
     strength = min(float(baseline.n), params.prior_strength)
     var = n * p0 * (1 - p0) * (1 + (n - 1) / (strength + 1)) if n else 0.0
     z = (k - n * p0) / math.sqrt(var) if var > 0 else 0.0
-    share_breach = (
-        n >= params.min_volume
-        and baseline.n >= params.min_baseline_volume
-        and delta is not None
-        and delta >= params.min_delta
-        and p_value <= params.fire_p
-    )
-    share_clear = delta is None or delta < params.resolve_delta or p_value > params.resolve_p
     # The rate test: negatives per window against the same baseline period (empty windows count as zero,
     # time before the scope's first observed window does not: a young series must not look quiet).
     observed_from = max(baseline_start, series.first_start if series.first_start is not None else baseline_end)
     baseline_windows = max(0, baseline_end - observed_from) / w
     expected = baseline.negative / baseline_windows * params.span_windows if baseline_windows else 0.0
     rate_on = params.rate_fire_p is not None and baseline.n >= params.min_baseline_volume
+    k = current.negative  # the rate test counts over the whole (longest) span
+    full_delta = None if baseline.negative_share is None or current.negative_share is None else (
+        current.negative_share - baseline.negative_share)
     rate_relevant = rate_on and k >= params.rate_min_count and k >= params.rate_resolve_ratio * max(expected, 1e-9)
     rate_p = (rate_tail_probability(k, params.span_windows, baseline.negative, baseline_windows,
                                     params.rate_prior_strength) if rate_relevant else 1.0)
     rate_breach = (
         rate_relevant
         and k >= params.rate_min_ratio * expected
-        and delta is not None
-        and delta >= params.rate_min_delta
+        and full_delta is not None
+        and full_delta >= params.rate_min_delta
         and rate_p <= (params.rate_fire_p or 0.0)
     )
     rate_clear = not rate_relevant or rate_p > params.resolve_p
     fired_by = tuple(name for name, hit in (("share", share_breach), ("rate", rate_breach)) if hit)
-    return Observation(window_end, baseline_end, current, baseline, base_share, cur_share, delta, p_value, z,
-                       share_breach or rate_breach, share_clear and rate_clear, expected, rate_p, fired_by)
+    return Observation(window_end, baseline_end, share.current, baseline, baseline.negative_share, share.share,
+                       share.delta, share.p_value, z, share_breach or rate_breach, share_clear and rate_clear,
+                       expected, rate_p, fired_by, share.span_windows, len(spans))
 
 
 def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[ScopeState, Transition | None]:
@@ -270,7 +318,7 @@ def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[
         if s.phase == "pending":  # a flap: the breach did not last long enough
             s.phase, s.breach_count, s.episode_start, s.frozen_baseline_end = "idle", 0, None, None
         return s, None
-    if s.cooldown_until is not None and t < s.cooldown_until:
+    if s.cooldown_until is not None and t < s.cooldown_until and not _breaks_cooldown(params, obs):
         return s, None
     if s.phase == "idle":
         # A new episode: freeze the baseline where it ended for the first breaching span.
@@ -280,6 +328,13 @@ def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[
         s.phase, s.clear_count = "firing", 0
         return s, Transition("fire", t, obs, s.episode_start or t)
     return s, None
+
+
+def _breaks_cooldown(params: DetectionParams, obs: Observation) -> bool:
+    if params.cooldown_break_p is None:
+        return False
+    strongest = min([obs.p_value] * ("share" in obs.fired_by) + [obs.rate_p_value] * ("rate" in obs.fired_by) + [1.0])
+    return strongest <= min(params.cooldown_break_p, params.fire_p)
 
 
 def advance(

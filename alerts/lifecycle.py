@@ -78,7 +78,7 @@ def build_evidence(conn: Connection, rule: RuleConfig, scope_type: str, scope: s
     """Everything an on-call needs to judge the alert without opening a dashboard."""
     p: DetectionParams = rule.detection
     w = series.window_s
-    span_start = tr.at - p.span_windows * w
+    span_start = tr.at - (tr.observation.span_windows or p.span_windows) * w  # the span that was judged
     ev: dict[str, Any] = tr.observation.evidence()
     ev.update(
         window_s=w,

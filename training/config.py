@@ -29,7 +29,10 @@ class TrainConfig(BaseModel):
     max_length: int = Field(64, ge=8, le=512)
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     dropout: float = Field(0.1, ge=0, lt=1)
-    seed: int = 13
+    seed: int = Field(13, description="Seed of the splits (and of training, unless init_seed is set).")
+    init_seed: int | None = Field(None, description=(
+        "Seed of initialisation, dropout and sampling only, the splits staying those of ``seed``: a retrain of "
+        "the same recipe scored on the same dev rows (the gate's equal-quality pair)."))
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (tiny runs).")
     limit_per_dataset: int | None = Field(None, ge=1, description="Use at most N train/dev rows per dataset.")
     patience: int = Field(
@@ -40,6 +43,9 @@ class TrainConfig(BaseModel):
     shuffle_labels: bool = Field(
         False, description="Testing aid: replace each train label by a uniformly random class (a deliberately bad model)."
     )
+    label_noise: float = Field(0.0, ge=0, le=1, description=(
+        "Testing aid: this share of train labels moved to another class at random (a deliberately worse model, "
+        "for the gate's real-pair benchmark)."))
     export_onnx: bool = True
     threads: int | None = Field(None, ge=1)
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
@@ -92,6 +98,11 @@ class TrainConfig(BaseModel):
         if bad:
             raise ValueError(f"weights must be >= 0, got {bad}")
         return value
+
+    @property
+    def training_seed(self) -> int:
+        """Seed of everything random in training except the splits."""
+        return self.seed if self.init_seed is None else self.init_seed
 
     def to_record(self) -> dict:
         """JSON-safe form for training_config.json (extra examples summarised, not dumped)."""

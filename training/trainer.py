@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -221,7 +221,18 @@ def _apply_limits(config: TrainConfig, splits: Splits) -> list[LabeledExample]:
             )
             for ex in train
         ]
+    if config.label_noise:
+        rng = random.Random(config.training_seed + 2)
+        train = [replace(ex, sentiment=_random_class(ex.sentiment, len(SENTIMENT_LABELS), rng, config.label_noise),
+                         topic=_random_class(ex.topic, len(TOPIC_LABELS), rng, config.label_noise)) for ex in train]
     return train
+
+
+def _random_class(label: int | None, classes: int, rng: random.Random, share: float) -> int | None:
+    """With probability ``share`` another class than ``label``, uniformly."""
+    if label is None or rng.random() >= share:
+        return label
+    return (label + 1 + rng.randrange(classes - 1)) % classes
 
 
 def _seed_everything(seed: int) -> None:
@@ -270,7 +281,7 @@ def train(
     """Fine-tune, then write a complete artifact (weights, int8 ONNX, card, plots) to ``config.output_dir``."""
     from transformers import AutoTokenizer
 
-    _seed_everything(config.seed)
+    _seed_everything(config.training_seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = select_device(config.device)
@@ -365,7 +376,7 @@ def train(
         if config.max_steps and step >= config.max_steps:
             break
         model.train()
-        rng = random.Random(config.seed * 1000 + epoch)
+        rng = random.Random(config.training_seed * 1000 + epoch)
         rows = epoch_rows(train_set.sources, config.source_weights, rng)
         batches = [[rows[p] for p in b] for b in length_bucketed_batches([len(train_set.ids[r]) for r in rows],
                                                                           config.batch_size, rng)]

