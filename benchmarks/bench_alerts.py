@@ -34,8 +34,10 @@ Detected = a fire in (burst start, burst end + 2 windows]; delay in windows from
 are counted on the untouched stream, per scope per replay week.
 
 Methods:
-* **shipped**: the bundled rule (``topic-negative-spike`` / ``ticker-negative-spike``): beta-binomial share
-  test plus negative-count rate test, the production code (``alerts.detector.advance``).
+* **shipped**: the bundled rule (``topic-negative-spike`` / ``ticker-negative-spike``) run by the production
+  code (``alerts.detector.advance``): the beta-binomial share test (topics: scanning spans of 1..6 windows),
+  the negative-count rate test off as in the bundled rules. ``--set kind.field=value`` tries a variant;
+  choose variants with ``--recall-slice train`` (bursts injected into the training slice), never on test.
 * **with-rate**: the same rule plus the negative-count rate test (``rate_fire_p`` 1e-4, scaled with fire_p).
 * **naive**: one window's negative share above a threshold (min 3 articles).
 * **LR**: log-likelihood-ratio scan over the last 1..D windows (D = burst length) of Binomial(n, p + lift)

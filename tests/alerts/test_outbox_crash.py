@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from alerts import lifecycle
+from alerts.rules import parse_rules
 from marketmood.cli import cli
 from marketmood.settings import get_settings
 from storage import alerts as db
@@ -142,4 +143,63 @@ def test_sigkill_mid_send_never_resends_slack_or_email(hangs, db_url, tmp_path, 
         assert _cli_here(env, monkeypatch, "redrive", str(parked["id"])).exit_code == 1  # no longer dead
         assert _cli_here(env, monkeypatch, "run", "--once").exit_code == 0
         assert Counter(r.path for r in http_recorder.requests)["/slack-b"] == 2  # the operator asked for it
+    engine.dispose()
+
+
+GROUP_TOPICS = ("Energy | Oil", "Macro", "Markets")
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_mid_grouped_send_never_resends_the_group_or_its_members(db_url, tmp_path, http_recorder,
+                                                                          smtp_recorder) -> None:
+    """Three alerts of one rule fired in one pass ride one Slack message and one webhook delivery. SIGKILL
+    while the grouped Slack message is on the wire: after a restart neither the group nor any member is
+    posted again (Slack cannot de-duplicate), and the webhook group goes out exactly once."""
+    rules_path = tmp_path / "rules.yaml"
+    rules_data = {
+        "notifiers": {"slack-a": {"type": "slack", "url": http_recorder.url("/slack-a")},
+                      "hook": {"type": "webhook", "url": http_recorder.url("/hook"), "secret": SECRET}},
+        "routing": {"critical": ["slack-a", "hook"]},
+        "rules": [{"name": "spike", "scope": {"type": "topic", "include": list(GROUP_TOPICS)}, "severity": "critical"}],
+    }
+    rules_path.write_text(yaml.safe_dump(rules_data))
+    rules = parse_rules(rules_data)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        alerts = [db.insert_alert(conn, rule="spike", scope_type="topic", scope=topic, severity="critical",
+                                  state="firing", dedup_key=f"marketmood/spike/topic/{topic}/1", started_at=BASE,
+                                  evidence={"current_share": 0.6, "baseline_share": 0.2, "volume": 20},
+                                  group_key="spike/critical/1")
+                  for topic in GROUP_TOPICS]
+        for alert in alerts:
+            lifecycle.enqueue(conn, alert, ["slack-a", "hook"], "trigger")
+        assert lifecycle.group_notifications(conn, rules, rules.rules[0], alerts, "trigger") == 4
+    http_recorder.block_on = 1  # the first send, the grouped Slack message, hangs
+    env = _env(db_url, rules_path, tmp_path / "home")
+    log = open(tmp_path / "service.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "marketmood.cli", "alerts", "run", "--metrics-port", "0"],
+                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert http_recorder.blocked.wait(60), (tmp_path / "service.log").read_text()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    time.sleep(3.2)  # the dead sender's claim goes stale
+    done = _cli(env, "run", "--once")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wait_for(lambda: any(r.path == "/hook" for r in http_recorder.requests), 10)
+
+    slack = [r for r in http_recorder.requests if r.path == "/slack-a"]
+    assert len(slack) == 1, "the grouped Slack message (or a member of it) was posted again after the restart"
+    assert all(topic.replace("&", "&amp;") in str(slack[0].json()) for topic in GROUP_TOPICS)
+    hooks = [r.json() for r in http_recorder.requests if r.path == "/hook"]
+    assert len(hooks) == 1 and hooks[0]["group"]["size"] == 3
+    with engine.connect() as conn:
+        rows = [r for a in alerts for r in db.list_outbox(conn, alert_id=a["id"])]
+    by = Counter((r["notifier"], r["status"]) for r in rows)
+    assert by == {("slack-a", "unknown"): 1, ("slack-a", "grouped"): 2, ("hook", "delivered"): 1,
+                  ("hook", "grouped"): 2}, by
     engine.dispose()
