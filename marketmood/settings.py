@@ -229,6 +229,9 @@ class RetrainSettings(_Section):
     registry_include_weights: bool = Field(
         False, description="Store fp32 weights in the registry too (else only the int8 ONNX serving path)."
     )
+    warm_start: bool = Field(False, description=(
+        "Train the challenger from the champion's weights instead of the base encoder (fewer rows change, so the "
+        "gate's test is sharper; BENCHMARKS.md). Needs the champion's torch weights: registry_include_weights."))
 
 
 class Settings(BaseSettings):

@@ -30,6 +30,10 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     seed: int = Field(13, description="Seed of the splits (and of training, unless init_seed is set).")
+    init_from: Path | None = Field(None, description=(
+        "Start from this model artifact's weights (both heads) and tokenizer instead of the base encoder: a "
+        "retrain that moves the champion rather than replacing it (the artifact needs torch weights; its "
+        "preprocessing must be this config's)."))
     init_seed: int | None = Field(None, description=(
         "Seed of initialisation, dropout and sampling only, the splits staying those of ``seed``: a retrain of "
         "the same recipe scored on the same dev rows (the gate's equal-quality pair)."))

@@ -113,18 +113,26 @@ def adapt(base_dir: Path, output_dir: Path, texts: Sequence[str], config: DaptCo
         torch.manual_seed(generator_seed)
         return collator([{"input_ids": ids} for ids in enc["input_ids"]])
 
+    def mlm_loss(batch: dict) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over the masked positions; the 30k-word decoder runs on those rows only (about
+        15 % of the tokens), which makes the pass ~4x cheaper than scoring every position."""
+        hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        labels = batch["labels"]
+        chosen = labels != -100
+        n = int(chosen.sum())
+        if not n:
+            return hidden.sum() * 0.0, 0
+        return torch.nn.functional.cross_entropy(model.cls(hidden[chosen]), labels[chosen]), n
+
     def heldout_loss() -> float:
         """Mean masked-LM loss on the held-out texts, with the same (seeded) masks before and after."""
         model.eval()
         total, count = 0.0, 0
         with torch.no_grad():
             for i, rows in enumerate(batches(heldout_texts, None)):
-                batch = masked(rows, 10_000 + i)
-                labels = batch["labels"]
-                n = int((labels != -100).sum())
-                if n:
-                    total += float(model(**batch).loss) * n
-                    count += n
+                loss, n = mlm_loss(masked(rows, 10_000 + i))
+                total += float(loss) * n
+                count += n
         return total / count if count else math.nan
 
     before = heldout_loss()
@@ -141,7 +149,7 @@ def adapt(base_dir: Path, output_dir: Path, texts: Sequence[str], config: DaptCo
         bar = tqdm(batches(train_texts, config.seed * 1000 + epoch), desc=f"dapt epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, unit="batch")
         for rows in bar:
-            loss = model(**masked(rows, config.seed * 1_000_003 + step)).loss
+            loss, _ = mlm_loss(masked(rows, config.seed * 1_000_003 + step))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -58,6 +58,13 @@ class RetrainOutcome:
 
 # ---------------------------------------------------------------- pure helpers
 
+def warm_start_from(champion_dir: Path) -> Path | None:
+    """The champion's folder when it can seed a warm start (torch weights present), else None."""
+    from models.artifact import has_torch_weights
+
+    return champion_dir if has_torch_weights(champion_dir) else None
+
+
 
 def to_example(row: MergedText, weight: float) -> LabeledExample:
     return LabeledExample(
@@ -283,6 +290,10 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     eval_sets = {**splits.dev, FEEDBACK_SET: holdout}
 
     version = train_overrides.pop("version", None) or "mm-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    warm = warm_start_from(champion_dir) if r.warm_start else None
+    if r.warm_start and warm is None:
+        log.warning("retrain.cold_start", champion=champion_version,
+                    reason="the champion's artifact has no torch weights (set retrain.registry_include_weights)")
     config = TrainConfig(**{
         "data_path": data_path,
         "output_dir": work_dir / version,
@@ -293,6 +304,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         "limit_per_dataset": limit,
         "base_encoder": settings.model.base_encoder,
         **train_overrides,
+        **({"init_from": champion_dir, "preprocessing": read_info(champion_dir).preprocessing} if warm else {}),
         "seed": split["seed"],
         "split_method": split["split_method"],
         "extra_examples": tuple(extra),
@@ -328,6 +340,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         "trigger": trigger, "by": by, "champion": champion_version,
         "feedback_until": feedback_until.isoformat() if feedback_until else None,
         "feedback_train": len(extra), "feedback_holdout": len(holdout),
+        "warm_start": warm is not None,
     }, SPLIT_RECORD: split_record}
     registry.register_artifact(engine, challenger_dir, status="candidate", report=report, extra_config=retrain_record,
                                slim=not r.registry_include_weights)

@@ -235,6 +235,24 @@ def _random_class(label: int | None, classes: int, rng: random.Random, share: fl
     return (label + 1 + rng.randrange(classes - 1)) % classes
 
 
+def _warm_start(artifact_dir: Path, config: TrainConfig) -> tuple[Any, Any]:
+    """Tokenizer (added tokens included) and network, heads too, of a trained artifact, ready to train on."""
+    from transformers import AutoTokenizer
+
+    from models.artifact import TOKENIZER_DIR, read_info
+    from models.labels import label_maps
+    from models.torch_backend import load_torch_model
+
+    info = read_info(artifact_dir)
+    if info.preprocessing != config.preprocessing:
+        raise ValueError(f"--init-from {artifact_dir} was trained with preprocessing {info.preprocessing!r}, this run "
+                         f"uses {config.preprocessing!r}: the tokens would not match")
+    if info.labels != label_maps():
+        raise ValueError(f"--init-from {artifact_dir} has other label maps than this code")
+    tokenizer = AutoTokenizer.from_pretrained(str(artifact_dir / TOKENIZER_DIR), local_files_only=True)
+    return tokenizer, load_torch_model(artifact_dir, info).train()
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -305,10 +323,13 @@ def train(
              dev={k: len(v) for k, v in splits.dev.items()}, select={k: len(v) for k, v in splits.select.items()},
              base=str(base), lora=config.lora)
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-    model = build_from_pretrained(base, len(SENTIMENT_LABELS), len(TOPIC_LABELS))
+    if config.init_from:
+        tokenizer, model = _warm_start(Path(config.init_from), config)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+        model = build_from_pretrained(base, len(SENTIMENT_LABELS), len(TOPIC_LABELS))
     added: dict[str, list[int]] = {}
-    if config.preprocessing != IDENTITY and config.max_added_tokens:
+    if config.preprocessing != IDENTITY and config.max_added_tokens and not config.init_from:
         vocab_texts = preprocess_all([ex.text for ex in train_examples + transfer], config.preprocessing)
         added = add_tokens(tokenizer, model, plan_added_tokens(tokenizer, vocab_texts, config.cashtag_min_count,
                                                                config.max_added_tokens))

@@ -35,6 +35,9 @@ from training.teacher import TeacherFetchError, fetch_teacher
 @click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
               help="Token limit of training and of the artifact (after preprocessing).")
 @click.option("--seed", type=int, default=13, show_default=True, help="Seed of splits, sampling and initialisation.")
+@click.option("--init-from", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Start from this model artifact (weights, both heads, tokenizer) instead of the base encoder: a "
+                   "retrain that moves a model rather than replacing it.")
 @click.option("--init-seed", type=int, help="Seed of initialisation and sampling only; the splits stay --seed's "
                                             "(a same-recipe retrain scored on the same dev rows).")
 @click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,

@@ -187,3 +187,26 @@ def test_register_promote_gates_an_existing_artifact_into_the_shadow_stage(world
         assert registry_sql.get_alias(conn, "shadow") == "tiny-copy" and registry_sql.get_alias(conn) == champion
     assert record["status"] == "shadow" and record["report"]["passed"] is True
     assert record["report"]["comparisons"]["pooled_base"]["diff"] == 0.0
+
+
+def test_warm_start_retrain_starts_from_the_champion_weights(db_url, tmp_path) -> None:
+    """With retrain.warm_start and the champion's weights in the registry, the challenger is trained from the
+    champion (recorded in its config); without weights the retrain falls back to the base encoder."""
+    from training.trainer import train
+
+    engine = make_engine(db_url)
+    try:
+        settings = load_settings(home=tmp_path, retrain={**_settings(tmp_path).retrain.model_dump(),
+                                                         "warm_start": True, "registry_include_weights": True})
+        champion_dir = train(TrainConfig(data_path=settings.data_path, output_dir=tmp_path / "champion",
+                                         version="warm-champion", **TINY), progress=False)
+        registry.register_artifact(engine, champion_dir, slim=False)
+        registry.promote(engine, "warm-champion", by="test")
+        outcome = run_retrain(engine, settings, by="test", train_overrides=dict(TINY, version="warm-challenger"))
+        assert outcome.status in {"shadow", "rejected"}, outcome.reason
+        with engine.connect() as conn:
+            record = registry_sql.get_version(conn, "warm-challenger")
+        assert record["training_config"]["retrain"]["warm_start"] is True
+        assert record["training_config"]["config"]["init_from"].endswith("warm-champion")
+    finally:
+        engine.dispose()
