@@ -36,13 +36,17 @@ def run(params: DetectionParams, series: WindowSeries, n: int, state: ScopeState
 P = DetectionParams()
 
 
-def test_quiet_series_rarely_fires() -> None:
-    # Five simulated weeks of 60 articles/hour at a steady 20% negative share: at most one false alert.
+def quiet_fires(params: DetectionParams, weeks: int) -> int:
+    """Fires over ``weeks`` simulated weeks of 60 articles/hour at a steady 20 % negative share."""
     fires = 0
-    for seed in range(5):
-        _, transitions, _ = run(P, make_series([0.2] * 2016, per_window=5, seed=seed), 2016)
+    for seed in range(weeks):
+        _, transitions, _ = run(params, make_series([0.2] * 2016, per_window=5, seed=seed), 2016)
         fires += sum(t.kind == "fire" for t in transitions)
-    assert fires <= 1
+    return fires
+
+
+def test_quiet_series_rarely_fires() -> None:
+    assert quiet_fires(P, weeks=5) <= 1
 
 
 def test_burst_fires_once_then_resolves_once() -> None:
@@ -234,12 +238,8 @@ def test_scan_is_clear_only_when_every_span_is() -> None:
 
 
 def test_scan_false_alarms_stay_bounded_on_a_binomial_null() -> None:
-    # Bonferroni keeps the scan no more trigger-happy than one span at fire_p: 4 simulated weeks, 60/h at 20 %.
-    fires = 0
-    for seed in range(4):
-        _, transitions, _ = run(SCAN, make_series([0.2] * 2016, per_window=5, seed=seed), 2016)
-        fires += sum(t.kind == "fire" for t in transitions)
-    assert fires <= 1
+    # Bonferroni keeps the scan no more trigger-happy than one span at fire_p.
+    assert quiet_fires(SCAN, weeks=4) <= 1
 
 
 def test_min_span_cannot_exceed_span() -> None:
