@@ -155,8 +155,9 @@ def teacher_fetch_command(out_dir: Path, keep_downloads: Path | None) -> None:
               help="Unlabeled texts per stream (Reuters headlines, StockNet tweets; train files only).")
 @click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Passes over the texts.")
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak AdamW learning rate.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Texts per optimizer step.")
+@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
+              help="Token limit per text (after preprocessing), as in training.")
 @click.option("--seed", type=int, default=13, show_default=True,
               help="Seed of sampling and masking; also the split seed whose dev/selection rows are kept out.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
