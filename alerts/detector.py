@@ -262,11 +262,11 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     if state.frozen_baseline_end is not None and window_end - state.frozen_baseline_end <= max_frozen:
         baseline_end = min(baseline_end, state.frozen_baseline_end)
     baseline_start = baseline_end - int(params.baseline_hours * 3600)
-    current = series.range(span_start, window_end)
     baseline = series.range(baseline_start, baseline_end)
     spans = params.spans
     tests = [_share_test(params, length, series.range(window_end - length * w, window_end), baseline, len(spans))
              for length in spans]
+    whole = tests[-1]  # the longest span, span_windows: the rate test counts over it
     share = min(tests, key=lambda t: (not t.breach, t.p_value, -t.span_windows))
     share_breach, share_clear = share.breach, all(t.clear for t in tests)
     n, k = share.current.n, share.current.negative
@@ -280,17 +280,16 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     baseline_windows = max(0, baseline_end - observed_from) / w
     expected = baseline.negative / baseline_windows * params.span_windows if baseline_windows else 0.0
     rate_on = params.rate_fire_p is not None and baseline.n >= params.min_baseline_volume
-    k = current.negative  # the rate test counts over the whole (longest) span
-    full_delta = None if baseline.negative_share is None or current.negative_share is None else (
-        current.negative_share - baseline.negative_share)
-    rate_relevant = rate_on and k >= params.rate_min_count and k >= params.rate_resolve_ratio * max(expected, 1e-9)
-    rate_p = (rate_tail_probability(k, params.span_windows, baseline.negative, baseline_windows,
+    rate_k = whole.current.negative
+    rate_relevant = (rate_on and rate_k >= params.rate_min_count
+                     and rate_k >= params.rate_resolve_ratio * max(expected, 1e-9))
+    rate_p = (rate_tail_probability(rate_k, params.span_windows, baseline.negative, baseline_windows,
                                     params.rate_prior_strength) if rate_relevant else 1.0)
     rate_breach = (
         rate_relevant
-        and k >= params.rate_min_ratio * expected
-        and full_delta is not None
-        and full_delta >= params.rate_min_delta
+        and rate_k >= params.rate_min_ratio * expected
+        and whole.delta is not None
+        and whole.delta >= params.rate_min_delta
         and rate_p <= (params.rate_fire_p or 0.0)
     )
     rate_clear = not rate_relevant or rate_p > params.resolve_p
