@@ -4,7 +4,9 @@ Why beta-binomial: at low volume a plain binomial or z-test on a few articles fi
 sentiment is over-dispersed (hour-to-hour swings exceed binomial noise even with no event). We treat the
 scope's own baseline share as uncertain: Beta(a, b) from the trailing baseline counts, with the pseudo-count
 capped at ``prior_strength`` so a long quiet baseline cannot make the test arbitrarily sharp. The current
-span's negatives k of n are then tested with the beta-binomial upper tail P(X >= k). Firing also needs a
+span's negatives k of n are then tested with the beta-binomial upper tail P(X >= k); with ``min_span_windows``
+every span length up to ``span_windows`` is tested and the most significant one judged (Bonferroni), because a
+short sharp burst and a long moderate one are each clearest over their own length. Firing also needs a
 minimum effect size and volume; resolving uses looser, separate thresholds (hysteresis), a minimum number of
 clear windows, and a cooldown after resolve. While an alert is pending/firing the baseline stays frozen at
 the pre-spike period, so the spike does not leak into its own baseline.
