@@ -71,7 +71,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alerts.detector import DetectionParams, ScopeState, advance  # noqa: E402
+from alerts.detector import DetectionParams, ScopeState, advance, observe, step  # noqa: E402
 from alerts.rules import load_rules  # noqa: E402
 from alerts.windows import Counts, WindowSeries  # noqa: E402
 from marketmood.settings import REPO_ROOT, get_settings  # noqa: E402
@@ -369,13 +369,13 @@ def false_curve(method: str, scopes: list[Scope], t0: int, warmup_w: int, params
     return out
 
 
-def recall_curve(method: str, scenario: str, scopes: list[Scope], t0: int, warmup_w: int, params: DetectionParams,
-                 args: argparse.Namespace, true_p: dict[str, float] | None, false: dict[float, float],
-                 min_rate: float) -> list[Point]:
+def injected_runs(scenario: str, scopes: list[Scope], warmup_w: int, args: argparse.Namespace,
+                  true_p: dict[str, float] | None, min_rate: float) -> list[tuple[Scope, list[int], str]]:
+    """(injected scope, burst starts, name) for every round and scope: the same draws for every method."""
     bw = args.burst_minutes * 60 // W
     slot_rng = random.Random(args.seed)
     draw_rng = np.random.default_rng(args.seed)
-    runs = []  # (injected scope, burst starts)
+    runs = []
     for _ in range(args.rounds):
         for s in scopes:
             starts = burst_slots(s, warmup_w, bw, min_rate, slot_rng)
@@ -384,6 +384,14 @@ def recall_curve(method: str, scenario: str, scopes: list[Scope], t0: int, warmu
             if starts:
                 runs.append((inject(s, starts, bw, scenario, args.lift, true_p[s.name] if true_p else None,
                                     draw_rng), starts, s.name))
+    return runs
+
+
+def recall_curve(method: str, scenario: str, scopes: list[Scope], t0: int, warmup_w: int, params: DetectionParams,
+                 args: argparse.Namespace, true_p: dict[str, float] | None, false: dict[float, float],
+                 min_rate: float) -> list[Point]:
+    bw = args.burst_minutes * 60 // W
+    runs = injected_runs(scenario, scopes, warmup_w, args, true_p, min_rate)
     points = []
     for knob in KNOBS[method]:
         cache: dict = {}
@@ -396,6 +404,43 @@ def recall_curve(method: str, scenario: str, scopes: list[Scope], t0: int, warmu
         points.append(Point(knob, false[knob], len(hit) / len(delays) if delays else float("nan"),
                             pct(hit, 0.5), pct(hit, 0.9), len(delays)))
     return points
+
+
+def miss_reasons(params: DetectionParams, runs: list[tuple[Scope, list[int], str]], t0: int, warmup_w: int,
+                 bw: int) -> Counter:
+    """Why the production rule missed each missed burst: the scope was already alerting or cooling down when
+    it began, or the burst's most significant window failed a named threshold."""
+    reasons: Counter = Counter()
+    for injected, starts, name in runs:
+        series, state, trace = series_of(injected, t0), ScopeState(), {}
+        for i in range(warmup_w, len(injected.n)):
+            t = t0 + (i + 1) * W
+            obs = observe(params, series, t, state)
+            before = state
+            state, tr = step(params, state, obs)
+            trace[i] = (before, obs, tr)
+        fires = [i for i, (_, _, tr) in trace.items() if tr is not None and tr.kind == "fire"]
+        for a, delay in zip(starts, match(fires, starts, bw)[0]):
+            if delay is not None:
+                continue
+            before, _, _ = trace[a]
+            t_start = t0 + (a + 1) * W
+            if before.phase == "firing":
+                reasons[f"{name}: an earlier alert of the scope was still open"] += 1
+                continue
+            if before.cooldown_until is not None and before.cooldown_until > t_start:
+                reasons[f"{name}: cooldown after an earlier alert"] += 1
+                continue
+            best = min((trace[j][1] for j in range(a, min(a + bw + 2, len(injected.n))) if j in trace),
+                       key=lambda o: o.p_value)
+            if best.current.n < params.min_volume or best.baseline.n < params.min_baseline_volume:
+                why = "too few articles in its most significant span"
+            elif best.delta is None or best.delta < params.min_delta:
+                why = "excess share below min_delta"
+            else:
+                why = "tail above fire_p"
+            reasons[f"{name}: {why}"] += 1
+    return reasons
 
 
 def operating_knob(method: str, train_false: dict[float, float], max_false: float) -> float:
@@ -438,6 +483,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KIND.FIELD=VALUE",
                     help="experiment: override a detection field of the bundled rule of a scope kind, e.g. "
                          "topic.min_delta=0.08 (repeatable; YAML values)")
+    ap.add_argument("--misses", action="store_true",
+                    help="also print why the shipped rule, at its train-chosen sensitivity, missed each burst")
     ap.add_argument("--json", type=Path, default=None, help="write the full report here")
     ap.add_argument("--plot", type=Path, default=None, help="save the recall-vs-false-alerts PNG here")
     ap.add_argument("--summarize", type=Path, default=None,
@@ -495,6 +542,13 @@ def main() -> None:
                                           ev_false, args.min_rate if kind == "topic" else args.ticker_min_rate)
                     knob = operating_knob(method, train_false, args.max_false)
                     op = next(p for p in points if p.knob == knob)
+                    if args.misses and method == "shipped":
+                        runs = injected_runs(scenario, ev_scopes, warmup_w, args, ev_p,
+                                             args.min_rate if kind == "topic" else args.ticker_min_rate)
+                        reasons = miss_reasons(scaled(params, knob), runs, ev_t0, warmup_w, bw)
+                        report.setdefault("misses", {})[key] = dict(reasons)
+                        for why, count in reasons.most_common():
+                            print(f"    missed {count}: {why}", flush=True)
                     report["results"][key] = {"knob": knob, "train_false_per_week": round(train_false[knob], 3),
                                               "test": op.__dict__, "curve": [p.__dict__ for p in points]}
                     print(f"{key:<38} knob {knob:<7g} train FA/wk {train_false[knob]:5.2f} | test FA/wk "
