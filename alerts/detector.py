@@ -334,8 +334,8 @@ def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[
 def _breaks_cooldown(params: DetectionParams, obs: Observation) -> bool:
     if params.cooldown_break_p is None:
         return False
-    strongest = min([obs.p_value] * ("share" in obs.fired_by) + [obs.rate_p_value] * ("rate" in obs.fired_by) + [1.0])
-    return strongest <= min(params.cooldown_break_p, params.fire_p)
+    tails = [p for test, p in (("share", obs.p_value), ("rate", obs.rate_p_value)) if test in obs.fired_by]
+    return bool(tails) and min(tails) <= min(params.cooldown_break_p, params.fire_p)
 
 
 def advance(

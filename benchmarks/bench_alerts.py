@@ -387,11 +387,10 @@ def injected_runs(scenario: str, scopes: list[Scope], warmup_w: int, args: argpa
     return runs
 
 
-def recall_curve(method: str, scenario: str, scopes: list[Scope], t0: int, warmup_w: int, params: DetectionParams,
-                 args: argparse.Namespace, true_p: dict[str, float] | None, false: dict[float, float],
-                 min_rate: float) -> list[Point]:
+def recall_curve(method: str, runs: list[tuple[Scope, list[int], str]], t0: int, warmup_w: int,
+                 params: DetectionParams, args: argparse.Namespace, true_p: dict[str, float] | None,
+                 false: dict[float, float]) -> list[Point]:
     bw = args.burst_minutes * 60 // W
-    runs = injected_runs(scenario, scopes, warmup_w, args, true_p, min_rate)
     points = []
     for knob in KNOBS[method]:
         cache: dict = {}
@@ -521,7 +520,11 @@ def main() -> None:
                     scopes = synthetic(scopes, np.random.default_rng(args.seed))
                     true_p = {s.name: float(s.neg.sum() / max(1, s.n.sum())) for s in scopes}
                 data[name] = (scopes, t0, true_p)
+            ev_scopes, ev_t0, ev_p = data[args.recall_slice]
             for scenario in ("relabel", "surge"):
+                # One set of injected bursts per scenario, judged by every method.
+                runs = injected_runs(scenario, ev_scopes, warmup_w, args, ev_p,
+                                     args.min_rate if kind == "topic" else args.ticker_min_rate)
                 for method in ("shipped", "with-rate", "naive", "LR"):
                     if method == "LR" and scenario == "surge":
                         continue
@@ -536,15 +539,11 @@ def main() -> None:
                     if test_false is None:
                         test_false = false_curve(method, te_scopes, te_t0, warmup_w, params, args.lift, bw, te_p)
                         curves[("false", kind, stream, method, "test")] = test_false
-                    ev_scopes, ev_t0, ev_p = data[args.recall_slice]
                     ev_false = test_false if args.recall_slice == "test" else train_false
-                    points = recall_curve(method, scenario, ev_scopes, ev_t0, warmup_w, params, args, ev_p,
-                                          ev_false, args.min_rate if kind == "topic" else args.ticker_min_rate)
+                    points = recall_curve(method, runs, ev_t0, warmup_w, params, args, ev_p, ev_false)
                     knob = operating_knob(method, train_false, args.max_false)
                     op = next(p for p in points if p.knob == knob)
                     if args.misses and method == "shipped":
-                        runs = injected_runs(scenario, ev_scopes, warmup_w, args, ev_p,
-                                             args.min_rate if kind == "topic" else args.ticker_min_rate)
                         reasons = miss_reasons(scaled(params, knob), runs, ev_t0, warmup_w, bw)
                         report.setdefault("misses", {})[key] = dict(reasons)
                         for why, count in reasons.most_common():

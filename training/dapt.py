@@ -87,6 +87,7 @@ def adapt(base_dir: Path, output_dir: Path, texts: Sequence[str], config: DaptCo
     from transformers import get_linear_schedule_with_warmup
 
     from models.preprocess import preprocess_all
+    from training.optim import weight_decay_groups
 
     started = time.monotonic()
     torch.manual_seed(config.seed)
@@ -137,10 +138,7 @@ def adapt(base_dir: Path, output_dir: Path, texts: Sequence[str], config: DaptCo
 
     before = heldout_loss()
     steps_total = config.epochs * math.ceil(len(train_texts) / config.batch_size)
-    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm"))]
-    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm"))]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = torch.optim.AdamW(weight_decay_groups(model.named_parameters(), config.weight_decay), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps_total), steps_total)
     curve: list[tuple[int, float]] = []
     step, running = 0, None

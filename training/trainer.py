@@ -45,6 +45,7 @@ from training.datasets import (
 from training.distill import SoftLabels, teacher_soft_labels
 from training.evaluation import task_metrics
 from training.loss import IGNORE, masked_multitask_loss, student_loss
+from training.optim import weight_decay_groups
 from training.vocab import add_tokens, plan_added_tokens
 
 log = structlog.get_logger(__name__)
@@ -350,13 +351,7 @@ def train(
 
         lora_params = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
     model.to(device)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    optimizer = torch.optim.AdamW(weight_decay_groups(model.named_parameters(), config.weight_decay), lr=config.lr)
     expected_rows = sum(config.source_weights.get(src, 1.0) for src in train_set.sources)
     steps_per_epoch = math.ceil(math.ceil(expected_rows / config.batch_size) / config.grad_accum_steps)
     total_steps = max(1, steps_per_epoch * config.epochs)
@@ -424,7 +419,7 @@ def train(
             running = 0.98 * running + 0.02 * float(loss.detach()) if i else float(loss.detach())
             if (i + 1) % config.grad_accum_steps == 0 or i + 1 == len(batches):
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()

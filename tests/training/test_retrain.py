@@ -191,7 +191,7 @@ def test_register_promote_gates_an_existing_artifact_into_the_shadow_stage(world
 
 def test_warm_start_retrain_starts_from_the_champion_weights(db_url, tmp_path) -> None:
     """With retrain.warm_start and the champion's weights in the registry, the challenger is trained from the
-    champion (recorded in its config); without weights the retrain falls back to the base encoder."""
+    champion (recorded in its config and in the retrain record)."""
     from training.trainer import train
 
     engine = make_engine(db_url)
