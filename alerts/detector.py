@@ -63,6 +63,10 @@ class DetectionParams(BaseModel):
     cooldown_break_p: float | None = Field(None, gt=0, lt=1, description=(
         "A breach at least this significant fires even in the cooldown: a new, much stronger event, not a "
         "flap of the last one (null = the cooldown holds every breach)."))
+    escalate_p: float | None = Field(None, gt=0, lt=1, description=(
+        "Escalate a firing alert (a fresh notification with the new evidence) when a new breach against the "
+        "scope's trailing, unfrozen baseline is at least this significant, after that test was clear once "
+        "since the fire or the last escalation (null = never escalate)."))
     max_frozen_hours: float | None = Field(
         None, gt=0, description="Unfreeze the baseline after an alert lasts this long; default baseline_hours."
     )
@@ -111,6 +115,7 @@ class Observation:
     fired_by: tuple[str, ...] = ()  # which tests breach: "share", "rate"
     span_windows: int = 0  # length of the span reported in ``current`` (0: unknown, old state)
     spans_scanned: int = 1  # span lengths tested; p_value is Bonferroni-adjusted by this many
+    trailing: Observation | None = None  # while firing with escalate_p: the same window against the trailing baseline
 
     def evidence(self) -> dict[str, object]:
         return {
@@ -137,7 +142,7 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    kind: Literal["fire", "resolve"]
+    kind: Literal["fire", "escalate", "resolve"]
     at: int  # window end (epoch s) at which the decision was made
     observation: Observation
     started_at: int  # end of the first breaching window of this episode
@@ -154,6 +159,8 @@ class ScopeState:
     episode_start: int | None = None
     frozen_baseline_end: int | None = None
     cooldown_until: int | None = None
+    escalations: int = 0  # escalations of the open alert so far
+    escalation_armed: bool = False  # the trailing test was clear since the fire / the last escalation
     extra: dict[str, object] = field(default_factory=dict)
 
     def is_idle(self, now: int) -> bool:
@@ -296,9 +303,13 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     )
     rate_clear = not rate_relevant or rate_p > params.resolve_p
     fired_by = tuple(name for name, hit in (("share", share_breach), ("rate", rate_breach)) if hit)
+    trailing = None
+    if state.phase == "firing" and params.escalate_p is not None:
+        # The escalation test: the same window against the baseline the scope would have now, unfrozen.
+        trailing = (observe(params, series, window_end, ScopeState()) if baseline_end != span_start else None)
     return Observation(window_end, baseline_end, share.current, baseline, baseline.negative_share, share.share,
                        share.delta, share.p_value, z, share_breach or rate_breach, share_clear and rate_clear,
-                       expected, rate_p, fired_by, share.span_windows, len(spans))
+                       expected, rate_p, fired_by, share.span_windows, len(spans), trailing)
 
 
 def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[ScopeState, Transition | None]:
@@ -314,7 +325,7 @@ def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[
             started = s.episode_start if s.episode_start is not None else t
             s = ScopeState(last_window_end=t, cooldown_until=t + w_cooldown)
             return s, Transition("resolve", t, obs, started)
-        return s, None
+        return _escalation(params, s, obs)
     if not obs.breach:
         if s.phase == "pending":  # a flap: the breach did not last long enough
             s.phase, s.breach_count, s.episode_start, s.frozen_baseline_end = "idle", 0, None, None
@@ -331,11 +342,30 @@ def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[
     return s, None
 
 
+def _escalation(params: DetectionParams, s: ScopeState, obs: Observation) -> tuple[ScopeState, Transition | None]:
+    """While firing: a new event on top of the open one escalates it (once per clear-then-breach of the
+    trailing test, so a long alert that stays high is not re-sent every window; reminders do that)."""
+    if params.escalate_p is None:
+        return s, None
+    trailing = obs.trailing or obs  # no frozen baseline in force: the window's own test is the trailing one
+    if trailing.clear:
+        s.escalation_armed = True
+        return s, None
+    if not (s.escalation_armed and trailing.breach and _strongest_tail(trailing) <= params.escalate_p):
+        return s, None
+    s.escalation_armed, s.escalations, s.clear_count = False, s.escalations + 1, 0
+    return s, Transition("escalate", obs.window_end, trailing, s.episode_start or obs.window_end)
+
+
+def _strongest_tail(obs: Observation) -> float:
+    tails = [p for test, p in (("share", obs.p_value), ("rate", obs.rate_p_value)) if test in obs.fired_by]
+    return min(tails) if tails else 1.0
+
+
 def _breaks_cooldown(params: DetectionParams, obs: Observation) -> bool:
     if params.cooldown_break_p is None:
         return False
-    tails = [p for test, p in (("share", obs.p_value), ("rate", obs.rate_p_value)) if test in obs.fired_by]
-    return bool(tails) and min(tails) <= min(params.cooldown_break_p, params.fire_p)
+    return _strongest_tail(obs) <= min(params.cooldown_break_p, params.fire_p)
 
 
 def advance(

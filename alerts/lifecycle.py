@@ -1,7 +1,8 @@
 """Alert lifecycle: what a detector transition does in the database, inside the caller's transaction.
 
 fire -> an ``alerts`` row (``firing``, or ``silenced`` when a silence covers the scope: recorded, not sent)
-plus one ``trigger`` outbox row per routed notifier; resolve -> ``resolved`` plus a ``resolve`` row to each
+plus one ``trigger`` outbox row per routed notifier; escalate -> the new evidence appended to the open alert and
+an ``escalate:<n>`` trigger to the notifiers that got the first one; resolve -> ``resolved`` plus a ``resolve`` row to each
 notifier that got the trigger. Because the alert, the detector state and the outbox rows commit together, a
 crash can neither lose a notification nor send one for a state change that did not happen.
 """
@@ -114,6 +115,25 @@ def fire(conn: Connection, rules: RulesFile, rule: RuleConfig, scope_type: str, 
     )
     if not silenced:
         enqueue(conn, alert, rules.route(rule.severity), "trigger")
+    return alert
+
+
+def escalate(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr: Transition,
+             evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """A new event on top of an open alert (``escalate`` transition): record its evidence with the alert and
+    send it, as a trigger carrying the new evidence, to the notifiers that got the first trigger (PagerDuty
+    folds it into the open incident by its dedup key; Slack and email readers see what changed). A silenced
+    alert records it only."""
+    alert = db.open_alert(conn, rule.name, scope_type, scope)
+    if alert is None:
+        return None
+    stored = dict(alert["evidence"] or {})
+    escalations = [*stored.get("escalations", []), {k: v for k, v in evidence.items() if k != "series"}]
+    alert = db.update_alert(conn, alert["id"], evidence={**stored, "escalations": escalations})
+    if alert["state"] in ("firing", "acknowledged"):
+        n = len(escalations)
+        db.enqueue(conn, alert["id"], db.triggered_notifiers(conn, alert["id"]), f"escalate:{n}",
+                   notification_payload({**alert, "evidence": evidence}, "trigger", escalation=n))
     return alert
 
 

@@ -64,25 +64,34 @@ def delivery_key(payload: dict[str, Any]) -> str:
     key = f"{payload.get('alert', {}).get('dedup_key')}:{payload.get('event')}"
     if payload.get("group"):
         key += f":group-{payload['group']['size']}"
+    if payload.get("escalation"):
+        key += f":escalate-{payload['escalation']}"
     return f"{key}:repeat-{payload['repeat']}" if payload.get("repeat") else key
 
 
-def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0) -> dict[str, Any]:
+def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0, escalation: int = 0) -> dict[str, Any]:
     """The generic document the outbox stores and the JSON webhook sends verbatim. ``repeat`` > 0 marks the
-    n-th reminder of a trigger for an alert that keeps firing (``repeat_interval_minutes``)."""
+    n-th reminder of a trigger for an alert that keeps firing (``repeat_interval_minutes``); ``escalation`` > 0
+    the n-th escalation: a new event on top of the open alert, whose ``alert.evidence`` is then the new
+    event's evidence (the stored alert keeps the first one and lists the escalations)."""
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
+    if escalation and event != "trigger":
+        raise ValueError("an escalation is a trigger")
     fields = ("id", "rule", "scope_type", "scope", "severity", "state", "dedup_key", "started_at",
               "acknowledged_at", "acknowledged_by", "resolved_at", "evidence")
     payload = {
         "version": 1,
         "source": "marketmood",
         "event": event,
-        "summary": (f"REMINDER {repeat}, still firing: " if repeat else "") + summary(alert, event),
+        "summary": (f"REMINDER {repeat}, still firing: " if repeat else "")
+                   + (f"ESCALATED ({escalation}), stronger while open: " if escalation else "") + summary(alert, event),
         "alert": {k: _iso(alert.get(k)) for k in (*fields, "group_key")},
     }
     if repeat:
         payload["repeat"] = repeat
+    if escalation:
+        payload["escalation"] = escalation
     return payload
 
 

@@ -145,14 +145,18 @@ class AlertService:
                     continue  # nothing new and nothing pending: skip cheaply
                 new_state, transitions, _ = advance(p, state, series, ends)
                 for tr in transitions:
-                    if tr.kind == "fire":
+                    if tr.kind == "resolve":
+                        alert = lifecycle.resolve(conn, rule, scope_type, scope, tr)
+                    elif tr.kind == "fire":
                         evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series, self.links)
                         alert = lifecycle.fire(conn, self.rules, rule, scope_type, scope, tr, evidence)
                     else:
-                        alert = lifecycle.resolve(conn, rule, scope_type, scope, tr)
+                        evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series, self.links)
+                        alert = lifecycle.escalate(conn, rule, scope_type, scope, tr, evidence)
                     if alert is not None:
                         changed.append(alert)
-                        by_event.setdefault("trigger" if tr.kind == "fire" else "resolve", []).append(alert)
+                        if tr.kind != "escalate":  # escalations are rare and per alert: not grouped
+                            by_event.setdefault("trigger" if tr.kind == "fire" else "resolve", []).append(alert)
                         self.metrics.transitions.labels(rule.name, rule.severity, tr.kind).inc()
                         log.info("alert_" + tr.kind, alert_id=alert["id"], rule=rule.name, scope=scope,
                                  scope_type=scope_type, at=lifecycle.ts(tr.at).isoformat())

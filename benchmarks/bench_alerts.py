@@ -249,7 +249,7 @@ def shipped_fires(params: DetectionParams, s: Scope, t0: int, warmup_w: int) -> 
     """Window indices (of the window *ending* the judged span, 1-based end) where the production rule fires."""
     ends = [t0 + (i + 1) * W for i in range(warmup_w, len(s.n))]
     _, transitions, _ = advance(params, ScopeState(), series_of(s, t0), ends)
-    return [(t.at - t0) // W - 1 for t in transitions if t.kind == "fire"]
+    return [(t.at - t0) // W - 1 for t in transitions if t.kind in ("fire", "escalate")]
 
 
 def naive_fires(s: Scope, threshold: float, warmup_w: int, min_n: int = 3) -> list[int]:
@@ -418,7 +418,7 @@ def miss_reasons(params: DetectionParams, runs: list[tuple[Scope, list[int], str
             before = state
             state, tr = step(params, state, obs)
             trace[i] = (before, obs, tr)
-        fires = [i for i, (_, _, tr) in trace.items() if tr is not None and tr.kind == "fire"]
+        fires = [i for i, (_, _, tr) in trace.items() if tr is not None and tr.kind in ("fire", "escalate")]
         for a, delay in zip(starts, match(fires, starts, bw)[0]):
             if delay is not None:
                 continue

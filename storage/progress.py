@@ -17,7 +17,9 @@ from sqlalchemy import Connection, text
 
 @dataclass(frozen=True, slots=True)
 class PartitionProgress:
-    """One partition's committed position. ``log_end_offset`` is the partition's end seen at that commit."""
+    """One partition's committed position. ``log_end_offset`` is the partition's end as the worker last knew
+    it; ``end_checked_at`` is when the worker asked the broker for that end (None: not asked, e.g. a batch
+    commit, whose end comes from a fetch response of unknown age)."""
 
     topic: str
     partition: int
@@ -25,6 +27,7 @@ class PartitionProgress:
     log_end_offset: int | None
     max_event_time: datetime | None
     updated_at: datetime | None = None
+    end_checked_at: datetime | None = None
 
     @property
     def caught_up(self) -> bool:
@@ -39,18 +42,21 @@ def record_progress(conn: Connection, rows: Sequence[PartitionProgress]) -> None
     conn.execute(
         text(
             """
-            INSERT INTO ingest_progress (topic, partition, next_offset, log_end_offset, max_event_time, updated_at)
-            VALUES (:topic, :partition, :next_offset, :log_end_offset, :max_event_time, now())
+            INSERT INTO ingest_progress (topic, partition, next_offset, log_end_offset, max_event_time, updated_at,
+                                         end_checked_at)
+            VALUES (:topic, :partition, :next_offset, :log_end_offset, :max_event_time, now(), :end_checked_at)
             ON CONFLICT (topic, partition) DO UPDATE SET
               next_offset = GREATEST(ingest_progress.next_offset, EXCLUDED.next_offset),
               log_end_offset = GREATEST(ingest_progress.log_end_offset, EXCLUDED.log_end_offset),
               max_event_time = GREATEST(ingest_progress.max_event_time, EXCLUDED.max_event_time),
+              end_checked_at = GREATEST(ingest_progress.end_checked_at, EXCLUDED.end_checked_at),
               updated_at = now()
             """
         ),
         [
             {"topic": r.topic, "partition": r.partition, "next_offset": r.next_offset,
-             "log_end_offset": r.log_end_offset, "max_event_time": r.max_event_time}
+             "log_end_offset": r.log_end_offset, "max_event_time": r.max_event_time,
+             "end_checked_at": r.end_checked_at}
             for r in rows
         ],
     )
@@ -60,7 +66,7 @@ def read_progress(conn: Connection, topic: str) -> list[PartitionProgress]:
     """Every partition of ``topic`` the workers have committed at least once, by partition."""
     result = conn.execute(
         text(
-            """SELECT topic, partition, next_offset, log_end_offset, max_event_time, updated_at
+            """SELECT topic, partition, next_offset, log_end_offset, max_event_time, updated_at, end_checked_at
                FROM ingest_progress WHERE topic = :topic ORDER BY partition"""
         ),
         {"topic": topic},
@@ -71,16 +77,18 @@ def read_progress(conn: Connection, topic: str) -> list[PartitionProgress]:
 def event_time_watermark(progress: Sequence[PartitionProgress], now: datetime) -> datetime | None:
     """The event time up to which every partition is committed, or None when nothing was committed yet.
 
-    A partition that was caught up at its last commit holds nothing back beyond ``updated_at`` (it has no
-    backlog: new records will carry later event times); a lagging one holds the watermark at its largest
-    committed event time. The result never exceeds ``now``.
+    A partition the worker had read to the end of, by the broker's answer at ``end_checked_at``, holds
+    nothing back before that moment (every record appended before it is committed; later ones carry later
+    event times). Not the row's ``updated_at``: a worker frozen (or retrying a down database) between
+    learning the end and writing the row would claim a backlog as read. Otherwise a partition holds the
+    watermark at its largest committed event time. The result never exceeds ``now``.
     """
     if not progress:
         return None
     marks: list[datetime] = []
     for p in progress:
-        if p.caught_up and p.updated_at is not None:
-            mark = max(p.updated_at, p.max_event_time) if p.max_event_time else p.updated_at
+        if p.caught_up and p.end_checked_at is not None:
+            mark = max(p.end_checked_at, p.max_event_time) if p.max_event_time else p.end_checked_at
         elif p.max_event_time is not None:
             mark = p.max_event_time
         else:

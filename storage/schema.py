@@ -104,6 +104,7 @@ class IngestProgress(Base):
     log_end_offset: Mapped[int | None] = mapped_column(BigInteger)
     max_event_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = _now()
+    end_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # log end asked at
 
     __table_args__ = (PrimaryKeyConstraint("topic", "partition", name="pk_ingest_progress"),)
 

@@ -148,6 +148,7 @@ class PipelineWorker:
         self.producer: AIOKafkaProducer | None = None
         self.kafka_sink: KafkaSink | None = None
         self._positions: dict[int, int] = {}
+        self._polls_seen: dict[int, int] = {}  # partition -> last fetch-response time (ms) an idle check saw
         self._last_idle_progress = time.monotonic()
         db_sink.on_retry = self._on_retry("database")
 
@@ -374,7 +375,14 @@ class PipelineWorker:
 
     async def _idle_progress(self) -> None:
         """While caught up and idle, refresh the owned partitions' progress every few seconds, so the alert
-        watermark follows the clock on a quiet stream instead of stopping at the last commit."""
+        watermark follows the clock on a quiet stream instead of stopping at the last commit.
+
+        The claim "read to the end as of T" must hold for T, or the watermark runs ahead of records still in
+        Kafka and the alert service judges their windows half-empty. The consumer's cached highwater can be
+        minutes old (a frozen worker, a long database retry; tansu's ListOffsets is no help, it undercounts
+        multi-record batches), so T is when the *previous* check saw the partition's last fetch response:
+        the fetcher keeps one fetch per broker in flight, so a response processed after that moment was
+        requested after it, and its highwater covers every record appended before it."""
         now = time.monotonic()
         if self.consumer is None or self._inflight or now - self._last_idle_progress < IDLE_PROGRESS_S:
             return
@@ -382,14 +390,22 @@ class PipelineWorker:
         rows = []
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
+            polled_ms = self.consumer.last_poll_timestamp(tp)
+            previous_ms = self._polls_seen.get(tp.partition)
+            if polled_ms is not None:
+                self._polls_seen[tp.partition] = polled_ms
+            if highwater is None or polled_ms is None or previous_ms is None or polled_ms <= previous_ms:
+                continue  # no fetch response since the last check: nothing new can be claimed
             position = self._positions.get(tp.partition)
-            if position is None and highwater is not None:
+            if position is None:
                 try:
                     position = await asyncio.wait_for(self.consumer.position(tp), 2)
                 except (KafkaError, asyncio.TimeoutError):
                     continue
-            if position is not None and highwater is not None and position >= highwater:
-                rows.append(PartitionProgress(tp.topic, tp.partition, position, highwater, None))
+            if position >= highwater:
+                checked_at = datetime.fromtimestamp(previous_ms / 1000, tz=timezone.utc)
+                rows.append(PartitionProgress(tp.topic, tp.partition, position, highwater, None,
+                                              end_checked_at=checked_at))
         if rows:
             await self.db_sink.try_progress(rows)  # one attempt: a down database must not stop the fetching
 
@@ -403,6 +419,7 @@ class PipelineWorker:
             log.warning("rebalance: batches in flight not committed in time; they will be re-read")
         for tp in revoked:
             self._positions.pop(tp.partition, None)
+            self._polls_seen.pop(tp.partition, None)
             try:
                 self.metrics.lag.remove(str(tp.partition))
             except KeyError:

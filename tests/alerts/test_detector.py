@@ -267,3 +267,34 @@ def test_a_much_stronger_event_breaks_the_cooldown_a_flap_does_not() -> None:
     flap = [quiet] * 72 + [burst] * 4 + [quiet] * 8 + [burst] * 2 + [quiet] * 10
     _, transitions, _ = run(breaking, counts_series(flap), len(flap))
     assert [t.kind for t in transitions] == ["fire", "resolve"]
+
+
+def test_a_new_event_on_top_of_an_open_alert_escalates_it_once() -> None:
+    # The share jumps to a new level and stays (the alert stays open: its baseline is frozen for 12 h); once
+    # the 2-h trailing baseline has caught up, a second, bigger jump is a new event: one escalation, judged
+    # against the trailing level, not a fresh alert and not one escalation per window.
+    shares = [0.15] * 100 + [0.5] * 60 + [0.95] * 12 + [0.5] * 10
+    series = make_series(shares, per_window=10)
+    params = DetectionParams(baseline_hours=2, max_frozen_hours=12, prior_strength=200)
+    _, transitions, _ = run(params, series, len(shares))
+    assert [t.kind for t in transitions] == ["fire"]  # without escalate_p: silent while open
+    escalating = DetectionParams(**{**params.model_dump(), "escalate_p": 1e-3})
+    state, transitions, _ = run(escalating, series, len(shares))
+    assert [t.kind for t in transitions] == ["fire", "escalate"]
+    fire, escalation = transitions
+    assert T0 + 100 * W < fire.at <= T0 + 103 * W
+    assert T0 + 160 * W < escalation.at <= T0 + 163 * W  # the second jump, at once
+    assert escalation.started_at == fire.started_at  # the same alert episode
+    assert 0.4 <= (escalation.observation.baseline_share or 0) <= 0.6  # the trailing level, not the frozen 0.15
+    assert escalation.observation.p_value <= 1e-3
+    assert state.phase == "firing" and state.escalations == 1
+    assert ScopeState.from_json(state.to_json()) == state
+
+
+def test_an_alert_that_just_fired_does_not_escalate_on_its_own_burst() -> None:
+    # One long strong burst: the trailing test breaches from the fire on and is never clear in between, so
+    # the open alert is not re-sent as an escalation of itself.
+    shares = [0.15] * 100 + [0.9] * 20 + [0.15] * 30
+    params = DetectionParams(escalate_p=0.01, prior_strength=200)
+    _, transitions, _ = run(params, make_series(shares, per_window=10), len(shares))
+    assert [t.kind for t in transitions] == ["fire", "resolve"]

@@ -154,3 +154,16 @@ def test_smtp_down_is_retryable() -> None:
     with pytest.raises(DeliveryError) as info:
         notifier.send(notification_payload(sample_alert(), "resolve"))
     assert info.value.retryable
+
+
+def test_an_escalation_is_a_trigger_with_its_own_delivery_key() -> None:
+    from alerts.payloads import delivery_key
+
+    first = notification_payload(sample_alert(), "trigger")
+    escalated = notification_payload(sample_alert(), "trigger", escalation=2)
+    assert escalated["escalation"] == 2 and escalated["summary"].startswith("ESCALATED (2), stronger while open: ")
+    keys = {delivery_key(first), delivery_key(escalated), delivery_key(notification_payload(sample_alert(), "trigger",
+                                                                                         escalation=3))}
+    assert len(keys) == 3  # a retry of one escalation repeats its key; another escalation has its own
+    with pytest.raises(ValueError, match="escalation is a trigger"):
+        notification_payload(sample_alert(), "resolve", escalation=1)

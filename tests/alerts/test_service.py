@@ -270,3 +270,48 @@ def test_held_ticker_alert_is_paged_once_when_its_topic_alert_resolves_first(eng
         rows = db.list_outbox(conn, alert_id=held["id"])
     assert sorted((r["notifier"], r["event"]) for r in rows) == sorted(
         (n, "trigger") for n in ("hook", "slack", "pd", "mail"))
+
+
+def test_a_new_event_on_an_open_alert_is_sent_once_as_an_escalation(engine, http_recorder, smtp_recorder) -> None:
+    # 6 h at 10 % negative, then a new normal of 50 % (the alert opens and stays open: its baseline is frozen),
+    # then a 30-min burst of all-negative news on top: on-call gets one escalation with the new evidence.
+    items = steady(TOPIC, BASE, 72, per_window=6, neg_every=10, prefix="base")
+    shift = BASE + timedelta(hours=6)
+    items += steady(TOPIC, shift, 36, per_window=6, neg_every=2, prefix="shift")
+    burst = shift + timedelta(hours=3)
+    items += [article(f"pipe-{w}-{j}", burst + timedelta(seconds=w * W + 20 + j * 45), TOPIC, "negative",
+                      title=f"Pipeline explosion {w}-{j} shuts terminal") for w in range(6) for j in range(6)]
+    items += steady(TOPIC, burst + timedelta(minutes=30), 18, per_window=6, neg_every=2, prefix="after")
+    insert(engine, items)
+    rules = rules_for(http_recorder, smtp_recorder, baseline_hours=2, max_frozen_hours=12, prior_strength=200,
+                      escalate_p=0.001)
+    service = AlertService(engine, rules, SETTINGS)
+    now = shift - timedelta(minutes=30)
+    while now <= burst + timedelta(hours=1):
+        service.evaluate(now)
+        if burst + timedelta(minutes=10) <= now < burst + timedelta(minutes=10 + W / 60):
+            service = AlertService(engine, rules, SETTINGS)  # a restart mid-escalation ...
+            service.evaluate(now)  # ... and a replayed pass: nothing is escalated twice
+        service.deliver()
+        now += timedelta(seconds=W)
+
+    [alert] = alerts_of(engine)
+    assert alert["state"] == "firing"
+    ev = alert["evidence"]
+    assert shift < datetime.fromisoformat(ev["fired_at"]) <= shift + timedelta(minutes=15)
+    [escalation] = ev["escalations"]
+    assert burst < datetime.fromisoformat(escalation["fired_at"]) <= burst + timedelta(minutes=15)
+    assert escalation["baseline_share"] == pytest.approx(0.5, abs=0.08)  # judged against the new normal
+    assert escalation["p_value"] <= 0.001 and escalation["headlines"][0]["title"].startswith("Pipeline explosion")
+    with engine.connect() as conn:
+        events = Counter((r["notifier"], r["event"]) for r in db.list_outbox(conn))
+    assert events == Counter({(n, e): 1 for n in ("hook", "slack", "pd", "mail") for e in ("trigger", "escalate:1")})
+    slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+    assert len(slack) == 2 and "ESCALATED (1)" in slack[1] and "ESCALATED" not in slack[0]
+    assert "Pipeline explosion" in str([r.json() for r in http_recorder.requests if r.path == "/slack"][1])
+    hooks = [r for r in http_recorder.requests if r.path == "/hook"]
+    assert len({r.headers["Idempotency-Key"] for r in hooks}) == 2 and hooks[1].json()["escalation"] == 1
+    pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger", "trigger"]
+    assert {p["dedup_key"] for p in pd} == {alert["dedup_key"]}  # PagerDuty folds it into the open incident
+    assert len(smtp_recorder.messages) == 2

@@ -5,6 +5,11 @@ workers' committed event-time watermark (``ingest_progress``, written by the wor
 transaction), one on the wall clock alone (the old behaviour, the control). While the worker is frozen the
 gated service judges nothing past the watermark; after SIGCONT it fires once, with the burst's window times.
 The control judged the burst windows while they were still empty and misses it.
+
+This test once failed about one run in five: on waking, the worker's idle progress check ran before its
+fetcher had processed a response, took the pre-freeze highwater as "caught up, now", and moved the watermark
+past the burst still waiting in Kafka, so the burst windows were judged empty. The deterministic version of
+that fault is ``tests/streams/test_progress.py::test_a_stale_highwater_never_moves_the_watermark_past_records_still_in_kafka``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from alerts.service import AlertService
 from marketmood.settings import TopicSettings
 from storage import alerts as db
 from storage.db import make_engine
+from storage.progress import event_time_watermark, read_progress
 from tests.alerts.factories import BURST, CALM, alerts_of, headline_message
 from tests.streams.harness import Db, WorkerProcess, produce, wait_until
 
@@ -93,9 +99,28 @@ def test_burst_during_worker_pause_fires_once_after_resume(
         assert gated_cursor is not None and gated_cursor <= burst_start.timestamp()  # held at the watermark
         assert clock_cursor >= burst_end.timestamp()  # the control judged the (empty) burst windows
 
+        stored_before = store.articles()
         os.killpg(worker.proc.pid, signal.SIGCONT)
         resumed = time.monotonic()
-        wait_until(lambda: alerts_of(engine), 120, what="the gated alert after the resume")
+        timeline: list[str] = []  # seconds after the resume: stored articles and the committed watermark
+
+        def fired() -> bool:
+            with engine.connect() as conn:
+                mark = event_time_watermark(read_progress(conn, topic_names.raw), datetime.now(timezone.utc))
+            timeline.append(f"{time.monotonic() - resumed:5.1f} s: {store.articles()} stored, watermark {mark}")
+            return bool(alerts_of(engine))
+
+        try:
+            wait_until(fired, 120, what="the gated alert after the resume")
+        except AssertionError as exc:  # say why: a worker that died or never caught up, or a missed burst
+            with engine.connect() as conn:
+                cursor = db.get_cursor(conn, "gated")
+            raise AssertionError(
+                f"{exc}\nworker alive: {worker.alive()}; {stored_before} articles stored at the resume, "
+                f"{store.articles()} now of {len(calm) + i - 1000} published; gated cursor {cursor}, burst "
+                f"{burst_start}..{burst_end}\n" + "\n".join(timeline[:12] + timeline[12::8])
+                + f"\nworker log (tail):\n{worker.log()[-4000:]}") from None
+        fired_after = time.monotonic() - resumed
         time.sleep(3 * W)  # a few more passes: nothing else may fire
         with engine.connect() as conn:
             alerts = db.list_alerts(conn)
@@ -105,8 +130,8 @@ def test_burst_during_worker_pause_fires_once_after_resume(
         assert burst_start < alert["started_at"] <= fired_at <= burst_end + timedelta(seconds=2 * W), alert
         lag = gated.metrics.registry.get_sample_value("marketmood_alert_watermark_lag_seconds")
         assert lag is not None and lag < PAUSE_S  # caught up again
-        print(f"fired {time.monotonic() - resumed:.1f} s after the resume; started_at {alert['started_at']}, "
-              f"fired_at {fired_at}, burst {burst_start}..{burst_end}")
+        print(f"fired {fired_after:.1f} s after the resume; started_at {alert['started_at']}, fired_at {fired_at}, "
+              f"burst {burst_start}..{burst_end}")
     finally:
         for s in services:
             s.stop()

@@ -16,6 +16,7 @@ from models.prediction import StaticProvider
 from storage.db import make_engine
 from storage.progress import event_time_watermark, read_progress
 from tests.streams.harness import (
+    Db,
     InProcessWorker,
     article,
     committed_total,
@@ -46,8 +47,10 @@ def test_progress_follows_commits_and_is_refreshed_while_idle(make_topics, kafka
         first = _progress(db_url, topics.raw)
         assert [(p.partition, p.next_offset, p.log_end_offset) for p in first] == [(0, 5, 5)]
         assert first[0].max_event_time == datetime(2024, 5, 1, 0, 4, tzinfo=timezone.utc)
-        time.sleep(7)  # idle and caught up: the worker refreshes its progress
-        later = _progress(db_url, topics.raw)
+        assert first[0].end_checked_at is None  # a batch commit claims no "read to the end as of"
+        # idle and caught up: the worker refreshes its progress, with the time it knew it was at the end
+        later = wait_until(lambda: [p for p in _progress(db_url, topics.raw) if p.end_checked_at is not None], 30,
+                           what="an idle caught-up claim")
     finally:
         worker.stop()
     assert later[0].updated_at > first[0].updated_at
@@ -55,3 +58,51 @@ def test_progress_follows_commits_and_is_refreshed_while_idle(make_topics, kafka
     now = datetime.now(timezone.utc)
     mark = event_time_watermark(later, now)
     assert mark is not None and (now - mark).total_seconds() < 15  # a quiet stream's watermark is "now"
+
+
+def test_a_stale_highwater_never_moves_the_watermark_past_records_still_in_kafka(
+        make_topics, kafka_bootstrap: str, db_url: str, model_path: Path) -> None:
+    """The worker freezes (its event loop blocked, as in a GC or VM pause or SIGSTOP) while news keeps
+    arriving; when it wakes, its cached highwater still equals its position until the fetcher has processed
+    a new response. A "caught up, now" claim made from it would put the watermark past records still in
+    Kafka. Invariant, checked throughout: every record published before the watermark is in the database."""
+    topics = make_topics(1)
+    produce(kafka_bootstrap, topics.raw, [article(i, "st", published_at=datetime.now(timezone.utc).isoformat())
+                                          for i in range(3)])
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(build_engine(load_settings().model, model_path)))
+    store = Db(db_url)
+    published: list[datetime] = []
+    seen: list[tuple[datetime | None, int]] = []
+
+    def violations() -> list[datetime]:
+        mark = event_time_watermark(_progress(db_url, topics.raw), datetime.now(timezone.utc))
+        stored = store.articles()
+        seen.append((mark, stored))
+        # records are stored in offset order: the first `stored - 3` of `published` are in
+        return [t for t in published[max(0, stored - 3):] if mark is not None and t < mark]
+
+    try:
+        wait_until(lambda: [p for p in _progress(db_url, topics.raw) if p.end_checked_at is not None], 30,
+                   what="an idle caught-up claim")
+        loop = worker.worker._loop
+        assert loop is not None
+        loop.call_soon_threadsafe(time.sleep, 8.0)  # the worker freezes for 8 s
+        time.sleep(0.5)
+        for i in range(6):  # news keeps coming meanwhile
+            t = datetime.now(timezone.utc)
+            produce(kafka_bootstrap, topics.raw, [article(100 + i, "st", published_at=t.isoformat())])
+            published.append(t)
+            time.sleep(1.0)
+        deadline = time.monotonic() + 15  # through the wake-up and the catch-up
+        while time.monotonic() < deadline:
+            assert violations() == [], f"the watermark passed records still in Kafka: {seen[-3:]}"
+            time.sleep(0.05)
+        assert store.articles() == 9
+        last = published[-1]
+        wait_until(lambda: (m := event_time_watermark(_progress(db_url, topics.raw), datetime.now(timezone.utc)))
+                   is not None and m > last, 30, what="the watermark past the backlog once it is stored")
+        assert violations() == []
+    finally:
+        worker.stop()
+        store.close()
