@@ -70,7 +70,7 @@ def make_artifact(tmp: Path) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from models.artifact import ArtifactInfo
+    from models.artifact import BUNDLED_MODEL_DIR, ArtifactInfo, read_info
     from models.export import export_onnx_int8, save_torch_artifact
     from models.network import build_from_pretrained, default_base_encoder
 
@@ -78,7 +78,11 @@ def make_artifact(tmp: Path) -> Path:
     base = default_base_encoder()
     model = build_from_pretrained(base, 3, 20).eval()
     out = tmp / "bench-untrained"
-    save_torch_artifact(model, AutoTokenizer.from_pretrained(str(base)), out, ArtifactInfo("bench-untrained", str(base), 128))
+    # max_length as the bundled model's (64): at 128 the padded baselines did twice the work and the
+    # engine/baseline ratios of this path were flattered
+    max_length = read_info(BUNDLED_MODEL_DIR).max_length if (BUNDLED_MODEL_DIR / "artifact.json").is_file() else 64
+    save_torch_artifact(model, AutoTokenizer.from_pretrained(str(base)), out,
+                        ArtifactInfo("bench-untrained", str(base), max_length))
     export_onnx_int8(out)
     return out
 

@@ -98,7 +98,8 @@ def test_a_stale_highwater_never_moves_the_watermark_past_records_still_in_kafka
         while time.monotonic() < deadline:
             assert violations() == [], f"the watermark passed records still in Kafka: {seen[-3:]}"
             time.sleep(0.05)
-        assert store.articles() == 9
+        wait_until(lambda: store.articles() == 9, 60, what="the backlog stored after the wake-up")
+        assert violations() == []
         last = published[-1]
         wait_until(lambda: (m := event_time_watermark(_progress(db_url, topics.raw), datetime.now(timezone.utc)))
                    is not None and m > last, 30, what="the watermark past the backlog once it is stored")
