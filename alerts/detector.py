@@ -9,7 +9,8 @@ every span length up to ``span_windows`` is tested and the most significant one 
 short sharp burst and a long moderate one are each clearest over their own length. Firing also needs a
 minimum effect size and volume; resolving uses looser, separate thresholds (hysteresis), a minimum number of
 clear windows, and a cooldown after resolve. While an alert is pending/firing the baseline stays frozen at
-the pre-spike period, so the spike does not leak into its own baseline.
+the pre-spike period, so the spike does not leak into its own baseline; with ``escalate_p`` each window is then
+also judged against the trailing, unfrozen baseline, and a new event on top of the open one escalates it.
 
 A second test watches the **negative count rate** (on-call's usual case: bad news arrives as *extra*
 articles, so the share may move little while the count of negatives doubles). Its baseline is the scope's

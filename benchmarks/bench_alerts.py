@@ -31,7 +31,8 @@ both >= ``--min-rate`` articles/hour, 8-12 h apart, ``--rounds`` rounds:
 * **surge**: what on-call usually sees: *extra* negative articles, real negative headlines of the same
   scope re-timed into the burst, doubling the scope's volume for 30 min (synthetic: the same extra count).
 Detected = a fire in (burst start, burst end + 2 windows]; delay in windows from burst start. False alerts
-are counted on the untouched stream, per scope per replay week.
+are counted on the untouched stream, per scope per replay week. An escalation of an open alert (the rule's
+``escalate_p``) is a notification like a fire, so it counts as one: a hit on a burst, a false alert elsewhere.
 
 Methods:
 * **shipped**: the bundled rule (``topic-negative-spike`` / ``ticker-negative-spike``) run by the production
