@@ -40,6 +40,11 @@ def test_list_ack_silence_unsilence(runner, db_url) -> None:
     out = runner.invoke(cli, ["alerts", "list"])
     assert out.exit_code == 0, out.output
     assert "firing" in out.output and "topic:Macro" in out.output and "55% vs 20%" in out.output
+    with engine.begin() as conn:  # a new event on top of it: the list says so, with the latest evidence
+        db.update_alert(conn, alert["id"], evidence={**alert["evidence"], "escalations": [
+            {"current_share": 0.9, "baseline_share": 0.5, "fired_at": "2024-01-02T09:15:00+00:00"}]})
+    out = runner.invoke(cli, ["alerts", "list"])
+    assert "escalated x1 (latest 90% vs 50% at 2024-01-02T09:15:00+00:00)" in out.output, out.output
     out = runner.invoke(cli, ["alerts", "ack", str(alert["id"]), "--by", "ann"])
     assert out.exit_code == 0 and "acknowledged" in out.output
     assert runner.invoke(cli, ["alerts", "ack", "9999"]).exit_code == 1
