@@ -109,6 +109,27 @@ def scenario(engine) -> datetime:
 ITEMS: list = []
 
 
+def escalation_scenario(engine) -> tuple[datetime, datetime]:
+    """6 h at 10 % negative in TOPIC, then a new normal of 50 % (the alert opens and stays open: its baseline
+    is frozen), then 3 h later a 30-min burst of all-negative news on top (an escalation). Returns the starts
+    of the shift and of the burst."""
+    items = steady(TOPIC, BASE, 72, per_window=6, neg_every=10, prefix="base")
+    shift = BASE + timedelta(hours=6)
+    items += steady(TOPIC, shift, 36, per_window=6, neg_every=2, prefix="shift")
+    burst = shift + timedelta(hours=3)
+    items += [article(f"pipe-{w}-{j}", burst + timedelta(seconds=w * W + 20 + j * 45), TOPIC, "negative",
+                      title=f"Pipeline explosion {w}-{j} shuts terminal") for w in range(6) for j in range(6)]
+    items += steady(TOPIC, burst + timedelta(minutes=30), 18, per_window=6, neg_every=2, prefix="after")
+    insert(engine, items)
+    return shift, burst
+
+
+def escalation_rules(http_recorder, smtp_recorder):
+    """The scenario rule with escalation on (2-h trailing baseline, alerts frozen up to 12 h)."""
+    return rules_for(http_recorder, smtp_recorder, baseline_hours=2, max_frozen_hours=12, prior_strength=200,
+                     escalate_p=0.001)
+
+
 # -- news.raw headlines for the end-to-end tests through tansu and the real worker -------------------------
 
 SITES = ("Baytown", "Beaumont", "Guyana", "Permian Basin", "Singapore", "Rotterdam", "Louisiana", "Texas")

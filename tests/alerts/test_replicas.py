@@ -13,7 +13,33 @@ import pytest
 from alerts.service import AlertService
 from storage import alerts as db
 from storage.db import make_engine
-from tests.alerts.factories import SETTINGS, W, rules_for, scenario
+from tests.alerts.factories import SETTINGS, W, escalation_rules, escalation_scenario, rules_for, scenario
+
+
+def _run_in_lockstep(replicas: list[AlertService], steps: list) -> None:
+    """Both replicas judge the same window at the same moment, then deliver at the same moment."""
+    barrier = threading.Barrier(len(replicas))
+    errors: list[BaseException] = []
+
+    def run(service: AlertService) -> None:
+        try:
+            for now in steps:
+                barrier.wait(30)
+                service.evaluate(now)
+                barrier.wait(30)
+                service.deliver()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(100)
+    assert not errors, errors
+    for s in replicas:
+        s.deliver()
 
 
 @pytest.mark.timeout(120)
@@ -23,29 +49,8 @@ def test_two_replicas_page_once_per_state_change(db_url, http_recorder, smtp_rec
         burst_start = scenario(engines[0])
         rules = rules_for(http_recorder, smtp_recorder)
         replicas = [AlertService(e, rules, SETTINGS) for e in engines]
-        barrier = threading.Barrier(2)
-        errors: list[BaseException] = []
         steps = [burst_start - timedelta(minutes=15) + timedelta(seconds=W * i) for i in range(30)]
-
-        def run(service: AlertService) -> None:
-            try:
-                for now in steps:
-                    barrier.wait(30)  # both replicas judge the same window at the same moment
-                    service.evaluate(now)
-                    barrier.wait(30)
-                    service.deliver()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-                barrier.abort()
-
-        threads = [threading.Thread(target=run, args=(s,)) for s in replicas]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(100)
-        assert not errors, errors
-        for s in replicas:
-            s.deliver()
+        _run_in_lockstep(replicas, steps)
 
         with engines[0].connect() as conn:
             alerts = db.list_alerts(conn)
@@ -62,6 +67,28 @@ def test_two_replicas_page_once_per_state_change(db_url, http_recorder, smtp_rec
                   for s in replicas]
         print("windows judged per replica:", judged)
         assert sum(judged) == len(steps), judged
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_two_replicas_send_an_escalation_once(db_url, http_recorder, smtp_recorder) -> None:
+    engines = [make_engine(db_url) for _ in range(2)]
+    try:
+        shift, burst = escalation_scenario(engines[0])
+        replicas = [AlertService(e, escalation_rules(http_recorder, smtp_recorder), SETTINGS) for e in engines]
+        steps = [shift - timedelta(minutes=15) + timedelta(seconds=W * i) for i in range(int(4.25 * 3600) // W)]
+        _run_in_lockstep(replicas, steps)
+        with engines[0].connect() as conn:
+            [alert] = db.list_alerts(conn)
+            outbox = db.list_outbox(conn)
+        assert len(alert["evidence"]["escalations"]) == 1
+        assert Counter((r["notifier"], r["event"]) for r in outbox) == Counter(
+            {(n, e): 1 for n in ("hook", "slack", "pd", "mail") for e in ("trigger", "escalate:1")})
+        slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+        assert len(slack) == 2 and "ESCALATED (1)" in slack[1], slack
+        assert len(http_recorder.requests) == 6 and len(smtp_recorder.messages) == 2
     finally:
         for e in engines:
             e.dispose()

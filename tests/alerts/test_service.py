@@ -25,6 +25,8 @@ from tests.alerts.factories import (
     alerts_of,
     all_notifiers,
     article,
+    escalation_rules,
+    escalation_scenario,
     insert,
     rules_for,
     scenario,
@@ -272,28 +274,9 @@ def test_held_ticker_alert_is_paged_once_when_its_topic_alert_resolves_first(eng
         (n, "trigger") for n in ("hook", "slack", "pd", "mail"))
 
 
-def _escalation_scenario(engine) -> tuple[datetime, datetime]:
-    """6 h at 10 % negative, then a new normal of 50 % (the alert opens and stays open: its baseline is
-    frozen), then 3 h later a 30-min burst of all-negative news on top. Returns (shift, burst) starts."""
-    items = steady(TOPIC, BASE, 72, per_window=6, neg_every=10, prefix="base")
-    shift = BASE + timedelta(hours=6)
-    items += steady(TOPIC, shift, 36, per_window=6, neg_every=2, prefix="shift")
-    burst = shift + timedelta(hours=3)
-    items += [article(f"pipe-{w}-{j}", burst + timedelta(seconds=w * W + 20 + j * 45), TOPIC, "negative",
-                      title=f"Pipeline explosion {w}-{j} shuts terminal") for w in range(6) for j in range(6)]
-    items += steady(TOPIC, burst + timedelta(minutes=30), 18, per_window=6, neg_every=2, prefix="after")
-    insert(engine, items)
-    return shift, burst
-
-
-def _escalation_rules(http_recorder, smtp_recorder):
-    return rules_for(http_recorder, smtp_recorder, baseline_hours=2, max_frozen_hours=12, prior_strength=200,
-                     escalate_p=0.001)
-
-
 def test_an_escalation_of_a_silenced_alert_is_recorded_not_sent(engine, http_recorder, smtp_recorder) -> None:
-    shift, burst = _escalation_scenario(engine)
-    service = AlertService(engine, _escalation_rules(http_recorder, smtp_recorder), SETTINGS)
+    shift, burst = escalation_scenario(engine)
+    service = AlertService(engine, escalation_rules(http_recorder, smtp_recorder), SETTINGS)
     with engine.begin() as conn:
         db.create_silence(conn, "topic", TOPIC, timedelta(hours=6), by="ann", now=shift - timedelta(hours=1))
     now = shift - timedelta(minutes=30)
@@ -310,8 +293,8 @@ def test_an_escalation_of_a_silenced_alert_is_recorded_not_sent(engine, http_rec
 
 def test_a_new_event_on_an_open_alert_is_sent_once_as_an_escalation(engine, http_recorder, smtp_recorder) -> None:
     # A new normal keeps the alert open; a burst on top of it: on-call gets one escalation with the new evidence.
-    shift, burst = _escalation_scenario(engine)
-    rules = _escalation_rules(http_recorder, smtp_recorder)
+    shift, burst = escalation_scenario(engine)
+    rules = escalation_rules(http_recorder, smtp_recorder)
     service = AlertService(engine, rules, SETTINGS)
     now = shift - timedelta(minutes=30)
     while now <= burst + timedelta(hours=1):
