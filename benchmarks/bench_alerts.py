@@ -443,6 +443,13 @@ def miss_reasons(params: DetectionParams, runs: list[tuple[Scope, list[int], str
     return reasons
 
 
+def false_by_scope(params: DetectionParams, scopes: list[Scope], t0: int, warmup_w: int) -> tuple[float, Counter]:
+    """Replay-weeks of the slice and the production rule's false alerts per scope on the untouched stream:
+    how many events a false-alarm rate rests on, and where they come from."""
+    weeks = (len(scopes[0].n) - warmup_w) * W / (7 * 86_400)
+    return weeks, Counter({s.name: n for s in scopes if (n := len(shipped_fires(params, s, t0, warmup_w)))})
+
+
 def operating_knob(method: str, train_false: dict[float, float], max_false: float) -> float:
     """The most sensitive knob with <= max_false on the training slice (knobs are ordered by sensitivity)."""
     ok = [k for k in KNOBS[method] if train_false[k] <= max_false]
@@ -485,6 +492,9 @@ def main() -> None:
                          "topic.min_delta=0.08 (repeatable; YAML values)")
     ap.add_argument("--misses", action="store_true",
                     help="also print why the shipped rule, at its train-chosen sensitivity, missed each burst")
+    ap.add_argument("--false-by-scope", action="store_true",
+                    help="also print, per slice, the shipped rule's false alerts per scope at its train-chosen "
+                         "sensitivity (how many events each false-alarm rate rests on)")
     ap.add_argument("--json", type=Path, default=None, help="write the full report here")
     ap.add_argument("--plot", type=Path, default=None, help="save the recall-vs-false-alerts PNG here")
     ap.add_argument("--summarize", type=Path, default=None,
@@ -544,6 +554,11 @@ def main() -> None:
                     points = recall_curve(method, runs, ev_t0, warmup_w, params, args, ev_p, ev_false)
                     knob = operating_knob(method, train_false, args.max_false)
                     op = next(p for p in points if p.knob == knob)
+                    if args.false_by_scope and method == "shipped" and scenario == "relabel":
+                        for name, (sc, st0, _) in data.items():
+                            weeks, counts = false_by_scope(scaled(params, knob), sc, st0, warmup_w)
+                            print(f"    {kind}/{stream} {name}: {sum(counts.values())} false alerts in {weeks:.2f} "
+                                  f"replay-weeks x {len(sc)} scopes: {dict(counts.most_common())}", flush=True)
                     if args.misses and method == "shipped":
                         reasons = miss_reasons(scaled(params, knob), runs, ev_t0, warmup_w, bw)
                         report.setdefault("misses", {})[key] = dict(reasons)
