@@ -147,12 +147,10 @@ class AlertService:
                 for tr in transitions:
                     if tr.kind == "resolve":
                         alert = lifecycle.resolve(conn, rule, scope_type, scope, tr)
-                    elif tr.kind == "fire":
-                        evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series, self.links)
-                        alert = lifecycle.fire(conn, self.rules, rule, scope_type, scope, tr, evidence)
                     else:
                         evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series, self.links)
-                        alert = lifecycle.escalate(conn, rule, scope_type, scope, tr, evidence)
+                        alert = (lifecycle.fire(conn, self.rules, rule, scope_type, scope, tr, evidence)
+                                 if tr.kind == "fire" else lifecycle.escalate(conn, rule, scope_type, scope, tr, evidence))
                     if alert is not None:
                         changed.append(alert)
                         if tr.kind != "escalate":  # escalations are rare and per alert: not grouped

@@ -246,11 +246,14 @@ def series_of(s: Scope, t0: int) -> WindowSeries:
     return WindowSeries(W, {t0 + int(i) * W: Counts(int(s.neg[i]), int(s.n[i] - s.neg[i]), 0) for i in idx})
 
 
+NOTIFYING = ("fire", "escalate")  # transitions that page on-call: both count as alerts
+
+
 def shipped_fires(params: DetectionParams, s: Scope, t0: int, warmup_w: int) -> list[int]:
     """Window indices (of the window *ending* the judged span, 1-based end) where the production rule fires."""
     ends = [t0 + (i + 1) * W for i in range(warmup_w, len(s.n))]
     _, transitions, _ = advance(params, ScopeState(), series_of(s, t0), ends)
-    return [(t.at - t0) // W - 1 for t in transitions if t.kind in ("fire", "escalate")]
+    return [(t.at - t0) // W - 1 for t in transitions if t.kind in NOTIFYING]
 
 
 def naive_fires(s: Scope, threshold: float, warmup_w: int, min_n: int = 3) -> list[int]:
@@ -357,10 +360,15 @@ def fires_for(method: str, knob: float, s: Scope, t0: int, warmup_w: int, params
 KNOBS = {"shipped": SENSITIVITY, "with-rate": SENSITIVITY, "naive": NAIVE_THRESHOLDS, "LR": LR_THRESHOLDS}
 
 
+def replay_weeks(scopes: list[Scope], warmup_w: int) -> float:
+    """Replay weeks of a slice that are judged (after the warm-up): the false-alarm rate's denominator."""
+    return (len(scopes[0].n) - warmup_w) * W / (7 * 86_400)
+
+
 def false_curve(method: str, scopes: list[Scope], t0: int, warmup_w: int, params: DetectionParams, lift: float,
                 bw: int, true_p: dict[str, float] | None) -> dict[float, float]:
     """Knob -> false alerts per scope per replay week on the untouched stream."""
-    weeks = (len(scopes[0].n) - warmup_w) * W / (7 * 86_400)
+    weeks = replay_weeks(scopes, warmup_w)
     cache: dict = {}
     out = {}
     for knob in KNOBS[method]:
@@ -419,7 +427,7 @@ def miss_reasons(params: DetectionParams, runs: list[tuple[Scope, list[int], str
             before = state
             state, tr = step(params, state, obs)
             trace[i] = (before, obs, tr)
-        fires = [i for i, (_, _, tr) in trace.items() if tr is not None and tr.kind in ("fire", "escalate")]
+        fires = [i for i, (_, _, tr) in trace.items() if tr is not None and tr.kind in NOTIFYING]
         for a, delay in zip(starts, match(fires, starts, bw)[0]):
             if delay is not None:
                 continue
@@ -446,8 +454,7 @@ def miss_reasons(params: DetectionParams, runs: list[tuple[Scope, list[int], str
 def false_by_scope(params: DetectionParams, scopes: list[Scope], t0: int, warmup_w: int) -> tuple[float, Counter]:
     """Replay-weeks of the slice and the production rule's false alerts per scope on the untouched stream:
     how many events a false-alarm rate rests on, and where they come from."""
-    weeks = (len(scopes[0].n) - warmup_w) * W / (7 * 86_400)
-    return weeks, Counter({s.name: n for s in scopes if (n := len(shipped_fires(params, s, t0, warmup_w)))})
+    return replay_weeks(scopes, warmup_w), Counter({s.name: n for s in scopes if (n := len(shipped_fires(params, s, t0, warmup_w)))})
 
 
 def operating_knob(method: str, train_false: dict[float, float], max_false: float) -> float:

@@ -65,7 +65,7 @@ def load_texts(path: Path, n: int) -> tuple[list[str], str]:
     return texts, "generated headlines (data file absent)"
 
 
-def make_artifact(tmp: Path) -> Path:
+def make_artifact(tmp: Path, keep_fp32: bool = False) -> Path:
     """A real artifact from the base encoder with fresh heads (same compute as a trained one)."""
     import torch
     from transformers import AutoTokenizer
@@ -83,7 +83,7 @@ def make_artifact(tmp: Path) -> Path:
     max_length = read_info(BUNDLED_MODEL_DIR).max_length if (BUNDLED_MODEL_DIR / "artifact.json").is_file() else 64
     save_torch_artifact(model, AutoTokenizer.from_pretrained(str(base)), out,
                         ArtifactInfo("bench-untrained", str(base), max_length))
-    export_onnx_int8(out)
+    export_onnx_int8(out, keep_fp32=keep_fp32)
     return out
 
 

@@ -18,29 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_engine  # noqa: E402 - the same texts and fresh artifact as the engine benchmark
-
-
-def micro_batches(ids: list[list[int]], size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Length-sorted batches, each padded to its own longest text (as the engine does)."""
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = []
-    for start in range(0, len(order), size):
-        chunk = [ids[i] for i in order[start:start + size]]
-        width = max(len(c) for c in chunk)
-        input_ids = np.zeros((len(chunk), width), np.int64)
-        mask = np.zeros_like(input_ids)
-        for row, c in enumerate(chunk):
-            input_ids[row, :len(c)] = c
-            mask[row, :len(c)] = 1
-        out.append((input_ids, mask))
-    return out
 
 
 def main() -> None:
@@ -53,15 +35,17 @@ def main() -> None:
     args = ap.parse_args()
 
     from models.artifact import read_info
-    from models.export import export_onnx_int8
+    from models.batching import pad_batch, plan_batches
     from models.onnx_backend import OnnxRunner
     from models.text_encoder import TextEncoder
 
     texts, source = bench_engine.load_texts(args.data, args.n)
-    artifact = bench_engine.make_artifact(Path(tempfile.mkdtemp(prefix="bench-precision-")))
-    export_onnx_int8(artifact, keep_fp32=True)  # the same export again, keeping its fused fp32 graph
+    artifact = bench_engine.make_artifact(Path(tempfile.mkdtemp(prefix="bench-precision-")), keep_fp32=True)
     encoder = TextEncoder(artifact / "tokenizer", read_info(artifact).max_length)
-    batches = micro_batches(encoder.encode(texts))
+    token_ids = encoder.encode(texts)
+    # the engine's own length-sorted micro-batches, each padded to its longest text
+    batches = [pad_batch([token_ids[i] for i in rows], encoder.pad_id)
+               for rows in plan_batches([len(t) for t in token_ids], 64)]
     runners = {"int8": OnnxRunner(artifact / "model.int8.onnx", args.threads),
                "fp32": OnnxRunner(artifact / "model.onnx", args.threads)}
     for runner in runners.values():

@@ -65,20 +65,22 @@ def _scope(topic: str | None, ticker: str | None) -> tuple[str, str]:
     return "ticker", str(ticker).upper()
 
 
+def _shares(ev: dict[str, Any]) -> str:
+    """'55% vs 20%': the evidence's negative share against its baseline ('-' when either is missing)."""
+    share, base = ev.get("current_share"), ev.get("baseline_share")
+    return f"{share:.0%} vs {base:.0%}" if isinstance(share, float) and isinstance(base, float) else "-"
+
+
 def _fmt_alert(a: dict[str, Any]) -> str:
     ev = a.get("evidence") or {}
-    share = ev.get("current_share")
-    base = ev.get("baseline_share")
-    shares = f"{share:.0%} vs {base:.0%}" if isinstance(share, float) and isinstance(base, float) else "-"
+    shares = _shares(ev)
     resolved = a["resolved_at"].strftime("%Y-%m-%d %H:%M") if a.get("resolved_at") else "-"
     line = (f"{a['id']:>6}  {a['state']:<12} {a['severity']:<8} {a['scope_type']}:{a['scope']:<28} "
             f"{a['started_at']:%Y-%m-%d %H:%M}  {resolved:<16}  {shares:<12} n={ev.get('volume', '-')}  {a['rule']}")
     escalations = ev.get("escalations") or []
     if escalations:  # a new event on top of the open alert: on-call wants the latest one at a glance
         last = escalations[-1]
-        share, base = last.get("current_share"), last.get("baseline_share")
-        latest = f"{share:.0%} vs {base:.0%}" if isinstance(share, float) and isinstance(base, float) else "-"
-        line += f"  escalated x{len(escalations)} (latest {latest} at {last.get('fired_at', '?')})"
+        line += f"  escalated x{len(escalations)} (latest {_shares(last)} at {last.get('fired_at', '?')})"
     return line
 
 
