@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from marketmood.settings import get_settings
 from models import load_engine
 from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
 from training.config import TrainConfig
-from training.datasets import DatasetError, load_evaluation_csv, load_labeled_sets
+from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets
 from training.teacher import TeacherFetchError, fetch_teacher
 
 
@@ -236,12 +237,8 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
         plot_confusion_matrix(result, f"{data_file.name} ({task})", confusion_png)
 
 
-def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path | None) -> None:
-    """Reproduce the card's dev table: same data path, same seed as the artifact's training run."""
-    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
-    from training.evaluation import evaluate
-
-    artifact = Path(model_path or BUNDLED_MODEL_DIR)
+def _artifact_dev_splits(artifact: Path) -> tuple[Splits, int, str, Path]:
+    """The artifact's own dev splits (same data path, seed and split method as its training run)."""
     seed, split_method = 13, "exact"
     if (artifact / TRAINING_CONFIG_FILE).is_file():
         record = json.loads((artifact / TRAINING_CONFIG_FILE).read_text())
@@ -249,9 +246,18 @@ def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path |
         split_method = record.get("split_method", "exact")  # artifacts from before cluster splits used exact ones
     data_path = get_settings().data_path
     try:
-        splits = load_labeled_sets(data_path, seed=seed, split_method=split_method)
+        return load_labeled_sets(data_path, seed=seed, split_method=split_method), seed, split_method, data_path
     except DatasetError as exc:
         raise click.ClickException(f"{exc} (set MARKETMOOD_DATA_PATH)") from None
+
+
+def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path | None) -> None:
+    """Reproduce the card's dev table: same data path, same seed as the artifact's training run."""
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.evaluation import evaluate
+
+    artifact = Path(model_path or BUNDLED_MODEL_DIR)
+    splits, seed, split_method, data_path = _artifact_dev_splits(artifact)
     engine = load_engine(artifact, backend=backend)
     results = {}
     click.echo(f"model {engine.model_version}, dev splits of {data_path} (seed {seed}, {split_method} split)\n")
@@ -265,7 +271,98 @@ def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path |
         json_out.write_text(json.dumps({"model_version": engine.model_version, "dev": results}, indent=2))
 
 
-COMMANDS = [train_command, dapt_command, evaluate_command, teacher_group]
+CARD_BEGIN, CARD_END = "<!-- post-hoc calibration: begin -->", "<!-- post-hoc calibration: end -->"
+
+
+@click.command("calibrate")
+@click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Model artifact folder [default: the bundled model].")
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+              help="Runtime whose logits are calibrated: calibrate the path you serve (onnx = int8 CPU).")
+@click.option("--folds", type=click.IntRange(2, 10), default=2, show_default=True,
+              help="Cross-fitting folds: each fold's ECE is judged with a temperature fitted on the others.")
+@click.option("--write", is_flag=True,
+              help="Store the temperatures in the artifact (artifact.json; the engine applies them), write "
+                   "reliability.png and a section of MODEL_CARD.md. Without it: report only.")
+def calibrate_command(model_path: Path | None, backend: str, folds: int, write: bool) -> None:
+    """Fit one softmax temperature per head after the fact, for a model trained without calibration.
+
+    Probabilities drive the sentiment index and the alerts' evidence, so over-confident ones mislead. New
+    training runs calibrate on their selection split; a model that has none (it chose its epoch on its dev
+    rows, like the bundled one) is calibrated on its dev splits by cross-fitting: the ECE reported "after"
+    is always on rows its temperature was not fitted on. Labels, hence accuracy, never change.
+    """
+    # lazy: scipy/matplotlib cost seconds at CLI start-up
+    import numpy as np
+
+    from models.artifact import read_info, write_info
+    from models.labels import TOPIC_LABELS
+    from training.calibration import cross_fitted, plot_reliability
+    from training.evaluation import split_by_task
+
+    artifact = Path(model_path or BUNDLED_MODEL_DIR)
+    splits, seed, split_method, data_path = _artifact_dev_splits(artifact)
+    engine = load_engine(artifact, backend=backend)
+    engine.temperatures = {"sentiment": 1.0, "topic": 1.0}  # fit on raw logits, whatever the artifact holds now
+    topic_columns = [engine.topic_labels.index(name) for name in TOPIC_LABELS]
+    gathered: dict[str, tuple[list, list]] = {"sentiment": ([], []), "topic": ([], [])}
+    for examples in splits.dev.values():
+        for task, exs in split_by_task(examples).items():
+            sentiment, topic = engine.predict_proba([ex.text for ex in exs])
+            # log-probabilities are the logits up to a per-row constant, which softmax(z / T) ignores
+            probs = sentiment if task == "sentiment" else topic[:, topic_columns]
+            gathered[task][0].append(np.log(np.clip(probs, 1e-12, None)))
+            gathered[task][1].append(np.array([ex.sentiment if task == "sentiment" else ex.topic for ex in exs]))
+    results = {head: cross_fitted(np.concatenate(z), np.concatenate(y), folds=folds, seed=seed)
+               for head, (z, y) in gathered.items() if z}
+    click.echo(f"model {engine.model_version} ({engine.backend}), dev splits of {data_path} (seed {seed}, "
+               f"{split_method} split), {folds}-fold cross-fitted\n")
+    click.echo(f"{'head':<10} {'n':>6} {'temperature':>12} {'fold temperatures':>20} {'ECE before':>11} {'ECE after':>10}")
+    for head, r in results.items():
+        folds_t = ", ".join(f"{t:.2f}" for t in r["fold_temperatures"])
+        click.echo(f"{head:<10} {r['before']['n']:>6} {r['temperature']:>12.3f} {folds_t:>20} "
+                   f"{r['before']['ece']:>11.4f} {r['after']['ece']:>10.4f}")
+    if not write:
+        click.echo("\n(report only: --write stores the temperatures in the artifact)")
+        return
+    info = replace(read_info(artifact), temperatures={head: round(r["temperature"], 4) for head, r in results.items()})
+    write_info(artifact, info)
+    plot_reliability({head: {"raw softmax": r["before"], f"T={r['temperature']:.2f} (cross-fitted)": r["after"]}
+                      for head, r in results.items()}, artifact / "reliability.png")
+    _write_card_section(artifact, results, engine.backend, folds, split_method)
+    click.echo(f"\ntemperatures {info.temperatures} written to {artifact / 'artifact.json'}; reliability.png and "
+               f"MODEL_CARD.md updated")
+
+
+def _write_card_section(artifact: Path, results: dict, backend: str, folds: int, split_method: str) -> None:
+    """Replace (or add, before the per-class results) the card's post-hoc calibration section."""
+    lines = [CARD_BEGIN, "## Calibration (post hoc)", "",
+             f"Fitted after training by `marketmood calibrate --write` on the {backend} path's logits over the "
+             f"`{split_method}` dev splits (this model has no separate selection split). One softmax temperature "
+             f"per head, NLL-fitted; ECE (10 bins, top label) \"after\" is {folds}-fold cross-fitted: each fold "
+             "judged with a temperature fitted on the other folds. Labels and accuracy are unchanged.", "",
+             "| head | n (dev) | temperature | per-fold temperatures | ECE before | ECE after (cross-fitted) |",
+             "|---|---|---|---|---|---|"]
+    for head, r in results.items():
+        folds_t = ", ".join(f"{t:.3f}" for t in r["fold_temperatures"])
+        lines.append(f"| {head} | {r['before']['n']} | {r['temperature']:.3f} | {folds_t} | "
+                     f"{r['before']['ece']:.4f} | {r['after']['ece']:.4f} |")
+    lines += ["", "![reliability diagram](reliability.png)", CARD_END]
+    card_path = artifact / "MODEL_CARD.md"
+    card = card_path.read_text() if card_path.is_file() else ""
+    section = "\n".join(lines)
+    if CARD_BEGIN in card and CARD_END in card:
+        head, rest = card.split(CARD_BEGIN, 1)
+        card = head + section + rest.split(CARD_END, 1)[1]
+    elif "## Per-class results" in card:
+        head, rest = card.split("## Per-class results", 1)
+        card = head + section + "\n\n## Per-class results" + rest
+    else:
+        card = card.rstrip() + "\n\n" + section + "\n"
+    card_path.write_text(card)
+
+
+COMMANDS = [train_command, dapt_command, evaluate_command, calibrate_command, teacher_group]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(train_command())

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from training.calibration import fit_temperature, reliability, softmax
+from training.calibration import cross_fitted, fit_temperature, reliability, softmax
 from training.evaluation import bootstrap_intervals, task_metrics
 
 
@@ -38,3 +38,18 @@ def test_bootstrap_intervals_bracket_the_estimate_and_shrink_with_n():
         assert lo <= m[key] <= hi
         assert (ci_large[key][1] - ci_large[key][0]) < (ci_small[key][1] - ci_small[key][0]) / 3
     assert bootstrap_intervals("sentiment", *small) == ci_small  # seeded: the card's numbers reproduce
+
+
+def test_cross_fitted_reports_held_out_ece_and_ships_the_full_fit():
+    logits, labels = _overconfident(n=3000, true_t=2.5, seed=3)
+    result = cross_fitted(logits, labels, folds=2)
+    assert 2.2 < result["temperature"] < 2.8
+    assert len(result["fold_temperatures"]) == 2
+    assert all(2.0 < t < 3.0 for t in result["fold_temperatures"])
+    assert result["after"]["ece"] < result["before"]["ece"] / 2
+    assert result["after"]["n"] == result["before"]["n"] == len(labels)
+    # A model that is already calibrated keeps T near 1, and the held-out ECE does not get worse by much.
+    calibrated_logits, calibrated_labels = _overconfident(n=3000, true_t=1.0, seed=4)
+    honest = cross_fitted(calibrated_logits, calibrated_labels)
+    assert 0.9 < honest["temperature"] < 1.1
+    assert honest["after"]["ece"] < honest["before"]["ece"] + 0.02

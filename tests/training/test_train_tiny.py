@@ -180,3 +180,42 @@ def test_epoch_rows_follow_the_source_weights():
     rows = epoch_rows(sources, {"a": 2.0, "b": 0.0, "c": 0.5}, random.Random(0))
     counts = {s: sum(1 for r in rows if sources[r] == s) for s in "abc"}
     assert counts["a"] == 200 and counts["b"] == 0 and 30 < counts["c"] < 70
+
+
+def test_calibrate_cli_writes_temperatures_the_engine_applies_without_changing_labels(
+        tiny_artifact, tiny_data, monkeypatch, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from marketmood.settings import get_settings
+
+    artifact = tmp_path / "calibrated"
+    shutil.copytree(tiny_artifact, artifact)
+    monkeypatch.setenv("MARKETMOOD_DATA_PATH", str(tiny_data))
+    get_settings.cache_clear()
+    try:
+        report = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact)])
+        untouched = (artifact / "artifact.json").read_text() == (tiny_artifact / "artifact.json").read_text()
+        first = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact), "--write"])
+        second = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact), "--write"])
+    finally:
+        get_settings.cache_clear()
+    assert report.exit_code == 0 and first.exit_code == 0 and second.exit_code == 0, first.output
+    assert untouched and "report only" in report.output  # without --write nothing is stored
+    temperatures = read_info(artifact).temperatures
+    assert set(temperatures) == {"sentiment", "topic"} and all(t > 0 for t in temperatures.values())
+    # fitted on raw logits each time: the second run finds the same temperatures, and the card has one section
+    assert first.output.splitlines()[-1] == second.output.splitlines()[-1]
+    card = (artifact / CARD_FILE).read_text()
+    assert card.count("## Calibration (post hoc)") == 1 and (artifact / "reliability.png").is_file()
+
+    texts = ["Acme shares plunge after profit warning", "Globex upgraded to buy by analysts", "Fed update number 1"]
+    raw, scaled = load_engine(tiny_artifact), load_engine(artifact)
+    assert scaled.temperatures == temperatures
+    assert [(p.sentiment, p.topic) for p in raw.classify(texts)] == [(p.sentiment, p.topic) for p in scaled.classify(texts)]
+    raw.temperatures = {"sentiment": 1.0, "topic": 1.0}
+    log_p = np.log(raw.predict_proba(texts)[0])
+    expected = np.exp(log_p / temperatures["sentiment"])
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(scaled.predict_proba(texts)[0], expected, atol=1e-6)
