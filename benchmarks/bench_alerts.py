@@ -503,6 +503,10 @@ def main() -> None:
     ap.add_argument("--ticker-min-rate", type=float, default=1.0,
                     help="articles/hour a ticker needs for a burst slot (tickers are far sparser than topics)")
     ap.add_argument("--max-false", type=float, default=1.0, help="false alerts per scope per week allowed")
+    ap.add_argument("--sensitivity", type=float, nargs="+", default=None, metavar="X",
+                    help="the shipped/with-rate rules' sensitivity grid (multiples of fire_p), default "
+                         + " ".join(f"{k:g}" for k in SENSITIVITY) + "; a finer grid compares variants on "
+                         "operating points closer to --max-false, at more run time")
     ap.add_argument("--seed", type=int, default=13, help="seed of burst times and binomial draws")
     ap.add_argument("--kinds", nargs="*", default=["topic", "ticker"], help="scope kinds to run")
     ap.add_argument("--recall-slice", choices=["test", "train"], default="test",
@@ -526,6 +530,8 @@ def main() -> None:
         return
     started = time.perf_counter()
 
+    if args.sensitivity:
+        KNOBS["shipped"] = KNOBS["with-rate"] = tuple(sorted(set(args.sensitivity), reverse=True))
     args.train_start = args.train_start or STREAMS[args.stream][2]
     args.test_start = args.test_start or STREAMS[args.stream][3]
     slices = {"train": load_stream(args.stream, args.train_start, args.max_articles),
