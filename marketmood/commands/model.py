@@ -284,7 +284,10 @@ CARD_BEGIN, CARD_END = "<!-- post-hoc calibration: begin -->", "<!-- post-hoc ca
 @click.option("--write", is_flag=True,
               help="Store the temperatures in the artifact (artifact.json; the engine applies them), write "
                    "reliability.png and a section of MODEL_CARD.md. Without it: report only.")
-def calibrate_command(model_path: Path | None, backend: str, folds: int, write: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="With --write: replace temperatures that training already fitted on its selection split "
+                   "(its card's Calibration section then describes values no longer in use).")
+def calibrate_command(model_path: Path | None, backend: str, folds: int, write: bool, force: bool) -> None:
     """Fit one softmax temperature per head after the fact, for a model trained without calibration.
 
     Probabilities drive the sentiment index and the alerts' evidence, so over-confident ones mislead. New
@@ -301,6 +304,10 @@ def calibrate_command(model_path: Path | None, backend: str, folds: int, write: 
     from training.evaluation import split_by_task
 
     artifact = Path(model_path or BUNDLED_MODEL_DIR)
+    record_path = artifact / TRAINING_CONFIG_FILE
+    if write and not force and record_path.is_file() and json.loads(record_path.read_text()).get("calibration"):
+        raise click.ClickException(f"{artifact} was calibrated by training on its selection split (see its card); "
+                                   "--force replaces those temperatures with ones fitted on its dev splits")
     splits, seed, split_method, data_path = _artifact_dev_splits(artifact)
     engine = load_engine(artifact, backend=backend)
     engine.temperatures = {"sentiment": 1.0, "topic": 1.0}  # fit on raw logits, whatever the artifact holds now
@@ -352,11 +359,11 @@ def _write_card_section(artifact: Path, results: dict, backend: str, folds: int,
     card = card_path.read_text() if card_path.is_file() else ""
     section = "\n".join(lines)
     if CARD_BEGIN in card and CARD_END in card:
-        head, rest = card.split(CARD_BEGIN, 1)
-        card = head + section + rest.split(CARD_END, 1)[1]
+        before, rest = card.split(CARD_BEGIN, 1)
+        card = before + section + rest.split(CARD_END, 1)[1]
     elif "## Per-class results" in card:
-        head, rest = card.split("## Per-class results", 1)
-        card = head + section + "\n\n## Per-class results" + rest
+        before, rest = card.split("## Per-class results", 1)
+        card = before + section + "\n\n## Per-class results" + rest
     else:
         card = card.rstrip() + "\n\n" + section + "\n"
     card_path.write_text(card)

@@ -197,10 +197,13 @@ def test_calibrate_cli_writes_temperatures_the_engine_applies_without_changing_l
     try:
         report = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact)])
         untouched = (artifact / "artifact.json").read_text() == (tiny_artifact / "artifact.json").read_text()
-        first = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact), "--write"])
-        second = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact), "--write"])
+        refused = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact), "--write"])
+        first = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact), "--write", "--force"])
+        second = CliRunner().invoke(cli, ["calibrate", "--model", str(artifact), "--write", "--force"])
     finally:
         get_settings.cache_clear()
+    # training calibrated this artifact on its selection split: replacing that takes --force
+    assert refused.exit_code == 1 and "--force" in refused.output
     assert report.exit_code == 0 and first.exit_code == 0 and second.exit_code == 0, first.output
     assert untouched and "report only" in report.output  # without --write nothing is stored
     temperatures = read_info(artifact).temperatures
