@@ -12,6 +12,14 @@ clear windows, and a cooldown after resolve. While an alert is pending/firing th
 the pre-spike period, so the spike does not leak into its own baseline; with ``escalate_p`` each window is then
 also judged against the trailing, unfrozen baseline, and a new event on top of the open one escalates it.
 
+With ``design_lift`` the share test judges each span by a likelihood ratio instead: how much likelier its
+k of n negatives are under "baseline share + design_lift" than under the baseline share (both beta-binomial,
+so over-dispersion is allowed for on both sides), with 1/LR as its p-value (valid by Markov's inequality).
+That is the Neyman-Pearson test for a rise of that size. Unlike the tail test, which asks the same
+significance of 6 articles as of 60, it asks more of a few articles (5 of 5 negative is a big share but
+little evidence of a lasting rise) and less of a long moderate one: at ticker volumes (a few articles per
+window) that is what brought the rule close to the best possible detector (BENCHMARKS.md).
+
 A second test watches the **negative count rate** (on-call's usual case: bad news arrives as *extra*
 articles, so the share may move little while the count of negatives doubles). Its baseline is the scope's
 negatives per window over the same trailing baseline, with a Gamma posterior on the rate (pseudo-count
@@ -54,6 +62,11 @@ class DetectionParams(BaseModel):
     min_volume: int = Field(8, ge=1, description="Novel articles needed in the span to fire.")
     min_baseline_volume: int = Field(30, ge=1, description="Articles needed in the baseline to fire.")
     prior_strength: float = Field(60.0, gt=1, description="Cap of the baseline pseudo-count (over-dispersion).")
+    design_lift: float | None = Field(None, gt=0, lt=1, description=(
+        "Judge each span by the likelihood ratio of 'baseline share + this lift' against 'baseline share' "
+        "(beta-binomial both) instead of the tail probability; its p-value is the likelihood-ratio bound "
+        "1/LR, Bonferroni over the spans. At low volume this asks more of a few articles than the tail test "
+        "does, and less of a sustained moderate rise (null = the tail test)."))
     fire_p: float = Field(0.001, gt=0, lt=1, description="Fire when the tail probability is at most this.")
     min_delta: float = Field(0.12, ge=0, le=1, description="... and the share is this far above baseline.")
     resolve_p: float = Field(0.05, gt=0, lt=1, description="Clear when the tail probability exceeds this ...")
@@ -117,6 +130,7 @@ class Observation:
     span_windows: int = 0  # length of the span reported in ``current`` (0: unknown, old state)
     spans_scanned: int = 1  # span lengths tested; p_value is Bonferroni-adjusted by this many
     trailing: Observation | None = None  # while firing with escalate_p: the same window against the trailing baseline
+    design_lift: float | None = None  # the share test's alternative (None: the tail test)
 
     def evidence(self) -> dict[str, object]:
         return {
@@ -131,7 +145,8 @@ class Observation:
             "mean_score": _round(self.current.mean_score),
             "p_value": float(f"{self.p_value:.3g}"),
             "z": round(self.z, 2),
-            "test": "beta-binomial upper tail" + (
+            "test": ("beta-binomial upper tail" if self.design_lift is None else
+                     f"beta-binomial likelihood ratio, +{self.design_lift:g} share vs baseline (p = 1/LR)") + (
                 f", most significant of {self.spans_scanned} spans (Bonferroni)" if self.spans_scanned > 1 else ""),
             "span_windows": self.span_windows,
             "expected_negative": round(self.expected_negative, 2),
@@ -212,6 +227,27 @@ def tail_probability(k: int, n: int, baseline: Counts, prior_strength: float) ->
     return _betabinom_sf(k, n, a, b)
 
 
+def _log_betabinom_kernel(k: int, n: int, a: float, b: float) -> float:
+    """log P(X = k) for X ~ BetaBinomial(n, a, b), without the binomial coefficient (it cancels in ratios)."""
+    lg = math.lgamma
+    return lg(k + a) + lg(n - k + b) - lg(n + a + b) - (lg(a) + lg(b) - lg(a + b))
+
+
+def lift_log_likelihood_ratio(k: int, n: int, baseline: Counts, prior_strength: float, lift: float) -> float:
+    """log LR of k negatives in n under 'baseline share + lift' against 'baseline share', each a beta-binomial
+    with the pseudo-count of ``tail_probability`` (so over-dispersion widens both). By Markov's inequality
+    P(LR >= 1/alpha) <= alpha under the null, so exp(-log LR) is a valid, conservative p-value."""
+    if n == 0:
+        return 0.0
+    nb = baseline.n
+    share = (baseline.negative + 0.5) / (nb + 1.0)
+    raised = min(share + lift, 1.0 - 1e-6)
+    strength = min(float(nb), prior_strength)
+    null = _log_betabinom_kernel(k, n, 1.0 + share * strength, 1.0 + (1.0 - share) * strength)
+    alt = _log_betabinom_kernel(k, n, 1.0 + raised * strength, 1.0 + (1.0 - raised) * strength)
+    return alt - null
+
+
 def rate_tail_probability(k: int, span_windows: int, baseline_negative: int, baseline_windows: float,
                           prior_strength: float) -> float:
     """P(K >= k) for the span's negative count under the baseline rate: K ~ NegBin, the predictive of a
@@ -240,6 +276,14 @@ class _ShareTest:
     clear: bool
 
 
+def _span_p_value(params: DetectionParams, k: int, n: int, baseline: Counts) -> float:
+    """One span's p-value: the beta-binomial tail, or with ``design_lift`` the likelihood-ratio bound 1/LR."""
+    if params.design_lift is None:
+        return tail_probability(k, n, baseline, params.prior_strength)
+    llr = lift_log_likelihood_ratio(k, n, baseline, params.prior_strength, params.design_lift)
+    return math.exp(-llr) if llr < 700 else 0.0
+
+
 def _share_test(params: DetectionParams, span_windows: int, current: Counts, baseline: Counts,
                 tests: int) -> _ShareTest:
     n, k = current.n, current.negative
@@ -247,7 +291,7 @@ def _share_test(params: DetectionParams, span_windows: int, current: Counts, bas
     delta = None if base_share is None or cur_share is None else cur_share - base_share
     # The tail is only needed when the excess could matter (saves time on quiet scopes).
     relevant = delta is not None and delta >= params.resolve_delta
-    p_value = min(1.0, tail_probability(k, n, baseline, params.prior_strength) * tests) if relevant else 1.0
+    p_value = min(1.0, _span_p_value(params, k, n, baseline) * tests) if relevant else 1.0
     breach = (
         n >= params.min_volume
         and baseline.n >= params.min_baseline_volume
@@ -310,7 +354,7 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
         trailing = (observe(params, series, window_end, ScopeState()) if baseline_end != span_start else None)
     return Observation(window_end, baseline_end, share.current, baseline, baseline.negative_share, share.share,
                        share.delta, share.p_value, z, share_breach or rate_breach, share_clear and rate_clear,
-                       expected, rate_p, fired_by, share.span_windows, len(spans), trailing)
+                       expected, rate_p, fired_by, share.span_windows, len(spans), trailing, params.design_lift)
 
 
 def step(params: DetectionParams, state: ScopeState, obs: Observation) -> tuple[ScopeState, Transition | None]:

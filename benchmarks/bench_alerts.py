@@ -25,7 +25,8 @@ Two versions of each stream:
 * **synthetic**: each scope keeps its real per-window volumes, and its negatives are drawn
   Binomial(n, p) at that scope's long-run share p. Here the null is known exactly, so the Neyman-Pearson
   likelihood-ratio detector that is told each burst's lift and duration is the best possible detector at
-  a given false-alarm rate: the **ceiling**.
+  a given false-alarm rate: the **ceiling**. Its false-alarm rates are averaged over ``--null-draws``
+  independent draws (default 5): one draw of a short slice holds only a handful of false alerts.
 
 Scenarios, injected at deterministic random times (seed) in slots whose trailing 6 h and burst volumes are
 both >= ``--min-rate`` articles/hour, 8-12 h apart, ``--rounds`` rounds:
@@ -198,13 +199,14 @@ def build_scopes(items: list[Item], compress: int, kind: str, n_tickers: int) ->
     return scopes, t0, n_windows
 
 
+def long_run_share(s: Scope) -> float:
+    """The scope's negative share over the whole slice: the synthetic stream's per-article probability."""
+    return float(s.neg.sum() / max(1, s.n.sum()))
+
+
 def synthetic(scopes: list[Scope], rng: np.random.Generator) -> list[Scope]:
     """Same volumes, negatives Binomial(n, long-run share of the scope): the null known exactly."""
-    out = []
-    for s in scopes:
-        p = s.neg.sum() / max(1, s.n.sum())
-        out.append(Scope(s.name, s.n.copy(), rng.binomial(s.n, p), s.pool))
-    return out
+    return [Scope(s.name, s.n.copy(), rng.binomial(s.n, long_run_share(s)), s.pool) for s in scopes]
 
 
 def burst_slots(s: Scope, warmup_w: int, bw: int, min_rate: float, rng: random.Random) -> list[int]:
@@ -507,6 +509,9 @@ def main() -> None:
                     help="the shipped/with-rate rules' sensitivity grid (multiples of fire_p), default "
                          + " ".join(f"{k:g}" for k in SENSITIVITY) + "; a finer grid compares variants on "
                          "operating points closer to --max-false, at more run time")
+    ap.add_argument("--null-draws", type=int, default=5, metavar="K",
+                    help="synthetic stream: independent null draws its false-alarm rates are averaged over (the "
+                         "null is known exactly, so the rates need not rest on one draw's few false alerts)")
     ap.add_argument("--seed", type=int, default=13, help="seed of burst times and binomial draws")
     ap.add_argument("--kinds", nargs="*", default=["topic", "ticker"], help="scope kinds to run")
     ap.add_argument("--recall-slice", choices=["test", "train"], default="test",
@@ -552,13 +557,16 @@ def main() -> None:
         params = params_of[kind]
         warmup_w = int(params.baseline_hours * 3600) // W
         for stream in ("synthetic", "real"):
-            data = {}
+            data, nulls = {}, {}
             for name, items in slices.items():
                 scopes, t0, _ = build_scopes(items, args.compress, kind, args.tickers)
                 true_p = None
+                nulls[name] = scopes
                 if stream == "synthetic":
-                    scopes = synthetic(scopes, np.random.default_rng(args.seed))
-                    true_p = {s.name: float(s.neg.sum() / max(1, s.n.sum())) for s in scopes}
+                    # The generating share, not the draw's own: the ceiling is told the truth.
+                    true_p = {s.name: long_run_share(s) for s in scopes}
+                    draws = [synthetic(scopes, np.random.default_rng([args.seed, j])) for j in range(args.null_draws)]
+                    scopes, nulls[name] = draws[0], [s for draw in draws for s in draw]
                 data[name] = (scopes, t0, true_p)
             ev_scopes, ev_t0, ev_p = data[args.recall_slice]
             for scenario in ("relabel", "surge"):
@@ -568,16 +576,17 @@ def main() -> None:
                 for method in ("shipped", "with-rate", "naive", "LR"):
                     if method == "LR" and scenario == "surge":
                         continue
-                    tr_scopes, tr_t0, tr_p = data["train"]
-                    te_scopes, te_t0, te_p = data["test"]
+                    _, tr_t0, tr_p = data["train"]
+                    _, te_t0, te_p = data["test"]
                     key = f"{kind}/{stream}/{scenario}/{method}"
+                    # False alerts on the untouched stream; synthetic: over every null draw (their mean rate).
                     train_false = curves.get(("false", kind, stream, method, "train"))
                     if train_false is None:
-                        train_false = false_curve(method, tr_scopes, tr_t0, warmup_w, params, args.lift, bw, tr_p)
+                        train_false = false_curve(method, nulls["train"], tr_t0, warmup_w, params, args.lift, bw, tr_p)
                         curves[("false", kind, stream, method, "train")] = train_false
                     test_false = curves.get(("false", kind, stream, method, "test"))
                     if test_false is None:
-                        test_false = false_curve(method, te_scopes, te_t0, warmup_w, params, args.lift, bw, te_p)
+                        test_false = false_curve(method, nulls["test"], te_t0, warmup_w, params, args.lift, bw, te_p)
                         curves[("false", kind, stream, method, "test")] = test_false
                     ev_false = test_false if args.recall_slice == "test" else train_false
                     points = recall_curve(method, runs, ev_t0, warmup_w, params, args, ev_p, ev_false)

@@ -298,3 +298,61 @@ def test_an_alert_that_just_fired_does_not_escalate_on_its_own_burst() -> None:
     params = DetectionParams(escalate_p=0.01, prior_strength=200)
     _, transitions, _ = run(params, make_series(shares, per_window=10), len(shares))
     assert [t.kind for t in transitions] == ["fire", "resolve"]
+
+
+# --- the design-lift likelihood-ratio share test ---------------------------------------------------------
+
+LIFT = DetectionParams(span_windows=6, min_span_windows=1, design_lift=0.15, fire_p=0.05, resolve_p=0.5,
+                       prior_strength=200, min_volume=5)
+BASE_20 = Counts(40, 160, 0)  # a baseline of 200 articles at 20 % negative
+
+
+def test_likelihood_ratio_asks_more_of_few_articles_than_the_tail_test() -> None:
+    import math
+
+    from alerts.detector import lift_log_likelihood_ratio
+
+    def lr_p(k: int, n: int) -> float:
+        return math.exp(-lift_log_likelihood_ratio(k, n, BASE_20, 200, 0.15))
+
+    # 5 of 5 negative is the more extreme share, 16 of 40 the better evidence of a lasting +15-point rise:
+    # the tail test ranks them one way, the likelihood ratio the other.
+    assert tail_probability(5, 5, BASE_20, 200) < tail_probability(16, 40, BASE_20, 200)
+    assert lr_p(5, 5) > lr_p(16, 40)
+    # A handful of articles can never be enough: even all of them negative stays above 5 %.
+    assert lr_p(5, 5) > 0.05 and lr_p(6, 6) > 0.02
+    # The ratio rises with the negatives (a monotone test: more negatives is never less evidence).
+    ps = [lr_p(k, 30) for k in range(31)]
+    assert all(a >= b for a, b in zip(ps, ps[1:]))
+
+
+def test_likelihood_ratio_p_value_is_valid_on_a_binomial_null() -> None:
+    import math
+
+    import numpy as np
+
+    from alerts.detector import lift_log_likelihood_ratio
+
+    rng = np.random.default_rng(3)
+    for n in (5, 20, 60, 200):
+        ks = rng.binomial(n, 0.2, size=20_000)
+        p = np.array([math.exp(-lift_log_likelihood_ratio(int(k), n, BASE_20, 200, 0.15)) for k in ks])
+        for alpha in (0.1, 0.05, 0.01):
+            assert (p <= alpha).mean() <= alpha, (n, alpha)
+
+
+def test_likelihood_ratio_scan_fires_on_a_sustained_rise_not_on_a_flash() -> None:
+    quiet = [(2, 10)] * 72
+    sustained = counts_series(quiet + [(5, 10)] * 6)  # +30 points over 30 min
+    flash = counts_series(quiet + [(2, 10)] * 5 + [(6, 6)])  # one window entirely negative
+    obs = observe(LIFT, sustained, T0 + 78 * W, ScopeState())
+    assert obs.breach and obs.span_windows >= 4
+    assert "likelihood ratio" in str(obs.evidence()["test"])
+    assert not observe(LIFT, flash, T0 + 78 * W, ScopeState()).breach
+    # The tail test at the same fire_p fires on the flash: that is the difference.
+    tail = DetectionParams(**{**LIFT.model_dump(), "design_lift": None, "resolve_p": 0.05})
+    assert observe(tail, flash, T0 + 78 * W, ScopeState()).breach
+
+
+def test_likelihood_ratio_rule_stays_quiet_on_a_binomial_null() -> None:
+    assert quiet_fires(DetectionParams(**{**LIFT.model_dump(), "fire_p": 0.01}), weeks=4) <= 1
