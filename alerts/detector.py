@@ -198,15 +198,16 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
+def _log_betabinom_kernel(k: int, n: int, a: float, b: float) -> float:
+    """log P(X = k) for X ~ BetaBinomial(n, a, b), without the binomial coefficient (it cancels in ratios)."""
+    lg = math.lgamma
+    return lg(k + a) + lg(n - k + b) - lg(n + a + b) - (lg(a) + lg(b) - lg(a + b))
+
+
 def _betabinom_sf(k: int, n: int, a: float, b: float) -> float:
     """P(X >= k), X ~ BetaBinomial(n, a, b), summed with the pmf ratio recurrence (fast for news volumes)."""
     lg = math.lgamma
-    log_pmf = (
-        lg(n + 1) - lg(k + 1) - lg(n - k + 1)
-        + lg(k + a) + lg(n - k + b) - lg(n + a + b)
-        - (lg(a) + lg(b) - lg(a + b))
-    )
-    pmf = math.exp(log_pmf)
+    pmf = math.exp(lg(n + 1) - lg(k + 1) - lg(n - k + 1) + _log_betabinom_kernel(k, n, a, b))
     total = 0.0
     for x in range(k, n + 1):
         total += pmf
@@ -215,22 +216,23 @@ def _betabinom_sf(k: int, n: int, a: float, b: float) -> float:
     return min(1.0, total)
 
 
+def _baseline_belief(baseline: Counts, prior_strength: float) -> tuple[float, float]:
+    """The baseline's negative share (smoothed) and the pseudo-count it is believed with, capped at
+    ``prior_strength`` (over-dispersion): what every share test and the reported z start from."""
+    return (baseline.negative + 0.5) / (baseline.n + 1.0), min(float(baseline.n), prior_strength)
+
+
+def _beta(share: float, strength: float) -> tuple[float, float]:
+    """Beta(a, b) with mean ~share and ``strength`` pseudo-articles (plus a flat Beta(1, 1))."""
+    return 1.0 + share * strength, 1.0 + (1.0 - share) * strength
+
+
 def tail_probability(k: int, n: int, baseline: Counts, prior_strength: float) -> float:
     """P(X >= k) for X ~ BetaBinomial(n, a, b), with Beta(a, b) fitted to the baseline share."""
     if n == 0 or k == 0:
         return 1.0
-    nb = baseline.n
-    share = (baseline.negative + 0.5) / (nb + 1.0)
-    strength = min(float(nb), prior_strength)
-    a = 1.0 + share * strength
-    b = 1.0 + (1.0 - share) * strength
-    return _betabinom_sf(k, n, a, b)
-
-
-def _log_betabinom_kernel(k: int, n: int, a: float, b: float) -> float:
-    """log P(X = k) for X ~ BetaBinomial(n, a, b), without the binomial coefficient (it cancels in ratios)."""
-    lg = math.lgamma
-    return lg(k + a) + lg(n - k + b) - lg(n + a + b) - (lg(a) + lg(b) - lg(a + b))
+    share, strength = _baseline_belief(baseline, prior_strength)
+    return _betabinom_sf(k, n, *_beta(share, strength))
 
 
 def lift_log_likelihood_ratio(k: int, n: int, baseline: Counts, prior_strength: float, lift: float) -> float:
@@ -239,13 +241,10 @@ def lift_log_likelihood_ratio(k: int, n: int, baseline: Counts, prior_strength: 
     P(LR >= 1/alpha) <= alpha under the null, so exp(-log LR) is a valid, conservative p-value."""
     if n == 0:
         return 0.0
-    nb = baseline.n
-    share = (baseline.negative + 0.5) / (nb + 1.0)
+    share, strength = _baseline_belief(baseline, prior_strength)
     raised = min(share + lift, 1.0 - 1e-6)
-    strength = min(float(nb), prior_strength)
-    null = _log_betabinom_kernel(k, n, 1.0 + share * strength, 1.0 + (1.0 - share) * strength)
-    alt = _log_betabinom_kernel(k, n, 1.0 + raised * strength, 1.0 + (1.0 - raised) * strength)
-    return alt - null
+    return (_log_betabinom_kernel(k, n, *_beta(raised, strength))
+            - _log_betabinom_kernel(k, n, *_beta(share, strength)))
 
 
 def rate_tail_probability(k: int, span_windows: int, baseline_negative: int, baseline_windows: float,
@@ -281,7 +280,7 @@ def _span_p_value(params: DetectionParams, k: int, n: int, baseline: Counts) -> 
     if params.design_lift is None:
         return tail_probability(k, n, baseline, params.prior_strength)
     llr = lift_log_likelihood_ratio(k, n, baseline, params.prior_strength, params.design_lift)
-    return math.exp(-llr) if llr < 700 else 0.0
+    return 1.0 if llr <= 0 else math.exp(-llr)  # no evidence for the rise; and exp(-llr) cannot overflow
 
 
 def _share_test(params: DetectionParams, span_windows: int, current: Counts, baseline: Counts,
@@ -324,8 +323,7 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     share = min(tests, key=lambda t: (not t.breach, t.p_value, -t.span_windows))
     share_breach, share_clear = share.breach, all(t.clear for t in tests)
     n, k = share.current.n, share.current.negative
-    p0 = (baseline.negative + 0.5) / (baseline.n + 1.0)
-    strength = min(float(baseline.n), params.prior_strength)
+    p0, strength = _baseline_belief(baseline, params.prior_strength)
     var = n * p0 * (1 - p0) * (1 + (n - 1) / (strength + 1)) if n else 0.0
     z = (k - n * p0) / math.sqrt(var) if var > 0 else 0.0
     # The rate test: negatives per window against the same baseline period (empty windows count as zero,
