@@ -7,8 +7,12 @@ On the same headlines (first ``--n`` rows of the tweet-topic train CSV; generate
   (b) naive batched baseline: batch 64, padded to max length, torch fp32;
   (c) the engine, ``load_engine(model)`` with backend/device ``auto`` (ONNX Runtime int8 on CPU), with
       ``--sessions N`` concurrent single-thread sessions when asked.
-``--untrained`` benchmarks a fresh export of the base encoder by the current exporter (fused attention)
-instead of the bundled model: same compute as a trained model of that architecture.
+``--untrained`` benchmarks a fresh export of the base encoder by the current exporter (fused attention) with
+the preprocessing new training runs use (``mm-text-v1``) instead of the bundled model: the compute of a model
+that ``marketmood train`` produces today.
+The compute ceiling (``benchmarks/roofline.py``): each path's multiply-adds are counted from the encoder's shape
+and the padded batches it ran, the GEMM rate of these cores is measured on the model's FFN shape, and the
+report gives each path's share of that rate and the largest ratios any engine of this model could reach here.
 Every timing includes tokenization (its own cost is reported separately). Peak RSS is measured in a fresh subprocess that loads the engine and
 classifies the same texts (VmHWM, see models/memory.py). ``--write`` puts the table into BENCHMARKS.md.
 """
@@ -73,6 +77,7 @@ def make_artifact(tmp: Path, keep_fp32: bool = False) -> Path:
     from models.artifact import BUNDLED_MODEL_DIR, ArtifactInfo, read_info
     from models.export import export_onnx_int8, save_torch_artifact
     from models.network import build_from_pretrained, default_base_encoder
+    from models.preprocess import DEFAULT_PREPROCESSING
 
     torch.manual_seed(0)
     base = default_base_encoder()
@@ -82,7 +87,7 @@ def make_artifact(tmp: Path, keep_fp32: bool = False) -> Path:
     # engine/baseline ratios of this path were flattered
     max_length = read_info(BUNDLED_MODEL_DIR).max_length if (BUNDLED_MODEL_DIR / "artifact.json").is_file() else 64
     save_torch_artifact(model, AutoTokenizer.from_pretrained(str(base)), out,
-                        ArtifactInfo("bench-untrained", str(base), max_length))
+                        ArtifactInfo("bench-untrained", str(base), max_length, preprocessing=DEFAULT_PREPROCESSING))
     export_onnx_int8(out, keep_fp32=keep_fp32)
     return out
 
@@ -134,6 +139,43 @@ def measure_rss(artifact: Path, texts_file: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compute_ceiling(artifact: Path, lengths: list[int], requests: list[tuple[int, int]], width: int, described: dict,
+                    counts: dict[str, int], seconds: dict[str, float], threads: int) -> list[str]:
+    """Report lines: each path's multiply-adds per text, its achieved GEMM rate, and the largest engine
+    ratios this CPU allows for this model (``benchmarks/roofline.py``). Measured after the timed rounds."""
+    from benchmarks.roofline import EncoderShape, batches_macs, engine_batches, gemm_ceiling
+
+    shape = EncoderShape.from_config(json.loads((artifact / "encoder_config.json").read_text()))
+    padded_per_text = shape.macs(1, width)
+    # the engine plans its micro-batches per classify call: per (start, stop) request of texts
+    engine_work = sum(
+        batches_macs(shape, engine_batches(lengths[start:stop], described["batch_size"],
+                                           described["max_batch_tokens"], described["max_padding"]))
+        for start, stop in requests
+    )
+    work = {"per_text": padded_per_text * counts["per_text"], "batched": padded_per_text * counts["batched"],
+            "engine": engine_work}
+    achieved = {k: work[k] / seconds[k] / 1e9 for k in work}
+    gemm = gemm_ceiling(shape, threads)
+    best_name, best = max(gemm.items(), key=lambda item: item[1])
+    engine_per_text = engine_work / counts["engine"]
+    # the least work any exact engine can do: every text at its own length, no padding at all
+    least_per_text = sum(shape.macs(1, n) for n in lengths) / len(lengths)
+    bound = best * 1e9 / least_per_text
+    rates = {k: counts[k] / seconds[k] for k in counts}
+    return [
+        f"Compute ceiling (`benchmarks/roofline.py`): one {2048} x {shape.hidden} x {shape.intermediate} GEMM on"
+        f" {threads} threads runs at " + ", ".join(f"{name} {rate:.1f}" for name, rate in gemm.items()) + " GMAC/s."
+        f" Matrix work per text: (a)/(b) padded to {width} tokens {padded_per_text / 1e6:.0f} MMAC, engine"
+        f" {engine_per_text / 1e6:.0f} MMAC (x{padded_per_text / engine_per_text:.2f} less: length-sorted batches of"
+        f" the preprocessed text; {least_per_text / 1e6:.0f} MMAC without any padding). Achieved: (a) {achieved['per_text']:.1f}, (b) {achieved['batched']:.1f},"
+        f" (c) {achieved['engine']:.1f} GMAC/s = {100 * achieved['engine'] / best:.0f}% of the best GEMM rate"
+        f" ({best_name}). An engine doing only the unpadded matrix work at 100% of that rate would reach"
+        f" {bound:.0f} texts/s: **at most x{bound / rates['batched']:.2f} over (b) and x{bound / rates['per_text']:.2f}"
+        f" over (a) on this CPU**, before any non-matrix work.",
+    ]
+
+
 def write_section(path: Path, body: str, section: str = SECTION) -> None:
     """Replace (or append) one section of BENCHMARKS.md (by its heading line), leaving other sections alone."""
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
@@ -161,6 +203,9 @@ def main() -> None:
     parser.add_argument("--per-text-every", type=int, default=1, help="time (a) on every k-th text only (slow path)")
     parser.add_argument("--sessions", type=int, default=1, help="engine: concurrent ONNX sessions (threads split)")
     parser.add_argument("--batch-size", type=int, default=None, help="engine: micro-batch rows (default: engine's)")
+    parser.add_argument("--request-size", type=int, default=None,
+                        help="engine: texts per classify call (default: a whole round; 32 = a stream worker's batch)")
+    parser.add_argument("--max-padding", default="auto", help="engine: auto | off | a fraction in [0, 1)")
     parser.add_argument("--untrained", action="store_true", help="benchmark a fresh export of the base encoder")
     parser.add_argument("--section", default=SECTION, help="BENCHMARKS.md section heading to write")
     parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
@@ -187,7 +232,9 @@ def main() -> None:
     info = read_info(artifact)
     load_before = os.getloadavg()[0]
 
-    engine = load_engine(artifact, threads=threads, sessions=args.sessions, batch_size=args.batch_size)
+    max_padding = args.max_padding if args.max_padding in ("auto", "off") else float(args.max_padding)
+    engine = load_engine(artifact, threads=threads, sessions=args.sessions, batch_size=args.batch_size,
+                         max_padding=max_padding)
     width = engine.max_length
     model, same_weights = baseline_model(artifact)
     encoder = TextEncoder(artifact / "tokenizer", width)
@@ -210,11 +257,12 @@ def main() -> None:
     paths = {
         "per_text": lambda chunk: baseline(chunk[:: args.per_text_every], 1),
         "batched": lambda chunk: baseline(chunk, 64),
-        "engine": lambda chunk: engine.classify(chunk),
+        "engine": lambda chunk: [engine.classify(chunk[i : i + request]) for i in range(0, len(chunk), request)],
     }
     seconds = dict.fromkeys(paths, 0.0)
     counts = dict.fromkeys(paths, 0)
     size = -(-len(texts) // args.rounds)
+    request = args.request_size or size
     for r, start in enumerate(range(0, len(texts), size)):
         chunk = texts[start : start + size]
         names = list(paths)[r % 3 :] + list(paths)[: r % 3]
@@ -226,6 +274,10 @@ def main() -> None:
     per_text, batched, eng = (counts[k] / seconds[k] for k in ("per_text", "batched", "engine"))
     load_after = os.getloadavg()[0]
     bench_rss = peak_rss_mb()
+    d = engine.describe()
+    requests = [(start + i, min(start + i + request, start + size, len(texts)))
+                for start in range(0, len(texts), size) for i in range(0, min(size, len(texts) - start), request)]
+    ceiling_lines = compute_ceiling(artifact, lengths, requests, width, d, counts, seconds, threads)
 
     texts_file = tmp / "texts.json"
     texts_file.write_text(json.dumps(texts))
@@ -239,12 +291,12 @@ def main() -> None:
             f"argmax agreement engine vs fp32 batched: sentiment {np.mean(e_sent.argmax(1) == b_sent.argmax(1)):.3f}, "
             f"topic {np.mean(e_topic.argmax(1) == b_topic.argmax(1)):.3f}"
         )
-    d = engine.describe()
     rows = [
         (f"(a) per-text: batch 1, padded to max length, torch fp32 ({counts['per_text']} texts)", per_text),
         ("(b) naive batched: batch 64, padded to max length, torch fp32", batched),
-        (f"(c) engine: {d['backend']} {d['precision']} on {d['device']}, length-sorted batches of <= {d['batch_size']},"
-         f" {d['sessions']} session(s)", eng),
+        (f"(c) engine: {d['backend']} {d['precision']} on {d['device']}, length-sorted batches of <= {d['batch_size']}"
+         f" (padding <= {d['max_padding'] if d['max_padding'] is not None else 'any'}), {d['sessions']} session(s),"
+         f" requests of {request} texts", eng),
     ]
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python benchmarks/bench_engine.py" + " ".join([""] + sys.argv[1:])
@@ -272,6 +324,8 @@ def main() -> None:
         f"{rss['torch_imported']}). For contrast, this benchmark process (torch baselines + engine): {bench_rss:.0f} MiB.",
         "",
         f"Accuracy check: {agreement}.",
+        "",
+        *ceiling_lines,
         "",
         f"Tokenizer cost (engine preprocess = validation + `{d['preprocessing']}` + Rust tokenizer): {tokenize_s:.3f} s for"
         f" {len(texts)} texts, {100 * tokenize_s * eng / len(texts):.0f}% of the engine's time.",

@@ -32,6 +32,7 @@ def engine_options(model: ModelSettings) -> dict[str, Any]:
         "batch_size": model.batch_size,
         "threads": model.threads,
         "max_batch_tokens": model.max_batch_tokens,
+        "max_padding": model.max_padding,
         "sessions": getattr(model, "sessions", 1),
     }
 

@@ -87,6 +87,9 @@ class ModelSettings(_Section):
     max_batch_tokens: int = Field(
         8192, ge=64, description="Cap on rows x padded tokens per micro-batch (bounds memory on long articles)."
     )
+    max_padding: Annotated[float, Field(ge=0, lt=1)] | Literal["auto", "off"] = Field(
+        "auto", description="Largest fraction of a micro-batch row that may be padding; auto: 0.1 on CPU, off on CUDA."
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for inference; default: all cores.")
     alias: str = Field(
         "active", pattern=r"^[a-z][a-z0-9_-]{0,31}$",

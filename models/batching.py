@@ -16,26 +16,39 @@ import numpy as np
 T = TypeVar("T")
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None, max_padding: float | None = None
+) -> list[list[int]]:
     """Split input indices into micro-batches of texts of similar length, longest first.
 
     Longest first so that a batch that cannot fit in device memory fails on the first call, not at the end.
     The sort is stable, so equal-length texts keep their input order. ``max_tokens`` caps rows x padded
     width, so a batch of 512-token articles holds fewer rows than a batch of headlines (bounded memory).
+    ``max_padding`` (a fraction of the width, e.g. 0.1) starts a new batch as soon as the next text would be
+    padded by more than that: a 32-headline request spanning 5-64 tokens is otherwise padded to 64 whole,
+    nearly twice the work on a CPU (BENCHMARKS.md), whereas smaller batches cost a CPU little.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    if max_padding is not None and not 0 <= max_padding < 1:
+        raise ValueError(f"max_padding must be in [0, 1), got {max_padding}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     start = 0
     while start < len(order):
-        rows = batch_size
-        if max_tokens is not None:  # the first text of a batch is its longest: it sets the padded width
-            rows = max(1, min(batch_size, max_tokens // max(1, lengths[order[start]])))
-        batches.append(order[start : start + rows])
-        start += rows
+        width = max(1, lengths[order[start]])  # the first text of a batch is its longest: it sets the width
+        rows = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // width))
+        stop = min(start + rows, len(order))
+        if max_padding is not None:
+            shortest_allowed = (1 - max_padding) * width
+            end = start + 1
+            while end < stop and lengths[order[end]] >= shortest_allowed:
+                end += 1
+            stop = end
+        batches.append(order[start:stop])
+        start = stop
     return batches
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import structlog
@@ -53,6 +53,10 @@ log = structlog.get_logger(__name__)
 DEFAULT_BATCH_SIZE = 64
 # Cap on rows x padded width per micro-batch: 64 headlines of 128 tokens, but only 16 articles of 512.
 DEFAULT_MAX_BATCH_TOKENS = 8192
+# CPU micro-batches pad each text by at most 10% of the batch width: padding is wasted matrix work, and on a
+# CPU near its GEMM ceiling smaller batches cost little (x1.8 on 32-headline requests, BENCHMARKS.md). On
+# CUDA ("auto") there is no such limit: big batches amortise kernel launches (not measured: no GPU was lent).
+DEFAULT_CPU_MAX_PADDING = 0.1
 
 
 class Runner(Protocol):
@@ -86,6 +90,7 @@ class Engine:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+        max_padding: float | None = None,
         backend: str = "onnx",
     ) -> None:
         if batch_size < 1:
@@ -99,6 +104,7 @@ class Engine:
         self.model_version = info.version
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.max_padding = max_padding
         self.backend = backend
         self.sentiment_labels = sentiment_labels
         self.topic_labels = list(info.labels["topic"])
@@ -122,6 +128,7 @@ class Engine:
             "max_length": self.max_length,
             "batch_size": self.batch_size,
             "max_batch_tokens": self.max_batch_tokens,
+            "max_padding": self.max_padding,
             "preprocessing": self.encoder.preprocessing,
             "temperatures": self.temperatures,
             "sessions": getattr(self.runner, "sessions", 1),
@@ -133,11 +140,12 @@ class Engine:
         return self.encoder.encode(validate_texts(texts))
 
     def forward(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits in input order, computed in length-sorted micro-batches padded to their longest text."""
+        """Logits in input order, computed in length-sorted micro-batches padded to their longest text (and,
+        with ``max_padding``, cut wherever a text would be padded by more than that fraction)."""
         n = len(token_ids)
         if n == 0:
             return np.zeros((0, len(self.sentiment_labels)), np.float32), np.zeros((0, len(self.topic_labels)), np.float32)
-        batches = plan_batches([len(t) for t in token_ids], self.batch_size, self.max_batch_tokens)
+        batches = plan_batches([len(t) for t in token_ids], self.batch_size, self.max_batch_tokens, self.max_padding)
         padded = [pad_batch([token_ids[i] for i in indices], self.encoder.pad_id) for indices in batches]
         run_many = getattr(self.runner, "run_many", None)
         outputs = run_many(padded) if run_many else [self.runner(ids, mask) for ids, mask in padded]
@@ -206,6 +214,7 @@ def load_engine(
     batch_size: int | None = None,
     threads: int | None = None,
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+    max_padding: float | Literal["auto", "off"] = "auto",
     sessions: int = 1,
 ) -> Engine:
     """Load an artifact folder (default: the bundled model) on the fastest runtime for this machine.
@@ -213,7 +222,8 @@ def load_engine(
     ``device``: auto | cpu | cuda (cuda without a GPU is an error; auto falls back to CPU).
     ``backend``: auto | onnx | torch (auto: torch fp16/bf16 on CUDA when the artifact has torch weights,
     else ONNX int8 on CPU). ``max_length``: token limit override (None = the artifact's training length).
-    ``batch_size`` / ``max_batch_tokens``: micro-batch caps. ``threads``: CPU threads (None = all cores).
+    ``batch_size`` / ``max_batch_tokens``: micro-batch caps. ``max_padding``: largest padded fraction of a row
+    (auto: ``DEFAULT_CPU_MAX_PADDING`` on CPU, off on CUDA). ``threads``: CPU threads (None = all cores).
     ``sessions``: ONNX sessions run concurrently (threads are split between them).
     """
     artifact_dir = Path(path) if path is not None else BUNDLED_MODEL_DIR
@@ -249,6 +259,19 @@ def load_engine(
         info,
         batch_size=batch_size or DEFAULT_BATCH_SIZE,
         max_batch_tokens=max_batch_tokens,
+        max_padding=resolve_max_padding(max_padding, chosen_device),
         backend=chosen_backend,
     )
+
+
+def resolve_max_padding(requested: float | str, device: str) -> float | None:
+    """``auto`` -> the CPU default or no limit on CUDA; ``off`` -> no limit; a number in [0, 1) as given."""
+    if requested == "auto":
+        return None if device == "cuda" else DEFAULT_CPU_MAX_PADDING
+    if requested == "off":
+        return None
+    value = float(requested)
+    if not 0 <= value < 1:
+        raise ValueError(f"max_padding must be in [0, 1), 'auto' or 'off', got {requested!r}")
+    return value
 

@@ -15,3 +15,15 @@ def test_build_engine_maps_the_model_section_and_keeps_the_artifacts_length_unle
     assert engine_options(model)["max_length"] is None  # not set explicitly: the artifact decides
     explicit = load_settings(model={"device": "cpu", "max_length": 32, "threads": 1}).model
     assert build_engine(explicit).max_length == 32
+
+
+def test_max_padding_setting_reaches_the_engine_and_bad_values_are_config_errors() -> None:
+    import pytest
+
+    from marketmood.settings import ConfigError
+
+    assert build_engine(load_settings(model={"device": "cpu", "threads": 1}).model).max_padding == 0.1  # auto on CPU
+    assert build_engine(load_settings(model={"device": "cpu", "threads": 1, "max_padding": "off"}).model).max_padding is None
+    assert build_engine(load_settings(model={"device": "cpu", "threads": 1, "max_padding": 0.25}).model).max_padding == 0.25
+    with pytest.raises(ConfigError, match="max_padding"):
+        load_settings(model={"max_padding": 1.5})

@@ -21,11 +21,42 @@ def test_plan_batches_caps_tokens_per_batch():
     assert plan_batches([5000], batch_size=4, max_tokens=1024) == [[0]]  # one text always fits
 
 
+def test_plan_batches_limits_padding_per_batch():
+    lengths = [64, 60, 58, 40, 39, 10, 9, 9, 5]
+    assert plan_batches(lengths, batch_size=8, max_padding=0.1) == [[0, 1, 2], [3, 4], [5, 6, 7], [8]]
+    assert plan_batches(lengths, batch_size=8) == [[0, 1, 2, 3, 4, 5, 6, 7], [8]]  # off: one batch padded to 64
+    assert plan_batches(lengths, batch_size=2, max_padding=0.1) == [[0, 1], [2], [3, 4], [5, 6], [7], [8]]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_batches_invariants_on_random_lengths(seed):
+    """Fuzzed: every index once, longest first, every cap respected, and no batch cut before a cap required it."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 130, size=int(rng.integers(1, 200))).tolist()
+    batch_size, max_tokens = int(rng.integers(1, 70)), int(rng.choice([0, 256, 2048]))
+    max_padding = float(rng.choice([0.0, 0.1, 0.3, 0.9]))
+    batches = plan_batches(lengths, batch_size, max_tokens or None, max_padding)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    for batch, following in zip(batches, batches[1:] + [None]):
+        width = lengths[batch[0]]
+        assert len(batch) <= batch_size
+        assert len(batch) == 1 or not max_tokens or len(batch) * width <= max_tokens
+        assert all(lengths[i] >= (1 - max_padding) * width for i in batch)
+        if following is not None:  # maximal: the next text would have broken one of the three caps
+            nxt = lengths[following[0]]
+            rows = len(batch) + 1
+            assert rows > batch_size or (max_tokens and rows * width > max_tokens) or nxt < (1 - max_padding) * width
+
+
 def test_plan_batches_rejects_bad_batch_size():
     with pytest.raises(ValueError):
         plan_batches([1, 2], 0)
     with pytest.raises(ValueError):
         plan_batches([1, 2], 4, max_tokens=0)
+    with pytest.raises(ValueError):
+        plan_batches([1, 2], 4, max_padding=1.0)
     assert plan_batches([], 4) == []
 
 

@@ -14,7 +14,9 @@ TEXTS = ["Fed hikes rates by 75bp", "Acme shares plunge after profit warning", "
 
 def test_temperatures_change_probabilities_not_labels(onnx_engine):
     info = dataclasses.replace(onnx_engine.info, temperatures={"sentiment": 2.5, "topic": 0.5})
-    hot = Engine(onnx_engine.encoder, onnx_engine.runner, info)
+    # same micro-batches on both sides (dynamic int8 scales activations per batch, see below)
+    hot = Engine(onnx_engine.encoder, onnx_engine.runner, info, batch_size=onnx_engine.batch_size,
+                 max_padding=onnx_engine.max_padding)
     s_logits, t_logits = onnx_engine.predict_logits(TEXTS)
     s_prob, t_prob = hot.predict_proba(TEXTS)
     cols = onnx_engine._sentiment_columns
@@ -88,3 +90,37 @@ def test_the_cuda_image_settings_start_with_the_bundled_model_on_this_machine():
     engine = load_engine(device=env.get("MARKETMOOD_MODEL__DEVICE", "auto"),
                          backend=env.get("MARKETMOOD_MODEL__BACKEND", "auto"), threads=1)
     assert engine.classify(["Fed raises rates"])[0].model_version == engine.model_version
+
+
+class CountingRunner:
+    """Wraps a real runner and records the shape of every batch it is given."""
+
+    def __init__(self, runner):
+        self.runner, self.device, self.precision, self.shapes = runner, runner.device, runner.precision, []
+
+    def __call__(self, ids, mask):
+        self.shapes.append(ids.shape)
+        return self.runner(ids, mask)
+
+
+def test_max_padding_cuts_batches_without_changing_fp32_results(torch_engine):
+    """fp32 torch is exact about padding: cutting batches may only change how much padding is computed."""
+    texts = [" ".join(["stocks"] * n) for n in (40, 3, 38, 20, 2, 21, 39, 1)]
+    loose = CountingRunner(torch_engine.runner)
+    tight = CountingRunner(torch_engine.runner)
+    common = dict(batch_size=8, backend="torch")
+    want = Engine(torch_engine.encoder, loose, torch_engine.info, max_padding=None, **common).predict_logits(texts)
+    got = Engine(torch_engine.encoder, tight, torch_engine.info, max_padding=0.1, **common).predict_logits(texts)
+    for task in (0, 1):
+        np.testing.assert_allclose(got[task], want[task], atol=1e-4)
+    assert loose.shapes == [(8, 42)]
+    assert tight.shapes == [(3, 42), (2, 23), (1, 5), (1, 4), (1, 3)]  # [CLS] + words + [SEP]
+    padded = sum(r * w for r, w in tight.shapes)
+    assert padded < 0.6 * loose.shapes[0][0] * loose.shapes[0][1]  # 184 of 336 padded tokens
+
+
+def test_load_engine_max_padding_defaults_and_errors(artifact_dir):
+    assert load_engine(artifact_dir, device="cpu", threads=1).max_padding == 0.1
+    assert load_engine(artifact_dir, device="cpu", threads=1, max_padding="off").max_padding is None
+    with pytest.raises(ValueError, match="max_padding"):
+        load_engine(artifact_dir, device="cpu", threads=1, max_padding=1.0)
