@@ -52,6 +52,26 @@ def plan_batches(
     return batches
 
 
+def unique_sequences(sequences: Sequence[Sequence[int]]) -> tuple[list[Sequence[int]], list[int]]:
+    """Distinct token sequences in first-seen order, and for every input the index of its distinct copy.
+
+    Why: a stream batch often repeats a text (one Reuters headline per ticker, retweets: 19-25% of a
+    32-message window in the shared streams); scoring each distinct text once saves that work and gives
+    identical texts identical scores (dynamic int8 otherwise varies by ~1e-2 with the micro-batch).
+    """
+    first: dict[tuple[int, ...], int] = {}
+    distinct: list[Sequence[int]] = []
+    inverse: list[int] = []
+    for seq in sequences:
+        key = tuple(seq)
+        index = first.get(key)
+        if index is None:
+            index = first[key] = len(distinct)
+            distinct.append(seq)
+        inverse.append(index)
+    return distinct, inverse
+
+
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pad token id sequences to the longest one of *this* batch: (input_ids, attention_mask), int64."""
     if not sequences:

@@ -42,7 +42,7 @@ from models.artifact import (
     has_torch_weights,
     read_info,
 )
-from models.batching import pad_batch, plan_batches, restore_order
+from models.batching import pad_batch, plan_batches, restore_order, unique_sequences
 from models.devices import choose_backend, choose_device, cpu_threads, cuda_available
 from models.labels import SENTIMENT_LABELS
 from models.prediction import Prediction
@@ -140,18 +140,20 @@ class Engine:
         return self.encoder.encode(validate_texts(texts))
 
     def forward(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits in input order, computed in length-sorted micro-batches padded to their longest text (and,
-        with ``max_padding``, cut wherever a text would be padded by more than that fraction)."""
-        n = len(token_ids)
-        if n == 0:
+        """Logits in input order, computed once per distinct text in length-sorted micro-batches padded to their
+        longest text (and, with ``max_padding``, cut wherever a text would be padded by more than that fraction)."""
+        if len(token_ids) == 0:
             return np.zeros((0, len(self.sentiment_labels)), np.float32), np.zeros((0, len(self.topic_labels)), np.float32)
+        token_ids, inverse = unique_sequences(token_ids)  # repeated texts are scored once
+        n = len(token_ids)
         batches = plan_batches([len(t) for t in token_ids], self.batch_size, self.max_batch_tokens, self.max_padding)
         padded = [pad_batch([token_ids[i] for i in indices], self.encoder.pad_id) for indices in batches]
         run_many = getattr(self.runner, "run_many", None)
         outputs = run_many(padded) if run_many else [self.runner(ids, mask) for ids, mask in padded]
         results = [list(zip(sentiment, topic)) for sentiment, topic in outputs]
         rows = restore_order(batches, results, n)
-        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        sentiment, topic = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        return sentiment[inverse], topic[inverse]
 
     def postprocess(self, sentiment_logits: np.ndarray, topic_logits: np.ndarray) -> list[Prediction]:
         sentiment, topic = self._probabilities(sentiment_logits, topic_logits)

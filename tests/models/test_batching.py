@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.batching import call_with_halving, pad_batch, plan_batches, restore_order
+from models.batching import call_with_halving, pad_batch, plan_batches, restore_order, unique_sequences
 
 
 def test_plan_batches_sorts_longest_first_and_covers_every_index():
@@ -120,3 +120,12 @@ def test_call_with_halving_reraises_at_one_row_and_for_other_errors():
         call_with_halving(other, 8, lambda e: isinstance(e, Boom))
     assert calls == [8]  # no retry for errors that splitting cannot fix
     assert call_with_halving(always, 0, lambda e: True) == []
+
+
+def test_unique_sequences_keeps_first_seen_order_and_maps_every_input():
+    seqs = [[1, 5, 2], [1, 2], [1, 5, 2], (1, 2), [1, 9, 2]]
+    distinct, inverse = unique_sequences(seqs)
+    assert [list(d) for d in distinct] == [[1, 5, 2], [1, 2], [1, 9, 2]]
+    assert inverse == [0, 1, 0, 1, 2]
+    assert all(list(distinct[j]) == list(seqs[i]) for i, j in enumerate(inverse))
+    assert unique_sequences([]) == ([], [])

@@ -124,3 +124,21 @@ def test_load_engine_max_padding_defaults_and_errors(artifact_dir):
     assert load_engine(artifact_dir, device="cpu", threads=1, max_padding="off").max_padding is None
     with pytest.raises(ValueError, match="max_padding"):
         load_engine(artifact_dir, device="cpu", threads=1, max_padding=1.0)
+
+
+def test_repeated_texts_are_scored_once_and_identically(torch_engine):
+    """A stream batch repeats headlines (one per ticker, retweets): each distinct text reaches the runner
+    once, every copy gets the same scores, and the results equal scoring the distinct texts alone."""
+    distinct = ["Fed hikes rates by 75bp", "Acme shares plunge after profit warning", "Oil steady"]
+    texts = [distinct[i] for i in (0, 1, 0, 2, 1, 0)]
+    counting = CountingRunner(torch_engine.runner)
+    engine = Engine(torch_engine.encoder, counting, torch_engine.info, batch_size=8, backend="torch")
+    sentiment, topic = engine.predict_logits(texts)
+    assert sum(rows for rows, _ in counting.shapes) == 3
+    want_s, want_t = torch_engine.predict_logits(distinct)
+    for row, i in enumerate((0, 1, 0, 2, 1, 0)):
+        np.testing.assert_allclose(sentiment[row], want_s[i], atol=1e-4)
+        np.testing.assert_allclose(topic[row], want_t[i], atol=1e-4)
+    assert np.array_equal(sentiment[0], sentiment[2]) and np.array_equal(sentiment[0], sentiment[5])
+    predictions = engine.classify(texts)
+    assert predictions[1] == predictions[4] and len(predictions) == 6
