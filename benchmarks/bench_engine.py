@@ -143,19 +143,24 @@ def measure_rss(artifact: Path, texts_file: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def compute_ceiling(artifact: Path, token_ids: list[list[int]], requests: list[tuple[int, int]], width: int, described: dict,
-                    counts: dict[str, int], seconds: dict[str, float], threads: int) -> list[str]:
+def compute_ceiling(artifact: Path, token_ids: list[list[int]], round_size: int, request: int, width: int,
+                    described: dict, counts: dict[str, int], seconds: dict[str, float], threads: int) -> list[str]:
     """Report lines: each path's multiply-adds per text, its achieved GEMM rate, and the largest engine
     ratios this CPU allows for this model (``benchmarks/roofline.py``). Measured after the timed rounds."""
-    from benchmarks.roofline import EncoderShape, batches_macs, engine_batches, gemm_ceiling
+    from benchmarks.roofline import GEMM_ROWS, EncoderShape, batches_macs, engine_batches, gemm_ceiling
 
     from models.batching import unique_sequences
 
     shape = EncoderShape.from_config(json.loads((artifact / "encoder_config.json").read_text()))
     padded_per_text = shape.macs(1, width)
     lengths = [len(ids) for ids in token_ids]
-    # the engine plans its micro-batches per classify call, over that request's distinct texts
-    distinct = [[len(ids) for ids in unique_sequences(token_ids[start:stop])[0]] for start, stop in requests]
+    # the engine plans its micro-batches per classify call (each round's chunk cut into requests, as timed),
+    # over that request's distinct texts
+    distinct = [
+        [len(ids) for ids in unique_sequences(token_ids[start + i : min(start + i + request, start + round_size)])[0]]
+        for start in range(0, len(token_ids), round_size)
+        for i in range(0, min(round_size, len(token_ids) - start), request)
+    ]
     engine_work = sum(
         batches_macs(shape, engine_batches(request_lengths, described["batch_size"],
                                            described["max_batch_tokens"], described["max_padding"]))
@@ -173,7 +178,7 @@ def compute_ceiling(artifact: Path, token_ids: list[list[int]], requests: list[t
     bound = best * 1e9 / least_per_text
     rates = {k: counts[k] / seconds[k] for k in counts}
     return [
-        f"Compute ceiling (`benchmarks/roofline.py`): one {2048} x {shape.hidden} x {shape.intermediate} GEMM on"
+        f"Compute ceiling (`benchmarks/roofline.py`): one {GEMM_ROWS} x {shape.hidden} x {shape.intermediate} GEMM on"
         f" {threads} threads runs at " + ", ".join(f"{name} {rate:.1f}" for name, rate in gemm.items()) + " GMAC/s."
         f" Matrix work per text: (a)/(b) padded to {width} tokens {padded_per_text / 1e6:.0f} MMAC, engine"
         f" {engine_per_text / 1e6:.0f} MMAC (x{padded_per_text / engine_per_text:.2f} less: length-sorted batches of"
@@ -287,9 +292,7 @@ def main() -> None:
     load_after = os.getloadavg()[0]
     bench_rss = peak_rss_mb()
     d = engine.describe()
-    requests = [(start + i, min(start + i + request, start + size, len(texts)))
-                for start in range(0, len(texts), size) for i in range(0, min(size, len(texts) - start), request)]
-    ceiling_lines = compute_ceiling(artifact, token_ids, requests, width, d, counts, seconds, threads)
+    ceiling_lines = compute_ceiling(artifact, token_ids, size, request, width, d, counts, seconds, threads)
 
     texts_file = tmp / "texts.json"
     texts_file.write_text(json.dumps(texts))

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# rows of the ceiling GEMM: enough that the measured rate is the kernel's, not its start-up
+GEMM_ROWS = 2048
+
 
 @dataclass(frozen=True)
 class EncoderShape:
@@ -55,11 +58,6 @@ def engine_batches(
     return [(len(b), max(lengths[i] for i in b)) for b in plan_batches(lengths, batch_size, max_tokens, max_padding)]
 
 
-def padded_batches(n_texts: int, batch_size: int, width: int) -> list[tuple[int, int]]:
-    """(rows, width) of the naive baselines: input order, every text padded to ``width``."""
-    return [(min(batch_size, n_texts - start), width) for start in range(0, n_texts, batch_size)]
-
-
 def _best_rate(run, macs: int, repeats: int) -> float:
     """Best-of-``repeats`` multiply-adds per second of ``run()`` after two warm-up calls."""
     run(), run()
@@ -71,7 +69,7 @@ def _best_rate(run, macs: int, repeats: int) -> float:
     return macs / best
 
 
-def gemm_ceiling(shape: EncoderShape, threads: int, rows: int = 2048, repeats: int = 20) -> dict[str, float]:
+def gemm_ceiling(shape: EncoderShape, threads: int, rows: int = GEMM_ROWS, repeats: int = 20) -> dict[str, float]:
     """GMAC/s of one (rows x hidden) @ (hidden x intermediate) product, the encoder's largest, in the three
     kernels the benchmark's paths use: torch fp32, ONNX Runtime fp32 MatMul, ONNX Runtime dynamic int8
     (DynamicQuantizeLinear + MatMulInteger, as ``quantize_dynamic`` writes the engine's graph)."""

@@ -276,4 +276,3 @@ def resolve_max_padding(requested: float | str, device: str) -> float | None:
     if not 0 <= value < 1:
         raise ValueError(f"max_padding must be in [0, 1), 'auto' or 'off', got {requested!r}")
     return value
-
