@@ -8,9 +8,13 @@ false-reject rate (equal challenger rejected) and false-accept rate (worse chall
 Real pair (``--pair CHAMPION_DIR CHALLENGER_DIR``): both artifacts scored on the champion's dev split
 (``--data``, seed 13 / exact split unless the champion records otherwise) on the CPU serving path, then the
 real gate; prints the verdict, per-set differences with intervals and the disagreement rate.
+With ``--unseen`` the rows are instead every labeled row that *neither* artifact trained or chose on (rebuilt
+from both training records, ``training.heldout``): the only fair rows for two artifacts trained on different
+splits (the bundled model's ``exact`` split and a ``cluster`` run), at the price of fewer rows.
 
     nice -n 10 python benchmarks/bench_gate.py --reps 400
     nice -n 10 python benchmarks/bench_gate.py --pair models/default_model RUN_DIR --data ../shared/data
+    nice -n 10 python benchmarks/bench_gate.py --pair models/default_model RUN_DIR --unseen
 """
 
 from __future__ import annotations
@@ -42,15 +46,33 @@ def simulate(args: argparse.Namespace) -> None:
 def real_pair(args: argparse.Namespace) -> None:
     from models.artifact import read_info
     from training.datasets import load_labeled_sets
+    from training.evaluation import bootstrap_intervals
+    from training.heldout import rows_unseen_by
     from training.retrain import candidate, dev_fingerprint
 
     champion_dir, challenger_dir = (Path(p) for p in args.pair)
-    splits = load_labeled_sets(Path(args.data), seed=args.seed, split_method=args.split_method)
-    texts = [ex.text for exs in splits.dev.values() for ex in exs[:32]][:96]
-    champ = candidate(read_info(champion_dir).version, champion_dir, splits.dev, texts, smoke=False)
-    chall = candidate(read_info(challenger_dir).version, challenger_dir, splits.dev, texts, smoke=True)
+    if args.unseen:
+        records = [json.loads((d / "training_config.json").read_text()) for d in (champion_dir, challenger_dir)]
+        sets = rows_unseen_by(records, Path(args.data))
+        described = "rows neither artifact trained or selected on"
+    else:
+        sets = load_labeled_sets(Path(args.data), seed=args.seed, split_method=args.split_method).dev
+        described = f"dev split seed {args.seed} / {args.split_method}"
+    texts = [ex.text for exs in sets.values() for ex in exs[:32]][:96]
+    champ = candidate(read_info(champion_dir).version, champion_dir, sets, texts, smoke=False)
+    chall = candidate(read_info(challenger_dir).version, challenger_dir, sets, texts, smoke=True)
     result = evaluate_gate(champ, chall, GateConfig())
-    print(f"dev split seed {args.seed} / {args.split_method}, fingerprint {dev_fingerprint(splits.dev)[:23]}")
+    print(f"{described}: {dict((k, len(v)) for k, v in sets.items())}, fingerprint {dev_fingerprint(sets)[:23]}")
+    for name in sets:
+        for task, (gold, _) in champ.predictions.get(name, {}).items():
+            cells = []
+            for model in (champ, chall):
+                pred = model.predictions[name][task][1]
+                ci = bootstrap_intervals(task, gold, pred)
+                m = model.metrics[name][task]
+                cells.append(f"acc {m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}] "
+                             f"macro-F1 {m['macro_f1']:.3f}")
+            print(f"  {name:<16} n={len(gold):<5} champion {cells[0]} | challenger {cells[1]}")
     print(f"{champ.version} -> {chall.version}: {'PASSED' if result.passed else 'REJECTED'}")
     for name, cmp in result.comparisons.items():
         extra = f" disagree {cmp['disagreement']:.1%} n={cmp['n']}" if "disagreement" in cmp else ""
@@ -74,6 +96,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13, help="Dev split seed for --pair (the champion's).")
     parser.add_argument("--split-method", default="exact", choices=["exact", "cluster"],
                         help="Dev split method for --pair (the champion's; the bundled model's is 'exact').")
+    parser.add_argument("--unseen", action="store_true",
+                        help="With --pair: judge on the labeled rows neither artifact trained or selected on "
+                             "(for artifacts trained on different splits) instead of the champion's dev split.")
     parser.add_argument("--json", action="store_true", help="With --pair: also print the comparisons as JSON.")
     args = parser.parse_args()
     real_pair(args) if args.pair else simulate(args)
