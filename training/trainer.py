@@ -165,6 +165,20 @@ def evaluate_sets(
     return results
 
 
+def trained_heads(examples: Sequence[LabeledExample], source_weights: dict[str, float],
+                  head_weights: dict[str, float], kd_heads: Sequence[str] = ()) -> set[str]:
+    """Heads that receive a gradient: some row labeled for it is sampled (source weight > 0) and its loss weight is
+    > 0, or it is distilled (``kd_heads``, only when a teacher is used).
+
+    Why: a head that is never trained (e.g. a sentiment-only teacher, ``--source-weight tweet_topic=0``) scores
+    noise on its selection sets, and that noise must not choose the epoch.
+    """
+    heads = {("sentiment" if ex.sentiment is not None else "topic") for ex in examples
+             if source_weights.get(ex.source, 1.0) > 0}
+    heads |= set(kd_heads)
+    return {h for h in heads if head_weights.get(h, 1.0) > 0}
+
+
 def selection_score(metrics: dict[str, dict[str, Any]], weighting: str = "size") -> float:
     """Macro-F1 over sets, weighted by set size (``size``: a 176-row set counts 176/1,700 of a 1,700-row one)
     or plainly averaged (``mean``)."""
@@ -342,7 +356,10 @@ def train(
         distillation = _attach_soft_labels(config, train_set, [ex.text for ex in train_examples + transfer], progress)
         distillation["transfer_texts"] = len(transfer)
     dev_sets = {name: EncodedSet.build(encoder, exs) for name, exs in splits.dev.items() if exs}
-    select_sets = {name: EncodedSet.build(encoder, exs) for name, exs in selection_sets.items() if exs}
+    heads = trained_heads(train_examples, config.source_weights, config.head_weights,
+                          config.kd_heads if distillation is not None and config.kd_alpha > 0 else ())
+    select_sets = {name: EncodedSet.build(encoder, exs) for name, exs in selection_sets.items()
+                   if exs and ("sentiment" if exs[0].sentiment is not None else "topic") in heads}
 
     model.dropout.p = config.dropout
     lora_params: dict[str, int] | None = None

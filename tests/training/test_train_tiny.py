@@ -222,3 +222,25 @@ def test_calibrate_cli_writes_temperatures_the_engine_applies_without_changing_l
     expected = np.exp(log_p / temperatures["sentiment"])
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(scaled.predict_proba(texts)[0], expected, atol=1e-6)
+
+
+def test_trained_heads_follow_sampled_rows_loss_weights_and_distillation():
+    from training.datasets import LabeledExample
+    from training.trainer import trained_heads
+
+    rows = [LabeledExample("a", sentiment=0, source="phrasebank"), LabeledExample("b", topic=3, source="tweet_topic")]
+    assert trained_heads(rows, {}, {}) == {"sentiment", "topic"}
+    assert trained_heads(rows, {"tweet_topic": 0.0}, {}) == {"sentiment"}
+    assert trained_heads(rows, {}, {"sentiment": 0.0}) == {"topic"}
+    assert trained_heads(rows, {"tweet_topic": 0.0}, {}, kd_heads=("topic",)) == {"sentiment", "topic"}
+
+
+def test_an_untrained_head_does_not_choose_the_epoch(tiny_data, tmp_path):
+    """A sentiment-only run (topic rows sampled 0 times): its untrained topic head's selection scores are noise
+    and must not enter the selection score that picks the epoch (they decided the 2026-12-04 teacher's epoch)."""
+    config = TrainConfig(data_path=tiny_data, output_dir=tmp_path / "sent-only", epochs=1, max_steps=2, batch_size=16,
+                         max_length=32, version="sentiment-only", threads=1, export_onnx=False,
+                         source_weights={"tweet_topic": 0.0})
+    out = train(config, progress=False)
+    epoch = json.loads((out / TRAINING_CONFIG_FILE).read_text())["history"]["epochs"][0]
+    assert "tweet_topic" not in epoch["dev"] and {"phrasebank", "tweet_sentiment"} <= set(epoch["dev"])
