@@ -44,7 +44,7 @@ def simulate(args: argparse.Namespace) -> None:
 
 
 def real_pair(args: argparse.Namespace) -> None:
-    from models.artifact import read_info
+    from models.artifact import TRAINING_CONFIG_FILE, read_info
     from training.datasets import load_labeled_sets
     from training.evaluation import bootstrap_intervals
     from training.heldout import rows_unseen_by
@@ -52,7 +52,7 @@ def real_pair(args: argparse.Namespace) -> None:
 
     champion_dir, challenger_dir = (Path(p) for p in args.pair)
     if args.unseen:
-        records = [json.loads((d / "training_config.json").read_text()) for d in (champion_dir, challenger_dir)]
+        records = [json.loads((d / TRAINING_CONFIG_FILE).read_text()) for d in (champion_dir, challenger_dir)]
         sets = rows_unseen_by(records, Path(args.data))
         described = "rows neither artifact trained or selected on"
     else:

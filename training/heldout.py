@@ -44,9 +44,12 @@ def recorded_split(training_config: Mapping[str, Any]) -> dict[str, Any]:
     if cfg.get("extra_examples"):
         raise UnknownTrainingRowsError(
             f"trained on {cfg['extra_examples']} extra (feedback) rows that are not in the data folder")
-    return {"seed": int(cfg.get("seed", 13)), "split_method": cfg.get("split_method") or "exact",
+    from training.retrain import champion_split  # one reading of seed / split method / limit (old records: exact)
+
+    split = champion_split(training_config)
+    return {"seed": split["seed"], "split_method": split["split_method"] or "exact",
             "select_fraction": float(cfg.get("select_fraction") or 0.0),
-            "limit_per_dataset": cfg.get("limit_per_dataset")}
+            "limit_per_dataset": split.get("limit_per_dataset")}
 
 
 def seen_keys(training_config: Mapping[str, Any], data_path: Path,

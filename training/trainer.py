@@ -43,7 +43,7 @@ from training.datasets import (
     near_duplicate_key,
 )
 from training.distill import SoftLabels, teacher_soft_labels
-from training.evaluation import task_metrics
+from training.evaluation import split_by_task, task_metrics
 from training.loss import IGNORE, masked_multitask_loss, student_loss
 from training.optim import weight_decay_groups
 from training.vocab import add_tokens, plan_added_tokens
@@ -173,9 +173,7 @@ def trained_heads(examples: Sequence[LabeledExample], source_weights: dict[str, 
     Why: a head that is never trained (e.g. a sentiment-only teacher, ``--source-weight tweet_topic=0``) scores
     noise on its selection sets, and that noise must not choose the epoch.
     """
-    heads = {("sentiment" if ex.sentiment is not None else "topic") for ex in examples
-             if source_weights.get(ex.source, 1.0) > 0}
-    heads |= set(kd_heads)
+    heads = set(split_by_task([ex for ex in examples if source_weights.get(ex.source, 1.0) > 0])) | set(kd_heads)
     return {h for h in heads if head_weights.get(h, 1.0) > 0}
 
 
@@ -356,10 +354,10 @@ def train(
         distillation = _attach_soft_labels(config, train_set, [ex.text for ex in train_examples + transfer], progress)
         distillation["transfer_texts"] = len(transfer)
     dev_sets = {name: EncodedSet.build(encoder, exs) for name, exs in splits.dev.items() if exs}
-    heads = trained_heads(train_examples, config.source_weights, config.head_weights,
-                          config.kd_heads if distillation is not None and config.kd_alpha > 0 else ())
+    use_kd = distillation is not None and config.kd_alpha > 0
+    heads = trained_heads(train_examples, config.source_weights, config.head_weights, config.kd_heads if use_kd else ())
     select_sets = {name: EncodedSet.build(encoder, exs) for name, exs in selection_sets.items()
-                   if exs and ("sentiment" if exs[0].sentiment is not None else "topic") in heads}
+                   if set(split_by_task(exs)) & heads}
 
     model.dropout.p = config.dropout
     lora_params: dict[str, int] | None = None
@@ -404,7 +402,6 @@ def train(
     if stale > config.patience:  # resumed from a run that had already stopped early: nothing left to train
         start_epoch = config.epochs
     started = time.monotonic()
-    use_kd = distillation is not None and config.kd_alpha > 0
     for epoch in range(start_epoch, config.epochs):
         if config.max_steps and step >= config.max_steps:
             break

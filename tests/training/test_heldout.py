@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.datasets import load_labeled_sets, near_duplicate_key
+from training.datasets import LabeledExample, load_labeled_sets, near_duplicate_key
 from training.heldout import (
     UnknownTrainingRowsError,
     all_labeled_rows,
@@ -16,7 +16,6 @@ from training.heldout import (
     seen_keys,
     unseen_rows,
 )
-from training.datasets import LabeledExample
 
 EXACT_RECORD = {"config": {"seed": 13}}  # what the bundled model's record says: no split_method, no select split
 CLUSTER_RECORD = {"config": {"seed": 13, "split_method": "cluster", "select_fraction": 0.2}}
