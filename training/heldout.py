@@ -26,6 +26,7 @@ from training.datasets import (
     read_text_label_csv,
     to_examples,
 )
+from training.retrain import champion_split
 
 
 class UnknownTrainingRowsError(ValueError):
@@ -44,9 +45,7 @@ def recorded_split(training_config: Mapping[str, Any]) -> dict[str, Any]:
     if cfg.get("extra_examples"):
         raise UnknownTrainingRowsError(
             f"trained on {cfg['extra_examples']} extra (feedback) rows that are not in the data folder")
-    from training.retrain import champion_split  # one reading of seed / split method / limit (old records: exact)
-
-    split = champion_split(training_config)
+    split = champion_split(training_config)  # the one reading of seed / split method / limit (old records: exact)
     return {"seed": split["seed"], "split_method": split["split_method"] or "exact",
             "select_fraction": float(cfg.get("select_fraction") or 0.0),
             "limit_per_dataset": split.get("limit_per_dataset")}

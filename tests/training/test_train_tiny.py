@@ -10,7 +10,8 @@ from models import load_engine
 from models.artifact import CARD_FILE, METRICS_FILE, ONNX_INT8_FILE, TRAINING_CONFIG_FILE, WEIGHTS_FILE, read_info
 from models.labels import label_maps
 from training.config import TrainConfig
-from training.trainer import train
+from training.datasets import LabeledExample
+from training.trainer import train, trained_heads
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +226,6 @@ def test_calibrate_cli_writes_temperatures_the_engine_applies_without_changing_l
 
 
 def test_trained_heads_follow_sampled_rows_loss_weights_and_distillation():
-    from training.datasets import LabeledExample
-    from training.trainer import trained_heads
-
     rows = [LabeledExample("a", sentiment=0, source="phrasebank"), LabeledExample("b", topic=3, source="tweet_topic")]
     assert trained_heads(rows, {}, {}) == {"sentiment", "topic"}
     assert trained_heads(rows, {"tweet_topic": 0.0}, {}) == {"sentiment"}
