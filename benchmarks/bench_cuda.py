@@ -5,8 +5,8 @@
 
 Steps, each recorded in ``--out`` (JSON, rewritten after every step so a cut-off run keeps what it measured):
 
-1. ``train_gold``: the gold student recipe of ``benchmarks/results/student-gold`` (3 epochs, lr 1e-4, batch 32,
-   max length 64, seed 13) on the device: bf16 autocast (fp16 + GradScaler where bf16 is missing). Wall time,
+1. ``train_gold``: the gold student recipe, read from ``benchmarks/results/student-gold/training_config.json``
+   (3 epochs, lr 1e-4, batch 32, max length 64, seed 13) so it cannot drift from the CPU run, on the device: bf16 autocast (fp16 + GradScaler where bf16 is missing). Wall time,
    peak device memory and the artifact's dev metrics (fp32 and int8 ONNX), to compare with the CPU run.
 2. ``serve``: the trained artifact through ``models.engine`` on the device, bf16 autocast vs fp32, end to end
    (tokenize + forward) and forward only, texts/s per micro-batch size, peak memory, and how often bf16 and fp32
@@ -16,7 +16,8 @@ Steps, each recorded in ``--out`` (JSON, rewritten after every step so a cut-off
    run returns the same answers as the unconstrained run, and it did split.
 4. ``arch``: forward throughput of each ``--arch-config`` architecture with random weights (speed does not
    depend on the weights): the teacher's (mpnet-base, 12 layers) beside the student's (MiniLM-L6).
-5. ``train_kd`` (with ``--soft-labels``): the distilled student recipe from cached teacher soft labels.
+5. ``train_kd`` (with ``--soft-labels``): the distilled student recipe of ``benchmarks/results/student-kd-sent-3ep``
+   from cached teacher soft labels, without its unlabeled transfer texts (the streams do not travel to the host).
 
 ``--quick --device cpu`` runs every step on a few rows on CPU: the dry run before spending GPU time.
 """
@@ -38,6 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from models.artifact import TRAINING_CONFIG_FILE  # noqa: E402
 from models.engine import load_engine  # noqa: E402
 from models.network import build_from_config  # noqa: E402
 from models.torch_backend import TorchRunner  # noqa: E402
@@ -45,9 +47,19 @@ from training.config import TrainConfig  # noqa: E402
 from training.datasets import load_labeled_sets  # noqa: E402
 from training.trainer import train  # noqa: E402
 
-GOLD_RECIPE: dict[str, Any] = {"epochs": 3, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13}
-KD_RECIPE: dict[str, Any] = {**GOLD_RECIPE, "kd_heads": ("sentiment",), "kd_alpha": 0.7,
-                             "source_weights": {"tweet_topic": 1.5}}
+RESULTS = REPO / "benchmarks" / "results"
+GOLD_RUN, KD_RUN = RESULTS / "student-gold", RESULTS / "student-kd-sent-3ep"
+# What makes a recipe; paths, threads, device, version and the unlabeled streams are this host's own.
+RECIPE_KEYS = ("epochs", "lr", "weight_decay", "warmup_ratio", "batch_size", "grad_accum_steps", "max_length",
+               "label_smoothing", "dropout", "seed", "patience", "preprocessing", "cashtag_min_count", "max_added_tokens",
+               "split_method", "select_fraction", "selection_weighting", "source_weights", "head_weights", "calibrate",
+               "kd_alpha", "kd_temperature", "kd_heads")
+
+
+def recorded_recipe(run_dir: Path) -> dict[str, Any]:
+    """The hyper-parameters of a recorded CPU run, to repeat it on the device."""
+    config = json.loads((run_dir / TRAINING_CONFIG_FILE).read_text())["config"]
+    return {key: config[key] for key in RECIPE_KEYS if key in config}
 
 
 def _sync(device: str) -> None:
@@ -75,12 +87,13 @@ def environment(device: str) -> dict[str, Any]:
     return info
 
 
-def run_training(name: str, recipe: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+def run_training(name: str, recipe: dict[str, Any], args: argparse.Namespace,
+                 soft_labels: Path | None = None) -> tuple[dict[str, Any], Path]:
     """Train one recipe on ``args.device``; wall time, peak memory, per-epoch times and dev metrics."""
     extra: dict[str, Any] = {"limit_per_dataset": 48, "epochs": 1} if args.quick else {}
     config = TrainConfig(**{**recipe, **extra}, data_path=args.data, output_dir=args.work / name, version=f"{name}-{args.device}",
                          base_encoder=args.base_encoder, device=args.device, threads=args.threads,
-                         soft_labels=args.soft_labels if "kd_heads" in recipe else None)
+                         soft_labels=soft_labels)
     _reset_peak(args.device)
     started = time.perf_counter()
     artifact = train(config, progress=False)
@@ -89,7 +102,7 @@ def run_training(name: str, recipe: dict[str, Any], args: argparse.Namespace) ->
     epochs = record["history"]["epochs"]
     dev = json.loads((artifact / "metrics.json").read_text())["dev"]
     summary = {
-        "recipe": {k: v for k, v in config.to_record().items() if k in {*recipe, "device", "base_encoder"}},
+        "recipe": {k: v for k, v in config.to_record().items() if k in {*recipe, "device", "base_encoder", "soft_labels"}},
         "wall_s": round(wall, 1),
         "epoch_elapsed_s": [e.get("elapsed_s") for e in epochs],
         "best_epoch": record.get("best_epoch"),
@@ -118,12 +131,13 @@ def serving(artifact: Path, texts: list[str], args: argparse.Namespace) -> dict[
     """bf16 vs fp32 on the device (end to end and forward only) and int8 ONNX on this host's CPU."""
     results: dict[str, Any] = {"texts": len(texts), "runs": []}
     answers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for precision in ("bf16", "fp32"):
+    engine = load_engine(artifact, device=args.device, backend="torch", max_batch_tokens=None)
+    token_ids = engine.preprocess(texts)
+    model = engine.runner.model
+    for precision in ("bf16", "fp32"):  # on CPU both are fp32: autocast is the CUDA path only
+        engine.runner = TorchRunner(model, args.device, half_precision=precision == "bf16")
         for batch_size in args.batch_sizes:
-            engine = load_engine(artifact, device=args.device, backend="torch", batch_size=batch_size, max_batch_tokens=None)
-            if precision == "fp32" or args.device == "cpu":
-                engine.runner = TorchRunner(engine.runner.model, args.device, half_precision=False)
-            token_ids = engine.preprocess(texts)
+            engine.batch_size = batch_size
             _reset_peak(args.device)
             forward_s = _time(lambda: engine.forward(token_ids), args.repeats, args.device)
             end_to_end_s = _time(lambda: engine.predict_logits(texts), args.repeats, args.device)
@@ -131,8 +145,8 @@ def serving(artifact: Path, texts: list[str], args: argparse.Namespace) -> dict[
                                     "end_to_end_texts_per_s": round(len(texts) / end_to_end_s),
                                     "forward_texts_per_s": round(len(texts) / forward_s),
                                     "peak_device_memory_mb": _peak_mb(args.device)})
-            answers.setdefault(precision, engine.predict_proba(texts))
             print(json.dumps(results["runs"][-1]), flush=True)
+        answers[precision] = engine.predict_proba(texts)
     (s16, t16), (s32, t32) = answers["bf16"], answers["fp32"]
     results["bf16_vs_fp32"] = {
         "sentiment_argmax_agreement": float((s16.argmax(1) == s32.argmax(1)).mean()),
@@ -234,12 +248,12 @@ def main() -> None:
         started = time.perf_counter()
         try:
             if step == "train_gold":
-                summary, artifact = run_training("gold", GOLD_RECIPE, args)
+                summary, artifact = run_training("gold", recorded_recipe(GOLD_RUN), args)
                 record(step, summary)
             elif step == "train_kd":
                 if args.soft_labels is None:
                     continue
-                summary, _ = run_training("kd", KD_RECIPE, args)
+                summary, _ = run_training("kd", recorded_recipe(KD_RUN), args, soft_labels=args.soft_labels)
                 record(step, summary)
             elif step == "arch":
                 record(step, [architecture_throughput(path, args) for path in args.arch_config])
