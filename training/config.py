@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from training.datasets import LabeledExample
+from training.datasets import DATASETS, UNLABELED, LabeledExample
+
+HEADS = ("sentiment", "topic")
 
 
 class TrainConfig(BaseModel):
@@ -102,6 +104,19 @@ class TrainConfig(BaseModel):
         if bad:
             raise ValueError(f"weights must be >= 0, got {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _known_names(self) -> TrainConfig:
+        """A misspelt source or head would otherwise be ignored silently (weight 1.0), changing nothing."""
+        sources = ({spec.name for spec in DATASETS} | {f"unlabeled:{spec.name}" for spec in UNLABELED}
+                   | {"feedback"} | {ex.source for ex in self.extra_examples})
+        unknown = sorted(set(self.source_weights) - sources)
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown} in source_weights; known: {sorted(sources)}")
+        unknown = sorted(set(self.head_weights) - set(HEADS))
+        if unknown:
+            raise ValueError(f"unknown head(s) {unknown} in head_weights; known: {list(HEADS)}")
+        return self
 
     @property
     def training_seed(self) -> int:

@@ -20,6 +20,15 @@ def test_bad_weight_pairs_are_usage_errors(tmp_path):
     assert result.exit_code == 2 and ">= 0" in result.output
 
 
+def test_misspelt_source_or_head_is_a_usage_error_not_a_silent_no_op(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path), "--source-weight", "tweet_topics=2"])
+    assert result.exit_code == 2 and "unknown source(s) ['tweet_topics']" in result.output
+    assert "unlabeled:reuters" in result.output  # the message lists what is accepted
+    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path), "--head-weight", "sentimnet=2"])
+    assert result.exit_code == 2 and "unknown head(s) ['sentimnet']" in result.output
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
 def test_teacher_fetch_is_a_subcommand():
     result = CliRunner().invoke(cli, ["teacher", "fetch", "--help"])
     assert result.exit_code == 0 and "sha256" in result.output
