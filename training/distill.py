@@ -37,6 +37,7 @@ class SoftLabels:
     texts: list[str]
     sentiment: np.ndarray
     topic: np.ndarray
+    max_length: int | None = None  # the teacher's token limit when scoring (part of the fingerprint)
 
     def lookup(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sentiment_logits, topic_logits, has_teacher) aligned with ``texts`` (zeros where absent)."""
@@ -52,7 +53,7 @@ class SoftLabels:
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, sentiment=self.sentiment, topic=self.topic,
                             meta=np.array(json.dumps({"fingerprint": self.fingerprint, "teacher": self.teacher,
-                                                      "version": CACHE_VERSION})),
+                                                      "version": CACHE_VERSION, "max_length": self.max_length})),
                             texts=np.array(self.texts, dtype=object))
         tmp.replace(path)
         return path
@@ -62,7 +63,14 @@ class SoftLabels:
         with np.load(path, allow_pickle=True) as data:
             meta = json.loads(str(data["meta"]))
             return cls(meta["fingerprint"], meta["teacher"], [str(t) for t in data["texts"]],
-                       data["sentiment"].astype(np.float32), data["topic"].astype(np.float32))
+                       data["sentiment"].astype(np.float32), data["topic"].astype(np.float32),
+                       meta.get("max_length"))
+
+    @staticmethod
+    def read_meta(path: Path) -> dict:
+        """The cache file's metadata without its arrays (cheap: looking for reusable scores)."""
+        with np.load(path, allow_pickle=True) as data:
+            return json.loads(str(data["meta"]))
 
 
 def teacher_identity(teacher_dir: Path) -> str:
@@ -83,6 +91,28 @@ def _reorder(logits: np.ndarray, have: Sequence[str], want: Sequence[str]) -> np
     return logits[:, [list(have).index(name) for name in want]]
 
 
+def _reusable_scores(cache_dir: Path, teacher: str, max_length: int | None, want: set[str]) -> dict[str, tuple]:
+    """Logits already computed by the same teacher at the same token limit, from any cache file, for ``want``.
+
+    A changed transfer set (say ``--unlabeled`` 3,000 -> 15,000) then costs only its new texts. Files written
+    before the token limit was recorded count as ``None`` (the artifact's own limit): the trainer never passed one."""
+    found: dict[str, tuple] = {}
+    for path in sorted(cache_dir.glob("soft-labels-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            meta = SoftLabels.read_meta(path)
+        except (OSError, ValueError, KeyError):
+            continue  # a torn or foreign file is not a source of scores
+        if meta.get("teacher") != teacher or meta.get("max_length") != max_length:
+            continue
+        old = SoftLabels.load(path)
+        for i, text in enumerate(old.texts):
+            if text in want and text not in found:
+                found[text] = (old.sentiment[i], old.topic[i])
+        if len(found) == len(want):
+            break
+    return found
+
+
 def teacher_soft_labels(
     teacher_dir: Path | str,
     texts: Sequence[str],
@@ -92,30 +122,44 @@ def teacher_soft_labels(
     max_length: int | None = None,
     batch_size: int = 64,
     progress: bool = True,
-) -> tuple[SoftLabels, Path, bool]:
-    """Soft labels for ``texts`` from the teacher: (labels, cache path, reused). Scored once per fingerprint."""
+) -> tuple[SoftLabels, Path, int]:
+    """Soft labels for ``texts`` from the teacher: (labels, cache path, texts the teacher scored now).
+
+    Scored once per fingerprint; texts another cache file of the same teacher already holds are taken from it
+    (0 scored = a full cache hit). A merged file matches a fresh scoring up to float noise of batching (exactly
+    for fp32 weights up to ~1e-6; a dynamic-int8 teacher moves probabilities by ~1e-2 with its batch)."""
     teacher_dir = Path(teacher_dir)
+    cache_dir = Path(cache_dir)
     teacher = teacher_identity(teacher_dir)
     unique = sorted(set(texts))
     fingerprint = soft_label_fingerprint(teacher, unique, max_length)
-    path = Path(cache_dir) / f"soft-labels-{fingerprint.split(':')[1][:20]}.npz"
+    path = cache_dir / f"soft-labels-{fingerprint.split(':')[1][:20]}.npz"
     if path.is_file():
         cached = SoftLabels.load(path)
         if cached.fingerprint == fingerprint:
             log.info("distill.cache_hit", path=str(path), texts=len(unique))
-            return cached, path, True
-    engine = load_engine(teacher_dir, threads=threads, max_length=max_length)
+            return cached, path, 0
+    known = _reusable_scores(cache_dir, teacher, max_length, set(unique)) if cache_dir.is_dir() else {}
+    todo = [t for t in unique if t not in known]
     info = read_info(teacher_dir)
-    sentiment, topic = [], []
-    for start in tqdm(range(0, len(unique), batch_size * 8), desc="teacher soft labels", disable=not progress, unit="chunk"):
-        s, t = engine.predict_logits(unique[start : start + batch_size * 8])
-        sentiment.append(s)
-        topic.append(t)
-    s_all = np.concatenate(sentiment) if sentiment else np.zeros((0, len(SENTIMENT_LABELS)), np.float32)
-    t_all = np.concatenate(topic) if topic else np.zeros((0, len(TOPIC_LABELS)), np.float32)
-    labels = SoftLabels(fingerprint, teacher, unique,
-                        _reorder(s_all, info.labels["sentiment"], SENTIMENT_LABELS).astype(np.float32),
-                        _reorder(t_all, info.labels["topic"], TOPIC_LABELS).astype(np.float32))
+    scored_s = np.zeros((0, len(SENTIMENT_LABELS)), np.float32)
+    scored_t = np.zeros((0, len(TOPIC_LABELS)), np.float32)
+    if todo:
+        engine = load_engine(teacher_dir, threads=threads, max_length=max_length)
+        sentiment, topic = [], []
+        for start in tqdm(range(0, len(todo), batch_size * 8), desc="teacher soft labels", disable=not progress,
+                          unit="chunk"):
+            s, t = engine.predict_logits(todo[start : start + batch_size * 8])
+            sentiment.append(s)
+            topic.append(t)
+        scored_s = _reorder(np.concatenate(sentiment), info.labels["sentiment"], SENTIMENT_LABELS)
+        scored_t = _reorder(np.concatenate(topic), info.labels["topic"], TOPIC_LABELS)
+    new = {text: (scored_s[i], scored_t[i]) for i, text in enumerate(todo)}
+    rows = [known[t] if t in known else new[t] for t in unique]
+    s_all = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(SENTIMENT_LABELS)), np.float32)
+    t_all = np.stack([r[1] for r in rows]) if rows else np.zeros((0, len(TOPIC_LABELS)), np.float32)
+    labels = SoftLabels(fingerprint, teacher, unique, s_all.astype(np.float32), t_all.astype(np.float32), max_length)
     labels.save(path)
-    log.info("distill.scored", path=str(path), texts=len(unique), teacher=teacher)
-    return labels, path, False
+    log.info("distill.scored", path=str(path), texts=len(unique), scored=len(todo), reused=len(known),
+             teacher=teacher)
+    return labels, path, len(todo)

@@ -296,12 +296,13 @@ def _transfer_set(config: TrainConfig, splits: Splits, train_examples: list[Labe
 def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[str], progress: bool) -> dict[str, Any]:
     """Fill the teacher logits of ``train_set`` from the cache (computing it once when a teacher is given)."""
     if config.soft_labels:
-        labels, path, reused = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), True
+        labels, path, scored = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), 0
     else:
         cache = Path(config.soft_label_cache or Path(config.output_dir).parent / "soft-labels")
-        labels, path, reused = teacher_soft_labels(config.teacher, texts, cache, threads=config.threads, progress=progress)
+        labels, path, scored = teacher_soft_labels(config.teacher, texts, cache, threads=config.threads, progress=progress)
     train_set.teacher_sentiment, train_set.teacher_topic, train_set.has_teacher = labels.lookup(texts)
-    return {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path), "reused": reused,
+    return {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path), "reused": scored == 0,
+            "scored_now": scored,
             "rows_with_teacher": int(train_set.has_teacher.sum()), "alpha": config.kd_alpha,
             "temperature": config.kd_temperature, "heads": list(config.kd_heads)}
 

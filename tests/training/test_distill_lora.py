@@ -5,12 +5,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models import load_engine
 from models.artifact import TRAINING_CONFIG_FILE, WEIGHTS_FILE
 from training.config import TrainConfig
+from training.distill import SoftLabels
 from training.loss import IGNORE, distillation_loss, student_loss
 from training.trainer import train
 
@@ -73,12 +75,39 @@ def test_student_distils_from_a_teacher_and_reuses_the_cache(data_with_streams, 
     assert records[0]["fingerprint"] == records[1]["fingerprint"] and len(list(cache.glob("*.npz"))) == 1
     assert records[0]["transfer_texts"] == 10 and records[0]["rows_with_teacher"] > 10
     # the cache file (what --soft-labels takes) holds both heads' logits for every transfer text
-    from training.distill import SoftLabels
-
     labels = SoftLabels.load(Path(records[0]["cache"]))
     assert labels.fingerprint == records[0]["fingerprint"] and labels.topic.shape[1] == 20
     s, t, hit = labels.lookup([labels.texts[0], "never seen"])
     assert hit.tolist() == [True, False] and s.shape == (2, 3) and not t[1].any()
+
+
+def test_a_larger_transfer_set_scores_only_its_new_texts(data_with_streams, teacher, tmp_path):
+    from training.distill import teacher_soft_labels
+
+    cache, fresh_cache = tmp_path / "cache", tmp_path / "fresh"
+    records = []
+    for per_stream in (10, 20):
+        out = train(_config(data_with_streams, tmp_path / f"u{per_stream}", teacher=teacher, soft_label_cache=cache,
+                            unlabeled_per_stream=per_stream, version=f"student-u{per_stream}"), progress=False)
+        records.append(json.loads((out / TRAINING_CONFIG_FILE).read_text())["distillation"])
+    first, second = records
+    assert first["reused"] is False and first["scored_now"] == first["rows_with_teacher"] > 10
+    # the first 10 headlines of the seeded sample are a prefix of the first 20: only the other 10 are new
+    assert second["reused"] is False and second["scored_now"] == 10 and second["transfer_texts"] == 20
+    assert second["fingerprint"] != first["fingerprint"] and len(list(cache.glob("*.npz"))) == 2
+    # the merged file equals a from-scratch scoring of the same texts (fp32 teacher: up to float noise)
+    merged = SoftLabels.load(Path(second["cache"]))
+    fresh, _, scored = teacher_soft_labels(teacher, merged.texts, fresh_cache, progress=False)
+    assert scored == len(merged.texts) and fresh.fingerprint == merged.fingerprint and fresh.texts == merged.texts
+    assert np.allclose(fresh.sentiment, merged.sentiment, atol=1e-4)
+    assert np.allclose(fresh.topic, merged.topic, atol=1e-4)
+    # another teacher's scores are never borrowed
+    other = tmp_path / "other-teacher"
+    shutil.copytree(teacher, other)
+    info = json.loads((other / "artifact.json").read_text())
+    (other / "artifact.json").write_text(json.dumps({**info, "version": "another-teacher"}))
+    _, _, scored = teacher_soft_labels(other, merged.texts, cache, progress=False)
+    assert scored == len(merged.texts)
 
 
 def test_lora_trains_adapters_and_exports_a_plain_model(tiny_data, tmp_path):
