@@ -133,14 +133,20 @@ def load_stream(stream: str, start: str, max_articles: int) -> list[Item]:
 
 
 def score(items: list[Item]) -> str:
-    """Fill topic/sentiment from the cache, scoring what is missing with the bundled model."""
+    """Fill topic/sentiment from the cache, scoring what is missing with the bundled model.
+
+    Only cached scores of the bundled model's current version count: after the model is replaced, a cache
+    written by its predecessor would otherwise pass its scores off as the new model's."""
+    from models.artifact import BUNDLED_MODEL_DIR, read_info
+
+    version = read_info(BUNDLED_MODEL_DIR).version
     cached: dict[str, dict] = {}
     if CACHE.exists():
         for line in CACHE.read_text().splitlines():
             rec = json.loads(line)
-            cached[rec["id"]] = rec
+            if rec.get("model_version") == version:
+                cached[rec["id"]] = rec
     missing = [it for it in items if it.id not in cached]
-    version = next(iter(cached.values()))["model_version"] if cached else "?"
     if missing:
         from models import load_engine  # heavy (torch/onnxruntime): only when something must be scored
 

@@ -4,6 +4,7 @@ averaging and the LR detector do what BENCHMARKS.md says they do (pure functions
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -69,3 +70,21 @@ def test_surge_doubles_volume_with_negatives_only_inside_the_burst(bench) -> Non
     assert (out.n[500:506] == 2 * base.n[500:506]).all()
     assert (out.neg[500:506] - base.neg[500:506] == base.n[500:506]).all()
     assert (out.n[:500] == base.n[:500]).all() and (out.n[506:] == base.n[506:]).all()
+
+
+def test_cached_scores_of_another_model_version_are_rescored(bench, tmp_path, monkeypatch) -> None:
+    """After the bundled model is replaced, its predecessor's cached scores must not pass as the new model's."""
+    from models.artifact import BUNDLED_MODEL_DIR, read_info
+
+    current = read_info(BUNDLED_MODEL_DIR).version
+    cache = tmp_path / "scores.jsonl"
+    stale = {"id": "a", "topic": "Macro", "sentiment": "stale-label", "score": 1.0, "model_version": "an-older-model"}
+    fresh = {"id": "b", "topic": "Macro", "sentiment": "cached-label", "score": 1.0, "model_version": current}
+    cache.write_text("\n".join(json.dumps(r) for r in (stale, fresh)) + "\n")
+    monkeypatch.setattr(bench, "CACHE", cache)  # the benchmark's cache location, not MarketMood code
+    items = [bench.Item("a", "Shares of Acme plunge after fraud charges", 0), bench.Item("b", "unused title", 0)]
+    assert bench.score(items) == current
+    assert items[0].sentiment in {"negative", "neutral", "positive"}  # scored again by the bundled model
+    assert items[1].sentiment == "cached-label"  # a current-version record is reused as is
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert records[-1]["id"] == "a" and records[-1]["model_version"] == current
