@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ def _reusable_scores(cache_dir: Path, teacher: str, max_length: int | None, want
     for path in sorted(cache_dir.glob("soft-labels-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             meta = SoftLabels.read_meta(path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             continue  # a torn or foreign file is not a source of scores
         if meta.get("teacher") != teacher or meta.get("max_length") != max_length:
             continue
@@ -126,8 +127,8 @@ def teacher_soft_labels(
     """Soft labels for ``texts`` from the teacher: (labels, cache path, texts the teacher scored now).
 
     Scored once per fingerprint; texts another cache file of the same teacher already holds are taken from it
-    (0 scored = a full cache hit). A merged file matches a fresh scoring up to float noise of batching (exactly
-    for fp32 weights up to ~1e-6; a dynamic-int8 teacher moves probabilities by ~1e-2 with its batch)."""
+    (0 scored = a full cache hit). A merged file matches a fresh scoring up to the float noise of batching
+    (~1e-6 for fp32 weights; a dynamic-int8 teacher moves probabilities by ~1e-2 with its batch)."""
     teacher_dir = Path(teacher_dir)
     cache_dir = Path(cache_dir)
     teacher = teacher_identity(teacher_dir)
