@@ -69,8 +69,9 @@ class SoftLabels:
 
     @staticmethod
     def read_meta(path: Path) -> dict:
-        """The cache file's metadata without its arrays (cheap: looking for reusable scores)."""
-        with np.load(path, allow_pickle=True) as data:
+        """The cache file's metadata without its arrays (cheap: looking for reusable scores). No pickle: a file
+        that is not an .npz of ours raises ValueError/BadZipFile rather than being unpickled."""
+        with np.load(path, allow_pickle=False) as data:
             return json.loads(str(data["meta"]))
 
 
