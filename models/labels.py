@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+# The model's two output heads, in the order of its forward pass.
+HEADS: tuple[str, ...] = ("sentiment", "topic")
+
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 Sentiment = Literal["negative", "neutral", "positive"]
 

@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.labels import HEADS
 from training.datasets import DATASETS, UNLABELED, LabeledExample
-
-HEADS = ("sentiment", "topic")
 
 
 class TrainConfig(BaseModel):

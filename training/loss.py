@@ -12,8 +12,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from models.labels import HEADS
+
 IGNORE = -100
-HEADS = ("sentiment", "topic")
 
 
 def masked_multitask_loss(

@@ -12,7 +12,7 @@ import torch
 from models import load_engine
 from models.artifact import TRAINING_CONFIG_FILE, WEIGHTS_FILE
 from training.config import TrainConfig
-from training.distill import SoftLabels
+from training.distill import SoftLabels, teacher_soft_labels
 from training.loss import IGNORE, distillation_loss, student_loss
 from training.trainer import train
 
@@ -82,8 +82,6 @@ def test_student_distils_from_a_teacher_and_reuses_the_cache(data_with_streams, 
 
 
 def test_a_larger_transfer_set_scores_only_its_new_texts(data_with_streams, teacher, tmp_path):
-    from training.distill import teacher_soft_labels
-
     cache, fresh_cache = tmp_path / "cache", tmp_path / "fresh"
     cache.mkdir()
     (cache / "soft-labels-torn.npz").write_bytes(b"cut off mid-write")  # skipped, not fatal
