@@ -220,7 +220,10 @@ def render_card(info: ArtifactInfo, record: dict[str, Any], metrics: dict[str, A
 def _distill_line(distillation: dict[str, Any] | None) -> str:
     if not distillation:
         return "no."
-    return (f"teacher `{distillation['teacher']}`, alpha {distillation['alpha']}, T {distillation['temperature']},"
+    topic = distillation.get("topic_teacher")
+    second = (f" topic head from teacher `{topic['teacher']}` (soft-label cache `{topic['fingerprint']}`),"
+              if topic and topic["teacher"] != distillation["teacher"] else "")
+    return (f"teacher `{distillation['teacher']}`,{second} alpha {distillation['alpha']}, T {distillation['temperature']},"
             f" {distillation['rows_with_teacher']} rows with soft labels ({distillation.get('transfer_texts', 0)} unlabeled"
             f" transfer texts), soft-label cache `{distillation['fingerprint']}`.")
 

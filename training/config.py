@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -78,6 +78,9 @@ class TrainConfig(BaseModel):
     # -- distillation --
     teacher: Path | None = Field(None, description="Teacher artifact folder: its soft labels join the loss.")
     soft_labels: Path | None = Field(None, description="A soft-label cache file (.npz) instead of a teacher.")
+    topic_teacher: Path | None = Field(None, description=(
+        "A second teacher for the topic head only: its topic logits replace the first teacher's (a sentiment-only "
+        "and a topic-only teacher each beat one teacher sharing its capacity). Alone it distils the topic head."))
     soft_label_cache: Path | None = Field(None, description="Where teacher soft labels are cached [default: OUT/../soft-labels].")
     kd_alpha: float = Field(0.5, ge=0, le=1, description="Loss = (1-alpha) gold CE + alpha KD.")
     kd_temperature: float = Field(2.0, gt=0, description="Softening temperature of the KD term.")
@@ -103,6 +106,26 @@ class TrainConfig(BaseModel):
         if bad:
             raise ValueError(f"weights must be >= 0, got {bad}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _topic_teacher_alone_distils_topic(cls, data: Any) -> Any:
+        """With only a topic teacher there is no sentiment teacher: the default KD heads shrink to the topic head."""
+        if (isinstance(data, dict) and data.get("topic_teacher") and not (data.get("teacher") or data.get("soft_labels"))
+                and "kd_heads" not in data):
+            return {**data, "kd_heads": ("topic",)}
+        return data
+
+    @model_validator(mode="after")
+    def _kd_heads_have_a_teacher(self) -> TrainConfig:
+        if self.topic_teacher and not (self.teacher or self.soft_labels) and "sentiment" in self.kd_heads:
+            raise ValueError("kd_heads has 'sentiment' but only a topic teacher is given (add teacher or soft_labels)")
+        return self
+
+    @property
+    def distilled(self) -> bool:
+        """Whether any teacher's soft labels join the loss (a teacher, a soft-label file or a topic teacher)."""
+        return bool(self.teacher or self.soft_labels or self.topic_teacher)
 
     @model_validator(mode="after")
     def _known_names(self) -> TrainConfig:

@@ -285,7 +285,7 @@ def default_version(fingerprint: str) -> str:
 
 def _transfer_set(config: TrainConfig, splits: Splits, train_examples: list[LabeledExample]) -> tuple[list[LabeledExample], dict[str, str]]:
     """Unlabeled in-domain texts (distillation only), none near-duplicating a dev, select or train text."""
-    if not (config.teacher or config.soft_labels) or not config.unlabeled_per_stream:
+    if not config.distilled or not config.unlabeled_per_stream:
         return [], {}
     blocked = {near_duplicate_key(ex.text) for sets in (splits.dev, splits.select) for exs in sets.values() for ex in exs}
     blocked |= {near_duplicate_key(ex.text) for ex in train_examples}
@@ -294,17 +294,39 @@ def _transfer_set(config: TrainConfig, splits: Splits, train_examples: list[Labe
 
 
 def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[str], progress: bool) -> dict[str, Any]:
-    """Fill the teacher logits of ``train_set`` from the cache (computing it once when a teacher is given)."""
-    if config.soft_labels:
-        labels, path, scored = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), 0
-    else:
-        cache = Path(config.soft_label_cache or Path(config.output_dir).parent / "soft-labels")
-        labels, path, scored = teacher_soft_labels(config.teacher, texts, cache, threads=config.threads, progress=progress)
-    train_set.teacher_sentiment, train_set.teacher_topic, train_set.has_teacher = labels.lookup(texts)
-    return {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path), "reused": scored == 0,
-            "scored_now": scored,
-            "rows_with_teacher": int(train_set.has_teacher.sum()), "alpha": config.kd_alpha,
-            "temperature": config.kd_temperature, "heads": list(config.kd_heads)}
+    """Fill the teacher logits of ``train_set`` from the cache (computing it once per teacher).
+
+    The first teacher (``teacher`` or ``soft_labels``) gives both heads; a ``topic_teacher`` replaces the topic
+    logits. A row learns from the teachers only where every teacher in use has scored it."""
+    cache = Path(config.soft_label_cache or Path(config.output_dir).parent / "soft-labels")
+    record: dict[str, Any] = {"alpha": config.kd_alpha, "temperature": config.kd_temperature,
+                              "heads": list(config.kd_heads)}
+    sentiment = np.zeros((len(texts), len(SENTIMENT_LABELS)), np.float32)
+    topic = np.zeros((len(texts), len(TOPIC_LABELS)), np.float32)
+    hits: list[np.ndarray] = []
+    if config.teacher or config.soft_labels:
+        if config.soft_labels:
+            labels, path, scored = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), 0
+        else:
+            labels, path, scored = teacher_soft_labels(config.teacher, texts, cache, threads=config.threads,
+                                                       progress=progress)
+        sentiment, topic, hit = labels.lookup(texts)
+        hits.append(hit)
+        record.update({"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path),
+                       "reused": scored == 0, "scored_now": scored})
+    if config.topic_teacher:
+        labels, path, scored = teacher_soft_labels(config.topic_teacher, texts, cache, threads=config.threads,
+                                                   progress=progress)
+        _, topic, hit = labels.lookup(texts)
+        hits.append(hit)
+        record["topic_teacher"] = {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path),
+                                   "reused": scored == 0, "scored_now": scored}
+        if not (config.teacher or config.soft_labels):  # the topic teacher is the only one: the card names it
+            record.update(record["topic_teacher"])
+    train_set.teacher_sentiment, train_set.teacher_topic = sentiment, topic
+    train_set.has_teacher = np.logical_and.reduce(hits)
+    record["rows_with_teacher"] = int(train_set.has_teacher.sum())
+    return record
 
 
 def train(
@@ -351,7 +373,7 @@ def train(
     pad_id = encoder.pad_id
     train_set = EncodedSet.build(encoder, train_examples + transfer)
     distillation: dict[str, Any] | None = None
-    if config.teacher or config.soft_labels:
+    if config.distilled:
         distillation = _attach_soft_labels(config, train_set, [ex.text for ex in train_examples + transfer], progress)
         distillation["transfer_texts"] = len(transfer)
     dev_sets = {name: EncodedSet.build(encoder, exs) for name, exs in splits.dev.items() if exs}

@@ -60,6 +60,9 @@ from training.teacher import TeacherFetchError, fetch_teacher
               help="Teacher model artifact: distil its soft labels (both heads) into the student; cached once.")
 @click.option("--soft-labels", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="A soft-label cache file (.npz written by a --teacher run) instead of a teacher.")
+@click.option("--topic-teacher", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="A second teacher for the topic head only (e.g. trained with the sentiment sets at weight 0); "
+                   "its topic soft labels replace --teacher's. Alone, it distils the topic head only.")
 @click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Distillation mix: loss = (1-alpha) gold CE + alpha KD.")
 @click.option("--kd-temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,

@@ -120,3 +120,46 @@ def test_lora_trains_adapters_and_exports_a_plain_model(tiny_data, tmp_path):
     assert not [k for k in keys if "lora" in k or "base_model" in k]  # merged: plain architecture
     (prediction,) = load_engine(out, backend="torch", device="cpu").classify(["Acme shares plunge"])
     assert prediction.model_version == "lora"
+
+
+@pytest.fixture(scope="module")
+def topic_teacher(tiny_data, tmp_path_factory):
+    return train(_config(tiny_data, tmp_path_factory.mktemp("topic-teacher") / "t", version="tiny-topic-teacher",
+                         init_seed=7), progress=False)
+
+
+def test_a_topic_teacher_gives_the_topic_head_and_the_first_teacher_the_sentiment_head(
+        data_with_streams, teacher, topic_teacher, tmp_path):
+    from training.trainer import _attach_soft_labels
+
+    cache = tmp_path / "cache"
+    config = _config(data_with_streams, tmp_path / "s", teacher=teacher, topic_teacher=topic_teacher,
+                     soft_label_cache=cache)
+    texts = ["Acme beats estimates", "Shares fall after guidance cut", "Fed holds rates"]
+
+    class Rows:  # the three arrays _attach_soft_labels fills
+        teacher_sentiment = teacher_topic = has_teacher = None
+
+    rows = Rows()
+    record = _attach_soft_labels(config, rows, texts, progress=False)
+    first, _, _ = teacher_soft_labels(teacher, texts, tmp_path / "a", progress=False)
+    second, _, _ = teacher_soft_labels(topic_teacher, texts, tmp_path / "b", progress=False)
+    assert not np.allclose(first.topic, second.topic, atol=1e-3)  # two different teachers, or the test proves nothing
+    order = [first.texts.index(t) for t in texts]
+    assert np.allclose(rows.teacher_sentiment, first.sentiment[order], atol=1e-4)
+    assert np.allclose(rows.teacher_topic, second.topic[[second.texts.index(t) for t in texts]], atol=1e-4)
+    assert rows.has_teacher.all() and record["rows_with_teacher"] == 3
+    assert record["teacher"] == first.teacher and record["topic_teacher"]["teacher"] == second.teacher
+    assert len(list(cache.glob("*.npz"))) == 2  # one cache per teacher
+
+
+def test_a_topic_teacher_alone_distils_only_the_topic_head(data_with_streams, topic_teacher, tmp_path):
+    out = train(_config(data_with_streams, tmp_path / "s", topic_teacher=topic_teacher, unlabeled_per_stream=10,
+                        soft_label_cache=tmp_path / "cache", version="student-topic-kd"), progress=False)
+    record = json.loads((out / TRAINING_CONFIG_FILE).read_text())
+    assert record["config"]["kd_heads"] == ["topic"] and record["config"]["topic_teacher"] == str(topic_teacher)
+    distillation = record["distillation"]
+    assert distillation["heads"] == ["topic"] and distillation["transfer_texts"] == 10
+    assert distillation["teacher"].startswith("tiny-topic-teacher@")
+    with pytest.raises(ValueError, match="only a topic teacher"):
+        _config(data_with_streams, tmp_path / "bad", topic_teacher=topic_teacher, kd_heads=("sentiment", "topic"))
