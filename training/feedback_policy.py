@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from models.labels import UnknownLabelError, normalize_sentiment, normalize_topic
+from models.labels import HEADS, UnknownLabelError, normalize_sentiment, normalize_topic
 from storage.feedback import FeedbackRow
 from training.datasets import normalize_text
 
-TASKS = ("sentiment", "topic")
+TASKS = HEADS  # a correction labels one of the model's heads
 
 
 def _clean(value: Any) -> str | None:
