@@ -118,14 +118,19 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _kd_heads_have_a_teacher(self) -> TrainConfig:
-        if self.topic_teacher and not (self.teacher or self.soft_labels) and "sentiment" in self.kd_heads:
+        if self.topic_teacher and not self.teaches_both_heads and "sentiment" in self.kd_heads:
             raise ValueError("kd_heads has 'sentiment' but only a topic teacher is given (add teacher or soft_labels)")
         return self
 
     @property
+    def teaches_both_heads(self) -> bool:
+        """Whether a teacher for both heads is given (a teacher artifact or its soft-label file)."""
+        return bool(self.teacher or self.soft_labels)
+
+    @property
     def distilled(self) -> bool:
         """Whether any teacher's soft labels join the loss (a teacher, a soft-label file or a topic teacher)."""
-        return bool(self.teacher or self.soft_labels or self.topic_teacher)
+        return self.teaches_both_heads or bool(self.topic_teacher)
 
     @model_validator(mode="after")
     def _known_names(self) -> TrainConfig:

@@ -293,6 +293,12 @@ def _transfer_set(config: TrainConfig, splits: Splits, train_examples: list[Labe
     return load_unlabeled(config.data_path, config.unlabeled_per_stream, config.seed, blocked)
 
 
+def _cache_record(labels: SoftLabels, path: Path, scored: int) -> dict[str, Any]:
+    """Where one teacher's soft labels came from (for training_config.json and the card)."""
+    return {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path), "reused": scored == 0,
+            "scored_now": scored}
+
+
 def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[str], progress: bool) -> dict[str, Any]:
     """Fill the teacher logits of ``train_set`` from the cache (computing it once per teacher).
 
@@ -304,7 +310,7 @@ def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[
     sentiment = np.zeros((len(texts), len(SENTIMENT_LABELS)), np.float32)
     topic = np.zeros((len(texts), len(TOPIC_LABELS)), np.float32)
     hits: list[np.ndarray] = []
-    if config.teacher or config.soft_labels:
+    if config.teaches_both_heads:
         if config.soft_labels:
             labels, path, scored = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), 0
         else:
@@ -312,16 +318,14 @@ def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[
                                                        progress=progress)
         sentiment, topic, hit = labels.lookup(texts)
         hits.append(hit)
-        record.update({"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path),
-                       "reused": scored == 0, "scored_now": scored})
+        record.update(_cache_record(labels, path, scored))
     if config.topic_teacher:
         labels, path, scored = teacher_soft_labels(config.topic_teacher, texts, cache, threads=config.threads,
                                                    progress=progress)
         _, topic, hit = labels.lookup(texts)
         hits.append(hit)
-        record["topic_teacher"] = {"fingerprint": labels.fingerprint, "teacher": labels.teacher, "cache": str(path),
-                                   "reused": scored == 0, "scored_now": scored}
-        if not (config.teacher or config.soft_labels):  # the topic teacher is the only one: the card names it
+        record["topic_teacher"] = _cache_record(labels, path, scored)
+        if not config.teaches_both_heads:  # the topic teacher is the only one: the card names it
             record.update(record["topic_teacher"])
     train_set.teacher_sentiment, train_set.teacher_topic = sentiment, topic
     train_set.has_teacher = np.logical_and.reduce(hits)
