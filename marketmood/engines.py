@@ -33,7 +33,7 @@ def engine_options(model: ModelSettings) -> dict[str, Any]:
         "threads": model.threads,
         "max_batch_tokens": model.max_batch_tokens,
         "max_padding": model.max_padding,
-        "sessions": getattr(model, "sessions", 1),
+        "sessions": model.sessions,
     }
 
 

@@ -91,6 +91,9 @@ class ModelSettings(_Section):
         "auto", description="Largest fraction of a micro-batch row that may be padding; auto: 0.1 on CPU, off on CUDA."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for inference; default: all cores.")
+    sessions: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="ONNX sessions running micro-batches side by side (threads split); auto: up to 2."
+    )
     alias: str = Field(
         "active", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
         description="Registry alias the workers follow (hot reload); a shadow worker follows 'shadow'.",

@@ -57,6 +57,11 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 # CPU near its GEMM ceiling smaller batches cost little (x1.8 on 32-headline requests, BENCHMARKS.md). On
 # CUDA ("auto") there is no such limit: big batches amortise kernel launches (not measured: no GPU was lent).
 DEFAULT_CPU_MAX_PADDING = 0.1
+# "auto" sessions: two ONNX sessions side by side once there are two threads to split. On worker-sized requests
+# the padding-limited micro-batches are small (~4 tweets), too little work for intra-op threads; two sessions of
+# one thread each ran 10-25 % faster than one of two on a 2-core Zen 3 EPYC (BENCHMARKS.md). Not measured on
+# bigger hosts, hence no more than two.
+AUTO_SESSIONS_MAX = 2
 
 
 class Runner(Protocol):
@@ -132,6 +137,7 @@ class Engine:
             "preprocessing": self.encoder.preprocessing,
             "temperatures": self.temperatures,
             "sessions": getattr(self.runner, "sessions", 1),
+            "rewritten_nodes": getattr(self.runner, "rewritten_nodes", 0),
         }
 
     # -- pipeline steps -------------------------------------------------------------------------------
@@ -217,7 +223,8 @@ def load_engine(
     threads: int | None = None,
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     max_padding: float | Literal["auto", "off"] = "auto",
-    sessions: int = 1,
+    sessions: int | Literal["auto"] = "auto",
+    rewrite_graph: bool = True,
 ) -> Engine:
     """Load an artifact folder (default: the bundled model) on the fastest runtime for this machine.
 
@@ -226,7 +233,8 @@ def load_engine(
     else ONNX int8 on CPU). ``max_length``: token limit override (None = the artifact's training length).
     ``batch_size`` / ``max_batch_tokens``: micro-batch caps. ``max_padding``: largest padded fraction of a row
     (auto: ``DEFAULT_CPU_MAX_PADDING`` on CPU, off on CUDA). ``threads``: CPU threads (None = all cores).
-    ``sessions``: ONNX sessions run concurrently (threads are split between them).
+    ``sessions``: ONNX sessions run concurrently (threads are split between them; auto: ``resolve_sessions``).
+    ``rewrite_graph``: apply ``models.onnx_graph``'s load-time rewrites to the ONNX graph (off only to measure them).
     """
     artifact_dir = Path(path) if path is not None else BUNDLED_MODEL_DIR
     info = read_info(artifact_dir)
@@ -240,8 +248,7 @@ def load_engine(
         chosen_device = "cpu"
     chosen_backend = choose_backend(backend, chosen_device, onnx_ok, torch_ok)
     n_threads = cpu_threads(threads)
-    if sessions < 1:
-        raise ValueError(f"sessions must be >= 1, got {sessions}")
+    n_sessions = resolve_sessions(sessions, n_threads)
     encoder = TextEncoder(artifact_dir / TOKENIZER_DIR, resolve_max_length(max_length, info, _position_limit(artifact_dir)),
                           info.preprocessing)
 
@@ -249,7 +256,7 @@ def load_engine(
     if chosen_backend == "onnx":
         from models.onnx_backend import OnnxRunner
 
-        runner = OnnxRunner(artifact_dir / ONNX_INT8_FILE, n_threads, sessions=sessions)
+        runner = OnnxRunner(artifact_dir / ONNX_INT8_FILE, n_threads, sessions=n_sessions, rewrite=rewrite_graph)
     else:
         # torch is imported only on this path (heavy optional dependency of the CPU image)
         from models.torch_backend import TorchRunner, load_torch_model
@@ -264,6 +271,16 @@ def load_engine(
         max_padding=resolve_max_padding(max_padding, chosen_device),
         backend=chosen_backend,
     )
+
+
+def resolve_sessions(requested: int | str, threads: int) -> int:
+    """``auto`` -> one session per thread up to ``AUTO_SESSIONS_MAX``; a number >= 1 as given."""
+    if requested == "auto":
+        return max(1, min(threads, AUTO_SESSIONS_MAX))
+    value = int(requested)
+    if value < 1:
+        raise ValueError(f"sessions must be >= 1 or 'auto', got {requested!r}")
+    return value
 
 
 def resolve_max_padding(requested: float | str, device: str) -> float | None:

@@ -4,6 +4,8 @@
 ``sessions=N`` the runner holds N sessions of ``threads // N`` intra-op threads each and ``run_many`` runs
 N micro-batches at once (ONNX Runtime releases the GIL): on small headline batches intra-op parallelism
 has little work per thread, so whole batches side by side keep the cores busier (see BENCHMARKS.md).
+The graph is rewritten at load time (``models.onnx_graph``: SkipLayerNormalization split back into its
+parts, which ONNX Runtime's CPU kernels run faster) unless ``rewrite=False``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+
+from models.onnx_graph import DISABLED_OPTIMIZERS, split_skip_layer_norms
 
 OUTPUTS = ["sentiment_logits", "topic_logits"]
 
@@ -28,20 +33,35 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def load_graph(model_path: Path, rewrite: bool) -> tuple[str | bytes, list[str], int]:
+    """The model for ``InferenceSession`` (a path, or the rewritten graph's bytes), the optimizers to skip and
+    how many nodes were rewritten."""
+    if not rewrite:
+        return str(model_path), [], 0
+    model = onnx.load(str(model_path))
+    rewritten = split_skip_layer_norms(model)
+    if not rewritten:
+        return str(model_path), [], 0
+    return model.SerializeToString(), list(DISABLED_OPTIMIZERS), rewritten
+
+
 class OnnxRunner:
     """(input_ids, attention_mask) numpy int64 -> (sentiment_logits, topic_logits) numpy float32."""
 
     device = "cpu"
     precision = "int8"
 
-    def __init__(self, model_path: Path, threads: int, sessions: int = 1) -> None:
+    def __init__(self, model_path: Path, threads: int, sessions: int = 1, rewrite: bool = True) -> None:
         if sessions < 1:
             raise ValueError(f"sessions must be >= 1, got {sessions}")
         per_session = max(1, threads // sessions)
+        graph, disabled, self.rewritten_nodes = load_graph(Path(model_path), rewrite)
         self._sessions = [
-            ort.InferenceSession(str(model_path), sess_options=session_options(per_session), providers=["CPUExecutionProvider"])
+            ort.InferenceSession(graph, sess_options=session_options(per_session), providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=disabled)
             for _ in range(sessions)
         ]
+        del graph
         self.session = self._sessions[0]
         self.threads = threads
         self.sessions = sessions

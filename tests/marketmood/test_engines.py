@@ -27,3 +27,18 @@ def test_max_padding_setting_reaches_the_engine_and_bad_values_are_config_errors
     assert build_engine(load_settings(model={"device": "cpu", "threads": 1, "max_padding": 0.25}).model).max_padding == 0.25
     with pytest.raises(ConfigError, match="max_padding"):
         load_settings(model={"max_padding": 1.5})
+
+
+def test_sessions_setting_reaches_the_engine_and_bad_values_are_config_errors(monkeypatch) -> None:
+    import pytest
+
+    from marketmood.settings import ConfigError
+
+    auto = build_engine(load_settings(model={"device": "cpu", "threads": 2}).model).describe()
+    assert auto["sessions"] == 2  # auto: one single-thread session per thread, up to two
+    assert auto["rewritten_nodes"] == 12  # the bundled model's SkipLayerNormalization nodes, split at load
+    assert build_engine(load_settings(model={"device": "cpu", "threads": 1}).model).describe()["sessions"] == 1
+    monkeypatch.setenv("MARKETMOOD_MODEL__SESSIONS", "1")
+    assert build_engine(load_settings(model={"device": "cpu", "threads": 2}).model).describe()["sessions"] == 1
+    with pytest.raises(ConfigError, match="sessions"):
+        load_settings(model={"sessions": 0})

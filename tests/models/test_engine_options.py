@@ -142,3 +142,12 @@ def test_repeated_texts_are_scored_once_and_identically(torch_engine):
     assert np.array_equal(sentiment[0], sentiment[2]) and np.array_equal(sentiment[0], sentiment[5])
     predictions = engine.classify(texts)
     assert predictions[1] == predictions[4] and len(predictions) == 6
+
+
+def test_auto_sessions_split_the_threads_up_to_two():
+    from models.engine import AUTO_SESSIONS_MAX, resolve_sessions
+
+    assert [resolve_sessions("auto", threads) for threads in (1, 2, 3, 16)] == [1, 2, 2, AUTO_SESSIONS_MAX]
+    assert resolve_sessions(3, 2) == 3  # an explicit number is taken as given
+    with pytest.raises(ValueError, match="sessions"):
+        resolve_sessions(0, 2)
