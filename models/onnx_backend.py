@@ -88,7 +88,20 @@ class OnnxRunner:
             self._idle.put(session)
 
     def run_many(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Run padded batches, ``sessions`` at a time; results in batch order."""
-        if self._pool is None or len(batches) < 2:
+        """Run padded batches, ``sessions`` at a time; results in batch order.
+
+        A lone batch of several rows (one text length, or a single request's worth) is cut into one piece per
+        session, each trimmed to its own longest row, so single-thread sessions do not leave cores idle.
+        """
+        if self._pool is None or not batches:
             return [self(ids, mask) for ids, mask in batches]
+        if len(batches) == 1:
+            ids, mask = batches[0]
+            if ids.shape[0] < 2:
+                return [self(ids, mask)]
+            pieces = np.array_split(np.arange(ids.shape[0]), min(self.sessions, ids.shape[0]))
+            widths = [int(mask[rows].sum(axis=1).max()) for rows in pieces]
+            trimmed = [(ids[rows, :width], mask[rows, :width]) for rows, width in zip(pieces, widths)]
+            outputs = list(self._pool.map(self._run_pooled, trimmed))
+            return [(np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs]))]
         return list(self._pool.map(self._run_pooled, batches))

@@ -151,3 +151,23 @@ def test_auto_sessions_split_the_threads_up_to_two():
     assert resolve_sessions(3, 2) == 3  # an explicit number is taken as given
     with pytest.raises(ValueError, match="sessions"):
         resolve_sessions(0, 2)
+
+
+def test_a_lone_batch_is_cut_into_one_piece_per_session(artifact_dir):
+    """Single-thread sessions: one micro-batch of 5 rows runs as pieces of 3 and 2 rows side by side, each trimmed to
+    its own longest row, and comes back as one result in row order (a lone single row runs as is)."""
+    from models.artifact import ONNX_INT8_FILE
+    from models.batching import pad_batch
+    from models.onnx_backend import OnnxRunner
+
+    runner = OnnxRunner(artifact_dir / ONNX_INT8_FILE, threads=2, sessions=2)
+    rows = [[101, 2000 + i] + [3000 + i] * (12 - 2 * i) + [102] for i in range(5)]  # lengths 15, 13, ..., 7
+    ids, mask = pad_batch(rows)
+    [(sentiment, topic)] = runner.run_many([(ids, mask)])
+    first = runner(*pad_batch(rows[:3]))
+    second = runner(*pad_batch(rows[3:]))
+    assert pad_batch(rows[3:])[0].shape[1] < ids.shape[1]  # the second piece is narrower than the batch
+    np.testing.assert_allclose(sentiment, np.concatenate([first[0], second[0]]), atol=1e-6)
+    np.testing.assert_allclose(topic, np.concatenate([first[1], second[1]]), atol=1e-6)
+    [(one, _)] = runner.run_many([pad_batch(rows[:1])])
+    np.testing.assert_allclose(one, runner(*pad_batch(rows[:1]))[0], atol=1e-6)
