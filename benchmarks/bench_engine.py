@@ -145,6 +145,22 @@ def measure_rss(artifact: Path, texts_file: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def plain_agreement(engine, plain_engine, texts: list[str], request: int) -> str:
+    """How far the load-time rewrite and the sessions move the served labels and probabilities (dynamic int8
+    rounds activations per micro-batch, so the two engines' numbers are close, not equal)."""
+    import numpy as np
+
+    def proba(e):
+        parts = [e.predict_proba(texts[i : i + request]) for i in range(0, len(texts), request)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    (s_new, t_new), (s_old, t_old) = proba(engine), proba(plain_engine)
+    gap = np.maximum(np.abs(s_new - s_old).max(axis=1), np.abs(t_new - t_old).max(axis=1))
+    return (f"label agreement sentiment {np.mean(s_new.argmax(1) == s_old.argmax(1)):.4f}, topic "
+            f"{np.mean(t_new.argmax(1) == t_old.argmax(1)):.4f}; largest probability gap per text median "
+            f"{np.median(gap):.4f}, max {gap.max():.4f}")
+
+
 def compute_ceiling(artifact: Path, token_ids: list[list[int]], round_size: int, request: int, width: int,
                     described: dict, counts: dict[str, int], seconds: dict[str, float], threads: int) -> list[str]:
     """Report lines: each path's multiply-adds per text, its achieved GEMM rate, and the largest engine
@@ -349,6 +365,8 @@ def main() -> None:
         f"{rss['torch_imported']}). For contrast, this benchmark process (torch baselines + engine): {bench_rss:.0f} MiB.",
         "",
         f"Accuracy check: {agreement}.",
+        "",
+        f"Engine (c) vs (d), same texts in the same requests: {plain_agreement(engine, plain_engine, texts, request)}.",
         "",
         *ceiling_lines,
         "",
