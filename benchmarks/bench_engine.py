@@ -11,7 +11,8 @@ On the same headlines (first ``--n`` rows of the tweet-topic train CSV; generate
       what the engine was before those two changes, so their gain is measured in the same run.
 ``--untrained`` benchmarks a fresh export of the base encoder by the current exporter (fused attention) with
 the preprocessing new training runs use (``mm-text-v1``) instead of the bundled model: the compute of a model
-that ``marketmood train`` produces today.
+that ``marketmood train`` produces today, except that it keeps the base tokenizer, without the ``[url]`` and cashtag
+tokens training adds (``training/vocab.py``): ~15 % more tokens per tweet than a trained artifact.
 The compute ceiling (``benchmarks/roofline.py``): each path's multiply-adds are counted from the encoder's shape
 and the padded batches it ran, the GEMM rate of these cores is measured on the model's FFN shape, and the
 report gives each path's share of that rate and the largest ratios any engine of this model could reach here.
