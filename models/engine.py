@@ -13,9 +13,9 @@ what training did; per-head softmax temperatures from the artifact (calibration)
 probabilities only, so labels (argmax) never change.
 
 Threading: an Engine holds no per-call state except the torch runner's OOM counter; use one engine from one
-thread at a time (e.g. a single-thread executor in the stream worker). ONNX Runtime parallelises each batch
-over ``threads`` cores, or with ``sessions=N`` runs N micro-batches at once on N sessions of
-``threads // N`` threads each (better on small headline batches, see BENCHMARKS.md).
+thread at a time (e.g. a single-thread executor in the stream worker). ONNX Runtime runs N micro-batches at
+once on N sessions of ``threads // N`` threads each (``sessions``, default ``auto``: up to two single-thread
+sessions, better on small headline batches than one session's intra-op threads, see BENCHMARKS.md).
 
 This module does not read settings: ``load_engine`` takes every knob as an explicit parameter and the
 composition root (``marketmood/``) maps its settings onto it.
@@ -59,8 +59,8 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 DEFAULT_CPU_MAX_PADDING = 0.1
 # "auto" sessions: two ONNX sessions side by side once there are two threads to split. On worker-sized requests
 # the padding-limited micro-batches are small (~4 tweets), too little work for intra-op threads; two sessions of
-# one thread each ran 10-25 % faster than one of two on a 2-core Zen 3 EPYC (BENCHMARKS.md). Not measured on
-# bigger hosts, hence no more than two.
+# one thread each ran the batches 9-17 % faster than one of two threads on a 2-core Zen 3 EPYC (+2-5 % of
+# end-to-end engine time, BENCHMARKS.md). Not measured on bigger hosts, hence no more than two.
 AUTO_SESSIONS_MAX = 2
 
 

@@ -1,9 +1,10 @@
 """Load-time rewrites of an exported ONNX graph for ONNX Runtime's CPU kernels (pure: onnx protos, no session).
 
 ``SkipLayerNormalization`` (the contrib op the transformer fusion makes of ``LayerNorm(x + skip + bias)``)
-runs about 4.5x slower on ONNX Runtime 1.32's CPU provider than the plain ``Add`` + ``Add`` +
-``LayerNormalization`` it replaces (272 vs 61 us on a 4 x 29 x 384 activation, one thread, AMD EPYC Zen 3),
-and it was 15 % of the engine's time on worker-sized batches (BENCHMARKS.md, "Engine on a Zen 3 EPYC").
+runs about 4x slower on ONNX Runtime 1.32's CPU provider than the plain ``Add`` + ``Add`` +
+``LayerNormalization`` it replaces (269 vs 63 us on a 4 x 29 x 384 activation, one thread, AMD EPYC Zen 3:
+``benchmarks/bench_skip_layer_norm.py``), and it was 15 % of the engine's kernel time on worker-sized batches
+(``benchmarks/profile_engine.py``; BENCHMARKS.md, "Zen 3 EPYC").
 Splitting it back at load time fixes every artifact, old and new, without re-exporting; ONNX Runtime's own
 ``SkipLayerNormFusion`` must then be disabled for the session (``DISABLED_OPTIMIZERS``) or it would fuse
 the nodes again. The other fusions (attention, embedding, bias + GELU) stay: they are faster than their parts.
@@ -28,7 +29,7 @@ def _split_skip_layer_norm(node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     """``[Add(x, bias)], Add(., skip), LayerNormalization(., gamma, beta)`` for one node, or None to keep it.
 
     Kept when it exports the per-row mean / inverse std-dev (outputs 1 and 2), which plain nodes do not give.
-    The optional 4th output (the sum x + skip + bias, used by some fusions) is the first ``Add``'s result.
+    The optional 4th output (the sum x + skip + bias, used by some fusions) becomes the skip ``Add``'s result.
     """
     outputs = list(node.output)
     if any(outputs[i] for i in (1, 2) if i < len(outputs)):
