@@ -1,11 +1,15 @@
 """Where the CPU engine's time goes: ONNX Runtime's per-operator profile on worker-sized requests.
 
     python benchmarks/profile_engine.py [--model DIR] [--n 600] [--request-size 32] [--threads 1] [--as-exported]
+    python benchmarks/profile_engine.py --compare-sessions [--threads 2] [--request-size 32]
 
 Tokenizes the first ``--n`` tweet-topic train texts with the engine, plans micro-batches exactly as
 ``Engine.forward`` does for requests of ``--request-size`` texts (distinct texts, length-sorted, padding capped),
 then runs them through one ONNX Runtime session with profiling on and sums kernel time per operator type.
 ``--as-exported`` profiles the graph as exported (no ``models.onnx_graph`` rewrite), for comparison.
+``--compare-sessions`` instead times the same micro-batches through ``OnnxRunner.run_many`` with one session of
+``--threads`` threads and with ``--threads`` single-thread sessions, interleaved (best of 5 rounds each): the
+sessions' own gain, without tokenization or the rest of the engine.
 """
 
 from __future__ import annotations
@@ -23,6 +27,24 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+def compare_sessions(model_path: Path, batches: list, threads: int, n_texts: int, rewrite: bool) -> None:
+    from models.onnx_backend import OnnxRunner
+
+    runners = {f"1 session x {threads} threads": OnnxRunner(model_path, threads, sessions=1, rewrite=rewrite),
+               f"{threads} sessions x 1 thread": OnnxRunner(model_path, threads, sessions=threads, rewrite=rewrite)}
+    best = dict.fromkeys(runners, 0.0)
+    for runner in runners.values():
+        runner.run_many(batches[:8])  # warm-up
+    for _ in range(5):
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.run_many(batches)
+            best[name] = max(best[name], n_texts / (time.perf_counter() - t0))
+    (a, rate_a), (b, rate_b) = best.items()
+    print(f"{len(batches)} micro-batches of {n_texts} texts: {a} {rate_a:.0f} texts/s, {b} {rate_b:.0f} texts/s "
+          f"(x{rate_b / rate_a:.2f}); graph {'rewritten' if rewrite else 'as exported'}")
+
+
 def main() -> None:
     import onnxruntime as ort
 
@@ -38,6 +60,7 @@ def main() -> None:
     parser.add_argument("--request-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the profiled session")
     parser.add_argument("--as-exported", action="store_true", help="skip the load-time graph rewrite")
+    parser.add_argument("--compare-sessions", action="store_true", help="time 1 session vs --threads sessions")
     args = parser.parse_args()
 
     engine = load_engine(args.model, device="cpu", backend="onnx", threads=1, sessions=1)
@@ -51,6 +74,9 @@ def main() -> None:
                                     engine.max_padding):
             batches.append(pad_batch([distinct[i] for i in indices], engine.encoder.pad_id))
 
+    if args.compare_sessions:
+        compare_sessions(args.model / ONNX_INT8_FILE, batches, args.threads, len(texts), not args.as_exported)
+        return
     graph, disabled, rewritten = load_graph(args.model / ONNX_INT8_FILE, rewrite=not args.as_exported)
     options = session_options(args.threads)
     options.enable_profiling = True

@@ -58,9 +58,9 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 # CUDA ("auto") there is no such limit: big batches amortise kernel launches (not measured: no GPU was lent).
 DEFAULT_CPU_MAX_PADDING = 0.1
 # "auto" sessions: two ONNX sessions side by side once there are two threads to split. On worker-sized requests
-# the padding-limited micro-batches are small (~4 tweets), too little work for intra-op threads; two sessions of
-# one thread each ran the batches 9-17 % faster than one of two threads on a 2-core Zen 3 EPYC (+2-5 % of
-# end-to-end engine time, BENCHMARKS.md). Not measured on bigger hosts, hence no more than two.
+# the padding-limited micro-batches are small (~4 tweets), little work for intra-op threads; two sessions of one
+# thread each ran them 6-7 % faster than one session of two threads on a 2-core Zen 3 EPYC (no gain on 150-text
+# requests; BENCHMARKS.md). Not measured on bigger hosts, hence no more than two.
 AUTO_SESSIONS_MAX = 2
 
 
