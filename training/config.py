@@ -81,6 +81,8 @@ class TrainConfig(BaseModel):
     topic_teacher: Path | None = Field(None, description=(
         "A second teacher for the topic head only: its topic logits replace the first teacher's (a sentiment-only "
         "and a topic-only teacher each beat one teacher sharing its capacity). Alone it distils the topic head."))
+    topic_soft_labels: Path | None = Field(None, description=(
+        "A soft-label file (.npz) instead of topic_teacher, e.g. a shareable copy carrying the topic head only."))
     soft_label_cache: Path | None = Field(None, description="Where teacher soft labels are cached [default: OUT/../soft-labels].")
     kd_alpha: float = Field(0.5, ge=0, le=1, description="Loss = (1-alpha) gold CE + alpha KD.")
     kd_temperature: float = Field(2.0, gt=0, description="Softening temperature of the KD term.")
@@ -111,16 +113,25 @@ class TrainConfig(BaseModel):
     @classmethod
     def _topic_teacher_alone_distils_topic(cls, data: Any) -> Any:
         """With only a topic teacher there is no sentiment teacher: the default KD heads shrink to the topic head."""
-        if (isinstance(data, dict) and data.get("topic_teacher") and not (data.get("teacher") or data.get("soft_labels"))
-                and "kd_heads" not in data):
+        if (isinstance(data, dict) and (data.get("topic_teacher") or data.get("topic_soft_labels"))
+                and not (data.get("teacher") or data.get("soft_labels")) and "kd_heads" not in data):
             return {**data, "kd_heads": ("topic",)}
         return data
 
     @model_validator(mode="after")
     def _kd_heads_have_a_teacher(self) -> TrainConfig:
-        if self.topic_teacher and not self.teaches_both_heads and "sentiment" in self.kd_heads:
+        if self.has_topic_teacher and not self.teaches_both_heads and "sentiment" in self.kd_heads:
             raise ValueError("kd_heads has 'sentiment' but only a topic teacher is given (add teacher or soft_labels)")
+        if self.teacher and self.soft_labels:
+            raise ValueError("give teacher or soft_labels, not both")
+        if self.topic_teacher and self.topic_soft_labels:
+            raise ValueError("give topic_teacher or topic_soft_labels, not both")
         return self
+
+    @property
+    def has_topic_teacher(self) -> bool:
+        """Whether a topic-only teacher is given (an artifact or its soft-label file)."""
+        return bool(self.topic_teacher or self.topic_soft_labels)
 
     @property
     def teaches_both_heads(self) -> bool:
@@ -130,7 +141,7 @@ class TrainConfig(BaseModel):
     @property
     def distilled(self) -> bool:
         """Whether any teacher's soft labels join the loss (a teacher, a soft-label file or a topic teacher)."""
-        return self.teaches_both_heads or bool(self.topic_teacher)
+        return self.teaches_both_heads or self.has_topic_teacher
 
     @model_validator(mode="after")
     def _known_names(self) -> TrainConfig:

@@ -5,6 +5,11 @@ The teacher is any MarketMood artifact (e.g. all-mpnet-base-v2 fine-tuned with `
 text) with its own preprocessing through the engine. The cache file is named by a fingerprint of the
 teacher (version + weights hash) and of the exact texts, so a changed teacher or transfer set is never
 served stale logits, and an unchanged one is never scored twice.
+
+A cache file names its texts, and the texts are the datasets' own, so it cannot be shared or committed. A
+*shareable* copy (``SoftLabels.shareable``, ``marketmood teacher share-labels``) names each text by a 16-byte
+SHA-256 prefix instead and keeps only the heads its teacher was trained for: a student can then be distilled on
+another machine, or in a later session, without the 110M teacher or its two ~20-minute scoring passes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ from training.reproducibility import file_sha256
 
 log = structlog.get_logger(__name__)
 CACHE_VERSION = 1
+KEY_BYTES = 16
+HEADS = ("sentiment", "topic")
+
+
+class SoftLabelError(ValueError):
+    """A soft-label file that cannot give what the training run asks of it (a head it does not carry)."""
+
+
+def text_key(text: str) -> bytes:
+    """The name of a text in a shareable file: a 16-byte SHA-256 prefix (collision odds ~n^2 / 2^129)."""
+    return hashlib.sha256(text.encode()).digest()[:KEY_BYTES]
 
 
 @dataclass
@@ -39,33 +55,70 @@ class SoftLabels:
     sentiment: np.ndarray
     topic: np.ndarray
     max_length: int | None = None  # the teacher's token limit when scoring (part of the fingerprint)
+    keys: list[bytes] | None = None  # shareable files: text_key of each row instead of ``texts``
+    heads: tuple[str, ...] = HEADS  # the heads whose logits are meaningful (a shareable file may drop one)
 
     def lookup(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sentiment_logits, topic_logits, has_teacher) aligned with ``texts`` (zeros where absent)."""
-        row = {t: i for i, t in enumerate(self.texts)}
-        hit = np.array([t in row for t in texts], dtype=bool)
-        idx = np.array([row.get(t, 0) for t in texts], dtype=np.int64)
+        if self.keys is not None:
+            row, wanted = {k: i for i, k in enumerate(self.keys)}, [text_key(t) for t in texts]
+        else:
+            row, wanted = {t: i for i, t in enumerate(self.texts)}, list(texts)
+        hit = np.array([t in row for t in wanted], dtype=bool)
+        idx = np.array([row.get(t, 0) for t in wanted], dtype=np.int64)
         s = np.where(hit[:, None], self.sentiment[idx], 0).astype(np.float32) if len(texts) else np.zeros((0, 3), np.float32)
         t = np.where(hit[:, None], self.topic[idx], 0).astype(np.float32) if len(texts) else np.zeros((0, len(TOPIC_LABELS)), np.float32)
         return s, t, hit
 
+    def require(self, head: str, path: Path | str) -> None:
+        """Refuse to distil a head this file carries no real logits for (zeros would teach a uniform guess)."""
+        if head not in self.heads:
+            raise SoftLabelError(f"soft labels {path} carry only {', '.join(self.heads)} (teacher {self.teacher}); "
+                                 f"they cannot teach the {head} head")
+
+    def shareable(self, heads: Sequence[str] = HEADS) -> SoftLabels:
+        """A copy without the texts (named by ``text_key``) and with only ``heads`` (the others zeroed).
+
+        Why: the texts belong to the datasets (licensed, never copied into the repo) while the logits are the
+        expensive part; a teacher trained for one head gives noise on the other, so that head is left out."""
+        unknown = sorted(set(heads) - set(HEADS))
+        if unknown or not heads:
+            raise SoftLabelError(f"heads must be some of {', '.join(HEADS)}, got {list(heads)}")
+        kept = tuple(h for h in HEADS if h in heads and h in self.heads)
+        keys = self.keys if self.keys is not None else [text_key(t) for t in self.texts]
+        if len(set(keys)) != len(keys):
+            raise SoftLabelError("two texts share a key")  # 2^-128 odds; checked rather than assumed
+        return SoftLabels(self.fingerprint, self.teacher, [],
+                          self.sentiment if "sentiment" in kept else np.zeros_like(self.sentiment),
+                          self.topic if "topic" in kept else np.zeros_like(self.topic),
+                          self.max_length, keys=list(keys), heads=kept)
+
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        names = ({"keys": np.frombuffer(b"".join(self.keys), np.uint8).reshape(-1, KEY_BYTES)} if self.keys is not None
+                 else {"texts": np.array(self.texts, dtype=object)})
         np.savez_compressed(tmp, sentiment=self.sentiment, topic=self.topic,
                             meta=np.array(json.dumps({"fingerprint": self.fingerprint, "teacher": self.teacher,
-                                                      "version": CACHE_VERSION, "max_length": self.max_length})),
-                            texts=np.array(self.texts, dtype=object))
+                                                      "version": CACHE_VERSION, "max_length": self.max_length,
+                                                      "heads": list(self.heads)})),
+                            **names)
         tmp.replace(path)
         return path
 
     @classmethod
     def load(cls, path: Path) -> SoftLabels:
-        with np.load(path, allow_pickle=True) as data:
+        """Read a cache file or a shareable copy. A shareable copy is read without pickle (it may come from
+        elsewhere); a cache file's text array needs it, and only once the file has shown to be an .npz of ours."""
+        cls.read_meta(path)  # ValueError / BadZipFile / KeyError for a file that is not ours, before any unpickling
+        with np.load(path, allow_pickle=False) as data:
+            keyed = "keys" in data.files
+        with np.load(path, allow_pickle=not keyed) as data:
             meta = json.loads(str(data["meta"]))
-            return cls(meta["fingerprint"], meta["teacher"], [str(t) for t in data["texts"]],
+            return cls(meta["fingerprint"], meta["teacher"], [] if keyed else [str(t) for t in data["texts"]],
                        data["sentiment"].astype(np.float32), data["topic"].astype(np.float32),
-                       meta.get("max_length"))
+                       meta.get("max_length"), keys=[bytes(row) for row in data["keys"]] if keyed else None,
+                       heads=tuple(meta.get("heads", HEADS)))
 
     @staticmethod
     def read_meta(path: Path) -> dict:
@@ -107,6 +160,8 @@ def _reusable_scores(cache_dir: Path, teacher: str, max_length: int | None, want
         if meta.get("teacher") != teacher or meta.get("max_length") != max_length:
             continue
         old = SoftLabels.load(path)
+        if old.keys is not None or old.heads != HEADS:
+            continue  # a shareable copy: no texts to match, maybe one head
         for i, text in enumerate(old.texts):
             if text in want and text not in found:
                 found[text] = (old.sentiment[i], old.topic[i])

@@ -302,8 +302,9 @@ def _cache_record(labels: SoftLabels, path: Path, scored: int) -> dict[str, Any]
 def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[str], progress: bool) -> dict[str, Any]:
     """Fill the teacher logits of ``train_set`` from the cache (computing it once per teacher).
 
-    The first teacher (``teacher`` or ``soft_labels``) gives both heads; a ``topic_teacher`` replaces the topic
-    logits. A row learns from the teachers only where every teacher in use has scored it."""
+    The first teacher (``teacher`` or its ``soft_labels`` file) gives both heads; a ``topic_teacher`` (or its
+    ``topic_soft_labels`` file) replaces the topic logits. A row learns from the teachers only where every teacher
+    in use has scored it. A file is refused for a head it does not carry (``SoftLabelError``)."""
     cache = Path(config.soft_label_cache or Path(config.output_dir).parent / "soft-labels")
     record: dict[str, Any] = {"alpha": config.kd_alpha, "temperature": config.kd_temperature,
                               "heads": list(config.kd_heads)}
@@ -313,15 +314,22 @@ def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[
     if config.teaches_both_heads:
         if config.soft_labels:
             labels, path, scored = SoftLabels.load(Path(config.soft_labels)), Path(config.soft_labels), 0
+            for head in config.kd_heads:
+                if head == "sentiment" or not config.has_topic_teacher:
+                    labels.require(head, path)
         else:
             labels, path, scored = teacher_soft_labels(config.teacher, texts, cache, threads=config.threads,
                                                        progress=progress)
         sentiment, topic, hit = labels.lookup(texts)
         hits.append(hit)
         record.update(_cache_record(labels, path, scored))
-    if config.topic_teacher:
-        labels, path, scored = teacher_soft_labels(config.topic_teacher, texts, cache, threads=config.threads,
-                                                   progress=progress)
+    if config.has_topic_teacher:
+        if config.topic_soft_labels:
+            labels, path, scored = SoftLabels.load(Path(config.topic_soft_labels)), Path(config.topic_soft_labels), 0
+            labels.require("topic", path)
+        else:
+            labels, path, scored = teacher_soft_labels(config.topic_teacher, texts, cache, threads=config.threads,
+                                                       progress=progress)
         _, topic, hit = labels.lookup(texts)
         hits.append(hit)
         record["topic_teacher"] = _cache_record(labels, path, scored)

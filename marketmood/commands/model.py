@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from models import load_engine
 from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
 from training.config import TrainConfig
 from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets
+from training.distill import HEADS, SoftLabelError, SoftLabels
 from training.teacher import TeacherFetchError, fetch_teacher
 
 
@@ -63,6 +65,9 @@ from training.teacher import TeacherFetchError, fetch_teacher
 @click.option("--topic-teacher", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="A second teacher for the topic head only (e.g. trained with the sentiment sets at weight 0); "
                    "its topic soft labels replace --teacher's. Alone, it distils the topic head only.")
+@click.option("--topic-soft-labels", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="A soft-label file instead of --topic-teacher (e.g. from `marketmood teacher share-labels "
+                   "--head topic`).")
 @click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Distillation mix: loss = (1-alpha) gold CE + alpha KD.")
 @click.option("--kd-temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
@@ -107,7 +112,10 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
                              export_onnx=not no_onnx, **weights, **options)
     except ValidationError as exc:
         raise click.UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    artifact = train(config, resume=resume)
+    try:
+        artifact = train(config, resume=resume)
+    except SoftLabelError as exc:
+        raise click.UsageError(str(exc)) from None
     click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
 
 
@@ -146,6 +154,29 @@ def teacher_fetch_command(out_dir: Path, keep_downloads: Path | None) -> None:
     except TeacherFetchError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"teacher encoder written to {folder} (use: marketmood train --base-encoder {folder} ...)")
+
+
+@teacher_group.command("share-labels")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--head", "heads", multiple=True, type=click.Choice(list(HEADS)),
+              help="Head whose logits to keep (repeatable) [default: both]; keep only the head the teacher was "
+                   "trained for.")
+def teacher_share_labels_command(source: Path, out: Path, heads: tuple[str, ...]) -> None:
+    """Write a shareable copy of a soft-label cache file: texts replaced by SHA-256 keys, unused heads dropped.
+
+    SOURCE is a file a `marketmood train --teacher/--topic-teacher` run cached (OUT/../soft-labels/*.npz; the
+    card names it). The copy holds no dataset text, so it can travel to another machine or be committed, and
+    `marketmood train --soft-labels OUT` / `--topic-soft-labels OUT` then distils without the teacher.
+    """
+    try:
+        labels = SoftLabels.load(source)
+        shared = labels.shareable(heads or HEADS)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise click.ClickException(f"{source}: not a soft-label file ({exc})") from None
+    shared.save(out)
+    click.echo(f"{len(shared.keys or [])} texts, heads {', '.join(shared.heads)}, teacher {shared.teacher}: "
+               f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
 @click.command("dapt")

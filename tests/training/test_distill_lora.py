@@ -163,3 +163,35 @@ def test_a_topic_teacher_alone_distils_only_the_topic_head(data_with_streams, to
     assert distillation["teacher"].startswith("tiny-topic-teacher@")
     with pytest.raises(ValueError, match="only a topic teacher"):
         _config(data_with_streams, tmp_path / "bad", topic_teacher=topic_teacher, kd_heads=("sentiment", "topic"))
+
+
+def test_shareable_soft_labels_stand_in_for_both_teachers(data_with_streams, teacher, topic_teacher, tmp_path):
+    """Distilling from the two teachers' shareable files (no texts, one head each) fills the same logits as the
+    teachers themselves; a file without the head asked of it is refused, not read as zeros."""
+    from training.distill import SoftLabelError
+    from training.trainer import _attach_soft_labels
+
+    texts = ["Acme beats estimates", "Shares fall after guidance cut", "Fed holds rates"]
+
+    class Rows:  # the three arrays _attach_soft_labels fills
+        teacher_sentiment = teacher_topic = has_teacher = None
+
+    by_teachers, by_files = Rows(), Rows()
+    _attach_soft_labels(_config(data_with_streams, tmp_path / "a", teacher=teacher, topic_teacher=topic_teacher,
+                                soft_label_cache=tmp_path / "cache"), by_teachers, texts, progress=False)
+    caches = {SoftLabels.load(p).teacher.split("@")[0]: SoftLabels.load(p) for p in (tmp_path / "cache").glob("*.npz")}
+    sentiment_file = caches["tiny-teacher"].shareable(["sentiment"]).save(tmp_path / "shared/sentiment.npz")
+    topic_file = caches["tiny-topic-teacher"].shareable(["topic"]).save(tmp_path / "shared/topic.npz")
+    record = _attach_soft_labels(_config(data_with_streams, tmp_path / "b", soft_labels=sentiment_file,
+                                         topic_soft_labels=topic_file), by_files, texts + ["not scored"], progress=False)
+    assert np.array_equal(by_files.teacher_sentiment[:3], by_teachers.teacher_sentiment)
+    assert np.array_equal(by_files.teacher_topic[:3], by_teachers.teacher_topic)
+    assert by_files.has_teacher.tolist() == [True, True, True, False] and record["rows_with_teacher"] == 3
+    assert record["topic_teacher"]["teacher"].startswith("tiny-topic-teacher@") and record["teacher"].startswith("tiny-teacher@")
+    with pytest.raises(SoftLabelError, match="cannot teach the topic head"):  # sentiment-only file, both heads asked
+        _attach_soft_labels(_config(data_with_streams, tmp_path / "c", soft_labels=sentiment_file), Rows(), texts,
+                            progress=False)
+    with pytest.raises(SoftLabelError, match="cannot teach the topic head"):  # files swapped
+        _attach_soft_labels(_config(data_with_streams, tmp_path / "d", soft_labels=topic_file,
+                                    topic_soft_labels=sentiment_file, kd_heads=("topic",)), Rows(), texts,
+                            progress=False)

@@ -4,11 +4,18 @@ import click
 from click.testing import CliRunner
 
 from marketmood.cli import cli
-from marketmood.commands.model import calibrate_command, evaluate_command, teacher_fetch_command, train_command
+from marketmood.commands.model import (
+    calibrate_command,
+    evaluate_command,
+    teacher_fetch_command,
+    teacher_share_labels_command,
+    train_command,
+)
 
 
 def test_every_option_has_help_text():
-    for command in (train_command, evaluate_command, calibrate_command, teacher_fetch_command):
+    for command in (train_command, evaluate_command, calibrate_command, teacher_fetch_command,
+                    teacher_share_labels_command):
         missing = [p.name for p in command.params if isinstance(p, click.Option) and not p.help]
         assert not missing, (command.name, missing)
 
