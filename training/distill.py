@@ -108,17 +108,18 @@ class SoftLabels:
 
     @classmethod
     def load(cls, path: Path) -> SoftLabels:
-        """Read a cache file or a shareable copy. A shareable copy is read without pickle (it may come from
-        elsewhere); a cache file's text array needs it, and only once the file has shown to be an .npz of ours."""
-        cls.read_meta(path)  # ValueError / BadZipFile / KeyError for a file that is not ours, before any unpickling
+        """Read a cache file or a shareable copy. Everything but a cache file's text array is read without pickle
+        (a foreign file fails there: ValueError / BadZipFile / KeyError); the texts only once the file is ours."""
         with np.load(path, allow_pickle=False) as data:
-            keyed = "keys" in data.files
-        with np.load(path, allow_pickle=not keyed) as data:
             meta = json.loads(str(data["meta"]))
-            return cls(meta["fingerprint"], meta["teacher"], [] if keyed else [str(t) for t in data["texts"]],
-                       data["sentiment"].astype(np.float32), data["topic"].astype(np.float32),
-                       meta.get("max_length"), keys=[bytes(row) for row in data["keys"]] if keyed else None,
-                       heads=tuple(meta.get("heads", HEADS)))
+            keys = [bytes(row) for row in data["keys"]] if "keys" in data.files else None
+            sentiment, topic = data["sentiment"].astype(np.float32), data["topic"].astype(np.float32)
+        texts: list[str] = []
+        if keys is None:
+            with np.load(path, allow_pickle=True) as data:
+                texts = [str(t) for t in data["texts"]]
+        return cls(meta["fingerprint"], meta["teacher"], texts, sentiment, topic, meta.get("max_length"), keys=keys,
+                   heads=tuple(meta.get("heads", HEADS)))
 
     @staticmethod
     def read_meta(path: Path) -> dict:

@@ -44,10 +44,8 @@ def test_every_stage_parses_and_the_gate_closes_the_run(tmp_path):
         ["marketmood", "train", "--out"]] + [["marketmood", "teacher", "share-labels"]] * 2 + [["marketmood", "train", "--out"]]
     assert commands[-1][:2] == ["python", "benchmarks/bench_gate.py"]
     scoring, share_sent, share_topic, student = commands[3:7]
-    for path in (share_sent[3], share_topic[3]):  # the caches the scoring run writes must exist to parse
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).touch()
-    for path in (share_sent[4], share_topic[4]):  # and the shared files the student reads
+    # the caches the scoring run writes and the shared files the student reads must exist to parse
+    for path in (share_sent[3], share_topic[3], share_sent[4], share_topic[4]):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).touch()
     names = [parse(c[1:]).name for c in commands[:-1]]
