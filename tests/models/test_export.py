@@ -95,3 +95,53 @@ def test_slim_copy_keeps_only_the_cpu_path(artifact_dir, tmp_path):
     engine = load_engine(slim, device="cpu")
     assert engine.backend == "onnx"
     assert engine.classify(["Fed hikes rates"])[0].model_version == TEST_VERSION
+
+
+def _outlier_mpnet_artifact(out_dir, fp32_ffn_down):
+    """A 2-layer MPNet (the teacher's architecture, which ONNX Runtime does not fuse) whose feed-forward blocks
+    have two neurons that fire hard on every token, as trained encoders' outlier neurons do; exported to int8."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from models.artifact import ArtifactInfo
+    from models.export import export_onnx_int8, save_torch_artifact
+    from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
+    from models.network import build_from_config, default_base_encoder
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(default_base_encoder()), local_files_only=True)
+    config = dict(model_type="mpnet", vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, intermediate_size=256)
+    model = build_from_config(config, len(SENTIMENT_LABELS), len(TOPIC_LABELS)).eval()
+    with torch.no_grad():
+        for layer in model.encoder.encoder.layer:
+            layer.intermediate.dense.bias[:2] += 300.0  # GELU output ~300 for these two, ~0-1 for the rest
+            layer.output.dense.weight[:, :2] *= 0.01  # ...and they add little to the residual stream
+    info = ArtifactInfo(version="outliers", base_encoder="tiny-mpnet", max_length=32, created_at="test")
+    save_torch_artifact(model, tokenizer, out_dir, info)
+    export_onnx_int8(out_dir, keep_fp32=True, fp32_ffn_down=fp32_ffn_down)
+    return out_dir
+
+
+def _int8_relative_error(artifact):
+    """Relative L2 distance of the int8 graph's logits from the fp32 graph's, per head, on random token ids."""
+    ids = np.random.default_rng(0).integers(1000, 30000, size=(16, 24))
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    fp32 = OnnxRunner(artifact / ONNX_FP32_FILE, 1).session.run(None, feed)
+    int8 = OnnxRunner(artifact / ONNX_INT8_FILE, 1).session.run(None, feed)
+    return [float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(fp32, int8)]
+
+
+def test_int8_export_keeps_outlier_prone_down_projections_fp32_on_unfused_graphs(tmp_path):
+    """The int8 teacher defect (BENCHMARKS.md, "int8 teacher export"): dynamic quantization scales the GELU
+    output by its largest value, so outlier neurons wipe out the rest. The unfused graph keeps the down
+    projections fp32 by default; forcing them to int8 must show the damage, or this fixture proves nothing."""
+    from models.export import ffn_down_projections
+
+    kept = _outlier_mpnet_artifact(tmp_path / "default", fp32_ffn_down=None)
+    assert len(ffn_down_projections(kept / ONNX_FP32_FILE, 256, 64)) == 2  # one per layer, found by shape
+    assert len(ffn_down_projections(kept / ONNX_INT8_FILE, 256, 64)) == 2  # still fp32 MatMuls after quantization
+    forced = _outlier_mpnet_artifact(tmp_path / "forced", fp32_ffn_down=False)
+    assert ffn_down_projections(forced / ONNX_INT8_FILE, 256, 64) == []
+    assert max(_int8_relative_error(forced)) > 0.1
+    assert max(_int8_relative_error(kept)) < 0.03
