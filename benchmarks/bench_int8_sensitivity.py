@@ -66,6 +66,18 @@ def torch_copy(artifact: Path, out: Path) -> Path:
     return out
 
 
+def torch_logits(artifact: Path, ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    """The artifact's fp32 torch model on the same padded batch: separates export error from quantization error."""
+    import torch
+
+    from models.artifact import read_info
+    from models.torch_backend import load_torch_model
+
+    model = load_torch_model(artifact, read_info(artifact)).eval()
+    with torch.inference_mode():
+        return [t.numpy() for t in model(torch.from_numpy(ids), torch.from_numpy(mask))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = ap.add_mutually_exclusive_group(required=True)
@@ -102,6 +114,8 @@ def main() -> None:
     graphs: dict[str, Path] = {}
     unfused = export_onnx_int8(torch_copy(artifact, work / "unfused"), keep_fp32=True, fuse=False).parent
     reference, fp32_seconds = score(unfused / ONNX_FP32_FILE)
+    export_error = max(np.linalg.norm(a - b) / np.linalg.norm(a)
+                       for a, b in zip(torch_logits(artifact, ids, mask), reference))
     for name, kwargs in (("export as shipped", {}), ("every MatMul int8 (before the fix)", {"fp32_ffn_down": False})):
         graphs[name] = export_onnx_int8(torch_copy(artifact, work / f"export-{len(graphs)}"), **kwargs)
     prepared = work / "prepared.onnx"
@@ -119,7 +133,8 @@ def main() -> None:
                          extra_options={"DefaultTensorType": 1})
         graphs[f"only {group} ({len(nodes)})"] = path
 
-    print(f"{artifact} ({info.version}), {len(ids)} texts, fp32 ONNX {fp32_seconds * 1000:.0f} ms a pass")
+    print(f"{artifact} ({info.version}), {len(ids)} texts, fp32 ONNX {fp32_seconds * 1000:.0f} ms a pass, "
+          f"largest relative L2 distance of its logits from torch fp32 {export_error:.1e} (the export itself)")
     print(f"{'int8 graph':<62} {'sentiment rel / kept':>21} {'topic rel / kept':>17} {'ms':>6} {'MB':>6}")
     for name, path in graphs.items():
         logits, seconds = score(path)
