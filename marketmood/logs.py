@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import PurePath
 
 import structlog
+
+# Packages that log progress chatter through the *root* logger at INFO (so no logger name can silence them):
+# onnxruntime's quantizer writes ~60 lines per int8 export ("Ignore MatMul due to non constant B", ...).
+CHATTY_PACKAGES: tuple[tuple[str, ...], ...] = (("onnxruntime", "quantization"),)
+
+
+class ThirdPartyChatterFilter(logging.Filter):
+    """Drop below-WARNING records emitted from the source tree of a package in ``CHATTY_PACKAGES``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        parts = PurePath(record.pathname).parts
+        return not any(_contains_run(parts, package) for package in CHATTY_PACKAGES)
+
+
+def _contains_run(parts: tuple[str, ...], run: tuple[str, ...]) -> bool:
+    return any(parts[i : i + len(run)] == run for i in range(len(parts) - len(run) + 1))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -25,6 +44,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ThirdPartyChatterFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
