@@ -89,6 +89,9 @@ class TrainConfig(BaseModel):
     kd_heads: tuple[Literal["sentiment", "topic"], ...] = Field(
         ("sentiment", "topic"), min_length=1,
         description="Heads that learn from the teacher (a head where the teacher is weaker keeps gold CE only).")
+    kd_unlabeled_only: tuple[Literal["sentiment", "topic"], ...] = Field((), description=(
+        "Heads whose KD term skips rows gold-labeled for that head: the teacher teaches only where no label exists "
+        "(a teacher weak on rare classes cannot pull against their gold labels)."))
     unlabeled_per_stream: int = Field(0, ge=0, description="Unlabeled transfer texts per stream (needs a teacher).")
 
     # -- parameter-efficient fine-tuning --
@@ -122,6 +125,8 @@ class TrainConfig(BaseModel):
     def _kd_heads_have_a_teacher(self) -> TrainConfig:
         if self.has_topic_teacher and not self.teaches_both_heads and "sentiment" in self.kd_heads:
             raise ValueError("kd_heads has 'sentiment' but only a topic teacher is given (add teacher or soft_labels)")
+        if not_distilled := set(self.kd_unlabeled_only) - set(self.kd_heads):
+            raise ValueError(f"kd_unlabeled_only names {sorted(not_distilled)}, which kd_heads does not distil")
         if self.teacher and self.soft_labels:
             raise ValueError("give teacher or soft_labels, not both")
         if self.topic_teacher and self.topic_soft_labels:

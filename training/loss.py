@@ -69,13 +69,21 @@ def student_loss(
     label_smoothing: float = 0.0,
     head_weights: Mapping[str, float] | None = None,
     kd_heads: tuple[str, ...] = HEADS,
+    kd_unlabeled_only: tuple[str, ...] = (),
 ) -> torch.Tensor:
-    """(1 - alpha) x gold masked CE + alpha x KD on ``kd_heads`` (alpha = 0 or no teacher: plain gold CE)."""
+    """(1 - alpha) x gold masked CE + alpha x KD on ``kd_heads`` (alpha = 0 or no teacher: plain gold CE).
+
+    For a head in ``kd_unlabeled_only`` the KD term skips rows that carry a gold label for that head: a teacher
+    that is weak on rare classes then cannot pull against the gold labels, and teaches only where none exists.
+    """
     gold = masked_multitask_loss(logits["sentiment"], logits["topic"], labels["sentiment"], labels["topic"], weight,
                                  label_smoothing, head_weights)
     if teacher is None or has_teacher is None or alpha == 0:
         return gold
     head_weights = head_weights or {}
-    kd = sum(float(head_weights.get(h, 1.0)) * distillation_loss(logits[h], teacher[h], has_teacher, temperature)
+    kd = sum(float(head_weights.get(h, 1.0))
+             * distillation_loss(logits[h], teacher[h],
+                                 has_teacher & (labels[h] == IGNORE) if h in kd_unlabeled_only else has_teacher,
+                                 temperature)
              for h in kd_heads)
     return (1 - alpha) * gold + alpha * kd

@@ -307,7 +307,7 @@ def _attach_soft_labels(config: TrainConfig, train_set: EncodedSet, texts: list[
     in use has scored it. A file is refused for a head it does not carry (``SoftLabelError``)."""
     cache = Path(config.soft_label_cache or Path(config.output_dir).parent / "soft-labels")
     record: dict[str, Any] = {"alpha": config.kd_alpha, "temperature": config.kd_temperature,
-                              "heads": list(config.kd_heads)}
+                              "heads": list(config.kd_heads), "unlabeled_only": list(config.kd_unlabeled_only)}
     sentiment = np.zeros((len(texts), len(SENTIMENT_LABELS)), np.float32)
     topic = np.zeros((len(texts), len(TOPIC_LABELS)), np.float32)
     hits: list[np.ndarray] = []
@@ -463,7 +463,8 @@ def train(
             loss = student_loss({"sentiment": s_logits, "topic": t_logits}, labels, weights, teacher=teacher,
                                 has_teacher=has_teacher, alpha=config.kd_alpha if use_kd else 0.0,
                                 temperature=config.kd_temperature, label_smoothing=config.label_smoothing,
-                                head_weights=config.head_weights, kd_heads=config.kd_heads)
+                                head_weights=config.head_weights, kd_heads=config.kd_heads,
+                                kd_unlabeled_only=config.kd_unlabeled_only)
             scaler.scale(loss / config.grad_accum_steps).backward()
             running = 0.98 * running + 0.02 * float(loss.detach()) if i else float(loss.detach())
             if (i + 1) % config.grad_accum_steps == 0 or i + 1 == len(batches):

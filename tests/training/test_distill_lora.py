@@ -64,6 +64,31 @@ def test_kd_loss_is_zero_when_student_matches_teacher_and_masks_rows():
     assert torch.any(s.grad[2:] != 0)
 
 
+def test_kd_unlabeled_only_keeps_the_teacher_off_gold_labeled_rows_of_that_head():
+    torch.manual_seed(0)
+    s = torch.randn(4, 3, requires_grad=True)
+    t = torch.randn(4, 20, requires_grad=True)
+    labels = {"sentiment": torch.tensor([0, IGNORE, IGNORE, IGNORE]), "topic": torch.tensor([IGNORE, 5, IGNORE, IGNORE])}
+    teacher = {"sentiment": torch.randn(4, 3), "topic": torch.randn(4, 20)}
+    everywhere = torch.ones(4, dtype=torch.bool)
+    # alpha = 1: no gold term, so any gradient on a row comes from the teacher
+    student_loss({"sentiment": s, "topic": t}, labels, torch.ones(4), teacher=teacher, has_teacher=everywhere,
+                 alpha=1.0, kd_unlabeled_only=("topic",)).backward()
+    assert torch.all(t.grad[1] == 0)  # row 1 has a gold topic: the topic teacher does not teach it
+    assert torch.all(t.grad[[0, 2, 3]].abs().sum(-1) > 0)  # sentiment-labeled and unlabeled rows still learn topic
+    assert torch.all(s.grad.abs().sum(-1) > 0)  # the sentiment head is distilled on every row, its gold row included
+    t.grad = None
+    student_loss({"sentiment": s, "topic": t}, labels, torch.ones(4), teacher=teacher, has_teacher=everywhere,
+                 alpha=1.0).backward()
+    assert torch.any(t.grad[1] != 0)  # without the option the teacher does teach the gold row
+
+
+def test_kd_unlabeled_only_must_name_a_distilled_head(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="kd_unlabeled_only"):
+        _config(tiny_data, tmp_path / "x", soft_labels=tmp_path / "s.npz", kd_heads=("sentiment",),
+                kd_unlabeled_only=("topic",))
+
+
 def test_student_distils_from_a_teacher_and_reuses_the_cache(data_with_streams, teacher, tmp_path):
     cache = tmp_path / "cache"
     records = []
@@ -155,11 +180,14 @@ def test_a_topic_teacher_gives_the_topic_head_and_the_first_teacher_the_sentimen
 
 def test_a_topic_teacher_alone_distils_only_the_topic_head(data_with_streams, topic_teacher, tmp_path):
     out = train(_config(data_with_streams, tmp_path / "s", topic_teacher=topic_teacher, unlabeled_per_stream=10,
-                        soft_label_cache=tmp_path / "cache", version="student-topic-kd"), progress=False)
+                        soft_label_cache=tmp_path / "cache", version="student-topic-kd", kd_unlabeled_only=("topic",)),
+                progress=False)
     record = json.loads((out / TRAINING_CONFIG_FILE).read_text())
     assert record["config"]["kd_heads"] == ["topic"] and record["config"]["topic_teacher"] == str(topic_teacher)
     distillation = record["distillation"]
     assert distillation["heads"] == ["topic"] and distillation["transfer_texts"] == 10
+    assert distillation["unlabeled_only"] == ["topic"]
+    assert "heads topic (topic only on rows without its gold label)" in (out / "MODEL_CARD.md").read_text()
     assert distillation["teacher"].startswith("tiny-topic-teacher@")
     with pytest.raises(ValueError, match="only a topic teacher"):
         _config(data_with_streams, tmp_path / "bad", topic_teacher=topic_teacher, kd_heads=("sentiment", "topic"))
