@@ -223,10 +223,9 @@ def _distill_line(distillation: dict[str, Any] | None) -> str:
     topic = distillation.get("topic_teacher")
     second = (f" topic head from teacher `{topic['teacher']}` (soft-label cache `{topic['fingerprint']}`),"
               if topic and topic["teacher"] != distillation["teacher"] else "")
-    heads = distillation.get("heads")
-    only = distillation.get("unlabeled_only")
-    scope = (f" heads {', '.join(heads)}" + (f" ({', '.join(only)} only on rows without its gold label)" if only else "")
-             + "," if heads else "")
+    heads, only = distillation.get("heads"), distillation.get("unlabeled_only")
+    restriction = f" ({', '.join(only)} only on rows without its gold label)" if only else ""
+    scope = f" heads {', '.join(heads)}{restriction}," if heads else ""
     return (f"teacher `{distillation['teacher']}`,{second}{scope} alpha {distillation['alpha']},"
             f" T {distillation['temperature']},"
             f" {distillation['rows_with_teacher']} rows with soft labels ({distillation.get('transfer_texts', 0)} unlabeled"

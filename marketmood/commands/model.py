@@ -72,10 +72,10 @@ from training.teacher import TeacherFetchError, fetch_teacher
               help="Distillation mix: loss = (1-alpha) gold CE + alpha KD.")
 @click.option("--kd-temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softening temperature of the distillation term.")
-@click.option("--kd-head", "kd_heads", multiple=True, type=click.Choice(["sentiment", "topic"]),
+@click.option("--kd-head", "kd_heads", multiple=True, type=click.Choice(list(HEADS)),
               help="Head that learns from the teacher (repeatable) [default: both]; leave out a head where the "
                    "teacher is weaker than gold labels alone.")
-@click.option("--kd-unlabeled-only", "kd_unlabeled_only", multiple=True, type=click.Choice(["sentiment", "topic"]),
+@click.option("--kd-unlabeled-only", "kd_unlabeled_only", multiple=True, type=click.Choice(list(HEADS)),
               help="Head whose distillation skips rows gold-labeled for it (repeatable): the teacher teaches that "
                    "head only where no label exists, e.g. a topic teacher weaker than gold on rare topics.")
 @click.option("--unlabeled", "unlabeled_per_stream", type=click.IntRange(0), default=0, show_default=True,
