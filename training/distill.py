@@ -129,6 +129,43 @@ class SoftLabels:
             return json.loads(str(data["meta"]))
 
 
+def blend_soft_labels(sources: Sequence[SoftLabels], heads: Sequence[str]) -> SoftLabels:
+    """An ensemble teacher: the mean of several teachers' logits for ``heads``, over the texts all of them scored.
+
+    Why: teachers trained with other seeds (or on other CPUs) err on different rows, and the mean of their
+    logits (a normalised product of their distributions, softened by the student's own KD temperature) is
+    usually a better target than any one of them. Only texts every source scored are kept (a row with one teacher's
+    opinion would be a different teacher); sources that scored at another token limit are refused."""
+    if len(sources) < 2:
+        raise SoftLabelError("blending needs at least two soft-label files")
+    unknown = sorted(set(heads) - set(HEADS))
+    if unknown or not heads:
+        raise SoftLabelError(f"heads must be some of {', '.join(HEADS)}, got {list(heads)}")
+    for head in heads:
+        for source in sources:
+            source.require(head, source.teacher)
+    limits = {source.max_length for source in sources}
+    if len(limits) > 1:
+        raise SoftLabelError(f"the sources scored at different token limits {sorted(map(str, limits))}")
+    keyed = [source.shareable(heads) for source in sources]
+    common = set(keyed[0].keys or [])
+    for source in keyed[1:]:
+        common &= set(source.keys or [])
+    keys = [k for k in (keyed[0].keys or []) if k in common]
+    sentiment = np.zeros((len(keys), len(SENTIMENT_LABELS)), np.float32)
+    topic = np.zeros((len(keys), len(TOPIC_LABELS)), np.float32)
+    for source in keyed:
+        row = {k: i for i, k in enumerate(source.keys or [])}
+        idx = np.array([row[k] for k in keys], dtype=np.int64)
+        sentiment += source.sentiment[idx] / len(keyed)
+        topic += source.topic[idx] / len(keyed)
+    fingerprint = "sha256:" + hashlib.sha256(
+        ("mean-logits\x1f" + "\x1f".join(",".join(heads) + ":" + s.fingerprint for s in sources)).encode()).hexdigest()
+    teacher = "mean(" + ", ".join(source.teacher for source in sources) + ")"
+    return SoftLabels(fingerprint, teacher, [], sentiment, topic, limits.pop(), keys=keys,
+                      heads=tuple(h for h in HEADS if h in heads))
+
+
 def teacher_identity(teacher_dir: Path) -> str:
     """Version plus a hash of the weights the engine would load (ONNX int8 preferred, as served)."""
     info = read_info(teacher_dir)

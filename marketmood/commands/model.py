@@ -18,7 +18,7 @@ from models import load_engine
 from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
 from training.config import TrainConfig
 from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets
-from training.distill import HEADS, SoftLabelError, SoftLabels
+from training.distill import HEADS, SoftLabelError, SoftLabels, blend_soft_labels
 from training.teacher import TeacherFetchError, fetch_teacher
 
 
@@ -180,6 +180,32 @@ def teacher_share_labels_command(source: Path, out: Path, heads: tuple[str, ...]
     shared.save(out)
     click.echo(f"{len(shared.keys or [])} texts, heads {', '.join(shared.heads)}, teacher {shared.teacher}: "
                f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@teacher_group.command("blend-labels")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--head", "heads", multiple=True, type=click.Choice(list(HEADS)), required=True,
+              help="Head whose logits to average (repeatable); every source must carry it.")
+def teacher_blend_labels_command(out: Path, sources: tuple[Path, ...], heads: tuple[str, ...]) -> None:
+    """Write OUT, an ensemble teacher: the mean of the SOURCES' logits (two or more soft-label files).
+
+    Teachers trained with other seeds err on different texts; their mean logits are usually a better target than any one
+    (distil it with `marketmood train --soft-labels OUT`). Only texts every source scored are kept; OUT holds keys,
+    not texts, like `marketmood teacher share-labels`.
+    """
+    try:
+        loaded = [SoftLabels.load(source) for source in sources]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise click.ClickException(f"not a soft-label file ({exc})") from None
+    try:
+        blended = blend_soft_labels(loaded, heads)
+    except SoftLabelError as exc:
+        raise click.ClickException(str(exc)) from None
+    blended.save(out)
+    sizes = ", ".join(str(len(source.keys or source.texts)) for source in loaded)
+    click.echo(f"{len(blended.keys or [])} texts scored by all {len(loaded)} teachers (of {sizes}), heads "
+               f"{', '.join(blended.heads)}: {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
 @click.command("dapt")
