@@ -134,8 +134,8 @@ def blend_soft_labels(sources: Sequence[SoftLabels], heads: Sequence[str]) -> So
 
     Why: teachers trained with other seeds (or on other CPUs) err on different rows, and the mean of their
     logits (a normalised product of their distributions, softened by the student's own KD temperature) is
-    usually a better target than any one of them. Only texts every source scored are kept (a row with one teacher's
-    opinion would be a different teacher); sources that scored at another token limit are refused."""
+    usually a better target than any one of them. Only texts every source scored are kept (a row with one
+    teacher's opinion would be a different teacher); sources that scored at another token limit are refused."""
     if len(sources) < 2:
         raise SoftLabelError("blending needs at least two soft-label files")
     unknown = sorted(set(heads) - set(HEADS))

@@ -190,8 +190,8 @@ def teacher_share_labels_command(source: Path, out: Path, heads: tuple[str, ...]
 def teacher_blend_labels_command(out: Path, sources: tuple[Path, ...], heads: tuple[str, ...]) -> None:
     """Write OUT, an ensemble teacher: the mean of the SOURCES' logits (two or more soft-label files).
 
-    Teachers trained with other seeds err on different texts; their mean logits are usually a better target than any one
-    (distil it with `marketmood train --soft-labels OUT`). Only texts every source scored are kept; OUT holds keys,
+    Teachers trained with other seeds err on different texts; their mean logits are usually a better target than
+    any one (distil it with `marketmood train --soft-labels OUT`). Only texts every source scored are kept; OUT holds keys,
     not texts, like `marketmood teacher share-labels`.
     """
     try:

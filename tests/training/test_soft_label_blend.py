@@ -15,7 +15,8 @@ TEXTS = ["Acme beats estimates", "Shares fall after guidance cut", "Fed holds ra
 
 def _teacher(name: str, texts: list[str], seed: int, max_length: int | None = 64) -> SoftLabels:
     rng = np.random.default_rng(seed)
-    return SoftLabels(f"sha256:{name}", f"{name}@sha256:0", list(texts), rng.normal(size=(len(texts), 3)).astype(np.float32),
+    return SoftLabels(f"sha256:{name}", f"{name}@sha256:0", list(texts),
+                      rng.normal(size=(len(texts), 3)).astype(np.float32),
                       rng.normal(size=(len(texts), 20)).astype(np.float32), max_length)
 
 
