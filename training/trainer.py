@@ -17,7 +17,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,6 +275,20 @@ def _seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Run a block without moving the Python, NumPy or torch random streams of the training run.
+
+    Why: scoring a teacher builds its model (random head init before its weights load); without this a student
+    distilled while its teacher scored differs from the same run whose soft labels come from the cache or a file."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+
+
 def _latest_checkpoint(output_dir: Path) -> Path | None:
     checkpoints = sorted((output_dir / CHECKPOINT_DIR).glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     return checkpoints[-1] if checkpoints else None
@@ -386,7 +401,9 @@ def train(
     train_set = EncodedSet.build(encoder, train_examples + transfer)
     distillation: dict[str, Any] | None = None
     if config.distilled:
-        distillation = _attach_soft_labels(config, train_set, [ex.text for ex in train_examples + transfer], progress)
+        with _random_state_kept():
+            distillation = _attach_soft_labels(config, train_set, [ex.text for ex in train_examples + transfer],
+                                               progress)
         distillation["transfer_texts"] = len(transfer)
     dev_sets = {name: EncodedSet.build(encoder, exs) for name, exs in splits.dev.items() if exs}
     use_kd = distillation is not None and config.kd_alpha > 0
