@@ -138,16 +138,13 @@ def blend_soft_labels(sources: Sequence[SoftLabels], heads: Sequence[str]) -> So
     teacher's opinion would be a different teacher); sources that scored at another token limit are refused."""
     if len(sources) < 2:
         raise SoftLabelError("blending needs at least two soft-label files")
-    unknown = sorted(set(heads) - set(HEADS))
-    if unknown or not heads:
-        raise SoftLabelError(f"heads must be some of {', '.join(HEADS)}, got {list(heads)}")
+    keyed = [source.shareable(heads) for source in sources]  # checks the head names; keys in place of texts
     for head in heads:
         for source in sources:
             source.require(head, source.teacher)
     limits = {source.max_length for source in sources}
     if len(limits) > 1:
         raise SoftLabelError(f"the sources scored at different token limits {sorted(map(str, limits))}")
-    keyed = [source.shareable(heads) for source in sources]
     common = set(keyed[0].keys or [])
     for source in keyed[1:]:
         common &= set(source.keys or [])

@@ -281,12 +281,11 @@ def _random_state_kept() -> Iterator[None]:
 
     Why: scoring a teacher builds its model (random head init before its weights load); without this a student
     distilled while its teacher scored differs from the same run whose soft labels come from the cache or a file."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    state = _rng_state()
+    try:
         yield
-    random.setstate(py_state)
-    np.random.set_state(np_state)
+    finally:
+        _restore_rng(state)
 
 
 def _latest_checkpoint(output_dir: Path) -> Path | None:
@@ -560,6 +559,16 @@ def train(
     )
 
 
+def _rng_state() -> dict[str, Any]:
+    """Every random stream a run draws from (the checkpoint keeps it; teacher scoring is fenced by it)."""
+    return {
+        "py_rng": random.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
 def _restore_rng(ckpt: dict[str, Any]) -> None:
     random.setstate(ckpt["py_rng"])
     torch.set_rng_state(ckpt["torch_rng"])
@@ -587,10 +596,7 @@ def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epo
             "best_epoch": best_epoch,
             "stale": stale,
             "best_state": best_state,
-            "py_rng": random.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            **_rng_state(),
         },
         tmp,
     )

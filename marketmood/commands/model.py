@@ -191,8 +191,8 @@ def teacher_blend_labels_command(out: Path, sources: tuple[Path, ...], heads: tu
     """Write OUT, an ensemble teacher: the mean of the SOURCES' logits (two or more soft-label files).
 
     Teachers trained with other seeds err on different texts; their mean logits are usually a better target than
-    any one (distil it with `marketmood train --soft-labels OUT`). Only texts every source scored are kept; OUT holds keys,
-    not texts, like `marketmood teacher share-labels`.
+    any one (distil it with `marketmood train --soft-labels OUT`). Only texts every source scored are kept; OUT
+    holds keys, not texts, like `marketmood teacher share-labels`.
     """
     try:
         loaded = [SoftLabels.load(source) for source in sources]
