@@ -20,7 +20,7 @@ import html
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,15 +93,24 @@ def examples_fingerprint(examples: Iterable[LabeledExample]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def read_text_label_csv(path: Path) -> list[tuple[str, str]]:
-    """Rows of a ``text,label`` CSV (extra columns ignored), UTF-8, quoted newlines allowed."""
+def read_text_label_csv(path: Path, where: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Rows of a ``text,label`` CSV (extra columns ignored), UTF-8, quoted newlines allowed.
+
+    ``where`` keeps only rows whose named columns equal the given values (e.g. ``{"agreement": "100"}``: the
+    PhraseBank sentences all annotators agreed on), so a subset is scored from the file itself, not a copy.
+    """
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
+    where = dict(where or {})
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
             raise DatasetError(f"{path}: expected a header with 'text' and 'label' columns, got {reader.fieldnames}")
-        return [(row["text"], row["label"]) for row in reader if row["text"] and row["text"].strip()]
+        missing = sorted(set(where) - set(reader.fieldnames))
+        if missing:
+            raise DatasetError(f"{path}: no column(s) {missing} to filter on; columns are {reader.fieldnames}")
+        return [(row["text"], row["label"]) for row in reader
+                if row["text"] and row["text"].strip() and all(row[col] == value for col, value in where.items())]
 
 
 def to_examples(rows: Sequence[tuple[str, str]], task: str, source: str) -> list[LabeledExample]:
@@ -277,11 +286,12 @@ def load_labeled_sets(
     return Splits(train=train, dev=dev, fingerprints=fingerprints, select=select, split_method=split_method)
 
 
-def load_evaluation_csv(path: Path, task: str = "auto") -> tuple[str, list[LabeledExample]]:
+def load_evaluation_csv(path: Path, task: str = "auto",
+                        where: Mapping[str, str] | None = None) -> tuple[str, list[LabeledExample]]:
     """A user's ``text,label`` CSV for ``marketmood evaluate``: returns (task, examples)."""
-    rows = read_text_label_csv(Path(path))
+    rows = read_text_label_csv(Path(path), where)
     if not rows:
-        raise DatasetError(f"{path}: no rows with text")
+        raise DatasetError(f"{path}: no rows with text" + (f" where {dict(where)}" if where else ""))
     if task == "auto":
         task = detect_task(label for _, label in rows)
     return task, to_examples(rows, task, Path(path).stem)

@@ -259,6 +259,9 @@ def dapt_command(data_path: Path | None, output_dir: Path, base_encoder: Path | 
 @click.option("--dev", "dev_splits", is_flag=True,
               help="Instead of --labels: score the dev splits carved from the labeled sets under the data path "
                    "(same seed as the model's training run), as reported in the model card.")
+@click.option("--where", "where", multiple=True, metavar="COLUMN=VALUE",
+              help="With --labels: score only rows whose COLUMN equals VALUE (repeatable, all must hold), e.g. "
+                   "agreement=100 on PhraseBank's valid.csv for its all-annotators-agree sentences.")
 @click.option("--task", type=click.Choice(["auto", "sentiment", "topic"]), default="auto", show_default=True,
               help="Which head the labels are for; auto detects from the label names.")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
@@ -266,8 +269,8 @@ def dapt_command(data_path: Path | None, output_dir: Path, base_encoder: Path | 
 @click.option("--metrics-json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the metrics (with intervals) to this JSON file.")
 @click.option("--confusion-png", type=click.Path(path_type=Path, dir_okay=False), help="Write a confusion matrix PNG.")
-def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits: bool, task: str, backend: str,
-                     json_out: Path | None, confusion_png: Path | None) -> None:
+def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits: bool, where: tuple[str, ...],
+                     task: str, backend: str, json_out: Path | None, confusion_png: Path | None) -> None:
     """Score a labeled CSV and print a classification report (accuracy, macro-F1, per class).
 
     Label names are mapped case-insensitively (Bearish/Bullish count as negative/positive); unknown labels
@@ -283,21 +286,37 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
     if dev_splits == (data_file is not None):
         raise click.UsageError("give exactly one of --labels FILE.csv or --dev")
     if dev_splits:
+        if where:
+            raise click.UsageError("--where filters a --labels file; the dev splits are scored whole")
         _evaluate_dev_splits(model_path, backend, json_out)
         return
+    filters = _parse_where(where)
     try:
-        task, examples = load_evaluation_csv(data_file, task)
+        task, examples = load_evaluation_csv(data_file, task, filters)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from None
     engine = load_engine(model_path, backend=backend)
     result = evaluate(engine, examples, intervals=True)[task]
-    click.echo(f"model {engine.model_version} on {data_file} ({task}, {len(examples)} rows)\n")
+    subset = "".join(f", {col}={value}" for col, value in filters.items())
+    click.echo(f"model {engine.model_version} on {data_file} ({task}, {len(examples)} rows{subset})\n")
     click.echo(classification_report_text(result))
     if json_out:
-        json_out.write_text(json.dumps({"model_version": engine.model_version, "data": str(data_file), **result}, indent=2))
+        record = {"model_version": engine.model_version, "data": str(data_file), "where": filters, **result}
+        json_out.write_text(json.dumps(record, indent=2))
         click.echo(f"\nmetrics written to {json_out}", err=True)
     if confusion_png:
         plot_confusion_matrix(result, f"{data_file.name} ({task})", confusion_png)
+
+
+def _parse_where(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``COLUMN=VALUE`` options as a dict; a malformed one is a usage error, not a silent no-op."""
+    filters: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, value = pair.partition("=")
+        if not sep or not column.strip():
+            raise click.BadParameter(f"{pair!r} is not COLUMN=VALUE", param_hint="--where")
+        filters[column.strip()] = value
+    return filters
 
 
 def _artifact_dev_splits(artifact: Path) -> tuple[Splits, int, str, Path]:

@@ -129,3 +129,16 @@ def test_limited_dev_rows_do_not_depend_on_the_selection_split(tiny_data):
     plain = load_labeled_sets(tiny_data, limit_per_dataset=10)
     with_select = load_labeled_sets(tiny_data, limit_per_dataset=10, select_fraction=0.2)
     assert {k: [e.text for e in v] for k, v in plain.dev.items()} == {k: [e.text for e in v] for k, v in with_select.dev.items()}
+
+
+def test_where_scores_a_subset_of_the_file_itself(tmp_path):
+    path = tmp_path / "valid.csv"
+    path.write_text("text,label,agreement\nProfit rose,positive,100\nSales fell,negative,50\n"
+                    "Costs were flat,neutral,100\n")
+    task, examples = load_evaluation_csv(path, where={"agreement": "100"})
+    assert task == "sentiment" and [e.text for e in examples] == ["Profit rose", "Costs were flat"]
+    assert len(load_evaluation_csv(path)[1]) == 3  # no filter: every row
+    with pytest.raises(DatasetError, match=r"no column\(s\) \['agrement'\]"):
+        load_evaluation_csv(path, where={"agrement": "100"})
+    with pytest.raises(DatasetError, match="no rows with text where"):
+        load_evaluation_csv(path, where={"agreement": "75"})

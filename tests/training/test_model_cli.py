@@ -1,4 +1,6 @@
-"""Every option of train / evaluate / teacher fetch explains itself; bad weight pairs are one-line errors."""
+"""Every option of train / evaluate / teacher fetch explains itself; bad weight pairs and filters are clear errors."""
+
+import json
 
 import click
 from click.testing import CliRunner
@@ -39,3 +41,27 @@ def test_misspelt_source_or_head_is_a_usage_error_not_a_silent_no_op(tmp_path):
 def test_teacher_fetch_is_a_subcommand():
     result = CliRunner().invoke(cli, ["teacher", "fetch", "--help"])
     assert result.exit_code == 0 and "sha256" in result.output
+
+
+def test_evaluate_where_scores_only_matching_rows_with_the_bundled_model(tmp_path):
+    labels = tmp_path / "valid.csv"
+    labels.write_text("text,label,agreement\nOperating profit rose sharply,positive,100\n"
+                      "The company reported a net loss,negative,50\nThe meeting is on Tuesday,neutral,100\n")
+    metrics = tmp_path / "m.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--labels", str(labels), "--where", "agreement=100",
+                                      "--metrics-json", str(metrics)])
+    assert result.exit_code == 0, result.output
+    assert "(sentiment, 2 rows, agreement=100)" in result.output
+    record = json.loads(metrics.read_text())
+    assert record["where"] == {"agreement": "100"} and record["n"] == 2
+
+
+def test_evaluate_where_errors_are_usage_errors(tmp_path):
+    labels = tmp_path / "valid.csv"
+    labels.write_text("text,label,agreement\nProfit rose,positive,100\n")
+    result = CliRunner().invoke(cli, ["evaluate", "--labels", str(labels), "--where", "agreement"])
+    assert result.exit_code == 2 and "COLUMN=VALUE" in result.output
+    result = CliRunner().invoke(cli, ["evaluate", "--dev", "--where", "agreement=100"])
+    assert result.exit_code == 2 and "--where filters a --labels file" in result.output
+    result = CliRunner().invoke(cli, ["evaluate", "--labels", str(labels), "--where", "agreemnt=100"])
+    assert result.exit_code == 1 and "no column(s) ['agreemnt']" in result.output
