@@ -122,16 +122,22 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
     click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
 
 
+def _split_pair(item: str, option: str, form: str) -> tuple[str, str]:
+    """One ``NAME=VALUE`` option value; a malformed one is a usage error, not a silent no-op."""
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise click.BadParameter(f"expected {form}, got {item!r}", param_hint=option)
+    return name.strip(), value
+
+
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in items:
-        name, sep, value = item.partition("=")
+        name, value = _split_pair(item, option, "NAME=NUMBER")
         try:
-            out[name.strip()] = float(value)
+            out[name] = float(value)
         except ValueError:
             raise click.BadParameter(f"expected NAME=NUMBER, got {item!r}", param_hint=option) from None
-        if not sep or not name.strip():
-            raise click.BadParameter(f"expected NAME=NUMBER, got {item!r}", param_hint=option)
     return out
 
 
@@ -309,14 +315,8 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
 
 
 def _parse_where(pairs: tuple[str, ...]) -> dict[str, str]:
-    """``COLUMN=VALUE`` options as a dict; a malformed one is a usage error, not a silent no-op."""
-    filters: dict[str, str] = {}
-    for pair in pairs:
-        column, sep, value = pair.partition("=")
-        if not sep or not column.strip():
-            raise click.BadParameter(f"{pair!r} is not COLUMN=VALUE", param_hint="--where")
-        filters[column.strip()] = value
-    return filters
+    """``--where COLUMN=VALUE`` options as a dict of row filters."""
+    return dict(_split_pair(pair, "--where", "COLUMN=VALUE") for pair in pairs)
 
 
 def _artifact_dev_splits(artifact: Path) -> tuple[Splits, int, str, Path]:
