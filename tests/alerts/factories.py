@@ -3,10 +3,12 @@ that route to all four notifiers at the tests' local recording servers."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine
 
+from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
 from marketmood.settings import AlertSettings
 from storage import alerts as db
@@ -66,6 +68,26 @@ def all_notifiers(http_recorder, smtp_recorder, *, secret: str, routing_key: str
         },
         "routing": {"critical": ["hook", "slack", "pd", "mail"]},
     }
+
+
+def assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert: dict, *, secret: str) -> dict:
+    """What on-call must receive from ``all_notifiers`` for one alert: exactly one trigger then one resolve on each
+    of the four, webhook bodies signed with ``secret``, one PagerDuty incident (one dedup key) and RESOLVED only on
+    the second Slack message and email. Returns the parsed messages for a test's own extra checks."""
+    hook = [r for r in http_recorder.requests if r.path == "/hook"]
+    assert [r.json()["event"] for r in hook] == ["trigger", "resolve"]
+    for r in hook:
+        assert verify(secret, r.headers["X-MarketMood-Timestamp"], r.body, r.headers["X-MarketMood-Signature"])
+    pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger", "resolve"]
+    assert pd[0]["dedup_key"] == pd[1]["dedup_key"] == alert["dedup_key"]
+    slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+    assert len(slack) == 2 and "RESOLVED" in slack[1] and "RESOLVED" not in slack[0]
+    per_path = Counter(r.path for r in http_recorder.requests)
+    assert len(http_recorder.requests) == 6, per_path
+    subjects = [m["Subject"] for m in smtp_recorder.messages]
+    assert len(subjects) == 2 and "RESOLVED" not in subjects[0] and "RESOLVED" in subjects[1]
+    return {"pd": pd, "slack": slack, "subjects": subjects}
 
 
 # -- the end-to-end scenario shared by the service and replica tests ------------------------------------

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import text
 
 from alerts import lifecycle
-from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
 from alerts.service import AlertService
 from storage import alerts as db
@@ -25,6 +24,7 @@ from tests.alerts.factories import (
     alerts_of,
     all_notifiers,
     article,
+    assert_paged_once_then_resolved,
     escalation_rules,
     escalation_scenario,
     insert,
@@ -68,20 +68,7 @@ def test_burst_fires_once_and_resolves_once_per_notifier(engine, http_recorder, 
     assert [c["state"] for c in changes] == ["firing", "resolved"]
 
     # Exactly one trigger and one resolve per notifier.
-    per_path = Counter((r.path, r.json().get("event") or r.json().get("event_action") or r.json()["text"][:2])
-                       for r in http_recorder.requests)
-    hook = [r for r in http_recorder.requests if r.path == "/hook"]
-    assert [r.json()["event"] for r in hook] == ["trigger", "resolve"]
-    for r in hook:
-        assert verify(SECRET, r.headers["X-MarketMood-Timestamp"], r.body, r.headers["X-MarketMood-Signature"])
-    pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
-    assert [p["event_action"] for p in pd] == ["trigger", "resolve"]
-    assert pd[0]["dedup_key"] == pd[1]["dedup_key"] == alert["dedup_key"]
-    slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
-    assert len(slack) == 2 and "RESOLVED" in slack[1] and "RESOLVED" not in slack[0]
-    assert len(http_recorder.requests) == 6, per_path
-    subjects = [m["Subject"] for m in smtp_recorder.messages]
-    assert len(subjects) == 2 and "RESOLVED" in subjects[1]
+    assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert, secret=SECRET)
     with engine.connect() as conn:
         statuses = Counter(r["status"] for r in db.list_outbox(conn))
         assert statuses == {"delivered": 8}

@@ -20,14 +20,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from alerts.notifiers.webhook import verify
 from alerts.rules import parse_rules
 from alerts.service import AlertService
 from marketmood.settings import AlertSettings, TopicSettings
 from storage import alerts as db
 from storage.db import make_engine
 from streams.novelty import story_key
-from tests.alerts.factories import BURST, CALM, all_notifiers, headline_message
+from tests.alerts.factories import BURST, CALM, all_notifiers, assert_paged_once_then_resolved, headline_message
 from tests.streams.harness import Db, WorkerProcess, produce, wait_until
 
 SECRET = "e2e-secret-0123456789"
@@ -123,19 +122,8 @@ def test_published_burst_fires_and_resolves_once_per_notifier(
         assert len(plots) == 1 and plots[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
         # 4. Exactly one trigger and one resolve per notifier, in order.
-        hook = [r for r in http_recorder.requests if r.path == "/hook"]
-        assert [r.json()["event"] for r in hook] == ["trigger", "resolve"]
-        for r in hook:
-            assert verify(SECRET, r.headers["X-MarketMood-Timestamp"], r.body, r.headers["X-MarketMood-Signature"])
-        pd = [r.json() for r in http_recorder.requests if r.path == "/pd"]
-        assert [p["event_action"] for p in pd] == ["trigger", "resolve"]
-        assert pd[0]["dedup_key"] == pd[1]["dedup_key"] == alert["dedup_key"]
-        assert pd[0]["routing_key"] == "rk-e2e"
-        slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
-        assert len(slack) == 2 and "RESOLVED" in slack[1] and "RESOLVED" not in slack[0] and "XOM" in slack[0]
-        assert len(http_recorder.requests) == 6
-        subjects = [m["Subject"] for m in smtp_recorder.messages]
-        assert len(subjects) == 2 and "RESOLVED" not in subjects[0] and "RESOLVED" in subjects[1]
+        paged = assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert, secret=SECRET)
+        assert paged["pd"][0]["routing_key"] == "rk-e2e" and "XOM" in paged["slack"][0]
         with engine.connect() as conn:
             outbox = db.list_outbox(conn, alert_id=alert["id"])
         assert sorted((r["notifier"], r["event"], r["status"]) for r in outbox) == sorted(
