@@ -28,7 +28,9 @@ import json
 import time
 from pathlib import Path
 
-from training.gate import GateConfig, evaluate_gate
+from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
+from training.datasets import DatasetError, parse_where
+from training.gate import GateConfig, evaluate_gate, paired_bootstrap
 from training.gate_sim import SHIPPED_SETS, simulate_gate
 
 
@@ -50,21 +52,16 @@ def simulate(args: argparse.Namespace) -> None:
 def compare_on_slice(champion_dir: Path, challenger_dir: Path, labels_csv: Path, condition: str) -> dict:
     """Both artifacts on the rows of ``labels_csv`` where ``COLUMN=VALUE`` holds, CPU serving path: accuracies,
     macro-F1 and the paired bootstrap of the macro-F1 difference (challenger - champion), as the gate computes it."""
-    from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
-    from training.datasets import DatasetError, load_evaluation_csv
-    from training.gate import paired_bootstrap
-    from training.retrain import load_cpu_classifier, predict_sets
+    from training.datasets import load_evaluation_csv
+    from training.retrain import load_cpu_classifier, predict_sets  # the scoring stack: loaded only with --pair
 
-    column, sep, value = condition.partition("=")
-    if not sep or not column.strip():
-        raise DatasetError(f"--slice condition: expected COLUMN=VALUE, got {condition!r}")
-    task, examples = load_evaluation_csv(Path(labels_csv), where={column.strip(): value.strip()})
+    task, examples = load_evaluation_csv(Path(labels_csv), where=parse_where([condition]))
     (gold, champion), (_, challenger) = (
         predict_sets(load_cpu_classifier(d), {"slice": examples})["slice"][task] for d in (champion_dir, challenger_dir))
     n_classes = len(SENTIMENT_LABELS if task == "sentiment" else TOPIC_LABELS)
     cmp = paired_bootstrap(gold, champion, challenger, n_classes)
     hits = [sum(g == p for g, p in zip(gold, pred, strict=True)) for pred in (champion, challenger)]
-    return {"slice": f"{Path(labels_csv).name} {column.strip()}={value.strip()}", "task": task, "n": len(gold),
+    return {"slice": f"{Path(labels_csv).name} {condition}", "task": task, "n": len(gold),
             "champion_accuracy": hits[0] / len(gold), "challenger_accuracy": hits[1] / len(gold),
             "champion_macro_f1": cmp.champion_f1, "challenger_macro_f1": cmp.challenger_f1,
             "diff": cmp.diff, "lower": cmp.lower, "upper": cmp.upper, "disagreement": cmp.disagreement}
@@ -138,6 +135,11 @@ def main() -> None:
                              "reported, not part of the verdict.")
     parser.add_argument("--json", action="store_true", help="With --pair: also print the comparisons as JSON.")
     args = parser.parse_args()
+    for _, condition in args.slice:  # before minutes of scoring, not after
+        try:
+            parse_where([condition])
+        except DatasetError as exc:
+            parser.error(f"--slice: {exc}")
     real_pair(args) if args.pair else simulate(args)
 
 

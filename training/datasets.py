@@ -93,6 +93,18 @@ def examples_fingerprint(examples: Iterable[LabeledExample]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def parse_where(conditions: Iterable[str]) -> dict[str, str]:
+    """``COLUMN=VALUE`` strings as the ``where`` filter of :func:`read_text_label_csv` (column name stripped, value
+    as given): one parser for every command that filters a labels file, so their filters cannot drift."""
+    where: dict[str, str] = {}
+    for condition in conditions:
+        column, sep, value = condition.partition("=")
+        if not sep or not column.strip():
+            raise DatasetError(f"expected COLUMN=VALUE, got {condition!r}")
+        where[column.strip()] = value
+    return where
+
+
 def read_text_label_csv(path: Path, where: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """Rows of a ``text,label`` CSV (extra columns ignored), UTF-8, quoted newlines allowed.
 

@@ -17,7 +17,7 @@ from marketmood.settings import get_settings
 from models import load_engine
 from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
 from training.config import TrainConfig
-from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets
+from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets, parse_where
 from training.distill import HEADS, SoftLabelError, SoftLabels, blend_soft_labels
 from training.teacher import TeacherFetchError, fetch_teacher
 
@@ -315,8 +315,11 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
 
 
 def _parse_where(pairs: tuple[str, ...]) -> dict[str, str]:
-    """``--where COLUMN=VALUE`` options as a dict of row filters."""
-    return dict(_split_pair(pair, "--where", "COLUMN=VALUE") for pair in pairs)
+    """``--where COLUMN=VALUE`` options as a dict of row filters; a malformed one is a usage error."""
+    try:
+        return parse_where(pairs)
+    except DatasetError as exc:
+        raise click.BadParameter(str(exc), param_hint="--where") from None
 
 
 def _artifact_dev_splits(artifact: Path) -> tuple[Splits, int, str, Path]:

@@ -9,6 +9,7 @@ from training.datasets import (
     detect_task,
     load_evaluation_csv,
     load_labeled_sets,
+    parse_where,
     stratified_split,
 )
 
@@ -142,3 +143,10 @@ def test_where_scores_a_subset_of_the_file_itself(tmp_path):
         load_evaluation_csv(path, where={"agrement": "100"})
     with pytest.raises(DatasetError, match="no rows with text where"):
         load_evaluation_csv(path, where={"agreement": "75"})
+
+
+def test_parse_where_is_the_one_parser_of_row_filters():
+    assert parse_where(["agreement=100", " source =a=b"]) == {"agreement": "100", "source": "a=b"}
+    for bad in ("agreement", "=100", " =x"):
+        with pytest.raises(DatasetError, match="expected COLUMN=VALUE"):
+            parse_where([bad])
