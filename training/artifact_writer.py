@@ -89,7 +89,8 @@ def write_artifact(
                 if path_name == ("cpu_int8" if config.export_onnx else "fp32"):
                     plot_confusion_matrix(task_result, f"{dev_name} ({task}, {path_name})", out / f"confusion_{dev_name}.png")
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_training_curve(history, out / "training_curve.png")
+    if history.steps:  # a weight average (training/soup.py) trained nothing itself: no curve of its own
+        plot_training_curve(history, out / "training_curve.png")
     if calibration and calibration.get("curves"):
         plot_reliability(calibration["curves"], out / "reliability.png")
     (out / CARD_FILE).write_text(render_card(info, record, metrics))
@@ -146,6 +147,7 @@ def render_card(info: ArtifactInfo, record: dict[str, Any], metrics: dict[str, A
         f" limit_per_dataset {cfg['limit_per_dataset']}.",
         f"- Mixing: per-source sampling weights {cfg.get('source_weights') or '{} (all 1.0)'}; per-head loss weights"
         f" {cfg.get('head_weights')}; train rows per source {record.get('train_source_sizes')}.",
+        *_soup_lines(record.get("soup")),
         f"- LoRA: {record['lora'] if record.get('lora') else 'no (full fine-tune)'}.",
         f"- Distillation: {_distill_line(record.get('distillation'))}",
         f"- Train examples: {record['train_size']}; dev sizes: {record['dev_sizes']}; selection split: `{selection}`"
@@ -203,10 +205,7 @@ def render_card(info: ArtifactInfo, record: dict[str, Any], metrics: dict[str, A
         f"- Base weights sha256: `{env.get('base_weights_sha256')}`",
         f"- Feedback snapshot: `{cfg.get('feedback_snapshot')}`",
         "",
-        "## Training curve",
-        "",
-        "![training curve](training_curve.png)",
-        "",
+        *(["## Training curve", "", "![training curve](training_curve.png)", ""] if record["history"]["steps"] else []),
         "## Limits",
         "- English financial headlines and tweets; other languages and long articles (truncated to"
         f" {info.max_length} tokens) are out of distribution.",
@@ -215,6 +214,18 @@ def render_card(info: ArtifactInfo, record: dict[str, Any], metrics: dict[str, A
         "",
     ]
     return "\n".join(lines)
+
+
+def _soup_lines(soup: dict[str, Any] | None) -> list[str]:
+    """The card's account of a weight average: which artifacts, each one's selection score and the average's."""
+    if not soup:
+        return []
+    return [
+        f"- **Weight average (model soup)** of {len(soup['ingredients'])} artifacts, uniform weights; selection score"
+        f" {soup['selection_score']:.4f} (the settings above are the first ingredient's):",
+        *[f"  - `{i['version']}` (best epoch {i['best_epoch']}, selection score {i['selection_score']:.4f}):"
+          f" `{i['command']}`" for i in soup["ingredients"]],
+    ]
 
 
 def _distill_line(distillation: dict[str, Any] | None) -> str:

@@ -1,5 +1,5 @@
-"""``marketmood train``, ``marketmood evaluate`` and ``marketmood teacher fetch``: fine-tune the classifier,
-measure any model, and fetch the optional distillation teacher."""
+"""``marketmood train``, ``marketmood soup``, ``marketmood evaluate`` and ``marketmood teacher fetch``: fine-tune
+the classifier, average trained weights, measure any model, and fetch the optional distillation teacher."""
 
 from __future__ import annotations
 
@@ -257,6 +257,43 @@ def dapt_command(data_path: Path | None, output_dir: Path, base_encoder: Path | 
                f"{result.loss_before:.3f} -> {result.loss_after:.3f} ({result.seconds:.0f} s)")
 
 
+@click.command("soup")
+@click.argument("ingredients", nargs=-1, required=True,
+                type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--out", "output_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Artifact folder to write (weights, int8 ONNX, card with the ingredients).")
+@click.option("--version", "version", required=True, help="Model version string of the average.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of labeled datasets the ingredients were trained on [default: settings data_path].")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
+def soup_command(ingredients: tuple[Path, ...], output_dir: Path, version: str, data_path: Path | None,
+                 threads: int | None) -> None:
+    """Average the weights of two or more trained artifacts of one starting point into one model (a "soup").
+
+    The ingredients must share the base encoder, the tokenizer vocabulary, the labels and the splits (same
+    --seed and labeled files); averaging helps when they also share the head initialisation (same --init-seed),
+    e.g. one recipe with and without topic distillation. Each ingredient and the average are scored on the
+    selection split they were chosen on; the average's temperatures are fitted there; OUT gets a full artifact
+    and card. Whether it ships is the promotion gate's call (benchmarks/bench_gate.py --pair).
+    """
+    from training.soup import SoupError, soup
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        artifact, summary = soup(list(ingredients), output_dir=output_dir, version=version,
+                                 data_path=data_path or settings.data_path, threads=threads)
+    except SoupError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DatasetError as exc:
+        raise click.ClickException(f"{exc} (set MARKETMOOD_DATA_PATH or --data)") from None
+    click.echo(f"{'artifact':<60} selection score")
+    for item in summary["ingredients"]:
+        click.echo(f"{item['version']:<60} {item['selection_score']:.4f}")
+    click.echo(f"{'average -> ' + version:<60} {summary['selection_score']:.4f}")
+    click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
+
+
 @click.command("evaluate")
 @click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False),
               help="Model artifact folder [default: the bundled default model].")
@@ -454,7 +491,7 @@ def _write_card_section(artifact: Path, results: dict, backend: str, folds: int,
     card_path.write_text(card)
 
 
-COMMANDS = [train_command, dapt_command, evaluate_command, calibrate_command, teacher_group]
+COMMANDS = [train_command, dapt_command, soup_command, evaluate_command, calibrate_command, teacher_group]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(train_command())
