@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 import torch
+from pydantic import ValidationError
 
 from models.artifact import TOKENIZER_DIR, TRAINING_CONFIG_FILE, ArtifactInfo, read_info
 from models.network import MultiTaskClassifier, default_base_encoder
@@ -141,8 +142,11 @@ def soup(ingredient_paths: Sequence[Path], *, output_dir: Path, version: str, da
     except Exception as exc:  # ArtifactError: a slim artifact (int8 ONNX only) has no weights to average
         raise SoupError(str(exc)) from None
     settings = {k: v for k, v in first.record["config"].items() if k not in {"extra_examples", "exclude_texts"}}
-    config = TrainConfig(**{**settings, "output_dir": Path(output_dir), "version": version, "data_path": Path(data_path),
-                            "init_from": None})
+    try:
+        config = TrainConfig(**{**settings, "output_dir": Path(output_dir), "version": version,
+                                "data_path": Path(data_path), "init_from": None})
+    except ValidationError as exc:  # a record written by an older trainer with settings this code no longer has
+        raise SoupError(f"{first.path}/{TRAINING_CONFIG_FILE} does not fit this code's training settings: {exc}") from None
     splits = load_labeled_sets(config.data_path, seed=config.seed, limit_per_dataset=config.limit_per_dataset,
                                split_method=config.split_method, select_fraction=config.select_fraction)
     if _split_fingerprints({"data_fingerprints": splits.fingerprints}) != _split_fingerprints(first.record):

@@ -113,3 +113,10 @@ def test_other_vocabularies_and_weightless_artifacts_are_refused(parts, tiny_dat
         (slim / weights).unlink()
     with pytest.raises(SoupError, match="weights"):
         soup([parts[0], slim], output_dir=tmp_path / "y", version="y", data_path=tiny_data, threads=1)
+    old_record = tmp_path / "old-record"
+    shutil.copytree(parts[0], old_record)
+    record = json.loads((old_record / TRAINING_CONFIG_FILE).read_text())
+    record["config"]["a_setting_this_code_dropped"] = 1
+    (old_record / TRAINING_CONFIG_FILE).write_text(json.dumps(record))
+    with pytest.raises(SoupError, match="does not fit"):
+        soup([old_record, parts[1]], output_dir=tmp_path / "z", version="z", data_path=tiny_data, threads=1)
