@@ -11,9 +11,11 @@ real gate; prints the verdict, per-set differences with intervals and the disagr
 With ``--unseen`` the rows are instead every labeled row that *neither* artifact trained or chose on (rebuilt
 from both training records, ``training.heldout``): the only fair rows for two artifacts trained on different
 splits (the bundled model's ``exact`` split and a ``cluster`` run), at the price of fewer rows.
-With ``--slice LABELS_CSV COLUMN=VALUE`` both are also compared on a subset of a labels file, e.g. PhraseBank's
-all-agree rows (``agreement=100``; the issue's 0.97 bar): printed beside the verdict and not part of it, since the
-gate votes on whole sets of at least ``min_examples`` rows and a subset is both smaller and inside one of them.
+Guard slices (``training.gate``): like ``marketmood retrain``, the real gate also judges the default guard slices
+under ``--data`` (PhraseBank's all-agree rows, ``financial_phrasebank/valid.csv agreement=100``): a challenger whose
+paired macro-F1 interval there lies wholly below 0 is rejected. ``--slice LABELS_CSV COLUMN=VALUE`` (repeatable)
+names the guard slices instead; ``--no-guards`` judges without any (the verdicts this script printed before guard
+slices existed, 2026-12-07).
 
     nice -n 10 python benchmarks/bench_gate.py --reps 400
     nice -n 10 python benchmarks/bench_gate.py --pair models/default_model RUN_DIR --data ../shared/data
@@ -28,9 +30,8 @@ import json
 import time
 from pathlib import Path
 
-from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
-from training.datasets import DatasetError, parse_where
-from training.gate import GateConfig, evaluate_gate, paired_bootstrap
+from training.datasets import DatasetError
+from training.gate import GateConfig, evaluate_gate
 from training.gate_sim import SHIPPED_SETS, simulate_gate
 
 
@@ -49,22 +50,17 @@ def simulate(args: argparse.Namespace) -> None:
               f"{1 - worse.reject_rate:>13.1%} {time.perf_counter() - started:>6.1f}", flush=True)
 
 
-def compare_on_slice(champion_dir: Path, challenger_dir: Path, labels_csv: Path, condition: str) -> dict:
-    """Both artifacts on the rows of ``labels_csv`` where ``COLUMN=VALUE`` holds, CPU serving path: accuracies,
-    macro-F1 and the paired bootstrap of the macro-F1 difference (challenger - champion), as the gate computes it."""
-    from training.datasets import load_evaluation_csv
-    from training.retrain import load_cpu_classifier, predict_sets  # the scoring stack: loaded only with --pair
+def guard_slices(args: argparse.Namespace) -> dict:
+    """The guard slices the verdict includes: ``--slice`` ones (paths as given), else the retrain default under
+    ``--data``; none with ``--no-guards``."""
+    from training.datasets import load_guard_slices
+    from training.gate import DEFAULT_GUARD_SLICES
 
-    task, examples = load_evaluation_csv(Path(labels_csv), where=parse_where([condition]))
-    (gold, champion), (_, challenger) = (
-        predict_sets(load_cpu_classifier(d), {"slice": examples})["slice"][task] for d in (champion_dir, challenger_dir))
-    n_classes = len(SENTIMENT_LABELS if task == "sentiment" else TOPIC_LABELS)
-    cmp = paired_bootstrap(gold, champion, challenger, n_classes)
-    hits = [sum(g == p for g, p in zip(gold, pred, strict=True)) for pred in (champion, challenger)]
-    return {"slice": f"{Path(labels_csv).name} {condition}", "task": task, "n": len(gold),
-            "champion_accuracy": hits[0] / len(gold), "challenger_accuracy": hits[1] / len(gold),
-            "champion_macro_f1": cmp.champion_f1, "challenger_macro_f1": cmp.challenger_f1,
-            "diff": cmp.diff, "lower": cmp.lower, "upper": cmp.upper, "disagreement": cmp.disagreement}
+    if args.no_guards:
+        return {}
+    if args.slice:
+        return load_guard_slices(Path.cwd(), [f"{labels_csv} {condition}" for labels_csv, condition in args.slice])
+    return load_guard_slices(Path(args.data), DEFAULT_GUARD_SLICES)
 
 
 def real_pair(args: argparse.Namespace) -> None:
@@ -83,6 +79,7 @@ def real_pair(args: argparse.Namespace) -> None:
         sets = load_labeled_sets(Path(args.data), seed=args.seed, split_method=args.split_method).dev
         described = f"dev split seed {args.seed} / {args.split_method}"
     texts = [ex.text for exs in sets.values() for ex in exs[:32]][:96]
+    sets = {**sets, **guard_slices(args)}
     champ = candidate(read_info(champion_dir).version, champion_dir, sets, texts, smoke=False)
     chall = candidate(read_info(challenger_dir).version, challenger_dir, sets, texts, smoke=True)
     result = evaluate_gate(champ, chall, GateConfig())
@@ -103,12 +100,6 @@ def real_pair(args: argparse.Namespace) -> None:
         print(f"  {name:<28} diff {cmp['diff']:+.4f} [{cmp['lower']:+.4f}, {cmp['upper']:+.4f}]{extra}")
     for c in result.failures:
         print(f"  FAIL {c.name}: {c.detail}")
-    for labels_csv, condition in args.slice:
-        r = compare_on_slice(champion_dir, challenger_dir, Path(labels_csv), condition)
-        print(f"  slice {r['slice']} ({r['task']}, n={r['n']}, reported, not part of the verdict): champion acc "
-              f"{r['champion_accuracy']:.3f} macro-F1 {r['champion_macro_f1']:.3f} | challenger acc "
-              f"{r['challenger_accuracy']:.3f} macro-F1 {r['challenger_macro_f1']:.3f} | macro-F1 diff {r['diff']:+.4f} "
-              f"[{r['lower']:+.4f}, {r['upper']:+.4f}] disagree {r['disagreement']:.1%}")
     if args.json:
         print(json.dumps(result.comparisons, default=str, indent=2))
 
@@ -130,16 +121,17 @@ def main() -> None:
                         help="With --pair: judge on the labeled rows neither artifact trained or selected on "
                              "(for artifacts trained on different splits) instead of the champion's dev split.")
     parser.add_argument("--slice", nargs=2, action="append", default=[], metavar=("LABELS_CSV", "COLUMN=VALUE"),
-                        help="With --pair: also compare the two on the rows of a labels file where COLUMN=VALUE "
-                             "(repeatable), e.g. ../shared/data/financial_phrasebank/valid.csv agreement=100; "
-                             "reported, not part of the verdict.")
+                        help="With --pair: a guard slice, the rows of a labels file where COLUMN=VALUE (repeatable), "
+                             "e.g. ../shared/data/financial_phrasebank/valid.csv agreement=100; it votes: a clear "
+                             "loss there rejects [default: the retrain default guard slices under --data].")
+    parser.add_argument("--no-guards", action="store_true", help="With --pair: judge without guard slices.")
     parser.add_argument("--json", action="store_true", help="With --pair: also print the comparisons as JSON.")
     args = parser.parse_args()
-    for _, condition in args.slice:  # before minutes of scoring, not after
+    if args.pair:  # the guard slices are read before minutes of scoring, not after
         try:
-            parse_where([condition])
+            guard_slices(args)
         except DatasetError as exc:
-            parser.error(f"--slice: {exc}")
+            parser.error(f"{'--slice' if args.slice else '--data'}: {exc}")
     real_pair(args) if args.pair else simulate(args)
 
 

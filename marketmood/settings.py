@@ -30,6 +30,8 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from training.gate import DEFAULT_GUARD_SLICES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -201,6 +203,12 @@ class RetrainSettings(_Section):
     gate_min_feedback_confirmations: float = Field(
         0.3, ge=0, le=1, description="Share of hold-out rows the champion got right needed for the feedback vote."
     )
+    gate_guard_slices: tuple[str, ...] = Field(DEFAULT_GUARD_SLICES, description=(
+        "Subsets of labeled files ('FILE COLUMN=VALUE ...', FILE under data_path) on which a challenger may show no "
+        "clear loss (upper bound of the paired macro-F1 interval >= -gate_guard_delta); default: the PhraseBank "
+        "sentences all annotators agreed on. Empty: no guard."))
+    gate_guard_delta: float = Field(0.0, ge=0, description="Guard-slice margin on the upper bound of the macro-F1 diff.")
+    gate_min_guard_examples: int = Field(100, ge=1, description="Guard slices smaller than this do not vote.")
     gate_class_delta: float = Field(0.10, ge=0, description="Max per-class F1 / negative-recall drop (guardrail).")
     gate_min_class_support: int = Field(50, ge=1, description="Classes with fewer gold rows are not guarded.")
     latency_budget_ms: float = Field(50.0, gt=0, description="Max CPU-path ms per text in the gate.")

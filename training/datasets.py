@@ -309,6 +309,24 @@ def load_evaluation_csv(path: Path, task: str = "auto",
     return task, to_examples(rows, task, Path(path).stem)
 
 
+def load_guard_slices(data_path: Path, specs: Iterable[str]) -> dict[str, list[LabeledExample]]:
+    """Subsets of labeled files the promotion gate guards, keyed ``guard:<spec>``.
+
+    Each spec is ``FILE COLUMN=VALUE ...`` (``FILE`` relative to ``data_path`` unless absolute), the same form as
+    ``bench_gate.py --slice``, e.g. ``financial_phrasebank/valid.csv agreement=100``. A missing file, column or an
+    empty subset is a :class:`DatasetError`: a guard configured but not applied would protect nothing silently.
+    """
+    slices: dict[str, list[LabeledExample]] = {}
+    for spec in specs:
+        if not spec.split():
+            raise DatasetError(f"guard slice {spec!r}: expected 'FILE COLUMN=VALUE ...'")
+        file, *conditions = spec.split()
+        path = Path(file) if Path(file).is_absolute() else Path(data_path) / file
+        _, examples = load_evaluation_csv(path, where=parse_where(conditions))
+        slices[f"guard:{' '.join([file, *conditions])}"] = examples
+    return slices
+
+
 @dataclass(frozen=True)
 class UnlabeledSpec:
     """An unlabeled in-domain stream (train file only) used as distillation transfer text."""

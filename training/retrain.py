@@ -29,7 +29,14 @@ from models.prediction import Classifier
 from storage import feedback as feedback_sql
 from storage import registry as registry_sql
 from training import registry
-from training.datasets import LabeledExample, examples_fingerprint, load_labeled_sets, normalize_text
+from training.datasets import (
+    DatasetError,
+    LabeledExample,
+    examples_fingerprint,
+    load_guard_slices,
+    load_labeled_sets,
+    normalize_text,
+)
 from training.evaluation import split_by_task, task_metrics
 from training.feedback_policy import FeedbackPolicy, MergedText, merge_feedback
 from training.gate import Candidate, GateConfig, build_report, evaluate_gate
@@ -214,6 +221,7 @@ def gate_config_from(settings: Any) -> GateConfig:
                       bootstrap_samples=r.gate_bootstrap_samples, min_examples=r.gate_min_examples,
                       min_feedback_examples=r.gate_min_feedback_examples,
                       min_feedback_confirmations=r.gate_min_feedback_confirmations,
+                      guard_delta=r.gate_guard_delta, min_guard_examples=r.gate_min_guard_examples,
                       class_delta=r.gate_class_delta, min_class_support=r.gate_min_class_support,
                       latency_budget_ms=r.latency_budget_ms)
 
@@ -280,6 +288,10 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
                               f"from the champion's {split['dev_fingerprint'][:19]} (data changed under "
                               f"{data_path}?)", champion=champion_version)
 
+    try:  # before minutes of training: a guard slice that cannot be read is a configuration error
+        guards = load_guard_slices(data_path, r.gate_guard_slices)
+    except DatasetError as exc:
+        return RetrainOutcome("failed", f"retrain.gate_guard_slices: {exc}", champion=champion_version)
     with engine.connect() as conn:
         feedback_until = feedback_sql.latest_feedback_time(conn)
         rows = feedback_sql.fetch_feedback(conn, until=feedback_until)
@@ -287,7 +299,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     dev_texts = {normalize_text(ex.text) for exs in splits.dev.values() for ex in exs}
     extra, holdout = split_feedback(merged.texts, holdout_fraction=r.feedback_holdout_fraction,
                                     weight=r.feedback_weight, exclude_texts=dev_texts)
-    eval_sets = {**splits.dev, FEEDBACK_SET: holdout}
+    eval_sets = {**splits.dev, **guards, FEEDBACK_SET: holdout}
 
     version = train_overrides.pop("version", None) or "mm-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     warm = warm_start_from(champion_dir) if r.warm_start else None
@@ -389,13 +401,17 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
     if split.get("dev_fingerprint") and split["dev_fingerprint"] != fingerprint:
         return RetrainOutcome("failed", "the dev split's fingerprint differs from the champion's recorded one",
                               version, champion_version)
+    try:
+        eval_sets = {**splits.dev, **load_guard_slices(Path(settings.data_path), r.gate_guard_slices)}
+    except DatasetError as exc:
+        return RetrainOutcome("failed", f"retrain.gate_guard_slices: {exc}", version, champion_version)
     latency_texts = [ex.text for exs in splits.dev.values() for ex in exs[:32]][:96] or list(SMOKE_TEXTS)
-    champ = candidate(champion_version, champion_dir, splits.dev, latency_texts, smoke=False)
-    chall = candidate(version, artifact_dir, splits.dev, latency_texts, smoke=True)
+    champ = candidate(champion_version, champion_dir, eval_sets, latency_texts, smoke=False)
+    chall = candidate(version, artifact_dir, eval_sets, latency_texts, smoke=True)
     gate_cfg = gate_config_from(settings)
     result = evaluate_gate(champ, chall, gate_cfg)
     report = build_report(champ, chall, result, gate_cfg, extra={
-        "trigger": "register", "eval_sizes": {k: len(v) for k, v in splits.dev.items()},
+        "trigger": "register", "eval_sizes": {k: len(v) for k, v in eval_sets.items()},
         "gate_split": {**split, "dev_fingerprint": fingerprint}})
     with engine.begin() as conn:
         registry_sql.set_report(conn, version, report)

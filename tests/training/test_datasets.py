@@ -8,6 +8,7 @@ from training.datasets import (
     LabeledExample,
     detect_task,
     load_evaluation_csv,
+    load_guard_slices,
     load_labeled_sets,
     parse_where,
     stratified_split,
@@ -150,3 +151,20 @@ def test_parse_where_is_the_one_parser_of_row_filters():
     for bad in ("agreement", "=100", " =x"):
         with pytest.raises(DatasetError, match="expected COLUMN=VALUE"):
             parse_where([bad])
+
+
+def test_guard_slices_read_a_filtered_subset_under_the_data_path_and_refuse_what_cannot_be_applied(tmp_path):
+    book = tmp_path / "financial_phrasebank" / "valid.csv"
+    book.parent.mkdir()
+    book.write_text("text,label,agreement\nprofit soars,positive,100\nsales slip,negative,66\nloss widens,negative,100\n")
+    slices = load_guard_slices(tmp_path, ["financial_phrasebank/valid.csv agreement=100", f"{book}"])
+    assert list(slices) == ["guard:financial_phrasebank/valid.csv agreement=100", f"guard:{book}"]
+    assert [ex.text for ex in slices["guard:financial_phrasebank/valid.csv agreement=100"]] == ["profit soars", "loss widens"]
+    assert len(slices[f"guard:{book}"]) == 3  # an absolute path, no filter: the whole file
+    for spec, message in (("missing.csv agreement=100", "file not found"),
+                          ("financial_phrasebank/valid.csv agreement=75", "no rows"),
+                          ("financial_phrasebank/valid.csv annotators=5", "no column"),
+                          ("financial_phrasebank/valid.csv agreement", "expected COLUMN=VALUE"),
+                          ("   ", "expected 'FILE")):
+        with pytest.raises(DatasetError, match=message):
+            load_guard_slices(tmp_path, [spec])

@@ -154,3 +154,39 @@ def test_error_rates_by_simulation_at_the_shipped_sizes():
     worse = simulate_gate(SHIPPED_SETS, config, churn=0.03, drop=0.02, replications=200, seed=2)
     assert equal.reject_rate <= 0.05, equal
     assert worse.reject_rate >= 0.95, worse
+
+
+def _guard_pair(n: int, champion_wrong: slice, challenger_wrong: slice, seed: int = 3):
+    """A sentiment slice of ``n`` rows; each model gets the rows of its slice of one random order wrong, so
+    overlapping slices share errors and the rest are errors one model fixes and the other makes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    order = rng.permutation(n)
+    a, b = y.copy(), y.copy()
+    a[order[champion_wrong]] = (y[order[champion_wrong]] + 1) % 3
+    b[order[challenger_wrong]] = (y[order[challenger_wrong]] + 1) % 3
+    return y, a, b
+
+
+def test_a_guard_slice_fails_a_challenger_that_passes_every_pooled_vote_but_loses_the_slice():
+    sets = _sets(churn=0.0)  # the base sets: the challenger equals the champion there
+    sets["guard:financial_phrasebank/valid agreement=100"] = {"sentiment": _guard_pair(226, slice(0, 5), slice(2, 14))}
+    result = evaluate_gate(*_candidates(sets), CONFIG)
+    guard = next(c for c in result.checks if c.name.startswith("guard_macro_f1["))
+    assert guard.votes and not guard.passed and "upper bound must be >= -0.0" in guard.detail
+    assert [c.name for c in result.failures] == [guard.name]
+    assert result.comparisons["pooled_base"]["sets"] == ["phrasebank/sentiment", "tweet_sentiment/sentiment",
+                                                         "tweet_topic/topic"]  # the slice is not pooled
+    report = build_report(*_candidates(sets), result, CONFIG)
+    assert "## Guard slices" in report["markdown"] and guard.name in report["markdown"].split("## Guard slices")[1]
+    # 5 -> 12 errors (2 fixed, 9 new: the seed-15 student's count) failed above; 5 -> 7 (3 fixed, 5 new) is within
+    # noise, and a slice below min_guard_examples does not vote.
+    sets["guard:financial_phrasebank/valid agreement=100"] = {"sentiment": _guard_pair(226, slice(0, 5), slice(3, 10))}
+    assert evaluate_gate(*_candidates(sets), CONFIG).passed
+    y, a, _ = _guard_pair(226, slice(0, 5), slice(0, 0))
+    sets["guard:financial_phrasebank/valid agreement=100"] = {"sentiment": (y, a, a)}  # identical: upper bound 0
+    assert evaluate_gate(*_candidates(sets), CONFIG).passed
+    sets["guard:financial_phrasebank/valid agreement=100"] = {"sentiment": _guard_pair(60, slice(0, 0), slice(0, 30))}
+    small = evaluate_gate(*_candidates(sets), CONFIG)
+    guard = next(c for c in small.checks if c.name.startswith("guard_macro_f1["))
+    assert small.passed and not guard.votes and "informational only: 60 rows < 100" in guard.detail

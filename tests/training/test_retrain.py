@@ -117,6 +117,10 @@ def test_retrain_end_to_end_stores_a_gated_challenger_and_a_concurrent_retrain_s
     assert bool(failures) is (outcome.status == "rejected")
     assert all(c["passed"] for c in report["checks"] if c["name"] in {"label_maps", "smoke_test", "latency"})
     assert {"pooled_macro_f1[base]", "paired_macro_f1[phrasebank/sentiment]"} <= {c["name"] for c in report["checks"]}
+    # The default guard slice (PhraseBank's all-agree rows, read whole from valid.csv) is scored and judged.
+    guard = next(c for c in report["checks"] if c["name"].startswith("guard_macro_f1[guard:financial_phrasebank/"))
+    assert "upper bound must be >=" in guard["detail"] or "informational only" in guard["detail"]
+    assert report["eval_sizes"]["guard:financial_phrasebank/valid.csv agreement=100"] > 0
     assert report["gate_split"]["dev_fingerprint"].startswith("sha256:")
     assert record["training_config"]["gate_split"] == report["gate_split"]
     assert report["feedback"]["merge"]["pending"] == 1  # mallory's lone label
@@ -133,6 +137,17 @@ def test_retrain_end_to_end_stores_a_gated_challenger_and_a_concurrent_retrain_s
     unpacked = registry.fetch_artifact(engine, outcome.version, Path(settings.home) / "fetch-test")
     assert (unpacked / REPORT_MD).read_text() == report["markdown"]
     assert (unpacked / "model.int8.onnx").is_file() and not (unpacked / "model.safetensors").exists()
+
+
+def test_a_guard_slice_that_cannot_be_read_fails_the_retrain_before_training(world):
+    settings, engine, _ = world
+    broken = settings.model_copy(update={"retrain": settings.retrain.model_copy(
+        update={"gate_guard_slices": ("financial_phrasebank/valid.csv annotators=9",)})})
+    work_dir = Path(settings.home) / "retrain"
+    trained_before = sorted(work_dir.glob("*")) if work_dir.is_dir() else []
+    outcome = run_retrain(engine, broken, by="test", train_overrides=dict(TINY))
+    assert outcome.status == "failed" and "retrain.gate_guard_slices" in outcome.reason and "annotators" in outcome.reason
+    assert (sorted(work_dir.glob("*")) if work_dir.is_dir() else []) == trained_before  # nothing was trained
 
 
 def _variant(source: Path, target: Path, version: str) -> Path:
