@@ -32,11 +32,17 @@ from pathlib import Path
 
 from training.datasets import DatasetError
 from training.gate import GateConfig, evaluate_gate
-from training.gate_sim import SHIPPED_SETS, simulate_gate
+from training.gate_sim import GUARD_SETS, SHIPPED_SETS, simulate_gate, simulate_guard
 
 
 def simulate(args: argparse.Namespace) -> None:
     config = GateConfig(bootstrap_samples=args.bootstrap)
+    if not args.guard_only:
+        simulate_base_sets(args, config)
+    simulate_guard_slices(args, config)
+
+
+def simulate_base_sets(args: argparse.Namespace, config: GateConfig) -> None:
     sizes = ", ".join(f"{k} {sum(c)}" for k, (c, _) in SHIPPED_SETS.items())
     print(f"shipped dev sets: {sizes} (fiqa < min_examples {config.min_examples}: no vote)")
     print(f"gate: delta {config.delta} pooled, set_delta {config.set_delta}, {config.confidence:.0%} paired bootstrap "
@@ -48,6 +54,21 @@ def simulate(args: argparse.Namespace) -> None:
         worse = simulate_gate(SHIPPED_SETS, config, churn=churn, drop=args.drop, replications=args.reps, seed=12)
         print(f"{churn:>6.0%} {equal.reject_rate:>13.1%} {equal.pooled_reject:>10.1%} "
               f"{1 - worse.reject_rate:>13.1%} {time.perf_counter() - started:>6.1f}", flush=True)
+
+
+def simulate_guard_slices(args: argparse.Namespace, config: GateConfig) -> None:
+    for name, (counts, accuracy) in GUARD_SETS.items():
+        print(f"guard slice {name}: {sum(counts)} rows, accuracy {accuracy}; votes on the upper bound "
+              f"(>= -{config.guard_delta}); drops of {', '.join(f'{d:.2f}' for d in args.guard_drop)} macro-F1")
+        print(f"{'churn':>6} {'false reject':>13} " + " ".join(f"{'caught -' + format(d, '.2f'):>13}" for d in args.guard_drop))
+        for churn in args.churn:
+            if churn / 2 > 1 - accuracy:  # fewer champion errors than the churn would fix: not an equal challenger
+                print(f"{churn:>6.0%}  n/a: churn/2 > the champion's error rate {1 - accuracy:.3f}")
+                continue
+            equal = simulate_guard(counts, accuracy, config, churn=churn, drop=0.0, replications=args.reps, seed=21)
+            caught = [simulate_guard(counts, accuracy, config, churn=churn, drop=d, replications=args.reps, seed=22)
+                      for d in args.guard_drop]
+            print(f"{churn:>6.0%} {equal:>13.1%} " + " ".join(f"{c:>13.1%}" for c in caught), flush=True)
 
 
 def guard_slices(args: argparse.Namespace) -> dict:
@@ -111,6 +132,9 @@ def main() -> None:
     parser.add_argument("--drop", type=float, default=0.02, help="Macro-F1 loss of the 'worse' challenger.")
     parser.add_argument("--churn", type=float, nargs="+", default=[0.02, 0.03, 0.04, 0.06, 0.08, 0.10],
                         help="Shares of dev predictions the challenger changes.")
+    parser.add_argument("--guard-drop", type=float, nargs="+", default=[0.02, 0.04],
+                        help="Macro-F1 losses on the guard slice whose detection rate is simulated.")
+    parser.add_argument("--guard-only", action="store_true", help="Simulate the guard slices only (seconds, not minutes).")
     parser.add_argument("--pair", nargs=2, metavar=("CHAMPION_DIR", "CHALLENGER_DIR"),
                         help="Judge two real artifact folders instead of simulating.")
     parser.add_argument("--data", default="../shared/data", help="Labeled data folder for --pair.")

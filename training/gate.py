@@ -225,6 +225,11 @@ def _negative_is_informative(task_metrics: Mapping[str, Any]) -> bool:
     return float(cls.get("precision", 0.0)) > base_rate
 
 
+def guard_passes(cmp: PairedComparison, config: GateConfig) -> bool:
+    """A guard slice's vote: no loss the interval can see (its upper bound not below ``-guard_delta``)."""
+    return cmp.upper >= -config.guard_delta
+
+
 def _fmt_cmp(c: PairedComparison) -> str:
     return (f"diff {c.diff:+.4f} [{c.lower:+.4f}, {c.upper:+.4f}], n={c.n}, "
             f"disagree {100 * c.disagreement:.1f}%")
@@ -302,7 +307,7 @@ def evaluate_gate(champion: Candidate, challenger: Candidate, config: GateConfig
                                 cmp.champion_f1, cmp.challenger_f1))
             continue
         if guard:
-            checks.append(Check(f"{kind}[{name}]", cmp.upper >= -config.guard_delta,
+            checks.append(Check(f"{kind}[{name}]", guard_passes(cmp, config),
                                 f"upper bound must be >= -{config.guard_delta} (no clear loss on this slice): "
                                 f"{_fmt_cmp(cmp)}", cmp.champion_f1, cmp.challenger_f1))
             continue

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.gate import GateConfig, macro_f1, paired_bootstrap, pooled_interval
+from training.gate import GateConfig, guard_passes, macro_f1, paired_bootstrap, pooled_interval
 
 # Class counts and CPU-path accuracy of the bundled model on its dev splits (models/default_model/metrics.json).
 SHIPPED_SETS: dict[str, tuple[tuple[int, ...], float]] = {
@@ -23,6 +23,10 @@ SHIPPED_SETS: dict[str, tuple[tuple[int, ...], float]] = {
     "tweet_topic": ((26, 84, 354, 32, 36, 99, 52, 62, 17, 156, 7, 4, 49, 47, 182, 50, 98, 50, 212, 82), 0.91),
     "fiqa": ((54, 14, 108), 0.72),
 }
+
+# PhraseBank's all-agree dev rows (valid.csv agreement=100: 30 negative, 139 neutral, 57 positive) and the bundled
+# model's CPU-path accuracy there (0.978): the default guard slice.
+GUARD_SETS: dict[str, tuple[tuple[int, ...], float]] = {"phrasebank_allagree": ((30, 139, 57), 0.978)}
 
 
 def simulate_pair(counts: Sequence[int], accuracy: float, churn: float, extra: float,
@@ -98,3 +102,18 @@ def simulate_gate(
     return SimResult(rejected / replications, replications,
                      {k: v / replications for k, v in per_set.items() if sum(sets[k][0]) >= config.min_examples},
                      pooled_rejects / replications)
+
+
+def simulate_guard(counts: Sequence[int], accuracy: float, config: GateConfig, *, churn: float, drop: float,
+                   replications: int, seed: int = 0) -> float:
+    """Share of simulated challengers a guard slice's vote rejects (upper bound below ``-guard_delta``): with
+    ``drop`` 0 its false-reject rate, else its power against a challenger ``drop`` macro-F1 worse on the slice."""
+    rng = np.random.default_rng(seed)
+    extra = calibrate_extra(counts, accuracy, drop) if drop > 0 else 0.0
+    rejected = 0
+    for _ in range(replications):
+        y, a, b = simulate_pair(counts, accuracy, churn, extra, rng)
+        cmp = paired_bootstrap(y, a, b, len(counts), samples=config.bootstrap_samples, confidence=config.confidence,
+                               rng=rng)
+        rejected += not guard_passes(cmp, config)
+    return rejected / replications
