@@ -221,10 +221,11 @@ def _soup_lines(soup: dict[str, Any] | None) -> list[str]:
     if not soup:
         return []
     return [
-        f"- **Weight average (model soup)** of {len(soup['ingredients'])} artifacts, uniform weights; selection score"
-        f" {soup['selection_score']:.4f} (the settings above are the first ingredient's):",
-        *[f"  - `{i['version']}` (best epoch {i['best_epoch']}, selection score {i['selection_score']:.4f}):"
-          f" `{i['command']}`" for i in soup["ingredients"]],
+        f"- **Weight average (model soup)** of {len(soup['ingredients'])} artifacts; selection score"
+        f" {soup['selection_score']:.4f}. The other lines of this section are the first ingredient's settings.",
+        *[f"  - `{i['version']}` (weight {i.get('weight', 1 / len(soup['ingredients'])):.3f}, best epoch"
+          f" {i['best_epoch']}, selection score {i['selection_score']:.4f}): `{i['command']}`"
+          for i in soup["ingredients"]],
     ]
 
 

@@ -50,13 +50,24 @@ class Ingredient:
     vocab: dict[str, int]
 
 
-def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Uniform mean of floating-point tensors (accumulated in float64); integer buffers must be equal.
+def mixing_weights(count: int, weights: Sequence[float] | None = None) -> list[float]:
+    """Normalised mixing weights: uniform by default; else one positive weight per ingredient, scaled to sum 1."""
+    if weights is None or len(weights) == 0:
+        return [1.0 / count] * count
+    if len(weights) != count or any(w <= 0 for w in weights):
+        raise SoupError(f"expected {count} positive weights (one per ingredient), got {list(weights)}")
+    total = float(sum(weights))
+    return [w / total for w in weights]
 
-    Refuses different key sets or shapes: those are different networks, not two points of one.
+
+def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
+                        weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+    """Weighted mean (uniform by default) of floating-point tensors, accumulated in float64; integer buffers must
+    be equal. Refuses different key sets or shapes: those are different networks, not two points of one.
     """
     if len(states) < 2:
         raise SoupError(f"a soup needs at least two ingredients, got {len(states)}")
+    mix = mixing_weights(len(states), weights)
     keys = list(states[0])
     for i, state in enumerate(states[1:], start=2):
         if set(state) != set(keys):
@@ -69,9 +80,9 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[st
             raise SoupError(f"weight {key!r} has shapes {[tuple(t.shape) for t in tensors]}: not one architecture")
         if tensors[0].is_floating_point():
             total = torch.zeros(tensors[0].shape, dtype=torch.float64)
-            for tensor in tensors:
-                total += tensor.detach().to(torch.float64)
-            averaged[key] = (total / len(tensors)).to(tensors[0].dtype)
+            for tensor, share in zip(tensors, mix):
+                total += share * tensor.detach().to(torch.float64)
+            averaged[key] = total.to(tensors[0].dtype)
         else:
             if any(not torch.equal(t, tensors[0]) for t in tensors[1:]):
                 raise SoupError(f"integer buffer {key!r} differs between ingredients")
@@ -122,8 +133,9 @@ def load_ingredient(path: Path) -> Ingredient:
 
 
 def soup(ingredient_paths: Sequence[Path], *, output_dir: Path, version: str, data_path: Path,
-         threads: int | None = None) -> tuple[Path, dict[str, Any]]:
-    """Average the ingredients' weights and write a complete artifact; returns it and the selection scores."""
+         threads: int | None = None, weights: Sequence[float] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Average the ingredients' weights (uniformly unless ``weights``) and write a complete artifact; returns it and
+    the selection scores."""
     from transformers import AutoTokenizer
 
     from models.torch_backend import load_torch_model
@@ -135,6 +147,7 @@ def soup(ingredient_paths: Sequence[Path], *, output_dir: Path, version: str, da
     ingredients = [load_ingredient(p) for p in ingredient_paths]
     if len(ingredients) < 2:
         raise SoupError(f"a soup needs at least two ingredients, got {len(ingredients)}")
+    mix = mixing_weights(len(ingredients), weights)
     check_compatible(ingredients)
     first = ingredients[0]
     try:
@@ -163,13 +176,14 @@ def soup(ingredient_paths: Sequence[Path], *, output_dir: Path, version: str, da
         return selection_score(metrics, config.selection_weighting), metrics
 
     scored = []
-    for ingredient, model in zip(ingredients, models):
+    for ingredient, model, share in zip(ingredients, models, mix):
         value, _ = score(model)
-        scored.append({"path": str(ingredient.path), "version": ingredient.info.version, "selection_score": value,
+        scored.append({"path": str(ingredient.path), "version": ingredient.info.version, "weight": share,
+                       "selection_score": value,
                        "best_epoch": ingredient.record.get("best_epoch"), "command": ingredient.record.get("command")})
         log.info("soup.ingredient", version=ingredient.info.version, selection_score=round(value, 4))
     soup_model = models[0]
-    soup_model.load_state_dict(average_state_dicts([m.state_dict() for m in models]))
+    soup_model.load_state_dict(average_state_dicts([m.state_dict() for m in models], mix))
     soup_score, soup_metrics = score(soup_model)
     log.info("soup.average", selection_score=round(soup_score, 4),
              best_ingredient=round(max(s["selection_score"] for s in scored), 4))

@@ -265,9 +265,12 @@ def dapt_command(data_path: Path | None, output_dir: Path, base_encoder: Path | 
 @click.option("--version", "version", required=True, help="Model version string of the average.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path, file_okay=False),
               help="Folder of labeled datasets the ingredients were trained on [default: settings data_path].")
+@click.option("--weight", "weights", multiple=True, type=click.FloatRange(0, min_open=True),
+              help="Mixing weight of each ingredient, in their order (repeat once per ingredient; scaled to sum 1) "
+                   "[default: uniform].")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
 def soup_command(ingredients: tuple[Path, ...], output_dir: Path, version: str, data_path: Path | None,
-                 threads: int | None) -> None:
+                 weights: tuple[float, ...], threads: int | None) -> None:
     """Average the weights of two or more trained artifacts of one starting point into one model (a "soup").
 
     The ingredients must share the base encoder, the tokenizer vocabulary, the labels and the splits (same
@@ -282,15 +285,15 @@ def soup_command(ingredients: tuple[Path, ...], output_dir: Path, version: str, 
     configure_logging(settings.log_level, settings.log_format)
     try:
         artifact, summary = soup(list(ingredients), output_dir=output_dir, version=version,
-                                 data_path=data_path or settings.data_path, threads=threads)
+                                 data_path=data_path or settings.data_path, threads=threads, weights=weights or None)
     except SoupError as exc:
         raise click.UsageError(str(exc)) from None
     except DatasetError as exc:
         raise click.ClickException(f"{exc} (set MARKETMOOD_DATA_PATH or --data)") from None
-    click.echo(f"{'artifact':<60} selection score")
+    click.echo(f"{'artifact':<60} {'weight':>6} selection score")
     for item in summary["ingredients"]:
-        click.echo(f"{item['version']:<60} {item['selection_score']:.4f}")
-    click.echo(f"{'average -> ' + version:<60} {summary['selection_score']:.4f}")
+        click.echo(f"{item['version']:<60} {item['weight']:>6.3f} {item['selection_score']:.4f}")
+    click.echo(f"{'average -> ' + version:<60} {'':>6} {summary['selection_score']:.4f}")
     click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
 
 

@@ -36,6 +36,15 @@ def test_average_refuses_what_is_not_one_network(other, message):
         average_state_dicts([{"w": torch.ones(2), "ids": torch.arange(3)}, other])
 
 
+def test_weighted_average_scales_the_weights_to_sum_one():
+    a, b = {"w": torch.tensor([0.0, 4.0])}, {"w": torch.tensor([4.0, 0.0])}
+    assert torch.allclose(average_state_dicts([a, b], [3, 1])["w"], torch.tensor([1.0, 3.0]))
+    assert torch.allclose(average_state_dicts([a, b], [0.75, 0.25])["w"], torch.tensor([1.0, 3.0]))
+    for bad in ([1.0], [1.0, 0.0], [1.0, -1.0], [1.0, 1.0, 1.0]):
+        with pytest.raises(SoupError, match="positive weights"):
+            average_state_dicts([a, b], bad)
+
+
 def test_average_needs_two_ingredients():
     with pytest.raises(SoupError, match="at least two"):
         average_state_dicts([{"w": torch.ones(2)}])
@@ -72,7 +81,7 @@ def test_soup_cli_writes_the_mean_of_the_weights_as_a_full_artifact(parts, tiny_
     card = (out / CARD_FILE).read_text()
     assert "Weight average (model soup)" in card and "soup-part-1" in card and "soup-part-2" in card
     assert "training_curve.png" not in card  # the average trained nothing: no curve claimed
-    for line in ("soup-part-1", "soup-part-2", "average -> soup-test"):
+    for line in ("soup-part-1", "soup-part-2", "average -> soup-test", "0.500"):
         assert line in result.output
     (prediction,) = load_engine(out, backend="onnx", device="cpu").classify(["Acme shares plunge after profit warning"])
     assert (out / ONNX_INT8_FILE).is_file() and prediction.model_version == "soup-test"
@@ -84,6 +93,13 @@ def test_a_soup_of_one_model_with_itself_scores_like_it(parts, tiny_data, tmp_pa
     _, summary = soup([parts[0], parts[0]], output_dir=tmp_path / "same", version="same", data_path=tiny_data, threads=1)
     (alone, again) = summary["ingredients"]
     assert alone["selection_score"] == again["selection_score"] == pytest.approx(summary["selection_score"], abs=1e-9)
+
+
+def test_a_weight_per_ingredient_or_a_usage_error(parts, tiny_data, tmp_path):
+    result = CliRunner().invoke(cli, ["soup", *map(str, parts), "--out", str(tmp_path / "w"), "--version", "w",
+                                      "--data", str(tiny_data), "--weight", "1"])
+    assert result.exit_code == 2 and "2 positive weights" in result.output
+    assert not (tmp_path / "w" / WEIGHTS_FILE).exists()
 
 
 def test_ingredients_on_other_splits_are_refused(parts, tiny_data, tmp_path):
