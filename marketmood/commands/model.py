@@ -271,7 +271,8 @@ def dapt_command(data_path: Path | None, output_dir: Path, base_encoder: Path | 
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")
 def soup_command(ingredients: tuple[Path, ...], output_dir: Path, version: str, data_path: Path | None,
                  weights: tuple[float, ...], threads: int | None) -> None:
-    """Average the weights of two or more trained artifacts of one starting point into one model (a "soup").
+    """Average the weights of INGREDIENTS, two or more trained artifact folders of one starting point, into one
+    model (a "soup").
 
     The ingredients must share the base encoder, the tokenizer vocabulary, the labels and the splits (same
     --seed and labeled files); averaging helps when they also share the head initialisation (same --init-seed),

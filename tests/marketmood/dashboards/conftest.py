@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -96,8 +96,14 @@ def _xom(now: datetime) -> tuple[list[ScoredArticle], list[float], list[float]]:
                       ENERGY, sentiment, p_neg, version="v2", source="energywire")
         items.append(item)
         base.append(item.score)
+    # The burst (2.5 h, ending 2 h ago) must sit in one day and one week: the daily and weekly buckets start at
+    # midnight (weeks on Monday), and a burst straddling one would be split across buckets (seen on a Monday at 03:00).
+    end = now - timedelta(hours=2)
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if end - timedelta(hours=2.5) <= midnight <= end:
+        end = midnight - timedelta(minutes=5)
     for i in range(6):
-        item = scored(f"r{i}", f"Exxon refinery fire number {i} hits output", now - timedelta(hours=2 + i * 0.5),
+        item = scored(f"r{i}", f"Exxon refinery fire number {i} hits output", end - timedelta(hours=i * 0.5),
                       ["XOM"], ENERGY, "negative", 0.85 + i * 0.01, version="v2", source="energywire")
         items.append(item)
         recent.append(item.score)
