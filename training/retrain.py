@@ -296,7 +296,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         feedback_until = feedback_sql.latest_feedback_time(conn)
         rows = feedback_sql.fetch_feedback(conn, until=feedback_until)
     merged = merge_feedback(rows, policy_from(settings))
-    dev_texts = {normalize_text(ex.text) for exs in splits.dev.values() for ex in exs}
+    dev_texts = {normalize_text(ex.text) for exs in [*splits.dev.values(), *guards.values()] for ex in exs}
     extra, holdout = split_feedback(merged.texts, holdout_fraction=r.feedback_holdout_fraction,
                                     weight=r.feedback_weight, exclude_texts=dev_texts)
     eval_sets = {**splits.dev, **guards, FEEDBACK_SET: holdout}
