@@ -207,7 +207,7 @@ class RetrainSettings(_Section):
         "Subsets of labeled files ('FILE COLUMN=VALUE ...', FILE under data_path) on which a challenger may show no "
         "clear loss (upper bound of the paired macro-F1 interval >= -gate_guard_delta); default: the PhraseBank "
         "sentences all annotators agreed on. Name rows no model trains on (dev or test files); analyst feedback "
-        "on them is kept out of training. Empty: no guard."))
+        "on them is kept out of training. A slice whose file is absent is skipped with a warning. Empty: no guard."))
     gate_guard_delta: float = Field(0.0, ge=0, description="Guard-slice margin on the upper bound of the macro-F1 diff.")
     gate_min_guard_examples: int = Field(100, ge=1, description="Guard slices smaller than this do not vote.")
     gate_class_delta: float = Field(0.10, ge=0, description="Max per-class F1 / negative-recall drop (guardrail).")

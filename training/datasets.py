@@ -309,6 +309,17 @@ def load_evaluation_csv(path: Path, task: str = "auto",
     return task, to_examples(rows, task, Path(path).stem)
 
 
+def _guard_file(data_path: Path, spec: str) -> Path:
+    file = spec.split()[0]
+    return Path(file) if Path(file).is_absolute() else Path(data_path) / file
+
+
+def missing_guard_files(data_path: Path, specs: Iterable[str]) -> list[str]:
+    """The guard specs whose file is absent: a data path without PhraseBank (the default guard's set) still
+    retrains, with a warning and the missing guards named in the gate report, rather than failing."""
+    return [spec for spec in specs if spec.split() and not _guard_file(data_path, spec).is_file()]
+
+
 def load_guard_slices(data_path: Path, specs: Iterable[str]) -> dict[str, list[LabeledExample]]:
     """Subsets of labeled files the promotion gate guards, keyed ``guard:<spec>``.
 
@@ -321,8 +332,7 @@ def load_guard_slices(data_path: Path, specs: Iterable[str]) -> dict[str, list[L
         if not spec.split():
             raise DatasetError(f"guard slice {spec!r}: expected 'FILE COLUMN=VALUE ...'")
         file, *conditions = spec.split()
-        path = Path(file) if Path(file).is_absolute() else Path(data_path) / file
-        _, examples = load_evaluation_csv(path, where=parse_where(conditions))
+        _, examples = load_evaluation_csv(_guard_file(data_path, spec), where=parse_where(conditions))
         slices[f"guard:{' '.join([file, *conditions])}"] = examples
     return slices
 

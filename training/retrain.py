@@ -35,6 +35,7 @@ from training.datasets import (
     examples_fingerprint,
     load_guard_slices,
     load_labeled_sets,
+    missing_guard_files,
     normalize_text,
 )
 from training.evaluation import split_by_task, task_metrics
@@ -215,6 +216,14 @@ def retrain_lock(engine: Engine) -> Iterator[bool]:
                 registry_sql.advisory_unlock(conn)
 
 
+def guard_sets(data_path: Path, specs: Sequence[str]) -> tuple[dict[str, list[LabeledExample]], list[str]]:
+    """The guard slices to judge, and the specs skipped because their file is not under the data path (logged)."""
+    missing = missing_guard_files(data_path, specs)
+    if missing:
+        log.warning("retrain.guard_slices_missing", specs=missing, data_path=str(data_path))
+    return load_guard_slices(data_path, [spec for spec in specs if spec not in missing]), missing
+
+
 def gate_config_from(settings: Any) -> GateConfig:
     r = settings.retrain
     return GateConfig(delta=r.gate_delta, set_delta=r.gate_set_delta, confidence=r.gate_confidence,
@@ -289,7 +298,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
                               f"{data_path}?)", champion=champion_version)
 
     try:  # before minutes of training: a guard slice that cannot be read is a configuration error
-        guards = load_guard_slices(data_path, r.gate_guard_slices)
+        guards, guards_missing = guard_sets(data_path, r.gate_guard_slices)
     except DatasetError as exc:
         return RetrainOutcome("failed", f"retrain.gate_guard_slices: {exc}", champion=champion_version)
     with engine.connect() as conn:
@@ -340,6 +349,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     report = build_report(champ, chall, result, gate_cfg, extra={
         "trigger": trigger,
         "eval_sizes": {k: len(v) for k, v in eval_sets.items()},
+        "guard_slices_missing": guards_missing,
         "gate_split": split_record,
         "early_stopping": f"selection split ({config.select_fraction:.0%} of each set's train rows)",
         "feedback": {"train": len(extra), "holdout": len(holdout), "weight": r.feedback_weight,
@@ -402,7 +412,8 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
         return RetrainOutcome("failed", "the dev split's fingerprint differs from the champion's recorded one",
                               version, champion_version)
     try:
-        eval_sets = {**splits.dev, **load_guard_slices(Path(settings.data_path), r.gate_guard_slices)}
+        guards, guards_missing = guard_sets(Path(settings.data_path), r.gate_guard_slices)
+        eval_sets = {**splits.dev, **guards}
     except DatasetError as exc:
         return RetrainOutcome("failed", f"retrain.gate_guard_slices: {exc}", version, champion_version)
     latency_texts = [ex.text for exs in splits.dev.values() for ex in exs[:32]][:96] or list(SMOKE_TEXTS)
@@ -412,6 +423,7 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
     result = evaluate_gate(champ, chall, gate_cfg)
     report = build_report(champ, chall, result, gate_cfg, extra={
         "trigger": "register", "eval_sizes": {k: len(v) for k, v in eval_sets.items()},
+        "guard_slices_missing": guards_missing,
         "gate_split": {**split, "dev_fingerprint": fingerprint}})
     with engine.begin() as conn:
         registry_sql.set_report(conn, version, report)

@@ -10,6 +10,7 @@ from training.datasets import (
     load_evaluation_csv,
     load_guard_slices,
     load_labeled_sets,
+    missing_guard_files,
     parse_where,
     stratified_split,
 )
@@ -161,6 +162,8 @@ def test_guard_slices_read_a_filtered_subset_under_the_data_path_and_refuse_what
     assert list(slices) == ["guard:financial_phrasebank/valid.csv agreement=100", f"guard:{book}"]
     assert [ex.text for ex in slices["guard:financial_phrasebank/valid.csv agreement=100"]] == ["profit soars", "loss widens"]
     assert len(slices[f"guard:{book}"]) == 3  # an absolute path, no filter: the whole file
+    assert missing_guard_files(tmp_path, ["financial_phrasebank/valid.csv agreement=100", "missing.csv a=1", " "]) == [
+        "missing.csv a=1"]
     for spec, message in (("missing.csv agreement=100", "file not found"),
                           ("financial_phrasebank/valid.csv agreement=75", "no rows"),
                           ("financial_phrasebank/valid.csv annotators=5", "no column"),

@@ -23,7 +23,7 @@ from storage import registry as registry_sql
 from storage.db import make_engine
 from training import registry
 from training.config import TrainConfig
-from training.gate import evaluate_gate
+from training.gate import DEFAULT_GUARD_SLICES, evaluate_gate
 from models.artifact import ARTIFACT_FILE
 from training.retrain import FEEDBACK_SET, REPORT_MD, candidate, gate_config_from, run_retrain, smoke_test
 
@@ -38,8 +38,11 @@ def _settings(home: Path):
     # Tiny sets: let 20-row sets vote (the shipped minimum is 300) so the gate's votes are exercised.
     return load_settings(home=home, retrain={"limit_per_dataset": TINY["limit_per_dataset"], "epochs": 1,
                                              "feedback_holdout_fraction": 0.25, "gate_min_examples": 20,
-                                             "gate_bootstrap_samples": 200, "shadow_hours": 24})
+                                             "gate_bootstrap_samples": 200, "shadow_hours": 24,
+                                             "gate_guard_slices": [*DEFAULT_GUARD_SLICES, MISSING_GUARD]})
 
+
+MISSING_GUARD = "no_such_set/valid.csv agreement=100"  # a data path without that set: skipped, named in the report
 
 FEEDBACK = [
     ("Profit warning sends shares tumbling to a five-year low", "negative", None),
@@ -121,6 +124,7 @@ def test_retrain_end_to_end_stores_a_gated_challenger_and_a_concurrent_retrain_s
     guard = next(c for c in report["checks"] if c["name"].startswith("guard_macro_f1[guard:financial_phrasebank/"))
     assert "upper bound must be >=" in guard["detail"] or "informational only" in guard["detail"]
     assert report["eval_sizes"]["guard:financial_phrasebank/valid.csv agreement=100"] > 0
+    assert report["guard_slices_missing"] == [MISSING_GUARD]  # skipped and named, not a failed retrain
     assert report["gate_split"]["dev_fingerprint"].startswith("sha256:")
     assert record["training_config"]["gate_split"] == report["gate_split"]
     assert report["feedback"]["merge"]["pending"] == 1  # mallory's lone label
