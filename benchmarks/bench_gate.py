@@ -84,7 +84,7 @@ def guard_slices(args: argparse.Namespace) -> dict:
     return load_guard_slices(Path(args.data), DEFAULT_GUARD_SLICES)
 
 
-def real_pair(args: argparse.Namespace) -> None:
+def real_pair(args: argparse.Namespace, guards: dict) -> None:
     from models.artifact import TRAINING_CONFIG_FILE, read_info
     from training.datasets import load_labeled_sets
     from training.evaluation import bootstrap_intervals
@@ -100,7 +100,7 @@ def real_pair(args: argparse.Namespace) -> None:
         sets = load_labeled_sets(Path(args.data), seed=args.seed, split_method=args.split_method).dev
         described = f"dev split seed {args.seed} / {args.split_method}"
     texts = [ex.text for exs in sets.values() for ex in exs[:32]][:96]
-    sets = {**sets, **guard_slices(args)}
+    sets = {**sets, **guards}
     champ = candidate(read_info(champion_dir).version, champion_dir, sets, texts, smoke=False)
     chall = candidate(read_info(challenger_dir).version, challenger_dir, sets, texts, smoke=True)
     result = evaluate_gate(champ, chall, GateConfig())
@@ -151,12 +151,14 @@ def main() -> None:
     parser.add_argument("--no-guards", action="store_true", help="With --pair: judge without guard slices.")
     parser.add_argument("--json", action="store_true", help="With --pair: also print the comparisons as JSON.")
     args = parser.parse_args()
-    if args.pair:  # the guard slices are read before minutes of scoring, not after
-        try:
-            guard_slices(args)
-        except DatasetError as exc:
-            parser.error(f"{'--slice' if args.slice else '--data'}: {exc}")
-    real_pair(args) if args.pair else simulate(args)
+    if not args.pair:
+        simulate(args)
+        return
+    try:  # the guard slices are read before minutes of scoring, not after
+        guards = guard_slices(args)
+    except DatasetError as exc:
+        parser.error(f"{'--slice' if args.slice else '--data'}: {exc}")
+    real_pair(args, guards)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class Ingredient:
     info: ArtifactInfo
     record: dict[str, Any]
     vocab: dict[str, int]
+    tokenizer: Any = field(default=None, compare=False, repr=False)  # loaded once, reused for the average
 
 
 def mixing_weights(count: int, weights: Sequence[float] | None = None) -> list[float]:
@@ -129,15 +130,13 @@ def load_ingredient(path: Path) -> Ingredient:
                         "averaged (their splits must be known)")
     tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR), local_files_only=True)
     return Ingredient(path=path, info=read_info(path), record=json.loads(record_path.read_text()),
-                      vocab=dict(tokenizer.get_vocab()))
+                      vocab=dict(tokenizer.get_vocab()), tokenizer=tokenizer)
 
 
 def soup(ingredient_paths: Sequence[Path], *, output_dir: Path, version: str, data_path: Path,
          threads: int | None = None, weights: Sequence[float] | None = None) -> tuple[Path, dict[str, Any]]:
     """Average the ingredients' weights (uniformly unless ``weights``) and write a complete artifact; returns it and
     the selection scores."""
-    from transformers import AutoTokenizer
-
     from models.torch_backend import load_torch_model
     from training.artifact_writer import write_artifact
     from training.trainer import EncodedSet, History, calibrate, evaluate_sets, selection_score
@@ -164,7 +163,7 @@ def soup(ingredient_paths: Sequence[Path], *, output_dir: Path, version: str, da
                                split_method=config.split_method, select_fraction=config.select_fraction)
     if _split_fingerprints({"data_fingerprints": splits.fingerprints}) != _split_fingerprints(first.record):
         raise SoupError(f"the labeled files under {data_path} are not the ones the ingredients were trained on")
-    tokenizer = AutoTokenizer.from_pretrained(str(first.path / TOKENIZER_DIR), local_files_only=True)
+    tokenizer = first.tokenizer
     encoder = TextEncoder.from_tokenizer(tokenizer.backend_tokenizer, first.info.max_length, first.info.preprocessing)
     selection_sets = splits.select if any(splits.select.values()) else splits.dev
     select_sets = {name: EncodedSet.build(encoder, exs) for name, exs in selection_sets.items() if exs}
