@@ -225,6 +225,35 @@ def _negative_is_informative(task_metrics: Mapping[str, Any]) -> bool:
     return float(cls.get("precision", 0.0)) > base_rate
 
 
+# One predicate per statistical rule, shared by ``evaluate_gate`` and the error-rate simulation
+# (``training.gate_sim``), so the measured false-reject rates are those of the rules that decide.
+
+
+def base_set_passes(cmp: PairedComparison, config: GateConfig) -> bool:
+    """A base set's vote: no clear regression (the interval's lower bound above ``-set_delta``)."""
+    return cmp.lower > -config.set_delta
+
+
+def guarded_class_deltas(cmp: PairedComparison, config: GateConfig) -> dict[int, float]:
+    """Per-class F1 deltas of the classes with enough gold rows to be guarded (``min_class_support``)."""
+    return {i: d for i, d in cmp.class_f1_delta.items() if cmp.class_support[i] >= config.min_class_support}
+
+
+def class_delta_passes(delta: float, config: GateConfig) -> bool:
+    """A guarded class may lose at most ``class_delta`` F1 (point estimate)."""
+    return delta >= -config.class_delta
+
+
+def negative_recall_passes(old: float, new: float, config: GateConfig) -> bool:
+    """Negative recall (what alerts page on) may lose at most ``class_delta`` (point estimate)."""
+    return new >= old - config.class_delta
+
+
+def pooled_passes(lower: float, config: GateConfig) -> bool:
+    """The pooled vote over base sets: non-inferior within ``delta`` (lower bound above ``-delta``)."""
+    return lower > -config.delta
+
+
 def guard_passes(cmp: PairedComparison, config: GateConfig) -> bool:
     """A guard slice's vote: no loss the interval can see (its upper bound not below ``-guard_delta``)."""
     return cmp.upper >= -config.guard_delta
@@ -237,11 +266,11 @@ def _fmt_cmp(c: PairedComparison) -> str:
 
 def _guardrail(name: str, c: PairedComparison, labels: Sequence[str], champion_metrics: Mapping[str, Any],
                config: GateConfig, task: str) -> list[Check]:
-    guarded = {i: d for i, d in c.class_f1_delta.items() if c.class_support[i] >= config.min_class_support}
+    guarded = guarded_class_deltas(c, config)
     checks = []
     if guarded:
         worst = min(guarded, key=guarded.get)  # type: ignore[arg-type]
-        ok = guarded[worst] >= -config.class_delta
+        ok = class_delta_passes(guarded[worst], config)
         checks.append(Check(f"class_f1[{name}]", ok, f"worst class {labels[worst]!r}: F1 {guarded[worst]:+.4f} "
                             f"(limit -{config.class_delta}, {len(guarded)} classes with >= "
                             f"{config.min_class_support} rows)", None, guarded[worst]))
@@ -251,7 +280,7 @@ def _guardrail(name: str, c: PairedComparison, labels: Sequence[str], champion_m
             checks.append(Check(f"negative_recall[{name}]", True, "informational only (too few negatives or the "
                                 "champion's negative calls are uninformative)", old, new, votes=False))
         else:
-            checks.append(Check(f"negative_recall[{name}]", new >= old - config.class_delta,
+            checks.append(Check(f"negative_recall[{name}]", negative_recall_passes(old, new, config),
                                 f"{new:.4f} vs {old:.4f} (limit -{config.class_delta})", old, new))
     return checks
 
@@ -311,7 +340,7 @@ def evaluate_gate(champion: Candidate, challenger: Candidate, config: GateConfig
                                 f"upper bound must be >= -{config.guard_delta} (no clear loss on this slice): "
                                 f"{_fmt_cmp(cmp)}", cmp.champion_f1, cmp.challenger_f1))
             continue
-        checks.append(Check(f"{kind}[{name}]", cmp.lower > -config.set_delta,
+        checks.append(Check(f"{kind}[{name}]", base_set_passes(cmp, config),
                             f"lower bound must be > -{config.set_delta}: {_fmt_cmp(cmp)}",
                             cmp.champion_f1, cmp.challenger_f1))
         checks += _guardrail(name, cmp, labels, (champion.metrics.get(set_name) or {}).get(task) or {}, config, task)
@@ -321,7 +350,7 @@ def evaluate_gate(champion: Candidate, challenger: Candidate, config: GateConfig
     if pooled:
         mean, lower, upper = pooled_interval(pooled, config.confidence)
         comparisons["pooled_base"] = {"sets": pooled_names, "diff": mean, "lower": lower, "upper": upper}
-        checks.append(Check("pooled_macro_f1[base]", lower > -config.delta,
+        checks.append(Check("pooled_macro_f1[base]", pooled_passes(lower, config),
                             f"mean diff over {len(pooled)} base sets {mean:+.4f} [{lower:+.4f}, {upper:+.4f}]; "
                             f"lower bound must be > -{config.delta}", None, mean))
     else:

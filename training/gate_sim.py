@@ -14,7 +14,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.gate import GateConfig, guard_passes, macro_f1, paired_bootstrap, pooled_interval
+from training.gate import (
+    GateConfig,
+    PairedComparison,
+    base_set_passes,
+    class_delta_passes,
+    guard_passes,
+    guarded_class_deltas,
+    macro_f1,
+    negative_recall_passes,
+    paired_bootstrap,
+    pooled_interval,
+    pooled_passes,
+)
 
 # Class counts and CPU-path accuracy of the bundled model on its dev splits (models/default_model/metrics.json).
 SHIPPED_SETS: dict[str, tuple[tuple[int, ...], float]] = {
@@ -69,6 +81,18 @@ class SimResult:
     pooled_reject: float
 
 
+def set_rejected(cmp: PairedComparison, counts: Sequence[int], config: GateConfig) -> bool:
+    """Whether the gate's votes on one simulated base set reject it: its interval, its worst guarded class and,
+    on a 3-class set (sentiment: class 0 is negative, the champion's calls informative), negative recall."""
+    guarded = guarded_class_deltas(cmp, config)
+    rejected = not base_set_passes(cmp, config) or (
+        bool(guarded) and not class_delta_passes(min(guarded.values()), config))
+    if cmp.negative_recall is not None and len(counts) == 3 and counts[0] >= config.min_class_support:
+        old, new = cmp.negative_recall
+        rejected |= not negative_recall_passes(old, new, config)
+    return rejected
+
+
 def simulate_gate(
     sets: Mapping[str, tuple[Sequence[int], float]], config: GateConfig, *, churn: float, drop: float,
     replications: int, seed: int = 0,
@@ -88,15 +112,12 @@ def simulate_gate(
             y, a, b = simulate_pair(counts, acc, churn, extras[name], rng)
             cmp = paired_bootstrap(y, a, b, len(counts), samples=config.bootstrap_samples,
                                    confidence=config.confidence, rng=rng)
-            guarded = [d for i, d in cmp.class_f1_delta.items() if cmp.class_support[i] >= config.min_class_support]
-            set_bad = cmp.lower <= -config.set_delta or (bool(guarded) and min(guarded) < -config.class_delta)
-            if cmp.negative_recall is not None and len(counts) == 3 and counts[0] >= config.min_class_support:
-                set_bad |= cmp.negative_recall[1] < cmp.negative_recall[0] - config.class_delta
+            set_bad = set_rejected(cmp, counts, config)
             per_set[name] += set_bad
             bad |= set_bad
             samples.append(cmp.samples)
         _, lower, _ = pooled_interval(samples, config.confidence)
-        pooled_bad = lower <= -config.delta
+        pooled_bad = not pooled_passes(lower, config)
         pooled_rejects += pooled_bad
         rejected += bad or pooled_bad
     return SimResult(rejected / replications, replications,

@@ -16,7 +16,15 @@ import pytest
 
 from models.labels import label_maps
 from training.gate import Candidate, GateConfig, build_report, evaluate_gate, macro_f1, paired_bootstrap
-from training.gate_sim import GUARD_SETS, SHIPPED_SETS, calibrate_extra, simulate_gate, simulate_guard, simulate_pair
+from training.gate_sim import (
+    GUARD_SETS,
+    SHIPPED_SETS,
+    calibrate_extra,
+    set_rejected,
+    simulate_gate,
+    simulate_guard,
+    simulate_pair,
+)
 
 CONFIG = GateConfig(bootstrap_samples=1000, latency_budget_ms=20.0)
 RNG_SEED = 7
@@ -154,6 +162,34 @@ def test_error_rates_by_simulation_at_the_shipped_sizes():
     worse = simulate_gate(SHIPPED_SETS, config, churn=0.03, drop=0.02, replications=200, seed=2)
     assert equal.reject_rate <= 0.05, equal
     assert worse.reject_rate >= 0.95, worse
+
+
+@pytest.mark.parametrize("name, task", [("phrasebank", "sentiment"), ("tweet_topic", "topic")])
+def test_the_simulation_judges_a_set_as_the_gate_does(name, task):
+    """The error rates above are the shipped rules' only if the simulation's per-set verdict is the gate's: same
+    pair, same bootstrap draws, same verdict, over pairs from clearly equal to clearly worse."""
+    counts, acc = SHIPPED_SETS[name]
+    labels = label_maps()[task]
+    config = GateConfig(bootstrap_samples=300)
+    verdicts = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        churn = (0.02, 0.06, 0.12)[seed % 3]
+        y, a, b = simulate_pair(counts, acc, churn, 0.01 * (seed % 7), rng)
+        if seed % 5 == 0:  # a collapsed negative class: the negative-recall / class guardrail decides
+            b = np.where((y == 0) & (b == 0) & (rng.random(len(y)) < 0.15), 1, b)
+        champion_negative_precision = float(np.mean(y[a == 0] == 0)) if (a == 0).any() else 0.0
+        metrics = {name: {task: {"n": len(y), "per_class": {labels[0]: {
+            "support": int((y == 0).sum()), "precision": champion_negative_precision}}}}}
+        champion = Candidate("v1", label_maps(), metrics, 5.0, predictions={name: {task: (y.tolist(), a.tolist())}})
+        challenger = Candidate("v2", label_maps(), metrics, 5.0, predictions={name: {task: (y.tolist(), b.tolist())}})
+        gate = evaluate_gate(champion, challenger, config)
+        gate_rejects_set = any(c.votes and not c.passed for c in gate.checks if c.name.endswith(f"[{name}/{task}]"))
+        cmp = paired_bootstrap(y, a, b, len(counts), samples=config.bootstrap_samples,
+                               confidence=config.confidence, rng=np.random.default_rng(config.seed))
+        assert set_rejected(cmp, counts, config) == gate_rejects_set, (seed, [c for c in gate.checks if not c.passed])
+        verdicts.append(gate_rejects_set)
+    assert 5 <= sum(verdicts) <= 35, sum(verdicts)  # both verdicts were exercised
 
 
 def _guard_pair(n: int, champion_wrong: slice, challenger_wrong: slice, seed: int = 3):
