@@ -109,10 +109,39 @@ def _filters(d: Dialect) -> str:
             f"    AND {d.matches('source', 'a.source')}")
 
 
+# Buckets shorter than a day are real spans of time; a day or longer is a calendar day (week) of the market.
+# Binning sub-day buckets on local wall-clock time breaks on the days the clocks change: a spring-forward day
+# maps local 02:00 and 03:00 to one instant (a row twice, its articles counted twice), a fall-back day folds
+# two real hours into one local 01:00 bucket. Both kinds are aligned to the market's local midnight.
+_ORIGIN = "TIMESTAMP '2001-01-01'"
+
+
+def _is_sub_day(d: Dialect) -> str:
+    return f"{d.bucket_s} < 86400"
+
+
 def _bucket(d: Dialect, column: str) -> str:
-    """Start of the bucket holding ``column``, aligned to local midnight in the market's time zone."""
-    return (f"(date_bin(make_interval(secs => {d.bucket_s}), {column} AT TIME ZONE {d.tz}, "
-            f"TIMESTAMP '2001-01-01') AT TIME ZONE {d.tz})")
+    """Start of the bucket holding ``column`` (a timestamptz): sub-day buckets bin absolute time from a local
+    midnight, longer ones bin local time from local midnight."""
+    stride = f"make_interval(secs => {d.bucket_s})"
+    return (f"(CASE WHEN {_is_sub_day(d)} THEN date_bin({stride}, {column}, {_ORIGIN} AT TIME ZONE {d.tz}) "
+            f"ELSE date_bin({stride}, {column} AT TIME ZONE {d.tz}, {_ORIGIN}) AT TIME ZONE {d.tz} END)")
+
+
+def _bucket_grid(d: Dialect) -> str:
+    """Every bucket start from the one holding ``t_from`` to ``t_to`` (column ``bucket``, timestamptz), the same
+    buckets :func:`_bucket` assigns; only one branch returns rows."""
+    stride = f"make_interval(secs => {d.bucket_s})"
+    return f"""(
+    SELECT gs AS bucket
+    FROM generate_series(date_bin({stride}, {d.t_from}, {_ORIGIN} AT TIME ZONE {d.tz}), {d.t_to}, {stride}) AS gs
+    WHERE {_is_sub_day(d)}
+    UNION ALL
+    SELECT gs AT TIME ZONE {d.tz}
+    FROM generate_series(date_bin({stride}, {d.t_from} AT TIME ZONE {d.tz}, {_ORIGIN}), {d.t_to} AT TIME ZONE {d.tz},
+                         {stride}) AS gs
+    WHERE NOT ({_is_sub_day(d)})
+  )"""
 
 
 def sentiment_series(d: Dialect, by: Grouping = "none", *, top_tickers: int = 10) -> str:
@@ -146,11 +175,9 @@ b AS (
   GROUP BY 1, 2
 ),
 grid AS (
-  SELECT sr.series, gs AT TIME ZONE {d.tz} AS bucket
+  SELECT sr.series, gb.bucket
   FROM (SELECT DISTINCT series FROM b) sr
-  CROSS JOIN generate_series(
-    date_bin(make_interval(secs => {d.bucket_s}), {d.t_from} AT TIME ZONE {d.tz}, TIMESTAMP '2001-01-01'),
-    {d.t_to} AT TIME ZONE {d.tz}, make_interval(secs => {d.bucket_s})) AS gs
+  CROSS JOIN {_bucket_grid(d)} AS gb
 ),
 g AS (
   SELECT grid.bucket, grid.series, COALESCE(b.n, 0) AS n, COALESCE(b.copies, 0) AS copies,
@@ -351,7 +378,7 @@ SELECT
   'marketmood,model' AS "tags"
 FROM model_alias_history h
 WHERE h.alias = 'active' AND h.changed_at BETWEEN $__timeFrom()::timestamptz AND $__timeTo()::timestamptz
-ORDER BY h.changed_at"""
+ORDER BY h.changed_at, h.id"""
 
 TOPIC_VARIABLE = f"""\
 SELECT DISTINCT s.topic

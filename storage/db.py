@@ -32,6 +32,7 @@ def make_engine(
     statement_timeout_ms: int | None = None,
     lock_timeout_ms: int | None = None,
     keepalives: bool = True,
+    time_zone: str | None = "UTC",
     **kwargs: Any,
 ) -> Engine:
     """An engine with pre-ping and a bounded connect timeout (a dead server fails fast, not after minutes).
@@ -39,10 +40,16 @@ def make_engine(
     ``statement_timeout_ms`` / ``lock_timeout_ms`` bound a hung statement or a lock held by someone else
     (the server cancels it and the caller's retry policy takes over), and TCP keepalives detect a server
     that vanished without closing the connection. The stream worker sets all three.
+
+    Sessions run in ``time_zone`` (UTC): timestamptz values come back in the session's zone, which is the
+    server's (``initdb`` takes the host's) unless the client says otherwise, and the CLI, reports and API
+    label the times they print as UTC. Grafana's own connections are not affected.
     """
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("connect_timeout", connect_timeout)
-    options = [f"-c statement_timeout={statement_timeout_ms}"] if statement_timeout_ms else []
+    options = [f"-c TimeZone={time_zone}"] if time_zone else []
+    if statement_timeout_ms:
+        options.append(f"-c statement_timeout={statement_timeout_ms}")
     if lock_timeout_ms:
         options.append(f"-c lock_timeout={lock_timeout_ms}")
     if options:

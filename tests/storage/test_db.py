@@ -59,3 +59,28 @@ def test_create_database_if_missing_is_idempotent(pg_server: EmbeddedPostgres) -
         ping(url)
     finally:
         drop_database(pg_server, "mm_created_once")
+
+
+def test_sessions_run_in_utc_whatever_the_servers_zone(db_url: str) -> None:
+    """timestamptz values come back in the session's zone; the CLI, reports and API print them as UTC."""
+    from datetime import timedelta
+
+    from sqlalchemy.engine import make_url
+
+    admin = make_engine(db_url, poolclass=NullPool)
+    try:
+        with admin.begin() as conn:  # a server (or database) whose default zone is not UTC
+            conn.execute(text(f'ALTER DATABASE "{make_url(db_url).database}" SET timezone = \'Europe/Berlin\''))
+    finally:
+        admin.dispose()
+    query = text("SELECT current_setting('TimeZone'), TIMESTAMPTZ '2026-01-15 12:00:00+00'")
+    for time_zone, expected, offset in (("UTC", "UTC", timedelta(0)), (None, "Europe/Berlin", timedelta(hours=1))):
+        engine = make_engine(db_url, poolclass=NullPool, time_zone=time_zone, statement_timeout_ms=5000)
+        try:
+            with engine.connect() as conn:
+                zone, value = conn.execute(query).one()
+                assert (zone, value.utcoffset()) == (expected, offset)
+                assert value.hour == 12 + offset.seconds // 3600
+                assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "5s"  # other options kept
+        finally:
+            engine.dispose()
