@@ -21,10 +21,8 @@ SPRING_FORWARD = datetime(2026, 3, 8, 7, tzinfo=UTC)
 FALL_BACK = datetime(2026, 11, 1, 6, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("change", [SPRING_FORWARD, FALL_BACK], ids=["spring-forward", "fall-back"])
-def test_hourly_buckets_are_real_hours_across_a_clock_change(db_url: str, make_scored, run_on, change) -> None:  # type: ignore[no-untyped-def]
-    # One article every 20 minutes from 3 h before the change to 3 h after: 3 per real hour.
-    instants = [change - timedelta(hours=3) + timedelta(minutes=20 * i + 5) for i in range(18)]
+def _seed(db_url: str, make_scored, instants: list[datetime]) -> None:  # type: ignore[no-untyped-def]
+    """One negative Earnings article (scored by the active model v1) at each instant."""
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -34,6 +32,13 @@ def test_hourly_buckets_are_real_hours_across_a_clock_change(db_url: str, make_s
                                        for i, at in enumerate(instants)])
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("change", [SPRING_FORWARD, FALL_BACK], ids=["spring-forward", "fall-back"])
+def test_hourly_buckets_are_real_hours_across_a_clock_change(db_url: str, make_scored, run_on, change) -> None:  # type: ignore[no-untyped-def]
+    # One article every 20 minutes from 3 h before the change to 3 h after: 3 per real hour.
+    instants = [change - timedelta(hours=3) + timedelta(minutes=20 * i + 5) for i in range(18)]
+    _seed(db_url, make_scored, instants)
     t_from, t_to = change - timedelta(hours=3), change + timedelta(hours=3)
     _, rows = run_on(db_url, sql.SENTIMENT_SELECTION, t_from, t_to, interval=timedelta(hours=1), tz=NEW_YORK)
 
@@ -48,15 +53,7 @@ def test_hourly_buckets_are_real_hours_across_a_clock_change(db_url: str, make_s
 def test_daily_buckets_still_start_at_local_midnight_across_a_clock_change(db_url: str, make_scored, run_on,  # type: ignore[no-untyped-def]
                                                                           change) -> None:
     days = [change - timedelta(days=1), change, change + timedelta(days=1)]
-    engine = make_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            registry.insert_version(conn, version="v1", artifact=b"", artifact_sha256="0" * 64)
-            registry.set_alias(conn, "v1", by="tests", reason="first")
-            upsert_scored_batch(conn, [make_scored(f"d{i}", f"Acme day {i}", at, ["ACME"], "Earnings", "negative", 0.9)
-                                       for i, at in enumerate(days)])
-    finally:
-        engine.dispose()
+    _seed(db_url, make_scored, days)
     _, rows = run_on(db_url, sql.SENTIMENT_SELECTION, change - timedelta(days=2), change + timedelta(days=2),
                      interval=timedelta(days=1), tz=NEW_YORK)
     local = [r["time"].astimezone(ZoneInfo(NEW_YORK)) for r in rows]
