@@ -114,7 +114,7 @@ def read_text_label_csv(path: Path, where: Mapping[str, str] | None = None) -> l
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     where = dict(where or {})
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
             raise DatasetError(f"{path}: expected a header with 'text' and 'label' columns, got {reader.fieldnames}")
@@ -369,7 +369,7 @@ def load_unlabeled(
         fingerprints[spec.file] = file_fingerprint(path)
         opener = gzip.open if path.suffix == ".gz" else open
         by_key: dict[str, str] = {}
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
             for row in csv.DictReader(handle):
                 text = (row.get(spec.column) or "").strip()
                 if text:

@@ -77,6 +77,15 @@ def test_jsonl_passes_records_and_raw_lines_through(tmp_path: Path) -> None:
     assert list(read_records(path)) == [{"id": "a", "title": "t"}, b"not json"]
 
 
+def test_a_byte_order_mark_does_not_hide_the_header_or_the_first_record(tmp_path: Path) -> None:
+    plain = list(read_records(_write_gz(tmp_path / "reuters.csv.gz", REUTERS)))
+    bom = _write_gz(tmp_path / "reuters-bom.csv.gz", "\ufeff" + REUTERS)
+    assert detect_format(bom) == "reuters" and list(read_records(bom)) == plain
+    jsonl = tmp_path / "news.jsonl"
+    jsonl.write_text('{"id": "a", "title": "t"}\n', encoding="utf-8-sig")
+    assert list(read_records(jsonl)) == [{"id": "a", "title": "t"}]
+
+
 def test_unknown_csv_columns_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("foo,bar\n1,2\n")

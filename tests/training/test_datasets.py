@@ -147,6 +147,15 @@ def test_where_scores_a_subset_of_the_file_itself(tmp_path):
         load_evaluation_csv(path, where={"agreement": "75"})
 
 
+def test_a_byte_order_mark_does_not_hide_the_header(tmp_path):
+    """Spreadsheets and pandas' utf-8-sig write a BOM; the header must still read ``text``, not ``\ufefftext``."""
+    path = tmp_path / "held_out.csv"
+    path.write_text("text,label\nProfit rose,positive\nSales fell,Bearish\n", encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    task, examples = load_evaluation_csv(path)
+    assert task == "sentiment" and [e.text for e in examples] == ["Profit rose", "Sales fell"]
+
+
 def test_parse_where_is_the_one_parser_of_row_filters():
     assert parse_where(["agreement=100", " source =a=b"]) == {"agreement": "100", "source": "a=b"}
     for bad in ("agreement", "=100", " =x"):
