@@ -145,18 +145,22 @@ def to_examples(rows: Sequence[tuple[str, str]], task: str, source: str) -> list
 def detect_task(labels: Iterable[str]) -> str:
     """'sentiment' if every label is a sentiment name, 'topic' if every one is a topic, else a clear error."""
     labels = set(labels)
+    bad: dict[str, set[str]] = {}
     for task, normalize in (("sentiment", normalize_sentiment), ("topic", normalize_topic)):
-        bad = set()
+        bad[task] = set()
         for label in labels:
             try:
                 normalize(label)
             except UnknownLabelError:
-                bad.add(label)
-        if not bad:
+                bad[task].add(label)
+        if not bad[task]:
             return task
+    numeric = all(label.strip().lstrip("-").isdigit() for label in labels)
     raise DatasetError(
         "labels match neither task: not sentiment names (negative/neutral/positive, Bearish/Neutral/Bullish) "
-        f"nor topic names; unknown labels: {sorted(labels)[:20]}"
+        f"nor topic names; not sentiment: {sorted(bad['sentiment'])[:20]}, not topic: {sorted(bad['topic'])[:20]}"
+        + ("; these are class codes: write the label names instead (code orders differ between datasets, e.g. "
+           "0 = negative in PhraseBank but 0 = Bearish, 2 = Neutral in the tweet sentiment set)" if numeric else "")
     )
 
 

@@ -47,8 +47,10 @@ def test_stratified_split_keeps_every_class():
 def test_detect_task_and_unknown_labels(tmp_path):
     assert detect_task(["Bearish", "neutral"]) == "sentiment"
     assert detect_task(["earnings", "IPO"]) == "topic"
-    with pytest.raises(DatasetError, match="neither task"):
+    with pytest.raises(DatasetError, match=r"neither task.*not sentiment: \['Earnings'\], not topic: \['bullish'\]$"):
         detect_task(["bullish", "Earnings"])
+    with pytest.raises(DatasetError, match="class codes: write the label names"):
+        detect_task(["0", "2"])
     path = tmp_path / "mine.csv"
     path.write_text("text,label\nGood news,POSITIVE\nBad news,Bearish\n")
     task, examples = load_evaluation_csv(path)
