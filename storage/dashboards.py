@@ -128,6 +128,13 @@ def _bucket(d: Dialect, column: str) -> str:
             f"ELSE date_bin({stride}, {column} AT TIME ZONE {d.tz}, {_ORIGIN}) AT TIME ZONE {d.tz} END)")
 
 
+def _bucket_seconds(d: Dialect, start: str) -> str:
+    """Real length of the bucket starting at ``start``: a local day is 23 or 25 hours when the clocks change."""
+    stride = f"make_interval(secs => {d.bucket_s})"
+    return (f"(CASE WHEN {_is_sub_day(d)} THEN {d.bucket_s} ELSE extract(epoch FROM "
+            f"((({start}) AT TIME ZONE {d.tz} + {stride}) AT TIME ZONE {d.tz}) - ({start}))::double precision END)")
+
+
 def _bucket_grid(d: Dialect) -> str:
     """Every bucket start from the one holding ``t_from`` to ``t_to`` (column ``bucket``, timestamptz), the same
     buckets :func:`_bucket` assigns; only one branch returns rows."""
@@ -196,7 +203,7 @@ SELECT
   g.negative_share AS "negative_share",
   g.n AS "articles",
   g.copies AS "copies",
-  (g.n + g.copies) * 3600.0 / {d.bucket_s} AS "per_hour"
+  (g.n + g.copies) * 3600.0 / {_bucket_seconds(d, 'g.bucket')} AS "per_hour"
 FROM g
 ORDER BY {order}"""
 
@@ -360,8 +367,8 @@ NEGATIVE_SHARE_BY_TOPIC = _columns(sentiment_series(GRAFANA, "topic"), '"time", 
                                    "1, 2")
 ARTICLE_VOLUME = _columns(
     sentiment_series(GRAFANA),
-    '"time", articles * 3600.0 / ($__interval_ms / 1000.0) AS "novel per hour", '
-    'copies * 3600.0 / ($__interval_ms / 1000.0) AS "syndicated per hour"',
+    '"time", COALESCE(per_hour * articles / NULLIF(articles + copies, 0), 0) AS "novel per hour", '
+    'COALESCE(per_hour * copies / NULLIF(articles + copies, 0), 0) AS "syndicated per hour"',
 )
 TOP_MOVERS = top_movers(GRAFANA)
 MOST_NEGATIVE_HEADLINES = headlines(GRAFANA, "negative")

@@ -60,3 +60,13 @@ def test_daily_buckets_still_start_at_local_midnight_across_a_clock_change(db_ur
     assert all((t.hour, t.minute) == (0, 0) for t in local), local
     assert len(local) == len(set(local))
     assert sum(r["articles"] for r in rows) == 3
+    # The volume panel's rate divides by the day's real length: 23 h on a spring-forward day, 25 h on a fall-back.
+    starts = [r["time"] for r in rows]
+    lengths = {a: b - a for a, b in zip(starts, starts[1:])}
+    assert set(lengths.values()) == {timedelta(hours=24), timedelta(hours=23 if change == SPRING_FORWARD else 25)}
+    _, volume = run_on(db_url, sql.ARTICLE_VOLUME, change - timedelta(days=2), change + timedelta(days=2),
+                       interval=timedelta(days=1), tz=NEW_YORK)
+    rates = {r["time"]: r["novel per hour"] for r in volume if r["novel per hour"]}
+    assert len(rates) == 3 and set(rates) <= set(lengths)
+    for start, rate in rates.items():  # one article a day
+        assert float(rate) * (lengths[start] / timedelta(hours=1)) == pytest.approx(1.0), (start, rate, lengths[start])
