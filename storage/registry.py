@@ -22,6 +22,9 @@ SHADOW_ALIAS = "shadow"
 NOTIFY_CHANNEL = "marketmood_model"
 # pg_advisory_lock takes a bigint: a stable one derived from a readable name.
 RETRAIN_LOCK_KEY = int.from_bytes(hashlib.sha256(b"marketmood.retrain").digest()[:8], "big", signed=True)
+BOOTSTRAP_LOCK_KEY = int.from_bytes(hashlib.sha256(b"marketmood.bootstrap").digest()[:8], "big", signed=True)
+# Versions that have served as the active model and were not rolled back: what an aliasless registry may activate.
+SERVED_STATUSES = ("promoted", "retired")
 
 _SUMMARY_COLUMNS = (
     ModelVersion.version,
@@ -121,8 +124,24 @@ def get_artifact(conn: Any, version: str) -> tuple[bytes, str] | None:
     return bytes(row.artifact), row.artifact_sha256
 
 
-def get_alias(conn: Any, alias: str = ACTIVE_ALIAS) -> str | None:
-    return conn.execute(select(ModelAlias.version).where(ModelAlias.alias == alias)).scalar_one_or_none()
+def get_alias(conn: Any, alias: str = ACTIVE_ALIAS, *, for_update: bool = False) -> str | None:
+    """The version ``alias`` points at; ``for_update`` locks the alias row until the transaction ends, so a
+    decision taken on it (rollback, a gated promotion, a shadow verdict) cannot race another move."""
+    stmt = select(ModelAlias.version).where(ModelAlias.alias == alias)
+    return conn.execute(stmt.with_for_update() if for_update else stmt).scalar_one_or_none()
+
+
+def newest_served_version(conn: Any) -> str | None:
+    """The newest version that has been active and was not rejected (see ``SERVED_STATUSES``)."""
+    stmt = (select(ModelVersion.version).where(ModelVersion.status.in_(SERVED_STATUSES))
+            .order_by(ModelVersion.created_at.desc(), ModelVersion.version.desc()).limit(1))
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def lock_bootstrap(conn: Any) -> None:
+    """Serialise first starts (``pg_advisory_xact_lock``, released at commit): two processes finding an
+    empty registry would both insert the bundled model and one would crash on the primary key."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_LOCK_KEY})
 
 
 def set_alias(conn: Any, version: str, *, alias: str = ACTIVE_ALIAS, by: str | None, reason: str) -> str | None:
@@ -146,6 +165,10 @@ def set_alias(conn: Any, version: str, *, alias: str = ACTIVE_ALIAS, by: str | N
         if previous is not None and previous != version:
             set_status(conn, previous, "retired")
         set_status(conn, version, "promoted")
+        if get_alias(conn, SHADOW_ALIAS, for_update=True) == version:
+            # Promoted before its shadow verdict: left in place, a later verdict would re-promote it even after
+            # a rollback had rejected it.
+            clear_alias(conn, SHADOW_ALIAS, by=by, reason=f"{version} made active directly")
     elif alias == SHADOW_ALIAS:
         # A shadow version replaced before promotion was never in service: it leaves as a candidate.
         if previous is not None and previous != version:

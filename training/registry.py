@@ -118,6 +118,34 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _version_row(
+    directory: Path | str,
+    *,
+    status: str = "candidate",
+    data_fingerprint: str | None = None,
+    report: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
+    slim: bool = False,
+) -> dict[str, Any]:
+    """The ``model_versions`` row of an artifact folder (name, lineage, metrics and config read from it)."""
+    directory = Path(directory)
+    info = read_info(directory)
+    packed = pack_artifact(directory, slim=slim)
+    training_config = {**_read_json(directory / TRAINING_CONFIG_FILE), **(extra_config or {})}
+    return {
+        "version": info.version,
+        "parent_version": info.parent_version,
+        "status": status,
+        "base_encoder": info.base_encoder,
+        "data_fingerprint": data_fingerprint or _fingerprint_of(training_config),
+        "metrics": _read_json(directory / METRICS_FILE),
+        "training_config": training_config,
+        "report": report,
+        "artifact": packed.data,
+        "artifact_sha256": packed.sha256,
+    }
+
+
 def register_artifact(
     engine: Engine,
     directory: Path | str,
@@ -132,26 +160,11 @@ def register_artifact(
 
     ``extra_config`` is merged into the stored training config (e.g. the retrain trigger and feedback cutoff).
     """
-    directory = Path(directory)
-    info = read_info(directory)
-    packed = pack_artifact(directory, slim=slim)
-    training_config = {**_read_json(directory / TRAINING_CONFIG_FILE), **(extra_config or {})}
-    fingerprint = data_fingerprint or _fingerprint_of(training_config)
+    row = _version_row(directory, status=status, data_fingerprint=data_fingerprint, report=report,
+                       extra_config=extra_config, slim=slim)
     with engine.begin() as conn:
-        sql.insert_version(
-            conn,
-            version=info.version,
-            parent_version=info.parent_version,
-            status=status,
-            base_encoder=info.base_encoder,
-            data_fingerprint=fingerprint,
-            metrics=_read_json(directory / METRICS_FILE),
-            training_config=training_config,
-            report=report,
-            artifact=packed.data,
-            artifact_sha256=packed.sha256,
-        )
-    return info.version
+        sql.insert_version(conn, **row)
+    return row["version"]
 
 
 def _fingerprint_of(training_config: dict[str, Any]) -> str | None:
@@ -165,30 +178,59 @@ def _fingerprint_of(training_config: dict[str, Any]) -> str | None:
 
 
 def ensure_champion(engine: Engine, bundled_dir: Path = BUNDLED_MODEL_DIR, *, by: str = "bootstrap") -> str | None:
-    """Make sure an active version exists: register and activate the bundled model on an empty registry.
+    """Make sure an active version exists and return it.
 
-    Returns the active version (None only when the registry is empty and no bundled model is present).
+    A registry without an active alias activates the newest version that has served before and was not rolled
+    back, else the bundled model (registered if needed) - never a candidate nobody gated, such as one added by
+    ``models register`` before any worker started. None when there is neither. Concurrent first starts
+    serialise on an advisory lock, so the bundled model is inserted once.
     """
     with engine.connect() as conn:
         active = sql.get_alias(conn)
-        if active is not None:
+    if active is not None:
+        return active
+    with engine.begin() as conn:
+        sql.lock_bootstrap(conn)
+        active = sql.get_alias(conn)
+        if active is not None:  # another process bootstrapped while this one waited
             return active
-        existing = sql.count_versions(conn)
-    if existing == 0:
-        try:
-            version = register_artifact(engine, bundled_dir, status="candidate")
-        except ArtifactError:
-            return None
-    else:  # versions exist but nothing active: the newest one is the safest champion
-        with engine.connect() as conn:
-            version = sql.list_versions(conn)[0]["version"]
-    promote(engine, version, by=by, reason="first champion")
+        version = sql.newest_served_version(conn)
+        if version is None:
+            try:
+                row = _version_row(bundled_dir)
+            except ArtifactError:
+                return None
+            existing = sql.get_version(conn, row["version"], with_report=False)
+            if existing is None:
+                sql.insert_version(conn, **row)
+            elif existing["status"] == "rejected":
+                return None
+            version = row["version"]
+        sql.set_alias(conn, version, by=by, reason="first champion")
     return version
 
 
-def promote(engine: Engine, version: str, *, by: str | None, reason: str = "promote") -> str | None:
-    """Make ``version`` the active model; workers pick it up at their next poll. Returns the previous one."""
+class ChampionChangedError(RegistryError):
+    """The active model moved (a rollback, a manual promotion) after a decision was taken against it."""
+
+
+def _check_active(conn: Any, expected_active: str | None) -> None:
+    """Lock the active alias and refuse when it no longer points at ``expected_active`` (None: any)."""
+    current = sql.get_alias(conn, for_update=True)
+    if expected_active is not None and current != expected_active:
+        raise ChampionChangedError(f"the active model is {current}, not {expected_active} as when this decision "
+                                   "was taken; nothing changed")
+
+
+def promote(engine: Engine, version: str, *, by: str | None, reason: str = "promote",
+            expected_active: str | None = None) -> str | None:
+    """Make ``version`` the active model; workers pick it up at their next poll. Returns the previous one.
+
+    ``expected_active``: the champion a gate judged ``version`` against; if the alias has moved since (a
+    rollback during a long retrain), nothing is promoted (:class:`ChampionChangedError`).
+    """
     with engine.begin() as conn:
+        _check_active(conn, expected_active)
         if sql.get_version(conn, version, with_report=False) is None:
             raise RegistryError(f"unknown model version {version!r}")
         return sql.set_alias(conn, version, by=by, reason=reason)
@@ -215,7 +257,7 @@ def rollback_target(history: list[dict[str, Any]]) -> str | None:
 def rollback(engine: Engine, *, by: str | None) -> tuple[str, str]:
     """Re-activate the version that was active before the current one; returns (from, to)."""
     with engine.begin() as conn:
-        current = sql.get_alias(conn)
+        current = sql.get_alias(conn, for_update=True)  # before reading the history: a promotion cannot slip in
         target = rollback_target(sql.alias_history(conn))
         if current is None or target is None:
             raise RegistryError("nothing to roll back to: the active alias has no earlier version")
@@ -235,10 +277,13 @@ class ShadowCriteria:
     max_confidence_drop: float = 0.05
 
 
-def start_shadow(engine: Engine, version: str, *, by: str | None, reason: str) -> str | None:
+def start_shadow(engine: Engine, version: str, *, by: str | None, reason: str,
+                 expected_active: str | None = None) -> str | None:
     """Point the ``shadow`` alias at ``version`` (status ``shadow``): a shadow worker scores live traffic
-    with it; its scores stay out of dashboards and alerts. Returns the shadow version it replaced."""
+    with it; its scores stay out of dashboards and alerts. Returns the shadow version it replaced.
+    ``expected_active`` as for :func:`promote`."""
     with engine.begin() as conn:
+        _check_active(conn, expected_active)
         if sql.get_version(conn, version, with_report=False) is None:
             raise RegistryError(f"unknown model version {version!r}")
         return sql.set_alias(conn, version, alias=sql.SHADOW_ALIAS, by=by, reason=reason)
@@ -284,20 +329,35 @@ def finish_shadow(engine: Engine, *, now: datetime, criteria: ShadowCriteria, by
                   force: bool = False) -> dict[str, Any] | None:
     """Promote a ``ready`` shadow version (or any, with ``force``), reject a ``failing`` one; else wait."""
     report = shadow_report(engine, now=now, criteria=criteria)
-    if report is None:
-        return None
+    return None if report is None else act_on_shadow_report(engine, report, by=by, force=force)
+
+
+def act_on_shadow_report(engine: Engine, report: dict[str, Any], *, by: str | None,
+                         force: bool = False) -> dict[str, Any]:
+    """Carry out a :func:`shadow_report`'s verdict (``action``: promoted / rejected / none) if it still holds."""
+    report = dict(report)
     version = report["shadow"]
-    if report["verdict"] == "ready" or force:
-        with engine.begin() as conn:
+    if report["verdict"] not in ("ready", "failing") and not force:
+        report["action"] = "none"
+        return report
+    with engine.begin() as conn:
+        # The report was read without locks (it can take a while); act only if neither alias has moved since
+        # and the version is still in shadow (another replica's verdict, a new shadow, a manual promotion).
+        shadow_now = sql.get_alias(conn, sql.SHADOW_ALIAS, for_update=True)
+        active_now = sql.get_alias(conn, for_update=True)
+        record = sql.get_version(conn, version, with_report=False) or {}
+        if (shadow_now, active_now, record.get("status")) != (version, report["champion"], "shadow"):
+            report["action"] = "none"
+            report["problems"] = [*report["problems"], f"changed while judged: shadow {shadow_now}, active "
+                                  f"{active_now}, {version} {record.get('status')}"]
+            return report
+        if report["verdict"] == "ready" or force:
             sql.clear_alias(conn, sql.SHADOW_ALIAS, by=by, reason=f"promoted {version}")
             sql.set_alias(conn, version, by=by, reason=f"shadow passed ({report['sentiment_agreement']} agreement)"
                           if not force else "shadow promoted by force")
-        report["action"] = "promoted"
-    elif report["verdict"] == "failing":
-        with engine.begin() as conn:
+            report["action"] = "promoted"
+        else:
             sql.clear_alias(conn, sql.SHADOW_ALIAS, by=by, reason="; ".join(report["problems"]))
             sql.set_status(conn, version, "rejected")
-        report["action"] = "rejected"
-    else:
-        report["action"] = "none"
+            report["action"] = "rejected"
     return report

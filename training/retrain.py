@@ -384,12 +384,20 @@ def _act_on_verdict(engine: Engine, settings: Any, version: str, champion_versio
     if not promote:
         return RetrainOutcome("registered", "passed the gate; promotion left to an operator", version,
                               champion_version, report)
-    if r.shadow_hours > 0:
-        registry.start_shadow(engine, version, by=by, reason=f"{why}: passed the gate")
-        log.info("retrain.shadow", version=version, champion=champion_version, hours=r.shadow_hours)
-        return RetrainOutcome("shadow", f"passed the gate; scoring in shadow for {r.shadow_hours} h before promotion",
-                              version, champion_version, report)
-    registry.promote(engine, version, by=by, reason=f"{why}: passed the gate")
+    try:
+        if r.shadow_hours > 0:
+            registry.start_shadow(engine, version, by=by, reason=f"{why}: passed the gate",
+                                  expected_active=champion_version)
+            log.info("retrain.shadow", version=version, champion=champion_version, hours=r.shadow_hours)
+            return RetrainOutcome("shadow", f"passed the gate; scoring in shadow for {r.shadow_hours} h before "
+                                  "promotion", version, champion_version, report)
+        registry.promote(engine, version, by=by, reason=f"{why}: passed the gate", expected_active=champion_version)
+    except registry.ChampionChangedError as exc:
+        # E.g. a rollback while this model trained: it was judged against a model that is no longer serving.
+        log.warning("retrain.champion_changed", version=version, champion=champion_version, detail=str(exc))
+        return RetrainOutcome("registered", f"passed the gate against {champion_version}, but {exc}: left a "
+                              f"candidate (`marketmood models promote {version}` if it should serve)", version,
+                              champion_version, report)
     log.info("retrain.promoted", version=version, previous=champion_version)
     return RetrainOutcome("promoted", "passed the gate", version, champion_version, report)
 

@@ -119,3 +119,129 @@ def test_promote_and_rollback_through_the_database(engine, tmp_path):
     assert history == [("v1", "ana"), ("v2", "ana"), ("v3", "ana"), ("v2", "bo"), ("v1", "bo")]
     with pytest.raises(RegistryError):
         registry.rollback(engine, by="bo")
+
+
+# ---------------------------------------------------------------- races and stale decisions (issue: registry audit)
+
+
+def test_an_aliasless_registry_never_activates_an_ungated_candidate(engine, tmp_path):
+    """`models register` before any worker started, then a first start: the bundled model serves, not the
+    candidate (which `register --promote` then gates against it)."""
+    registry.register_artifact(engine, _artifact(tmp_path, "unreviewed"))
+    assert registry.ensure_champion(engine, _artifact(tmp_path, "bundled-1")) == "bundled-1"
+    with engine.connect() as conn:
+        assert registry_sql.get_version(conn, "unreviewed")["status"] == "candidate"
+
+
+def test_an_aliasless_registry_reactivates_the_newest_served_version(engine, tmp_path):
+    for v in ("v1", "v2", "v3"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    registry.promote(engine, "v1", by="ana")
+    registry.promote(engine, "v2", by="ana")  # v1 retired, v2 promoted, v3 a candidate
+    with engine.begin() as conn:
+        registry_sql.clear_alias(conn, registry_sql.ACTIVE_ALIAS, by="dba", reason="restored without the alias")
+    assert registry.ensure_champion(engine, _artifact(tmp_path, "bundled-1")) == "v2"
+    with engine.connect() as conn:
+        assert registry_sql.count_versions(conn) == 3  # the bundled model was not needed
+
+
+def test_concurrent_first_starts_register_the_bundled_model_once(db_url, tmp_path):
+    import threading
+
+    bundled = _artifact(tmp_path, "bundled-1")
+    engines = [make_engine(db_url) for _ in range(4)]
+    barrier, results, errors = threading.Barrier(len(engines)), [], []
+
+    def start(eng):
+        barrier.wait()
+        try:
+            results.append(registry.ensure_champion(eng, bundled))
+        except Exception as exc:  # noqa: BLE001 - the test reports any crash
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(eng,)) for eng in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == [] and results == ["bundled-1"] * 4
+        with engines[0].connect() as conn:
+            assert registry_sql.count_versions(conn) == 1
+            assert [h["version"] for h in registry_sql.alias_history(conn)] == ["bundled-1"]
+    finally:
+        for eng in engines:
+            eng.dispose()
+
+
+def test_a_gated_promotion_refuses_when_the_champion_moved(engine, tmp_path):
+    """A rollback during a long retrain: the challenger was judged against a model that no longer serves."""
+    for v in ("a", "b", "c"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    registry.promote(engine, "a", by="ana")
+    registry.promote(engine, "b", by="ana")  # the retrain starts: champion b
+    registry.rollback(engine, by="oncall")  # b -> a while it trains
+    for move in (registry.promote, registry.start_shadow):
+        with pytest.raises(registry.ChampionChangedError, match="active model is a, not b"):
+            move(engine, "c", by="retrain", reason="passed the gate", expected_active="b")
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == "a" and registry_sql.get_alias(conn, registry_sql.SHADOW_ALIAS) is None
+        assert registry_sql.get_version(conn, "c")["status"] == "candidate"
+    assert registry.promote(engine, "c", by="retrain", expected_active="a") == "a"  # the current champion: allowed
+
+
+def test_the_retrain_leaves_a_stale_winner_a_candidate(engine, tmp_path):
+    from types import SimpleNamespace
+
+    from training.retrain import _act_on_verdict
+
+    for v in ("a", "b", "c"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    registry.promote(engine, "a", by="ana")
+    registry.promote(engine, "b", by="ana")
+    registry.rollback(engine, by="oncall")
+    passed = SimpleNamespace(passed=True, failures=[])
+    for hours in (0, 24):
+        settings = SimpleNamespace(retrain=SimpleNamespace(shadow_hours=hours))
+        outcome = _act_on_verdict(engine, settings, "c", "b", passed, {}, by="retrain", why="retrain", promote=True)
+        assert outcome.status == "registered" and "active model is a, not b" in outcome.reason, outcome
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == "a" and registry_sql.get_alias(conn, registry_sql.SHADOW_ALIAS) is None
+
+
+def test_a_shadow_verdict_is_not_carried_out_once_the_shadow_moved(engine, tmp_path):
+    """Replica 1 judges shadow b; replica 2's retrain puts c in shadow; replica 1's stale verdict must not
+    clear c's alias or promote b."""
+    from datetime import UTC, datetime
+
+    for v in ("a", "b", "c"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    registry.promote(engine, "a", by="ana")
+    registry.start_shadow(engine, "b", by="retrain", reason="passed")
+    criteria = registry.ShadowCriteria(hours=0, min_scores=0)
+    stale = registry.shadow_report(engine, now=datetime.now(UTC), criteria=criteria)
+    assert stale["shadow"] == "b" and stale["verdict"] == "ready"
+    registry.start_shadow(engine, "c", by="retrain", reason="passed")
+    acted = registry.act_on_shadow_report(engine, stale, by="scheduler")
+    assert acted["action"] == "none" and "changed while judged" in acted["problems"][-1]
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == "a" and registry_sql.get_alias(conn, registry_sql.SHADOW_ALIAS) == "c"
+        assert registry_sql.get_version(conn, "c")["status"] == "shadow"
+    fresh = registry.finish_shadow(engine, now=datetime.now(UTC), criteria=criteria, by="scheduler")
+    assert (fresh["shadow"], fresh["action"]) == ("c", "promoted")
+
+
+def test_promoting_the_shadow_version_by_hand_ends_its_shadow_stage(engine, tmp_path):
+    """Otherwise, after a rollback rejects it, the still-pointing shadow alias would have it promoted again."""
+    from datetime import UTC, datetime
+
+    for v in ("a", "b"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    registry.promote(engine, "a", by="ana")
+    registry.start_shadow(engine, "b", by="retrain", reason="passed")
+    registry.promote(engine, "b", by="ana", reason="early")
+    assert registry.rollback(engine, by="oncall") == ("b", "a")
+    criteria = registry.ShadowCriteria(hours=0, min_scores=0)
+    assert registry.finish_shadow(engine, now=datetime.now(UTC), criteria=criteria, by="scheduler") is None
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == "a" and registry_sql.get_version(conn, "b")["status"] == "rejected"
