@@ -31,6 +31,37 @@ def test_text_v1(raw, expected):
     assert text_v1(raw) == expected
 
 
+def test_runs_of_links_collapse_as_mm_text_v1_always_did():
+    """The URL-run pattern was rewritten (it backtracked quadratically); the tokens a trained model sees must not
+    change: the released pattern, kept here as the reference, gives the same text on random mixtures."""
+    import random
+    import re
+
+    released = re.compile(r"(?:\s*\[url\]\s*){2,}")
+    pieces = ["http://a.b/c", "t.co/x", "www.x.com", " ", "  ", "\t", "\n", "x", "[url", "url]", "[url]", "$AAPL", "a b"]
+    rng = random.Random(0)
+    for _ in range(5000):
+        raw = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 10)))
+        reference = raw  # text_v1 as released, on ASCII without entities (no unescaping, no unicode fixes)
+        if any(hint in raw for hint in ("://", "www.", "t.co/", ":/")):
+            reference = re.sub(r"(?:https?://|www\.)\S+|\bt\.co/\S+|https?:/*…?", " [url] ", raw, flags=re.IGNORECASE)
+            if reference.count("[url]") > 1:
+                reference = released.sub(" [url] ", reference)
+        reference = " ".join(re.sub(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,9}(?:\.[A-Za-z]{1,2})?)(?![A-Za-z0-9])",
+                                    lambda m: f" ${m.group(1).lower()} ", reference).split()) or raw
+        assert text_v1(raw) == reference, raw
+
+
+def test_long_blank_runs_between_links_take_linear_time():
+    """A hang check, not a speed target: the released pattern needed ~20 s for this 100,000-character text."""
+    import time
+
+    text = "http://a" + " " * 50_000 + "x" + " " * 50_000 + "http://b"
+    start = time.perf_counter()
+    assert text_v1(text) == "[url] x [url]"
+    assert time.perf_counter() - start < 5.0
+
+
 def test_cashtags_and_unknown_versions():
     assert cashtags_in([text_v1("$AAPL and $msft vs $5")]) == ["$aapl", "$msft"]
     assert get_preprocessor(None)("  $AAPL https://t.co/x ") == "  $AAPL https://t.co/x "
