@@ -30,6 +30,11 @@ def validate_texts(texts: Sequence[object]) -> list[str]:
             raise InvalidTextError(index, "empty text")
         if text.isspace():
             raise InvalidTextError(index, "whitespace-only text")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate: JSON's "\ud800" escape decodes to one
+                raise InvalidTextError(index, f"not valid Unicode ({exc.reason} at character {exc.start})") from None
         checked.append(text)
     return checked
 

@@ -31,9 +31,17 @@ TASKS = HEADS  # a correction labels one of the model's heads
 
 
 def _clean(value: Any) -> str | None:
+    """Stripped text, None when blank; ValueError for what PostgreSQL text cannot hold (NUL, lone surrogates)."""
     if value is None:
         return None
     value = str(value).strip()
+    if "\x00" in value:
+        raise ValueError(f"contains a NUL character: {value[:40]!r}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not valid Unicode ({exc.reason} at character {exc.start}): {value[:40]!r}") from None
     return value or None
 
 

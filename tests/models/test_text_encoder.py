@@ -12,6 +12,7 @@ from models.text_encoder import TextEncoder, validate_texts
         ([None], 0, "not a string"),
         (["ok", b"bytes"], 1, "not a string"),
         (["ok", 42], 1, "not a string"),
+        (["ok", "\ud800 stocks"], 1, "not valid Unicode"),  # JSON's "\ud800" escape decodes to a lone surrogate
     ],
 )
 def test_bad_texts_name_their_index(texts, index, reason):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -91,11 +92,15 @@ def test_feedback_is_stored_with_the_token_identity(db_client: TestClient, db_ur
         ({"text": "x", "sentiment": "angry"}, "unknown sentiment label 'angry'"),
         ({"text": "x"}, "needs a topic and/or a sentiment"),
         ({"topic": "Earnings"}, "needs an article_id or a text"),
+        ({"text": "Shares\u0000 tumble", "sentiment": "negative"}, "contains a NUL character"),
+        ({"article_id": "a\ud800", "sentiment": "negative"}, "not valid Unicode"),
     ],
 )
 def test_invalid_feedback_is_422_with_the_reason(db_client: TestClient, body: dict, message: str,
                                                  alice: dict[str, str]) -> None:
-    response = db_client.post("/feedback", headers=alice, json=body)
+    # Serialised with ASCII escapes, as browsers and most clients send them ("\ud800" stays an escape).
+    response = db_client.post("/feedback", headers={**alice, "content-type": "application/json"},
+                              content=json.dumps(body).encode())
     assert response.status_code == 422
     assert message in response.json()["detail"]
 

@@ -31,6 +31,13 @@ def test_blank_text_is_422_naming_its_index(client: TestClient) -> None:
     assert "index 1" in response.json()["detail"]
 
 
+def test_a_lone_surrogate_is_422_naming_its_index(client: TestClient) -> None:
+    response = client.post("/classify", content=b'{"texts": ["Stocks rally", "\\ud800 crash"]}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["index"] == 1 and "not valid Unicode" in response.json()["detail"]
+
+
 def test_non_string_and_empty_batch_are_422(client: TestClient) -> None:
     response = client.post("/classify", json={"texts": ["ok", 42]})
     assert response.status_code == 422
