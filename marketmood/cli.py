@@ -8,6 +8,8 @@ import sys
 import click
 
 from marketmood.settings import ConfigError
+from storage.db import DatabaseUnavailableError
+from storage.embedded import EmbeddedPostgresError
 
 # One module per area; each exposes ``COMMANDS``: a list of click commands/groups to register.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -46,6 +48,9 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except (DatabaseUnavailableError, EmbeddedPostgresError) as exc:  # the message names the (password-free) URL
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -30,7 +30,9 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from storage.db import normalize_database_url
 from training.gate import DEFAULT_GUARD_SLICES
+from training.schedule import validate_schedule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,7 +189,8 @@ class AlertSettings(_Section):
 
 
 class RetrainSettings(_Section):
-    schedule: str = Field("0 3 * * 1", description="Cron expression; default weekly, Monday 03:00 UTC.")
+    schedule: Annotated[str, AfterValidator(validate_schedule)] = Field(
+        "0 3 * * 1", description="Cron expression (UTC); default weekly, Monday 03:00 UTC.")
     min_new_feedback: int = Field(50, ge=0, description="Distinct newly labelled texts a scheduled retrain needs.")
     feedback_weight: float = Field(1.0, gt=0, description="Loss weight of an accepted feedback example.")
     feedback_reviewers: tuple[str, ...] = Field((), description="Authors (named-token owners) whose label alone is accepted.")
@@ -286,11 +289,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql", "postgres://")):
-            raise ValueError("must be a PostgreSQL URL, e.g. postgresql+psycopg2://user:pw@host:5432/db")
-        if value is not None and value.startswith("postgres://"):
-            value = "postgresql+psycopg2://" + value[len("postgres://") :]
-        return value
+        return None if value is None else normalize_database_url(value)
 
     @classmethod
     def settings_customise_sources(
@@ -411,6 +410,24 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("\n".join(_validation_lines(exc))) from None
     except SettingsError as exc:
         raise ConfigError(_settings_error_line(exc)) from None
+    except _UNREADABLE_CONFIG as exc:  # a config file or .env that cannot be parsed: one line, not a traceback
+        config = os.environ.get("MARKETMOOD_CONFIG")
+        where = f"MARKETMOOD_CONFIG ({config}) or .env" if config else ".env"
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"cannot read the configuration in {where}: {type(exc).__name__}: {detail}") from None
+
+
+def _unreadable_config_errors() -> tuple[type[BaseException], ...]:
+    """TOML syntax and encoding errors are ValueErrors; a YAML list where a mapping belongs is a TypeError."""
+    try:
+        import yaml
+
+        return (ValueError, TypeError, yaml.YAMLError)
+    except ImportError:  # pragma: no cover - pyyaml comes with pydantic-settings' YAML support
+        return (ValueError, TypeError)
+
+
+_UNREADABLE_CONFIG = _unreadable_config_errors()
 
 
 @lru_cache(maxsize=1)

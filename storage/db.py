@@ -21,6 +21,34 @@ from sqlalchemy.pool import NullPool
 DEFAULT_CONNECT_TIMEOUT_S = 5
 
 
+DRIVER = "postgresql+psycopg2"  # the installed DBAPI driver
+
+
+def normalize_database_url(value: str) -> str:
+    """The URL with the installed driver, or ValueError saying what is wrong (never echoing the password).
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg2://``: SQLAlchemy 2.1 maps a bare
+    ``postgresql://`` to psycopg 3, which is not installed, and would fail at the first connect.
+    """
+    scheme, separator, rest = value.strip().partition("://")
+    if not separator:
+        raise ValueError(f"not a URL; expected {DRIVER}://user:password@host:5432/database")
+    if scheme in ("postgres", "postgresql"):
+        scheme = DRIVER
+    if scheme != DRIVER:
+        raise ValueError(f"unsupported scheme {scheme!r}: MarketMood talks to PostgreSQL through psycopg2, "
+                         f"use {DRIVER}://user:password@host:5432/database")
+    url = f"{scheme}://{rest}"
+    try:
+        port = make_url(url).port
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise ValueError(f"cannot parse the URL ({type(exc).__name__}: {str(exc).split(':')[0]}); expected "
+                         f"{DRIVER}://user:password@host:5432/database") from None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    return url
+
+
 class DatabaseUnavailableError(RuntimeError):
     """The database cannot be reached; the message names the (password-free) URL and the cause."""
 

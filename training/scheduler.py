@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
 from sqlalchemy.engine import Engine
 
 from storage import feedback as feedback_sql
@@ -28,23 +27,13 @@ from storage import registry as registry_sql
 from training.drift import DriftReport, check_drift, open_labelling_request, thresholds_from
 from training.registry import ShadowCriteria, finish_shadow
 from training.retrain import RetrainOutcome, run_retrain
+from training.schedule import next_fire
 
 log = structlog.get_logger(__name__)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def validate_schedule(expression: str) -> str:
-    if not croniter.is_valid(expression):
-        raise ValueError(f"invalid cron expression {expression!r} (e.g. '0 3 * * 1' = Mondays 03:00 UTC)")
-    return expression
-
-
-def next_fire(expression: str, after: datetime) -> datetime:
-    """The first cron time strictly after ``after`` (UTC)."""
-    return croniter(validate_schedule(expression), after.astimezone(UTC)).get_next(datetime)
 
 
 @dataclass(frozen=True)

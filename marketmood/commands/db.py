@@ -16,13 +16,18 @@ from marketmood.runtime import open_database
 from marketmood.schema import upgrade_database
 from marketmood.settings import Settings, load_settings
 from storage import migrate
-from storage.db import DatabaseUnavailableError, ping, safe_url
+from storage.db import DatabaseUnavailableError, normalize_database_url, ping, safe_url
 from storage.embedded import EmbeddedPostgresError
 
 
 def _target(url: str | None) -> tuple[str | None, Path, Settings]:
     """The explicit --url, else MARKETMOOD_DATABASE_URL, else None (embedded); plus home and the settings."""
     settings = load_settings()
+    if url:
+        try:
+            url = normalize_database_url(url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--url") from None
     return (url or settings.database_url), settings.home, settings
 
 

@@ -79,3 +79,55 @@ def test_every_config_error_is_one_line_naming_its_setting(tmp_path: Path) -> No
 def test_unparsable_values_and_files_are_one_line(tmp_path: Path, env: dict[str, str], expected: str) -> None:
     [line] = _error_lines(_run(tmp_path, "db", "current", **env))
     assert expected in line
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+asyncpg://u:hunter2@db/x", "unsupported scheme 'postgresql+asyncpg'"),
+        ("postgresql://u:hunter2@[::1/x", "cannot parse the URL"),
+        ("postgresql://u:hunter2@db:99999999/x", "port 99999999 is out of range"),
+        ("hunter2", "not a URL"),
+    ],
+)
+def test_a_database_url_the_driver_cannot_use_is_one_line(tmp_path: Path, url: str, expected: str) -> None:
+    [line] = _error_lines(_run(tmp_path, "db", "current", MARKETMOOD_DATABASE_URL=url))
+    assert line.startswith("error: invalid setting MARKETMOOD_DATABASE_URL") and expected in line, line
+    assert "hunter2" not in line
+
+
+def test_a_bare_postgresql_url_uses_the_installed_driver(tmp_path: Path, pg_url: str) -> None:
+    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3, which is not installed: the URL most people write."""
+    bare = "postgresql://" + pg_url.split("://", 1)[1]
+    result = _run(tmp_path, "db", "current", MARKETMOOD_DATABASE_URL=bare)
+    assert result.returncode == 0, result.stderr
+    assert "(up to date)" in result.stdout
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
+    result = _run(tmp_path, "models", "list", MARKETMOOD_DATABASE_URL="postgresql://u:hunter2@127.0.0.1:1/x")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: cannot reach PostgreSQL at postgresql+psycopg2://u:***@127.0.0.1:1/x"), line
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("bad.toml", b"x = [1\n", "TOMLDecodeError"),
+        ("list.yaml", b"- a\n- b\n", "cannot read the configuration"),
+        ("broken.yaml", b"a: [1\n", "cannot read the configuration"),
+        (".env", b"MARKETMOOD_LOG_LEVEL=\xff\xfe\n", "UnicodeDecodeError"),
+    ],
+)
+def test_a_config_file_that_cannot_be_parsed_is_one_line(tmp_path: Path, name: str, content: bytes,
+                                                         expected: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    env = {} if name == ".env" else {"MARKETMOOD_CONFIG": str(tmp_path / name)}
+    [line] = _error_lines(_run(tmp_path, "db", "current", **env))
+    assert expected in line, line
+
+
+def test_a_schedule_that_never_fires_is_refused_at_start(tmp_path: Path) -> None:
+    [line] = _error_lines(_run(tmp_path, "db", "current", MARKETMOOD_RETRAIN__SCHEDULE="0 3 31 2 *"))
+    assert "MARKETMOOD_RETRAIN__SCHEDULE" in line and "never fires" in line, line

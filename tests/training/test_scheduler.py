@@ -19,7 +19,8 @@ from tests.training.factories import CALM, insert_scores
 from training import registry
 from training.drift import DriftReport
 from training.registry import ShadowCriteria, judge_shadow
-from training.scheduler import Scheduler, decide, next_fire, validate_schedule
+from training.schedule import next_fire, validate_schedule
+from training.scheduler import Scheduler, decide
 
 MONDAY_3AM = datetime(2026, 6, 1, 3, tzinfo=UTC)  # 2026-06-01 is a Monday
 
@@ -31,6 +32,8 @@ def test_default_schedule_is_weekly():
     assert next_fire(settings.retrain.schedule, first) == MONDAY_3AM + timedelta(days=7)
     with pytest.raises(ValueError, match="invalid cron"):
         validate_schedule("every monday")
+    with pytest.raises(ValueError, match="never fires"):
+        validate_schedule("0 3 31 2 *")  # February 31
 
 
 DRIFTED = DriftReport(True, ["sentiment mix shifted"])
