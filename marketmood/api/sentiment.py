@@ -30,6 +30,8 @@ def _split(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     out = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    if any("\x00" in v for v in out):  # PostgreSQL text cannot hold it (the driver raises, a 500)
+        raise _bad("a ticker, topic or source must not contain a NUL character")
     return out or None
 
 
@@ -60,8 +62,10 @@ def sentiment(
     """Sentiment index per bucket (EMA), bucket mean with its 95% band, negative share, articles and rate."""
     try:
         bucket = parse_interval(interval)
-    except MacroError:
-        raise _bad(f"interval {interval!r}: expected a number and a unit, e.g. 15m, 1h, 1d") from None
+    except MacroError as exc:
+        too_large = "too large" in str(exc)
+        raise _bad(str(exc) if too_large else f"interval {interval!r}: expected a number and a unit, e.g. 15m, 1h, "
+                   "1d") from None
     if bucket < MIN_INTERVAL:
         raise _bad(f"interval {interval!r} is below the minimum of 1m")
     try:
@@ -69,7 +73,10 @@ def sentiment(
     except (ZoneInfoNotFoundError, ValueError):
         raise _bad(f"tz {tz!r} is not an IANA time zone (e.g. America/New_York)") from None
     t_to = _aware(to) if to is not None else datetime.now(timezone.utc)
-    t_from = _aware(from_) if from_ is not None else t_to - timedelta(days=7)
+    try:
+        t_from = _aware(from_) if from_ is not None else t_to - timedelta(days=7)
+    except OverflowError:  # to = 0001-01-01: a week earlier does not exist
+        raise _bad(f"to {t_to.isoformat()} leaves no room for the default 7-day range: give from") from None
     if t_from >= t_to:
         raise _bad("from must be before to")
     if (t_to - t_from) / bucket > MAX_BUCKETS:

@@ -83,7 +83,10 @@ def parse_interval(text: str) -> timedelta:
     match = _INTERVAL.match(text.strip().strip("'\""))
     if not match:
         raise MacroError(f"invalid interval {text!r}")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:  # e.g. 99999999999d: beyond what a timedelta holds
+        raise MacroError(f"interval {text!r} is too large") from None
 
 
 def expand_variables(sql: str, ctx: QueryContext) -> str:

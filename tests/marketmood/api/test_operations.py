@@ -54,6 +54,10 @@ def test_metrics_count_requests_by_route(client: TestClient) -> None:
     assert 'marketmood_api_requests_total{method="POST",route="/classify",status="422"} 1.0' in text
     assert "marketmood_api_classified_texts_total 2.0" in text
     assert 'marketmood_api_request_seconds_bucket{le="0.005",route="/classify"}' in text
+    for i in range(3):  # invented methods share one series: they cannot grow /metrics
+        client.request(f"M{i:05d}", "/health")
+    text = client.get("/metrics").text
+    assert "M00000" not in text and 'method="other"' in text, text
 
 
 def test_openapi_documents_endpoints_and_bearer_auth(client: TestClient) -> None:

@@ -73,6 +73,9 @@ def test_csv(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def
     ({"tz": "Mars/Olympus"}, "not an IANA time zone"),
     ({"interval": "1m", "from": "2020-01-01T00:00:00Z"}, "more than 10000"),
     ({"from": "2030-01-01T00:00:00Z", "to": "2029-01-01T00:00:00Z"}, "from must be before to"),
+    ({"interval": "99999999999d"}, "too large"),
+    ({"to": "0001-01-01T00:00:00Z"}, "give from"),
+    ({"ticker": "AAPL,\x00"}, "NUL character"),
 ])
 def test_bad_parameters_are_a_clear_422(client: TestClient, params: dict[str, str], message: str) -> None:
     response = client.get("/sentiment", params=params)
