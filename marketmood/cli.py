@@ -8,6 +8,7 @@ import sys
 import click
 
 from marketmood.settings import ConfigError
+from models.artifact import ArtifactError
 from storage.db import DatabaseUnavailableError
 from storage.embedded import EmbeddedPostgresError
 
@@ -48,7 +49,7 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (DatabaseUnavailableError, EmbeddedPostgresError) as exc:  # the message names the (password-free) URL
+    except (DatabaseUnavailableError, EmbeddedPostgresError, ArtifactError) as exc:  # messages name URL or folder
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 

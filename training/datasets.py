@@ -114,15 +114,23 @@ def read_text_label_csv(path: Path, where: Mapping[str, str] | None = None) -> l
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     where = dict(where or {})
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
-            raise DatasetError(f"{path}: expected a header with 'text' and 'label' columns, got {reader.fieldnames}")
-        missing = sorted(set(where) - set(reader.fieldnames))
-        if missing:
-            raise DatasetError(f"{path}: no column(s) {missing} to filter on; columns are {reader.fieldnames}")
-        return [(row["text"], row["label"]) for row in reader
-                if row["text"] and row["text"].strip() and all(row[col] == value for col, value in where.items())]
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
+                raise DatasetError(f"{path}: expected a header with 'text' and 'label' columns, got {reader.fieldnames}")
+            missing = sorted(set(where) - set(reader.fieldnames))
+            if missing:
+                raise DatasetError(f"{path}: no column(s) {missing} to filter on; columns are {reader.fieldnames}")
+            rows = []
+            for row in reader:
+                if any(row[col] is None for col in ("text", "label", *where)):  # a short row: fewer fields than the header
+                    raise DatasetError(f"{path}, line {reader.line_num}: fewer fields than the header {reader.fieldnames}")
+                if row["text"].strip() and all(row[col] == value for col, value in where.items()):
+                    rows.append((row["text"], row["label"]))
+            return rows
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: not a UTF-8 CSV file ({exc})") from None
 
 
 def to_examples(rows: Sequence[tuple[str, str]], task: str, source: str) -> list[LabeledExample]:

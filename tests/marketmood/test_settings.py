@@ -131,3 +131,12 @@ def test_a_config_file_that_cannot_be_parsed_is_one_line(tmp_path: Path, name: s
 def test_a_schedule_that_never_fires_is_refused_at_start(tmp_path: Path) -> None:
     [line] = _error_lines(_run(tmp_path, "db", "current", MARKETMOOD_RETRAIN__SCHEDULE="0 3 31 2 *"))
     assert "MARKETMOOD_RETRAIN__SCHEDULE" in line and "never fires" in line, line
+
+
+def test_a_model_folder_that_is_not_an_artifact_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("text,label\nProfit rose,positive\n")
+    (tmp_path / "empty").mkdir()
+    for model in (tmp_path / "empty", tmp_path / "missing"):
+        result = _run(tmp_path, "evaluate", "--model", str(model), "--labels", str(tmp_path / "labels.csv"))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{model} is not a MarketMood model artifact" in result.stderr

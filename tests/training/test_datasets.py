@@ -158,6 +158,16 @@ def test_a_byte_order_mark_does_not_hide_the_header(tmp_path):
     assert task == "sentiment" and [e.text for e in examples] == ["Profit rose", "Sales fell"]
 
 
+def test_short_rows_and_other_encodings_are_clear_errors(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("text,label\nProfit rose,positive\nSales fell\n")
+    with pytest.raises(DatasetError, match="line 3: fewer fields than the header"):
+        load_evaluation_csv(path)
+    path.write_bytes("text,label\nCaf\u00e9 sales rose,positive\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="not a UTF-8 CSV file"):
+        load_evaluation_csv(path)
+
+
 def test_parse_where_is_the_one_parser_of_row_filters():
     assert parse_where(["agreement=100", " source =a=b"]) == {"agreement": "100", "source": "a=b"}
     for bad in ("agreement", "=100", " =x"):
