@@ -29,12 +29,23 @@ _DURATION_RE = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d
 def parse_duration(value: str) -> timedelta:
     """'2h', '90m', '1d12h', '30s' -> timedelta (a bare number means minutes)."""
     if value.strip().isdigit():
-        return timedelta(minutes=int(value))
+        value = f"{int(value)}m"
     m = _DURATION_RE.match(value)
     if not m or not any(m.groups()):
         raise click.BadParameter(f"{value!r} is not a duration like 2h, 90m, 1d12h")
     d, h, mi, s = (int(x or 0) for x in m.groups())
-    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        duration = timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} is longer than a timedelta holds") from None
+    if duration <= timedelta(0):
+        raise click.BadParameter(f"{value!r} is not a positive duration")
+    return duration
+
+
+def _duration_option(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:
+    """Parse ``--for`` before anything starts (the embedded database takes seconds)."""
+    return parse_duration(value)
 
 
 def alert_config(settings: Settings) -> AlertConfig:
@@ -92,7 +103,7 @@ def alerts_group() -> None:
 @alerts_group.command("list")
 @click.option("--state", type=click.Choice(["open", "firing", "acknowledged", "silenced", "resolved"]), default=None,
               help="Only alerts in this state ('open' = not resolved).")
-@click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many alerts.")
+@click.option("--limit", type=click.IntRange(0), default=50, show_default=True, help="Show at most this many alerts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the full evidence).")
 def list_command(state: str | None, limit: int, as_json: bool) -> None:
     """List alerts, newest first."""
@@ -129,14 +140,16 @@ def ack_command(alert_id: int, by: str | None) -> None:
 @alerts_group.command("silence")
 @click.option("--topic", default=None, help="Topic to silence (any spelling of one of the 20 topics).")
 @click.option("--ticker", default=None, help="Ticker to silence, e.g. AAPL.")
-@click.option("--for", "duration", default="2h", show_default=True, help="How long, e.g. 30m, 2h, 1d.")
+@click.option("--for", "duration", default="2h", show_default=True, callback=_duration_option,
+              help="How long, e.g. 30m, 2h, 1d (a bare number means minutes).")
 @click.option("--reason", default=None, help="Why (shown in `alerts list`).")
 @click.option("--by", default=None, help="Who silences (default: the OS user).")
-def silence_command(topic: str | None, ticker: str | None, duration: str, reason: str | None, by: str | None) -> None:
+def silence_command(topic: str | None, ticker: str | None, duration: timedelta, reason: str | None,
+                    by: str | None) -> None:
     """Mute notifications for a topic or ticker (alerts are still recorded, as 'silenced')."""
     scope_type, scope = _scope(topic, ticker)
     with database_engine(get_settings()) as engine, engine.begin() as conn:
-        s = db.create_silence(conn, scope_type, scope, parse_duration(duration), by=by or getpass.getuser(),
+        s = db.create_silence(conn, scope_type, scope, duration, by=by or getpass.getuser(),
                               reason=reason)
     click.echo(f"silence #{s['id']}: {scope_type}:{scope} until {s['ends_at']:%Y-%m-%d %H:%M %Z}")
 
@@ -161,7 +174,7 @@ def unsilence_command(topic: str | None, ticker: str | None, silence_id: int | N
 @click.option("--dead", is_flag=True,
               help="Only rows that need a human: 'dead' (a permanent failure such as HTTP 4xx) and 'unknown' "
                    "(the sender died mid-send on Slack/email, so it may or may not have arrived).")
-@click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many rows.")
+@click.option("--limit", type=click.IntRange(0), default=50, show_default=True, help="Show at most this many rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the payload).")
 def outbox_command(alert_id: int | None, dead: bool, limit: int, as_json: bool) -> None:
     """Show notification delivery status (pending rows retry with exponential back-off)."""

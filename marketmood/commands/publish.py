@@ -10,6 +10,7 @@ import click
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from marketmood.commands.params import FiniteFloatRange
 from marketmood.logs import configure_logging
 from marketmood.settings import Settings, get_settings
 from streams.broker import find_running
@@ -43,7 +44,7 @@ def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> d
 
 @click.command("publish")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--rate", type=click.FloatRange(0), default=50.0, show_default=True,
+@click.option("--rate", type=FiniteFloatRange(0), default=50.0, show_default=True,
               help="Messages per second; 0 = as fast as possible.")
 @click.option("--limit", type=click.IntRange(1), help="Stop after N messages.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "reuters", "stocknet", "csv"]),
@@ -54,7 +55,7 @@ def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> d
 @click.option("--retime", callback=_moment, metavar="now|TIME",
               help="Replay history as a live stream: the first record's time becomes this moment, later ones keep "
                    "their spacing (divided by --speed) and go out when their new time comes; --rate is ignored.")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--speed", type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="With --retime: how much faster than history (24 = one day of news per hour).")
 @click.option("--start-at", callback=_moment, metavar="TIME",
               help="Skip records published before this time (e.g. 2016-03-01 to replay from there).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -28,6 +29,18 @@ def test_parse_duration() -> None:
     assert parse_duration("2h") == timedelta(hours=2)
     assert parse_duration("1d12h") == timedelta(days=1, hours=12)
     assert parse_duration("90") == timedelta(minutes=90)
+    for bad, message in (("0", "not a positive duration"), ("0h", "not a positive duration"),
+                         ("99999999999d", "longer than a timedelta holds"), ("soon", "not a duration")):
+        with pytest.raises(click.BadParameter, match=message):
+            parse_duration(bad)
+
+
+def test_bad_silence_durations_and_limits_are_usage_errors_before_the_database_starts(runner) -> None:
+    """Exit code 2 (click's usage error) with the option named; a negative LIMIT used to reach PostgreSQL."""
+    for args in (["alerts", "silence", "--topic", "Macro", "--for", "0"], ["alerts", "list", "--limit", "-1"],
+                 ["alerts", "outbox", "--limit", "-1"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
 
 
 def test_list_ack_silence_unsilence(runner, db_url) -> None:

@@ -148,3 +148,15 @@ def test_push_requires_a_token(grafana: FakeGrafana, monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(cli, ["grafana", "push", "--url", grafana.url])
     assert result.exit_code == 2 and "token is required" in result.output
     assert grafana.requests == []
+
+
+def test_push_to_an_unreachable_or_malformed_url_is_one_error(grafana: FakeGrafana) -> None:
+    closed = grafana.url.rsplit(":", 1)[0] + ":9"  # the discard port: nothing listens there
+    for url, expected in ((closed, "ConnectionError"), ("not a url", "MissingSchema"), ("http://[::1", "ValueError")):
+        result = CliRunner().invoke(cli, ["grafana", "push", "--url", url, "--token", "t", "--timeout", "2"])
+        assert result.exit_code == 1 and f"cannot reach Grafana at {url}: {expected}" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    for timeout in ("nan", "0", "-1"):
+        result = CliRunner().invoke(cli, ["grafana", "push", "--url", grafana.url, "--token", "t", "--timeout", timeout])
+        assert result.exit_code == 2 and "--timeout" in result.output, result.output
+    assert grafana.requests == []
