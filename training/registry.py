@@ -146,22 +146,10 @@ def _version_row(
     }
 
 
-def register_artifact(
-    engine: Engine,
-    directory: Path | str,
-    *,
-    status: str = "candidate",
-    data_fingerprint: str | None = None,
-    report: dict[str, Any] | None = None,
-    extra_config: dict[str, Any] | None = None,
-    slim: bool = False,
-) -> str:
-    """Store an artifact folder as a new version (name, lineage, metrics and config read from the folder).
-
-    ``extra_config`` is merged into the stored training config (e.g. the retrain trigger and feedback cutoff).
-    """
-    row = _version_row(directory, status=status, data_fingerprint=data_fingerprint, report=report,
-                       extra_config=extra_config, slim=slim)
+def register_artifact(engine: Engine, directory: Path | str, **options: Any) -> str:
+    """Store an artifact folder as a new version; ``options`` as for :func:`_version_row` (status, data
+    fingerprint, report, ``extra_config`` merged into the stored training config, slim)."""
+    row = _version_row(directory, **options)
     with engine.begin() as conn:
         sql.insert_version(conn, **row)
     return row["version"]
