@@ -32,6 +32,18 @@ log = structlog.get_logger(__name__)
 Loader = Callable[[Path], Classifier]
 
 
+# Scored once by every model before it replaces the serving one.
+CANARY_TEXTS = ("Acme shares jump after record quarterly profit", "Oil prices fall as supply rises")
+
+
+def _canary(classifier: Classifier, version: str) -> None:
+    """A model that loads but cannot classify must not replace one that can: every batch would fail (and be
+    retried) until someone rolled back. Raises when the canary texts do not come back as predictions of it."""
+    predictions = classifier.classify(list(CANARY_TEXTS))
+    if len(predictions) != len(CANARY_TEXTS) or any(p.model_version != version for p in predictions):
+        raise registry.RegistryError(f"model {version!r} failed the canary classification: {predictions!r}"[:300])
+
+
 class RegistryProvider:
     """Hands the worker the active registry version; swaps to a newly promoted one between batches."""
 
@@ -122,6 +134,7 @@ class RegistryProvider:
         loaded = getattr(classifier, "model_version", version)
         if loaded != version:
             raise registry.RegistryError(f"registry version {version!r} holds an artifact named {loaded!r}")
+        _canary(classifier, version)
         previous = self._version
         self._current, self._version = classifier, version  # the swap: one reference assignment each
         if previous is not None:

@@ -39,17 +39,28 @@ class VersionedClassifier:
         return [Prediction("Markets", 0.5, "neutral", 0.2, 0.6, 0.2, self.model_version) for _ in texts]
 
 
+class MuteClassifier(VersionedClassifier):
+    """Loads fine, fails every batch (e.g. an export whose graph the runtime rejects at run time)."""
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        raise RuntimeError("ONNXRuntimeError: invalid input shape")
+
+
 def load_versioned(path: Path) -> Classifier:
     if (path / "broken").exists():
         raise RuntimeError("corrupt weights")
+    if (path / "mute").exists():
+        return MuteClassifier(path)
     return VersionedClassifier(path)
 
 
-def _artifact(root: Path, version: str, broken: bool = False) -> Path:
+def _artifact(root: Path, version: str, broken: bool = False, mute: bool = False) -> Path:
     d = root / "src" / version
     write_info(d, ArtifactInfo(version=version, base_encoder="enc", max_length=64))
     if broken:
         (d / "broken").write_text("x")
+    if mute:
+        (d / "mute").write_text("x")
     return d
 
 
@@ -104,11 +115,15 @@ def test_a_version_that_fails_to_load_keeps_the_current_one_serving(engine, tmp_
     registry.register_artifact(engine, _artifact(tmp_path, "v3"))
     provider = RegistryProvider(engine, cache_dir=tmp_path / "cache", loader=load_versioned, poll_interval_s=30,
                                 listen=False)
+    registry.register_artifact(engine, _artifact(tmp_path, "mute", mute=True))
     provider.start()
     try:
         registry.promote(engine, "bad", by="ana")
         assert provider.check_now() is False
         assert provider.current().model_version == "v1"
+        registry.promote(engine, "mute", by="ana")  # loads, but cannot classify: the canary keeps v1 serving
+        assert provider.check_now() is False
+        assert provider.current().model_version == "v1" and len(provider.current().classify(["x"])) == 1
         registry.promote(engine, "v3", by="ana")
         assert provider.check_now() is True and provider.current().model_version == "v3"
     finally:
