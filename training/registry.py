@@ -221,6 +221,8 @@ def promote(engine: Engine, version: str, *, by: str | None, reason: str = "prom
         _check_active(conn, expected_active)
         if sql.get_version(conn, version, with_report=False) is None:
             raise RegistryError(f"unknown model version {version!r}")
+        if reason.startswith(ROLLBACK_REASON):  # the history marks rollbacks by this prefix (rollback_target)
+            reason = f"promote: {reason}"
         return sql.set_alias(conn, version, by=by, reason=reason)
 
 

@@ -245,3 +245,12 @@ def test_promoting_the_shadow_version_by_hand_ends_its_shadow_stage(engine, tmp_
     assert registry.finish_shadow(engine, now=datetime.now(UTC), criteria=criteria, by="scheduler") is None
     with engine.connect() as conn:
         assert registry_sql.get_alias(conn) == "a" and registry_sql.get_version(conn, "b")["status"] == "rejected"
+
+
+def test_a_promotion_reason_that_reads_like_a_rollback_does_not_confuse_the_next_rollback(engine, tmp_path):
+    for v in ("a", "b", "c"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    registry.promote(engine, "a", by="ana")
+    registry.promote(engine, "b", by="ana")
+    registry.promote(engine, "c", by="ana", reason="rollback-safe hotfix")
+    assert registry.rollback(engine, by="oncall") == ("c", "b")
