@@ -112,7 +112,8 @@ def _filters(d: Dialect) -> str:
 # Buckets shorter than a day are real spans of time; a day or longer is a calendar day (week) of the market.
 # Binning sub-day buckets on local wall-clock time breaks on the days the clocks change: a spring-forward day
 # maps local 02:00 and 03:00 to one instant (a row twice, its articles counted twice), a fall-back day folds
-# two real hours into one local 01:00 bucket. Both kinds are aligned to the market's local midnight.
+# two real hours into one local 01:00 bucket. Days and weeks start at local midnight; sub-day buckets are aligned
+# to the zone's midnight of 2001-01-01 (standard time), so under summer time a 6 h bucket starts at 01:00 local.
 _ORIGIN = "TIMESTAMP '2001-01-01'"
 
 
