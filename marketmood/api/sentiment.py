@@ -62,10 +62,8 @@ def sentiment(
     """Sentiment index per bucket (EMA), bucket mean with its 95% band, negative share, articles and rate."""
     try:
         bucket = parse_interval(interval)
-    except MacroError as exc:
-        too_large = "too large" in str(exc)
-        raise _bad(str(exc) if too_large else f"interval {interval!r}: expected a number and a unit, e.g. 15m, 1h, "
-                   "1d") from None
+    except MacroError as exc:  # the message says what is wrong: no unit, or too large for a timedelta
+        raise _bad(str(exc)) from None
     if bucket < MIN_INTERVAL:
         raise _bad(f"interval {interval!r} is below the minimum of 1m")
     try:

@@ -18,8 +18,8 @@ from storage import dashboards as sql
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> object:
     try:
         return parse_interval(value)
-    except MacroError:
-        raise click.BadParameter(f"{value!r}: expected a number and a unit, e.g. 7d, 36h, 90m") from None
+    except MacroError as exc:  # no unit, or too large for a timedelta
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("report")

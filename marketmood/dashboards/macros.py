@@ -82,7 +82,7 @@ def format_interval(interval: timedelta) -> str:
 def parse_interval(text: str) -> timedelta:
     match = _INTERVAL.match(text.strip().strip("'\""))
     if not match:
-        raise MacroError(f"invalid interval {text!r}")
+        raise MacroError(f"invalid interval {text!r}: expected a number and a unit, e.g. 15m, 1h, 1d")
     try:
         return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     except OverflowError:  # e.g. 99999999999d: beyond what a timedelta holds
