@@ -18,6 +18,20 @@ from models.preprocess import IDENTITY, get_preprocessor
 from models.prediction import InvalidTextError
 
 
+def invalid_unicode(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (a lone surrogate: JSON's "\\ud800" escape decodes to one), or None.
+
+    Such text breaks the tokenizer and PostgreSQL alike; API and feedback inputs are refused with this reason.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode ({exc.reason} at character {exc.start})"
+    return None
+
+
 def validate_texts(texts: Sequence[object]) -> list[str]:
     """Return ``texts`` as a list of str, or raise InvalidTextError naming the first bad index."""
     if isinstance(texts, (str, bytes)):
@@ -30,11 +44,8 @@ def validate_texts(texts: Sequence[object]) -> list[str]:
             raise InvalidTextError(index, "empty text")
         if text.isspace():
             raise InvalidTextError(index, "whitespace-only text")
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:  # a lone surrogate: JSON's "\ud800" escape decodes to one
-                raise InvalidTextError(index, f"not valid Unicode ({exc.reason} at character {exc.start})") from None
+        if (problem := invalid_unicode(text)) is not None:
+            raise InvalidTextError(index, problem)
         checked.append(text)
     return checked
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from models.labels import HEADS, UnknownLabelError, normalize_sentiment, normalize_topic
+from models.text_encoder import invalid_unicode
 from storage.feedback import FeedbackRow
 from training.datasets import normalize_text
 
@@ -37,11 +38,8 @@ def _clean(value: Any) -> str | None:
     value = str(value).strip()
     if "\x00" in value:
         raise ValueError(f"contains a NUL character: {value[:40]!r}")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"not valid Unicode ({exc.reason} at character {exc.start}): {value[:40]!r}") from None
+    if (problem := invalid_unicode(value)) is not None:
+        raise ValueError(f"{problem}: {value[:40]!r}")
     return value or None
 
 
