@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from models.prediction import Classifier
+from models.smoke import SMOKE_TEXTS, check_predictions
 from storage import registry as registry_sql
 from training import registry
 
@@ -32,16 +33,12 @@ log = structlog.get_logger(__name__)
 Loader = Callable[[Path], Classifier]
 
 
-# Scored once by every model before it replaces the serving one.
-CANARY_TEXTS = ("Acme shares jump after record quarterly profit", "Oil prices fall as supply rises")
-
-
 def _canary(classifier: Classifier, version: str) -> None:
     """A model that loads but cannot classify must not replace one that can: every batch would fail (and be
-    retried) until someone rolled back. Raises when the canary texts do not come back as predictions of it."""
-    predictions = classifier.classify(list(CANARY_TEXTS))
-    if len(predictions) != len(CANARY_TEXTS) or any(p.model_version != version for p in predictions):
-        raise registry.RegistryError(f"model {version!r} failed the canary classification: {predictions!r}"[:300])
+    retried) until someone rolled back. Raises unless the gate's smoke texts come back as valid predictions of it."""
+    problems = check_predictions(classifier.classify(list(SMOKE_TEXTS)), len(SMOKE_TEXTS), version)
+    if problems:
+        raise registry.RegistryError(f"model {version!r} failed the canary classification: {'; '.join(problems)}"[:300])
 
 
 class RegistryProvider:

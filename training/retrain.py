@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from models.artifact import read_info
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
 from models.prediction import Classifier
+from models.smoke import SMOKE_TEXTS, check_predictions
 from storage import feedback as feedback_sql
 from storage import registry as registry_sql
 from training import registry
@@ -48,11 +49,6 @@ FEEDBACK_SET = "feedback_recent"
 SPLIT_RECORD = "gate_split"  # training_config key: how the gate's dev rows were made, and their hash
 REPORT_JSON = "gate_report.json"
 REPORT_MD = "gate_report.md"
-SMOKE_TEXTS = (
-    "Shares plunge after the company cuts its full-year profit forecast",
-    "Central bank holds rates steady, signals patience",
-    "Record quarterly revenue beats analyst estimates; stock jumps 8%",
-)
 
 
 @dataclass(frozen=True)
@@ -116,24 +112,6 @@ def champion_split(training_config: dict[str, Any]) -> dict[str, Any]:
         cfg = {}
     return {"seed": int(cfg.get("seed", 13)), "split_method": cfg.get("split_method", "exact"),
             "limit_per_dataset": cfg.get("limit_per_dataset"), "dev_fingerprint": None}
-
-
-def check_predictions(predictions: Sequence[Any], n_texts: int, version: str) -> list[str]:
-    """Problems with a batch of predictions (empty list = valid)."""
-    problems: list[str] = []
-    if len(predictions) != n_texts:
-        problems.append(f"{len(predictions)} predictions for {n_texts} texts")
-    for i, p in enumerate(predictions):
-        probs = (p.p_negative, p.p_neutral, p.p_positive)
-        if not all(0.0 <= x <= 1.0 and math.isfinite(x) for x in probs) or abs(sum(probs) - 1.0) > 1e-3:
-            problems.append(f"text {i}: sentiment probabilities {probs} are not a distribution")
-        if p.sentiment not in SENTIMENT_LABELS or p.topic not in TOPIC_LABELS:
-            problems.append(f"text {i}: unknown label {p.sentiment!r}/{p.topic!r}")
-        if not 0.0 <= p.topic_confidence <= 1.0:
-            problems.append(f"text {i}: topic confidence {p.topic_confidence}")
-        if p.model_version != version:
-            problems.append(f"text {i}: model_version {p.model_version!r} != {version!r}")
-    return problems
 
 
 # ---------------------------------------------------------------- model-facing steps
