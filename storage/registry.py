@@ -124,6 +124,18 @@ def get_artifact(conn: Any, version: str) -> tuple[bytes, str] | None:
     return bytes(row.artifact), row.artifact_sha256
 
 
+def get_artifact_sha256(conn: Any, version: str) -> str | None:
+    """The sha256 recorded for a version's artifact without reading its bytes; None when the version or its
+    artifact is missing, "" when the artifact is stored without one."""
+    row = conn.execute(
+        select(ModelVersion.artifact_sha256, ModelVersion.artifact.is_not(None).label("stored"))
+        .where(ModelVersion.version == version)
+    ).first()
+    if row is None or not row.stored:
+        return None
+    return row.artifact_sha256 or ""
+
+
 def get_alias(conn: Any, alias: str = ACTIVE_ALIAS, *, for_update: bool = False) -> str | None:
     """The version ``alias`` points at; ``for_update`` locks the alias row until the transaction ends, so a
     decision taken on it (rollback, a gated promotion, a shadow verdict) cannot race another move."""

@@ -98,15 +98,30 @@ def unpack_artifact(data: bytes, expected_sha256: str | None, target: Path) -> P
 
 
 def fetch_artifact(engine: Engine, version: str, cache_dir: Path) -> Path:
-    """Local folder of ``version``, downloading and unpacking it only when the cache lacks it."""
-    target = Path(cache_dir) / _safe_name(version)
-    if (target / ARTIFACT_FILE).is_file():
-        return target
+    """Local folder of ``version``, downloading and unpacking it only when the cache lacks it.
+
+    The cache folder is named by the version *and* its artifact's sha256: a version name alone is not an
+    identity (a database reset or a second registry on the same host reuses names like ``retrain-...``),
+    and a hit by name would serve another model without a word.
+    """
+    with engine.connect() as conn:
+        sha = sql.get_artifact_sha256(conn, version)
+    if sha is None:
+        raise RegistryError(f"model version {version!r} has no artifact in the registry")
+    if sha:
+        target = Path(cache_dir) / f"{_safe_name(version)}-{sha[:16]}"
+        if (target / ARTIFACT_FILE).is_file():
+            return target
     with engine.connect() as conn:
         found = sql.get_artifact(conn, version)
     if found is None:
         raise RegistryError(f"model version {version!r} has no artifact in the registry")
     data, sha = found
+    if not sha:  # stored without a hash (not by this code): name the folder by the bytes' own
+        sha = hashlib.sha256(data).hexdigest()
+    target = Path(cache_dir) / f"{_safe_name(version)}-{sha[:16]}"
+    if (target / ARTIFACT_FILE).is_file():
+        return target
     return unpack_artifact(data, sha, target)
 
 

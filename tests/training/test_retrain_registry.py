@@ -66,6 +66,8 @@ def test_rollback_target_none_with_a_single_version():
 
 # ---------------------------------------------------------------- against a real PostgreSQL
 
+from sqlalchemy import delete  # noqa: E402
+from storage.schema import ModelVersion  # noqa: E402
 from storage import registry as registry_sql  # noqa: E402
 from storage.db import make_engine  # noqa: E402
 from training import registry  # noqa: E402
@@ -97,6 +99,23 @@ def test_fetch_downloads_once_into_the_cache(engine, tmp_path):
     assert (registry.fetch_artifact(engine, "v1", cache) / "marker").is_file()  # no second download
     with pytest.raises(RegistryError, match="no artifact"):
         registry.fetch_artifact(engine, "ghost", cache)
+
+
+def test_a_reused_version_name_is_not_served_from_the_cache(engine, tmp_path):
+    """A database reset (or a second registry on the host) reuses a version name for another model: the
+    cache must not hand back the old one's files because the name matches."""
+    cache = tmp_path / "cache"
+    registry.register_artifact(engine, _artifact(tmp_path / "first", "v1"))
+    old = registry.fetch_artifact(engine, "v1", cache)
+    with engine.begin() as conn:
+        conn.execute(delete(ModelVersion).where(ModelVersion.version == "v1"))
+    other = _artifact(tmp_path / "second", "v1")
+    (other / "model.int8.onnx").write_bytes(b"\x01other" * 100)
+    registry.register_artifact(engine, other)
+    new = registry.fetch_artifact(engine, "v1", cache)
+    assert (new / "model.int8.onnx").read_bytes() == b"\x01other" * 100
+    assert (old / "model.int8.onnx").read_bytes() == b"\x00onnx" * 100  # a worker still reading it keeps it
+    assert registry.fetch_artifact(engine, "v1", cache) == new
 
 
 def test_promote_and_rollback_through_the_database(engine, tmp_path):
