@@ -9,6 +9,7 @@ the same ``models.preprocess`` version, so training and serving see identical to
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def invalid_unicode(text: str) -> str | None:
     return None
 
 
+def has_visible_characters(text: str) -> bool:
+    """Whether ``text`` has anything but whitespace, control and format characters (zero-width spaces, joiners,
+    BOMs, direction marks: category Cf). Python's ``isspace`` passes a lone zero-width space, and the model
+    would then score a text with no tokens at all: a guess dressed as a prediction."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf") for ch in text)
+
+
 def validate_texts(texts: Sequence[object]) -> list[str]:
     """Return ``texts`` as a list of str, or raise InvalidTextError naming the first bad index."""
     if isinstance(texts, (str, bytes)):
@@ -44,6 +52,8 @@ def validate_texts(texts: Sequence[object]) -> list[str]:
             raise InvalidTextError(index, "empty text")
         if text.isspace():
             raise InvalidTextError(index, "whitespace-only text")
+        if not has_visible_characters(text):
+            raise InvalidTextError(index, "no visible characters (only whitespace, control or zero-width characters)")
         if (problem := invalid_unicode(text)) is not None:
             raise InvalidTextError(index, problem)
         checked.append(text)

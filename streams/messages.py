@@ -28,6 +28,8 @@ from pydantic import (
     field_validator,
 )
 
+from models.text_encoder import has_visible_characters
+
 MAX_BODY_CHARS = 100_000
 MAX_TITLE_CHARS = 2_000
 EARLIEST_PUBLISHED = datetime(1900, 1, 1, tzinfo=timezone.utc)
@@ -71,7 +73,7 @@ class NewsMessage(BaseModel):
     @classmethod
     def _not_blank(cls, value: str) -> str:
         value = value.strip()
-        if not value:
+        if not has_visible_characters(value):  # "" and a lone zero-width space alike
             raise ValueError("must not be blank")
         return value
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from models.labels import HEADS, UnknownLabelError, normalize_sentiment, normalize_topic
-from models.text_encoder import invalid_unicode
+from models.text_encoder import has_visible_characters, invalid_unicode
 from storage.feedback import FeedbackRow
 from training.datasets import normalize_text
 
@@ -32,7 +32,8 @@ TASKS = HEADS  # a correction labels one of the model's heads
 
 
 def _clean(value: Any) -> str | None:
-    """Stripped text, None when blank; ValueError for what PostgreSQL text cannot hold (NUL, lone surrogates)."""
+    """Stripped text, None when blank (zero-width-only included); ValueError for what PostgreSQL text cannot hold
+    (NUL, lone surrogates)."""
     if value is None:
         return None
     value = str(value).strip()
@@ -40,7 +41,7 @@ def _clean(value: Any) -> str | None:
         raise ValueError(f"contains a NUL character: {value[:40]!r}")
     if (problem := invalid_unicode(value)) is not None:
         raise ValueError(f"{problem}: {value[:40]!r}")
-    return value or None
+    return value if has_visible_characters(value) else None
 
 
 def validate_feedback(

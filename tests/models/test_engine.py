@@ -83,7 +83,9 @@ def test_onnx_batched_close_to_one_by_one(onnx_engine):
 
 @pytest.mark.parametrize(
     ("texts", "index"),
-    [(["ok", ""], 1), (["   "], 0), (["ok", "fine", "\n\t"], 2), (["ok", None], 1), ([3.5], 0)],
+    [(["ok", ""], 1), (["   "], 0), (["ok", "fine", "\n\t"], 2), (["ok", None], 1), ([3.5], 0),
+     # no visible character: a zero-width space (not whitespace to Python), BOM + joiner, a control character
+     (["ok", "\u200b"], 1), (["\ufeff\u200d "], 0), (["ok", "\x00\x07"], 1)],
 )
 def test_bad_inputs_raise_invalid_text_error_with_index(onnx_engine, texts, index):
     with pytest.raises(InvalidTextError) as info:
@@ -104,7 +106,7 @@ def test_long_non_english_and_emoji_texts_give_valid_predictions(request, engine
         "Deutsche Bank Aktie fällt nach Gewinnwarnung",
         "🚀🚀🚀",
         "📉",
-        "\u200b",  # zero-width space: not whitespace to Python, no tokens to BERT
+        "\u200bOil\u200d",  # zero-width characters around a word
     ]
     assert max(len(ids) for ids in engine.preprocess(texts)) == TEST_MAX_LENGTH
     preds = engine.classify(texts)

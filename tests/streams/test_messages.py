@@ -38,6 +38,7 @@ def test_valid_message_is_normalized() -> None:
         (b"[1, 2]", "not_an_object", "list"),
         (b'{"title": "t"}', "invalid_fields", "id"),
         (b'{"id": "a", "title": "  "}', "invalid_fields", "blank"),
+        (b'{"id": "a", "title": "\\u200b\\u200c "}', "invalid_fields", "blank"),
         (b'{"id": 7, "title": "t"}', "invalid_fields", "id"),
         (b'{"id": "a", "title": "t", "tickers": "AAPL"}', "invalid_fields", "tickers"),
         (b'{"id": "a", "title": "t", "published_at": "2024-05-01T10:00:00"}', "invalid_fields", "timezone"),

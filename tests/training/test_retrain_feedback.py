@@ -25,6 +25,8 @@ def _row(i, text, author, *, sentiment=None, topic=None, minutes=0):
     ("kwargs", "message"),
     [
         ({"article_id": None, "text": "  ", "topic": None, "sentiment": "positive"}, "article_id or a text"),
+        # a label on a text with no visible character would teach the model on empty input
+        ({"article_id": None, "text": "\u200b\u200d", "topic": None, "sentiment": "positive"}, "article_id or a text"),
         ({"article_id": "a1", "text": None, "topic": None, "sentiment": " "}, "topic and/or a sentiment"),
         ({"article_id": "a1", "text": None, "topic": None, "sentiment": "happy"}, "unknown sentiment label 'happy'"),
         ({"article_id": "a1", "text": None, "topic": "Sports", "sentiment": None}, "unknown topic label 'Sports'"),

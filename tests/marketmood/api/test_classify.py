@@ -31,6 +31,12 @@ def test_blank_text_is_422_naming_its_index(client: TestClient) -> None:
     assert "index 1" in response.json()["detail"]
 
 
+def test_a_zero_width_only_text_is_422_naming_its_index(client: TestClient) -> None:
+    response = client.post("/classify", json={"texts": ["Stocks rally", "\u200b\u2060"]})
+    assert response.status_code == 422, response.text
+    assert response.json()["index"] == 1 and "no visible characters" in response.json()["detail"]
+
+
 def test_a_lone_surrogate_is_422_naming_its_index(client: TestClient) -> None:
     response = client.post("/classify", content=b'{"texts": ["Stocks rally", "\\ud800 crash"]}',
                            headers={"content-type": "application/json"})
