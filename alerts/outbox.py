@@ -2,7 +2,8 @@
 
 Each row goes ``pending`` -> ``sending`` (claimed with ``FOR UPDATE SKIP LOCKED`` and committed *before*
 the notifier is called) -> ``delivered`` | ``pending`` (retry at ``now + min(base * 2**attempts, max)``) |
-``dead`` (a 4xx that can never succeed, or ``max_attempts``). A crash, or a commit that fails after a send,
+``dead`` (a 4xx or SMTP 5xx that can never succeed, a message the notifier cannot build, or
+``max_attempts``). A crash, or a commit that fails after a send,
 leaves the row in ``sending``; once its claim is older than ``claim_timeout_s`` the next sender recovers it:
 PagerDuty and webhook rows are re-sent with the same dedup/idempotency key (the receiver drops the copy),
 Slack and email rows become ``unknown`` and are never re-sent automatically (``marketmood alerts outbox
@@ -105,6 +106,9 @@ class OutboxSender:
                 log.error("notification_dead", outbox_id=row["id"], alert_id=row["alert_id"],
                           notifier=row["notifier"], notification_event=row["event"], error=str(error))
             else:
+                log.warning("notification_failed", outbox_id=row["id"], alert_id=row["alert_id"],
+                            notifier=row["notifier"], notification_event=row["event"], attempts=attempts,
+                            retry_at=retry_at.isoformat(), error=str(error))
                 report.failed.append((*key, str(error)))
             self._notify(row["notifier"], row["event"], False)
         return report
@@ -118,7 +122,11 @@ class OutboxSender:
         except DeliveryError as exc:
             return exc
         except Exception as unexpected:  # noqa: BLE001 - a bug in one notifier must not stop the others
-            return DeliveryError(f"{type(unexpected).__name__}: {unexpected}")
+            # Not a network or receiver failure (those are DeliveryErrors) but a message this code cannot build
+            # or send (a header with a line break, a payload a notifier does not understand): the same row would
+            # fail the same way forever and, being the oldest, hold the notifier's queue. Dead at once, visible
+            # in `marketmood alerts outbox --dead`, re-drivable after a fix.
+            return DeliveryError(f"{type(unexpected).__name__}: {unexpected}", retryable=False)
         return None
 
     def _notify(self, notifier: str, event: str, ok: bool) -> None:

@@ -14,6 +14,7 @@ Decisions (documented in docs/pipeline.md and in the JSON Schema):
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -93,9 +94,12 @@ class NewsMessage(BaseModel):
     @field_validator("tickers")
     @classmethod
     def _normalize_tickers(cls, value: list[str]) -> list[str]:
+        # A ticker is a scope name in alerts, e-mail subjects and URLs: control and zero-width characters are
+        # dropped and any run of whitespace (a line break included) becomes one space ("BRK\nB" -> "BRK B").
         seen: dict[str, None] = {}
         for ticker in value:
-            seen.setdefault(_strip_nul(ticker).strip().upper(), None)
+            visible = "".join(ch for ch in ticker if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf"))
+            seen.setdefault(" ".join(visible.split()).upper(), None)
         return [t for t in seen if t]
 
     @property

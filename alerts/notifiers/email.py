@@ -8,8 +8,12 @@ import ssl
 from email.message import EmailMessage
 from typing import Any
 
+import structlog
+
 from alerts.notifiers.base import DeliveryError
 from alerts.payloads import delivery_key, members
+
+log = structlog.get_logger("marketmood.alerts.email")
 
 
 def _alert_lines(alert: dict[str, Any]) -> list[str]:
@@ -37,7 +41,8 @@ def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...],
     attachments."""
     alert = payload["alert"]
     msg = EmailMessage()
-    msg["Subject"] = f"[MarketMood] {payload['summary']}"
+    # A header cannot hold a line break (EmailMessage raises): any run of whitespace in the summary becomes one space.
+    msg["Subject"] = " ".join(f"[MarketMood] {payload['summary']}".split())
     msg["From"] = from_addr
     msg["To"] = ", ".join(to)
     msg["X-MarketMood-Dedup-Key"] = str(alert["dedup_key"])
@@ -82,8 +87,14 @@ class EmailNotifier:
                     smtp.starttls(context=ssl.create_default_context())
                 if self._username:
                     smtp.login(self._username, self._password or "")
-                smtp.send_message(msg)
+                refused = smtp.send_message(msg)
         except smtplib.SMTPResponseException as exc:  # 4xx transient, 5xx permanent
             raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", retryable=exc.smtp_code < 500) from exc
+        except smtplib.SMTPRecipientsRefused as exc:  # every recipient refused: permanent only if all said 5xx
+            codes = [code for code, _ in exc.recipients.values()]
+            raise DeliveryError(f"SMTP refused every recipient: {exc.recipients!r}",
+                                retryable=any(code < 500 for code in codes)) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        if refused:  # sent to the others; a retry would page them twice, so this is logged, not retried
+            log.warning("email_recipients_refused", notifier=self.name, refused=sorted(refused))

@@ -122,6 +122,30 @@ def test_email_with_evidence_plot(smtp_recorder) -> None:
     assert not any(p.get_content_type() == "image/png" for p in resolve.walk())
 
 
+def test_email_subject_is_one_line_whatever_the_scope(smtp_recorder) -> None:
+    """A header cannot hold a line break: before, EmailMessage raised and the row failed on every retry."""
+    notifier = EmailNotifier("mail", "127.0.0.1", smtp_recorder.port, "mm@example.com", ("desk@example.com",),
+                             attach_plot=False)
+    notifier.send(notification_payload(sample_alert(scope_type="ticker", scope="BRK\nB\r\n X"), "trigger"))
+    (message,) = smtp_recorder.messages
+    subject = str(message["Subject"])
+    assert "\n" not in subject and "\r" not in subject and "in ticker BRK B X:" in subject
+
+
+def test_smtp_refusals(smtp_recorder) -> None:
+    """Every recipient refused for good is permanent (dead, not retried forever); some refused is a delivery to
+    the others, which a retry would page twice."""
+    smtp_recorder.handler.refuse = {"gone@example.com", "left@example.com"}
+    payload = notification_payload(sample_alert(), "resolve")
+    with pytest.raises(DeliveryError) as info:
+        EmailNotifier("mail", "127.0.0.1", smtp_recorder.port, "mm@example.com",
+                      ("gone@example.com", "left@example.com")).send(payload)
+    assert not info.value.retryable and "gone@example.com" in str(info.value)
+    EmailNotifier("mail", "127.0.0.1", smtp_recorder.port, "mm@example.com",
+                  ("gone@example.com", "desk@example.com")).send(payload)
+    assert [rcpts for _, rcpts in smtp_recorder.handler.envelopes] == [["desk@example.com"]]
+
+
 def test_http_failures_are_classified(http_recorder) -> None:
     hook = WebhookNotifier("hook", http_recorder.url("/hook"), SECRET, timeout_s=2)
     payload = notification_payload(sample_alert(), "trigger")

@@ -30,13 +30,45 @@ def test_unexpected_notifier_error_does_not_resend_delivered_rows(engine) -> Non
     now = datetime.now(timezone.utc) + timedelta(seconds=1)  # rows are due from their insert time
     report = sender.deliver_due(now)  # before the fix: KeyError escaped and rolled back a-good's delivery
     assert [k[1] for k in report.delivered] == ["a-good"]
-    assert [(k[1], "KeyError" in k[3]) for k in report.failed] == [("b-buggy", True)]
+    assert [k[1] for k in report.dead] == ["b-buggy"]  # a bug, not an outage: it would fail the same way forever
     sender.deliver_due(now + timedelta(minutes=5))
     assert len(good.sent) == 1  # delivered exactly once
     with engine.connect() as conn:
         rows = {r["notifier"]: r for r in db.list_outbox(conn, alert_id=alert["id"])}
     assert rows["a-good"]["status"] == "delivered"
-    assert rows["b-buggy"]["status"] == "pending" and rows["b-buggy"]["attempts"] == 2
+    assert rows["b-buggy"]["status"] == "dead" and rows["b-buggy"]["attempts"] == 1
+    assert "KeyError" in rows["b-buggy"]["last_error"]
+
+
+class FailsOn(Recording):
+    """Raises ``fail`` for one alert's rows only (a message that cannot be built), sends the others."""
+
+    def __init__(self, name: str, alert_id: int, fail: Exception) -> None:
+        super().__init__(name)
+        self.alert_id, self.error = alert_id, fail
+
+    def send(self, payload: dict) -> None:
+        if payload["alert"]["id"] == self.alert_id:
+            raise self.error
+        self.sent.append(payload)
+
+
+def test_a_row_that_can_never_be_sent_does_not_hold_the_notifiers_queue(engine) -> None:
+    """Before: the bad row was retried forever and, being the oldest due row, was claimed first on every pass,
+    so no later alert ever reached that notifier."""
+    with engine.begin() as conn:
+        bad = db.insert_alert(conn, rule="r", scope_type="ticker", scope="BRK", severity="critical",
+                              state="firing", dedup_key="k-bad", started_at=BASE, evidence={})
+        good = db.insert_alert(conn, rule="r", scope_type="ticker", scope="MSFT", severity="critical",
+                               state="firing", dedup_key="k-good", started_at=BASE, evidence={})
+        lifecycle.enqueue(conn, bad, ["mail"], "trigger")
+        lifecycle.enqueue(conn, good, ["mail"], "trigger")
+    mail = FailsOn("mail", bad["id"], ValueError("Header values may not contain linefeed"))
+    sender = OutboxSender(engine, {"mail": mail}, base_s=60, max_s=3600)
+    now = datetime.now(timezone.utc) + timedelta(seconds=1)
+    for hours in range(5):
+        sender.deliver_due(now + timedelta(hours=hours))
+    assert [p["alert"]["id"] for p in mail.sent] == [good["id"]]
 
 
 def test_permanent_4xx_goes_dead_and_is_redriven(engine, http_recorder) -> None:

@@ -22,6 +22,13 @@ from streams.messages import (
 VALID = {"id": "x1", "title": "Oil jumps", "published_at": "2024-05-01T13:45:00Z", "tickers": ["xom", "XOM"]}
 
 
+def test_tickers_lose_line_breaks_and_invisible_characters() -> None:
+    """A ticker becomes an alert scope, an e-mail subject and a URL parameter: one line, visible characters."""
+    raw = {"id": "t1", "title": "Berkshire buys", "tickers": ["brk\nb", "\u200bmsft", " BRK  B ", "\x07"]}
+    msg = parse_news(json.dumps(raw).encode())
+    assert isinstance(msg, NewsMessage) and msg.tickers == ["BRK B", "MSFT"]
+
+
 def test_valid_message_is_normalized() -> None:
     msg = parse_news(json.dumps(VALID).encode())
     assert isinstance(msg, NewsMessage)
