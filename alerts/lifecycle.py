@@ -201,6 +201,12 @@ def reconcile_silences(conn: Connection, rules: RulesFile, at: datetime) -> list
     """Mute firing alerts a new silence covers; un-mute (and page, once) silenced alerts whose silence ended."""
     changed = []
     for alert in db.open_alerts_silence_mismatch(conn, at):
+        # The list is a snapshot: another replica may have resolved (or an on-call engineer acknowledged) the
+        # alert since. Lock the row and act only on the state it was listed in, or a resolved alert would be
+        # set back to firing and paged after its resolve.
+        current = db.lock_alert(conn, alert["id"])
+        if current is None or current["state"] != alert["state"]:
+            continue
         if alert["state"] == "firing":
             changed.append(db.update_alert(conn, alert["id"], state="silenced"))
         else:

@@ -92,3 +92,52 @@ def test_two_replicas_send_an_escalation_once(db_url, http_recorder, smtp_record
     finally:
         for e in engines:
             e.dispose()
+
+
+@pytest.mark.timeout(60)
+def test_a_silence_update_never_reopens_an_alert_another_replica_resolved(db_url, http_recorder, smtp_recorder) -> None:
+    """Replica B lists a firing alert as newly silenced while replica A's resolve of it is still uncommitted;
+    B must act on the row as it is once A commits. Before: B's update waited for A's lock, then overwrote the
+    resolve (state silenced, resolved_at set), and the alert stayed open for ever after."""
+    from alerts import lifecycle
+    from tests.alerts.factories import BASE
+
+    engine_a, engine_b, watcher = (make_engine(db_url) for _ in range(3))
+    try:
+        with engine_a.begin() as conn:
+            alert = db.insert_alert(conn, rule="spike", scope_type="ticker", scope="XOM", severity="critical",
+                                    state="firing", dedup_key="k-silence-race", started_at=BASE, evidence={})
+            db.create_silence(conn, "ticker", "XOM", timedelta(hours=1), by="ana", now=BASE)
+        rules = rules_for(http_recorder, smtp_recorder)
+        errors: list[BaseException] = []
+
+        def replica_b() -> None:
+            try:
+                with engine_b.begin() as conn:
+                    lifecycle.reconcile_silences(conn, rules, BASE + timedelta(minutes=10))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        with engine_a.begin() as conn_a:  # replica A resolves the alert; its transaction is still open
+            db.lock_alert(conn_a, alert["id"])
+            db.update_alert(conn_a, alert["id"], state="resolved", resolved_at=BASE + timedelta(minutes=9))
+            thread = threading.Thread(target=replica_b)
+            thread.start()
+            waiting = 0
+            for _ in range(200):  # until B waits on A's row lock
+                with watcher.connect() as conn:
+                    waiting = conn.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").scalar_one()
+                if waiting:
+                    break
+                thread.join(0.05)
+            assert waiting, "replica B never reached A's lock"
+        thread.join(30)
+        assert not errors, errors
+        with engine_a.connect() as conn:
+            (after,) = [a for a in db.list_alerts(conn) if a["id"] == alert["id"]]
+            outbox = db.list_outbox(conn, alert_id=alert["id"])
+        assert after["state"] == "resolved" and outbox == []
+    finally:
+        for e in (engine_a, engine_b, watcher):
+            e.dispose()
