@@ -99,6 +99,13 @@ class DetectionParams(BaseModel):
             raise ValueError(f"resolve_p ({self.resolve_p}) must be >= fire_p ({self.fire_p}) for hysteresis")
         if self.resolve_delta > self.min_delta:
             raise ValueError(f"resolve_delta ({self.resolve_delta}) must be <= min_delta ({self.min_delta})")
+        if self.rate_fire_p is not None and self.rate_fire_p > self.resolve_p:
+            # rate_clear is "rate p > resolve_p": a window could then breach and clear at once, and the alert
+            # would resolve in the middle of the surge that fired it
+            raise ValueError(f"rate_fire_p ({self.rate_fire_p}) must be <= resolve_p ({self.resolve_p}) for hysteresis")
+        if self.rate_resolve_ratio > self.rate_min_ratio:
+            raise ValueError(f"rate_resolve_ratio ({self.rate_resolve_ratio}) must be <= rate_min_ratio "
+                             f"({self.rate_min_ratio}) for hysteresis")
         if self.min_span_windows is not None and self.min_span_windows > self.span_windows:
             raise ValueError(f"min_span_windows ({self.min_span_windows}) must be <= span_windows ({self.span_windows})")
         return self

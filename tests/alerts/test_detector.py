@@ -250,6 +250,19 @@ def test_min_span_cannot_exceed_span() -> None:
         DetectionParams(span_windows=3, min_span_windows=4)
 
 
+def test_the_rate_test_needs_hysteresis_too() -> None:
+    """rate_fire_p above resolve_p let one window breach and clear at once: an alert fired by a surge resolved
+    two windows later in the middle of it, and the cooldown then held the re-page."""
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="rate_fire_p"):
+        DetectionParams(rate_fire_p=0.2, resolve_p=0.05)
+    with pytest.raises(ValidationError, match="rate_resolve_ratio"):
+        DetectionParams(rate_fire_p=0.001, rate_min_ratio=2.0, rate_resolve_ratio=2.5)
+    DetectionParams(rate_fire_p=0.05, resolve_p=0.05, rate_min_ratio=2.0, rate_resolve_ratio=2.0)  # equal is fine
+
+
 def test_a_much_stronger_event_breaks_the_cooldown_a_flap_does_not() -> None:
     # A burst fires and resolves; 20 min later (inside the 60-min cooldown) a second, much bigger one comes.
     quiet, burst, big = (2, 10), (7, 10), (10, 10)
