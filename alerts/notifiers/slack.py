@@ -38,9 +38,34 @@ def safe_url(url: object) -> str | None:
     return url.replace("&", "&amp;")
 
 
+#: Slack refuses a message whose section text is longer (HTTP 400 ``invalid_blocks``): permanent, so the
+#: trigger would go dead and hold the alert's resolve behind it.
+SECTION_LIMIT = 3000
+_MAX_LABEL, _MAX_URL = 200, 1500  # a headline line stays well under SECTION_LIMIT even when escaped
+
+
 def _link(url: object, label: object) -> str:
+    """``<url|label>``, the label cut to 200 characters; a URL that is unsafe or too long shows the label alone."""
+    text = str(label)
+    text = text if len(text) <= _MAX_LABEL else text[:_MAX_LABEL - 1] + "…"
     href = safe_url(url)
-    return f"<{href}|{escape(label)}>" if href else escape(label)
+    return f"<{href}|{escape(text)}>" if href and len(href) <= _MAX_URL else escape(text)
+
+
+def _sections(lines: list[str]) -> list[dict[str, Any]]:
+    """Section blocks holding ``lines`` in order, as many per section as fit in SECTION_LIMIT characters (a line
+    is never split, so a link is never cut in half; one that alone is longer is cut)."""
+    sections: list[list[str]] = []
+    size = 0
+    for line in lines:
+        line = line[:SECTION_LIMIT]
+        if sections and size + 1 + len(line) <= SECTION_LIMIT:
+            sections[-1].append(line)
+            size += 1 + len(line)
+        else:
+            sections.append([line])
+            size = len(line)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}} for chunk in sections]
 
 
 def _member_line(member: dict[str, Any], event: str) -> str:
@@ -66,15 +91,15 @@ def _group_message(payload: dict[str, Any]) -> dict[str, Any]:
     text = f"{_EMOJI.get(event, '')} {escape(payload['summary'])}".strip()
     members = payload["alerts"]
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
-    for start in range(0, len(members), 10):  # Slack caps a section's text at 3,000 characters
-        lines = [_member_line(m, event) for m in members[start:start + 10]]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}})
+    blocks += _sections([_member_line(m, event) for m in members])
     runbook = ((alert.get("evidence") or {}).get("links") or {}).get("runbook")
     ids = " ".join(escape(m["alert"]["id"]) for m in members)
     context = f"{len(members)} alerts · rule {escape(alert['rule'])} · `marketmood alerts ack <id>` for {ids}"
     refs = [_link(runbook, "Runbook")] if safe_url(runbook) else []
+    # Slack takes at most 50 blocks: the ack hint for every member is kept, members past block 49 are cut
+    blocks = blocks[:49]
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join([context, *refs])}]})
-    return {"text": text, "blocks": blocks[:50]}  # Slack: at most 50 blocks per message
+    return {"text": text, "blocks": blocks}
 
 
 def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
@@ -96,8 +121,7 @@ def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
         lines = [f"• {_link(h.get('url'), h.get('title', ''))} (score {escape(h.get('score'))})"
                  for h in ev.get("headlines", [])[:5]]
-        if lines:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
+        blocks += _sections(lines)
     links = ev.get("links") or {}
     refs = [_link(links.get(k), label) for k, label in (("runbook", "Runbook"), ("grafana", "Grafana panel"))
             if safe_url(links.get(k))]

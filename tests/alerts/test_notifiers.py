@@ -90,6 +90,35 @@ def test_slack_escapes_untrusted_text(http_recorder) -> None:
     assert all(link.startswith(("https://news.example.com", "https://runbooks.example.com")) for link in links), links
 
 
+def _section_texts(message: dict) -> list[str]:
+    return [b["text"]["text"] for b in message["blocks"] if b["type"] == "section" and "text" in b]
+
+
+def test_slack_sections_fit_slacks_limit_with_long_headlines() -> None:
+    """Slack answers a section over 3,000 characters with HTTP 400: the trigger went dead and held its resolve.
+    Titles may be 2,000 characters and URLs 2,048; every headline must still be listed, links never cut."""
+    from alerts.notifiers.slack import SECTION_LIMIT, slack_message
+    from alerts.payloads import group_payload
+
+    long_url = "https://news.google.com/rss/articles/" + "CBMi" * 500
+    headlines = [{"title": f"Headline {i} & " + "x" * 1990, "url": long_url if i % 2 else f"https://ex.com/{i}",
+                  "score": -0.9} for i in range(5)]
+    alert = sample_alert(evidence={**sample_alert()["evidence"], "headlines": headlines})
+    message = slack_message(notification_payload(alert, "trigger"))
+    texts = _section_texts(message)
+    assert max(len(t) for t in texts) <= SECTION_LIMIT
+    flat = "\n".join(texts)
+    assert all(f"Headline {i} &amp; " in flat for i in range(5))
+    assert "<https://ex.com/0|Headline 0" in flat and long_url not in flat  # short links kept, overlong dropped
+    assert all(line.count("<") == line.count(">") for line in flat.splitlines())  # no link cut in half
+
+    group = [{**alert, "id": 100 + i, "scope": f"T{i}"} for i in range(40)]
+    message = slack_message(group_payload(group, "trigger", "g"))
+    texts = _section_texts(message)
+    assert len(message["blocks"]) <= 50 and max(len(t) for t in texts) <= SECTION_LIMIT
+    assert message["blocks"][-1]["type"] == "context" and all(f"alert #{100 + i})" in "".join(texts) for i in range(40))
+
+
 def test_pagerduty_trigger_ack_resolve_share_dedup_key(http_recorder) -> None:
     pd = PagerDutyNotifier("pd", "routing-key-1", http_recorder.url("/v2/enqueue"))
     pd.send(notification_payload(sample_alert(), "trigger"))
