@@ -165,6 +165,28 @@ def resolve(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr:
     return alert
 
 
+def retire_unjudged(conn: Connection, rules: RulesFile, at: datetime) -> list[dict[str, Any]]:
+    """Resolve the open alerts no rule judges any more (rule removed, scope excluded or dropped from
+    ``include``) with the reason in their evidence, and forget their detector state.
+
+    No window can resolve such an alert: its scope is never evaluated again, so the incident stayed open
+    and reminders went on for ever after on-call excluded a noisy topic to stop it."""
+    retired = []
+    for listed in db.list_alerts(conn, state="open", limit=10_000):
+        reason = rules.not_judged_because(listed["rule"], listed["scope_type"], listed["scope"])
+        if reason is None:
+            continue
+        alert = db.lock_alert(conn, listed["id"])
+        if alert is None or alert["state"] == "resolved":
+            continue
+        evidence = {**(alert["evidence"] or {}), "retired": {"reason": reason, "at": at.isoformat()}}
+        alert = db.update_alert(conn, alert["id"], state="resolved", resolved_at=at, evidence=evidence)
+        enqueue(conn, alert, db.triggered_notifiers(conn, alert["id"]), "resolve")
+        db.save_scope_state(conn, alert["rule"], alert["scope_type"], alert["scope"], None)
+        retired.append(alert)
+    return retired
+
+
 def acknowledge(conn: Connection, alert_id: int, by: str) -> dict[str, Any] | None:
     """Mark an open alert acknowledged and tell every notifier that got the trigger (PagerDuty then stops
     escalating). Idempotent; a resolved alert is returned unchanged; None when no such alert exists."""

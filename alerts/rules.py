@@ -162,6 +162,21 @@ class RulesFile(_Model):
         fired in the same window as its topic alert is held, not paged."""
         return tuple(sorted(self.rules, key=lambda r: bool(r.inhibited_by)))
 
+    def not_judged_because(self, rule: str, scope_type: str, scope: str) -> str | None:
+        """Why no rule of this file judges an alert's scope any more (its rule removed, the rule's scope type
+        changed, the scope excluded or no longer included), or None when its rule still does."""
+        found = next((r for r in self.rules if r.name == rule), None)
+        if found is None:
+            return f"rule {rule!r} is no longer in the rules file"
+        if found.scope.type != scope_type:
+            return f"rule {rule!r} now judges {found.scope.type}s, not {scope_type}s"
+        if scope in found.scope.excluded():
+            return f"{scope_type} {scope!r} is excluded from rule {rule!r}"
+        wanted = found.scope.scopes()
+        if wanted is not None and scope not in wanted:
+            return f"{scope_type} {scope!r} is no longer included in rule {rule!r}"
+        return None
+
     def route(self, severity: str) -> tuple[str, ...]:
         """Notifier names a severity is routed to (none when unrouted)."""
         return self.routing.get(severity, ())  # type: ignore[call-overload]

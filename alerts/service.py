@@ -77,6 +77,13 @@ class AlertService:
         started = time.perf_counter()
         changed: list[dict[str, Any]] = []
         try:
+            with self.engine.begin() as conn:
+                # before the rules run, so an alert the rules no longer judge gets no reminder on the way out
+                if db.try_lead(conn, "_retire"):
+                    for alert in lifecycle.retire_unjudged(conn, self.rules, now):
+                        log.info("alert_retired", alert_id=alert["id"], rule=alert["rule"], scope=alert["scope"],
+                                 reason=alert["evidence"]["retired"]["reason"])
+                        changed.append(alert)
             with self.engine.connect() as conn:
                 last_closed = self.judgeable_until(conn, now)
             if last_closed is not None:

@@ -312,3 +312,38 @@ def test_a_new_event_on_an_open_alert_is_sent_once_as_an_escalation(engine, http
     assert [p["event_action"] for p in pd] == ["trigger", "trigger"]
     assert {p["dedup_key"] for p in pd} == {alert["dedup_key"]}  # PagerDuty folds it into the open incident
     assert len(smtp_recorder.messages) == 2
+
+
+@pytest.mark.parametrize("change", ["exclude", "drop_from_include", "remove_rule"])
+def test_an_alert_whose_scope_is_no_longer_judged_is_resolved_with_the_reason(engine, http_recorder, smtp_recorder,
+                                                                              change) -> None:
+    """On-call excludes a noisy topic while it fires (or removes the rule): no window judges that scope again,
+    so before, its incident stayed open and reminders went on for ever."""
+    burst_start = scenario(engine)
+    notifiers = all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com")
+    service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
+    now = burst_start - timedelta(minutes=30)
+    while not alerts_of(engine):
+        assert now < burst_start + timedelta(hours=1), "the burst never fired"
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    service.deliver()
+    scope = {"exclude": {"type": "topic", "include": "all", "exclude": [TOPIC]},
+             "drop_from_include": {"type": "topic", "include": ["Macro"]},
+             "remove_rule": {"type": "ticker", "include": "all"}}[change]
+    name = "other" if change == "remove_rule" else "spike"
+    edited = parse_rules({**notifiers, "rules": [{"name": name, "scope": scope, "severity": "critical",
+                                                  "repeat_interval_minutes": 5}]})
+    service = AlertService(engine, edited, SETTINGS)  # the service restarted with the edited rules
+    service.evaluate(now)
+    service.deliver()
+    [alert] = alerts_of(engine)
+    assert alert["state"] == "resolved" and alert["resolved_at"] == now
+    assert TOPIC in alert["evidence"]["retired"]["reason"] or "no longer in the rules" in alert["evidence"]["retired"]["reason"]
+    assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert, secret=SECRET)
+    with engine.connect() as conn:
+        states = conn.execute(text("SELECT count(*) FROM alert_scope_state WHERE scope = :s"), {"s": TOPIC}).scalar_one()
+    assert states == 0
+    service.evaluate(now + timedelta(hours=1))  # nothing more: no reminder, no second resolve
+    service.deliver()
+    assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert, secret=SECRET)
