@@ -83,6 +83,16 @@ class LiveClock:
             self.sleep(min(delay, 1.0))
 
 
+class PublishError(RuntimeError):
+    """Some sends were not acknowledged by the broker (it refused them, or it was unreachable until the
+    producer's delivery timeout): ``published`` counts the acknowledged ones."""
+
+    def __init__(self, published: int, failed: int, first_error: BaseException) -> None:
+        super().__init__(f"{failed} of {published + failed} messages were not accepted by the broker "
+                         f"(first error: {type(first_error).__name__}: {first_error}); {published} were published")
+        self.published, self.failed, self.first_error = published, failed, first_error
+
+
 def publish(
     records: Iterable[Record],
     *,
@@ -95,9 +105,13 @@ def publish(
     live: LiveClock | None = None,
 ) -> int:
     """Send records to ``topic`` at ``rate`` msg/s (0 = as fast as possible), or each at its ``published_at``
-    when ``live`` is given; flushes; returns the count."""
+    when ``live`` is given; flushes; returns the count, every one acknowledged by the broker.
+
+    Raises PublishError when any send failed: ``flush`` does not raise for failed records, so without the
+    callbacks a refused or timed-out message would be counted as published."""
     limiter = RateLimiter(0 if live is not None else rate)
     sent = 0
+    errors: list[BaseException] = []
     for record in records:
         if (limit is not None and sent >= limit) or (stop is not None and stop()):
             break
@@ -107,9 +121,11 @@ def publish(
                 break
         limiter.wait()
         key, value = encode(record)
-        producer.send(topic, key=key, value=value, headers=headers(record) or None)
+        producer.send(topic, key=key, value=value, headers=headers(record) or None).add_errback(errors.append)
         sent += 1
         if on_sent is not None:
             on_sent(sent)
     producer.flush(60)
+    if errors:
+        raise PublishError(sent - len(errors), len(errors), errors[0])
     return sent

@@ -14,7 +14,7 @@ from marketmood.commands.params import FiniteFloatRange
 from marketmood.logs import configure_logging
 from marketmood.settings import Settings, get_settings
 from streams.broker import find_running
-from streams.publisher import LiveClock, make_producer, publish
+from streams.publisher import LiveClock, PublishError, make_producer, publish
 from streams.sources import detect_format, read_records, since
 from streams.sources import retime as retimed
 
@@ -101,6 +101,8 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
         with tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
             sent = publish(records, producer=producer, topic=target, rate=rate, limit=limit, on_sent=progress,
                            live=LiveClock() if retime is not None else None)
+    except PublishError as exc:
+        raise click.ClickException(f"publishing to {target}: {exc}") from None
     except (ValueError, KeyError, TypeError, csv.Error, EOFError, OSError) as exc:  # malformed row, damaged file
         raise click.ClickException(
             f"cannot read {file} ({type(exc).__name__}: {exc}); {sent} messages were sent before it") from None

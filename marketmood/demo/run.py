@@ -43,7 +43,7 @@ from storage import alerts as alerts_db
 from storage.articles import topic_summary
 from storage.db import make_engine
 from streams.demo_news import DemoStream
-from streams.publisher import LiveClock, make_producer, publish
+from streams.publisher import LiveClock, PublishError, make_producer, publish
 from streams.sources import read_records, retime
 from streams.sources import since as records_since
 
@@ -363,8 +363,12 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
                 nonlocal published
                 published = n
 
-            publish(feed.records, producer=producer, topic=settings.topics.raw, rate=feed.rate, limit=total,
-                    on_sent=on_sent, stop=stop_publishing.is_set, live=feed.live)
+            try:
+                publish(feed.records, producer=producer, topic=settings.topics.raw, rate=feed.rate, limit=total,
+                        on_sent=on_sent, stop=stop_publishing.is_set, live=feed.live)
+            except PublishError as exc:  # the summary then shows what the broker really took
+                published = exc.published
+                log.warning("demo_publish_incomplete", error=str(exc))
 
         publisher = threading.Thread(target=publish_feed, name="demo-publisher", daemon=True)
         publisher.start()

@@ -71,3 +71,32 @@ def test_ensure_topics_is_idempotent(kafka_bootstrap: str) -> None:
         assert consumer.partitions_for_topic("idem.raw") == {0, 1, 2}
     finally:
         consumer.close()
+
+
+def test_publish_raises_when_the_broker_did_not_take_every_message(tmp_path: Path) -> None:
+    """kafka-python's flush() does not raise for failed records: before, a broker that went away mid-replay
+    left `marketmood publish` printing every message as published."""
+    from streams.publisher import PublishError, make_producer, publish
+
+    broker = EmbeddedBroker(tmp_path)
+    bootstrap = broker.start()
+    topics = TopicSettings(raw="pub.raw", scored="pub.scored", deadletter="pub.dl", partitions=1)
+    ensure_topics(bootstrap, topics)
+    producer = make_producer(bootstrap, retries=0, request_timeout_ms=1000, delivery_timeout_ms=3000)
+
+    def records():
+        for i in range(3):
+            yield {"id": f"a{i}", "title": "taken"}
+        producer.flush(10)  # these three are acknowledged
+        broker.stop()
+        for i in range(3, 6):
+            yield {"id": f"a{i}", "title": "never taken"}
+
+    try:
+        with pytest.raises(PublishError) as info:
+            publish(records(), producer=producer, topic=topics.raw)
+        assert (info.value.published, info.value.failed) == (3, 3)
+        assert "3 of 6 messages were not accepted" in str(info.value)
+    finally:
+        producer.close(1)
+        broker.stop()
