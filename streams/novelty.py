@@ -49,7 +49,8 @@ _NON_WORD_RE = re.compile(r"[^\w\s]+")
 
 
 def normalize_headline(title: str) -> str:
-    """Canonical form of a headline: no slugs, attributions, URLs, cashtags, punctuation or filler words."""
+    """Canonical form of a headline: no slugs, attributions, URLs, punctuation or filler words; cashtags
+    become their bare symbol."""
     text = unicodedata.normalize("NFKC", title or "")
     text = _ZERO_WIDTH_RE.sub("", text)
     text = _URL_RE.sub(" ", text)
@@ -60,7 +61,9 @@ def normalize_headline(title: str) -> str:
             break
         text = stripped
     text = text.casefold()
-    text = _CASHTAG_RE.sub(" ", text)
+    # A cashtag is the story's subject ("$AAPL hits new 52-week high" and "$TSLA hits new 52-week high" are two
+    # stories, and per-ticker alerts count novel articles only): it stays, as the bare symbol.
+    text = _CASHTAG_RE.sub(lambda m: f" {m.group(0)[1:].replace('.', '')} ", text)
     text = text.replace("&", " and ")
     for pattern, repl in _SYNONYMS:
         text = pattern.sub(repl, text)

@@ -15,7 +15,7 @@ from streams.novelty import normalize_headline, story_key
         ("Citi hit Moody's hurdle in OneMain sale -source", "Citi hit Moody's hurdle in OneMain sale"),
         ("RPT-UPDATE 1-Worker falls  dies at Conoco refinery", "Worker falls, dies at Conoco refinery"),
         ("BRIEF-Abeona Therapeutics prices offering", "Abeona Therapeutics prices offering (Reuters)"),
-        ("$AAPL Apple beats estimates https://t.co/xyz", "Apple beats estimates | Bloomberg"),
+        ("$AAPL Apple beats estimates https://t.co/xyz", "$aapl Apple beats estimates | Bloomberg"),
         ("Fed raises rates by 75 bps", "FED RAISES RATES BY 75 BPS"),
         ("Oil\u200b slumps 5 percent", "Oil slumps 5%"),
         ("EXCLUSIVE-Tesla recalls 2 million cars", "Tesla recalls 2 mln cars - CNBC"),
@@ -32,6 +32,10 @@ def test_syndicated_copies_collide(a: str, b: str) -> None:
         ("Stocks fall 2.5%", "Stocks fall 25%"),
         ("Apple beats estimates", "Apple misses estimates"),
         ("Fed raises rates", "Fed cuts rates"),
+        # template tweets about different tickers are different stories (they were one, and per-ticker alerts
+        # count novel articles only)
+        ("$AAPL hits new 52-week high", "$TSLA hits new 52-week high"),
+        ("$BRK.A up 2%", "$BRK.B up 2%"),
     ],
 )
 def test_different_stories_differ(a: str, b: str) -> None:
