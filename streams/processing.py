@@ -92,10 +92,13 @@ class BatchPlan:
 
 
 def content_fingerprint(message: NewsMessage) -> str:
-    """sha256 of what makes an article itself; two copies of an id with different fingerprints conflict."""
+    """sha256 of what makes an article itself; two copies of an id with different fingerprints conflict.
+
+    Only the content counts, not how it was written: the instant in UTC (``-04:00`` and ``Z`` spellings of one
+    time are one article) and the set of tickers (their order is the scraper's, not the article's)."""
+    published = message.published_at.astimezone(timezone.utc).isoformat() if message.published_at else None
     payload = json.dumps(
-        [message.title, message.article_body, message.source, message.url,
-         message.published_at.isoformat() if message.published_at else None, list(message.tickers)],
+        [message.title, message.article_body, message.source, message.url, published, sorted(message.tickers)],
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()

@@ -34,6 +34,16 @@ def test_identical_copies_are_dropped_and_copies_with_other_content_left_to_the_
     assert [(d.record.offset, d.reason) for d in plan.dead] == [(1, "invalid_json")]
 
 
+def test_a_copy_written_differently_is_the_same_article() -> None:
+    """Ticker order and the spelling of one instant are the scraper's, not the article's: before, a re-sent copy
+    with them changed was dead-lettered as a conflicting duplicate."""
+    first = {"id": "a", "title": "Oil falls", "published_at": "2024-05-01T14:00:00+00:00", "tickers": ["XOM", "CVX"]}
+    again = {**first, "published_at": "2024-05-01T10:00:00-04:00", "tickers": ["cvx", "XOM"]}
+    changed = {**first, "published_at": "2024-05-01T14:00:01Z"}
+    plan = validate_batch([rec(i, json.dumps(m).encode()) for i, m in enumerate((first, again, changed))])
+    assert [a.record.offset for a in plan.accepted] == [0, 2] and plan.duplicates == 1
+
+
 def test_parse_failures_of_any_kind_become_reasons_never_exceptions() -> None:
     nested = b'{"id":"bad","title":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     future = json.dumps({"id": "f", "title": "t", "published_at": "9999-12-31T23:59:59Z"}).encode()
