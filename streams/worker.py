@@ -269,10 +269,17 @@ class PipelineWorker:
                 batch.dead += single.dead
                 batch.rows += single.rows
                 batch.duplicates += single.duplicates
-        if self.consumer is not None:
-            for rec in records:
-                batch.log_end.setdefault(rec.partition, self.consumer.highwater(TopicPartition(rec.topic, rec.partition)))
+        for rec in records:
+            if rec.partition not in batch.log_end:
+                batch.log_end[rec.partition] = self._highwater(TopicPartition(rec.topic, rec.partition))
         return batch
+
+    def _highwater(self, tp: TopicPartition) -> int | None:
+        """The partition's cached log end, or None once it is no longer ours: aiokafka asserts on a partition
+        a rebalance took away while a batch of it was being prepared (the worker crashed on that)."""
+        if self.consumer is None or tp not in self.consumer.assignment():
+            return None
+        return self.consumer.highwater(tp)
 
     async def _prepare(self, records: list[RawRecord]) -> PreparedBatch:
         loop = asyncio.get_running_loop()
@@ -388,8 +395,8 @@ class PipelineWorker:
             return
         self._last_idle_progress = now
         rows = []
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
+        for tp in list(self.consumer.assignment()):
+            highwater = self._highwater(tp)  # the loop awaits: a rebalance may take tp away meanwhile
             polled_ms = self.consumer.last_poll_timestamp(tp)
             previous_ms = self._polls_seen.get(tp.partition)
             if polled_ms is not None:
@@ -445,7 +452,7 @@ class PipelineWorker:
             if int(label) not in owned:
                 self.metrics.lag.remove(label)
         for partition, tp in owned.items():
-            highwater = self.consumer.highwater(tp)
+            highwater = self._highwater(tp)
             if highwater is None:
                 continue
             position = self._positions.get(partition, highwater)

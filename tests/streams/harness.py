@@ -228,8 +228,9 @@ class InProcessWorker:
 
     def stop(self, timeout_s: float = 60.0) -> None:
         wait_until(lambda: self.worker._loop is not None, 30, what="worker loop started")
-        self.worker.request_stop()
-        self.thread.join(timeout_s)
+        if self.thread.is_alive():  # a worker that died already: its own error below, not a closed loop's
+            self.worker.request_stop()
+            self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "in-process worker did not stop"
         if self.error is not None:
             raise self.error

@@ -242,3 +242,52 @@ def test_ten_thousand_fuzzed_values_never_crash_the_worker_and_every_rejection_h
     assert report.records_checked == len(values)
     assert report.stored + sum(report.dead_by_reason.values()) == len(values)
     assert "" not in report.dead_by_reason and report.stored > 2_000
+
+
+class HeldInInference:
+    """The real engine, held inside ``classify`` until ``release`` is set: a batch stuck in inference while
+    the group rebalances around it (a fault at the engine seam)."""
+
+    def __init__(self, engine, entered, release) -> None:
+        self.engine, self.entered, self.release = engine, entered, release
+        self.model_version = engine.model_version
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        self.entered.set()
+        self.release.wait(120)
+        return self.engine.classify(texts)
+
+
+def test_a_batch_prepared_across_a_rebalance_does_not_crash_the_worker(
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    """Worker A is in inference on records of both partitions when B joins; A's drain gives up, the rebalance
+    takes one partition away, then A's inference returns. Before: looking up the lost partition's log end
+    raised AssertionError('Partition is not assigned') out of prepare_batch and the worker died."""
+    import threading
+
+    topics = make_topics(2)
+    engine = build_engine(load_settings().model, model_path)
+    messages = [article(i, "held") for i in range(16)]
+    produce(kafka_bootstrap, topics.raw, _values(messages), keys=[m["id"].encode() for m in messages])
+    entered, release = threading.Event(), threading.Event()
+    a = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, batch_size=16,
+                        provider=StaticProvider(HeldInInference(engine, entered, release)))
+    b = None
+    try:
+        assert entered.wait(60), "worker A never reached inference"
+        consumer = a.worker.consumer
+        assert consumer is not None and len(consumer.assignment()) == 2
+        b = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, batch_size=16,
+                            provider=StaticProvider(engine), group_id=a.group_id)
+        wait_until(lambda: len(consumer.assignment()) == 1, 90, what="the rebalance took a partition from A")
+        release.set()
+        wait_until(lambda: committed_total(kafka_bootstrap, a.group_id, topics.raw) >= 16, 120, what="16 committed")
+    finally:
+        release.set()
+        a.stop()  # raises the worker's error, if it died
+        if b is not None:
+            b.stop()
+    report = check_invariant(kafka_bootstrap, db_url, topics, a.group_id)
+    assert report.ok, report.summary()
+    assert report.stored == 16
