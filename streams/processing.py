@@ -57,6 +57,9 @@ class RawRecord:
     value: bytes | None
     headers: Headers = field(default_factory=list)
     timestamp_ms: int | None = None
+    #: why the Kafka client could not unpack this record (then key, value and headers are not available):
+    #: it is dead-lettered as ``undecodable_record`` with its coordinates, never parsed
+    unreadable: str | None = None
 
     @property
     def kafka_time(self) -> datetime | None:
@@ -114,6 +117,9 @@ def validate_batch(records: Sequence[RawRecord]) -> BatchPlan:
     plan = BatchPlan()
     seen: set[tuple[str, str]] = set()
     for record in records:
+        if record.unreadable is not None:
+            plan.dead.append(DeadLetter(record, "undecodable_record", record.unreadable))
+            continue
         parsed = parse_news(record.value)
         if isinstance(parsed, Rejection):
             plan.dead.append(DeadLetter(record, parsed.reason, parsed.detail))

@@ -206,12 +206,22 @@ class PipelineWorker:
                     await self._idle_progress()
                     continue
                 self._begin()
-                prepared = await self.prepare_batch(records)
-                put = asyncio.create_task(queue.put(prepared))
-                await asyncio.wait({put, committer}, return_when=asyncio.FIRST_COMPLETED)
-                if not put.done():  # the committer died: surface its error (a bug), never skip
-                    put.cancel()
-                    committer.result()
+                step = asyncio.create_task(self._prepare_and_enqueue(records, queue))
+                stopping = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({step, committer, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not step.done():
+                    # A stop while this batch waits on a retrying classifier or behind a batch the committer
+                    # cannot finish (database down): leave it uncommitted (it is re-read) and drain the rest
+                    # below within drain_timeout_s, instead of ignoring SIGTERM until the dependency returns.
+                    step.cancel()
+                    self._end()
+                    if committer.done():  # the committer died: surface its error (a bug), never skip
+                        committer.result()
+                    log.warning("stopping with a batch not yet handed to the committer; it will be re-read",
+                                records=len(records))
+                    break
+                step.result()
         finally:
             lag_timer.cancel()
             try:
@@ -220,6 +230,9 @@ class PipelineWorker:
                 log.warning("batches in flight not committed before stop; they will be re-read")
             committer.cancel()
             log.info("worker drained")
+
+    async def _prepare_and_enqueue(self, records: list[RawRecord], queue: asyncio.Queue[PreparedBatch]) -> None:
+        await queue.put(await self.prepare_batch(records))
 
     def _begin(self) -> None:
         self._inflight += 1
@@ -243,12 +256,50 @@ class PipelineWorker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            fetched = await self.consumer.getmany(timeout_ms=int(min(remaining, 0.25) * 1000),
-                                                  max_records=cfg.batch_size - len(records))
+            try:
+                fetched = await self.consumer.getmany(timeout_ms=int(min(remaining, 0.25) * 1000),
+                                                      max_records=cfg.batch_size - len(records))
+            except UnicodeDecodeError as exc:
+                records.extend(await self._isolate_undecodable(exc))
+                break
             for tp, batch in fetched.items():
                 records.extend(_to_record(m) for m in batch)
                 self._positions[tp.partition] = batch[-1].offset + 1
         return records
+
+    async def _isolate_undecodable(self, first_error: UnicodeDecodeError) -> list[RawRecord]:
+        """Find the record aiokafka cannot unpack (a header name that is not UTF-8: any client may send one and
+        the broker keeps it) and step past it, or every fetch raises again: a crash-loop that moves from worker
+        to worker with the partition.
+
+        The failed fetch moved no position, so nothing before the bad record is lost. Each owned partition is
+        read one record at a time; where it raises, the position is the bad record's offset: it becomes an
+        unreadable record (dead-lettered as ``undecodable_record`` with its coordinates; its bytes stay in
+        the topic) and the consumer seeks past it. The good records read on the way are returned too.
+        A record batch is parsed from its start, so the records after the bad one *in the same producer batch*
+        raise as well: each is dead-lettered the same way (none is lost; a client that tolerates the header
+        can replay them from the coordinates)."""
+        assert self.consumer is not None
+        log.error("a fetched record cannot be unpacked; isolating it", error=str(first_error)[:300])
+        out: list[RawRecord] = []
+        for tp in list(self.consumer.assignment()):
+            for _ in range(self.config.batch_size):
+                try:
+                    got = await self.consumer.getmany(tp, timeout_ms=1000, max_records=1)
+                except UnicodeDecodeError as exc:
+                    offset = await self.consumer.position(tp)
+                    out.append(RawRecord(tp.topic, tp.partition, offset, None, None, unreadable=(
+                        f"the Kafka client cannot unpack this record or one before it in its producer batch: "
+                        f"{type(exc).__name__}: {exc}")[:500]))
+                    self.consumer.seek(tp, offset + 1)
+                    self._positions[tp.partition] = offset + 1
+                    continue
+                if not got:
+                    break
+                for message in got.get(tp, []):
+                    out.append(_to_record(message))
+                    self._positions[tp.partition] = message.offset + 1
+        return out
 
     # ---- stage 1: validate and classify -------------------------------------------------------------
     async def prepare_batch(self, records: Sequence[RawRecord]) -> PreparedBatch:

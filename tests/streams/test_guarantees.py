@@ -291,3 +291,84 @@ def test_a_batch_prepared_across_a_rebalance_does_not_crash_the_worker(
     report = check_invariant(kafka_bootstrap, db_url, topics, a.group_id)
     assert report.ok, report.summary()
     assert report.stored == 16
+
+
+def test_a_stop_is_honoured_while_batches_queue_behind_a_database_outage(
+    make_topics, kafka_bootstrap: str, db_url: str, pg_server, model_path: Path
+) -> None:
+    """Database down, one batch retrying in the committer, one queued, a third waiting for room: before, the
+    main loop waited for that room and never looked at the stop, so SIGTERM was ignored (and the worker stayed
+    in its group) until PostgreSQL came back. Now it drains within drain_timeout_s (10 s here) and exits."""
+    import time
+
+    topics = make_topics(1)
+    engine = build_engine(load_settings().model, model_path)
+    produce(kafka_bootstrap, topics.raw, _values([article(i, "warm") for i in range(4)]))
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(engine), batch_size=4)
+    stopped_in = None
+    try:
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 4, 120, what="warm-up")
+        pg_server.stop()
+        try:
+            produce(kafka_bootstrap, topics.raw, _values([article(i, "outage") for i in range(40)]))
+            wait_until(lambda: worker.worker._inflight >= 3, 60, what="three batches in flight")
+            started = time.monotonic()
+            worker.worker.request_stop()
+            worker.thread.join(30)
+            stopped_in = time.monotonic() - started
+            assert not worker.thread.is_alive(), "the worker ignored the stop while the database was down"
+        finally:
+            pg_server.start()
+    finally:
+        worker.stop()
+    assert stopped_in is not None and stopped_in < 25
+    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    assert report.ok, report.summary()
+    assert committed_total(kafka_bootstrap, worker.group_id, topics.raw) == 4  # the rest is re-read after restart
+
+
+class _NotUtf8HeaderName(str):
+    """A header name whose wire bytes are not UTF-8 (Kafka header names are bytes; a Go or Java producer can
+    send any). kafka-python encodes names with ``str.encode``; this one answers with raw bytes."""
+
+    def encode(self, *args, **kwargs) -> bytes:  # type: ignore[override]
+        return b"\xff\xfe-trace"
+
+
+def test_a_record_the_kafka_client_cannot_unpack_is_dead_lettered_not_a_crash_loop(
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    """aiokafka raises UnicodeDecodeError unpacking a batch with such a header: before, out of getmany, the worker
+    died, restarted at the same offset and died again, and the partition never moved.
+
+    Three producer batches: [good], [bad, good], [good]. A batch is parsed from its start, so the good record
+    after the bad one in its batch cannot be read either: both are dead-lettered with their coordinates, the
+    other batches are stored, every offset is committed."""
+    from kafka import KafkaProducer
+
+    from streams.processing import describe_deadletter
+    from tests.streams.harness import consume_all
+
+    topics = make_topics(1)
+    messages = [article(i, "hdr") for i in range(4)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=50)
+    for batch in ([0], [1, 2], [3]):
+        for i in batch:
+            headers = [(_NotUtf8HeaderName("x"), b"1")] if i == 1 else [("trace", b"1")]
+            producer.send(topics.raw, value=json.dumps(messages[i]).encode(), headers=headers)
+        producer.flush(30)
+    producer.close()
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(build_engine(load_settings().model, model_path)))
+    try:
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 4
+                   or not worker.thread.is_alive(), 120, what="4 committed")
+    finally:
+        worker.stop()  # raises the worker's own error if it died
+    assert committed_total(kafka_bootstrap, worker.group_id, topics.raw) == 4
+    assert Db(db_url).ids() == {messages[0]["id"], messages[3]["id"]}
+    dead = [describe_deadletter(list(r.headers)) for r in consume_all(kafka_bootstrap, topics.deadletter, 2)]
+    assert sorted((m["reason"], int(m["partition"]), int(m["offset"])) for m in dead) == [
+        ("undecodable_record", 0, 1), ("undecodable_record", 0, 2)]
+    assert all("UnicodeDecodeError" in m["detail"] for m in dead)
