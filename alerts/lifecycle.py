@@ -98,8 +98,12 @@ def build_evidence(conn: Connection, rule: RuleConfig, scope_type: str, scope: s
 
 
 def fire(conn: Connection, rules: RulesFile, rule: RuleConfig, scope_type: str, scope: str, tr: Transition,
-         evidence: dict[str, Any]) -> dict[str, Any]:
-    """Open the alert and enqueue its trigger (unless silenced); returns the alert row."""
+         evidence: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+    """Open the alert and enqueue its trigger (unless silenced); returns the alert row.
+
+    Silenced if a silence covers the window's end *or* ``now`` (the evaluation's clock): when evaluation lags
+    (workers behind, a catch-up), on-call may have silenced the scope after that window ended, and paging
+    them for it anyway is what the silence was set to stop."""
     existing = db.open_alert(conn, rule.name, scope_type, scope)
     if existing is not None:  # defensive: the state machine never fires twice for one episode
         return existing
@@ -107,7 +111,8 @@ def fire(conn: Connection, rules: RulesFile, rule: RuleConfig, scope_type: str, 
     if holder is not None:
         evidence = {**evidence, "inhibited_by": {"alert_id": holder["id"], "rule": holder["rule"],
                                                  "scope_type": holder["scope_type"], "scope": holder["scope"]}}
-    silenced = holder is not None or db.is_silenced(conn, scope_type, scope, ts(tr.at))
+    silenced = (holder is not None or db.is_silenced(conn, scope_type, scope, ts(tr.at))
+                or (now is not None and db.is_silenced(conn, scope_type, scope, now)))
     alert = db.insert_alert(
         conn, rule=rule.name, scope_type=scope_type, scope=scope, severity=rule.severity,
         state="silenced" if silenced else "firing", dedup_key=dedup_key(rule.name, scope_type, scope, tr.started_at),

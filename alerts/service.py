@@ -156,7 +156,7 @@ class AlertService:
                         alert = lifecycle.resolve(conn, rule, scope_type, scope, tr)
                     else:
                         evidence = lifecycle.build_evidence(conn, rule, scope_type, scope, tr, series, self.links)
-                        alert = (lifecycle.fire(conn, self.rules, rule, scope_type, scope, tr, evidence)
+                        alert = (lifecycle.fire(conn, self.rules, rule, scope_type, scope, tr, evidence, now=now)
                                  if tr.kind == "fire" else lifecycle.escalate(conn, rule, scope_type, scope, tr, evidence))
                     if alert is not None:
                         changed.append(alert)

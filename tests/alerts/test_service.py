@@ -347,3 +347,23 @@ def test_an_alert_whose_scope_is_no_longer_judged_is_resolved_with_the_reason(en
     service.evaluate(now + timedelta(hours=1))  # nothing more: no reminder, no second resolve
     service.deliver()
     assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert, secret=SECRET)
+
+
+def test_a_silence_set_while_evaluation_lags_holds_the_page_of_an_earlier_window(engine, http_recorder,
+                                                                                 smtp_recorder) -> None:
+    """Evaluation catches up on the burst's windows 40 minutes late; on-call silenced the topic a minute before.
+    Before: the silence was checked at the window's end only, so everyone was paged, then the alert muted."""
+    burst_start = scenario(engine)
+    service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
+    now = burst_start - timedelta(minutes=30)
+    while now < burst_start:
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    late = burst_start + timedelta(minutes=40)
+    with engine.begin() as conn:
+        db.create_silence(conn, "topic", TOPIC, timedelta(hours=3), by="ann", now=late - timedelta(minutes=1))
+    service.evaluate(late)  # judges the burst's windows now
+    service.deliver()
+    [alert] = alerts_of(engine)
+    assert alert["state"] == "silenced" and alert["evidence"]["fired_at"] < (late - timedelta(minutes=1)).isoformat()
+    assert http_recorder.requests == [] and smtp_recorder.messages == []
