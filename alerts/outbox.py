@@ -6,7 +6,8 @@ the notifier is called) -> ``delivered`` | ``pending`` (retry at ``now + min(bas
 ``max_attempts``). A crash, or a commit that fails after a send,
 leaves the row in ``sending``; once its claim is older than ``claim_timeout_s`` the next sender recovers it:
 PagerDuty and webhook rows are re-sent with the same dedup/idempotency key (the receiver drops the copy),
-Slack and email rows become ``unknown`` and are never re-sent automatically (``marketmood alerts outbox
+Slack and email rows become ``unknown``, as do their sends that went out and got no answer (a read timeout,
+a connection dropped mid-message); ``unknown`` rows are never re-sent automatically (``marketmood alerts outbox
 --dead`` lists them, ``marketmood alerts redrive`` re-queues them). So a state change reaches Slack or email
 at most once, and PagerDuty/webhooks at least once, de-duplicated.
 
@@ -96,12 +97,19 @@ class OutboxSender:
                 continue
             attempts = row["attempts"]  # already counts this attempt (claim_one increments)
             dead = not error.retryable or (self.max_attempts > 0 and attempts >= self.max_attempts)
+            # sent but unanswered, on a channel that cannot drop a copy: parked like a crashed send, not retried
+            unknown = not dead and error.maybe_delivered and self._kind(row["notifier"]) not in RESEND_SAFE_KINDS
             retry_at = now + timedelta(seconds=backoff_s(attempts - 1, self.base_s, self.max_s))
             with self.engine.begin() as conn:
-                db.mark_failed(conn, row["id"], str(error), retry_at, dead=dead, claimed_by=self.identity)
+                db.mark_failed(conn, row["id"], str(error), retry_at, dead=dead, unknown=unknown,
+                               claimed_by=self.identity)
                 db.defer_notifier(conn, row["notifier"], retry_at)
             down.add(row["notifier"])
-            if dead:
+            if unknown:
+                log.error("notification_unknown", outbox_id=row["id"], alert_id=row["alert_id"],
+                          notifier=row["notifier"], notification_event=row["event"], error=str(error))
+                report.failed.append((*key, str(error)))
+            elif dead:
                 report.dead.append(key)
                 log.error("notification_dead", outbox_id=row["id"], alert_id=row["alert_id"],
                           notifier=row["notifier"], notification_event=row["event"], error=str(error))
@@ -112,6 +120,10 @@ class OutboxSender:
                 report.failed.append((*key, str(error)))
             self._notify(row["notifier"], row["event"], False)
         return report
+
+    def _kind(self, name: str) -> str | None:
+        notifier = self.notifiers.get(name)
+        return notifier.kind if notifier is not None else None
 
     def _send(self, row: dict) -> DeliveryError | None:
         notifier = self.notifiers.get(row["notifier"])

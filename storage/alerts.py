@@ -425,13 +425,15 @@ def mark_delivered(conn: Connection, outbox_id: int, at: datetime, claimed_by: s
 
 
 def mark_failed(conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime, *, dead: bool,
-                claimed_by: str) -> bool:
-    """Record a failed attempt: back to ``pending`` at ``next_attempt_at``, or ``dead`` (never retried)."""
+                claimed_by: str, unknown: bool = False) -> bool:
+    """Record a failed attempt: back to ``pending`` at ``next_attempt_at``, ``dead`` (never retried), or
+    ``unknown`` (it may have arrived on a channel that cannot de-duplicate: never re-sent by itself)."""
     result = conn.execute(
         text("UPDATE notification_outbox SET last_error = :err, next_attempt_at = :next, "
-             "status = CASE WHEN :dead THEN 'dead' ELSE 'pending' END "
+             "status = CASE WHEN :dead THEN 'dead' WHEN :unknown THEN 'unknown' ELSE 'pending' END "
              "WHERE id = :id AND status = 'sending' AND claimed_by = :by"),
-        {"id": outbox_id, "err": error[:2000], "next": next_attempt_at, "dead": dead, "by": claimed_by},
+        {"id": outbox_id, "err": error[:2000], "next": next_attempt_at, "dead": dead, "unknown": unknown,
+         "by": claimed_by},
     )
     return result.rowcount == 1
 

@@ -8,11 +8,15 @@ import httpx
 
 
 class DeliveryError(RuntimeError):
-    """A failed attempt; ``retryable=False`` (e.g. HTTP 400/403) marks the notification dead at once."""
+    """A failed attempt; ``retryable=False`` (e.g. HTTP 400/403) marks the notification dead at once.
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    ``maybe_delivered``: the request went out and the answer was lost (a read timeout, a dropped connection):
+    the receiver may have it. Channels that de-duplicate retry it; the others must not (at most once)."""
+
+    def __init__(self, message: str, *, retryable: bool = True, maybe_delivered: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.maybe_delivered = maybe_delivered
 
 
 class Notifier(Protocol):
@@ -29,7 +33,10 @@ def post_json(client: httpx.Client, url: str, *, content: bytes, headers: dict[s
     try:
         response = client.post(url, content=content, headers={"Content-Type": "application/json", **headers})
     except httpx.HTTPError as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        # sent, answer lost: a read timeout or a connection the server dropped before answering (a connect
+        # or write failure means the receiver never got a whole request)
+        sent = isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError))
+        raise DeliveryError(f"{type(exc).__name__}: {exc}", maybe_delivered=sent) from exc
     if response.is_success:
         return response
     retryable = response.status_code in (408, 425, 429) or response.status_code >= 500

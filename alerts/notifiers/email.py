@@ -80,6 +80,8 @@ class EmailNotifier:
                 if image:
                     plots.append((member["alert"]["id"], image))
         msg = email_message(payload, self.from_addr, self.to, plots)
+        refused: dict[str, Any] = {}
+        stage = "connect"  # how far the conversation got: the message may be accepted once DATA is under way
         try:
             cls = smtplib.SMTP_SSL if self._ssl else smtplib.SMTP
             with cls(self.host, self.port, timeout=self._timeout) as smtp:
@@ -87,14 +89,24 @@ class EmailNotifier:
                     smtp.starttls(context=ssl.create_default_context())
                 if self._username:
                     smtp.login(self._username, self._password or "")
+                stage = "send"
                 refused = smtp.send_message(msg)
-        except smtplib.SMTPResponseException as exc:  # 4xx transient, 5xx permanent
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", retryable=exc.smtp_code < 500) from exc
-        except smtplib.SMTPRecipientsRefused as exc:  # every recipient refused: permanent only if all said 5xx
-            codes = [code for code, _ in exc.recipients.values()]
-            raise DeliveryError(f"SMTP refused every recipient: {exc.recipients!r}",
-                                retryable=any(code < 500 for code in codes)) from exc
+                stage = "accepted"
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+            if stage != "accepted":
+                raise _delivery_error(exc, maybe_delivered=stage == "send") from exc
+            log.warning("email_quit_failed_after_accept", notifier=self.name, error=repr(exc))  # it was sent
         if refused:  # sent to the others; a retry would page them twice, so this is logged, not retried
             log.warning("email_recipients_refused", notifier=self.name, refused=sorted(refused))
+
+
+def _delivery_error(exc: OSError | smtplib.SMTPException, *, maybe_delivered: bool) -> DeliveryError:
+    """How the outbox treats an SMTP failure: a 4xx answer is transient and a 5xx permanent (either way the
+    server said no); no answer once the message was under way may mean it arrived (``maybe_delivered``)."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", retryable=exc.smtp_code < 500)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):  # every recipient refused: permanent only if all said 5xx
+        codes = [code for code, _ in exc.recipients.values()]
+        return DeliveryError(f"SMTP refused every recipient: {exc.recipients!r}",
+                             retryable=any(code < 500 for code in codes))
+    return DeliveryError(f"{type(exc).__name__}: {exc}", maybe_delivered=maybe_delivered)

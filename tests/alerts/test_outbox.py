@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from alerts import lifecycle
 from alerts.outbox import OutboxSender
 from storage import alerts as db
@@ -94,3 +96,30 @@ def test_permanent_4xx_goes_dead_and_is_redriven(engine, http_recorder) -> None:
     sender.deliver_due(now + timedelta(hours=1))
     sender.deliver_due(now + timedelta(hours=1))
     assert ["RESOLVED" in r.json()["text"] for r in http_recorder.requests] == [False, True]  # trigger first
+
+
+@pytest.mark.parametrize(("kind", "copies", "status"), [("slack", 1, "unknown"), ("webhook", 2, "delivered")])
+def test_a_send_that_went_out_unanswered_is_repeated_only_where_the_receiver_drops_copies(
+        engine, http_recorder, kind, copies, status) -> None:
+    """The receiver got the request and never answered (read timeout). Before, Slack and email retried it like
+    a refused connection, and on-call got the message twice; a webhook carries an idempotency key, so it may."""
+    from alerts.notifiers.slack import SlackNotifier
+    from alerts.notifiers.webhook import WebhookNotifier
+
+    with engine.begin() as conn:
+        alert = db.insert_alert(conn, rule="r", scope_type="topic", scope="Macro", severity="critical",
+                                state="firing", dedup_key=f"k-timeout-{kind}", started_at=BASE, evidence={})
+        lifecycle.enqueue(conn, alert, [kind], "trigger")
+    notifier = (SlackNotifier(kind, http_recorder.url("/n"), timeout_s=0.5) if kind == "slack"
+                else WebhookNotifier(kind, http_recorder.url("/n"), "s3cret-s3cret-s3cret", timeout_s=0.5))
+    http_recorder.block_on = 1  # the first request arrives and gets no answer
+    sender = OutboxSender(engine, {kind: notifier}, base_s=1, max_s=8)
+    now = datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert len(sender.deliver_due(now).failed) == 1
+    http_recorder.release.set()
+    for minutes in range(1, 4):
+        sender.deliver_due(now + timedelta(minutes=minutes))
+    assert len(http_recorder.requests) == copies
+    with engine.connect() as conn:
+        [row] = db.list_outbox(conn, alert_id=alert["id"])
+    assert row["status"] == status
