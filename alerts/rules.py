@@ -65,6 +65,14 @@ class EmailConfig(_Model):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> EmailConfig:
+        # STARTTLS upgrades a plain connection; ssl opens a TLS one: asked for both, every send fails for ever
+        if self.starttls and self.ssl:
+            raise ValueError("starttls and ssl are exclusive: ssl for implicit TLS (port 465), starttls to "
+                             "upgrade a plain connection (port 587)")
+        return self
+
 
 NotifierConfig = Annotated[
     WebhookConfig | SlackConfig | PagerDutyConfig | EmailConfig, Field(discriminator="type")

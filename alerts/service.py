@@ -86,15 +86,23 @@ class AlertService:
                         changed.append(alert)
             with self.engine.connect() as conn:
                 last_closed = self.judgeable_until(conn, now)
+            failed: list[Exception] = []
             if last_closed is not None:
                 for rule in self.rules.evaluation_order():
-                    transitions = self._evaluate_rule(rule, now, last_closed)  # committed
+                    try:
+                        transitions = self._evaluate_rule(rule, now, last_closed)  # committed
+                    except Exception as exc:  # noqa: BLE001 - one broken rule must not blind the others
+                        log.exception("alert_rule_failed", rule=rule.name)
+                        failed.append(exc)
+                        continue
                     self._save_plots(transitions)
                     changed += transitions
             with self.engine.begin() as conn:
                 if db.try_lead(conn, "_silences"):  # one replica reconciles silences per pass
                     changed += lifecycle.reconcile_silences(conn, self.rules, now)
                 self._refresh_gauges(conn)
+            if failed:  # the pass is an error (metrics, the run loop's log) once every other rule has run
+                raise failed[0]
         except Exception:
             self.metrics.evaluations.labels("error").inc()
             raise

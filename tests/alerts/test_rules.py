@@ -59,6 +59,11 @@ def test_missing_env_var_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
          "inhibited_by names 'nope', which is not a topic rule"),
         ({"rules": [{"name": "a", "scope": {"type": "topic"}, "inhibited_by": ["a"]}]},
          "inhibited_by is for ticker rules"),
+        ({"notifiers": {"m": {"type": "email", "host": "smtp", "from": "a@x", "to": ["b@x"], "ssl": True,
+                              "starttls": True}}, "rules": [{"name": "r", "scope": {"type": "topic"}}]},
+         "starttls and ssl are exclusive"),
+        ({"rules": [{"name": "r", "scope": {"type": "topic"}, "detection": {"rate_fire_p": 0.2}}]},
+         "rate_fire_p (0.2) must be <= resolve_p"),
         ([1, 2], "expected a mapping"),
     ],
 )

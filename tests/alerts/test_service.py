@@ -367,3 +367,30 @@ def test_a_silence_set_while_evaluation_lags_holds_the_page_of_an_earlier_window
     [alert] = alerts_of(engine)
     assert alert["state"] == "silenced" and alert["evidence"]["fired_at"] < (late - timedelta(minutes=1)).isoformat()
     assert http_recorder.requests == [] and smtp_recorder.messages == []
+
+
+def test_one_broken_rule_does_not_stop_the_others_from_paging(engine, http_recorder, smtp_recorder) -> None:
+    """A detector state another version wrote badly makes one rule raise; before, the exception ended the whole
+    pass, so no rule after it (nor the silence reconciliation) ran until someone fixed the row."""
+    burst_start = scenario(engine)
+    notifiers = all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com")
+    rules = parse_rules({**notifiers, "rules": [
+        {"name": "broken", "scope": {"type": "ticker", "include": "all"}, "severity": "warning"},
+        {"name": "spike", "scope": {"type": "topic", "include": [TOPIC, "Macro"]}, "severity": "critical",
+         "detection": {"cooldown_minutes": 60}}]})
+    with engine.begin() as conn:
+        db.save_scope_state(conn, "broken", "ticker", "XOM", {"phase": "firing", "frozen_baseline_end": "garbage"})
+    service = AlertService(engine, rules, SETTINGS)
+    assert [r.name for r in rules.evaluation_order()][0] == "broken"  # judged first
+    now, errors = burst_start - timedelta(minutes=30), 0
+    while now <= burst_start + timedelta(hours=2):
+        try:
+            service.evaluate(now)
+        except TypeError:
+            errors += 1
+        service.deliver()
+        now += timedelta(seconds=W)
+    assert errors > 0  # the broken rule still fails, loudly
+    [alert] = alerts_of(engine)
+    assert alert["rule"] == "spike" and alert["state"] == "resolved"
+    assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert, secret=SECRET)
