@@ -7,7 +7,8 @@ acknowledged" can be ordered by the caller.
 
 Novelty (syndication): an article is not novel when another article with the same non-null
 ``story_key`` has an ``event_time`` within ``window`` before it (ties: the row already stored, then the
-earlier item of the batch, wins). A transaction-scoped advisory lock per story-key bucket makes two
+earlier item of the batch, wins), whichever arrived first: a stored copy is demoted when an earlier one
+arrives later. A transaction-scoped advisory lock per story-key bucket makes two
 workers scoring copies of one story at the same moment see each other's rows.
 """
 
@@ -102,6 +103,7 @@ def upsert_scored_batch(
         lost_race = [a.id for a in new if a.id not in inserted]  # inserted concurrently by another worker
         if lost_race:
             existing.update(_stored(conn, lost_race))
+        _demote_later_copies(conn, [a for a in new if a.id in inserted], event_times, novelty_window)
     stored_sha = {article_id: sha for article_id, (_, sha) in existing.items()}
     stored_sha.update({a.id: a.content_sha256 for a in new if a.id in inserted})
     conflicts = tuple(dict.fromkeys(
@@ -190,6 +192,33 @@ def _novelty(
         novel[article_id] = not (has_stored or has_batch)
         previous[key] = t
     return novel
+
+
+_DEMOTE_LATER_COPIES = text(
+    """
+    UPDATE articles a SET novel = false
+    FROM unnest(CAST(:story_key AS text[]), CAST(:event_time AS timestamptz[])) AS n(story_key, event_time)
+    WHERE a.story_key = n.story_key AND a.novel
+      AND a.event_time > n.event_time AND a.event_time <= n.event_time + CAST(:window AS interval)
+      AND NOT (a.id = ANY(CAST(:new_ids AS text[])))
+    """
+)
+
+
+def _demote_later_copies(
+    conn: Connection, inserted: Sequence[ScoredArticle], event_times: dict[str, datetime], window: timedelta
+) -> None:
+    """Stored copies that a newly inserted, *earlier* copy of their story now precedes within ``window`` stop
+    being novel: the copies of a story arrive in any order (other partitions, replays, late scrapers), and
+    novelty must not depend on which batch brought which (before, both stayed novel: the story counted twice).
+    Runs under the same story-bucket locks as the insert."""
+    keyed = [a for a in inserted if a.story_key]
+    if not keyed:
+        return
+    conn.execute(_DEMOTE_LATER_COPIES, {
+        "story_key": [a.story_key for a in keyed], "event_time": [event_times[a.id] for a in keyed],
+        "window": window, "new_ids": [a.id for a in keyed],
+    })
 
 
 # One multi-row INSERT per table: parallel arrays unnested server-side (far cheaper than executemany).

@@ -176,6 +176,25 @@ def test_novelty_across_batches_and_window_parameter(engine: Engine) -> None:
         assert count_articles(conn, novel=False) == 2
 
 
+def test_novelty_does_not_depend_on_which_batch_brought_which_copy(engine: Engine) -> None:
+    """The later copy stored first, the earlier one in a later batch (another partition, a replay): before,
+    both stayed novel and the story counted twice; in one batch only one did."""
+    h = timedelta(hours=1)
+    with engine.begin() as conn:
+        upsert_scored_batch(conn, [item("late", t=T0 + h, key="k"), item("far", t=T0 + 8 * h, key="k"),
+                                   item("tie", t=T0, key="t"), item("other", t=T0 + h, key="z")])
+    with engine.begin() as conn:
+        upsert_scored_batch(conn, [item("early", t=T0, key="k"), item("tie_late_arrival", t=T0, key="t")])
+    with engine.begin() as conn:  # a replay of the same rows changes nothing
+        upsert_scored_batch(conn, [item("late", t=T0 + h, key="k"), item("early", t=T0, key="k")])
+    assert _novel(engine) == {
+        "early": True, "late": False,  # demoted: an earlier copy lies within the window before it
+        "far": True,  # 7 h after the last copy: news again (6 h window)
+        "tie": True, "tie_late_arrival": False,  # same instant: the stored one keeps the tie
+        "other": True,
+    }
+
+
 def test_concurrent_workers_see_each_others_copies(engine: Engine) -> None:
     """Two transactions scoring copies of one story: the advisory lock serialises them."""
     results: dict[str, object] = {}
