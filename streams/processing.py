@@ -63,7 +63,14 @@ class RawRecord:
 
     @property
     def kafka_time(self) -> datetime | None:
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, timezone.utc) if self.timestamp_ms else None
+        """The record's Kafka timestamp, or None when absent or not a time (a producer that wrote microseconds
+        gives year ~50,000: the valid article it carries must not be dead-lettered over it)."""
+        if not self.timestamp_ms:
+            return None
+        try:
+            return datetime.fromtimestamp(self.timestamp_ms / 1000, timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            return None
 
 
 @dataclass(frozen=True)

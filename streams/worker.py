@@ -380,7 +380,7 @@ class PipelineWorker:
         by_article = {id(item): s for s, item in batch.rows}
         for _, item in batch.rows:
             self.db_sink.add(item)
-        for progress in self._progress(batch):
+        for progress in self._progress(batch, now):
             self.db_sink.add_progress(progress)
         db = await self.db_sink.flush()
         self.metrics.db_seconds.observe(db.seconds)
@@ -410,10 +410,13 @@ class PipelineWorker:
         return OutRecord(self.config.deadletter_topic, key, value, headers,
                          fallback=lambda: deadletter_record(dead, now, max_bytes=0))
 
-    def _progress(self, batch: PreparedBatch) -> list[PartitionProgress]:
+    def _progress(self, batch: PreparedBatch, now: datetime) -> list[PartitionProgress]:
         event_times: dict[int, datetime] = {}
         for s, item in batch.rows:
-            t = item.published_at or s.accepted.record.kafka_time
+            # an article without published_at is stored at the write's time; so is its progress. (The Kafka
+            # record time was used before: a producer whose clock ran ahead raised the partition's event time
+            # for good, and the alert watermark with it, past records still to come.)
+            t = item.published_at or now
             if t is not None:
                 p = s.accepted.record.partition
                 event_times[p] = max(event_times.get(p, t), t)

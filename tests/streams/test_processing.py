@@ -44,6 +44,20 @@ def test_a_copy_written_differently_is_the_same_article() -> None:
     assert [a.record.offset for a in plan.accepted] == [0, 2] and plan.duplicates == 1
 
 
+def test_an_impossible_kafka_timestamp_is_no_time_not_a_dead_letter() -> None:
+    """A producer writing microseconds gives year ~50,000: before, building the row raised and the valid article
+    went to the dead-letter topic as row_error."""
+    from dataclasses import replace
+
+    micro = replace(rec(0, msg("a")), timestamp_ms=1_714_521_600_000_000)
+    assert micro.kafka_time is None
+    assert replace(rec(0, msg("a")), timestamp_ms=1_714_521_600_000).kafka_time == datetime(2024, 5, 1, tzinfo=timezone.utc)
+    plan = validate_batch([micro])
+    scored, dead = classify_accepted(RefusesWordClassifier(), plan.accepted)
+    rows, unbuildable = build_rows(scored, lambda title: "k")
+    assert dead == [] and unbuildable == [] and rows[0][1].kafka_timestamp is None
+
+
 def test_parse_failures_of_any_kind_become_reasons_never_exceptions() -> None:
     nested = b'{"id":"bad","title":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     future = json.dumps({"id": "f", "title": "t", "published_at": "9999-12-31T23:59:59Z"}).encode()

@@ -107,3 +107,33 @@ def test_a_stale_highwater_never_moves_the_watermark_past_records_still_in_kafka
     finally:
         worker.stop()
         store.close()
+
+
+def test_a_producer_clock_ahead_does_not_move_the_partitions_event_time(make_topics, kafka_bootstrap: str,
+                                                                       db_url: str, model_path: Path) -> None:
+    """An article without published_at is stored at the write's time; its progress used the Kafka record time
+    instead, so a producer whose clock ran 10 days ahead raised the partition's event time (a maximum, kept)
+    and the alert watermark with it past every record still to come."""
+    import json
+    from datetime import timedelta
+
+    from kafka import KafkaProducer
+
+    topics = make_topics(1)
+    message = article(0, "clock")
+    del message["published_at"]
+    ahead = datetime.now(timezone.utc) + timedelta(days=10)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(topics.raw, value=json.dumps(message).encode(), timestamp_ms=int(ahead.timestamp() * 1000))
+    producer.flush(30)
+    producer.close()
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(build_engine(load_settings().model, model_path)))
+    try:
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 1, 120, what="committed")
+    finally:
+        worker.stop()
+    [progress] = _progress(db_url, topics.raw)
+    assert progress.max_event_time is not None
+    assert progress.max_event_time < datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert Db(db_url).scalar("SELECT kafka_timestamp FROM articles") == ahead.replace(microsecond=ahead.microsecond // 1000 * 1000)
