@@ -21,7 +21,10 @@ class WorkerMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.consumed = Counter("marketmood_worker_consumed", "Records consumed from news.raw.", registry=r)
-        self.scored = Counter("marketmood_worker_scored", "Articles scored and committed (a re-read record is scored again; its rows are not duplicated).", registry=r)
+        self.scored = Counter(
+            "marketmood_worker_scored",
+            "Articles scored and committed (a re-read record is scored again; its rows are not duplicated).", registry=r,
+        )
         self.deadlettered = Counter(
             "marketmood_worker_deadlettered", "Records sent to news.deadletter.", ["reason"], registry=r
         )
