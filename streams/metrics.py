@@ -51,7 +51,8 @@ class WorkerMetrics:
         self.deadletter_stubs = Counter(
             "marketmood_worker_deadletter_stubs", "Dead letters too large for the broker, sent as stubs.", registry=r
         )
-        self.lag = Gauge("marketmood_worker_lag", "Records behind the high watermark.", ["partition"], registry=r)
+        self.lag = Gauge("marketmood_worker_lag", "Records between the partition's log end and this worker's last "
+                         "committed offset (fetched but uncommitted ones included).", ["partition"], registry=r)
         self.model_info = Gauge(
             "marketmood_worker_model", "1 for the model version that scored the last batch.", ["version"], registry=r
         )

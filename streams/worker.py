@@ -148,6 +148,8 @@ class PipelineWorker:
         self.producer: AIOKafkaProducer | None = None
         self.kafka_sink: KafkaSink | None = None
         self._positions: dict[int, int] = {}
+        self._committed: dict[int, int] = {}  # partition -> last offset committed by this worker
+        self._log_ends: dict[int, int] = {}  # partition -> log end from the broker's ListOffsets (lag loop)
         self._polls_seen: dict[int, int] = {}  # partition -> last fetch-response time (ms) an idle check saw
         self._last_idle_progress = time.monotonic()
         db_sink.on_retry = self._on_retry("database")
@@ -429,6 +431,7 @@ class PipelineWorker:
         assert self.consumer is not None
         try:
             await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+            self._committed.update({p: o for (_, p), o in offsets.items()})
         except KafkaError as exc:  # partition moved in a rebalance: the new owner re-reads (idempotent)
             self.metrics.commit_failures.inc()
             log.warning("offset commit refused; the partition's new owner will re-read", error=repr(exc),
@@ -480,6 +483,8 @@ class PipelineWorker:
             log.warning("rebalance: batches in flight not committed in time; they will be re-read")
         for tp in revoked:
             self._positions.pop(tp.partition, None)
+            self._committed.pop(tp.partition, None)
+            self._log_ends.pop(tp.partition, None)
             self._polls_seen.pop(tp.partition, None)
             try:
                 self.metrics.lag.remove(str(tp.partition))
@@ -495,10 +500,26 @@ class PipelineWorker:
     async def _lag_loop(self) -> None:
         while True:
             await asyncio.sleep(2.0)
+            await self._refresh_log_ends()
             self.update_lag()
 
+    async def _refresh_log_ends(self) -> None:
+        """Ask the broker for the owned partitions' log ends. The fetch response's highwater alone freezes while
+        the worker is stalled (aiokafka does not fetch a partition whose records it still buffers), so during
+        a database outage the lag stayed flat while the backlog grew. tansu answers with the last producer
+        batch's base offset + 1 (FACTS.md), a lower bound: the larger of the two ends is used."""
+        if self.consumer is None or not (owned := list(self.consumer.assignment())):
+            return
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(owned), 2)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            log.debug("log end refresh skipped", error=repr(exc))
+            return
+        self._log_ends.update({tp.partition: end for tp, end in ends.items() if end is not None})
+
     def update_lag(self) -> None:
-        """Set the lag gauge for the partitions this worker owns now (labels of lost ones are removed)."""
+        """Set the lag gauge for the partitions this worker owns now (labels of lost ones are removed): records
+        between the log end and this worker's last committed offset (fetched but uncommitted ones count)."""
         if self.consumer is None:
             return
         owned = {tp.partition: tp for tp in self.consumer.assignment()}
@@ -506,11 +527,12 @@ class PipelineWorker:
             if int(label) not in owned:
                 self.metrics.lag.remove(label)
         for partition, tp in owned.items():
-            highwater = self._highwater(tp)
-            if highwater is None:
+            ends = [end for end in (self._highwater(tp), self._log_ends.get(partition)) if end is not None]
+            if not ends:
                 continue
-            position = self._positions.get(partition, highwater)
-            self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - position))
+            end = max(ends)
+            done = self._committed.get(partition, self._positions.get(partition, end))
+            self.metrics.lag.labels(partition=str(partition)).set(max(0, end - done))
 
     def _on_retry(self, what: str) -> Callable[[str, BaseException, int, float], None]:
         def on_retry(kind: str, exc: BaseException, attempt: int, delay: float) -> None:

@@ -372,3 +372,33 @@ def test_a_record_the_kafka_client_cannot_unpack_is_dead_lettered_not_a_crash_lo
     assert sorted((m["reason"], int(m["partition"]), int(m["offset"])) for m in dead) == [
         ("undecodable_record", 0, 1), ("undecodable_record", 0, 2)]
     assert all("UnicodeDecodeError" in m["detail"] for m in dead)
+
+
+def test_the_lag_gauge_grows_while_the_worker_is_stalled(
+    make_topics, kafka_bootstrap: str, db_url: str, pg_server, model_path: Path
+) -> None:
+    """During a database outage the backlog grows; before, the lag gauge stayed flat (the cached highwater stops
+    moving once aiokafka holds unread records) and on-call saw a healthy-looking worker."""
+    topics = make_topics(1)
+    produce(kafka_bootstrap, topics.raw, _values([article(i, "lagw") for i in range(4)]))
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(build_engine(load_settings().model, model_path)), batch_size=4)
+
+    def lag() -> float:
+        return worker.worker.metrics.registry.get_sample_value("marketmood_worker_lag", {"partition": "0"}) or 0.0
+
+    try:
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 4, 120, what="warm-up")
+        pg_server.stop()
+        try:
+            produce(kafka_bootstrap, topics.raw, _values([article(i, "lagx") for i in range(400)]))
+            wait_until(lambda: worker.worker._inflight >= 1, 60, what="a batch stuck on the database")
+            produce(kafka_bootstrap, topics.raw, _values([article(i, "lagy") for i in range(600)]))
+            seen = wait_until(lambda: lag() >= 900 and lag(), 30, what=f"the lag to show the backlog (at {lag()})")
+        finally:
+            pg_server.start()
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 1004, 180, what="catch-up")
+        wait_until(lambda: lag() == 0, 30, what=f"the lag back to 0 (at {lag()})")
+    finally:
+        worker.stop()
+    assert seen >= 900
