@@ -185,6 +185,15 @@ class RulesFile(_Model):
             return f"{scope_type} {scope!r} is no longer included in rule {rule!r}"
         return None
 
+    def check_window(self, window_s: int) -> None:
+        """Refuse rules that cannot work with the service's window length: a baseline shorter than one window is
+        always empty (``min_baseline_volume`` is never met), so the rule would silently never fire."""
+        for rule in self.rules:
+            if rule.detection.baseline_hours * 3600 < window_s:
+                raise RulesError(f"rule {rule.name!r}: baseline_hours {rule.detection.baseline_hours} is shorter "
+                                 f"than one {window_s}-second window, so its baseline is always empty and it "
+                                 f"can never fire")
+
     def route(self, severity: str) -> tuple[str, ...]:
         """Notifier names a severity is routed to (none when unrouted)."""
         return self.routing.get(severity, ())  # type: ignore[call-overload]

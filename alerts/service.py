@@ -55,6 +55,7 @@ class AlertService:
         # Where fired alerts' evidence PNGs go; None = not saved (callers resolve the <home>/alert-plots default).
         self.plots_dir = plots_dir if plots_dir is not None else self.config.plots_dir
         self.rules = rules or load_rules(self.config.rules_path)
+        self.rules.check_window(self.config.window_s)
         self.engine = engine
         self.metrics = metrics or AlertMetrics()
         self.links = LinkConfig(self.config.runbook_url, self.config.grafana_url, self.config.grafana_dashboard_uid)

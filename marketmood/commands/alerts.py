@@ -213,8 +213,10 @@ def redrive_command(outbox_ids: tuple[int, ...], all_dead: bool) -> None:
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 def check_rules_command(path: str | None) -> None:
     """Validate the rules file PATH (default: the configured or bundled one) and print a summary."""
+    settings = get_settings()
     try:
-        rules = load_rules(Path(path) if path else get_settings().alerts.rules_path)
+        rules = load_rules(Path(path) if path else settings.alerts.rules_path)
+        rules.check_window(alert_config(settings).window_s)
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
     for r in rules.rules:
@@ -230,11 +232,12 @@ def run_command(metrics_port: int | None, once: bool) -> None:
     replicas may run at once: each state change is still notified once."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    config = alert_config(settings)
     try:
         rules = load_rules(settings.alerts.rules_path)  # validated before anything starts
+        rules.check_window(config.window_s)
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
-    config = alert_config(settings)
     with database_engine(settings) as engine:
         service = AlertService(engine, rules, config)
         if once:

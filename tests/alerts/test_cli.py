@@ -91,3 +91,14 @@ def test_alert_config_maps_settings(monkeypatch) -> None:
     monkeypatch.setenv("MARKETMOOD_ALERTS__CLAIM_TIMEOUT_S", "6")  # < 2 x the 5-s delivery timeout
     with pytest.raises(ConfigError, match="claim_timeout_s"):
         alert_config(load_settings())
+
+
+def test_a_rule_whose_baseline_is_shorter_than_a_window_is_refused(runner, tmp_path) -> None:
+    """Its baseline is always empty: the rule validated, ran, and could never fire."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: blind\n    scope: {type: topic}\n    detection: {baseline_hours: 0.05}\n")
+    result = runner.invoke(cli, ["alerts", "check-rules", str(rules)])  # 180 s against the default 300-s window
+    assert result.exit_code != 0  # a ConfigError: `marketmood` prints it as one line and exits 2
+    assert "rule 'blind': baseline_hours 0.05 is shorter than one 300-second window" in str(result.exception)
+    rules.write_text("rules:\n  - name: fine\n    scope: {type: topic}\n    detection: {baseline_hours: 1}\n")
+    assert runner.invoke(cli, ["alerts", "check-rules", str(rules)]).exit_code == 0
