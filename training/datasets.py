@@ -215,6 +215,28 @@ def near_duplicate_key(text: str) -> str:
     return " ".join(_NON_WORD_RE.sub(" ", text.casefold()).split())
 
 
+def add_corrections(
+    train: Sequence[LabeledExample], corrections: Sequence[LabeledExample], held_out: Sequence[LabeledExample]
+) -> list[LabeledExample]:
+    """``train`` plus analysts' corrections (feedback rows), by near-duplicate key:
+
+    * a correction that near-duplicates a held-out row (dev, selection) is dropped: the gate and early
+      stopping would judge on what was trained on;
+    * a correction replaces the base rows of its text for the heads it labels: kept beside them, the
+      dataset's old label voted against it at equal weight and the correction was cancelled out.
+    """
+    held = {near_duplicate_key(ex.text) for ex in held_out}
+    kept = [ex for ex in corrections if near_duplicate_key(ex.text) not in held]
+    corrected = {(near_duplicate_key(ex.text), head) for ex in kept for head in ("sentiment", "topic")
+                 if getattr(ex, head) is not None}
+
+    def superseded(ex: LabeledExample) -> bool:
+        key = near_duplicate_key(ex.text)
+        return any(getattr(ex, head) is not None and (key, head) in corrected for head in ("sentiment", "topic"))
+
+    return [ex for ex in train if not superseded(ex)] + kept
+
+
 def cluster_split(
     examples: Sequence[LabeledExample], fraction: float, seed: int
 ) -> tuple[list[LabeledExample], list[LabeledExample]]:

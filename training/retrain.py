@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import Engine
 
-from models.artifact import read_info
+from models.artifact import TRAINING_CONFIG_FILE, read_info
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
 from models.prediction import Classifier
 from models.smoke import SMOKE_TEXTS, check_predictions
@@ -37,7 +37,7 @@ from training.datasets import (
     load_guard_slices,
     load_labeled_sets,
     missing_guard_files,
-    normalize_text,
+    near_duplicate_key,
 )
 from training.evaluation import split_by_task, task_metrics
 from training.feedback_policy import FeedbackPolicy, MergedText, merge_feedback
@@ -81,16 +81,59 @@ def to_example(row: MergedText, weight: float) -> LabeledExample:
 
 
 def split_feedback(
-    merged: Sequence[MergedText], *, holdout_fraction: float, weight: float, exclude_texts: set[str]
+    merged: Sequence[MergedText], *, holdout_fraction: float, weight: float, exclude_texts: set[str],
+    seen_by_champion: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[list[LabeledExample], list[LabeledExample]]:
     """(train, holdout) from merged, accepted labels: the newest ``holdout_fraction`` of texts (by the time
-    their label was accepted) is held out; no held-out or dev text is trained on."""
+    their label was accepted) is held out; no held-out or dev text is trained on.
+
+    Texts are compared by near-duplicate key (``datasets.near_duplicate_key``: URLs, punctuation, entities
+    folded), as the dataset splits are: a tweet re-posted with a new t.co link is the same text.
+    ``exclude_texts`` and ``seen_by_champion`` hold such keys. A text the champion may have trained on
+    (accepted by its feedback cutoff) is never held out: a late confirming vote makes it "new" by
+    ``accepted_at``, and scoring the champion on its own training rows favours it in the feedback vote."""
     ordered = sorted(merged, key=lambda m: (m.accepted_at, m.key))
-    n_holdout = math.floor(len(ordered) * holdout_fraction)
-    train_rows, holdout_rows = ordered[: len(ordered) - n_holdout], ordered[len(ordered) - n_holdout :]
-    blocked = exclude_texts | {normalize_text(r.text) for r in holdout_rows}
-    train = [to_example(r, weight) for r in train_rows if normalize_text(r.text) not in blocked]
+    eligible = [m for m in ordered if near_duplicate_key(m.text) not in seen_by_champion]
+    n_holdout = min(math.floor(len(ordered) * holdout_fraction), len(eligible))
+    holdout_rows = eligible[len(eligible) - n_holdout:] if n_holdout else []
+    held = {id(r) for r in holdout_rows}
+    blocked = exclude_texts | {near_duplicate_key(r.text) for r in holdout_rows}
+    train = [to_example(r, weight) for r in ordered
+             if id(r) not in held and near_duplicate_key(r.text) not in blocked]
     return train, [to_example(r, 1.0) for r in holdout_rows]
+
+
+def feedback_seen_by(engine: Engine, champion_record: dict[str, Any], policy: FeedbackPolicy) -> set[str]:
+    """Near-duplicate keys of the feedback texts accepted by the champion's retrain cutoff (what it may have
+    trained on); empty for a champion no retrain produced (the bundled model, a registered artifact)."""
+    cutoff = ((champion_record.get("training_config") or {}).get("retrain") or {}).get("feedback_until")
+    if not cutoff:
+        return set()
+    with engine.connect() as conn:
+        rows = feedback_sql.fetch_feedback(conn, until=datetime.fromisoformat(cutoff))
+    return {near_duplicate_key(m.text) for m in merge_feedback(rows, policy).texts}
+
+
+def split_mismatch(champion: dict[str, Any], challenger_config: dict[str, Any]) -> str | None:
+    """Why a challenger may have trained or chosen its epoch on the champion's dev (gate) rows, or None.
+
+    ``champion`` is :func:`champion_split` of the champion; ``challenger_config`` the challenger's
+    ``training_config.json``. A retrain makes its challenger on the champion's split by construction; an
+    artifact registered by hand (``models register --promote``) must be checked."""
+    if not challenger_config:
+        return "the challenger has no training_config.json: the rows it trained on cannot be checked"
+    theirs = champion_split(challenger_config)
+    for key in ("seed", "split_method"):
+        if theirs[key] != champion[key]:
+            return (f"the challenger was trained with {key}={theirs[key]!r} but the champion's dev split (the gate's "
+                    f"rows) used {key}={champion[key]!r}: it may have trained on the rows it would be judged on")
+    if champion.get("limit_per_dataset") and theirs.get("limit_per_dataset") != champion["limit_per_dataset"]:
+        return (f"the challenger was trained with limit_per_dataset={theirs.get('limit_per_dataset')!r}, the "
+                f"champion's dev split used {champion['limit_per_dataset']!r}")
+    config = challenger_config.get("config") or {}
+    if isinstance(config, dict) and float(config.get("select_fraction", 0.1) or 0) <= 0:
+        return "the challenger was trained with select_fraction=0: it chose its epoch on the gate's dev rows"
+    return None
 
 
 def dev_fingerprint(dev: dict[str, list[LabeledExample]]) -> str:
@@ -166,12 +209,21 @@ def predict_sets(classifier: Classifier, sets: dict[str, list[LabeledExample]], 
 
 def candidate(version: str, artifact_dir: Path, sets: dict[str, list[LabeledExample]], latency_texts: Sequence[str],
               *, smoke: bool) -> Candidate:
+    if smoke:
+        ok, detail = smoke_test(artifact_dir)
+        if not ok:  # cannot load or cannot classify: that is the verdict (rejected), not a crash of the retrain
+            try:
+                labels = read_info(artifact_dir).labels
+            except Exception:  # noqa: BLE001 - an unreadable artifact.json is part of the same verdict
+                labels = {}
+            return Candidate(version, labels, {}, None, False, detail, {})
     classifier = load_cpu_classifier(artifact_dir)
     predictions = predict_sets(classifier, sets)
     metrics = {name: {task: task_metrics(task, gold, pred) for task, (gold, pred) in tasks.items()}
                for name, tasks in predictions.items()}
     latency = measure_latency(classifier, latency_texts)
-    ok, detail = smoke_test(artifact_dir) if smoke else (True, "not required for the champion")
+    if not smoke:
+        ok, detail = True, "not required for the champion"
     return Candidate(version, read_info(artifact_dir).labels, metrics, latency, ok, detail, predictions)
 
 
@@ -282,10 +334,12 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     with engine.connect() as conn:
         feedback_until = feedback_sql.latest_feedback_time(conn)
         rows = feedback_sql.fetch_feedback(conn, until=feedback_until)
-    merged = merge_feedback(rows, policy_from(settings))
-    dev_texts = {normalize_text(ex.text) for exs in [*splits.dev.values(), *guards.values()] for ex in exs}
+    policy = policy_from(settings)
+    merged = merge_feedback(rows, policy)
+    dev_keys = {near_duplicate_key(ex.text) for exs in [*splits.dev.values(), *guards.values()] for ex in exs}
     extra, holdout = split_feedback(merged.texts, holdout_fraction=r.feedback_holdout_fraction,
-                                    weight=r.feedback_weight, exclude_texts=dev_texts)
+                                    weight=r.feedback_weight, exclude_texts=dev_keys,
+                                    seen_by_champion=feedback_seen_by(engine, champion_record, policy))
     eval_sets = {**splits.dev, **guards, FEEDBACK_SET: holdout}
 
     version = train_overrides.pop("version", None) or "mm-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -391,6 +445,9 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
     with engine.connect() as conn:
         champion_record = registry_sql.get_version(conn, champion_version, with_report=False) or {}
     split = champion_split(champion_record.get("training_config") or {})
+    problem = split_mismatch(split, _read_training_config(artifact_dir))
+    if problem:
+        return RetrainOutcome("failed", f"not gated: {problem}", version, champion_version)
     splits = load_labeled_sets(Path(settings.data_path), seed=split["seed"], split_method=split["split_method"],
                                limit_per_dataset=split.get("limit_per_dataset"))
     fingerprint = dev_fingerprint(splits.dev)
@@ -415,3 +472,11 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
         registry_sql.set_report(conn, version, report)
     return _act_on_verdict(engine, settings, version, champion_version, result, report, by=by, why="register",
                            promote=True)
+
+
+def _read_training_config(artifact_dir: Path) -> dict[str, Any]:
+    path = Path(artifact_dir) / TRAINING_CONFIG_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}

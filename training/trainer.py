@@ -38,6 +38,7 @@ from training.config import TrainConfig
 from training.datasets import (
     LabeledExample,
     Splits,
+    add_corrections,
     examples_fingerprint,
     load_labeled_sets,
     load_unlabeled,
@@ -221,7 +222,8 @@ def calibrate(
 
 
 def _apply_limits(config: TrainConfig, splits: Splits) -> list[LabeledExample]:
-    train = list(splits.train) + list(config.extra_examples)
+    held_out = [ex for sets in (splits.dev, splits.select) for exs in sets.values() for ex in exs]
+    train = add_corrections(splits.train, config.extra_examples, held_out)
     if config.shuffle_labels:
         rng = random.Random(config.seed + 1)
         # Keep which head each row labels; replace the class by a uniformly random one.

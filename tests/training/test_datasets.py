@@ -192,3 +192,22 @@ def test_guard_slices_read_a_filtered_subset_under_the_data_path_and_refuse_what
                           ("   ", "expected 'FILE")):
         with pytest.raises(DatasetError, match=message):
             load_guard_slices(tmp_path, [spec])
+
+
+def test_corrections_replace_the_base_label_and_never_touch_held_out_rows() -> None:
+    """Kept beside the base row, a correction met the dataset's old label at equal weight and was cancelled
+    out; one that near-duplicated a dev or selection row trained on what the gate and early stopping judge."""
+    from training.datasets import LabeledExample, add_corrections
+
+    base = [LabeledExample("Oil slumps 5%", sentiment=0, source="phrasebank"),
+            LabeledExample("Oil slumps 5%", topic=3, source="tweet_topic"),
+            LabeledExample("Gold rises", sentiment=2, source="phrasebank")]
+    corrections = [LabeledExample("oil slumps 5 % ", sentiment=1, source="feedback"),
+                   LabeledExample("Fed holds! https://t.co/x", sentiment=1, source="feedback")]
+    held_out = [LabeledExample("Fed holds https://t.co/other", sentiment=1, source="tweet_sentiment")]
+    merged = add_corrections(base, corrections, held_out)
+    assert [(ex.text, ex.sentiment, ex.topic, ex.source) for ex in merged] == [
+        ("Oil slumps 5%", None, 3, "tweet_topic"),  # the other head's row stays
+        ("Gold rises", 2, None, "phrasebank"),
+        ("oil slumps 5 % ", 1, None, "feedback"),  # the correction, alone for its head
+    ]

@@ -229,3 +229,44 @@ def test_warm_start_retrain_starts_from_the_champion_weights(db_url, tmp_path) -
         assert record["training_config"]["config"]["init_from"].endswith("warm-champion")
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(("change", "reason"), [({"seed": 99}, "seed=99"), ({"split_method": "exact"}, "split_method"),
+                                                ({"select_fraction": 0.0}, "select_fraction=0")])
+def test_register_promote_refuses_a_challenger_split_otherwise(world, tmp_path, change, reason):
+    """A run with another seed (a sweep) trained on ~80 % of the champion's dev rows, and one with
+    select_fraction=0 chose its epoch on them: before, `models register --promote` gated it on those rows
+    (run_retrain refused the same settings for its own challengers)."""
+    from training.retrain import gate_existing
+
+    settings, engine, _ = world
+    with engine.connect() as conn:
+        champion = registry_sql.get_alias(conn)
+    version = "tiny-split-" + "-".join(f"{k}" for k in change)
+    copy_dir = _variant(registry.fetch_artifact(engine, champion, tmp_path / "cache"), tmp_path / "copy", version)
+    config = json.loads((copy_dir / "training_config.json").read_text())
+    config["config"].update(change)
+    (copy_dir / "training_config.json").write_text(json.dumps(config))
+    registry.register_artifact(engine, copy_dir)
+    outcome = gate_existing(engine, settings, version, copy_dir, by="test")
+    assert outcome.status == "failed" and reason in outcome.reason, outcome.reason
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == champion and registry_sql.get_alias(conn, "shadow") != version
+
+
+def test_register_promote_rejects_a_challenger_that_cannot_load(world, tmp_path):
+    """The gate's smoke test turns a model that cannot load into a verdict; the loader ran first and raised,
+    so there was no report and no rejection (and a scheduled retrain crashed the same way every time)."""
+    from training.retrain import gate_existing
+
+    settings, engine, _ = world
+    with engine.connect() as conn:
+        champion = registry_sql.get_alias(conn)
+    copy_dir = _variant(registry.fetch_artifact(engine, champion, tmp_path / "cache"), tmp_path / "copy", "tiny-junk")
+    (copy_dir / "model.int8.onnx").write_bytes(b"not an onnx model")
+    registry.register_artifact(engine, copy_dir)
+    outcome = gate_existing(engine, settings, "tiny-junk", copy_dir, by="test")
+    assert outcome.status == "rejected" and "smoke_test" in outcome.reason, outcome.reason
+    with engine.connect() as conn:
+        record = registry_sql.get_version(conn, "tiny-junk")
+    assert record["status"] == "rejected" and record["report"]["passed"] is False

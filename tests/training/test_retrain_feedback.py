@@ -10,7 +10,7 @@ import pytest
 from storage import feedback as feedback_sql
 from storage.db import make_engine
 from storage.feedback import FeedbackRow
-from training.feedback_policy import FeedbackPolicy, author_budget, merge_feedback, validate_feedback
+from training.feedback_policy import FeedbackPolicy, MergedText, author_budget, merge_feedback, validate_feedback
 from training.retrain import split_feedback
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -115,3 +115,54 @@ def test_500_rows_from_one_author_stay_bounded_in_the_training_set(engine):
     assert len(used) == author_budget(30, policy) == 7  # 0.2 / 0.8 x the 30 team texts
     assert len(used) / total <= 0.2 + 1e-9
     assert capped.dropped_votes["mallory"] >= 490
+
+
+def _merged(text: str, minutes: int, sentiment: str = "negative") -> MergedText:
+    return MergedText(key=text.lower(), text=text, sentiment=sentiment, topic=None, authors=("ana", "bo"),
+                      reviewed=False, accepted_at=T0 + timedelta(minutes=minutes))
+
+
+def test_feedback_near_duplicating_a_gate_row_is_never_trained_on() -> None:
+    """A tweet re-posted with a new t.co link is the dev row it copies: before, only case and whitespace were
+    folded, so the copy trained the challenger and the gate then scored it on that row as unseen."""
+    from training.datasets import near_duplicate_key
+
+    dev_row = "$AAPL beats estimates! https://t.co/AbC123"
+    merged = [_merged("$AAPL beats estimates https://t.co/zzz999", 1), _merged("Oil slumps", 2)]
+    train, holdout = split_feedback(merged, holdout_fraction=0.0, weight=1.0,
+                                    exclude_texts={near_duplicate_key(dev_row)})
+    assert [ex.text for ex in train] == ["Oil slumps"] and holdout == []
+
+
+def test_a_text_the_champion_trained_on_is_never_held_out() -> None:
+    """A late confirming vote makes an old text the newest by accepted_at: held out, it scored the champion on
+    its own training rows and tilted the feedback vote its way."""
+    from training.datasets import near_duplicate_key
+
+    merged = [_merged(f"text {i}", i) for i in range(8)] + [_merged("text 0 again", 100), _merged("new text", 99)]
+    merged[0] = _merged("text 0", 101)  # confirmed by a third analyst after the champion's retrain
+    seen = {near_duplicate_key(f"text {i}") for i in range(8)}
+    train, holdout = split_feedback(merged, holdout_fraction=0.2, weight=1.0, exclude_texts=set(),
+                                    seen_by_champion=seen)
+    assert sorted(ex.text for ex in holdout) == ["new text", "text 0 again"]
+    assert "text 0" in {ex.text for ex in train} and len(train) + len(holdout) == len(merged)
+
+
+def test_feedback_seen_by_the_champion_is_what_its_retrain_cutoff_accepted(engine) -> None:
+    from training.retrain import feedback_seen_by
+
+    policy = FeedbackPolicy(max_author_share=1.0)
+    with engine.begin() as conn:
+        for author in ("ana", "bo"):
+            feedback_sql.insert_feedback(conn, article_id=None, text="Old agreed text", topic=None,
+                                         sentiment="negative", author=author)
+        feedback_sql.insert_feedback(conn, article_id=None, text="Half agreed", topic=None, sentiment="positive",
+                                     author="ana")
+    with engine.connect() as conn:
+        cutoff = feedback_sql.latest_feedback_time(conn)
+    with engine.begin() as conn:
+        feedback_sql.insert_feedback(conn, article_id=None, text="Half agreed", topic=None, sentiment="positive",
+                                     author="bo")  # accepted only after the champion's cutoff
+    champion = {"training_config": {"retrain": {"feedback_until": cutoff.isoformat()}}}
+    assert feedback_seen_by(engine, champion, policy) == {"old agreed text"}
+    assert feedback_seen_by(engine, {"training_config": {}}, policy) == set()  # the bundled model: none
