@@ -1,6 +1,6 @@
 """Schema upkeep shared by `marketmood db upgrade` and every service that migrates at start-up: Alembic
 migrations, then Grafana's read-only role from the settings (so a changed reader password takes effect on the
-next upgrade)."""
+next upgrade that is given it; one that is not leaves an existing role's password and limits alone)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def reader_limits(grafana: GrafanaSettings) -> ReaderLimits:
                         connection_limit=grafana.reader_connection_limit)
 
 
+def reader_settings_given(grafana: GrafanaSettings) -> bool:
+    """Whether this process was given the reader's password or limits (environment, settings file), not
+    just their defaults. Every command that migrates applies the role; one started without them (a worker on
+    another host, `alerts ack` from a bastion) reset the password to the public dev default and Grafana's
+    dashboards lost their login. Such a process only creates a missing role and re-grants its privileges."""
+    return bool(grafana.model_fields_set & {"reader_password", "reader_statement_timeout_s", "reader_connection_limit"})
+
+
 def apply_reader_role(settings: Settings, url: str, *, strict: bool = True) -> None:
     """Create or update Grafana's read-only role in the database at ``url`` (idempotent; after migrating).
 
@@ -30,7 +38,8 @@ def apply_reader_role(settings: Settings, url: str, *, strict: bool = True) -> N
     engine = make_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as conn:
-            ensure_reader_role(conn, grafana.reader_role, grafana.reader_password, reader_limits(grafana))
+            ensure_reader_role(conn, grafana.reader_role, grafana.reader_password, reader_limits(grafana),
+                               update_existing=reader_settings_given(grafana))
     except sa_exc.ProgrammingError as exc:
         if strict or getattr(exc.orig, "pgcode", None) != "42501":
             raise

@@ -78,11 +78,14 @@ def _ms(seconds: float) -> int:
     return max(0, int(round(seconds * 1000)))
 
 
-def ensure_reader_role(conn: Connection, role: str, password: str, limits: ReaderLimits = ReaderLimits()) -> None:
+def ensure_reader_role(conn: Connection, role: str, password: str, limits: ReaderLimits = ReaderLimits(), *,
+                       update_existing: bool = True) -> None:
     """Create or update ``role``: login with ``password``, read-only, bounded, SELECT on the dashboard tables only.
 
     Privileges are reset each call (everything in schema public revoked, then the allow-list granted), so
     a table outside :data:`READER_TABLES` is never readable, whatever an older migration granted.
+    ``update_existing=False`` leaves an existing role's password and session limits as they are (a process
+    that was not given them must not reset them to the defaults).
     """
     if not password:
         raise ValueError("the reader role needs a non-empty password")
@@ -90,16 +93,20 @@ def ensure_reader_role(conn: Connection, role: str, password: str, limits: Reade
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ROLE_LOCK_KEY})
     exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
     options = f"LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION CONNECTION LIMIT {int(limits.connection_limit)}"
-    if exists:
+    if exists and not update_existing:
+        conn.execute(text(f"ALTER ROLE {quoted} WITH NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"))
+    elif exists:
         conn.execute(text(f"ALTER ROLE {quoted} WITH {options} PASSWORD {secret}"))
     else:
         conn.execute(text(f"CREATE ROLE {quoted} WITH {options} PASSWORD {secret}"))
-    for setting, value in (
-        ("default_transaction_read_only", "on"),
-        ("statement_timeout", str(_ms(limits.statement_timeout_s))),
-        ("lock_timeout", str(_ms(limits.lock_timeout_s))),
-        ("idle_in_transaction_session_timeout", str(_ms(limits.idle_in_transaction_timeout_s))),
-    ):
+    session = [("default_transaction_read_only", "on")]  # read-only and no privileges beyond: always enforced
+    if update_existing or not exists:
+        session += [
+            ("statement_timeout", str(_ms(limits.statement_timeout_s))),
+            ("lock_timeout", str(_ms(limits.lock_timeout_s))),
+            ("idle_in_transaction_session_timeout", str(_ms(limits.idle_in_transaction_timeout_s))),
+        ]
+    for setting, value in session:
         conn.execute(text(f"ALTER ROLE {quoted} SET {setting} = {_literal(value)}"))
 
     database = conn.dialect.identifier_preparer.quote(conn.execute(text("SELECT current_database()")).scalar_one())

@@ -113,3 +113,40 @@ def test_services_start_even_when_the_database_user_cannot_manage_roles(db_url: 
             conn.execute(text("DROP OWNED BY mm_plain_app"))
             conn.execute(text("DROP ROLE mm_plain_app"))
         owner.dispose()
+
+
+def test_a_command_not_given_the_reader_password_leaves_grafanas_login_alone(db_url: str) -> None:
+    """Every command that migrates applies Grafana's reader role. Before, one started without
+    MARKETMOOD_GRAFANA__READER_PASSWORD (a worker on another host, `alerts list` from a bastion) set the role's
+    password back to the public dev default and its limits to the defaults: the dashboards lost their login."""
+    from marketmood.settings import get_settings
+
+    role = "mm_reader_rotate_test"
+    owner = make_engine(db_url, poolclass=NullPool)
+
+    def state() -> tuple[str, int]:
+        with owner.connect() as conn:
+            return tuple(conn.execute(text("SELECT a.rolpassword, r.rolconnlimit FROM pg_authid a JOIN pg_roles r "
+                                           "USING (rolname) WHERE rolname = :r"), {"r": role}).one())
+
+    runner = CliRunner()
+    base = {"MARKETMOOD_DATABASE_URL": db_url, "MARKETMOOD_GRAFANA__READER_ROLE": role}
+    try:
+        get_settings.cache_clear()
+        first = runner.invoke(cli, ["db", "upgrade"], env={**base, "MARKETMOOD_GRAFANA__READER_PASSWORD": "rotated-1",
+                                                           "MARKETMOOD_GRAFANA__READER_CONNECTION_LIMIT": "7"})
+        assert first.exit_code == 0, first.output
+        rotated = state()
+        assert rotated[1] == 7
+        get_settings.cache_clear()
+        listed = runner.invoke(cli, ["alerts", "list"], env=base)  # no password, no limit given
+        assert listed.exit_code == 0, listed.output
+        assert state() == rotated
+        get_settings.cache_clear()
+        again = runner.invoke(cli, ["db", "upgrade"], env={**base, "MARKETMOOD_GRAFANA__READER_PASSWORD": "rotated-2"})
+        assert again.exit_code == 0 and state()[0] != rotated[0]  # given explicitly: applied
+    finally:
+        get_settings.cache_clear()
+        with owner.begin() as conn:
+            drop_reader_role(conn, role)
+        owner.dispose()
