@@ -130,6 +130,9 @@ class ApiSettings(_Section):
     db_pool_timeout_s: float = Field(
         5.0, gt=0, description="Wait this long for a free connection, then answer 503."
     )
+    db_statement_timeout_s: float = Field(
+        30.0, gt=0, description="A query running longer is cancelled (503): one request cannot hold a connection."
+    )
 
     @field_validator("tokens", mode="before")
     @classmethod

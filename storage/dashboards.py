@@ -152,7 +152,10 @@ def _bucket_grid(d: Dialect) -> str:
   )"""
 
 
-def sentiment_series(d: Dialect, by: Grouping = "none", *, top_tickers: int = 10) -> str:
+TOP_TICKERS = 10  # with All tickers selected, the per-ticker series are the busiest this many
+
+
+def sentiment_series(d: Dialect, by: Grouping = "none", *, top_tickers: int = TOP_TICKERS) -> str:
     """Per bucket (and per topic or ticker): smoothed index, bucket mean with its 95% band, negative share,
     novel and syndicated article counts and the article rate per hour. Columns:
     ``time, [metric,] index, mean, lower, upper, negative_share, articles, copies, per_hour``."""

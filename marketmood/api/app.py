@@ -111,6 +111,10 @@ def create_app(deps: ApiDependencies) -> FastAPI:
 
     @app.exception_handler(sa_exc.OperationalError)
     async def _database_down(request: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        if getattr(exc.orig, "pgcode", None) == "57014":  # query_canceled: the API's statement_timeout
+            return JSONResponse({"detail": "query cancelled: it ran longer than the API's statement timeout "
+                                           "(api.db_statement_timeout_s); narrow the range or use a larger interval"},
+                                status_code=503, headers={"Retry-After": "5"})
         return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
 
     @app.post("/classify", response_model=ClassifyResponse, tags=["model"],

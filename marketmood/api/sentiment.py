@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,22 +18,31 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import text
 
 from marketmood.dashboards.macros import MacroError, parse_interval
+from models.labels import TOPIC_LABELS, UnknownLabelError, normalize_topic
 from storage import dashboards as sql
 
 router = APIRouter(tags=["sentiment"])
 
 MAX_BUCKETS = 10_000
+MAX_ROWS = 50_000  # buckets x series: what one response may hold
+MAX_VALUES = 100  # tickers, topics or sources named in one request
 MIN_INTERVAL = timedelta(minutes=1)
 
 
-def _split(values: list[str] | None) -> list[str] | None:
-    """``?ticker=AAPL&ticker=MSFT`` or ``?ticker=AAPL,MSFT``; none = All."""
+def _split(values: list[str] | None, normalize: Callable[[str], str] = lambda v: v) -> list[str] | None:
+    """``?ticker=AAPL&ticker=MSFT`` or ``?ticker=AAPL,MSFT``; none = All. ``normalize`` spells each value as
+    stored (tickers upper-case, topics canonical): ``ticker=aapl`` matched nothing before."""
     if not values:
         return None
     out = [v.strip() for value in values for v in value.split(",") if v.strip()]
     if any("\x00" in v for v in out):  # PostgreSQL text cannot hold it (the driver raises, a 500)
         raise _bad("a ticker, topic or source must not contain a NUL character")
-    return out or None
+    if len(out) > MAX_VALUES:
+        raise _bad(f"{len(out)} values named: at most {MAX_VALUES} tickers, topics or sources per filter")
+    try:
+        return list(dict.fromkeys(normalize(v) for v in out)) or None
+    except UnknownLabelError as exc:
+        raise _bad(str(exc)) from None
 
 
 def _aware(moment: datetime) -> datetime:
@@ -77,9 +87,15 @@ def sentiment(
         raise _bad(f"to {t_to.isoformat()} leaves no room for the default 7-day range: give from") from None
     if t_from >= t_to:
         raise _bad("from must be before to")
-    if (t_to - t_from) / bucket > MAX_BUCKETS:
+    buckets = (t_to - t_from) / bucket
+    if buckets > MAX_BUCKETS:
         raise _bad(f"{interval} buckets over this range would be more than {MAX_BUCKETS}: use a larger interval")
-    params = sql.params_for(t_from=t_from, t_to=t_to, bucket=bucket, topics=_split(topic), tickers=_split(ticker),
+    tickers, topics = _split(ticker, str.upper), _split(topic, normalize_topic)
+    series = {"none": 1, "topic": len(topics or TOPIC_LABELS), "ticker": len(tickers) if tickers else sql.TOP_TICKERS}[by]
+    if buckets * series > MAX_ROWS:
+        raise _bad(f"{series} series x {int(buckets)} {interval} buckets would be more than {MAX_ROWS} rows: use a "
+                   f"larger interval, a shorter range or fewer {by}s")
+    params = sql.params_for(t_from=t_from, t_to=t_to, bucket=bucket, topics=topics, tickers=tickers,
                             sources=_split(source), tz=tz, min_articles=min_articles, span=span)
     with request.app.state.deps.db.connect() as conn:
         result = conn.execute(text(sql.sentiment_series(sql.BIND, by)), params)
@@ -94,7 +110,7 @@ def sentiment(
             writer.writerow({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()})
         return Response(out.getvalue(), media_type="text/csv")
     return {
-        "query": {"ticker": _split(ticker), "topic": _split(topic), "source": _split(source),
+        "query": {"ticker": tickers, "topic": topics, "source": _split(source),
                   "from": t_from.isoformat(), "to": t_to.isoformat(), "interval": interval, "by": by, "tz": tz,
                   "min_articles": min_articles, "span": span},
         "columns": columns,

@@ -68,7 +68,8 @@ def require_schema(url: str) -> None:
 def api_engine(url: str, api: ApiSettings) -> Engine:
     """The API's one pool: at most ``db_pool_size + db_max_overflow`` connections, whatever clients do."""
     return make_engine(url, pool_size=api.db_pool_size, max_overflow=api.db_max_overflow,
-                       pool_timeout=api.db_pool_timeout_s, connect_args={"application_name": "marketmood-api"})
+                       pool_timeout=api.db_pool_timeout_s, statement_timeout_ms=int(api.db_statement_timeout_s * 1000),
+                       connect_args={"application_name": "marketmood-api"})
 
 
 def serve(settings: Settings, host: str, port: int) -> None:

@@ -12,6 +12,7 @@ from marketmood.dashboards.macros import MacroError, parse_interval
 from marketmood.report.panels import Selection, load
 from marketmood.runtime import database_engine
 from marketmood.settings import get_settings
+from models.labels import UnknownLabelError, normalize_topic
 from storage import dashboards as sql
 
 
@@ -49,6 +50,11 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise click.BadParameter(f"{tz!r} is not an IANA time zone (e.g. America/New_York)", param_hint="--tz") from None
+    try:  # spelled as stored (canonical topics, upper-case tickers): `--ticker aapl` matched nothing before
+        topics = tuple(dict.fromkeys(normalize_topic(t) for t in topics))
+    except UnknownLabelError as exc:
+        raise click.BadParameter(str(exc), param_hint="--topic") from None
+    tickers = tuple(dict.fromkeys(t.strip().upper() for t in tickers))
     t_to = datetime.now(timezone.utc)
     selection = Selection(topics=topics, tickers=tickers, sources=sources, tz=tz, min_articles=min_articles,
                           smoothing=smoothing)

@@ -97,12 +97,15 @@ def test_report_says_which_panels_are_empty(db_url: str, tmp_path: Path, monkeyp
     try:
         result = CliRunner().invoke(cli, ["report", "--since", "2d", "--out", str(tmp_path)])
         bad = CliRunner().invoke(cli, ["report", "--since", "two days", "--out", str(tmp_path)])
+        # a topic that does not exist is a usage error (it rendered empty panels before), not a silent empty report
+        unknown = CliRunner().invoke(cli, ["report", "--topic", "Sports", "--out", str(tmp_path / "x")])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "no data in this range: Sentiment index (selection)" in result.output
     assert "No data in this range" in (tmp_path / "index.html").read_text(encoding="utf-8")
     assert bad.exit_code == 2 and "expected a number and a unit" in bad.output
+    assert unknown.exit_code == 2 and "unknown topic label 'Sports'" in unknown.output
 
 
 def test_bucket_size_keeps_charts_readable() -> None:

@@ -57,6 +57,17 @@ def test_per_topic_series_and_filters(client: TestClient, seeded) -> None:  # ty
     assert body["query"]["ticker"] == ["MSFT", "XOM"]
 
 
+def test_filters_are_spelled_as_stored(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def]
+    """Tickers are stored upper-case and topics canonically: ``ticker=xom`` returned an empty 200 before."""
+    def articles(**filters: str) -> int:
+        response = client.get("/sentiment", params=_params(seeded, interval="7d", min_articles=1, **filters))
+        assert response.status_code == 200, response.text
+        return sum(r["articles"] for r in response.json()["rows"])
+
+    assert articles(ticker="xom") == articles(ticker="XOM") == 6
+    assert articles(topic="energy | oil") == articles(topic="Energy | Oil") == 6
+
+
 def test_csv(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def]
     response = client.get("/sentiment", params=_params(seeded, topic="Energy | Oil", interval="1d", format="csv",
                                                         tz="America/New_York"))
@@ -76,7 +87,32 @@ def test_csv(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def
     ({"interval": "99999999999d"}, "too large"),
     ({"to": "0001-01-01T00:00:00Z"}, "give from"),
     ({"ticker": "AAPL,\x00"}, "NUL character"),
+    # rows = buckets x series: 60 named tickers x 9,000 one-minute buckets was half a million rows, built in memory
+    ({"by": "ticker", "ticker": ",".join(f"T{i}" for i in range(60)), "interval": "1m",
+      "from": "2024-01-01T00:00:00Z", "to": "2024-01-07T06:00:00Z"}, "would be more than 50000 rows"),
+    ({"by": "topic", "interval": "1m", "from": "2024-01-01T00:00:00Z", "to": "2024-01-03T00:00:00Z"}, "20 series"),
+    ({"ticker": ",".join(f"T{i}" for i in range(101))}, "at most 100"),
+    ({"topic": "Sports"}, "unknown topic label 'Sports'"),
 ])
 def test_bad_parameters_are_a_clear_422(client: TestClient, params: dict[str, str], message: str) -> None:
     response = client.get("/sentiment", params=params)
     assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def test_a_query_past_the_statement_timeout_is_a_503_that_says_so(seeded) -> None:  # type: ignore[no-untyped-def]
+    """The API's pool now bounds every statement (api.db_statement_timeout_s): one heavy request cannot hold
+    a pooled connection for ever. The cancellation is named, not reported as a database outage."""
+    from models import load_engine
+
+    db = make_engine(seeded.reader_url, statement_timeout_ms=1, pool_size=1)
+    deps = ApiDependencies(settings=ApiSettings(), provider=StaticProvider(load_engine()), db=db,
+                           broker_check=lambda: ComponentHealth(status="ok", detail="not checked"))
+    try:
+        with TestClient(create_app(deps)) as test_client:
+            # ~9,400 one-minute buckets: far more than 1 ms of work on any machine
+            response = test_client.get("/sentiment", params={"from": "2024-01-01T00:00:00Z", "interval": "1m",
+                                                             "to": "2024-01-07T12:00:00Z"})
+    finally:
+        db.dispose()
+    assert response.status_code == 503 and "statement timeout" in response.json()["detail"], response.text
+    assert ApiSettings().db_statement_timeout_s == 30.0
