@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -11,6 +12,7 @@ from marketmood.settings import ConfigError
 from models.artifact import ArtifactError
 from storage.db import DatabaseUnavailableError
 from storage.embedded import EmbeddedPostgresError
+from streams.broker import BrokerError
 
 # One module per area; each exposes ``COMMANDS``: a list of click commands/groups to register.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -49,8 +51,14 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (DatabaseUnavailableError, EmbeddedPostgresError, ArtifactError) as exc:  # messages name URL or folder
+    except (DatabaseUnavailableError, EmbeddedPostgresError, ArtifactError, BrokerError) as exc:  # they name what
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        click.echo(f"error: a port is already in use ({exc}): another MarketMood process on this host? "
+                   "Give this one another --port / --metrics-port (0 turns the metrics server off)", err=True)
         sys.exit(1)
 
 

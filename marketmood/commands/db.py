@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from alembic.util import CommandError as AlembicCommandError
 from sqlalchemy import exc as sa_exc
 
 from marketmood.runtime import open_database
@@ -53,6 +54,8 @@ def upgrade_command(url: str | None, revision: str) -> None:
     except sa_exc.DBAPIError as exc:
         first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
         raise click.ClickException(f"upgrade of {safe_url(target)} failed: {first}") from None
+    except AlembicCommandError as exc:  # e.g. --revision that names no migration
+        raise click.BadParameter(str(exc), param_hint="--revision") from None
     label = "embedded database" if database_url is None else safe_url(target)
     if before == after:
         click.echo(f"{label}: already at {', '.join(after) or 'base'}")

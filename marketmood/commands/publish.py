@@ -103,6 +103,9 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
                            live=LiveClock() if retime is not None else None)
     except PublishError as exc:
         raise click.ClickException(f"publishing to {target}: {exc}") from None
+    except KafkaError as exc:  # e.g. the topic does not exist (a broker that does not auto-create), a record too big
+        raise click.ClickException(f"publishing to {target}: {type(exc).__name__}: {exc}; {sent} messages were "
+                                   "sent before it") from None
     except (ValueError, KeyError, TypeError, csv.Error, EOFError, OSError) as exc:  # malformed row, damaged file
         raise click.ClickException(
             f"cannot read {file} ({type(exc).__name__}: {exc}); {sent} messages were sent before it") from None

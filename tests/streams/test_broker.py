@@ -17,6 +17,7 @@ from streams.broker import (
     STATE_FILE,
     BrokerError,
     EmbeddedBroker,
+    clean_stale,
     find_running,
     pid_alive,
     wait_for_port,
@@ -100,3 +101,26 @@ def test_publish_raises_when_the_broker_did_not_take_every_message(tmp_path: Pat
     finally:
         producer.close(1)
         broker.stop()
+
+
+def test_a_second_embedded_broker_owner_is_one_line_not_a_traceback(tmp_path: Path, db_url: str) -> None:
+    """`marketmood worker` on a home whose embedded broker another live process owns: BrokerError says to
+    share it with MARKETMOOD_KAFKA_BOOTSTRAP; it reached the user as a traceback."""
+    code = (f"from streams.broker import EmbeddedBroker; import time; EmbeddedBroker({str(tmp_path / 'kafka')!r})"
+            ".start(); print('up', flush=True); time.sleep(60)")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             cwd=Path(__file__).parents[2])
+    try:
+        assert owner.stdout is not None
+        while (line := owner.stdout.readline().strip()) != b"up":
+            assert line or owner.poll() is None, "owner process died before starting its broker"
+        env = {**os.environ, "MARKETMOOD_HOME": str(tmp_path), "MARKETMOOD_DATABASE_URL": db_url,
+               "MARKETMOOD_KAFKA_BOOTSTRAP": ""}
+        result = subprocess.run([sys.executable, "-m", "marketmood.cli", "worker", "--metrics-port", "0"], env=env,
+                                capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    finally:
+        owner.kill()
+        owner.wait()
+        clean_stale(tmp_path / "kafka")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "error: " in result.stderr and "MARKETMOOD_KAFKA_BOOTSTRAP" in result.stderr

@@ -150,3 +150,9 @@ def test_a_command_not_given_the_reader_password_leaves_grafanas_login_alone(db_
         with owner.begin() as conn:
             drop_reader_role(conn, role)
         owner.dispose()
+
+
+def test_a_revision_that_names_no_migration_is_a_usage_error(db_url: str) -> None:
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--url", db_url, "--revision", "bogus"])
+    assert result.exit_code == 2 and "--revision" in result.output and "bogus" in result.output, result.output
+    assert "Traceback" not in result.output
