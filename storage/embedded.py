@@ -245,12 +245,22 @@ class EmbeddedPostgres:
                 self.attached = not self._started_here  # someone else's live server: use, never stop
             else:
                 recover_stale(self.data_dir)
-                self._start_server()
+                try:
+                    self._start_server()
+                except BaseException:  # e.g. Ctrl-C during a first-run initdb: no postmaster left behind
+                    if postmaster_running(self.data_dir) is not None:
+                        stop_server(self.data_dir)
+                    raise
                 _write_owner(self.data_dir)
                 self._started_here, self.attached = True, False
-            self._read_socket()
-        self._apply_settings()
-        self._ensure_database()
+        try:
+            with _dir_lock(self.data_dir):
+                self._read_socket()
+            self._apply_settings()
+            self._ensure_database()
+        except BaseException:  # a server this call started must not outlive its failure (it did: an orphan)
+            self.stop()
+            raise
         log.info("embedded postgres ready", data_dir=str(self.data_dir), attached=self.attached)
         return self.url
 

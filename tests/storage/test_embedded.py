@@ -81,6 +81,16 @@ def test_context_manager_yields_a_working_url_and_stops_on_error(scratch_dir: Pa
     assert not scratch_dir.with_name(scratch_dir.name + ".owner").exists()
 
 
+def test_a_start_that_fails_after_the_postmaster_is_up_leaves_no_server(scratch_dir: Path) -> None:
+    """The server started, then applying its settings failed: before, start() raised with the postmaster left
+    running (no owner would ever stop it; `with` never entered, so its exit never ran)."""
+    with pytest.raises(Exception, match="work_mem"):  # psycopg2: InvalidParameterValue
+        with embedded_postgres(scratch_dir, server_settings={"work_mem": "bogus"}):
+            pass
+    assert postmaster_running(scratch_dir) is None
+    assert not scratch_dir.with_name(scratch_dir.name + ".owner").exists()
+
+
 def test_live_owner_is_attached_and_sigkilled_owner_is_recovered(scratch_dir: Path) -> None:
     owner = subprocess.Popen(
         [
