@@ -75,8 +75,12 @@ def demo_command(rate: float, phases: tuple[float, float, float], articles: int 
     """
     settings = get_settings()
     configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_format)
-    run_demo(settings, rate=rate, phases=phases, articles=articles, duration=duration, seed=seed, data=data,
-             replay_from=replay_from.replace(tzinfo=timezone.utc), speed=speed)
+    result = run_demo(settings, rate=rate, phases=phases, articles=articles, duration=duration, seed=seed, data=data,
+                      replay_from=replay_from.replace(tzinfo=timezone.utc), speed=speed)
+    code = result.get("worker_exit_code")
+    if code not in (0, None):  # the worker crashed: the demo's numbers are not what it claims to show
+        raise click.ClickException(f"the demo's worker exited with code {code}: see "
+                                   f"{settings.home / 'demo-worker.log'}")
 
 
 COMMANDS = [worker_command, demo_command]

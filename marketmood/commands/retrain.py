@@ -328,7 +328,9 @@ def feedback_requests(request_id: int | None, show_all: bool, close_id: int | No
 @click.command("scheduler")
 @click.option("--once", is_flag=True, help="Run one tick (decide, maybe retrain) and exit.")
 def scheduler_command(once: bool) -> None:
-    """Retrain on the cron schedule (settings retrain.schedule, default weekly) or on drift, one replica at a time."""
+    """Retrain on the cron schedule (settings retrain.schedule, default weekly) or on drift, one replica at a time.
+
+    With --once the exit code is that of `marketmood retrain`: 1 when the retrain it ran was rejected or failed."""
     # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
     from training.scheduler import Scheduler
 
@@ -339,6 +341,8 @@ def scheduler_command(once: bool) -> None:
         if once:
             decision, outcome = scheduler.tick()
             click.echo(f"{decision.reason}" + (f" -> {outcome.status} {outcome.version or ''}" if outcome else ""))
+            if outcome is not None and outcome.status in {"rejected", "failed"}:  # as `marketmood retrain` exits
+                sys.exit(1)
             return
         stop = threading.Event()
         with sigterm_as_interrupt():

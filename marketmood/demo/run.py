@@ -337,41 +337,45 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
     result: dict[str, Any] = {"published": 0, "stored": 0, "alerts": []}
     with sigterm_as_interrupt(), services(settings) as svc:
         worker = start_worker_process(settings, svc, settings.home / "demo-worker.log")
-        engine = make_engine(svc.database_url)
-        alerts = _start_alerts(engine, settings, alert_settings, console)
-        watch = AlertWatch.start(engine, alerts.rules) if alerts is not None else None
-        if alerts is not None:
-            routing = describe_routing(alerts.rules)
-            console.print(f"alert rules: {alert_settings.rules_path} ({len(alerts.rules.rules)} rules), "
-                          f"{alert_settings.window_s}-s windows; evidence plots: {alert_settings.plots_dir}")
-            console.print("notifications: " + ("; ".join(routing) if routing else
-                          "none configured (alerts are recorded in PostgreSQL only: `marketmood alerts list`; "
-                          "add notifiers and routing as in alerts/rules.example.yaml)"))
-            subtitle = (f"rules {Path(str(alert_settings.rules_path)).name}, {alert_settings.window_s}-s windows, "
-                        "notifications: " + ("; ".join(routing) if routing else "none (recorded only)"))
-        else:
-            subtitle = "alerts disabled"
-        hint = feed.hint
-        producer = make_producer(svc.kafka_bootstrap)
-        started = time.monotonic()
-        since = datetime.now(timezone.utc) - timedelta(minutes=1)
+        try:  # until the run loop's own finally takes over: a failure here must not leave the worker running
+            engine = make_engine(svc.database_url)
+            alerts = _start_alerts(engine, settings, alert_settings, console)
+            watch = AlertWatch.start(engine, alerts.rules) if alerts is not None else None
+            if alerts is not None:
+                routing = describe_routing(alerts.rules)
+                console.print(f"alert rules: {alert_settings.rules_path} ({len(alerts.rules.rules)} rules), "
+                              f"{alert_settings.window_s}-s windows; evidence plots: {alert_settings.plots_dir}")
+                console.print("notifications: " + ("; ".join(routing) if routing else
+                              "none configured (alerts are recorded in PostgreSQL only: `marketmood alerts list`; "
+                              "add notifiers and routing as in alerts/rules.example.yaml)"))
+                subtitle = (f"rules {Path(str(alert_settings.rules_path)).name}, {alert_settings.window_s}-s windows, "
+                            "notifications: " + ("; ".join(routing) if routing else "none (recorded only)"))
+            else:
+                subtitle = "alerts disabled"
+            hint = feed.hint
+            producer = make_producer(svc.kafka_bootstrap)
+            started = time.monotonic()
+            since = datetime.now(timezone.utc) - timedelta(minutes=1)
 
-        def publish_feed() -> None:
-            nonlocal published
-
-            def on_sent(n: int) -> None:
+            def publish_feed() -> None:
                 nonlocal published
-                published = n
 
-            try:
-                publish(feed.records, producer=producer, topic=settings.topics.raw, rate=feed.rate, limit=total,
-                        on_sent=on_sent, stop=stop_publishing.is_set, live=feed.live)
-            except PublishError as exc:  # the summary then shows what the broker really took
-                published = exc.published
-                log.warning("demo_publish_incomplete", error=str(exc))
+                def on_sent(n: int) -> None:
+                    nonlocal published
+                    published = n
 
-        publisher = threading.Thread(target=publish_feed, name="demo-publisher", daemon=True)
-        publisher.start()
+                try:
+                    publish(feed.records, producer=producer, topic=settings.topics.raw, rate=feed.rate, limit=total,
+                            on_sent=on_sent, stop=stop_publishing.is_set, live=feed.live)
+                except PublishError as exc:  # the summary then shows what the broker really took
+                    published = exc.published
+                    log.warning("demo_publish_incomplete", error=str(exc))
+
+            publisher = threading.Thread(target=publish_feed, name="demo-publisher", daemon=True)
+            publisher.start()
+        except BaseException:
+            stop_process(worker)
+            raise
         stored = 0
         settle_from: float | None = None
         try:
