@@ -12,12 +12,12 @@ import io
 from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from marketmood.dashboards.macros import MacroError, parse_interval
+from marketmood.dashboards.macros import MacroError, is_unknown_time_zone, parse_interval, time_zone_problem
 from models.labels import TOPIC_LABELS, UnknownLabelError, normalize_topic
 from storage import dashboards as sql
 
@@ -76,10 +76,8 @@ def sentiment(
         raise _bad(str(exc)) from None
     if bucket < MIN_INTERVAL:
         raise _bad(f"interval {interval!r} is below the minimum of 1m")
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _bad(f"tz {tz!r} is not an IANA time zone (e.g. America/New_York)") from None
+    if (problem := time_zone_problem(tz)) is not None:
+        raise _bad(f"tz {problem}")
     t_to = _aware(to) if to is not None else datetime.now(timezone.utc)
     try:
         t_from = _aware(from_) if from_ is not None else t_to - timedelta(days=7)
@@ -98,7 +96,12 @@ def sentiment(
     params = sql.params_for(t_from=t_from, t_to=t_to, bucket=bucket, topics=topics, tickers=tickers,
                             sources=_split(source), tz=tz, min_articles=min_articles, span=span)
     with request.app.state.deps.db.connect() as conn:
-        result = conn.execute(text(sql.sentiment_series(sql.BIND, by)), params)
+        try:
+            result = conn.execute(text(sql.sentiment_series(sql.BIND, by)), params)
+        except sa_exc.DataError as exc:
+            if is_unknown_time_zone(exc):
+                raise _bad(f"tz {tz!r} is not a time zone this database knows") from None
+            raise
         columns = list(result.keys())
         rows = [dict(zip(columns, row)) for row in result]
     rows = [{k: (float(v) if k == "per_hour" and v is not None else v) for k, v in r.items()} for r in rows]

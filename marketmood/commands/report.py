@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
+from sqlalchemy import exc as sa_exc
 
-from marketmood.dashboards.macros import MacroError, parse_interval
+from marketmood.dashboards.macros import MacroError, is_unknown_time_zone, parse_interval, time_zone_problem
 from marketmood.report.panels import Selection, load
 from marketmood.runtime import database_engine
 from marketmood.settings import get_settings
@@ -46,10 +46,8 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
     """
     from marketmood.report.render import write  # lazy: matplotlib costs ~0.5 s at CLI start-up
 
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise click.BadParameter(f"{tz!r} is not an IANA time zone (e.g. America/New_York)", param_hint="--tz") from None
+    if (problem := time_zone_problem(tz)) is not None:
+        raise click.BadParameter(problem, param_hint="--tz")
     try:  # spelled as stored (canonical topics, upper-case tickers): `--ticker aapl` matched nothing before
         topics = tuple(dict.fromkeys(normalize_topic(t) for t in topics))
     except UnknownLabelError as exc:
@@ -59,7 +57,12 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
     selection = Selection(topics=topics, tickers=tickers, sources=sources, tz=tz, min_articles=min_articles,
                           smoothing=smoothing)
     with database_engine(get_settings()) as engine, engine.connect() as conn:
-        data = load(conn, t_to - since, t_to, selection)
+        try:
+            data = load(conn, t_to - since, t_to, selection)
+        except sa_exc.DataError as exc:
+            if is_unknown_time_zone(exc):
+                raise click.BadParameter(f"{tz!r} is not a time zone this database knows", param_hint="--tz") from None
+            raise
     rendered = write(data, out_dir)
     empty = [p.title for p in rendered if not p.rows]
     click.echo(f"wrote {out_dir / 'index.html'} ({sum(1 for p in rendered if p.image)} charts, "

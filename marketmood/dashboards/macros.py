@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from zoneinfo import available_timezones
 
 ALL = "$__all"  # the value Grafana stores when "All" is selected
 
@@ -87,6 +88,19 @@ def parse_interval(text: str) -> timedelta:
         return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     except OverflowError:  # e.g. 99999999999d: beyond what a timedelta holds
         raise MacroError(f"interval {text!r} is too large") from None
+
+
+def time_zone_problem(tz: str) -> str | None:
+    """Why ``tz`` cannot be a market time zone, or None. IANA names only: ``posixrules`` or ``right/UTC`` load
+    in Python but PostgreSQL refuses them (a 500 from /sentiment before)."""
+    if tz not in available_timezones():
+        return f"{tz!r} is not an IANA time zone (e.g. America/New_York)"
+    return None
+
+
+def is_unknown_time_zone(exc: BaseException) -> bool:
+    """A database error saying it does not know the session's time zone (its own tz database may lag)."""
+    return getattr(getattr(exc, "orig", None), "pgcode", None) == "22023" and "time zone" in str(exc)
 
 
 def expand_variables(sql: str, ctx: QueryContext) -> str:
