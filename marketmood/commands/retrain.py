@@ -251,7 +251,7 @@ def feedback_group() -> None:
 def feedback_import(csv_file: Path, author: str | None) -> None:
     """Import labels from CSV_FILE: columns article_id and/or text, topic and/or sentiment.
 
-    Every row is recorded as labelled by --author (or the OS user): one file is one person's opinion, so an
+    Every row is recorded as labelled by --by (or the OS user): one file is one person's opinion, so an
     'author' column is refused (it would let one file pose as several agreeing analysts). All rows are
     validated first; one bad row rejects the whole file with its line number, nothing is stored.
     """
@@ -269,7 +269,7 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
             if "author" in fields:
                 raise click.ClickException(
                     f"{csv_file}: has an 'author' column; a file is imported as one author's labels "
-                    "(--author), so split it per author, nothing imported")
+                    "(--by), so split it per author, nothing imported")
             for line, record in enumerate(reader, start=2):
                 try:
                     rows.append(validate_feedback(

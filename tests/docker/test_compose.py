@@ -270,3 +270,12 @@ def test_env_example_lists_every_variable_with_empty_secrets(compose: dict[str, 
             assert example[name] == "", f"{name}: .env.example must not ship a usable secret"
     assert set(example) <= {name for name, _, _ in _variables(compose)} | {"MARKETMOOD_API__TOKENS"}
     assert "docker/.env.example" in DOCS.read_text()
+
+
+def test_the_api_is_told_which_proxies_to_trust(compose: dict[str, Any]) -> None:
+    """uvicorn reads FORWARDED_ALLOW_IPS from the container's environment; the docs told operators to set it in
+    docker/.env, which only substitutes into this file: without the pass-through every client behind a proxy
+    shared one rate-limit bucket."""
+    api = _services(compose)["api"]
+    assert "FORWARDED_ALLOW_IPS" in (api.get("environment") or {})
+    assert "FORWARDED_ALLOW_IPS" in (DOCKER / ".env.example").read_text()
