@@ -153,7 +153,8 @@ def champion_split(training_config: dict[str, Any]) -> dict[str, Any]:
     cfg = training_config.get("config") or {}
     if isinstance(cfg, str):  # very old artifacts stored a repr; nothing reliable to read
         cfg = {}
-    return {"seed": int(cfg.get("seed", 13)), "split_method": cfg.get("split_method", "exact"),
+    return {"seed": int(cfg.get("seed", 13)),
+            "split_method": cfg.get("split_method", training_config.get("split_method", "exact")),
             "limit_per_dataset": cfg.get("limit_per_dataset"), "dev_fingerprint": None}
 
 

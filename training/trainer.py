@@ -449,6 +449,8 @@ def train(
         start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
         best_score, best_epoch, stale = ckpt["best_score"], ckpt["best_epoch"], ckpt["stale"]
         best_state = ckpt["best_state"]
+        if ckpt.get("scaler"):  # fp16 on a GPU without bf16: the loss scale it had learnt, not a fresh 65536
+            scaler.load_state_dict(ckpt["scaler"])
         _restore_rng(ckpt)
         log.info("training.resume", checkpoint=str(ckpt_path), epoch=start_epoch)
 
@@ -520,7 +522,8 @@ def train(
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-        _save_checkpoint(output_dir, model, optimizer, scheduler, history, epoch, step, best_score, best_epoch, stale, best_state)
+        _save_checkpoint(output_dir, model, optimizer, scheduler, history, epoch, step, best_score, best_epoch, stale,
+                         best_state, scaler=scaler.state_dict() if scaler.is_enabled() else None)
         if stale > config.patience:
             log.info("training.early_stop", epoch=epoch + 1, best_epoch=best_epoch)
             break
@@ -580,7 +583,8 @@ def _restore_rng(ckpt: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
 
 
-def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epoch, step, best_score, best_epoch, stale, best_state) -> None:
+def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epoch, step, best_score, best_epoch, stale,
+                     best_state, *, scaler: dict[str, Any] | None = None) -> None:
     """Atomic per-epoch checkpoint: everything needed to resume exactly where the epoch ended (all RNG states)."""
     directory = output_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
@@ -598,6 +602,7 @@ def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epo
             "best_epoch": best_epoch,
             "stale": stale,
             "best_state": best_state,
+            "scaler": scaler,  # the AMP loss scale (fp16 on CUDA only; None elsewhere)
             **_rng_state(),
         },
         tmp,

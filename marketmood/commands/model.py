@@ -365,15 +365,18 @@ def _parse_where(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _artifact_dev_splits(artifact: Path) -> tuple[Splits, int, str, Path]:
-    """The artifact's own dev splits (same data path, seed and split method as its training run)."""
-    seed, split_method = 13, "exact"
-    if (artifact / TRAINING_CONFIG_FILE).is_file():
-        record = json.loads((artifact / TRAINING_CONFIG_FILE).read_text())
-        seed = record["config"]["seed"]
-        split_method = record.get("split_method", "exact")  # artifacts from before cluster splits used exact ones
+    """The artifact's own dev splits (same data path, seed, split method and row limit as its training run:
+    the card's rows; a limited run's dev rows were the full sets' before)."""
+    from training.retrain import champion_split  # the one reading of a run's split; lazy (training stack)
+
+    record = json.loads((artifact / TRAINING_CONFIG_FILE).read_text()) if (artifact / TRAINING_CONFIG_FILE).is_file() else {}
+    split = champion_split(record)  # artifacts from before cluster splits used exact ones
+    seed, split_method = split["seed"], split["split_method"]
     data_path = get_settings().data_path
     try:
-        return load_labeled_sets(data_path, seed=seed, split_method=split_method), seed, split_method, data_path
+        splits = load_labeled_sets(data_path, seed=seed, split_method=split_method,
+                                   limit_per_dataset=split.get("limit_per_dataset"))
+        return splits, seed, split_method, data_path
     except DatasetError as exc:
         raise click.ClickException(f"{exc} (set MARKETMOOD_DATA_PATH)") from None
 

@@ -65,3 +65,29 @@ def test_evaluate_where_errors_are_usage_errors(tmp_path):
     assert result.exit_code == 2 and "--where filters a --labels file" in result.output
     result = CliRunner().invoke(cli, ["evaluate", "--labels", str(labels), "--where", "agreemnt=100"])
     assert result.exit_code == 1 and "no column(s) ['agreemnt']" in result.output
+
+
+def test_dev_splits_of_a_limited_run_are_its_own(tiny_data, tmp_path, monkeypatch):
+    """`evaluate --dev` / `calibrate` rebuild a run's dev rows from its training config: the row limit was
+    ignored, so a limited run was scored on the full sets' dev rows, not its card's."""
+    import json
+
+    from marketmood.commands.model import _artifact_dev_splits
+    from marketmood.settings import get_settings
+    from training.datasets import load_labeled_sets
+
+    artifact = tmp_path / "limited"
+    artifact.mkdir()
+    (artifact / "training_config.json").write_text(json.dumps(
+        {"config": {"seed": 13, "split_method": "cluster", "limit_per_dataset": 10}, "split_method": "cluster"}))
+    monkeypatch.setenv("MARKETMOOD_DATA_PATH", str(tiny_data))
+    get_settings.cache_clear()
+    try:
+        splits, seed, method, _ = _artifact_dev_splits(artifact)
+    finally:
+        get_settings.cache_clear()
+    expected = load_labeled_sets(tiny_data, seed=13, split_method="cluster", limit_per_dataset=10).dev
+    full = load_labeled_sets(tiny_data, seed=13, split_method="cluster").dev
+    assert (seed, method) == (13, "cluster")
+    assert {k: [ex.text for ex in v] for k, v in splits.dev.items()} == {k: [ex.text for ex in v] for k, v in expected.items()}
+    assert sum(map(len, expected.values())) < sum(map(len, full.values()))  # the limit matters on this data
