@@ -213,8 +213,14 @@ def enqueue_reminders(conn: Connection, rule: RuleConfig, now: datetime) -> int:
     interval = rule.repeat_interval_minutes * 60
     n = 0
     for alert in db.firing_alerts(conn, rule.name):
-        fired_at = (alert.get("evidence") or {}).get("fired_at")
+        evidence = alert.get("evidence") or {}
+        fired_at = evidence.get("fired_at")
         if not fired_at:
+            continue
+        # An alert released from a silence was paged at its release: its first reminder is an interval after
+        # that, not at once (the count still runs from the fire, so each reminder keeps its own number).
+        paged_at = datetime.fromisoformat(evidence.get("paged_at") or fired_at)
+        if (now - paged_at).total_seconds() < interval:
             continue
         k = int((now - datetime.fromisoformat(fired_at)).total_seconds() // interval)
         notifiers = db.triggered_notifiers(conn, alert["id"])
@@ -237,7 +243,9 @@ def reconcile_silences(conn: Connection, rules: RulesFile, at: datetime) -> list
         if alert["state"] == "firing":
             changed.append(db.update_alert(conn, alert["id"], state="silenced"))
         else:
-            alert = db.update_alert(conn, alert["id"], state="firing")
+            # paged now, not when it fired: reminders count their interval from here (see enqueue_reminders)
+            evidence = {**(current["evidence"] or {}), "paged_at": at.isoformat()}
+            alert = db.update_alert(conn, alert["id"], state="firing", evidence=evidence)
             enqueue(conn, alert, rules.route(alert["severity"]), "trigger")
             changed.append(alert)
     return changed

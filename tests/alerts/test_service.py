@@ -394,3 +394,31 @@ def test_one_broken_rule_does_not_stop_the_others_from_paging(engine, http_recor
     [alert] = alerts_of(engine)
     assert alert["rule"] == "spike" and alert["state"] == "resolved"
     assert_paged_once_then_resolved(http_recorder, smtp_recorder, alert, secret=SECRET)
+
+
+def test_an_alert_released_from_a_silence_is_not_reminded_at_once(engine, http_recorder, smtp_recorder) -> None:
+    """Silenced when it fired, released 25 minutes later: before, its trigger was followed in the same minute by
+    "REMINDER 2" (the count ran from the fire). The first reminder now comes an interval after the release."""
+    burst_start = scenario(engine)
+    rules = parse_rules({
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
+        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
+                   "repeat_interval_minutes": 10, "detection": {"cooldown_minutes": 60}}],
+    })
+    with engine.begin() as conn:
+        db.create_silence(conn, "topic", TOPIC, timedelta(minutes=40), by="ann", now=burst_start - timedelta(minutes=10))
+    service = AlertService(engine, rules, SETTINGS)
+    now, seen, arrivals = burst_start, 0, []
+    while now <= burst_start + timedelta(hours=2):
+        service.evaluate(now)
+        service.deliver()
+        slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+        arrivals += [(now, text) for text in slack[seen:]]
+        seen = len(slack)
+        now += timedelta(seconds=W)
+    trigger_at = next(t for t, text in arrivals if "REMINDER" not in text and "RESOLVED" not in text)
+    reminders = [t for t, text in arrivals if "REMINDER" in text]
+    assert trigger_at >= burst_start + timedelta(minutes=30)  # released with the silence, not before
+    assert reminders and reminders[0] - trigger_at >= timedelta(minutes=10), arrivals
+    [alert] = alerts_of(engine)
+    assert alert["state"] == "resolved" and alert["evidence"]["paged_at"] == trigger_at.isoformat()
