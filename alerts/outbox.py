@@ -75,12 +75,17 @@ class OutboxSender:
                         notification_event=r["event"], status=r["status"])
         return rows
 
-    def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
-        """One pass: up to ``batch`` due rows, each claimed, sent and settled in its own transactions."""
+    def deliver_due(self, now: datetime | None = None, *, stop: Callable[[], bool] | None = None) -> DeliveryReport:
+        """One pass: up to ``batch`` due rows, each claimed, sent and settled in its own transactions.
+
+        ``stop`` is asked before each claim: a shutdown waits for the send under way only, not for a whole
+        backlog (a process killed mid-send leaves a Slack or e-mail row ``unknown``)."""
         now = now or datetime.now(timezone.utc)
         report = DeliveryReport(recovered=self.recover())
         down: set[str] = set()  # notifiers that failed in this pass: not tried again in it
         for _ in range(self.batch):
+            if stop is not None and stop():
+                break
             with self.engine.begin() as conn:
                 row = db.claim_one(conn, now, self.identity, skip_notifiers=tuple(sorted(down)))
             if row is None:

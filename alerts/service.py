@@ -219,11 +219,11 @@ class AlertService:
         its resolve due in the next pass; failed rows are pushed back, so this ends)."""
         total = DeliveryReport()
         while True:
-            report = self.sender.deliver_due(now)
+            report = self.sender.deliver_due(now, stop=self._stop.is_set)  # stop() ends it between sends
             total.delivered += report.delivered
             total.failed += report.failed
             total.dead += report.dead
-            if not report.delivered:
+            if not report.delivered or self._stop.is_set():
                 return total
 
     # --- loops ------------------------------------------------------------------------------------------

@@ -123,3 +123,28 @@ def test_a_send_that_went_out_unanswered_is_repeated_only_where_the_receiver_dro
     with engine.connect() as conn:
         [row] = db.list_outbox(conn, alert_id=alert["id"])
     assert row["status"] == status
+
+
+def test_a_stop_ends_delivery_between_sends_not_after_the_backlog(engine) -> None:
+    """A restart during a backlog: before, the pass went on through every due row until the process was killed,
+    possibly mid-send (a Slack or e-mail row then ends `unknown`). Now the pass stops after the send under way."""
+    import threading
+
+    with engine.begin() as conn:
+        for i in range(3):
+            alert = db.insert_alert(conn, rule="r", scope_type="ticker", scope=f"S{i}", severity="critical",
+                                    state="firing", dedup_key=f"k-stop-{i}", started_at=BASE, evidence={})
+            lifecycle.enqueue(conn, alert, ["n"], "trigger")
+    stop = threading.Event()
+
+    class StopsAfterFirst(Recording):
+        def send(self, payload: dict) -> None:
+            super().send(payload)
+            stop.set()  # the shutdown arrives while this send is under way
+
+    notifier = StopsAfterFirst("n")
+    report = OutboxSender(engine, {"n": notifier}).deliver_due(datetime.now(timezone.utc) + timedelta(seconds=1),
+                                                                stop=stop.is_set)
+    assert len(report.delivered) == len(notifier.sent) == 1
+    with engine.connect() as conn:
+        assert sorted(r["status"] for r in db.list_outbox(conn)) == ["delivered", "pending", "pending"]
