@@ -319,8 +319,13 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     span_start = window_end - params.span_windows * w
     baseline_end = span_start
     max_frozen = (params.max_frozen_hours or params.baseline_hours) * 3600
-    if state.frozen_baseline_end is not None and window_end - state.frozen_baseline_end <= max_frozen:
-        baseline_end = min(baseline_end, state.frozen_baseline_end)
+    if state.frozen_baseline_end is not None:
+        # "after an alert lasts this long": from the episode's first breach, not from the start of its span (the
+        # freeze ended a span early, and never held at all when the span was as long as max_frozen)
+        began = (state.episode_start if state.episode_start is not None
+                 else state.frozen_baseline_end + params.span_windows * w)
+        if window_end - began <= max_frozen:
+            baseline_end = min(baseline_end, state.frozen_baseline_end)
     baseline_start = baseline_end - int(params.baseline_hours * 3600)
     baseline = series.range(baseline_start, baseline_end)
     spans = params.spans
@@ -330,12 +335,16 @@ def observe(params: DetectionParams, series: WindowSeries, window_end: int, stat
     share = min(tests, key=lambda t: (not t.breach, t.p_value, -t.span_windows))
     share_breach, share_clear = share.breach, all(t.clear for t in tests)
     n, k = share.current.n, share.current.negative
-    p0, strength = _baseline_belief(baseline, params.prior_strength)
-    var = n * p0 * (1 - p0) * (1 + (n - 1) / (strength + 1)) if n else 0.0
-    z = (k - n * p0) / math.sqrt(var) if var > 0 else 0.0
+    a, b = _beta(*_baseline_belief(baseline, params.prior_strength))  # the beta-binomial the share test uses
+    mean = a / (a + b)
+    var = n * mean * (1 - mean) * (1 + (n - 1) / (a + b + 1)) if n else 0.0
+    z = (k - n * mean) / math.sqrt(var) if var > 0 else 0.0
     # The rate test: negatives per window against the same baseline period (empty windows count as zero,
-    # time before the scope's first observed window does not: a young series must not look quiet).
-    observed_from = max(baseline_start, series.first_start if series.first_start is not None else baseline_end)
+    # time before the scope's first window with data *in the baseline* does not: a young series must not look
+    # quiet). Data before the baseline is not looked at: how far back the caller fetched (a catch-up pass,
+    # another scope's frozen baseline) changed the expected count, and with it the verdict.
+    first_seen = series.first_start_from(baseline_start)
+    observed_from = first_seen if first_seen is not None and first_seen < baseline_end else baseline_end
     baseline_windows = max(0, baseline_end - observed_from) / w
     expected = baseline.negative / baseline_windows * params.span_windows if baseline_windows else 0.0
     rate_on = params.rate_fire_p is not None and baseline.n >= params.min_baseline_volume

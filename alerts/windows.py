@@ -90,3 +90,8 @@ class WindowSeries:
     def first_start(self) -> int | None:
         """Start of the earliest window with data (before it the scope was not observed at all)."""
         return self._starts[0] if self._starts else None
+
+    def first_start_from(self, t0: int) -> int | None:
+        """Start of the earliest window with data at or after ``t0``, or None."""
+        i = bisect.bisect_left(self._starts, t0)
+        return self._starts[i] if i < len(self._starts) else None

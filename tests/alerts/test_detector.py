@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from alerts.detector import (
     DetectionParams,
     ScopeState,
@@ -369,3 +371,80 @@ def test_likelihood_ratio_scan_fires_on_a_sustained_rise_not_on_a_flash() -> Non
 
 def test_likelihood_ratio_rule_stays_quiet_on_a_binomial_null() -> None:
     assert quiet_fires(DetectionParams(**{**LIFT.model_dump(), "fire_p": 0.01}), weeks=4) <= 1
+
+
+def _sparse_scope() -> tuple[DetectionParams, dict, int, int]:
+    """A scope whose 6-h baseline has articles only in its last hour (9 of 36 negative), then 8 of 20 negative
+    in the 3-window span; rate test on (the helper audit's numbers)."""
+    from alerts.windows import Counts
+
+    w, end = 300, 1_700_000_000 // 300 * 300
+    span_start = end - 3 * w
+    windows = {span_start - (i + 1) * w: Counts(1 if i < 9 else 0, 2 if i < 9 else 3, 0) for i in range(12)}
+    windows.update({span_start: Counts(3, 4, 0), span_start + w: Counts(3, 4, 0), span_start + 2 * w: Counts(2, 4, 0)})
+    return DetectionParams(min_delta=0.3, fire_p=1e-6, rate_fire_p=1e-3), windows, end, span_start - 6 * 3600
+
+
+def test_the_rate_test_does_not_depend_on_data_before_the_baseline() -> None:
+    """One article an hour before the baseline (in the series because a catch-up pass, or another scope's
+    frozen baseline, fetched further back) moved the expected count from 2.25 to 0.375 and flipped the verdict:
+    live evaluation stayed silent where a catch-up pass paged."""
+    from alerts.windows import Counts, WindowSeries
+
+    params, windows, end, baseline_start = _sparse_scope()
+    live = observe(params, WindowSeries(300, windows), end, ScopeState())
+    earlier = observe(params, WindowSeries(300, {**windows, baseline_start - 3600: Counts(0, 1, 0)}), end, ScopeState())
+    assert (earlier.expected_negative, earlier.rate_p_value, earlier.breach) == (
+        live.expected_negative, live.rate_p_value, live.breach)
+    assert live.expected_negative == pytest.approx(2.25)
+
+
+def test_catch_up_and_live_evaluation_agree() -> None:
+    """The service judges several windows in one pass after downtime; window by window it fetches exactly the
+    baseline: both must give the same transitions."""
+    from alerts.windows import Counts, WindowSeries
+
+    params, windows, end, baseline_start = _sparse_scope()
+    full = {**windows, baseline_start - 3600: Counts(0, 1, 0)}
+    span, baseline = params.span_windows * 300, int(params.baseline_hours * 3600)
+    ends = [end - 12 * 300 + i * 300 for i in range(13)]
+
+    def fetched(t0: int, t1: int) -> WindowSeries:
+        return WindowSeries(300, {s: c for s, c in full.items() if t0 <= s < t1})
+
+    state, live = ScopeState(), []
+    for e in ends:
+        state, transitions, _ = advance(params, state, fetched(e - span - baseline, e), [e])
+        live += [(t.kind, t.at) for t in transitions]
+    _, transitions, _ = advance(params, ScopeState(), fetched(ends[0] - span - baseline, ends[-1]), ends)
+    assert [(t.kind, t.at) for t in transitions] == live
+
+
+def test_the_baseline_stays_frozen_for_max_frozen_from_the_first_breach() -> None:
+    """The freeze was measured from the first breach's span start, a span before the episode began: it ended a
+    span early (5.5 h of the documented 6 for the shipped topic rule), and never held when the span was as
+    long as the freeze."""
+    from alerts.windows import WindowSeries
+
+    params = DetectionParams(span_windows=12, baseline_hours=1)
+    t0 = 1_700_000_000 // 300 * 300
+    state = ScopeState(phase="firing", episode_start=t0, frozen_baseline_end=t0 - 12 * 300)
+    assert observe(params, WindowSeries(300, {}), t0 + 300, state).baseline_end == state.frozen_baseline_end
+    assert observe(params, WindowSeries(300, {}), t0 + 3600, state).baseline_end == state.frozen_baseline_end
+    assert observe(params, WindowSeries(300, {}), t0 + 3900, state).baseline_end == t0 + 3900 - 12 * 300  # unfrozen
+
+
+def test_the_reported_z_is_that_of_the_beta_binomial_the_test_uses() -> None:
+    """Evidence only: z used the smoothed share as the mean and (strength + 1) in the variance."""
+    import math
+
+    from alerts.detector import _beta, _baseline_belief
+    from alerts.windows import Counts, WindowSeries
+
+    params = DetectionParams(span_windows=1)
+    t = 1_700_000_000 // 300 * 300
+    obs = observe(params, WindowSeries(300, {t - 600: Counts(20, 80, 0), t - 300: Counts(18, 22, 0)}), t, ScopeState())
+    a, b = _beta(*_baseline_belief(Counts(20, 80, 0), params.prior_strength))
+    mean, n = a / (a + b), 40
+    exact = (18 - n * mean) / math.sqrt(n * mean * (1 - mean) * (a + b + n) / (a + b + 1))
+    assert obs.z == pytest.approx(exact, abs=0.01)
