@@ -117,9 +117,12 @@ def call_with_halving(
         except BaseException as exc:
             if stop - start <= 1 or not should_split(exc):
                 raise
-            mid = (start + stop) // 2
-            if on_split is not None:
-                on_split(stop - start)
-            return run(start, mid) + run(mid, stop)
+        # The halves run *after* the except block: inside it, the caught error's traceback still holds the
+        # failed attempt's frames and with them its activation tensors, so each retry met a fuller GPU and a
+        # batch that would fit split down to one row and failed.
+        mid = (start + stop) // 2
+        if on_split is not None:
+            on_split(stop - start)
+        return run(start, mid) + run(mid, stop)
 
     return run(0, n) if n else []

@@ -103,6 +103,30 @@ def test_call_with_halving_splits_until_it_fits():
     assert splits == [8, 4, 4]
 
 
+def test_a_failed_attempt_is_freed_before_its_halves_run():
+    """CUDA OOM: the halves ran inside the except block, where the error's traceback still held the failed
+    forward's frames (and so its activations): each retry met a fuller GPU. A stand-in for the activations is
+    tracked with a weak reference; every earlier attempt's must be gone when a half starts."""
+    import gc
+    import weakref
+
+    class Activations:
+        pass
+
+    attempts: list[weakref.ref] = []
+
+    def fn(rows: slice) -> list[int]:
+        gc.collect()
+        assert all(ref() is None for ref in attempts), "a failed attempt's memory is still held"
+        activations = Activations()  # noqa: F841 - held by this frame, as a forward's tensors are
+        attempts.append(weakref.ref(activations))
+        if rows.stop - rows.start > 1:
+            raise Boom
+        return [rows.start]
+
+    assert call_with_halving(fn, 4, lambda e: isinstance(e, Boom)) == [0, 1, 2, 3]
+
+
 def test_call_with_halving_reraises_at_one_row_and_for_other_errors():
     def always(rows: slice) -> list[int]:
         raise Boom
