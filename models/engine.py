@@ -45,7 +45,7 @@ from models.artifact import (
 from models.batching import pad_batch, plan_batches, restore_order, unique_sequences
 from models.devices import choose_backend, choose_device, cpu_threads, cuda_available
 from models.labels import SENTIMENT_LABELS
-from models.prediction import Prediction
+from models.prediction import InvalidTextError, Prediction
 from models.text_encoder import TextEncoder, validate_texts
 
 log = structlog.get_logger(__name__)
@@ -142,8 +142,16 @@ class Engine:
 
     # -- pipeline steps -------------------------------------------------------------------------------
     def preprocess(self, texts: Sequence[str]) -> list[list[int]]:
-        """Validate (InvalidTextError names the bad index) and tokenize, truncating to ``max_length``."""
-        return self.encoder.encode(validate_texts(texts))
+        """Validate (InvalidTextError names the bad index) and tokenize, truncating to ``max_length``.
+
+        A text that tokenizes to no word piece at all (U+FFFD replacement characters a broken feed leaves,
+        ``&#8203;``, private-use or lone combining characters) is refused too: the model would score the empty
+        sequence and return a confident-looking guess."""
+        encoded = self.encoder.encode(validate_texts(texts))
+        for index, ids in enumerate(encoded):
+            if len(ids) <= self.encoder.special_tokens:
+                raise InvalidTextError(index, "nothing the model can read: the text tokenizes to no word piece")
+        return encoded
 
     def forward(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Logits in input order, computed once per distinct text in length-sorted micro-batches padded to their

@@ -87,6 +87,8 @@ class TextEncoder:
         if pad_id is None:
             pad_id = self._tokenizer.token_to_id("<pad>")
         self.pad_id = 0 if pad_id is None else pad_id
+        # what an empty text encodes to ([CLS] [SEP] for BERT-style tokenizers): a text of no more has no content
+        self.special_tokens = len(self._tokenizer.encode("", add_special_tokens=True).ids)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (with special tokens), at most ``max_length`` each."""

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
-from models.prediction import Classifier
+from models.prediction import Classifier, InvalidTextError
 from training.datasets import LabeledExample
 
 TASK_LABELS: dict[str, tuple[str, ...]] = {"sentiment": SENTIMENT_LABELS, "topic": TOPIC_LABELS}
@@ -94,7 +94,11 @@ def evaluate(
     for task, exs in split_by_task(examples).items():
         predictions = []
         for start in range(0, len(exs), batch_size):
-            predictions.extend(classifier.classify([ex.text for ex in exs[start : start + batch_size]]))
+            batch = [ex.text for ex in exs[start : start + batch_size]]
+            try:
+                predictions.extend(classifier.classify(batch))
+            except InvalidTextError as exc:  # name the text: the index of a batch means nothing to the user
+                raise InvalidTextError(start + exc.index, f"{exc.reason}: {batch[exc.index][:80]!r}") from None
         if task == "sentiment":
             y_true = [ex.sentiment for ex in exs]
             y_pred = [SENTIMENT_LABELS.index(p.sentiment) for p in predictions]

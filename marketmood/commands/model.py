@@ -17,6 +17,7 @@ from marketmood.logs import configure_logging
 from marketmood.settings import get_settings
 from models import load_engine
 from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
+from models.prediction import InvalidTextError
 from training.config import TrainConfig
 from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets, parse_where
 from training.distill import HEADS, SoftLabelError, SoftLabels, blend_soft_labels
@@ -344,7 +345,10 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from None
     engine = load_engine(model_path, backend=backend)
-    result = evaluate(engine, examples, intervals=True)[task]
+    try:
+        result = evaluate(engine, examples, intervals=True)[task]
+    except InvalidTextError as exc:
+        raise click.ClickException(f"{data_file}: the model cannot score the {task} row {exc.reason}") from None
     subset = "".join(f", {col}={value}" for col, value in filters.items())
     click.echo(f"model {engine.model_version} on {data_file} ({task}, {len(examples)} rows{subset})\n")
     click.echo(classification_report_text(result))

@@ -85,7 +85,10 @@ def test_onnx_batched_close_to_one_by_one(onnx_engine):
     ("texts", "index"),
     [(["ok", ""], 1), (["   "], 0), (["ok", "fine", "\n\t"], 2), (["ok", None], 1), ([3.5], 0),
      # no visible character: a zero-width space (not whitespace to Python), BOM + joiner, a control character
-     (["ok", "\u200b"], 1), (["\ufeff\u200d "], 0), (["ok", "\x00\x07"], 1)],
+     (["ok", "\u200b"], 1), (["\ufeff\u200d "], 0), (["ok", "\x00\x07"], 1),
+     # visible, but no word piece: replacement characters a broken feed leaves, private use, a lone combining
+     # accent (each scored as the empty sequence before)
+     (["ok", "\ufffd\ufffd"], 1), (["ok", "fine", "\ue000"], 2), (["\u0301"], 0)],
 )
 def test_bad_inputs_raise_invalid_text_error_with_index(onnx_engine, texts, index):
     with pytest.raises(InvalidTextError) as info:

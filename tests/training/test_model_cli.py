@@ -91,3 +91,11 @@ def test_dev_splits_of_a_limited_run_are_its_own(tiny_data, tmp_path, monkeypatc
     assert (seed, method) == (13, "cluster")
     assert {k: [ex.text for ex in v] for k, v in splits.dev.items()} == {k: [ex.text for ex in v] for k, v in expected.items()}
     assert sum(map(len, expected.values())) < sum(map(len, full.values()))  # the limit matters on this data
+
+
+def test_a_labels_row_the_model_cannot_read_is_named_not_a_traceback(tmp_path):
+    data = tmp_path / "labels.csv"
+    data.write_text("text,label\nStocks rally,positive\n\ufffd\ufffd,neutral\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["evaluate", "--labels", str(data)])
+    assert result.exit_code == 1 and "tokenizes to no word piece" in result.output and "\ufffd" in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
