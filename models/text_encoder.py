@@ -90,6 +90,18 @@ class TextEncoder:
         # what an empty text encodes to ([CLS] [SEP] for BERT-style tokenizers): a text of no more has no content
         self.special_tokens = len(self._tokenizer.encode("", add_special_tokens=True).ids)
 
+    @classmethod
+    def of_artifact(cls, artifact_dir: Path | str) -> TextEncoder:
+        """The encoder an artifact serves with (its tokenizer, max length and preprocessing version)."""
+        from models.artifact import TOKENIZER_DIR, read_info
+
+        info = read_info(artifact_dir)
+        return cls(Path(artifact_dir) / TOKENIZER_DIR, info.max_length, info.preprocessing)
+
+    def readable(self, text: str) -> bool:
+        """Whether ``text`` has at least one word piece for the model (the engine refuses it otherwise)."""
+        return len(self.encode([text])[0]) > self.special_tokens
+
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (with special tokens), at most ``max_length`` each."""
         prepared = [self._preprocess(t) for t in texts]

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from models.artifact import TRAINING_CONFIG_FILE, read_info
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
 from models.prediction import Classifier
+from models.text_encoder import TextEncoder
 from models.smoke import SMOKE_TEXTS, check_predictions
 from storage import feedback as feedback_sql
 from storage import registry as registry_sql
@@ -337,6 +338,13 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         rows = feedback_sql.fetch_feedback(conn, until=feedback_until)
     policy = policy_from(settings)
     merged = merge_feedback(rows, policy)
+    # A label on a text the serving model cannot read (U+FFFD, private use) would stop the gate, which scores
+    # every hold-out row, at every scheduled retrain: such texts are left out and counted in the report.
+    readable = TextEncoder.of_artifact(champion_dir).readable
+    unreadable = [m for m in merged.texts if not readable(m.text)]
+    if unreadable:
+        log.warning("retrain.feedback_unreadable", texts=len(unreadable), examples=[m.text[:40] for m in unreadable[:3]])
+        merged = replace(merged, texts=[m for m in merged.texts if readable(m.text)])
     dev_keys = {near_duplicate_key(ex.text) for exs in [*splits.dev.values(), *guards.values()] for ex in exs}
     extra, holdout = split_feedback(merged.texts, holdout_fraction=r.feedback_holdout_fraction,
                                     weight=r.feedback_weight, exclude_texts=dev_keys,
@@ -386,6 +394,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         "gate_split": split_record,
         "early_stopping": f"selection split ({config.select_fraction:.0%} of each set's train rows)",
         "feedback": {"train": len(extra), "holdout": len(holdout), "weight": r.feedback_weight,
+                     "unreadable": len(unreadable),
                      "until": feedback_until.isoformat() if feedback_until else None, "merge": merged.summary()},
     })
     (challenger_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, default=str) + "\n")

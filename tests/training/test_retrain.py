@@ -76,6 +76,9 @@ def world(pg_url, tmp_path_factory):
         # one analyst alone: never trained on, never held out
         feedback_sql.insert_feedback(conn, article_id=None, text="Lone label stays out", sentiment="positive",
                                      topic=None, author="mallory")
+        for author in ("ana", "bo"):  # agreed, but nothing the model can read: left out, counted (it stopped the gate)
+            feedback_sql.insert_feedback(conn, article_id=None, text="\ufffd\ufffd", sentiment="neutral", topic=None,
+                                         author=author)
     yield settings, engine, champion_dir
     engine.dispose()
 
@@ -133,6 +136,7 @@ def test_retrain_end_to_end_stores_a_gated_challenger_and_a_concurrent_retrain_s
     assert set(report["metrics"]["champion"]) == set(report["metrics"]["challenger"])
     assert {"phrasebank", "tweet_topic", FEEDBACK_SET} <= set(report["metrics"]["challenger"])
     assert report["eval_sizes"][FEEDBACK_SET] == 2 and report["feedback"]["train"] == 6
+    assert report["feedback"]["unreadable"] == 1
     assert "negative" in report["per_class"]["phrasebank"]["sentiment"]
     assert "# Promotion gate" in report["markdown"]
     assert record["training_config"]["retrain"]["feedback_train"] == 6
