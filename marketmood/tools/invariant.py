@@ -30,18 +30,21 @@ class InvariantReport:
     dead_by_reason: Counter[str] = field(default_factory=Counter)
     lost: list[tuple[int, int, str]] = field(default_factory=list)  # (partition, offset, why)
     bad_dead_letters: list[tuple[int, int, str]] = field(default_factory=list)
-    duplicate_rows: int = 0
+    duplicate_rows: int = 0  # (article, model version) score rows stored twice: the primary key forbids it
+    # records both stored (an article row from that offset) and dead-lettered: one record, two outcomes
+    double_outcomes: list[tuple[int, int]] = field(default_factory=list)
     scored_events: int = 0
     duplicate_scored_events: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.bad_dead_letters and self.duplicate_rows == 0
+        return not self.lost and not self.bad_dead_letters and self.duplicate_rows == 0 and not self.double_outcomes
 
     def summary(self) -> str:
         return (f"checked={self.records_checked} stored={self.stored} dead={dict(self.dead_by_reason)} "
                 f"lost={len(self.lost)} {self.lost[:5]} bad_dlq={self.bad_dead_letters[:5]} "
-                f"duplicate_rows={self.duplicate_rows} scored_events={self.scored_events} "
+                f"duplicate_rows={self.duplicate_rows} double_outcomes={self.double_outcomes[:5]} "
+                f"scored_events={self.scored_events} "
                 f"duplicate_scored_events={self.duplicate_scored_events} committed={self.committed}")
 
 
@@ -93,6 +96,9 @@ def check_invariant(bootstrap: str, db_url: str, topics: Any, group_id: str) -> 
     try:
         with engine.connect() as conn:
             scored_ids = set(conn.execute(text("SELECT DISTINCT article_id FROM scores")).scalars())
+            # where each stored article came from (one raw topic per database, as in the tests)
+            stored_at = {(int(p), int(o)) for p, o in conn.execute(text(
+                "SELECT kafka_partition, kafka_offset FROM articles WHERE kafka_offset IS NOT NULL"))}
             report.duplicate_rows = int(conn.execute(text(
                 "SELECT count(*) FROM (SELECT 1 FROM scores GROUP BY article_id, model_version HAVING count(*) > 1) d"
             )).scalar_one())
@@ -104,6 +110,8 @@ def check_invariant(bootstrap: str, db_url: str, topics: Any, group_id: str) -> 
         report.records_checked += 1
         where = (record.partition, record.offset)
         if where in dead:
+            if where in stored_at:
+                report.double_outcomes.append(where)
             meta = dead[where]
             report.dead_by_reason[meta.get("reason", "")] += 1
             if not meta.get("reason") or meta.get("sha256") != hashlib.sha256(record.value or b"").hexdigest():

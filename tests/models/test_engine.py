@@ -192,11 +192,12 @@ def test_cpu_onnx_path_does_not_import_torch_and_stays_small(artifact_dir):
 
 
 def test_default_path_is_the_bundled_model():
-    from models.artifact import BUNDLED_MODEL_DIR
+    from models.artifact import BUNDLED_MODEL_DIR, read_info
 
     if not (BUNDLED_MODEL_DIR / "artifact.json").is_file():
         pytest.skip("no bundled model in this checkout yet")
     engine = load_engine(device="cpu", threads=1)
     assert engine.backend == "onnx"
+    assert engine.model_version == read_info(BUNDLED_MODEL_DIR).version  # the bundled one, not any artifact
     prediction = engine.classify(["Fed raises rates by 25 basis points"])[0]
-    assert prediction.model_version == engine.model_version != ""
+    assert prediction.model_version == engine.model_version

@@ -81,7 +81,7 @@ def test_the_cuda_image_settings_start_with_the_bundled_model_on_this_machine():
     """docker/Dockerfile.cuda's exact model settings, applied to the bundled (ONNX-only) model here."""
     from pathlib import Path
 
-    from models.artifact import BUNDLED_MODEL_DIR
+    from models.artifact import BUNDLED_MODEL_DIR, read_info
 
     dockerfile = Path(__file__).resolve().parents[2] / "docker" / "Dockerfile.cuda"
     if not dockerfile.is_file() or not (BUNDLED_MODEL_DIR / "artifact.json").is_file():
@@ -89,6 +89,8 @@ def test_the_cuda_image_settings_start_with_the_bundled_model_on_this_machine():
     env = _dockerfile_env(dockerfile)
     engine = load_engine(device=env.get("MARKETMOOD_MODEL__DEVICE", "auto"),
                          backend=env.get("MARKETMOOD_MODEL__BACKEND", "auto"), threads=1)
+    # the bundled model has only the int8 export: on this CPU host auto/auto must resolve to ONNX on the CPU
+    assert (engine.backend, engine.model_version) == ("onnx", read_info(BUNDLED_MODEL_DIR).version)
     assert engine.classify(["Fed raises rates"])[0].model_version == engine.model_version
 
 

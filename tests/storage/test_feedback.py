@@ -75,8 +75,26 @@ def test_trigger_counts_distinct_texts_not_rows(engine):
 def test_insert_many_is_one_transaction(engine):
     rows = [{"article_id": None, "text": f"t{i}", "topic": None, "sentiment": "neutral", "author": "csv"}
             for i in range(3)]
-    with engine.begin() as conn:
-        ids = feedback.insert_many(conn, rows, origin="csv")
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with engine.begin() as conn:
+            ids = feedback.insert_many(conn, rows, origin="csv")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
     assert len(ids) == 3 and len(set(ids)) == 3
+    assert sum(s.lstrip().upper().startswith("INSERT") for s in statements) == 1  # one multi-row INSERT
+    with engine.connect() as conn:
+        assert feedback.count_feedback(conn) == 3
+    # all or nothing: a file whose last row the database refuses stores none of its rows
+    bad = rows + [{"article_id": None, "text": "t3", "topic": None, "sentiment": None, "author": "csv"}]  # no label
+    with pytest.raises(Exception, match="ck_feedback_has_label"), engine.begin() as conn:
+        feedback.insert_many(conn, [{**r, "text": r["text"] + "-again"} for r in bad], origin="csv")
     with engine.connect() as conn:
         assert feedback.count_feedback(conn) == 3

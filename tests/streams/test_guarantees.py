@@ -124,6 +124,29 @@ def test_the_checker_can_fail_a_record_removed_from_the_database_is_reported_los
     assert not report.ok and [(p, o) for p, o, _ in report.lost] == [(0, 3)]
 
 
+def test_the_checker_can_fail_a_record_both_stored_and_dead_lettered_is_reported(
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    """"No duplicate" must be checkable: the score-row check cannot fail (the primary key forbids it), so the
+    checker also names any offset that has both an article row and a dead letter. Forged here: an article row
+    is moved onto the dead-lettered record's offset."""
+    topics = make_topics(1)
+    produce(kafka_bootstrap, topics.raw, _values([article(0, "two")]) + [b"{not json"] + _values([article(2, "two")]))
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
+                             provider=StaticProvider(build_engine(load_settings().model, model_path)))
+    try:
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 3, 120, what="3 committed")
+    finally:
+        worker.stop()
+    assert check_invariant(kafka_bootstrap, db_url, topics, worker.group_id).ok
+    db = make_engine(db_url, poolclass=NullPool)
+    with db.begin() as conn:
+        conn.execute(text("UPDATE articles SET kafka_offset = 1 WHERE id = 'two-2'"))
+    db.dispose()
+    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    assert not report.ok and report.double_outcomes == [(0, 1)]
+
+
 def test_same_id_with_different_content_first_write_wins_in_one_batch_and_across_batches(
     make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
 ) -> None:

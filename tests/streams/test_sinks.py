@@ -151,3 +151,27 @@ def test_two_copies_with_different_content_in_one_flush_first_write_wins(db_url)
     result = _flush(sink, [_item(2, sha="first"), _item(2, "negative", title="Second text", sha="second")])
     assert [(i.id, i.content_sha256) for i in result.stored] == [("a2", "first")]
     assert [(i.content_sha256, reason) for i, reason, _ in result.refused] == [("second", "conflicting_duplicate")]
+
+
+def test_retries_back_off_exponentially_up_to_the_cap() -> None:
+    """The worker's one retry policy (database, broker, classifier): no test looked at the delays, so a retry
+    loop with no back-off against a down database would have passed."""
+    from streams.sinks import retry_forever
+
+    failures = iter(range(5))
+    delays: list[float] = []
+
+    async def attempt() -> str:
+        if next(failures, None) is not None:
+            raise ConnectionError("down")
+        return "ok"
+
+    result = asyncio.run(retry_forever(attempt, retryable=lambda e: "transient", first_delay_s=0.001,
+                                       max_delay_s=0.004, on_retry=lambda kind, exc, n, d: delays.append(d)))
+    assert result == "ok" and delays == [0.001, 0.002, 0.004, 0.004, 0.004]
+    async def broken() -> str:
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError):  # not retryable: raised at once, no retry recorded
+        asyncio.run(retry_forever(broken, retryable=lambda e: None, on_retry=lambda *a: delays.append(-1)))
+    assert -1 not in delays

@@ -94,17 +94,17 @@ def test_unknown_csv_columns_are_refused(tmp_path: Path) -> None:
 
 
 def test_rate_limiter_paces_without_drift() -> None:
+    """A real sleep oversleeps: a limiter that sleeps 1/rate between calls accumulates every overshoot (1.05 s
+    for 11 calls at 10/s with 5 ms each); one paced against the schedule absorbs them (1.005 s)."""
     now = [0.0]
-    slept: list[float] = []
 
-    def sleep(s: float) -> None:
-        slept.append(s)
-        now[0] += s
+    def oversleeping(s: float) -> None:
+        now[0] += s + 0.005
 
-    limiter = RateLimiter(10, clock=lambda: now[0], sleep=sleep)
+    limiter = RateLimiter(10, clock=lambda: now[0], sleep=oversleeping)
     for _ in range(11):
         limiter.wait()
-    assert now[0] == pytest.approx(1.0)
+    assert now[0] == pytest.approx(1.005)
 
 
 def test_demo_stream_is_deterministic_valid_and_has_a_negative_burst() -> None:

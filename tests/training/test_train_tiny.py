@@ -56,6 +56,35 @@ def test_resume_from_last_checkpoint_skips_finished_epochs(tiny_data, tmp_path):
     assert read_info(tmp_path).version == "resume-test"
 
 
+def test_a_resumed_run_trains_the_remaining_epoch_as_an_uninterrupted_run_would(tiny_data, tmp_path):
+    """Crash during epoch 2 (after epoch 1's checkpoint), resume: epoch 2 alone is trained and it ends where the
+    uninterrupted run's epoch 2 did (model, optimizer, schedule and RNG states restored). The test above stops on
+    max_steps before any epoch logic, so an off-by-one in the resumed epoch, or a resume that trains nothing,
+    passed it."""
+    def config(out):
+        return TrainConfig(data_path=tiny_data, output_dir=out, epochs=2, patience=5, batch_size=16, max_length=32,
+                           version="resume-test", threads=1, export_onnx=False)
+
+    whole: list[dict] = []
+    train(config(tmp_path / "whole"), progress=False, on_epoch=whole.append)
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_epoch_2(summary: dict) -> None:
+        if summary["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(config(tmp_path / "cut"), progress=False, on_epoch=crash_in_epoch_2)
+    assert (tmp_path / "cut" / "checkpoints" / "epoch-1.pt").is_file()
+    resumed: list[dict] = []
+    train(config(tmp_path / "cut"), resume=True, progress=False, on_epoch=resumed.append)
+    assert [s["epoch"] for s in resumed] == [2]
+    assert (resumed[0]["step"], resumed[0]["train_loss"], resumed[0]["selection_score"]) == pytest.approx(
+        (whole[1]["step"], whole[1]["train_loss"], whole[1]["selection_score"]), rel=1e-6)
+
+
 def test_evaluate_cli_reports_and_writes_json(tiny_artifact, tmp_path):
     data = tmp_path / "labels.csv"
     data.write_text("text,label\nAcme shares plunge after profit warning,BEARISH\nAcme to hold meeting,neutral\n")
