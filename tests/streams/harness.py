@@ -234,3 +234,16 @@ class InProcessWorker:
         assert not self.thread.is_alive(), "in-process worker did not stop"
         if self.error is not None:
             raise self.error
+
+
+def run_until_committed(*, bootstrap: str, database_url: str, topics: TopicSettings, provider: Any, records: int,
+                        timeout_s: float = 120.0) -> InProcessWorker:
+    """An in-process worker run until ``records`` offsets of ``topics.raw`` are committed, then stopped (its
+    error, if it died, is raised); returned for its group id."""
+    worker = InProcessWorker(bootstrap=bootstrap, database_url=database_url, topics=topics, provider=provider)
+    try:
+        wait_until(lambda: committed_total(bootstrap, worker.group_id, topics.raw) >= records, timeout_s,
+                   what=f"{records} committed")
+    finally:
+        worker.stop()
+    return worker

@@ -29,6 +29,7 @@ from tests.streams.harness import (
     article,
     committed_total,
     produce,
+    run_until_committed,
     wait_until,
 )
 
@@ -106,22 +107,24 @@ def test_the_checker_can_fail_a_record_removed_from_the_database_is_reported_los
     make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
 ) -> None:
     """The checker itself is tested: delete one stored article and it must name that record."""
-    topics = make_topics(1)
-    produce(kafka_bootstrap, topics.raw, _values([article(i, "k") for i in range(5)]))
-    engine = build_engine(load_settings().model, model_path)
-    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
-                             provider=StaticProvider(engine))
-    try:
-        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 5, 120, what="5 committed")
-    finally:
-        worker.stop()
+    report = _report_after_tampering(kafka_bootstrap, db_url, model_path, make_topics(1),
+                                     _values([article(i, "k") for i in range(5)]), "DELETE FROM articles WHERE id = 'k-3'")
+    assert not report.ok and [(p, o) for p, o, _ in report.lost] == [(0, 3)]
+
+
+def _report_after_tampering(kafka_bootstrap: str, db_url: str, model_path: Path, topics, values: list[bytes],
+                            tamper: str):
+    """Run a worker over ``values`` (the invariant must hold), then apply the SQL ``tamper`` to the database
+    and return the checker's new report: the checker must be able to fail."""
+    produce(kafka_bootstrap, topics.raw, values)
+    worker = run_until_committed(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, records=len(values),
+                                 provider=StaticProvider(build_engine(load_settings().model, model_path)))
     assert check_invariant(kafka_bootstrap, db_url, topics, worker.group_id).ok
     db = make_engine(db_url, poolclass=NullPool)
     with db.begin() as conn:
-        conn.execute(text("DELETE FROM articles WHERE id = 'k-3'"))
+        conn.execute(text(tamper))
     db.dispose()
-    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
-    assert not report.ok and [(p, o) for p, o, _ in report.lost] == [(0, 3)]
+    return check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
 
 
 def test_the_checker_can_fail_a_record_both_stored_and_dead_lettered_is_reported(
@@ -130,20 +133,9 @@ def test_the_checker_can_fail_a_record_both_stored_and_dead_lettered_is_reported
     """"No duplicate" must be checkable: the score-row check cannot fail (the primary key forbids it), so the
     checker also names any offset that has both an article row and a dead letter. Forged here: an article row
     is moved onto the dead-lettered record's offset."""
-    topics = make_topics(1)
-    produce(kafka_bootstrap, topics.raw, _values([article(0, "two")]) + [b"{not json"] + _values([article(2, "two")]))
-    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
-                             provider=StaticProvider(build_engine(load_settings().model, model_path)))
-    try:
-        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 3, 120, what="3 committed")
-    finally:
-        worker.stop()
-    assert check_invariant(kafka_bootstrap, db_url, topics, worker.group_id).ok
-    db = make_engine(db_url, poolclass=NullPool)
-    with db.begin() as conn:
-        conn.execute(text("UPDATE articles SET kafka_offset = 1 WHERE id = 'two-2'"))
-    db.dispose()
-    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    values = _values([article(0, "two")]) + [b"{not json"] + _values([article(2, "two")])
+    report = _report_after_tampering(kafka_bootstrap, db_url, model_path, make_topics(1), values,
+                                     "UPDATE articles SET kafka_offset = 1 WHERE id = 'two-2'")
     assert not report.ok and report.double_outcomes == [(0, 1)]
 
 

@@ -21,6 +21,7 @@ from tests.streams.harness import (
     article,
     committed_total,
     produce,
+    run_until_committed,
     wait_until,
 )
 
@@ -127,12 +128,8 @@ def test_a_producer_clock_ahead_does_not_move_the_partitions_event_time(make_top
     producer.send(topics.raw, value=json.dumps(message).encode(), timestamp_ms=int(ahead.timestamp() * 1000))
     producer.flush(30)
     producer.close()
-    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics,
-                             provider=StaticProvider(build_engine(load_settings().model, model_path)))
-    try:
-        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 1, 120, what="committed")
-    finally:
-        worker.stop()
+    run_until_committed(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, records=1,
+                        provider=StaticProvider(build_engine(load_settings().model, model_path)))
     [progress] = _progress(db_url, topics.raw)
     stored = Db(db_url).scalar("SELECT event_time FROM articles")
     assert progress.max_event_time is not None and abs(progress.max_event_time - stored) < timedelta(seconds=30)
