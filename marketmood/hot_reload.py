@@ -29,6 +29,7 @@ from storage import registry as registry_sql
 from training import registry
 
 log = structlog.get_logger(__name__)
+MAX_SKIPPED_CHECKS = 63  # a failed version is retried at least every 64 checks (~10 min at the default poll)
 
 Loader = Callable[[Path], Classifier]
 
@@ -65,6 +66,10 @@ class RegistryProvider:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._check_lock = threading.Lock()
+        # a version that failed to load or to pass the canary: retried after 1, 3, 7, ... skipped checks
+        self._failed_version: str | None = None
+        self._failures = 0
+        self._skips_left = 0
         self.swaps = 0
 
     # ------------------------------------------------------------- the worker-facing side
@@ -117,11 +122,19 @@ class RegistryProvider:
                 wanted = registry_sql.get_alias(conn, self._alias)
             if wanted is None or wanted == self._version:
                 return False
+            if wanted == self._failed_version and self._skips_left > 0:
+                self._skips_left -= 1  # it failed: not downloaded and loaded again at every poll (every 10 s)
+                return False
             try:
                 self._load(wanted)
-            except Exception:  # noqa: BLE001 - keep serving the current model, retry at the next poll
-                log.exception("model.reload_failed", version=wanted, serving=self._version)
+            except Exception:  # noqa: BLE001 - keep serving the current model, retry with back-off
+                self._failures = self._failures + 1 if wanted == self._failed_version else 1
+                self._failed_version = wanted
+                self._skips_left = min(2 ** self._failures - 1, MAX_SKIPPED_CHECKS)
+                log.exception("model.reload_failed", version=wanted, serving=self._version,
+                              failures=self._failures, retry_after_checks=self._skips_left)
                 return False
+            self._failed_version, self._failures, self._skips_left = None, 0, 0
             return True
 
     def _load(self, version: str) -> None:

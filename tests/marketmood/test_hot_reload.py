@@ -237,3 +237,29 @@ def test_promotion_hot_swaps_a_running_worker_without_loss_or_duplicates(db_url,
     assert {version[m["id"]] for m in after} == {"hot-v2"}
     assert set(version[m["id"]] for m in during) <= {"hot-v1", "hot-v2"}
     assert "model.active" in log_path.read_text(errors="replace")
+
+
+def test_a_version_that_failed_is_retried_with_back_off_not_at_every_poll(engine, tmp_path):
+    """Before, a version that loaded but failed the canary (or failed to load) was downloaded, unpacked, loaded
+    and logged again at every poll, every 10 s, until the alias moved. Now after 1, 3, 7, ... skipped checks."""
+    registry.ensure_champion(engine, _artifact(tmp_path, "v1"))
+    registry.register_artifact(engine, _artifact(tmp_path, "mute", mute=True))
+    loads: list[str] = []
+
+    def counting_loader(path):
+        classifier = load_versioned(path)
+        loads.append(classifier.model_version)
+        return classifier
+
+    provider = RegistryProvider(engine, cache_dir=tmp_path / "cache", loader=counting_loader, poll_interval_s=30,
+                                listen=False)
+    provider.start()
+    try:
+        registry.promote(engine, "mute", by="ana")
+        attempts = []
+        for _ in range(8):
+            assert provider.check_now() is False and provider.current().model_version == "v1"
+            attempts.append(loads.count("mute"))
+        assert attempts == [1, 1, 2, 2, 2, 2, 3, 3]  # tried at checks 1, 3 and 7
+    finally:
+        provider.stop()
