@@ -163,9 +163,12 @@ def resolve(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr:
     alert = db.open_alert(conn, rule.name, scope_type, scope)
     if alert is None:
         return None
-    evidence = dict(alert["evidence"] or {})
-    evidence["at_resolve"] = tr.observation.evidence()
-    alert = db.update_alert(conn, alert["id"], state="resolved", resolved_at=ts(tr.at), evidence=evidence)
+    return _close(conn, alert, ts(tr.at), {**(alert["evidence"] or {}), "at_resolve": tr.observation.evidence()})
+
+
+def _close(conn: Connection, alert: dict[str, Any], at: datetime, evidence: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``alert`` at ``at`` with ``evidence`` and enqueue the resolve to the notifiers that got the trigger."""
+    alert = db.update_alert(conn, alert["id"], state="resolved", resolved_at=at, evidence=evidence)
     enqueue(conn, alert, db.triggered_notifiers(conn, alert["id"]), "resolve")
     return alert
 
@@ -184,9 +187,8 @@ def retire_unjudged(conn: Connection, rules: RulesFile, at: datetime) -> list[di
         alert = db.lock_alert(conn, listed["id"])
         if alert is None or alert["state"] == "resolved":
             continue
-        evidence = {**(alert["evidence"] or {}), "retired": {"reason": reason, "at": at.isoformat()}}
-        alert = db.update_alert(conn, alert["id"], state="resolved", resolved_at=at, evidence=evidence)
-        enqueue(conn, alert, db.triggered_notifiers(conn, alert["id"]), "resolve")
+        retired_evidence = {**(alert["evidence"] or {}), "retired": {"reason": reason, "at": at.isoformat()}}
+        alert = _close(conn, alert, at, retired_evidence)
         db.save_scope_state(conn, alert["rule"], alert["scope_type"], alert["scope"], None)
         retired.append(alert)
     return retired

@@ -74,6 +74,13 @@ def read_info(directory: Path | str) -> ArtifactInfo:
     return ArtifactInfo(**data)
 
 
+def read_training_config(directory: Path | str) -> dict[str, Any]:
+    """The artifact's ``training_config.json`` (how it was trained: config, splits, retrain record), or {} when
+    it has none (a hand-made artifact)."""
+    path = Path(directory) / TRAINING_CONFIG_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def has_onnx(directory: Path) -> bool:
     return (directory / ONNX_INT8_FILE).is_file()
 

@@ -28,10 +28,10 @@ from models.artifact import (
     METRICS_FILE,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
-    TRAINING_CONFIG_FILE,
     WEIGHTS_FILE,
     ArtifactError,
     read_info,
+    read_training_config,
 )
 from storage import registry as sql
 
@@ -108,21 +108,22 @@ def fetch_artifact(engine: Engine, version: str, cache_dir: Path) -> Path:
         sha = sql.get_artifact_sha256(conn, version)
     if sha is None:
         raise RegistryError(f"model version {version!r} has no artifact in the registry")
-    if sha:
-        target = Path(cache_dir) / f"{_safe_name(version)}-{sha[:16]}"
-        if (target / ARTIFACT_FILE).is_file():
-            return target
-    with engine.connect() as conn:
-        found = sql.get_artifact(conn, version)
-    if found is None:
-        raise RegistryError(f"model version {version!r} has no artifact in the registry")
-    data, sha = found
+    data = None
     if not sha:  # stored without a hash (not by this code): name the folder by the bytes' own
+        data = _download(engine, version)
         sha = hashlib.sha256(data).hexdigest()
     target = Path(cache_dir) / f"{_safe_name(version)}-{sha[:16]}"
     if (target / ARTIFACT_FILE).is_file():
         return target
-    return unpack_artifact(data, sha, target)
+    return unpack_artifact(data if data is not None else _download(engine, version), sha, target)
+
+
+def _download(engine: Engine, version: str) -> bytes:
+    with engine.connect() as conn:
+        found = sql.get_artifact(conn, version)
+    if found is None:
+        raise RegistryError(f"model version {version!r} has no artifact in the registry")
+    return found[0]
 
 
 def _safe_name(version: str) -> str:
@@ -146,7 +147,7 @@ def _version_row(
     directory = Path(directory)
     info = read_info(directory)
     packed = pack_artifact(directory, slim=slim)
-    training_config = {**_read_json(directory / TRAINING_CONFIG_FILE), **(extra_config or {})}
+    training_config = {**read_training_config(directory), **(extra_config or {})}
     return {
         "version": info.version,
         "parent_version": info.parent_version,

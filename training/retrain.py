@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import Engine
 
-from models.artifact import TRAINING_CONFIG_FILE, read_info
+from models.artifact import read_info, read_training_config
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
 from models.prediction import Classifier
 from models.text_encoder import TextEncoder
@@ -344,7 +344,8 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     unreadable = [m for m in merged.texts if not readable(m.text)]
     if unreadable:
         log.warning("retrain.feedback_unreadable", texts=len(unreadable), examples=[m.text[:40] for m in unreadable[:3]])
-        merged = replace(merged, texts=[m for m in merged.texts if readable(m.text)])
+        dropped = {id(m) for m in unreadable}  # tokenized once: the check runs the champion's tokenizer
+        merged = replace(merged, texts=[m for m in merged.texts if id(m) not in dropped])
     dev_keys = {near_duplicate_key(ex.text) for exs in [*splits.dev.values(), *guards.values()] for ex in exs}
     extra, holdout = split_feedback(merged.texts, holdout_fraction=r.feedback_holdout_fraction,
                                     weight=r.feedback_weight, exclude_texts=dev_keys,
@@ -485,8 +486,8 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
 
 
 def _read_training_config(artifact_dir: Path) -> dict[str, Any]:
-    path = Path(artifact_dir) / TRAINING_CONFIG_FILE
+    """As ``read_training_config``, with an unreadable file taken as none (the gate then refuses it)."""
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_training_config(artifact_dir)
     except (OSError, ValueError):
         return {}

@@ -10,15 +10,20 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, timedelta, timezone
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from marketmood.dashboards.macros import MacroError, is_unknown_time_zone, parse_interval, time_zone_problem
-from models.labels import TOPIC_LABELS, UnknownLabelError, normalize_topic
+from marketmood.dashboards.macros import (
+    MacroError,
+    as_stored,
+    is_unknown_time_zone,
+    parse_interval,
+    time_zone_problem,
+)
+from models.labels import TOPIC_LABELS, UnknownLabelError
 from storage import dashboards as sql
 
 router = APIRouter(tags=["sentiment"])
@@ -29,9 +34,9 @@ MAX_VALUES = 100  # tickers, topics or sources named in one request
 MIN_INTERVAL = timedelta(minutes=1)
 
 
-def _split(values: list[str] | None, normalize: Callable[[str], str] = lambda v: v) -> list[str] | None:
-    """``?ticker=AAPL&ticker=MSFT`` or ``?ticker=AAPL,MSFT``; none = All. ``normalize`` spells each value as
-    stored (tickers upper-case, topics canonical): ``ticker=aapl`` matched nothing before."""
+def _split(values: list[str] | None, kind: Literal["topic", "ticker"] | None = None) -> list[str] | None:
+    """``?ticker=AAPL&ticker=MSFT`` or ``?ticker=AAPL,MSFT``; none = All. A ``kind`` of filter is spelled as
+    stored (``macros.as_stored``)."""
     if not values:
         return None
     out = [v.strip() for value in values for v in value.split(",") if v.strip()]
@@ -39,8 +44,10 @@ def _split(values: list[str] | None, normalize: Callable[[str], str] = lambda v:
         raise _bad("a ticker, topic or source must not contain a NUL character")
     if len(out) > MAX_VALUES:
         raise _bad(f"{len(out)} values named: at most {MAX_VALUES} tickers, topics or sources per filter")
+    if kind is None:
+        return out or None
     try:
-        return list(dict.fromkeys(normalize(v) for v in out)) or None
+        return as_stored(kind, out) or None
     except UnknownLabelError as exc:
         raise _bad(str(exc)) from None
 
@@ -88,7 +95,7 @@ def sentiment(
     buckets = (t_to - t_from) / bucket
     if buckets > MAX_BUCKETS:
         raise _bad(f"{interval} buckets over this range would be more than {MAX_BUCKETS}: use a larger interval")
-    tickers, topics = _split(ticker, str.upper), _split(topic, normalize_topic)
+    tickers, topics = _split(ticker, "ticker"), _split(topic, "topic")
     series = {"none": 1, "topic": len(topics or TOPIC_LABELS), "ticker": len(tickers) if tickers else sql.TOP_TICKERS}[by]
     if buckets * series > MAX_ROWS:
         raise _bad(f"{series} series x {int(buckets)} {interval} buckets would be more than {MAX_ROWS} rows: use a "

@@ -16,7 +16,7 @@ from marketmood.commands.params import FINITE_FLOAT, FiniteFloatRange
 from marketmood.logs import configure_logging
 from marketmood.settings import get_settings
 from models import load_engine
-from models.artifact import BUNDLED_MODEL_DIR, TRAINING_CONFIG_FILE
+from models.artifact import BUNDLED_MODEL_DIR, read_training_config
 from models.prediction import InvalidTextError
 from training.config import TrainConfig
 from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets, parse_where
@@ -373,8 +373,7 @@ def _artifact_dev_splits(artifact: Path) -> tuple[Splits, int, str, Path]:
     the card's rows; a limited run's dev rows were the full sets' before)."""
     from training.retrain import champion_split  # the one reading of a run's split; lazy (training stack)
 
-    record = json.loads((artifact / TRAINING_CONFIG_FILE).read_text()) if (artifact / TRAINING_CONFIG_FILE).is_file() else {}
-    split = champion_split(record)  # artifacts from before cluster splits used exact ones
+    split = champion_split(read_training_config(artifact))  # artifacts from before cluster splits used exact ones
     seed, split_method = split["seed"], split["split_method"]
     data_path = get_settings().data_path
     try:
@@ -438,8 +437,7 @@ def calibrate_command(model_path: Path | None, backend: str, folds: int, write: 
     from training.evaluation import split_by_task
 
     artifact = Path(model_path or BUNDLED_MODEL_DIR)
-    record_path = artifact / TRAINING_CONFIG_FILE
-    if write and not force and record_path.is_file() and json.loads(record_path.read_text()).get("calibration"):
+    if write and not force and read_training_config(artifact).get("calibration"):
         raise click.ClickException(f"{artifact} was calibrated by training on its selection split (see its card); "
                                    "--force replaces those temperatures with ones fitted on its dev splits")
     splits, seed, split_method, data_path = _artifact_dev_splits(artifact)

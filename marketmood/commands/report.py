@@ -8,11 +8,17 @@ from pathlib import Path
 import click
 from sqlalchemy import exc as sa_exc
 
-from marketmood.dashboards.macros import MacroError, is_unknown_time_zone, parse_interval, time_zone_problem
+from marketmood.dashboards.macros import (
+    MacroError,
+    as_stored,
+    is_unknown_time_zone,
+    parse_interval,
+    time_zone_problem,
+)
 from marketmood.report.panels import Selection, load
 from marketmood.runtime import database_engine
 from marketmood.settings import get_settings
-from models.labels import UnknownLabelError, normalize_topic
+from models.labels import UnknownLabelError
 from storage import dashboards as sql
 
 
@@ -48,11 +54,11 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
 
     if (problem := time_zone_problem(tz)) is not None:
         raise click.BadParameter(problem, param_hint="--tz")
-    try:  # spelled as stored (canonical topics, upper-case tickers): `--ticker aapl` matched nothing before
-        topics = tuple(dict.fromkeys(normalize_topic(t) for t in topics))
+    try:  # spelled as stored (canonical topics, upper-case tickers)
+        topics = tuple(as_stored("topic", topics))
     except UnknownLabelError as exc:
         raise click.BadParameter(str(exc), param_hint="--topic") from None
-    tickers = tuple(dict.fromkeys(t.strip().upper() for t in tickers))
+    tickers = tuple(as_stored("ticker", tickers))
     t_to = datetime.now(timezone.utc)
     selection = Selection(topics=topics, tickers=tickers, sources=sources, tz=tz, min_articles=min_articles,
                           smoothing=smoothing)

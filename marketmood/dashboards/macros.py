@@ -18,10 +18,13 @@ Unknown macros and undefined variables raise, so a typo fails a test instead of 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 from zoneinfo import available_timezones
+
+from models.labels import normalize_topic
 
 ALL = "$__all"  # the value Grafana stores when "All" is selected
 
@@ -88,6 +91,13 @@ def parse_interval(text: str) -> timedelta:
         return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     except OverflowError:  # e.g. 99999999999d: beyond what a timedelta holds
         raise MacroError(f"interval {text!r} is too large") from None
+
+
+def as_stored(kind: Literal["topic", "ticker"], values: Iterable[str]) -> list[str]:
+    """Filter values spelled as the database stores them (canonical topic names, upper-case tickers),
+    de-duplicated in order: ``aapl`` matched nothing before. UnknownLabelError names an unknown topic."""
+    normalize = normalize_topic if kind == "topic" else (lambda v: v.strip().upper())
+    return list(dict.fromkeys(normalize(v) for v in values))
 
 
 def time_zone_problem(tz: str) -> str | None:
