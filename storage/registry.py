@@ -230,11 +230,10 @@ def last_feedback_cutoff(conn: Any) -> datetime | None:
     return value
 
 
-def last_retrain_at(conn: Any) -> datetime | None:
-    """When the newest retrained version (one with a ``retrain`` record) was registered."""
-    return conn.execute(
-        select(func.max(ModelVersion.created_at)).where(ModelVersion.training_config.has_key("retrain"))
-    ).scalar_one()
+def last_registered_at(conn: Any) -> datetime | None:
+    """When the newest version (bundled, registered by hand or by a retrain, rejected ones included) was registered:
+    the scheduler's record of the last run, so that a scheduled run missed while it was stopped is caught up."""
+    return conn.execute(select(func.max(ModelVersion.created_at))).scalar_one()
 
 
 def try_advisory_lock(conn: Any, key: int = RETRAIN_LOCK_KEY) -> bool:

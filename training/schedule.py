@@ -1,4 +1,5 @@
-"""Cron schedules of the retraining job: validation and the next fire time (pure; croniter only).
+"""Cron schedules of the retraining job: validation, the next fire time, and the first run of a scheduler that
+starts (pure; croniter only).
 
 Kept apart from ``training.scheduler`` (which drives retrains) so that settings can validate a schedule at
 start-up without importing the training stack.
@@ -6,7 +7,7 @@ start-up without importing the training stack.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterBadDateError, croniter
 
@@ -28,3 +29,21 @@ def validate_schedule(expression: str) -> str:
 def next_fire(expression: str, after: datetime) -> datetime:
     """The first cron time strictly after ``after`` (UTC)."""
     return croniter(validate_schedule(expression), after.astimezone(UTC)).get_next(datetime)
+
+
+def previous_fire(expression: str, at: datetime) -> datetime:
+    """The newest cron time not later than ``at`` (UTC): ``at`` itself when it is a fire time."""
+    return croniter(validate_schedule(expression), at.astimezone(UTC) + timedelta(microseconds=1)).get_prev(datetime)
+
+
+def first_due(expression: str, now: datetime, last_run: datetime | None) -> datetime:
+    """When a scheduler starting at ``now`` should first run.
+
+    The newest fire time not later than ``now`` when nothing was registered since it (``last_run`` older): a run
+    missed while the scheduler was stopped (a deploy across 03:00) is caught up, and ``scheduler --once`` started by
+    an external cron at the fire time runs. Otherwise (or with no registry record at all) the next fire time.
+    """
+    missed = previous_fire(expression, now)
+    if last_run is not None and last_run < missed:
+        return missed
+    return next_fire(expression, now)

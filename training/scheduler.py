@@ -27,7 +27,7 @@ from storage import registry as registry_sql
 from training.drift import DriftReport, check_drift, open_labelling_request, thresholds_from
 from training.registry import ShadowCriteria, finish_shadow
 from training.retrain import RetrainOutcome, run_retrain
-from training.schedule import next_fire
+from training.schedule import first_due, next_fire
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,9 @@ class Scheduler:
     ) -> None:
         self.engine, self.settings, self.clock = engine, settings, clock
         self.train_overrides = train_overrides
-        self.next_due = next_fire(settings.retrain.schedule, clock())
+        with engine.connect() as conn:
+            last_run = registry_sql.last_registered_at(conn)
+        self.next_due = first_due(settings.retrain.schedule, clock(), last_run)
         self.last_shadow: dict[str, Any] | None = None
 
     def drift(self, now: datetime) -> tuple[DriftReport, str | None]:

@@ -340,7 +340,8 @@ def scheduler_command(once: bool) -> None:
         scheduler = Scheduler(engine, settings)
         if once:
             decision, outcome = scheduler.tick()
-            click.echo(f"{decision.reason}" + (f" -> {outcome.status} {outcome.version or ''}" if outcome else ""))
+            click.echo(decision.reason + (f" -> {outcome.status} {outcome.version or ''}: {outcome.reason}"
+                                          if outcome else ""))
             if outcome is not None and outcome.status in {"rejected", "failed"}:  # as `marketmood retrain` exits
                 sys.exit(1)
             return

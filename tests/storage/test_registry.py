@@ -91,11 +91,13 @@ def test_retrain_bookkeeping_reads_training_config(engine):
     cutoff = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with engine.begin() as conn:
         _add(conn, "boot")
-        assert registry.last_feedback_cutoff(conn) is None and registry.last_retrain_at(conn) is None
+        assert registry.last_feedback_cutoff(conn) is None
+    with engine.begin() as conn:
+        booted = registry.last_registered_at(conn)
         _add(conn, "r1", training_config={"retrain": {"feedback_until": cutoff.isoformat()}})
     with engine.connect() as conn:
         assert registry.last_feedback_cutoff(conn) == cutoff
-        assert registry.last_retrain_at(conn) is not None
+        assert booted is not None and registry.last_registered_at(conn) > booted
 
 
 def test_score_statistics_per_window_and_version(engine):

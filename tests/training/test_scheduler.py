@@ -19,7 +19,7 @@ from tests.training.factories import CALM, insert_scores
 from training import registry
 from training.drift import DriftReport
 from training.registry import ShadowCriteria, judge_shadow
-from training.schedule import next_fire, validate_schedule
+from training.schedule import first_due, next_fire, previous_fire, validate_schedule
 from training.scheduler import Scheduler, decide
 
 MONDAY_3AM = datetime(2026, 6, 1, 3, tzinfo=UTC)  # 2026-06-01 is a Monday
@@ -34,6 +34,16 @@ def test_default_schedule_is_weekly():
         validate_schedule("every monday")
     with pytest.raises(ValueError, match="never fires"):
         validate_schedule("0 3 31 2 *")  # February 31
+
+
+def test_a_scheduler_started_after_a_fire_time_runs_it_unless_a_version_was_registered_since():
+    weekly = "0 3 * * 1"
+    assert previous_fire(weekly, MONDAY_3AM) == MONDAY_3AM  # a fire time is its own previous fire
+    assert previous_fire(weekly, MONDAY_3AM - timedelta(seconds=1)) == MONDAY_3AM - timedelta(days=7)
+    restarted = MONDAY_3AM + timedelta(hours=2)  # a deploy across Monday 03:00, or `--once` from an outside cron
+    assert first_due(weekly, restarted, last_run=MONDAY_3AM - timedelta(days=3)) == MONDAY_3AM  # missed: run now
+    assert first_due(weekly, restarted, last_run=MONDAY_3AM + timedelta(hours=1)) == MONDAY_3AM + timedelta(days=7)
+    assert first_due(weekly, restarted, last_run=None) == MONDAY_3AM + timedelta(days=7)  # empty registry
 
 
 DRIFTED = DriftReport(True, ["sentiment mix shifted"])

@@ -1,4 +1,5 @@
-"""``marketmood feedback import|requests`` and ``models register|shadow|rollback`` against a real database."""
+"""``marketmood feedback import|requests``, ``models register|shadow|rollback`` and ``scheduler --once`` against a real
+database."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import update
 
 from marketmood.cli import cli
 from marketmood.settings import get_settings
@@ -15,7 +17,9 @@ from storage import labelling
 from storage import registry as registry_sql
 from storage.db import make_engine
 from storage.feedback import fetch_feedback
+from storage.schema import ModelVersion
 from training import registry
+from training.retrain import SPLIT_RECORD
 
 
 @pytest.fixture
@@ -107,3 +111,33 @@ def test_every_option_has_help_text():
             for param in command.params:
                 if param.param_type_name == "option":
                     assert param.help, f"{command.name} {param.opts} has no help text"
+
+
+def test_scheduler_once_runs_a_missed_scheduled_retrain_and_exits_1_when_it_fails(run, engine, tmp_path, monkeypatch):
+    """`scheduler --once` from an outside cron (a Kubernetes CronJob): the fire time just passed is due, and a retrain
+    that fails gives exit 1 like `marketmood retrain`. The failure is a cheap one, before any training: the champion's
+    dev split used another row limit than the settings ask for."""
+    registry.register_artifact(engine, _artifact(tmp_path, "champ"), extra_config={SPLIT_RECORD: {
+        "seed": 13, "split_method": "cluster", "limit_per_dataset": 40, "dev_fingerprint": None}})
+    registry.promote(engine, "champ", by="test")
+    with engine.begin() as conn:  # registered before the fire time that just passed
+        conn.execute(update(ModelVersion).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+    insert_one = run("feedback", "import", str(_csv(tmp_path)), "--by", "ana")
+    assert insert_one.exit_code == 0, insert_one.output
+    monkeypatch.setenv("MARKETMOOD_RETRAIN__SCHEDULE", "* * * * *")
+    monkeypatch.setenv("MARKETMOOD_RETRAIN__MIN_NEW_FEEDBACK", "1")
+    monkeypatch.setenv("MARKETMOOD_RETRAIN__LIMIT_PER_DATASET", "30")
+    get_settings.cache_clear()
+    failed = run("scheduler", "--once")
+    assert failed.exit_code == 1, failed.output
+    assert "-> failed" in failed.output and "limit_per_dataset=30" in failed.output  # and why
+    monkeypatch.setenv("MARKETMOOD_RETRAIN__SCHEDULE", "0 3 31 12 *")  # not due: nothing runs, exit 0
+    get_settings.cache_clear()
+    idle = run("scheduler", "--once")
+    assert idle.exit_code == 0 and "not due" in idle.output, idle.output
+
+
+def _csv(tmp_path: Path) -> Path:
+    path = tmp_path / "one.csv"
+    path.write_text("text,sentiment\nShares tumble after the profit warning,negative\n")
+    return path
