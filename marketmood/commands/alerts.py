@@ -8,7 +8,7 @@ import re
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 from prometheus_client import start_http_server
@@ -17,10 +17,11 @@ from alerts import lifecycle
 from alerts.config import AlertConfig
 from alerts.rules import RulesError, load_rules
 from alerts.service import AlertService
+from marketmood.dashboards.macros import as_stored
 from marketmood.logs import configure_logging
 from marketmood.runtime import database_engine, sigterm_as_interrupt
 from marketmood.settings import ConfigError, Settings, get_settings
-from models.labels import UnknownLabelError, normalize_topic
+from models.labels import UnknownLabelError
 from storage import alerts as db
 
 _DURATION_RE = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
@@ -68,12 +69,14 @@ def alert_config(settings: Settings) -> AlertConfig:
 def _scope(topic: str | None, ticker: str | None) -> tuple[str, str]:
     if bool(topic) == bool(ticker):
         raise click.UsageError("give exactly one of --topic or --ticker")
-    if topic:
-        try:
-            return "topic", normalize_topic(topic)
-        except UnknownLabelError as exc:
-            raise click.BadParameter(str(exc), param_hint="--topic") from None
-    return "ticker", str(ticker).upper()
+    kind: Literal["topic", "ticker"] = "topic" if topic else "ticker"
+    try:
+        (value,) = as_stored(kind, [topic or ticker or ""])
+    except UnknownLabelError as exc:
+        raise click.BadParameter(str(exc), param_hint="--topic") from None
+    if not value:
+        raise click.BadParameter("a blank ticker matches nothing", param_hint="--ticker")
+    return kind, value
 
 
 def _shares(ev: dict[str, Any]) -> str:

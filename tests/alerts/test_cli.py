@@ -65,6 +65,10 @@ def test_list_ack_silence_unsilence(runner, db_url) -> None:
     assert out.exit_code == 0 and "topic:Energy | Oil" in out.output
     assert "silence #" in runner.invoke(cli, ["alerts", "list"]).output
     assert runner.invoke(cli, ["alerts", "silence", "--topic", "Crypto"]).exit_code == 2
+    assert runner.invoke(cli, ["alerts", "silence", "--ticker", "  "]).exit_code == 2
+    out = runner.invoke(cli, ["alerts", "silence", "--ticker", " aapl "])  # spelled as stored, like /sentiment
+    assert out.exit_code == 0 and "ticker:AAPL until" in out.output, out.output
+    assert "cancelled 1 silence(s)" in runner.invoke(cli, ["alerts", "unsilence", "--ticker", "aapl"]).output
     out = runner.invoke(cli, ["alerts", "unsilence", "--topic", "Energy | Oil"])
     assert "cancelled 1 silence(s)" in out.output
     out = runner.invoke(cli, ["alerts", "outbox"])
