@@ -6,11 +6,12 @@ false-reject rate (equal challenger rejected) and false-accept rate (worse chall
 ``--reps`` seeded replications, with the gate's shipped settings (``GateConfig`` defaults).
 
 Real pair (``--pair CHAMPION_DIR CHALLENGER_DIR``): both artifacts scored on the champion's dev split
-(``--data``, seed 13 / exact split unless the champion records otherwise) on the CPU serving path, then the
-real gate; prints the verdict, per-set differences with intervals and the disagreement rate.
+(``--data``; the seed, split method and row limit its training_config.json records, as the retrain's gate reads
+them, unless ``--seed`` / ``--split-method`` name others) on the CPU serving path, then the real gate; prints the
+verdict, per-set differences with intervals and the disagreement rate.
 With ``--unseen`` the rows are instead every labeled row that *neither* artifact trained or chose on (rebuilt
 from both training records, ``training.heldout``): the only fair rows for two artifacts trained on different
-splits (the bundled model's ``exact`` split and a ``cluster`` run), at the price of fewer rows.
+splits (an older ``exact`` split and a ``cluster`` run, say), at the price of fewer rows.
 Guard slices (``training.gate``): like ``marketmood retrain``, the real gate also judges the default guard slices
 under ``--data`` (PhraseBank's all-agree rows, ``financial_phrasebank/valid.csv agreement=100``): a challenger whose
 paired macro-F1 interval there lies wholly below 0 is rejected. ``--slice LABELS_CSV COLUMN=VALUE`` (repeatable)
@@ -84,6 +85,18 @@ def guard_slices(args: argparse.Namespace) -> dict:
     return load_guard_slices(Path(args.data), DEFAULT_GUARD_SLICES)
 
 
+def pair_split(args: argparse.Namespace, champion_config: dict) -> tuple[int, str, int | None]:
+    """The dev split the pair is judged on: the champion's own (seed, split method, row limit, as the retrain's gate
+    reads it), where --seed / --split-method do not name another. A fixed default judged the bundled model (a
+    cluster split) on an exact split whose rows it had mostly trained or selected on."""
+    from training.retrain import champion_split
+
+    split = champion_split(champion_config)
+    return (split["seed"] if args.seed is None else args.seed,
+            split["split_method"] if args.split_method is None else args.split_method,
+            split.get("limit_per_dataset"))
+
+
 def real_pair(args: argparse.Namespace, guards: dict) -> None:
     from models.artifact import TRAINING_CONFIG_FILE, read_info
     from training.datasets import load_labeled_sets
@@ -97,8 +110,9 @@ def real_pair(args: argparse.Namespace, guards: dict) -> None:
         sets = rows_unseen_by(records, Path(args.data))
         described = "rows neither artifact trained or selected on"
     else:
-        sets = load_labeled_sets(Path(args.data), seed=args.seed, split_method=args.split_method).dev
-        described = f"dev split seed {args.seed} / {args.split_method}"
+        seed, method, limit = pair_split(args, json.loads((champion_dir / TRAINING_CONFIG_FILE).read_text()))
+        sets = load_labeled_sets(Path(args.data), seed=seed, split_method=method, limit_per_dataset=limit).dev
+        described = f"dev split seed {seed} / {method}" + (f" / limit {limit}" if limit else "")
     texts = [ex.text for exs in sets.values() for ex in exs[:32]][:96]
     sets = {**sets, **guards}
     champ = candidate(read_info(champion_dir).version, champion_dir, sets, texts, smoke=False)
@@ -138,9 +152,11 @@ def main() -> None:
     parser.add_argument("--pair", nargs=2, metavar=("CHAMPION_DIR", "CHALLENGER_DIR"),
                         help="Judge two real artifact folders instead of simulating.")
     parser.add_argument("--data", default="../shared/data", help="Labeled data folder for --pair.")
-    parser.add_argument("--seed", type=int, default=13, help="Dev split seed for --pair (the champion's).")
-    parser.add_argument("--split-method", default="exact", choices=["exact", "cluster"],
-                        help="Dev split method for --pair (the champion's; the bundled model's is 'exact').")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="Dev split seed for --pair [default: the champion's, from its training_config.json].")
+    parser.add_argument("--split-method", default=None, choices=["exact", "cluster"],
+                        help="Dev split method for --pair [default: the champion's; the bundled model's is "
+                             "'cluster'].")
     parser.add_argument("--unseen", action="store_true",
                         help="With --pair: judge on the labeled rows neither artifact trained or selected on "
                              "(for artifacts trained on different splits) instead of the champion's dev split.")

@@ -132,7 +132,8 @@ def split_mismatch(champion: dict[str, Any], challenger_config: dict[str, Any]) 
         return (f"the challenger was trained with limit_per_dataset={theirs.get('limit_per_dataset')!r}, the "
                 f"champion's dev split used {champion['limit_per_dataset']!r}")
     config = challenger_config.get("config") or {}
-    if isinstance(config, dict) and float(config.get("select_fraction", 0.1) or 0) <= 0:
+    # no select_fraction recorded: trained before the selection split existed, so it chose its epoch on dev
+    if isinstance(config, dict) and float(config.get("select_fraction") or 0) <= 0:
         return "the challenger was trained with select_fraction=0: it chose its epoch on the gate's dev rows"
     return None
 

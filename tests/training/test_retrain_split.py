@@ -10,7 +10,7 @@ from models.artifact import ArtifactInfo, write_info
 from storage.db import make_engine
 from training import registry
 from training.datasets import load_labeled_sets
-from training.retrain import SPLIT_RECORD, champion_split, dev_fingerprint, run_retrain
+from training.retrain import SPLIT_RECORD, champion_split, dev_fingerprint, run_retrain, split_mismatch
 
 
 @pytest.fixture
@@ -59,3 +59,28 @@ def test_retrain_refuses_when_the_dev_rows_differ_from_the_champions(engine, tmp
                                  "dev_fingerprint": "sha256:" + "0" * 64})
     outcome = run_retrain(engine, _settings(tmp_path, tiny_data), train_overrides={"max_steps": 1})
     assert outcome.status == "failed" and "fingerprint" in outcome.reason
+
+
+def test_a_challenger_that_records_no_select_fraction_chose_its_epoch_on_dev():
+    """Artifacts from before the selection split record no ``select_fraction``: they early-stopped on dev, the
+    gate's rows (``heldout`` reads the missing key as 0 too). Read as 0.1 before, so `register --promote` gated one."""
+    champion = {"seed": 13, "split_method": "exact", "limit_per_dataset": None, "dev_fingerprint": None}
+    assert "select_fraction=0" in split_mismatch(champion, {"config": {"seed": 13}})
+    assert split_mismatch(champion, {"config": {"seed": 13, "select_fraction": 0.1}}) is None
+
+
+def test_bench_gate_pair_judges_on_the_champions_own_split_unless_told_otherwise():
+    """The bundled model records a cluster split; bench_gate --pair judged it on an exact one by default, whose rows
+    it had mostly trained or selected on."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from benchmarks.bench_gate import pair_split
+
+    bundled = json.loads((Path(__file__).resolve().parents[2] / "models/default_model/training_config.json").read_text())
+    default = argparse.Namespace(seed=None, split_method=None)
+    assert pair_split(default, bundled) == (13, "cluster", None)
+    assert pair_split(default, {SPLIT_RECORD: {"seed": 5, "split_method": "exact", "limit_per_dataset": 40}}) == (
+        5, "exact", 40)
+    assert pair_split(argparse.Namespace(seed=7, split_method="exact"), bundled) == (7, "exact", None)
