@@ -324,10 +324,11 @@ def load_labeled_sets(
     if not train:
         raise DatasetError(f"no labeled datasets found under {data_path} (expected e.g. {DATASETS[0].train_file})")
     dev_keys = {key(ex.text) for examples in dev.values() for ex in examples}
-    # A selection row twinned in another set's dev split would leak dev into the choices: drop it.
-    select = {name: [ex for ex in exs if key(ex.text) not in dev_keys] for name, exs in select.items()}
-    held_out = dev_keys | {key(ex.text) for examples in select.values() for ex in examples}
-    held_out |= {key(text) for text in exclude_texts}
+    excluded = {key(text) for text in exclude_texts}
+    # A selection row twinned in another set's dev split (or an excluded text: a retrain's feedback hold-out) would
+    # leak the rows that judge the model into the choices of its epoch and temperature: drop it.
+    select = {name: [ex for ex in exs if key(ex.text) not in dev_keys | excluded] for name, exs in select.items()}
+    held_out = dev_keys | excluded | {key(ex.text) for examples in select.values() for ex in examples}
     train = [ex for ex in train if key(ex.text) not in held_out]
     return Splits(train=train, dev=dev, fingerprints=fingerprints, select=select, split_method=split_method)
 

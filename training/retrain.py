@@ -104,15 +104,19 @@ def split_feedback(
     return train, [to_example(r, 1.0) for r in holdout_rows]
 
 
-def feedback_seen_by(engine: Engine, champion_record: dict[str, Any], policy: FeedbackPolicy) -> set[str]:
-    """Near-duplicate keys of the feedback texts accepted by the champion's retrain cutoff (what it may have
-    trained on); empty for a champion no retrain produced (the bundled model, a registered artifact)."""
+def feedback_seen_by(engine: Engine, champion_record: dict[str, Any], policy: FeedbackPolicy,
+                     base_train: Sequence[LabeledExample] = ()) -> set[str]:
+    """Near-duplicate keys of what the champion may have trained on: the feedback texts accepted by its retrain
+    cutoff (none for a champion no retrain produced: the bundled model, a registered artifact) and the base sets'
+    train rows ``base_train`` (an analyst's correction of a PhraseBank train sentence: the champion trained on it,
+    the challenger would be barred from it, and the superiority vote on the hold-out would favour the champion)."""
+    seen = {near_duplicate_key(ex.text) for ex in base_train}
     cutoff = ((champion_record.get("training_config") or {}).get("retrain") or {}).get("feedback_until")
     if not cutoff:
-        return set()
+        return seen
     with engine.connect() as conn:
         rows = feedback_sql.fetch_feedback(conn, until=datetime.fromisoformat(cutoff))
-    return {near_duplicate_key(m.text) for m in merge_feedback(rows, policy).texts}
+    return seen | {near_duplicate_key(m.text) for m in merge_feedback(rows, policy).texts}
 
 
 def split_mismatch(champion: dict[str, Any], challenger_config: dict[str, Any]) -> str | None:
@@ -350,7 +354,8 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     dev_keys = {near_duplicate_key(ex.text) for exs in [*splits.dev.values(), *guards.values()] for ex in exs}
     extra, holdout = split_feedback(merged.texts, holdout_fraction=r.feedback_holdout_fraction,
                                     weight=r.feedback_weight, exclude_texts=dev_keys,
-                                    seen_by_champion=feedback_seen_by(engine, champion_record, policy))
+                                    seen_by_champion=feedback_seen_by(engine, champion_record, policy,
+                                                                      base_train=splits.train))
     eval_sets = {**splits.dev, **guards, FEEDBACK_SET: holdout}
 
     version = train_overrides.pop("version", None) or "mm-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -78,6 +78,17 @@ def test_excluded_texts_are_never_trained_on(tiny_data):
     assert excluded.dev == splits.dev
 
 
+def test_excluded_texts_never_choose_the_epoch_either(tiny_data):
+    """A retrain's feedback hold-out is passed as exclude_texts: it left train but stayed in the selection split,
+    so the challenger chose its epoch and temperature partly on the rows of the vote it then had to win."""
+    splits = load_labeled_sets(tiny_data, select_fraction=0.2, split_method="cluster")
+    name, rows = next((n, r) for n, r in splits.select.items() if r)
+    victim = rows[0].text
+    excluded = load_labeled_sets(tiny_data, select_fraction=0.2, split_method="cluster", exclude_texts=[victim])
+    assert victim not in {e.text for e in excluded.select[name]}
+    assert len(excluded.select[name]) == len(rows) - 1 and excluded.dev == splits.dev
+
+
 def test_near_duplicate_key_folds_links_entities_mojibake_punctuation():
     from training.datasets import near_duplicate_key
 

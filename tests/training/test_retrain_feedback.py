@@ -10,6 +10,7 @@ import pytest
 from storage import feedback as feedback_sql
 from storage.db import make_engine
 from storage.feedback import FeedbackRow
+from training.datasets import LabeledExample
 from training.feedback_policy import FeedbackPolicy, MergedText, author_budget, merge_feedback, validate_feedback
 from training.retrain import split_feedback
 
@@ -166,3 +167,7 @@ def test_feedback_seen_by_the_champion_is_what_its_retrain_cutoff_accepted(engin
     champion = {"training_config": {"retrain": {"feedback_until": cutoff.isoformat()}}}
     assert feedback_seen_by(engine, champion, policy) == {"old agreed text"}
     assert feedback_seen_by(engine, {"training_config": {}}, policy) == set()  # the bundled model: none
+    # a correction of a base train sentence: every champion trained on it, so it is never held out either
+    base = [LabeledExample(text="Base train sentence, corrected later", sentiment=0, source="x")]
+    assert feedback_seen_by(engine, {"training_config": {}}, policy, base_train=base) == {
+        "base train sentence corrected later"}
