@@ -247,7 +247,16 @@ def reconcile_silences(conn: Connection, rules: RulesFile, at: datetime) -> list
         else:
             # paged now, not when it fired: reminders count their interval from here (see enqueue_reminders)
             evidence = {**(current["evidence"] or {}), "paged_at": at.isoformat()}
+            routed = rules.route(alert["severity"])
+            paged = set(db.triggered_notifiers(conn, alert["id"]))
+            if paged & set(routed):  # the trigger went out before the silence: the outbox key (alert, notifier,
+                # "trigger") would swallow a second one, so this page is an event of its own, numbered
+                evidence["unsilenced"] = int(evidence.get("unsilenced", 0)) + 1
             alert = db.update_alert(conn, alert["id"], state="firing", evidence=evidence)
-            enqueue(conn, alert, rules.route(alert["severity"]), "trigger")
+            enqueue(conn, alert, [n for n in routed if n not in paged], "trigger")  # fired while silenced
+            if paged & set(routed):
+                k = evidence["unsilenced"]
+                db.enqueue(conn, alert["id"], [n for n in routed if n in paged], f"unsilence:{k}",
+                           notification_payload(alert, "trigger", unsilenced=k))
             changed.append(alert)
     return changed

@@ -66,18 +66,22 @@ def delivery_key(payload: dict[str, Any]) -> str:
         key += f":group-{payload['group']['size']}"
     if payload.get("escalation"):
         key += f":escalate-{payload['escalation']}"
+    if payload.get("unsilenced"):
+        key += f":unsilenced-{payload['unsilenced']}"
     return f"{key}:repeat-{payload['repeat']}" if payload.get("repeat") else key
 
 
-def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0, escalation: int = 0) -> dict[str, Any]:
+def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0, escalation: int = 0,
+                         unsilenced: int = 0) -> dict[str, Any]:
     """The generic document the outbox stores and the JSON webhook sends verbatim. ``repeat`` > 0 marks the
     n-th reminder of a trigger for an alert that keeps firing (``repeat_interval_minutes``); ``escalation`` > 0
     the n-th escalation: a new event on top of the open alert, whose ``alert.evidence`` is then the new
-    event's evidence (the stored alert keeps the first one and lists the escalations)."""
+    event's evidence (the stored alert keeps the first one and lists the escalations); ``unsilenced`` > 0 the
+    n-th page of an alert whose silence ended while it was still firing, to a notifier that had its trigger."""
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
-    if escalation and event != "trigger":
-        raise ValueError("an escalation is a trigger")
+    if (escalation or unsilenced) and event != "trigger":
+        raise ValueError("an escalation or a page after a silence is a trigger")
     fields = ("id", "rule", "scope_type", "scope", "severity", "state", "dedup_key", "started_at",
               "acknowledged_at", "acknowledged_by", "resolved_at", "evidence")
     payload = {
@@ -85,13 +89,16 @@ def notification_payload(alert: dict[str, Any], event: str, *, repeat: int = 0, 
         "source": "marketmood",
         "event": event,
         "summary": (f"REMINDER {repeat}, still firing: " if repeat else "")
-                   + (f"ESCALATED ({escalation}), stronger while open: " if escalation else "") + summary(alert, event),
+                   + (f"ESCALATED ({escalation}), stronger while open: " if escalation else "")
+                   + ("SILENCE ENDED, still firing: " if unsilenced else "") + summary(alert, event),
         "alert": {k: _iso(alert.get(k)) for k in (*fields, "group_key")},
     }
     if repeat:
         payload["repeat"] = repeat
     if escalation:
         payload["escalation"] = escalation
+    if unsilenced:
+        payload["unsilenced"] = unsilenced
     return payload
 
 

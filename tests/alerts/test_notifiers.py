@@ -218,5 +218,8 @@ def test_an_escalation_is_a_trigger_with_its_own_delivery_key() -> None:
     keys = {delivery_key(first), delivery_key(escalated), delivery_key(notification_payload(sample_alert(), "trigger",
                                                                                          escalation=3))}
     assert len(keys) == 3  # a retry of one escalation repeats its key; another escalation has its own
-    with pytest.raises(ValueError, match="escalation is a trigger"):
+    with pytest.raises(ValueError, match="is a trigger"):
         notification_payload(sample_alert(), "resolve", escalation=1)
+    released = notification_payload(sample_alert(), "trigger", unsilenced=1)
+    assert released["summary"].startswith("SILENCE ENDED, still firing: ")
+    assert delivery_key(released) not in keys  # the outbox and the receivers' idempotency keep it apart

@@ -422,3 +422,35 @@ def test_an_alert_released_from_a_silence_is_not_reminded_at_once(engine, http_r
     assert reminders and reminders[0] - trigger_at >= timedelta(minutes=10), arrivals
     [alert] = alerts_of(engine)
     assert alert["state"] == "resolved" and alert["evidence"]["paged_at"] == trigger_at.isoformat()
+
+
+def test_an_alert_whose_silence_ends_while_it_fires_is_paged_again(engine, http_recorder, smtp_recorder) -> None:
+    """Fired and paged, then silenced by on-call, and the silence ends while it still fires: the release pages
+    (the docstring of reconcile_silences promised it), but the outbox key (alert, notifier, "trigger") swallowed
+    the second trigger, so Slack, e-mail and PagerDuty never heard the alert was live again."""
+    burst_start = scenario(engine)
+    rules = parse_rules({
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
+        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
+                   "detection": {"cooldown_minutes": 60}}],
+    })
+    service = AlertService(engine, rules, SETTINGS)
+    now, silenced_at = burst_start, None
+    while now <= burst_start + timedelta(hours=2):
+        service.evaluate(now)
+        service.deliver()
+        if silenced_at is None and any(r.path == "/slack" for r in http_recorder.requests):
+            silenced_at = now  # on-call mutes it for two windows, right after the page
+            with engine.begin() as conn:
+                db.create_silence(conn, "topic", TOPIC, timedelta(seconds=2 * W), by="ann", now=now)
+        now += timedelta(seconds=W)
+    slack = [r.json()["text"] for r in http_recorder.requests if r.path == "/slack"]
+    assert silenced_at is not None and len([t for t in slack if "SILENCE ENDED, still firing" in t]) == 1, slack
+    pagerduty = [r.json() for r in http_recorder.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pagerduty] == ["trigger", "trigger", "resolve"], pagerduty
+    assert len({p["dedup_key"] for p in pagerduty}) == 1  # the same incident, re-raised
+    assert len([m for m in smtp_recorder.messages if "SILENCE ENDED" in m["Subject"]]) == 1
+    hook = [r.json() for r in http_recorder.requests if r.path == "/hook"]
+    assert [(h["event"], h.get("unsilenced")) for h in hook] == [("trigger", None), ("trigger", 1), ("resolve", None)]
+    [alert] = alerts_of(engine)
+    assert alert["state"] == "resolved" and alert["evidence"]["unsilenced"] == 1
