@@ -29,6 +29,7 @@ import gzip
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,13 @@ def cpu_description() -> str:
         pass
     simd = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
     return f"{model}, {os.cpu_count()} logical CPUs, SIMD flags: {' '.join(simd) or 'none found'}"
+
+
+def recorded_command(script: str, argv: list[str]) -> str:
+    """The command line as run, quoted (``shlex.join``) so that pasting it into a POSIX shell reruns it: argv
+    joined with bare spaces turns ``--section "## x"`` into a shell comment and ``--note "a; b (c)"`` into two
+    commands and a syntax error."""
+    return shlex.join(["python", script, *argv])
 
 
 def load_texts(path: Path, n: int, column: str = "text") -> tuple[list[str], str]:
@@ -341,7 +349,7 @@ def main() -> None:
         ("(d) engine, 1 session, graph as exported (before the load-time rewrite and auto sessions)", plain),
     ]
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python benchmarks/bench_engine.py" + " ".join([""] + sys.argv[1:])
+    command = recorded_command("benchmarks/bench_engine.py", sys.argv[1:])
     lines = [
         args.section,
         "",

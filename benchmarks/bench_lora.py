@@ -41,7 +41,7 @@ print(json.dumps({"seconds": elapsed, "peak_rss_mb": peak_rss_mb(), "lora": reco
 
 
 def main() -> None:
-    from bench_engine import cpu_description, write_section
+    from bench_engine import cpu_description, recorded_command, write_section
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data")
@@ -71,7 +71,7 @@ def main() -> None:
 
     sets = list(next(iter(results.values()))["dev"])
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [SECTION, "", f"Command: `python benchmarks/bench_lora.py {' '.join(sys.argv[1:])}` — {date}; CPU: {cpu_description()};"
+    lines = [SECTION, "", f"Command: `{recorded_command('benchmarks/bench_lora.py', sys.argv[1:])}` — {date}; CPU: {cpu_description()};"
              f" 1-minute load average at the end {os.getloadavg()[0]:.2f} (shared machine: compare the rows, not absolute times).",
              f"Data: at most {args.limit} rows per set (train/select/dev), {args.epochs} epoch(s), seed 13, max_length 64, batch 32;"
              f" full lr {args.lr}, LoRA lr {args.lora_lr} (alpha 2r, targets: attention + dense layers; heads trained in full).",

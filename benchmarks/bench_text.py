@@ -32,6 +32,8 @@ def main() -> None:
     from training.datasets import load_labeled_sets, near_duplicate_key
     from training.vocab import plan_added_tokens
 
+    from bench_engine import recorded_command  # benchmarks/ is on sys.path when run as a script
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data")
     parser.add_argument("--write", action="store_true")
@@ -39,7 +41,7 @@ def main() -> None:
 
     exact = load_labeled_sets(args.data, split_method="exact")
     cluster = load_labeled_sets(args.data, select_fraction=0.1)
-    lines = [SECTION, "", f"Command: `python benchmarks/bench_text.py {' '.join(sys.argv[1:])}` — "
+    lines = [SECTION, "", f"Command: `{recorded_command('benchmarks/bench_text.py', sys.argv[1:])}` — "
              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}.", "",
              "| set | texts | tokens/text raw -> v1 | cut at 64 raw -> v1 | [UNK] raw -> v1 | cashtags split into pieces raw -> v1 |",
              "|---|---:|---:|---:|---:|---:|"]
