@@ -20,12 +20,19 @@ def reader_limits(grafana: GrafanaSettings) -> ReaderLimits:
                         connection_limit=grafana.reader_connection_limit)
 
 
+def reader_password_given(grafana: GrafanaSettings) -> bool:
+    """Whether this process was given the reader's password (environment, settings file), not its public dev
+    default: `grafana push` refuses to send the default to Grafana's datasource."""
+    return "reader_password" in grafana.model_fields_set
+
+
 def reader_settings_given(grafana: GrafanaSettings) -> bool:
     """Whether this process was given the reader's password or limits (environment, settings file), not
     just their defaults. Every command that migrates applies the role; one started without them (a worker on
     another host, `alerts ack` from a bastion) reset the password to the public dev default and Grafana's
     dashboards lost their login. Such a process only creates a missing role and re-grants its privileges."""
-    return bool(grafana.model_fields_set & {"reader_password", "reader_statement_timeout_s", "reader_connection_limit"})
+    return reader_password_given(grafana) or bool(
+        grafana.model_fields_set & {"reader_statement_timeout_s", "reader_connection_limit"})
 
 
 def apply_reader_role(settings: Settings, url: str, *, strict: bool = True) -> None:

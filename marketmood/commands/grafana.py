@@ -11,6 +11,7 @@ from marketmood.commands.params import FiniteFloatRange
 from marketmood.dashboards import render
 from marketmood.dashboards.provisioning import PostgresTarget
 from marketmood.dashboards.push import connect, push
+from marketmood.schema import reader_password_given
 from marketmood.settings import get_settings
 
 
@@ -48,7 +49,8 @@ def render_command(out_dir: Path | None, check: bool) -> None:
               help="PostgreSQL host:port as Grafana reaches it.")
 @click.option("--db-name", default="marketmood", show_default=True, help="Database name Grafana reads.")
 @click.option("--db-user", help="Read-only role [default: settings grafana.reader_role].")
-@click.option("--db-password", help="Its password [default: settings grafana.reader_password].")
+@click.option("--db-password", help="Its password [default: settings grafana.reader_password, when set; "
+              "required otherwise].")
 @click.option("--prometheus-url", default="http://prometheus:9090", show_default=True,
               help="Prometheus URL as Grafana reaches it.")
 @click.option("--timeout", type=FiniteFloatRange(0, min_open=True), default=10.0, show_default=True,
@@ -61,8 +63,11 @@ def push_command(url: str | None, token: str | None, db_host: str, db_name: str,
     token = token or grafana.token
     if not token:
         raise click.UsageError("a Grafana token is required: --token or MARKETMOOD_GRAFANA__TOKEN")
-    target = PostgresTarget(host=db_host, database=db_name, user=db_user or grafana.reader_role,
-                            password=db_password or grafana.reader_password)
+    password = db_password or (grafana.reader_password if reader_password_given(grafana) else None)
+    if not password:
+        raise click.UsageError("the reader role's password is required: --db-password or "
+                               "MARKETMOOD_GRAFANA__READER_PASSWORD (the default is the public dev password)")
+    target = PostgresTarget(host=db_host, database=db_name, user=db_user or grafana.reader_role, password=password)
     try:
         result = push(connect(url or grafana.url, token, timeout), target, prometheus_url=prometheus_url)
     except GrafanaException as exc:

@@ -190,7 +190,7 @@ def test_prometheus_scrapes_every_worker_replica(compose: dict[str, Any]) -> Non
     config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     dns = jobs["marketmood-worker"]["dns_sd_configs"][0]
-    assert dns["names"] == ["worker"] and dns["port"] == Settings().worker.web_port
+    assert "worker" in dns["names"] and dns["port"] == Settings().worker.web_port
     assert jobs["marketmood-api"]["static_configs"][0]["targets"] == ["api:8000"]
     assert jobs["marketmood-alerts"]["static_configs"][0]["targets"] == [f"alerts:{Settings().alerts.metrics_port}"]
     assert "6066" in [str(p) for p in _services(compose)["worker"]["expose"]]
@@ -279,3 +279,208 @@ def test_the_api_is_told_which_proxies_to_trust(compose: dict[str, Any]) -> None
     api = _services(compose)["api"]
     assert "FORWARDED_ALLOW_IPS" in (api.get("environment") or {})
     assert "FORWARDED_ALLOW_IPS" in (DOCKER / ".env.example").read_text()
+
+
+def test_prometheus_scrapes_every_service_that_runs_a_worker(compose: dict[str, Any]) -> None:
+    """`worker-gpu` (profile gpu) joins the workers' consumer group and exposes the same metrics port; it was not
+    scraped, so its lag, throughput and dead letters were missing from "Pipeline health". One job, so the
+    dashboards' sums cover both. Prometheus resolves each dns_sd name on its own (discovery/dns/dns.go: one
+    lookup per name; an NXDOMAIN is an empty group, an error is logged and keeps that name's last targets), so
+    the name of a service that is not running does not stop the others from being scraped."""
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    port = Settings().worker.web_port
+    workers = {name for name, service in _services(compose).items() if service.get("command") == ["worker"]}
+    assert {"worker", "worker-gpu"} <= workers
+    worker_sd = jobs["marketmood-worker"]["dns_sd_configs"]
+    names = {name for sd in worker_sd for name in sd["names"]}
+    assert workers <= names, f"not scraped: {sorted(workers - names)}"
+    for sd in worker_sd:
+        assert sd["type"] == "A" and sd["port"] == port
+    for name in workers:
+        assert str(port) in [str(p) for p in _services(compose)[name].get("expose", [])], name
+    others = [j for n, j in jobs.items() if n != "marketmood-worker"]
+    assert not any(name in str(job) for job in others for name in workers), "a worker in two jobs is counted twice"
+
+
+def _env_file_paths(service: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(path, required) of a service's env_file entries (string, list of strings, or list of mappings)."""
+    entries = service.get("env_file") or []
+    entries = [entries] if isinstance(entries, str) else entries
+    return [(e, True) if isinstance(e, str) else (e["path"], bool(e.get("required", True))) for e in entries]
+
+
+def _example_env(path: Path) -> dict[str, str]:
+    """The variables an env example names, commented (`#VAR=`) or not, each given a usable dummy value."""
+    names = re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", path.read_text(), flags=re.MULTILINE)
+    return {name: f"https://x.example/{name.lower()}-0123456789abcdef" for name in names}
+
+
+def test_the_alerts_service_can_page_on_call(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alerts service had no rules file, no MARKETMOOD_ALERTS__RULES_PATH and no env_file: it ran the bundled
+    rules (`notifiers: {}`) and the ${PAGERDUTY_ROUTING_KEY} / ${SLACK_WEBHOOK_URL} that docs/alerts.md tells
+    operators to use never reached the container (docker/.env only interpolates the compose file)."""
+    from alerts.rules import load_rules
+
+    alerts = _services(compose)["alerts"]
+    env = alerts.get("environment") or {}
+    rules_path = env.get("MARKETMOOD_ALERTS__RULES_PATH")
+    assert rules_path, "alerts: MARKETMOOD_ALERTS__RULES_PATH is not set"
+    assert env.get("MARKETMOOD_DATABASE_URL") == _services(compose)["worker"]["environment"]["MARKETMOOD_DATABASE_URL"]
+
+    # the rules file: a read-only bind mount at that path, from a documented variable whose default exists
+    mounts = [v for v in alerts.get("volumes", []) if isinstance(v, str) and v.rsplit(":", 2)[1:2] == [rules_path]]
+    assert len(mounts) == 1, f"alerts: nothing mounted at {rules_path}: {alerts.get('volumes')}"
+    source, target, mode = mounts[0].rsplit(":", 2)
+    assert target == rules_path and mode == "ro"
+    variable = _VAR.fullmatch(source)
+    assert variable and variable.group(2) == ":-", f"alerts: rules source {source!r} should be ${{VAR:-default}}"
+    docs = DOCS.read_text()
+    assert f"`{variable.group(1)}`" in docs and "alert-rules.yaml" in docs
+    default = (DOCKER / variable.group(3)).resolve()
+    assert default.is_file(), default
+    load_rules(default)  # the default starts (records alerts, pages no one)
+
+    # the notifier secrets: an env_file of this service (optional: a stack without notifiers still starts),
+    # with an example naming every ${VAR} without a default in the documented example rules
+    env_files = _env_file_paths(alerts)
+    assert env_files, "alerts: no env_file, so the notifier secrets cannot reach the container"
+    for path, required in env_files:
+        assert not required, f"alerts: env_file {path} should be optional (required: false)"
+        assert (DOCKER / f"{path}.example").is_file(), f"docker/{path}.example (the documented template) is missing"
+        assert f"docker/{Path(path).name}" in docs
+    example_rules = REPO_ROOT / "alerts" / "rules.example.yaml"
+    needed = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", example_rules.read_text()))
+    assert {"PAGERDUTY_ROUTING_KEY", "SLACK_WEBHOOK_URL"} <= needed
+    provided: dict[str, str] = {}
+    for path, _required in env_files:
+        provided |= _example_env(DOCKER / f"{path}.example")
+    assert needed <= set(provided), f"not in the alerts env_file example: {sorted(needed - set(provided))}"
+    for key, value in provided.items():
+        monkeypatch.setenv(key, value)
+    rules = load_rules(example_rules)  # what the container loads once docker/alerts.env is filled in
+    assert "oncall-pagerduty" in rules.route("critical")
+
+    # docker/.env must not be that env_file: it would hand Grafana's admin password and the API tokens to alerts
+    assert all(Path(path).name != ".env" for path, _required in env_files)
+
+
+def _dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    """(negated, regex) per .dockerignore line, as Docker matches them (Go filepath.Match plus `**`)."""
+    patterns = []
+    for raw in (REPO_ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = os.path.normpath(line.removeprefix("!").strip()).lstrip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                regex += ".*"
+                i += 2
+                if pattern.startswith("/", i):
+                    regex = regex[:-2] + "(?:.*/)?"
+                    i += 1
+                continue
+            char = pattern[i]
+            if char == "*":
+                regex += "[^/]*"
+            elif char == "?":
+                regex += "[^/]"
+            elif char == "[":
+                end = pattern.index("]", i)
+                regex += pattern[i:end + 1]
+                i = end
+            else:
+                regex += re.escape(char)
+            i += 1
+        patterns.append((negated, re.compile(regex + r"\Z")))
+    return patterns
+
+
+def _ignored(path: str) -> bool:
+    """Whether Docker leaves ``path`` (relative to the build context) out: the last pattern that matches the path
+    or one of its parent folders decides."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for negated, regex in _dockerignore_patterns():
+        if any(regex.match(prefix) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def test_the_build_context_leaves_out_the_venv_git_and_secrets() -> None:
+    """The build context is the repository root: without a .dockerignore every build uploaded .venv (GBs), .git
+    and docker/.env (production secrets) to the builder."""
+    assert (REPO_ROOT / ".dockerignore").is_file(), "no .dockerignore at the build context (the repository root)"
+    for path in (".venv", ".venv/lib/python3.11/site-packages/torch/__init__.py", ".git", ".git/config",
+                 "docker/.env", "docker/alerts.env", "docker/alert-rules.yaml", ".env", "tests",
+                 "benchmarks/results", ".pytest_cache", "marketmood/__pycache__/cli.cpython-311.pyc",
+                 "marketmood.egg-info", "shared/data"):
+        assert _ignored(path), f"{path} is sent to the Docker builder"
+
+
+def test_the_build_context_keeps_everything_the_dockerfiles_copy() -> None:
+    for dockerfile in (DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"):
+        copies = [shlex.split(line)[1:-1] for line in dockerfile.read_text().splitlines()
+                  if line.startswith("COPY ") and "--from" not in line]
+        assert copies, dockerfile
+        for sources in copies:
+            for source in sources:
+                assert not _ignored(source), f"{dockerfile.name}: COPY {source} is excluded by .dockerignore"
+                for path in (REPO_ROOT / source).rglob("*") if (REPO_ROOT / source).is_dir() else []:
+                    rel = path.relative_to(REPO_ROOT).as_posix()
+                    if path.is_file() and "__pycache__" not in rel and not rel.endswith(".pyc"):
+                        assert not _ignored(rel), f"{dockerfile.name}: {rel} (under COPY {source}) is excluded"
+
+
+@pytest.mark.parametrize(
+    ("path", "ignored"),
+    [("marketmood/cli.py", False), ("models/default_model", False), ("pyproject.toml", False),
+     ("docker/Dockerfile", False), ("docker/.env", True), (".git/HEAD", True), ("a/b/__pycache__/x.pyc", True)],
+)
+def test_dockerignore_matcher(path: str, ignored: bool) -> None:
+    assert _ignored(path) is ignored
+
+
+def _instructions(dockerfile: Path) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    lines, current = [], ""
+    for raw in dockerfile.read_text().splitlines():
+        if raw.lstrip().startswith("#"):
+            continue
+        current += raw.rstrip().removesuffix("\\") + " " if raw.rstrip().endswith("\\") else raw
+        if not raw.rstrip().endswith("\\"):
+            if current.strip():
+                lines.append(" ".join(current.split()))
+            current = ""
+    return lines
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_dependencies_are_installed_before_the_sources_are_copied(name: str) -> None:
+    """The comment said so, but `pip install .` ran after every source COPY: each code edit reinstalled every
+    dependency. Now a layer that sees only pyproject.toml installs its dependencies."""
+    import subprocess
+    import sys
+    import tomllib
+
+    steps = _instructions(DOCKER / name)
+    installs = [i for i, s in enumerate(steps) if s.startswith("RUN ") and "pip install -r" in s]
+    assert len(installs) == 1, f"{name}: no separate dependency install"
+    deps = installs[0]
+    copies = {i: shlex.split(s)[1:-1] for i, s in enumerate(steps) if s.startswith("COPY ")}
+    copied_before = [src for i, sources in copies.items() if i < deps for src in sources]
+    assert copied_before == ["pyproject.toml"], f"{name}: copied before the dependencies: {copied_before}"
+    packages = {"marketmood", "models", "streams", "training", "storage", "alerts"}
+    assert packages <= {src for i, sources in copies.items() if i > deps for src in sources}
+    project = [i for i, s in enumerate(steps) if s.startswith("RUN pip install .")]
+    assert project and project[0] > max(copies), f"{name}: the project must be installed after its sources"
+    # the list it installs is the project's, exactly: run its extraction on this repository's pyproject.toml
+    code = re.search(r'python -c "([^"]+)"', steps[deps]).group(1)  # type: ignore[union-attr]
+    listed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    expected = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert listed.stdout.splitlines() == expected

@@ -153,7 +153,8 @@ def test_push_requires_a_token(grafana: FakeGrafana, monkeypatch: pytest.MonkeyP
 def test_push_to_an_unreachable_or_malformed_url_is_one_error(grafana: FakeGrafana) -> None:
     closed = grafana.url.rsplit(":", 1)[0] + ":9"  # the discard port: nothing listens there
     for url, expected in ((closed, "ConnectionError"), ("not a url", "MissingSchema"), ("http://[::1", "ValueError")):
-        result = CliRunner().invoke(cli, ["grafana", "push", "--url", url, "--token", "t", "--timeout", "2"])
+        result = CliRunner().invoke(cli, ["grafana", "push", "--url", url, "--token", "t", "--timeout", "2",
+                                          "--db-password", "s3cret"])
         assert result.exit_code == 1 and f"cannot reach Grafana at {url}: {expected}" in result.output, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
     for timeout in ("nan", "0", "-1"):
