@@ -128,9 +128,12 @@ def ensure_reader_role(conn: Connection, role: str, password: str, limits: Reade
     for function in READER_FUNCTIONS:
         if conn.execute(text("SELECT to_regprocedure(:f)"), {"f": f"public.{function}"}).scalar() is not None:
             conn.execute(text(f"GRANT EXECUTE ON FUNCTION public.{function} TO {quoted}"))
-    if can_take_advisory_locks(conn, role):
-        log.warning("reader role can still take advisory locks: run `marketmood db upgrade` as the database "
-                    "owner or a superuser so migration 0007_reader_role can revoke them from PUBLIC", role=role)
+    # Migration 0007 revokes them once; run by a non-superuser it changed nothing and is never run again, so the
+    # revoke is retried here, after every upgrade: a later `db upgrade` as a superuser closes the hole.
+    if can_take_advisory_locks(conn, role) and not restrict_advisory_locks(conn):
+        log.warning("reader role can still take advisory locks (and stall the worker's story-key locks): run "
+                    "`marketmood db upgrade` once as a superuser, which revokes them from PUBLIC; a managed "
+                    "PostgreSQL without one cannot revoke them", role=role)
 
 
 def _exists(conn: Connection, table: str) -> bool:

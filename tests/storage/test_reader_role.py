@@ -193,3 +193,16 @@ def test_restricting_advisory_locks_round_trips_and_needs_a_superuser(owner: Eng
     with owner.connect() as conn:
         names = advisory_lock_functions(conn)
     assert len(names) >= 16 and "pg_advisory_xact_lock(integer,integer)" in names  # every overload
+
+
+def test_every_reader_role_update_retries_the_advisory_lock_revoke(owner: Engine, reader: tuple[str, Engine]) -> None:
+    """Migration 0007 run by a non-superuser (a managed PostgreSQL, a first deploy as the owner) left PUBLIC able to
+    take advisory locks and was never run again: the warning's "rerun db upgrade" could not work. The revoke now
+    follows every upgrade with the role update."""
+    role, _ = reader
+    with owner.begin() as conn:
+        unrestrict_advisory_locks(conn)  # what 0007 leaves behind without a superuser
+        assert can_take_advisory_locks(conn, role)
+        ensure_reader_role(conn, role, "pw:with'quote", ReaderLimits(statement_timeout_s=1.0))
+        assert not can_take_advisory_locks(conn, role)
+        assert can_take_advisory_locks(conn, "postgres")
