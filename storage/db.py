@@ -181,8 +181,9 @@ def create_database_if_missing(url: str) -> bool:
             quoted = conn.dialect.identifier_preparer.quote(name)
             try:
                 conn.execute(text(f"CREATE DATABASE {quoted}"))
-            except sa_exc.ProgrammingError as exc:  # created concurrently by another process
-                if getattr(exc.orig, "pgcode", None) != "42P04":
+            except (sa_exc.ProgrammingError, sa_exc.IntegrityError) as exc:  # created concurrently by another
+                # process: 42P04 once it committed, 23505 (the catalog's unique key) while both were creating it
+                if getattr(exc.orig, "pgcode", None) not in ("42P04", "23505"):
                     raise
                 return False
             return True

@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
 from storage.db import create_database_if_missing, make_engine
@@ -25,11 +26,19 @@ def alembic_config() -> Config:
     return config
 
 
+# pg_advisory_xact_lock key of a migration run: "mmmigrate" folded to 63 bits, apart from the worker's keys.
+MIGRATION_LOCK_KEY = 0x6D6D6D6967726174
+
+
 def _run(url: str, action: str, revision: str) -> None:
+    """One migration run in one transaction, under a transaction-scoped advisory lock: every command migrates at
+    start, so two services starting together both read the same ``alembic_version`` and the second failed on
+    "already exists"; now the second waits, then reads the first one's committed version and has nothing to do."""
     config = alembic_config()
     engine = make_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = conn
             getattr(command, action)(config, revision)
     finally:

@@ -87,3 +87,31 @@ def test_initial_revision_is_the_root(revision: str) -> None:
 
     script = ScriptDirectory.from_config(migrate.alembic_config()).get_revision(revision)
     assert script is not None and script.down_revision is None
+
+
+def test_services_starting_together_both_migrate_a_fresh_database(pg_server) -> None:
+    """Every command migrates at start: two at once read the same alembic_version, and the second failed on
+    "already exists" (or, creating the database, on the catalog's unique key). Both must succeed, once each."""
+    import itertools
+    import threading
+
+    for attempt in itertools.count():  # the race is real: a few rounds make the overlap likely
+        url = pg_server.url_for(f"race_{attempt}")
+        barrier, errors, results = threading.Barrier(3), [], []
+
+        def start() -> None:
+            barrier.wait()
+            try:
+                results.append(migrate.upgrade(url))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        assert results == [migrate.heads()] * 3
+        if attempt == 2:
+            break
