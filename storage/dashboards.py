@@ -17,13 +17,18 @@ Conventions that keep the numbers honest:
   article, the active model's (or the newest of a version that was ever in service), so a rolled-back,
   rejected or shadow version's scores never reach a chart;
 * syndicated copies (``articles.novel = false``) are left out of sentiment; volume shows them apart;
-* a bucket with fewer than ``min_articles`` novel articles has no mean and no band (too noisy to show);
+* a bucket with fewer than ``min_articles`` novel articles has no mean and no band (too noisy to show); the
+  minimum is at least 1 whatever is asked (a bucket of syndicated copies only has no mean: 0 divided by 0);
   the index is an exponential moving average over buckets (SQL aggregate ``ema`` of migration 0006) with
   ``alpha = 2 / (span + 1)``; empty buckets carry it forward;
 * the band is the bucket mean +- 1.96 standard errors (normal approximation of the 95% interval);
-* volume is a rate (articles per hour), independent of the bucket size;
+* volume is a rate (articles per hour), independent of the bucket size: a bucket's articles over the part of
+  it that lies in the range and in the past (the first bucket starts before the range, the current one ends
+  after now);
 * buckets start at local midnight of the market's time zone (``tz``), so daily buckets are trading days;
-* a filter that is "All" is true (Grafana inserts the custom all value ``'__all'``; the API passes NULL).
+* a filter that is "All" is true (Grafana inserts the custom all value ``'__all'``; the API passes NULL);
+* a single-value knob goes into the SQL as a quoted string cast to its type (``${min_articles:sqlstring}``):
+  Grafana inserts a single value unquoted, so a value typed into the URL would otherwise be SQL.
 """
 
 from __future__ import annotations
@@ -83,8 +88,9 @@ class Dialect:
 
 
 GRAFANA = Dialect("grafana", t_from="$__timeFrom()::timestamptz", t_to="$__timeTo()::timestamptz",
-                  bucket_s="($__interval_ms / 1000.0)", tz="'${tz}'", min_articles="${min_articles}",
-                  span="${smoothing}")
+                  bucket_s="($__interval_ms / 1000.0)", tz="'${tz}'",
+                  min_articles="CAST(${min_articles:sqlstring} AS integer)",
+                  span="CAST(${smoothing:sqlstring} AS integer)")
 BIND = Dialect("bind", t_from="CAST(:t_from AS timestamptz)", t_to="CAST(:t_to AS timestamptz)",
                bucket_s="CAST(:bucket_s AS double precision)", tz="CAST(:tz AS text)",
                min_articles="CAST(:min_articles AS integer)", span="CAST(:span AS integer)")
@@ -102,6 +108,12 @@ def params_for(
         "topic": list(topics) if topics else None, "ticker": list(tickers) if tickers else None,
         "source": list(sources) if sources else None,
     }
+
+
+def _min_articles(d: Dialect) -> str:
+    """The minimum article count, at least 1: a bucket or scope of no novel article has no mean to show
+    (``1.96 * sd / sqrt(0)`` is a division by zero)."""
+    return f"GREATEST({d.min_articles}, 1)"
 
 
 def _filters(d: Dialect) -> str:
@@ -129,11 +141,19 @@ def _bucket(d: Dialect, column: str) -> str:
             f"ELSE date_bin({stride}, {column} AT TIME ZONE {d.tz}, {_ORIGIN}) AT TIME ZONE {d.tz} END)")
 
 
-def _bucket_seconds(d: Dialect, start: str) -> str:
-    """Real length of the bucket starting at ``start``: a local day is 23 or 25 hours when the clocks change."""
+def _bucket_end(d: Dialect, start: str) -> str:
+    """End of the bucket starting at ``start``: a local day is 23 or 25 hours when the clocks change."""
     stride = f"make_interval(secs => {d.bucket_s})"
-    return (f"(CASE WHEN {_is_sub_day(d)} THEN {d.bucket_s} ELSE extract(epoch FROM "
-            f"((({start}) AT TIME ZONE {d.tz} + {stride}) AT TIME ZONE {d.tz}) - ({start}))::double precision END)")
+    return (f"(CASE WHEN {_is_sub_day(d)} THEN ({start}) + {stride} "
+            f"ELSE (({start}) AT TIME ZONE {d.tz} + {stride}) AT TIME ZONE {d.tz} END)")
+
+
+def _covered_seconds(d: Dialect, start: str) -> str:
+    """Seconds of the bucket starting at ``start`` that can hold an article of the query: those in the range and
+    in the past. The first bucket starts before ``t_from`` (it holds ``t_from``), the current one ends after
+    now; dividing their counts by the whole bucket understated their rate. NULL for a bucket wholly ahead."""
+    return (f"NULLIF(GREATEST(extract(epoch FROM LEAST({_bucket_end(d, start)}, {d.t_to}, now()) - "
+            f"GREATEST({start}, {d.t_from}))::double precision, 0), 0)")
 
 
 def _bucket_grid(d: Dialect) -> str:
@@ -192,9 +212,9 @@ grid AS (
 ),
 g AS (
   SELECT grid.bucket, grid.series, COALESCE(b.n, 0) AS n, COALESCE(b.copies, 0) AS copies,
-         CASE WHEN b.n >= {d.min_articles} THEN b.mean END AS mean,
-         CASE WHEN b.n >= {d.min_articles} THEN 1.96 * COALESCE(b.sd, 0) / sqrt(b.n) END AS half,
-         CASE WHEN b.n >= {d.min_articles} THEN b.negative_share END AS negative_share
+         CASE WHEN b.n >= {_min_articles(d)} THEN b.mean END AS mean,
+         CASE WHEN b.n >= {_min_articles(d)} THEN 1.96 * COALESCE(b.sd, 0) / sqrt(b.n) END AS half,
+         CASE WHEN b.n >= {_min_articles(d)} THEN b.negative_share END AS negative_share
   FROM grid LEFT JOIN b ON b.bucket = grid.bucket AND b.series = grid.series
   WHERE grid.bucket < {d.t_to}
 )
@@ -207,7 +227,7 @@ SELECT
   g.negative_share AS "negative_share",
   g.n AS "articles",
   g.copies AS "copies",
-  (g.n + g.copies) * 3600.0 / {_bucket_seconds(d, 'g.bucket')} AS "per_hour"
+  (g.n + g.copies) * 3600.0 / {_covered_seconds(d, 'g.bucket')} AS "per_hour"
 FROM g
 ORDER BY {order}"""
 
@@ -259,7 +279,7 @@ SELECT
   n_recent AS "articles_24h",
   n_recent / (n_base / (SELECT days FROM span)) AS "volume_ratio"
 FROM st
-WHERE n_recent >= {d.min_articles} AND n_base >= {d.min_articles}
+WHERE n_recent >= {_min_articles(d)} AND n_base >= {_min_articles(d)}
 ORDER BY abs((m_recent - m_base) / (GREATEST(COALESCE(sd_base, 0), {SD_FLOOR}) / sqrt(n_recent))) DESC, 1, 2
 LIMIT {limit}"""
 
@@ -432,10 +452,11 @@ WHERE $__timeFilter(scored_at)
 GROUP BY model_version
 ORDER BY last_scored DESC"""
 
-# Scores written per minute (throughput of the stream workers, as the database sees it).
+# Scores written per minute (throughput of the stream workers, as the database sees it). Fill 0: a minute in
+# which nothing was scored is a 0 (a worker outage is a dip to zero, not a line across the gap).
 SCORED_PER_MINUTE = """\
 SELECT
-  $__timeGroupAlias(scored_at, $__interval),
+  $__timeGroupAlias(scored_at, $__interval, 0),
   count(*) * 60000.0 / $__interval_ms AS "scored per minute"
 FROM scores
 WHERE $__timeFilter(scored_at)

@@ -10,6 +10,14 @@ from prometheus_client import (
     start_http_server,
 )
 
+# Every reason a record is dead-lettered for (mm.dlq.reason), as the code spells it: parse_news's rejections
+# (streams/messages.py), the processing and worker failures (streams/processing.py, streams/worker.py) and the
+# database sink's refusals (streams/sinks.py). tests/streams/test_worker_metrics.py keeps this list complete.
+DEADLETTER_REASONS = (
+    "empty", "not_utf8", "invalid_json", "not_an_object", "invalid_fields", "too_deep", "unparseable",
+    "undecodable_record", "engine_rejected", "engine_error", "row_error", "internal_error",
+    "conflicting_duplicate", "db_rejected",
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -28,6 +36,8 @@ class WorkerMetrics:
         self.deadlettered = Counter(
             "marketmood_worker_deadlettered", "Records sent to news.deadletter.", ["reason"], registry=r
         )
+        for reason in DEADLETTER_REASONS:  # exported at 0 from the start: increase() misses a series' first sample
+            self.deadlettered.labels(reason=reason)
         self.batch_size = Histogram(
             "marketmood_worker_batch_size", "Records per micro-batch.", buckets=_BATCH_BUCKETS, registry=r
         )

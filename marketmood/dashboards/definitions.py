@@ -93,7 +93,9 @@ def _query_variable(name: str, label: str, description: str, query: str) -> dash
 
 
 def _custom_variable(name: str, label: str, description: str, values: tuple[str, ...],
-                     default: str) -> dash.CustomVariable:
+                     default: str, *, custom_values: bool = True) -> dash.CustomVariable:
+    """A single-value choice; ``custom_values=False`` keeps a value typed into the URL out of the panels' SQL
+    (Grafana then falls back to a listed value)."""
     return (
         dash.CustomVariable(name)
         .label(label)
@@ -101,6 +103,7 @@ def _custom_variable(name: str, label: str, description: str, values: tuple[str,
         .values(",".join(values))
         .multi(False)
         .include_all(False)
+        .allow_custom_value(custom_values)
         .current(model.VariableOption(selected=True, text=default, value=default))
     )
 
@@ -111,13 +114,14 @@ def sentiment_variables() -> list[dash.QueryVariable | dash.CustomVariable]:
         _query_variable("topic", "Topic", "Topics to show (the model's 20 topics).", sql.TOPIC_VARIABLE),
         _query_variable("ticker", "Ticker", "Only articles that mention these tickers.", sql.TICKER_VARIABLE),
         _query_variable("source", "Source", "Only articles from these publishers.", sql.SOURCE_VARIABLE),
+        # Any IANA zone may be typed in: the SQL quotes it ('${tz}', Grafana doubles the quotes of the value).
         _custom_variable("tz", "Market time zone", "Buckets start at local midnight here; local times in tables.",
                          sql.TIME_ZONES, sql.TIME_ZONES[0]),
         _custom_variable("min_articles", "Min articles / bucket",
                          "A bucket with fewer novel articles shows no mean and no band.",
-                         sql.MIN_ARTICLES_CHOICES, str(sql.DEFAULT_MIN_ARTICLES)),
+                         sql.MIN_ARTICLES_CHOICES, str(sql.DEFAULT_MIN_ARTICLES), custom_values=False),
         _custom_variable("smoothing", "EMA span (buckets)", "Exponential moving average span; 1 = raw means.",
-                         sql.SMOOTHING_CHOICES, str(sql.DEFAULT_SPAN)),
+                         sql.SMOOTHING_CHOICES, str(sql.DEFAULT_SPAN), custom_values=False),
     ]
 
 
@@ -161,7 +165,11 @@ def _index_thresholds() -> dash.ThresholdsConfig:
     )
 
 
-def _series_panel(panel_id: int, title: str, description: str, raw: str, span: int = 12) -> timeseries.Panel:
+def _series_panel(panel_id: int, title: str, description: str, raw: str, span: int = 12, *,
+                  span_nulls: bool = True) -> timeseries.Panel:
+    """A time series of sentiment SQL. ``span_nulls``: connect across NULL buckets, right for the EMA (it
+    carries its value through empty buckets), wrong for a bucket statistic the SQL hides on purpose (a bucket
+    below the minimum article count has no mean, band or share: a line across it would draw one)."""
     return (
         timeseries.Panel()
         .id(panel_id)
@@ -170,7 +178,7 @@ def _series_panel(panel_id: int, title: str, description: str, raw: str, span: i
         .datasource(POSTGRES)
         .with_target(_sql(raw))
         .interval("1h")  # minimum bucket: fewer than an hour of news is too few articles per bucket
-        .span_nulls(True)
+        .span_nulls(span_nulls)
         .height(9)
         .span(span)
         .legend(VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.TABLE)
@@ -256,7 +264,8 @@ def sentiment_dashboard() -> dash.Dashboard:
                 1, "Sentiment index (selection)",
                 "EMA of the bucket mean of p(positive) - p(negative) over novel articles of the selection, "
                 "with the bucket mean and its 95% band (hidden below the minimum article count); bars: novel "
-                "articles per bucket (right axis).", sql.SENTIMENT_SELECTION, 24))
+                "articles per bucket (right axis).", sql.SENTIMENT_SELECTION, 24, span_nulls=False))
+            .override_by_name("index (EMA)", [model.DynamicConfigValue(id_val="custom.spanNulls", value=True)])
             .override_by_name("upper 95%", [
                 model.DynamicConfigValue(id_val="custom.fillBelowTo", value="lower 95%"),
                 model.DynamicConfigValue(id_val="custom.lineWidth", value=0),
@@ -291,7 +300,7 @@ def sentiment_dashboard() -> dash.Dashboard:
         .with_panel(
             _series_panel(4, "Negative share per topic",
                           "Share of novel articles scored negative (buckets above the minimum article count).",
-                          sql.NEGATIVE_SHARE_BY_TOPIC)
+                          sql.NEGATIVE_SHARE_BY_TOPIC, span_nulls=False)
             .unit("percentunit").min(0).max(1)
         )
         .with_panel(

@@ -44,3 +44,48 @@ def test_lag_labels_of_partitions_lost_in_a_rebalance_are_removed() -> None:
     worker.update_lag()
     assert _lag_labels(metrics) == {"1": 15.0}
     sink.close()
+
+
+def _reasons_in_code() -> set[str]:
+    """Every literal reason the stream code dead-letters with: ``Rejection("r", ...)`` (parse_news),
+    ``DeadLetter(record, "r", ...)`` and the database sink's ``refused.append((item, "r", ...))``."""
+    import ast
+    from pathlib import Path
+
+    import streams
+
+    found: set[str] = set()
+    for path in Path(streams.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            arg: ast.expr | None = None
+            if name == "Rejection" and node.args:
+                arg = node.args[0]
+            elif name == "DeadLetter" and len(node.args) > 1:
+                arg = node.args[1]
+            elif (name == "append" and getattr(node.func.value, "attr", None) == "refused"  # type: ignore[attr-defined]
+                  and node.args and isinstance(node.args[0], ast.Tuple) and len(node.args[0].elts) > 1):
+                arg = node.args[0].elts[1]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.add(arg.value)
+    return found
+
+
+def test_every_deadletter_reason_is_exported_at_zero_from_the_start() -> None:
+    """increase() over a range needs a sample before the first dead letter of a (replica, reason) series: a
+    series born at 1 counted 0 in "Dead-lettered (range)". Every reason is exported at 0 by a fresh worker."""
+    from prometheus_client import generate_latest
+
+    exported = generate_latest(WorkerMetrics(CollectorRegistry()).registry).decode()
+    reasons = _reasons_in_code()
+    assert {"invalid_json", "engine_rejected", "conflicting_duplicate", "internal_error"} <= reasons  # the scan works
+    missing = [r for r in sorted(reasons) if f'marketmood_worker_deadlettered_total{{reason="{r}"}} 0.0' not in exported]
+    assert missing == []
+
+
+def test_the_reason_list_is_the_reasons_the_code_dead_letters_with() -> None:
+    from streams.metrics import DEADLETTER_REASONS
+
+    assert sorted(DEADLETTER_REASONS) == sorted(_reasons_in_code())

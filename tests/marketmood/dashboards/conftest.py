@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from marketmood.dashboards.macros import ALL, QueryContext, Variable, expand
+from marketmood.dashboards.macros import ALL, QueryContext, Variable, expand, fill_of, resample
 from marketmood.settings import load_settings
 from storage import dashboards as sql
 from storage import registry
@@ -181,8 +181,8 @@ def _seed(db_url: str) -> Seed:
 
 def context(seed: Seed, *, tickers: list[str] | None = None, topics: list[str] | None = None,
             sources: list[str] | None = None, interval: timedelta = timedelta(hours=1), tz: str = "UTC",
-            min_articles: int = 1, smoothing: int = 1) -> QueryContext:
-    """What Grafana knows when it runs a panel of the seeded range (``None`` = All)."""
+            min_articles: int | str = 1, smoothing: int | str = 1, t_to: datetime | None = None) -> QueryContext:
+    """What Grafana knows when it runs a panel of the seeded range (``None`` = All; ``t_to``: another end)."""
 
     def multi(values: list[str] | None, options: list[str]) -> Variable:
         return Variable(values=values or [ALL], options=options, all_value=sql.ALL_VALUE)
@@ -190,7 +190,7 @@ def context(seed: Seed, *, tickers: list[str] | None = None, topics: list[str] |
     def single(value: object) -> Variable:
         return Variable(values=[str(value)], multi=False, include_all=False)
 
-    return QueryContext(seed.t0, seed.t_to, interval=interval, variables={
+    return QueryContext(seed.t0, t_to or seed.t_to, interval=interval, variables={
         "ticker": multi(tickers, ["AAPL", "MSFT", "XOM"]),
         "topic": multi(topics, [ENERGY, "Earnings"]),
         "source": multi(sources, ["wire", "newsdesk"]),
@@ -199,15 +199,18 @@ def context(seed: Seed, *, tickers: list[str] | None = None, topics: list[str] |
 
 
 def run_panel_sql(url: str, raw: str, ctx: QueryContext) -> tuple[list[str], list[dict[str, Any]]]:
-    """Expand ``raw`` like Grafana and run it on ``url``; (columns, rows)."""
+    """Expand ``raw`` like Grafana and run it on ``url``; (columns, rows), with the missing buckets filled as
+    Grafana fills them when the query asks (``$__timeGroup(col, interval, fill)``)."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             result = conn.execute(text(expand(raw, ctx).replace(":", r"\:")))
             keys = list(result.keys())
-            return keys, [dict(zip(keys, row)) for row in result]
+            rows = [dict(zip(keys, row)) for row in result]
     finally:
         engine.dispose()
+    fill = fill_of(raw, ctx)
+    return keys, (rows if fill is None else resample(rows, fill, ctx, keys))
 
 
 @pytest.fixture

@@ -4,15 +4,21 @@ macros and variables expanded the way Grafana does, and returns the columns (and
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from statistics import mean, stdev
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DataError
 
 from marketmood.dashboards.definitions import EXPECTED_COLUMNS, all_dashboards, sql_targets, to_json_dict
 from storage import dashboards as sql
+from storage import registry
+from storage.articles import upsert_scored_batch
+from storage.db import make_engine
 
 SELECTIONS: dict[str, dict[str, Any]] = {
     "all": {},
@@ -122,13 +128,22 @@ def test_buckets_below_the_minimum_article_count_have_no_mean(run) -> None:  # t
     assert {r["metric"] for r in rows if r["value"] is not None} == {"Energy | Oil"}  # only it has 2+ articles
 
 
-def test_volume_is_a_rate_per_hour_whatever_the_bucket(run) -> None:  # type: ignore[no-untyped-def]
+def test_volume_is_a_rate_per_hour_whatever_the_bucket(run, seeded) -> None:  # type: ignore[no-untyped-def]
+    """Each bucket's rate times the hours of it in the range gives back the counts (the first bucket starts
+    before the range when the range start is not on a bucket boundary). The range ends at the seeding time,
+    in the past, so no bucket is cut by now()."""
+
+    def articles(rows: list[dict[str, Any]], column: str, hours: int) -> float:
+        def covered(start: Any) -> float:
+            return (min(start + timedelta(hours=hours), seeded.now) - max(start, seeded.t0)) / timedelta(hours=1)
+        return sum(float(r[column]) * covered(r["time"]) for r in rows)
+
     for hours in (1, 2, 6):
-        _, rows = run(sql.ARTICLE_VOLUME, interval=timedelta(hours=hours))
-        assert sum(r["novel per hour"] for r in rows) * hours == pytest.approx(4 + 6)  # a1 a3 a4 a5 + 6 XOM
-        assert sum(r["syndicated per hour"] for r in rows) * hours == pytest.approx(3)
-        _, rows = run(sql.ARTICLE_VOLUME, interval=timedelta(hours=hours), tickers=["AAPL"])
-        assert sum(r["syndicated per hour"] for r in rows) * hours == pytest.approx(2)
+        _, rows = run(sql.ARTICLE_VOLUME, interval=timedelta(hours=hours), t_to=seeded.now)
+        assert articles(rows, "novel per hour", hours) == pytest.approx(4 + 6)  # a1 a3 a4 a5 + 6 XOM
+        assert articles(rows, "syndicated per hour", hours) == pytest.approx(3)
+        _, rows = run(sql.ARTICLE_VOLUME, interval=timedelta(hours=hours), tickers=["AAPL"], t_to=seeded.now)
+        assert articles(rows, "syndicated per hour", hours) == pytest.approx(2)
 
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Tokyo"])
@@ -225,3 +240,87 @@ def test_latency_is_measured_from_the_kafka_timestamp(run, seeded) -> None:  # t
     _, low = run(raw, interval=timedelta(days=30))
     assert low[0]["p50"] == pytest.approx(30, abs=2)
     assert rows[0]["p50"] > 3600
+
+
+# --- audited defects: knobs typed into the URL, a minimum of 0, edge buckets, a worker outage ------------
+
+
+@pytest.mark.parametrize("knob", ["min_articles", "smoothing"])
+@pytest.mark.parametrize("payload", ["1 OR pg_sleep(0) IS NULL", "1' OR pg_sleep(0) IS NULL OR '1"])
+def test_a_knob_typed_into_the_url_is_a_value_not_sql(run, knob: str, payload: str) -> None:  # type: ignore[no-untyped-def]
+    """``?var-min_articles=1 OR pg_sleep(29) IS NULL`` ran the payload as the reader role: the knob went into
+    the SQL unquoted. Now it is a quoted string cast to integer, so anything but a number fails the cast."""
+    for raw in (sql.SENTIMENT_SELECTION, sql.SENTIMENT_INDEX_BY_TOPIC, sql.TOP_MOVERS):
+        if knob == "smoothing" and raw is sql.TOP_MOVERS:
+            continue  # no EMA in the movers table
+        with pytest.raises(DataError, match="invalid input syntax for type integer"):
+            run(raw, **{knob: payload})
+
+
+def test_a_minimum_below_one_counts_as_one(run, seeded) -> None:  # type: ignore[no-untyped-def]
+    """min_articles=0 gave a bucket of syndicated copies only (a2b, hour 2) a band of 1.96 * sd / sqrt(0): the
+    panel failed with a division by zero; so did the movers' z of a scope with no recent article."""
+    for raw in (sql.SENTIMENT_SELECTION, sql.NEGATIVE_SHARE_BY_TOPIC, sql.TOP_MOVERS):
+        assert run(raw, min_articles=0) == run(raw, min_articles=1)
+    params = sql.params_for(t_from=seeded.t0, t_to=seeded.t_to, bucket=timedelta(hours=1), min_articles=0)
+    engine = make_engine(seeded.reader_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(sql.sentiment_series(sql.BIND)), params).mappings().all()
+    finally:
+        engine.dispose()
+    assert any(r["copies"] and not r["articles"] and r["mean"] is None for r in rows)
+
+
+def _seed_at(db_url: str, make_scored, instants: list[datetime]) -> None:  # type: ignore[no-untyped-def]
+    """One Earnings article at each instant, scored by the active v1 ten seconds after it was published."""
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            registry.insert_version(conn, version="v1", artifact=b"", artifact_sha256="0" * 64)
+            registry.set_alias(conn, "v1", by="tests", reason="first")
+            upsert_scored_batch(conn, [make_scored(f"e{i}", f"Acme note {i}", at, ["ACME"], "Earnings", "neutral",
+                                                   0.1) for i, at in enumerate(instants)])
+            conn.execute(text("UPDATE scores SET scored_at = a.published_at + interval '10 seconds' "
+                              "FROM articles a WHERE a.id = scores.article_id"))
+    finally:
+        engine.dispose()
+
+
+def test_volume_of_the_first_bucket_is_a_rate_over_its_part_in_the_range(db_url: str, make_scored, run_on) -> None:  # type: ignore[no-untyped-def]
+    """now-7d is rarely on a bucket boundary: the first bucket holds only the articles after the range start, so
+    its rate is over that part (two articles in the half hour from 10:30 are 4 per hour, not 2)."""
+    t_from = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
+    _seed_at(db_url, make_scored, [t_from + timedelta(minutes=10), t_from + timedelta(minutes=20),
+                                   datetime(2026, 11, 20, 12, 15, tzinfo=UTC)])
+    _, rows = run_on(db_url, sql.ARTICLE_VOLUME, t_from, datetime(2026, 11, 20, 14, tzinfo=UTC),
+                     interval=timedelta(hours=1))
+    assert {r["time"].hour: float(r["novel per hour"]) for r in rows} == {10: 4.0, 11: 0.0, 12: 1.0, 13: 0.0}
+
+
+def test_volume_of_the_current_bucket_is_a_rate_over_its_past_part(db_url: str, make_scored, run_on) -> None:  # type: ignore[no-untyped-def]
+    """The current bucket has only its past to hold articles: its rate is over that part, not over the whole
+    hour (which showed every live hour's volume falling); a bucket wholly ahead has no rate (0 on the panel)."""
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    if datetime.now(UTC) - hour < timedelta(seconds=2):
+        time.sleep(2)
+    _seed_at(db_url, make_scored, [hour])
+    before = datetime.now(UTC)
+    _, rows = run_on(db_url, sql.ARTICLE_VOLUME, hour - timedelta(hours=2), hour + timedelta(hours=3),
+                     interval=timedelta(hours=1))
+    after = datetime.now(UTC)
+    rates = {r["time"]: float(r["novel per hour"]) for r in rows}
+    assert 3600 / (after - hour).total_seconds() <= rates[hour] <= 3600 / (before - hour).total_seconds()
+    assert rates[hour + timedelta(hours=2)] == 0.0
+
+
+def test_scored_per_minute_draws_a_worker_outage_as_zero(db_url: str, make_scored, run_on) -> None:  # type: ignore[no-untyped-def]
+    """Minutes without a score are 0 (Grafana fills them: ``$__timeGroupAlias(..., 0)``); without the fill the
+    panel had no point there and drew a straight line across the outage."""
+    start = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    _seed_at(db_url, make_scored, [start + timedelta(minutes=m) for m in (0, 1, 2, 7, 8)])  # down 09:03-09:07
+    _, rows = run_on(db_url, sql.SCORED_PER_MINUTE, start, start + timedelta(minutes=9),
+                     interval=timedelta(minutes=1))
+    assert len(rows) == 10, rows
+    assert [r["time"] for r in rows] == [start + timedelta(minutes=m) for m in range(10)]
+    assert [r["scored per minute"] for r in rows] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]

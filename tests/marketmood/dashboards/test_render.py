@@ -137,3 +137,49 @@ def test_prometheus_panels_use_metrics_the_workers_export() -> None:
     assert len(names) >= 5
     missing = [n for n in names if not re.search(rf"^{n}[{{ ]", exported, re.MULTILINE)]
     assert missing == [], f"dashboard queries metrics the worker does not export: {missing}"
+
+
+def test_numeric_knobs_take_no_custom_value_and_reach_the_sql_as_a_cast_string() -> None:
+    """A custom value of min_articles / smoothing went into the panels' SQL unquoted (SQL injection from a
+    viewer's URL): only the listed values are offered, and the SQL casts a quoted string anyway."""
+    import re
+
+    from marketmood.dashboards.definitions import sql_targets
+
+    dashboard = to_json_dict(all_dashboards()["marketmood-sentiment"])
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (variables["min_articles"]["allowCustomValue"], variables["smoothing"]["allowCustomValue"]) == (False, False)
+    for target in sql_targets(dashboard):
+        uses = re.findall(r"\$\{?(?:min_articles|smoothing)\b", target.sql)
+        cast = re.findall(r"CAST\(\$\{(?:min_articles|smoothing):sqlstring\} AS integer\)", target.sql)
+        assert len(uses) == len(cast), f"{target.panel}: a knob outside CAST(${{knob:sqlstring}} AS integer)"
+        tz = (len(re.findall(r"\$\{?tz\b", target.sql)), len(re.findall(r"'\$\{tz\}'", target.sql)))
+        assert tz[0] == tz[1], f"{target.panel}: tz outside quotes (only there are its quotes doubled)"
+
+
+def test_only_the_ema_connects_across_hidden_buckets() -> None:
+    """A bucket below the minimum article count has no mean, band or negative share on purpose: spanNulls drew a
+    line across it anyway. The EMA carries its value through empty buckets and may connect."""
+    panels = {p["title"]: p for p in to_json_dict(all_dashboards()["marketmood-sentiment"])["panels"]}
+
+    def span_nulls(title: str, field: str | None = None) -> bool:
+        config = panels[title]["fieldConfig"]
+        for override in config["overrides"] if field else []:
+            if override["matcher"]["options"] == field:
+                for prop in override["properties"]:
+                    if prop["id"] == "custom.spanNulls":
+                        return bool(prop["value"])
+        return bool(config["defaults"]["custom"]["spanNulls"])
+
+    selection = "Sentiment index (selection)"
+    assert [span_nulls(selection, f) for f in ("bucket mean", "lower 95%", "upper 95%")] == [False] * 3
+    assert span_nulls(selection, "index (EMA)")
+    assert not span_nulls("Negative share per topic")
+    assert span_nulls("Sentiment index per topic") and span_nulls("Sentiment index per ticker")
+
+
+def test_scored_per_minute_fills_empty_minutes_with_zero() -> None:
+    """A worker outage must read as 0, not as a line drawn across the gap (Grafana's fill argument)."""
+    from storage import dashboards as sql
+
+    assert "$__timeGroupAlias(scored_at, $__interval, 0)" in sql.SCORED_PER_MINUTE
