@@ -23,6 +23,7 @@ NOTIFY_CHANNEL = "marketmood_model"
 # pg_advisory_lock takes a bigint: a stable one derived from a readable name.
 RETRAIN_LOCK_KEY = int.from_bytes(hashlib.sha256(b"marketmood.retrain").digest()[:8], "big", signed=True)
 BOOTSTRAP_LOCK_KEY = int.from_bytes(hashlib.sha256(b"marketmood.bootstrap").digest()[:8], "big", signed=True)
+ALIAS_LOCK_KEY = int.from_bytes(hashlib.sha256(b"marketmood.aliases").digest()[:8], "big", signed=True)
 # Versions that have served as the active model and were not rolled back: what an aliasless registry may activate.
 SERVED_STATUSES = ("promoted", "retired")
 
@@ -136,11 +137,22 @@ def get_artifact_sha256(conn: Any, version: str) -> str | None:
     return row.artifact_sha256 or ""
 
 
+def _lock_alias_moves(conn: Any) -> None:
+    """Serialise every transaction that moves an alias (``pg_advisory_xact_lock``, re-entrant, released at
+    commit), taken before any alias row lock: row locks alone deadlocked a promotion (active, then shadow)
+    against a shadow verdict (shadow, then active), and locked nothing when the alias had no row yet (two first
+    promotions both ended "promoted")."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALIAS_LOCK_KEY})
+
+
 def get_alias(conn: Any, alias: str = ACTIVE_ALIAS, *, for_update: bool = False) -> str | None:
-    """The version ``alias`` points at; ``for_update`` locks the alias row until the transaction ends, so a
-    decision taken on it (rollback, a gated promotion, a shadow verdict) cannot race another move."""
+    """The version ``alias`` points at; ``for_update`` holds every alias move off until the transaction ends, so
+    a decision taken on it (rollback, a gated promotion, a shadow verdict) cannot race another move."""
     stmt = select(ModelAlias.version).where(ModelAlias.alias == alias)
-    return conn.execute(stmt.with_for_update() if for_update else stmt).scalar_one_or_none()
+    if for_update:
+        _lock_alias_moves(conn)
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).scalar_one_or_none()
 
 
 def newest_served_version(conn: Any) -> str | None:
@@ -159,9 +171,10 @@ def lock_bootstrap(conn: Any) -> None:
 def set_alias(conn: Any, version: str, *, alias: str = ACTIVE_ALIAS, by: str | None, reason: str) -> str | None:
     """Point ``alias`` at ``version``, record the move, mark statuses and notify; return the old version.
 
-    The alias row is locked (``FOR UPDATE``) so two concurrent promotions serialize instead of both
-    recording the same "previous" version.
+    Alias moves are serialised (:func:`_lock_alias_moves`) so two concurrent promotions do not both record the
+    same "previous" version.
     """
+    _lock_alias_moves(conn)
     previous = conn.execute(
         select(ModelAlias.version).where(ModelAlias.alias == alias).with_for_update()
     ).scalar_one_or_none()
@@ -195,6 +208,7 @@ def set_alias(conn: Any, version: str, *, alias: str = ACTIVE_ALIAS, by: str | N
 def clear_alias(conn: Any, alias: str, *, by: str | None, reason: str) -> str | None:
     """Remove ``alias`` (e.g. the shadow alias after its verdict); the history keeps the move. Returns
     the version it pointed at."""
+    _lock_alias_moves(conn)
     previous = conn.execute(select(ModelAlias.version).where(ModelAlias.alias == alias).with_for_update()
                             ).scalar_one_or_none()
     if previous is None:

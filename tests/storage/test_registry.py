@@ -193,3 +193,65 @@ def test_listener_is_detached_from_the_pool_and_receives_alias_moves(db_url):
         listener.close()
     finally:
         engine.dispose()
+
+
+def _concurrently(*steps_per_thread) -> list[BaseException]:
+    """Run each list of steps in its own thread and transaction, the threads meeting at a barrier after their first
+    step (given up after 2 s: a thread held back by a lock never gets there). Returns the errors raised."""
+    import threading
+
+    barrier, errors = threading.Barrier(len(steps_per_thread)), []
+
+    def run(engine, steps) -> None:
+        try:
+            with engine.begin() as conn:
+                steps[0](conn)
+                try:
+                    barrier.wait(timeout=2)
+                except threading.BrokenBarrierError:
+                    pass
+                for step in steps[1:]:
+                    step(conn)
+        except Exception as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=args) for args in steps_per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
+def test_alias_moves_taking_row_locks_in_opposite_orders_do_not_deadlock(engine):
+    """A shadow verdict locks the shadow alias, then the active one; `models promote` the active one, then the
+    shadow one (set_alias): run at the same moment, PostgreSQL killed one with a deadlock (40P01)."""
+    with engine.begin() as conn:
+        for v in ("a", "b"):
+            _add(conn, v)
+        registry.set_alias(conn, "a", by="t", reason="r")
+        registry.set_alias(conn, "b", alias=registry.SHADOW_ALIAS, by="t", reason="r")
+    errors = _concurrently(
+        (engine, [lambda c: registry.get_alias(c, registry.SHADOW_ALIAS, for_update=True),
+                  lambda c: registry.get_alias(c, for_update=True)]),
+        (engine, [lambda c: registry.get_alias(c, for_update=True),
+                  lambda c: registry.get_alias(c, registry.SHADOW_ALIAS, for_update=True)]),
+    )
+    assert not errors, errors
+
+
+def test_two_first_promotions_leave_one_promoted_version(engine):
+    """No active alias yet: FOR UPDATE locked no row, so both promotions read "no previous" and both versions
+    ended "promoted" (the loser then counted as served)."""
+    with engine.begin() as conn:
+        for v in ("x", "y"):
+            _add(conn, v)
+
+    def promote(version):
+        return [lambda c: registry.set_alias(c, version, by="t", reason="r"), lambda c: None]
+
+    assert not _concurrently((engine, promote("x")), (engine, promote("y")))
+    with engine.connect() as conn:
+        statuses = {v: registry.get_version(conn, v)["status"] for v in ("x", "y")}
+        active = registry.get_alias(conn)
+    assert statuses[active] == "promoted" and sorted(statuses.values()) == ["promoted", "retired"], statuses
