@@ -90,6 +90,7 @@ class Score(Base):
         CheckConstraint("sentiment IN ('negative','neutral','positive')", name="ck_scores_sentiment"),
         Index("ix_scores_topic_event_time", "topic", "event_time"),
         Index("ix_scores_event_time", "event_time"),
+        Index("ix_scores_scored_at", "scored_at"),  # 0010: the pipeline-health panels filter on it
     )
 
 

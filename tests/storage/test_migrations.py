@@ -115,3 +115,17 @@ def test_services_starting_together_both_migrate_a_fresh_database(pg_server) -> 
         assert results == [migrate.heads()] * 3
         if attempt == 2:
             break
+
+
+def test_the_pipeline_panels_time_filter_on_scored_at_can_use_an_index(db_url: str) -> None:
+    """Model versions in use, scored per minute and scoring latency filter on ``scores.scored_at`` at every
+    refresh: with no index on it each refresh read the whole table (0010_scores_scored_at)."""
+    engine = make_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))  # the plan says whether an index *can* serve it
+            plan = "\n".join(conn.execute(text(
+                "EXPLAIN SELECT count(*) FROM scores WHERE scored_at >= now() - interval '1 hour'")).scalars())
+    finally:
+        engine.dispose()
+    assert "ix_scores_scored_at" in plan, plan
