@@ -62,8 +62,16 @@ def record_progress(conn: Connection, rows: Sequence[PartitionProgress]) -> None
     )
 
 
+def placeholders(topic: str, partitions: Sequence[int]) -> list[PartitionProgress]:
+    """Rows saying "this partition exists and nothing of it is committed yet" (offset 0, no end, no event time):
+    written with ``record_progress``, whose upsert only moves forward, so an existing row is left as it is.
+    Every worker writes them for all partitions of the topic when it is assigned, so a partition whose own
+    worker crash-loops before its first commit holds the watermark back instead of being left out of it."""
+    return [PartitionProgress(topic, p, 0, None, None) for p in sorted(partitions)]
+
+
 def read_progress(conn: Connection, topic: str) -> list[PartitionProgress]:
-    """Every partition of ``topic`` the workers have committed at least once, by partition."""
+    """Every partition of ``topic`` the workers have registered or committed, by partition."""
     result = conn.execute(
         text(
             """SELECT topic, partition, next_offset, log_end_offset, max_event_time, updated_at, end_checked_at
@@ -75,7 +83,8 @@ def read_progress(conn: Connection, topic: str) -> list[PartitionProgress]:
 
 
 def event_time_watermark(progress: Sequence[PartitionProgress], now: datetime) -> datetime | None:
-    """The event time up to which every partition is committed, or None when nothing was committed yet.
+    """The event time up to which every partition is committed, or None when nothing was committed yet or a
+    known partition has committed nothing with an event time (see :func:`placeholders`).
 
     A partition the worker had read to the end of, by the broker's answer at ``end_checked_at``, holds
     nothing back before that moment (every record appended before it is committed; later ones carry later
@@ -91,7 +100,7 @@ def event_time_watermark(progress: Sequence[PartitionProgress], now: datetime) -
             mark = max(p.end_checked_at, p.max_event_time) if p.max_event_time else p.end_checked_at
         elif p.max_event_time is not None:
             mark = p.max_event_time
-        else:
-            continue
+        else:  # a partition with nothing committed yet (its worker crash-looping, say) holds everything back
+            return None
         marks.append(mark)
     return min(min(marks), now) if marks else None

@@ -47,7 +47,7 @@ from aiokafka.errors import KafkaError
 
 from models.prediction import ClassifierProvider
 from storage.articles import ScoredArticle
-from storage.progress import PartitionProgress
+from storage.progress import PartitionProgress, placeholders
 from streams.metrics import WorkerMetrics
 from streams.processing import (
     ClassifierUnavailableError,
@@ -152,6 +152,7 @@ class PipelineWorker:
         self._log_ends: dict[int, int] = {}  # partition -> log end from the broker's ListOffsets (lag loop)
         self._polls_seen: dict[int, int] = {}  # partition -> last fetch-response time (ms) an idle check saw
         self._last_idle_progress = time.monotonic()
+        self._partitions_registered = False  # placeholder progress rows written since the last assignment
         db_sink.on_retry = self._on_retry("database")
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class PipelineWorker:
         lag_timer = asyncio.create_task(self._lag_loop(), name="mm-lag")
         try:
             while not self._stop.is_set():
+                await self._register_partitions()
                 records = await self._fetch()
                 if not records:
                     await self._idle_progress()
@@ -473,6 +475,17 @@ class PipelineWorker:
         if rows:
             await self.db_sink.try_progress(rows)  # one attempt: a down database must not stop the fetching
 
+    async def _register_partitions(self) -> None:
+        """Once per assignment, a placeholder progress row for every partition of the raw topic (owned or not,
+        existing rows untouched): the alert watermark then waits for a partition whose own worker has not
+        committed yet (crash-looping before its first batch) instead of being taken over the others only."""
+        if self._partitions_registered or self.consumer is None:
+            return
+        partitions = self.consumer.partitions_for_topic(self.config.raw_topic)
+        if partitions:
+            self._partitions_registered = await self.db_sink.try_progress(
+                placeholders(self.config.raw_topic, sorted(partitions)))
+
     # ---- rebalance ----------------------------------------------------------------------------------
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Let the batches in flight commit while the partitions are still ours (bounded)."""
@@ -493,6 +506,7 @@ class PipelineWorker:
         log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._partitions_registered = False  # the topic may have grown partitions since
         self._fetching.set()
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 

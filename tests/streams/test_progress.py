@@ -134,3 +134,48 @@ def test_a_producer_clock_ahead_does_not_move_the_partitions_event_time(make_top
     stored = Db(db_url).scalar("SELECT event_time FROM articles")
     assert progress.max_event_time is not None and abs(progress.max_event_time - stored) < timedelta(seconds=30)
     assert Db(db_url).scalar("SELECT kafka_timestamp FROM articles") == ahead.replace(microsecond=ahead.microsecond // 1000 * 1000)
+
+
+def test_a_partition_whose_member_never_commits_holds_the_watermark_back(
+        make_topics, kafka_bootstrap: str, db_url: str, model_path: Path) -> None:
+    """A group member owns a partition and never commits (a worker crash-looping before its first batch): its
+    partition had no progress row, so the watermark was taken over the other partition alone and the alert
+    service judged windows without that partition's news. Every worker now registers every partition."""
+    import threading
+
+    from kafka import KafkaConsumer
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    topics = make_topics(2)
+    group = f"mm-test-stuck-{topics.raw}"
+    stuck = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False,
+                          auto_offset_reset="earliest",  # aiokafka's one assignor: the group needs a common one
+                          partition_assignment_strategy=[RoundRobinPartitionAssignor])
+    stuck.subscribe([topics.raw])
+    done = threading.Event()
+
+    def keep_polling() -> None:  # stays in the group (rebalances happen in poll), commits nothing
+        while not done.is_set():
+            stuck.poll(timeout_ms=200)
+
+    poller = threading.Thread(target=keep_polling)
+    poller.start()
+    worker = None
+    try:
+        wait_until(lambda: stuck.assignment(), 30, what="the stuck member's assignment")
+        worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, group_id=group,
+                                 provider=StaticProvider(build_engine(load_settings().model, model_path)))
+        wait_until(lambda: len(stuck.assignment()) == 1, 60, what="one partition each")
+        produce(kafka_bootstrap, topics.raw, [article(i, "sk") for i in range(12)],
+                keys=[f"k{i}".encode() for i in range(12)])  # keyed: both partitions get news
+        owned = wait_until(lambda: [p for p in _progress(db_url, topics.raw) if p.end_checked_at is not None], 60,
+                           what="the worker's caught-up claim on its partition")
+    finally:
+        if worker is not None:
+            worker.stop()
+        done.set()
+        poller.join(timeout=10)
+        stuck.close()
+    progress = _progress(db_url, topics.raw)
+    assert {p.partition for p in progress} == {0, 1}, progress
+    assert len(owned) == 1 and event_time_watermark(progress, datetime.now(timezone.utc)) is None
