@@ -124,7 +124,7 @@ def real_pair(args: argparse.Namespace, guards: dict) -> None:
             cells = []
             for model in (champ, chall):
                 pred = model.predictions[name][task][1]
-                ci = bootstrap_intervals(task, gold, pred)
+                ci = bootstrap_intervals(task, gold, pred, clusters=model.clusters.get(name, {}).get(task))
                 m = model.metrics[name][task]
                 cells.append(f"acc {m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}] "
                              f"macro-F1 {m['macro_f1']:.3f}")

@@ -4,14 +4,17 @@ Why: retraining changes the model without a human in the room, so no single pers
 
 * A row is validated against the label maps (``models.labels``) before it is stored (``validate_feedback``).
 * Labels merge per text and per task: each author's latest label for that task is their vote; a later
-  sentiment-only row does not touch the same author's topic vote.
+  sentiment-only row does not touch the same author's topic vote. Texts are the same when their
+  near-duplicate keys are (``text_key``: the key of every split and of the gate), so a tweet re-posted with
+  another t.co link gathers its votes in one place, is one text, and counts once against the cap.
 * A label is accepted when ``min_agreeing_authors`` (2) distinct authors agree and no other label has as
   many votes, or when a reviewer voted (the latest reviewer's label wins).
-* Each author's share of the texts accepted on their word alone (a reviewer's, since anyone else needs a
-  second author) is capped: at most ``max(author_floor, max_author_share * accepted texts)``; votes beyond
-  that (newest first) are dropped and the merge is redone until it is stable. So whatever one person
-  submits, the training feedback holds at most that many texts that only they vouched for; every other
-  text carries the agreement of a second named author.
+* Each author's share of the labels, per (text, task), accepted on their word alone (a reviewer's, since anyone
+  else needs a second author) is capped: at most ``max(author_floor, max_author_share * accepted labels)``;
+  votes beyond that (newest first) are dropped and the merge is redone until it is stable. Per (text, task):
+  two analysts agreeing on a text's topic do not vouch for a reviewer's lone sentiment label of it. So whatever
+  one person submits, the training feedback holds at most that many labels that only they vouched for; every
+  other label carries the agreement of a second named author.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 from models.labels import HEADS, UnknownLabelError, normalize_sentiment, normalize_topic
 from models.text_encoder import has_visible_characters, invalid_unicode
 from storage.feedback import FeedbackRow
-from training.datasets import normalize_text
+from training.datasets import near_duplicate_key, normalize_text
 
 TASKS = HEADS  # a correction labels one of the model's heads
 
@@ -93,7 +96,8 @@ class MergeResult:
     conflicts: int  # (text, task) pairs where authors disagree and no label leads
     dropped_votes: dict[str, int] = field(default_factory=dict)  # author -> votes dropped by the cap
     author_texts: dict[str, int] = field(default_factory=dict)  # author -> accepted texts they support
-    sole_texts: dict[str, int] = field(default_factory=dict)  # author -> accepted texts on their word alone
+    # author -> accepted (text, task) labels on their word alone (one per text when feedback labels one task)
+    sole_texts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"texts": len(self.texts), "pending": self.pending, "conflicts": self.conflicts,
@@ -109,12 +113,21 @@ class _Vote:
     row_id: int
 
 
+def text_key(text: str) -> str:
+    """The key votes merge by: the text's near-duplicate key (``datasets.near_duplicate_key``: URLs, entities,
+    punctuation, case and whitespace folded), the key every split, the feedback hold-out and the gate use, so
+    two copies of a tweet that differ only by their t.co link are one text with one label. A text with no word
+    character at all (its near-duplicate key is empty) keeps its case/whitespace-folded form, so such texts
+    are not all merged into one."""
+    return near_duplicate_key(text) or normalize_text(text)
+
+
 def _votes(rows: Iterable[FeedbackRow]) -> tuple[dict[tuple[str, str], dict[str, _Vote]], dict[str, str]]:
-    """{(text key, task): {author: latest vote}} and {text key: a representative text}."""
+    """{(text key, task): {author: latest vote}} and {text key: a representative text (the first labelled)}."""
     votes: dict[tuple[str, str], dict[str, _Vote]] = defaultdict(dict)
     texts: dict[str, str] = {}
     for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
-        key = normalize_text(row.text)
+        key = text_key(row.text)
         texts.setdefault(key, row.text)
         for task in TASKS:
             label = getattr(row, task)
@@ -140,10 +153,18 @@ def _decide(task_votes: dict[str, _Vote], policy: FeedbackPolicy) -> tuple[str, 
     return top, [v for v in task_votes.values() if v.label == top], False
 
 
-def _accept(votes: dict[tuple[str, str], dict[str, _Vote]], texts: dict[str, str], policy: FeedbackPolicy
-            ) -> tuple[list[MergedText], int, int, dict[str, list[tuple[datetime, str]]]]:
+# An accepted label resting on one author's vote alone: (when its vote arrived, text key, task).
+_SoleLabel = tuple[datetime, str, str]
+
+
+def _accept(
+    votes: dict[tuple[str, str], dict[str, _Vote]], texts: dict[str, str], policy: FeedbackPolicy
+) -> tuple[list[MergedText], int, int, dict[str, list[tuple[datetime, str]]], dict[str, list[_SoleLabel]], int]:
+    """Accepted texts, pending, conflicts, {author: texts they support}, {author: labels on their word alone}
+    and the number of accepted (text, task) labels."""
     accepted: dict[str, dict[str, Any]] = {}
-    pending = conflicts = 0
+    sole: dict[str, list[_SoleLabel]] = defaultdict(list)
+    pending = conflicts = labels = 0
     for (key, task), task_votes in votes.items():
         decision = _decide(task_votes, policy)
         if decision == "pending":
@@ -153,12 +174,15 @@ def _accept(votes: dict[tuple[str, str], dict[str, _Vote]], texts: dict[str, str
             conflicts += 1
             continue
         label, support, reviewed = decision  # type: ignore[misc]
+        labels += 1
         entry = accepted.setdefault(key, {"authors": set(), "reviewed": False, "at": None})
         entry[task] = label
         entry["authors"] |= {v.author for v in support}
         entry["reviewed"] |= reviewed
         last = max(v.at for v in support)
         entry["at"] = last if entry["at"] is None else max(entry["at"], last)
+        if len({v.author for v in support}) == 1:  # per (text, task): another task's authors do not vouch for it
+            sole[support[0].author].append((last, key, task))
     merged = [MergedText(key, texts[key], e.get("sentiment"), e.get("topic"), tuple(sorted(e["authors"])),
                          e["reviewed"], e["at"]) for key, e in accepted.items()]
     merged.sort(key=lambda m: (m.accepted_at, m.key))
@@ -166,12 +190,13 @@ def _accept(votes: dict[tuple[str, str], dict[str, _Vote]], texts: dict[str, str
     for m in merged:
         for author in m.authors:
             by_author[author].append((m.accepted_at, m.key))
-    return merged, pending, conflicts, by_author
+    return merged, pending, conflicts, by_author, sole, labels
 
 
 def author_budget(other_texts: int, policy: FeedbackPolicy) -> int:
-    """The most texts one author may have accepted on their word alone, given ``other_texts`` accepted texts
-    that are not theirs alone: x <= share * (x + others), i.e. x <= share / (1 - share) * others."""
+    """The most labels (per text and task) one author may have accepted on their word alone, given ``other_texts``
+    accepted labels that are not theirs alone: x <= share * (x + others), i.e. x <= share / (1 - share) * others.
+    With one task labelled per text, labels are texts."""
     share = policy.max_author_share
     if share >= 1:
         return 1 << 62
@@ -183,19 +208,14 @@ def merge_feedback(rows: Sequence[FeedbackRow], policy: FeedbackPolicy) -> Merge
     votes, texts = _votes(rows)
     dropped: Counter[str] = Counter()
     for _ in range(50):  # each pass only removes votes, so this settles quickly
-        merged, pending, conflicts, by_author = _accept(votes, texts, policy)
-        sole: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        for m in merged:
-            if len(m.authors) == 1:
-                sole[m.authors[0]].append((m.accepted_at, m.key))
-        over = {a: keys for a, keys in sole.items() if len(keys) > author_budget(len(merged) - len(keys), policy)}
+        merged, pending, conflicts, by_author, sole, labels = _accept(votes, texts, policy)
+        over = {a: keys for a, keys in sole.items() if len(keys) > author_budget(labels - len(keys), policy)}
         if not over:
             break
         for author, keys in over.items():
-            budget = author_budget(len(merged) - len(keys), policy)
-            for _, key in sorted(keys)[budget:]:  # keep the oldest ``budget`` texts, drop the newest votes
-                for task in TASKS:
-                    if votes.get((key, task), {}).pop(author, None) is not None:
-                        dropped[author] += 1
+            budget = author_budget(labels - len(keys), policy)
+            for _, key, task in sorted(keys)[budget:]:  # keep the oldest ``budget`` labels, drop the newest votes
+                if votes.get((key, task), {}).pop(author, None) is not None:
+                    dropped[author] += 1
     return MergeResult(merged, pending, conflicts, dict(dropped), {a: len(k) for a, k in by_author.items()},
                        {a: len(k) for a, k in sole.items()})

@@ -2,7 +2,8 @@
 
 Why paired: both models score the same rows, so most of the sampling noise of macro-F1 is shared and
 cancels in the difference. The gate bootstraps that difference (rows resampled with replacement, both
-models' predictions kept together) and votes with the lower bound of its two-sided interval:
+models' predictions kept together; whole near-duplicate clusters when the candidates carry cluster ids, as a
+retrain's do: the cluster splits put whole clusters into dev) and votes with the bounds of its two-sided interval:
 
 * every base set that is large enough: lower bound > ``-set_delta`` (no set may regress clearly);
 * the base sets pooled (mean of the per-set differences): lower bound > ``-delta`` (non-inferiority);
@@ -24,13 +25,20 @@ Why a pooled vote: at the shipped dev sizes (485 / 954 / 1,699 rows) one set alo
 from "2 points worse" with 5 % errors both ways; the pooled difference can when the two models disagree on
 a few percent of rows (``training.gate_sim`` and ``benchmarks/bench_gate.py`` measure it).
 
+Those 5 % are the base-set votes' alone. Every vote is a separate 95 % interval, so a retrain's false-reject
+rate adds up: with the default guard slice (226 rows inside the PhraseBank dev set) an equal challenger is
+rejected ~2 / 5 / 8 % of the time at 2 / 3 / 4 % churn (base sets 0 / 1 / 4 %, guard 2-4 %; simulated by
+``python -m training.gate_sim``). A feedback hold-out that votes (enough rows and confirmations) asks for a
+lower bound above 0, i.e. superiority: an equal challenger fails it ~97.5 % of the time (98 % simulated), so
+with such a hold-out the gate promotes only a challenger that is better where analysts looked.
+
 The statistics are pure numpy functions on label-index arrays, so they are tested by simulation.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -99,6 +107,10 @@ class Candidate:
     smoke_ok: bool = True
     smoke_detail: str = ""
     predictions: Predictions = field(default_factory=dict)
+    # {set: {task: one cluster id per row of ``predictions[set][task]``}}: rows sharing an id (near-duplicate
+    # texts, ``training.datasets.near_duplicate_key``) are resampled together by the paired bootstrap; a set
+    # without ids is resampled by rows. ``training.retrain.candidate`` fills it from the rows' texts.
+    clusters: Mapping[str, Mapping[str, Sequence[Hashable]]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- statistics (pure numpy)
@@ -120,13 +132,41 @@ class PairedComparison:
     class_support: dict[int, int]
     negative_recall: tuple[float, float] | None = None  # (champion, challenger) when class 0 is "negative"
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)  # bootstrap differences
+    clusters: int | None = None  # clusters resampled (near-duplicate groups); None: rows were resampled
 
 
-def _cells(y: np.ndarray, a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """Distinct (gold, champion, challenger) triples and their counts: resampling rows = resampling cells."""
-    code = (y * k + a) * k + b
-    uniq, counts = np.unique(code, return_counts=True)
-    return uniq // (k * k), (uniq // k) % k, uniq % k, counts
+def cluster_index(clusters: Sequence[Hashable], n: int) -> np.ndarray:
+    """Cluster ids (any hashables, e.g. ``training.datasets.near_duplicate_key`` of each row's text) as 0..G-1."""
+    if len(clusters) != n:
+        raise ValueError(f"cluster ids must name every row (got {len(clusters)} ids for {n} rows)")
+    ids: dict[Hashable, int] = {}
+    return np.fromiter((ids.setdefault(c, len(ids)) for c in clusters), dtype=np.int64, count=n)
+
+
+def resampled_cells(codes: np.ndarray, clusters: Sequence[Hashable] | None, samples: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Bootstrap resamples of per-row codes as counts of their distinct values.
+
+    Returns (distinct codes, their counts in the full sample, ``samples`` x cells resampled counts, number of
+    resampling units). Without ``clusters`` rows are resampled with replacement: multinomial counts over the
+    distinct codes, the same distribution at O(cells) per replicate. With ``clusters`` (one id per row) whole
+    clusters are resampled, as many as there are: rows of one near-duplicate cluster are not independent
+    evidence (the cluster splits keep each cluster on one side, so a dev set holds whole clusters), and
+    resampling them as rows makes the interval too narrow. Clusters with the same cell counts (most are
+    singletons) are drawn as one type, so this costs O(types) per replicate.
+    """
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(uniq))
+    if clusters is None:
+        n = int(counts.sum())
+        return uniq, counts, rng.multinomial(n, counts / n, size=samples), n
+    ids = cluster_index(clusters, len(codes))
+    g = int(ids.max()) + 1
+    per_cluster = np.zeros((g, len(uniq)), dtype=np.int64)
+    np.add.at(per_cluster, (ids, inverse), 1)
+    types, type_counts = np.unique(per_cluster, axis=0, return_counts=True)
+    draws = rng.multinomial(g, type_counts / g, size=samples)
+    return uniq, counts, draws @ types, g
 
 
 def macro_f1_counts(tp: np.ndarray, n_true: np.ndarray, n_pred: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,12 +189,16 @@ def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> fl
 def paired_bootstrap(
     y_true: Sequence[int], champion: Sequence[int], challenger: Sequence[int], n_classes: int, *,
     samples: int = 2000, confidence: float = 0.95, rng: np.random.Generator | None = None,
+    clusters: Sequence[Hashable] | None = None,
 ) -> PairedComparison:
     """Paired bootstrap of the macro-F1 difference (challenger - champion) on the same rows.
 
     Rows are resampled jointly, so the interval reflects only what differs between the two models. The
     resample is drawn as multinomial counts over the distinct (gold, champion, challenger) cells, which is
     the same distribution as resampling rows and costs O(cells) instead of O(rows) per replicate.
+    ``clusters`` (one id per row, e.g. its text's ``near_duplicate_key``) resamples whole clusters instead
+    (``resampled_cells``); None keeps the row bootstrap. Macro-F1 is taken over the classes of the full
+    sample's gold labels in every resample (as the point estimate).
     """
     rng = rng or np.random.default_rng(0)
     y = np.asarray(y_true, dtype=np.int64)
@@ -163,7 +207,8 @@ def paired_bootstrap(
     if not (len(y) == len(a) == len(b)) or len(y) == 0:
         raise ValueError(f"paired test needs equal, non-empty arrays (got {len(y)}, {len(a)}, {len(b)})")
     k = n_classes
-    t, pa, pb, counts = _cells(y, a, b, k)
+    uniq, counts, draws, units = resampled_cells((y * k + a) * k + b, clusters, samples, rng)
+    t, pa, pb = uniq // (k * k), (uniq // k) % k, uniq % k
     n = int(counts.sum())
     eye = np.eye(k)
     gold, ca, cb = eye[t], eye[pa], eye[pb]
@@ -176,8 +221,7 @@ def paired_bootstrap(
         return fa, fb, cls_a, cls_b
 
     fa, fb, cls_a, cls_b = stats(counts.astype(float))
-    draws = rng.multinomial(n, counts / n, size=samples).astype(float)
-    boot_a, boot_b, _, _ = stats(draws)
+    boot_a, boot_b, _, _ = stats(draws.astype(float))
     diffs = boot_b - boot_a
     alpha = 1.0 - confidence
     lower, upper = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
@@ -190,7 +234,7 @@ def paired_bootstrap(
         disagreement=float((a != b).mean()), champion_f1=float(fa), challenger_f1=float(fb),
         class_f1_delta={int(i): float(cls_b[i] - cls_a[i]) for i in np.flatnonzero(mask)},
         class_support={int(i): int(support[i]) for i in np.flatnonzero(mask)},
-        negative_recall=neg, samples=diffs,
+        negative_recall=neg, samples=diffs, clusters=None if clusters is None else units,
     )
 
 
@@ -260,7 +304,8 @@ def guard_passes(cmp: PairedComparison, config: GateConfig) -> bool:
 
 
 def _fmt_cmp(c: PairedComparison) -> str:
-    return (f"diff {c.diff:+.4f} [{c.lower:+.4f}, {c.upper:+.4f}], n={c.n}, "
+    units = "" if c.clusters is None else f" in {c.clusters} near-duplicate clusters"
+    return (f"diff {c.diff:+.4f} [{c.lower:+.4f}, {c.upper:+.4f}], n={c.n}{units}, "
             f"disagree {100 * c.disagreement:.1f}%")
 
 
@@ -311,9 +356,20 @@ def evaluate_gate(champion: Candidate, challenger: Candidate, config: GateConfig
         if list(y_a) != list(y_b):
             checks.append(Check(f"{kind}[{name}]", False, "the two models were not scored on the same rows"))
             continue
+        ids_a = (champion.clusters.get(set_name) or {}).get(task)
+        ids_b = (challenger.clusters.get(set_name) or {}).get(task)
+        if ids_a is not None and ids_b is not None and list(ids_a) != list(ids_b):
+            checks.append(Check(f"{kind}[{name}]", False, "the two models were not scored on the same rows "
+                                "(their rows' cluster ids differ)"))
+            continue
+        ids = ids_a if ids_a is not None else ids_b
+        if ids is not None and len(ids) != len(y_a):
+            checks.append(Check(f"{kind}[{name}]", False, f"{len(ids)} cluster ids for {len(y_a)} rows"))
+            continue
         labels = champion.labels.get(task) or challenger.labels.get(task) or []
         cmp = paired_bootstrap(y_a, p_a, p_b, max(len(labels), int(max([*y_a, *p_a, *p_b], default=0)) + 1),
-                               samples=config.bootstrap_samples, confidence=config.confidence, rng=rng)
+                               samples=config.bootstrap_samples, confidence=config.confidence, rng=rng,
+                               clusters=ids)
         comparisons[name] = {k: v for k, v in asdict(cmp).items() if k != "samples"} | {"feedback": feedback,
                                                                                           "guard": guard}
         minimum = (config.min_feedback_examples if feedback else config.min_guard_examples if guard

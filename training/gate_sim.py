@@ -41,6 +41,9 @@ SHIPPED_SETS: dict[str, tuple[tuple[int, ...], float]] = {
 # PhraseBank's all-agree dev rows (valid.csv agreement=100: 30 negative, 139 neutral, 57 positive) and the bundled
 # model's CPU-path accuracy there (0.978): the default guard slice.
 GUARD_SETS: dict[str, tuple[tuple[int, ...], float]] = {"phrasebank_allagree": ((30, 139, 57), 0.978)}
+# The base set each guard slice is a subset of: valid.csv is PhraseBank's dev file, so its all-agree rows are 226 of
+# the 485 rows the phrasebank base set votes on, and the two votes share those rows.
+GUARD_WITHIN: dict[str, str] = {"phrasebank_allagree": "phrasebank"}
 
 
 def simulate_pair(counts: Sequence[int], accuracy: float, churn: float, extra: float,
@@ -140,3 +143,117 @@ def simulate_guard(counts: Sequence[int], accuracy: float, config: GateConfig, *
                                rng=rng)
         rejected += not guard_passes(cmp, config)
     return rejected / replications
+
+
+@dataclass(frozen=True)
+class RetrainSimResult:
+    reject_rate: float  # any statistical vote of base sets or guard slices rejects
+    replications: int
+    base_reject: float  # base-set votes (per set, per class, pooled), as ``simulate_gate``'s reject_rate
+    guard_reject: dict[str, float]
+
+
+def simulate_retrain_gate(
+    sets: Mapping[str, tuple[Sequence[int], float]], guards: Mapping[str, tuple[Sequence[int], float]],
+    config: GateConfig, *, churn: float, replications: int, seed: int = 0,
+    within: Mapping[str, str] = GUARD_WITHIN,
+) -> RetrainSimResult:
+    """False-reject rate of an equal challenger under every statistical vote a retrain without a voting feedback
+    hold-out takes: the base sets' (as ``simulate_gate``) and the guard slices' (as ``simulate_guard``) together.
+
+    A guard slice named in ``within`` is simulated as the first rows of its base set (the rest of that set gets
+    the counts and the accuracy that keep the set's totals), so both votes see the same pair on those rows;
+    other guard slices are independent sets. Each vote alone is a 95 % interval, so the rejections add up.
+    The feedback hold-out's superiority vote (lower bound > 0) is not simulated: when it votes it rejects an
+    equal challenger ~97.5 % of the time by construction.
+    """
+    rng = np.random.default_rng(seed)
+    hosts = {within[g]: g for g in guards if within.get(g) in sets}
+    rejected = base_rejects = 0
+    guard_rejects = dict.fromkeys(guards, 0)
+    for _ in range(replications):
+        samples, bad, guard_bad = [], False, False
+        pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for name, (counts, acc) in sets.items():
+            if name in hosts:
+                g_counts, g_acc = guards[hosts[name]]
+                rest = [c - gc for c, gc in zip(counts, g_counts, strict=True)]
+                rest_acc = (acc * sum(counts) - g_acc * sum(g_counts)) / sum(rest)
+                inner, outer = (simulate_pair(g_counts, g_acc, churn, 0.0, rng),
+                                simulate_pair(rest, rest_acc, churn, 0.0, rng))
+                pairs[hosts[name]] = inner
+                y, a, b = (np.concatenate([i, o]) for i, o in zip(inner, outer, strict=True))
+            else:
+                y, a, b = simulate_pair(counts, acc, churn, 0.0, rng)
+            if sum(counts) < config.min_examples:
+                continue
+            cmp = paired_bootstrap(y, a, b, len(counts), samples=config.bootstrap_samples,
+                                   confidence=config.confidence, rng=rng)
+            bad |= set_rejected(cmp, counts, config)
+            samples.append(cmp.samples)
+        _, lower, _ = pooled_interval(samples, config.confidence)
+        bad |= not pooled_passes(lower, config)
+        for name, (counts, acc) in guards.items():
+            if sum(counts) < config.min_guard_examples:
+                continue
+            y, a, b = pairs[name] if name in pairs else simulate_pair(counts, acc, churn, 0.0, rng)
+            cmp = paired_bootstrap(y, a, b, len(counts), samples=config.bootstrap_samples,
+                                   confidence=config.confidence, rng=rng)
+            g_bad = not guard_passes(cmp, config)
+            guard_rejects[name] += g_bad
+            guard_bad |= g_bad
+        base_rejects += bad
+        rejected += bad or guard_bad
+    return RetrainSimResult(rejected / replications, replications, base_rejects / replications,
+                            {k: v / replications for k, v in guard_rejects.items()})
+
+
+def simulate_feedback_vote(counts: Sequence[int], accuracy: float, config: GateConfig, *, churn: float,
+                           replications: int, seed: int = 0) -> float:
+    """Share of equal challengers (``churn``, no loss) the feedback hold-out's superiority vote rejects (lower bound
+    of the difference not above 0). A hold-out that votes (``min_feedback_examples`` rows, ``accuracy`` at least
+    ``min_feedback_confirmations``) asks the challenger to be better there, so this is ~97.5 %, not ~5 %."""
+    rng = np.random.default_rng(seed)
+    rejected = 0
+    for _ in range(replications):
+        y, a, b = simulate_pair(counts, accuracy, churn, 0.0, rng)
+        cmp = paired_bootstrap(y, a, b, len(counts), samples=config.bootstrap_samples, confidence=config.confidence,
+                               rng=rng)
+        rejected += not cmp.lower > 0.0
+    return rejected / replications
+
+
+# A feedback hold-out as small as votes (100 rows, sentiment) and a champion that confirms 70 % of it.
+FEEDBACK_SET: tuple[tuple[int, ...], float] = ((30, 45, 25), 0.7)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Combined false-reject rates of an equal challenger: ``nice -n 10 python -m training.gate_sim``."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--reps", type=int, default=400, help="Simulated replications per churn.")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples per set.")
+    parser.add_argument("--churn", type=float, nargs="+", default=[0.02, 0.03, 0.04])
+    parser.add_argument("--seed", type=int, default=31)
+    args = parser.parse_args(argv)
+    config = GateConfig(bootstrap_samples=args.bootstrap)
+    base = ", ".join(f"{k} {sum(c)}" for k, (c, _) in SHIPPED_SETS.items())
+    guards = ", ".join(f"{k} {sum(c)} (rows of {GUARD_WITHIN.get(k, 'no base set')})"
+                       for k, (c, _) in GUARD_SETS.items())
+    print(f"equal challenger, {args.reps} replications x {args.bootstrap} resamples; base sets {base}; guard slices "
+          f"{guards}; feedback hold-out {sum(FEEDBACK_SET[0])} rows, {FEEDBACK_SET[1]:.0%} confirmations")
+    print(f"{'churn':>6} {'base votes':>11} {'guard':>7} {'base+guard':>11} {'feedback vote':>14} {'s':>5}")
+    for churn in args.churn:
+        started = time.perf_counter()
+        both = simulate_retrain_gate(SHIPPED_SETS, GUARD_SETS, config, churn=churn, replications=args.reps,
+                                     seed=args.seed)
+        feedback = simulate_feedback_vote(*FEEDBACK_SET, config, churn=churn, replications=args.reps, seed=args.seed)
+        guard = max(both.guard_reject.values(), default=0.0)
+        print(f"{churn:>6.0%} {both.base_reject:>11.1%} {guard:>7.1%} {both.reject_rate:>11.1%} {feedback:>14.1%} "
+              f"{time.perf_counter() - started:>5.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

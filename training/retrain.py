@@ -214,6 +214,14 @@ def predict_sets(classifier: Classifier, sets: dict[str, list[LabeledExample]], 
     return out
 
 
+def cluster_ids(sets: dict[str, list[LabeledExample]]) -> dict[str, dict[str, list[str]]]:
+    """{set: {task: near-duplicate key of each row}}, in ``predict_sets``' row order: the gate's paired bootstrap
+    resamples these clusters, not rows (the cluster splits keep whole clusters in dev, so its rows are not
+    independent; tweet_topic's 1,701 dev rows are 1,543 clusters)."""
+    return {name: {task: [near_duplicate_key(ex.text) for ex in exs] for task, exs in split_by_task(examples).items()}
+            for name, examples in sets.items()}
+
+
 def candidate(version: str, artifact_dir: Path, sets: dict[str, list[LabeledExample]], latency_texts: Sequence[str],
               *, smoke: bool) -> Candidate:
     if smoke:
@@ -231,7 +239,8 @@ def candidate(version: str, artifact_dir: Path, sets: dict[str, list[LabeledExam
     latency = measure_latency(classifier, latency_texts)
     if not smoke:
         ok, detail = True, "not required for the champion"
-    return Candidate(version, read_info(artifact_dir).labels, metrics, latency, ok, detail, predictions)
+    return Candidate(version, read_info(artifact_dir).labels, metrics, latency, ok, detail, predictions,
+                     clusters=cluster_ids(sets))
 
 
 # ---------------------------------------------------------------- orchestration

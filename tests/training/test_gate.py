@@ -236,3 +236,94 @@ def test_guard_slice_error_rates_by_simulation_at_the_all_agree_size():
     equal = simulate_guard(counts, accuracy, config, churn=0.03, drop=0.0, replications=300, seed=21)
     worse = simulate_guard(counts, accuracy, config, churn=0.03, drop=0.04, replications=300, seed=22)
     assert equal <= 0.06 and worse >= 0.4, (equal, worse)
+
+
+def _width(cmp) -> float:
+    return cmp.upper - cmp.lower
+
+
+def test_paired_bootstrap_resamples_near_duplicate_clusters_when_given():
+    """Every row twice (each pair one cluster, as a tweet and its repost): no new evidence, so the cluster
+    bootstrap keeps the interval's width while the row bootstrap's shrinks by ~1/sqrt(2) (0.040 -> 0.027 when
+    the audit measured it): the cluster splits put whole clusters into dev, rows resampled alone understated the
+    noise (tweet_topic: 1,701 dev rows in 1,543 clusters)."""
+    rng = np.random.default_rng(5)
+    y, a, b = simulate_pair(*SHIPPED_SETS["phrasebank"], 0.08, 0.0, rng)
+    once = paired_bootstrap(y, a, b, 3, samples=2000)
+    yy, aa, bb = (np.repeat(v, 2) for v in (y, a, b))
+    rows = paired_bootstrap(yy, aa, bb, 3, samples=2000)
+    pairs = np.repeat(np.arange(len(y)), 2)
+    clustered = paired_bootstrap(yy, aa, bb, 3, samples=2000, clusters=pairs.tolist())
+    assert _width(rows) < 0.8 * _width(once), (_width(rows), _width(once))
+    assert _width(clustered) == pytest.approx(_width(once), rel=0.12), (_width(clustered), _width(once))
+    assert clustered.diff == rows.diff == pytest.approx(once.diff) and clustered.n == 2 * len(y)
+    assert (clustered.clusters, rows.clusters) == (len(y), None)
+    # singleton clusters are the row bootstrap (same distribution); the row path is unchanged (seeded)
+    singletons = paired_bootstrap(y, a, b, 3, samples=2000, clusters=[f"t{i}" for i in range(len(y))])
+    assert _width(singletons) == pytest.approx(_width(once), rel=0.12)
+    with pytest.raises(ValueError, match="cluster ids must name every row"):
+        paired_bootstrap(y, a, b, 3, clusters=[0])
+
+
+def test_the_gate_resamples_the_clusters_its_candidates_carry():
+    """``Candidate.clusters`` (filled by ``retrain.candidate``) reach the gate's bootstrap: on duplicated sets the
+    gate's intervals are those of the sets once; without cluster ids they are too narrow."""
+    sets = _sets(churn=0.04)
+    once = evaluate_gate(*_candidates(sets), CONFIG).comparisons
+    doubled = {name: {task: tuple(np.repeat(v, 2) for v in arrays) for task, arrays in tasks.items()}
+               for name, tasks in sets.items()}
+    champ, chall = _candidates(doubled)
+    rows = evaluate_gate(champ, chall, CONFIG).comparisons
+    ids = {name: {task: [f"{name} text {i // 2}" for i in range(len(y))] for task, (y, _, _) in tasks.items()}
+           for name, tasks in doubled.items()}
+    champ = Candidate(**{**champ.__dict__, "clusters": ids})
+    result = evaluate_gate(champ, chall, CONFIG)  # the challenger has none: the champion's ids are used
+    for name in ("phrasebank/sentiment", "tweet_topic/topic"):
+        width = once[name]["upper"] - once[name]["lower"]
+        assert rows[name]["upper"] - rows[name]["lower"] < 0.8 * width
+        got = result.comparisons[name]
+        assert got["upper"] - got["lower"] == pytest.approx(width, rel=0.15), (name, got, once[name])
+        assert got["clusters"] == got["n"] // 2
+    assert "near-duplicate clusters" in next(c.detail for c in result.checks
+                                             if c.name == "paired_macro_f1[phrasebank/sentiment]")
+    # two candidates whose rows carry other cluster ids were not scored on the same rows
+    other = {name: {task: list(range(len(v))) for task, v in tasks.items()} for name, tasks in ids.items()}
+    failed = {c.name: c.detail for c in evaluate_gate(champ, Candidate(**{**chall.__dict__, "clusters": other}),
+                                                      CONFIG).failures}
+    assert "cluster ids differ" in failed["paired_macro_f1[phrasebank/sentiment]"]
+
+
+def test_retrain_candidates_carry_each_rows_near_duplicate_key(monkeypatch, tmp_path):
+    """``retrain.candidate`` (used by ``marketmood retrain``, ``models register --promote`` and ``bench_gate.py
+    --pair``) gives every scored row its text's near-duplicate key, in the order of its predictions."""
+    from types import SimpleNamespace
+
+    from training import retrain
+    from training.datasets import LabeledExample, near_duplicate_key
+
+    class Fake:
+        def classify(self, texts):
+            return [SimpleNamespace(sentiment="neutral", topic=label_maps()["topic"][0]) for _ in texts]
+
+    monkeypatch.setattr(retrain, "load_cpu_classifier", lambda _: Fake())
+    monkeypatch.setattr(retrain, "read_info", lambda _: SimpleNamespace(labels=label_maps()))
+    texts = ["$AAPL up! https://t.co/x", "Oil slumps", "$aapl up https://t.co/y"]
+    sets = {"tweets": [LabeledExample(text=t, sentiment=i % 3, topic=1 if i else None, source="x")
+                       for i, t in enumerate(texts)]}
+    cand = retrain.candidate("v1", tmp_path, sets, texts, smoke=False)
+    assert cand.clusters["tweets"]["sentiment"] == [near_duplicate_key(t) for t in texts]
+    assert cand.clusters["tweets"]["topic"] == [near_duplicate_key(t) for t in texts[1:]]
+    assert len(cand.clusters["tweets"]["topic"]) == len(cand.predictions["tweets"]["topic"][0])
+    assert cand.clusters["tweets"]["sentiment"][0] == cand.clusters["tweets"]["sentiment"][2]
+
+
+def test_base_sets_and_guard_slice_together_reject_more_often_than_either():
+    """The documented combined false-reject rate (``python -m training.gate_sim``): the guard slice's vote adds to
+    the base sets', and a voting feedback hold-out (superiority) rejects nearly every equal challenger."""
+    from training.gate_sim import FEEDBACK_SET, simulate_feedback_vote, simulate_retrain_gate
+
+    config = GateConfig(bootstrap_samples=300)
+    both = simulate_retrain_gate(SHIPPED_SETS, GUARD_SETS, config, churn=0.04, replications=60, seed=3)
+    guard = both.guard_reject["phrasebank_allagree"]
+    assert max(both.base_reject, guard) <= both.reject_rate <= both.base_reject + guard
+    assert simulate_feedback_vote(*FEEDBACK_SET, config, churn=0.04, replications=60, seed=3) >= 0.9

@@ -79,6 +79,42 @@ def test_the_per_author_cap_bounds_what_one_reviewer_alone_puts_in():
     assert sum("ana" in m.authors for m in merged.texts) == 20
 
 
+def test_two_spellings_of_one_tweet_are_one_text():
+    """Votes merge by near-duplicate key, the key of every split and of the gate: a tweet and its repost with
+    another t.co link (and other punctuation) are one text. Keyed by folded case and whitespace only, the two
+    analysts' agreeing votes below stayed two pending texts, and a reviewer's label of one copy and a team's
+    contrary label of the other were both accepted, contradicting each other in the training feedback."""
+    a, b, c = "$AAPL up! https://t.co/AbC123", "$aapl up https://t.co/zzz999", "$AAPL UP!! https://t.co/q"
+    merged = merge_feedback([_row(1, a, "ana", sentiment="positive"), _row(2, b, "bo", sentiment="positive")], POLICY)
+    assert [(m.text, m.sentiment, m.authors) for m in merged.texts] == [(a, "positive", ("ana", "bo"))]
+    assert merged.pending == 0
+    contrary = merge_feedback([_row(1, a, "rita", sentiment="negative"), _row(2, b, "ana", sentiment="positive"),
+                               _row(3, c, "bo", sentiment="positive")], POLICY)
+    (text,) = contrary.texts  # one text, one label: the reviewer's
+    assert (text.text, text.sentiment, text.reviewed) == (a, "negative", True)
+    # ...and one text against the author cap: a reviewer labelling both copies alone has one sole label
+    twice = merge_feedback([_row(1, a, "rita", sentiment="negative"), _row(2, b, "rita", sentiment="negative")],
+                           POLICY)
+    assert len(twice.texts) == 1 and twice.sole_texts == {"rita": 1}
+    # texts without any word character keep their own key (they are not all one text)
+    assert len(merge_feedback([_row(1, "📈📈", "rita", sentiment="positive"),
+                               _row(2, "📉📉", "rita", sentiment="negative")], POLICY).texts) == 2
+
+
+def test_the_author_cap_counts_per_text_and_task():
+    """A reviewer's lone sentiment label is theirs alone even when two other analysts agreed on the same text's
+    topic: pooled over tasks, the text had three authors and all 100 of rita's labels escaped the cap."""
+    rows = [_row(i, f"headline {i}", "rita", sentiment="negative", minutes=i + 1) for i in range(100)]
+    rows += [_row(1000 + 2 * i + k, f"headline {i}", author, topic="Energy | Oil", minutes=1000 + 2 * i + k)
+             for i in range(100) for k, author in enumerate(("ana", "bo"))]
+    merged = merge_feedback(rows, POLICY)
+    rita = [m for m in merged.texts if m.sentiment is not None]
+    assert len(rita) <= author_budget(100, POLICY) == 25  # 0.2 / 0.8 x the 100 agreed topic labels
+    assert len(rita) == 25 and merged.sole_texts == {"rita": 25} and merged.dropped_votes == {"rita": 75}
+    assert {m.text for m in rita} == {f"headline {i}" for i in range(25)}  # the oldest kept, the newest dropped
+    assert sum(m.topic == "Energy | Oil" for m in merged.texts) == 100  # the team's labels are untouched
+
+
 @pytest.fixture
 def engine(db_url):
     eng = make_engine(db_url)
