@@ -93,7 +93,9 @@ def upsert_scored_batch(
 
     _lock_story_buckets(conn, {a.story_key for a in first.values() if a.story_key})
     existing = _stored(conn, list(first))
-    new = [a for a in first.values() if a.id not in existing]
+    # by id: two workers writing the same articles in different (Kafka) orders take their unique-key entries in
+    # one order, instead of each holding one the other waits for (a deadlock, 40P01)
+    new = sorted((a for a in first.values() if a.id not in existing), key=lambda a: a.id)
     event_times = {a.id: a.published_at or now for a in new}
     novel = _novelty(conn, new, event_times, novelty_window)
 
@@ -118,7 +120,8 @@ def upsert_scored_batch(
             unique_scores.setdefault((item.id, item.model_version), item)
     scores_inserted = 0
     if unique_scores:
-        scores_inserted = len(conn.execute(_INSERT_SCORES, _score_columns(list(unique_scores.values()), event_times)).all())
+        ordered = [unique_scores[k] for k in sorted(unique_scores)]  # one lock order, as for the articles
+        scores_inserted = len(conn.execute(_INSERT_SCORES, _score_columns(ordered, event_times)).all())
     return UpsertResult(
         articles_inserted=len(inserted),
         scores_inserted=scores_inserted,

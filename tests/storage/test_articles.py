@@ -263,3 +263,27 @@ def test_topic_summary_counts_each_article_once(engine: Engine) -> None:
     v1 = {r.topic: r for r in v1_rows}
     assert (v1["earnings"].negative, v1["earnings"].positive) == (1, 1)
     assert v1["earnings"].mean_score == pytest.approx(0.0)
+
+
+def test_two_workers_writing_the_same_articles_in_opposite_orders_do_not_deadlock(engine: Engine) -> None:
+    """The same articles reach two workers in different orders (re-published under other keys, other
+    partitions): rows were inserted in Kafka order, so each transaction held unique-key entries the other was
+    waiting for and PostgreSQL killed one (40P01; retried as transient, a wasted batch). Sorted by id now."""
+    ids = [f"dl{i:04d}" for i in range(1500)]
+    barrier, errors, results = threading.Barrier(2), [], []
+
+    def worker(order: list[str]) -> None:
+        try:
+            with engine.begin() as conn:
+                barrier.wait(timeout=10)
+                results.append(upsert_scored_batch(conn, [item(i, key=None, tickers=()) for i in order]))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(order,)) for order in (ids, ids[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(r.articles_inserted for r in results) == [0, len(ids)]
