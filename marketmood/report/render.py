@@ -80,6 +80,16 @@ def _draw_annotations(ax: Any, data: DashboardData) -> None:
         ax.axvspan(max(note.start, data.t_from), min(end, data.t_to), color=color, alpha=0.12, lw=0)
 
 
+def line_points(title: str, xs: list[datetime], ys: list[float | None]) -> tuple[list[datetime], list[float]]:
+    """What one line of a panel draws, as the dashboard does: an index (EMA) panel connects across empty buckets
+    (Grafana's spanNulls: the EMA carries its value), any other panel keeps a gap where the SQL hides a bucket
+    under ``min_articles`` (the negative share): a line across it would show a value the panel refuses to."""
+    if title in INDEX_PANELS:
+        points = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        return [p[0] for p in points], [p[1] for p in points]
+    return list(xs), [float("nan") if y is None else y for y in ys]
+
+
 def _plot_timeseries(panel: PanelData, data: DashboardData, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(11, 3.6), dpi=100)
     series = _series(panel)
@@ -108,10 +118,9 @@ def _plot_timeseries(panel: PanelData, data: DashboardData, path: Path) -> None:
             ax.bar(xs_, values, width=data.interval.total_seconds() / 86400 * 0.9, bottom=bottom, label=name)
             bottom = values if bottom is None else [a + b for a, b in zip(bottom, values)]
         ax.set_ylabel("articles per hour")
-    else:  # Grafana's "connect null values" (spanNulls): a sparse series is still a line, with markers
+    else:
         for name, (xs_, ys) in sorted(series.items()):
-            points = [(x, y) for x, y in zip(xs_, ys) if y is not None]
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=name, lw=1.4, marker="o", ms=2.5)
+            ax.plot(*line_points(panel.title, xs_, ys), label=name, lw=1.4, marker="o", ms=2.5)
     if panel.title in INDEX_PANELS:
         ax.set_ylim(-1, 1)
         ax.axhline(0, color="#8e8e8e", lw=1)

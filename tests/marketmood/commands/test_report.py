@@ -115,3 +115,16 @@ def test_bucket_size_keeps_charts_readable() -> None:
     assert bucket_for(now - timedelta(days=2), now) == timedelta(hours=1)
     assert bucket_for(now - timedelta(days=7), now) == timedelta(hours=3)
     assert bucket_for(now - timedelta(days=30), now) == timedelta(hours=13)
+
+
+def test_a_hidden_bucket_is_a_gap_except_on_the_index_panels() -> None:
+    """The dashboard connects only the EMA across buckets under the minimum article count; the report joined the
+    negative share's points across them too, drawing values the panel hides."""
+    from math import isnan
+
+    from marketmood.report.render import line_points
+
+    t = [datetime(2026, 1, 1, h, tzinfo=timezone.utc) for h in range(3)]
+    xs, ys = line_points("Negative share per topic", t, [0.2, None, 0.4])
+    assert xs == t and ys[0] == 0.2 and isnan(ys[1]) and ys[2] == 0.4
+    assert line_points("Sentiment index per topic", t, [0.2, None, 0.4]) == ([t[0], t[2]], [0.2, 0.4])
