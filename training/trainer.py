@@ -33,7 +33,7 @@ from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from models.network import MultiTaskClassifier, build_from_pretrained, default_base_encoder
 from models.preprocess import IDENTITY, preprocess_all
 from models.text_encoder import TextEncoder
-from training.calibration import fit_temperature, reliability, softmax
+from training.calibration import cross_fitted, fit_temperature, reliability, softmax
 from training.config import TrainConfig
 from training.datasets import (
     LabeledExample,
@@ -195,10 +195,27 @@ def mean_macro_f1(dev_metrics: dict[str, dict[str, Any]]) -> float:
     return float(np.mean([m["macro_f1"] for m in dev_metrics.values()])) if dev_metrics else 0.0
 
 
+def calibrate_head(fit: tuple[np.ndarray, np.ndarray] | None, report: tuple[np.ndarray, np.ndarray] | None, *,
+                   same_rows: bool) -> tuple[float, dict[str, Any] | None, dict[str, Any] | None]:
+    """(temperature, reliability before, after) of one head: fitted on ``fit`` (logits, labels), judged on
+    ``report``. ``same_rows`` (no selection split, so the fit rows are the reported dev rows): the "after" is
+    cross-fitted (``training.calibration.cross_fitted``), or the card's ECE after would judge its own fit."""
+    if same_rows and report is not None:
+        folded = cross_fitted(*report)
+        return folded["temperature"], folded["before"], folded["after"]
+    temperature = fit_temperature(*fit) if fit is not None else 1.0
+    if report is None:
+        return temperature, None, None
+    logits, labels = report
+    return temperature, reliability(softmax(logits), labels), reliability(softmax(logits, temperature), labels)
+
+
 def calibrate(
-    model: MultiTaskClassifier, select: dict[str, EncodedSet], dev: dict[str, EncodedSet], pad_id: int, device: torch.device
+    model: MultiTaskClassifier, select: dict[str, EncodedSet], dev: dict[str, EncodedSet], pad_id: int,
+    device: torch.device, *, same_rows: bool = False,
 ) -> dict[str, Any]:
-    """One temperature per head fitted (NLL) on the selection sets; ECE on the dev sets before and after."""
+    """One temperature per head fitted (NLL) on the selection sets; ECE on the dev sets before and after
+    (cross-fitted when ``same_rows``: the selection sets are the dev sets, see :func:`calibrate_head`)."""
     def gather(sets: dict[str, EncodedSet]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out: dict[str, list] = {"sentiment": [[], []], "topic": [[], []]}
         for enc in sets.values():
@@ -211,12 +228,11 @@ def calibrate(
     fit_on, report_on = gather(select), gather(dev)
     result: dict[str, Any] = {"temperatures": {}, "ece": {}, "curves": {}}
     for head in ("sentiment", "topic"):
-        temperature = fit_temperature(*fit_on[head]) if head in fit_on else 1.0
+        temperature, before, after = calibrate_head(fit_on.get(head), report_on.get(head), same_rows=same_rows)
         result["temperatures"][head] = round(temperature, 4)
-        if head in report_on:
-            logits, labels = report_on[head]
-            before, after = reliability(softmax(logits), labels), reliability(softmax(logits, temperature), labels)
-            result["ece"][head] = {"before": before["ece"], "after": after["ece"], "n": before["n"]}
+        if before is not None and after is not None:
+            result["ece"][head] = {"before": before["ece"], "after": after["ece"], "n": before["n"],
+                                   **({"after_cross_fitted": True} if same_rows else {})}
             result["curves"][head] = {"raw softmax": before, f"T={temperature:.2f}": after}
     return result
 
@@ -535,7 +551,8 @@ def train(
 
         merge_lora(model)
     model.to(device).eval()
-    calibration = calibrate(model, select_sets, dev_sets, pad_id, device) if config.calibrate else None
+    calibration = (calibrate(model, select_sets, dev_sets, pad_id, device, same_rows=selection_sets is splits.dev)
+                   if config.calibrate else None)
     model.to("cpu").eval()
     from training.artifact_writer import write_artifact
 

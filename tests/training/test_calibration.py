@@ -53,3 +53,21 @@ def test_cross_fitted_reports_held_out_ece_and_ships_the_full_fit():
     honest = cross_fitted(calibrated_logits, calibrated_labels)
     assert 0.9 < honest["temperature"] < 1.1
     assert honest["after"]["ece"] < honest["before"]["ece"] + 0.02
+
+
+def test_without_a_selection_split_the_cards_ece_after_is_cross_fitted():
+    """select_fraction=0: the temperature was fitted on the dev rows and the card's "ECE after" judged that fit on
+    the same rows (in-sample, flattering). It is cross-fitted now; with a selection split nothing changes."""
+    from training.trainer import calibrate_head
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 3, size=(400, 3))
+    labels = rng.integers(0, 3, size=400)  # labels unrelated to the logits: overconfident, T fits large
+    folded = cross_fitted(logits, labels)
+    temperature, before, after = calibrate_head((logits, labels), (logits, labels), same_rows=True)
+    assert temperature == folded["temperature"] and after["ece"] == folded["after"]["ece"]
+    in_sample = reliability(softmax(logits, temperature), labels)["ece"]
+    assert after["ece"] > in_sample  # the in-sample figure the card printed before was the flattering one
+    other = (rng.normal(0, 3, size=(300, 3)), rng.integers(0, 3, size=300))
+    t2, _, after2 = calibrate_head(other, (logits, labels), same_rows=False)
+    assert after2["ece"] == reliability(softmax(logits, t2), labels)["ece"]
