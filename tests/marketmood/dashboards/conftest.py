@@ -61,6 +61,25 @@ def scored(aid: str, title: str, at: datetime, tickers: list[str], topic: str, s
     )
 
 
+def seed_one_per_instant(db_url: str, make_scored, instants: list[datetime], *, sentiment: str = "negative",  # type: ignore[no-untyped-def]
+                         score: float = 0.9, scored_after: timedelta | None = None) -> None:
+    """One Earnings article about ACME at each instant, scored by the active model v1 (``scored_after`` its
+    publication when given: the pipeline panels read ``scored_at``)."""
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            registry.insert_version(conn, version="v1", artifact=b"", artifact_sha256="0" * 64)
+            registry.set_alias(conn, "v1", by="tests", reason="first")
+            upsert_scored_batch(conn, [make_scored(f"e{i}", f"Acme note {i}", at, ["ACME"], "Earnings", sentiment,
+                                                   score) for i, at in enumerate(instants)])
+            if scored_after is not None:
+                conn.execute(text("UPDATE scores SET scored_at = a.published_at + make_interval(secs => :s) "
+                                  "FROM articles a WHERE a.id = scores.article_id"),
+                             {"s": scored_after.total_seconds()})
+    finally:
+        engine.dispose()
+
+
 def _reader_url(url: str) -> str:
     grafana = load_settings().grafana
     return (

@@ -11,9 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from storage import dashboards as sql
-from storage import registry
-from storage.articles import upsert_scored_batch
-from storage.db import make_engine
+from tests.marketmood.dashboards.conftest import seed_one_per_instant
 
 NEW_YORK = "America/New_York"
 # 2026-03-08: 02:00 EST -> 03:00 EDT (07:00 UTC); 2026-11-01: 02:00 EDT -> 01:00 EST (06:00 UTC).
@@ -23,15 +21,7 @@ FALL_BACK = datetime(2026, 11, 1, 6, tzinfo=UTC)
 
 def _seed(db_url: str, make_scored, instants: list[datetime]) -> None:  # type: ignore[no-untyped-def]
     """One negative Earnings article (scored by the active model v1) at each instant."""
-    engine = make_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            registry.insert_version(conn, version="v1", artifact=b"", artifact_sha256="0" * 64)
-            registry.set_alias(conn, "v1", by="tests", reason="first")
-            upsert_scored_batch(conn, [make_scored(f"a{i}", f"Acme note {i}", at, ["ACME"], "Earnings", "negative", 0.9)
-                                       for i, at in enumerate(instants)])
-    finally:
-        engine.dispose()
+    seed_one_per_instant(db_url, make_scored, instants)
 
 
 @pytest.mark.parametrize("change", [SPRING_FORWARD, FALL_BACK], ids=["spring-forward", "fall-back"])

@@ -16,9 +16,8 @@ from sqlalchemy.exc import DataError
 
 from marketmood.dashboards.definitions import EXPECTED_COLUMNS, all_dashboards, sql_targets, to_json_dict
 from storage import dashboards as sql
-from storage import registry
-from storage.articles import upsert_scored_batch
 from storage.db import make_engine
+from tests.marketmood.dashboards.conftest import seed_one_per_instant
 
 SELECTIONS: dict[str, dict[str, Any]] = {
     "all": {},
@@ -274,17 +273,8 @@ def test_a_minimum_below_one_counts_as_one(run, seeded) -> None:  # type: ignore
 
 def _seed_at(db_url: str, make_scored, instants: list[datetime]) -> None:  # type: ignore[no-untyped-def]
     """One Earnings article at each instant, scored by the active v1 ten seconds after it was published."""
-    engine = make_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            registry.insert_version(conn, version="v1", artifact=b"", artifact_sha256="0" * 64)
-            registry.set_alias(conn, "v1", by="tests", reason="first")
-            upsert_scored_batch(conn, [make_scored(f"e{i}", f"Acme note {i}", at, ["ACME"], "Earnings", "neutral",
-                                                   0.1) for i, at in enumerate(instants)])
-            conn.execute(text("UPDATE scores SET scored_at = a.published_at + interval '10 seconds' "
-                              "FROM articles a WHERE a.id = scores.article_id"))
-    finally:
-        engine.dispose()
+    seed_one_per_instant(db_url, make_scored, instants, sentiment="neutral", score=0.1,
+                         scored_after=timedelta(seconds=10))
 
 
 def test_volume_of_the_first_bucket_is_a_rate_over_its_part_in_the_range(db_url: str, make_scored, run_on) -> None:  # type: ignore[no-untyped-def]
