@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.labels import HEADS
+from models.preprocess import DEFAULT_PREPROCESSING
 from training.datasets import DATASETS, UNLABELED, LabeledExample
 
 
@@ -56,7 +57,7 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
 
     # -- text: one preprocessor for training and serving (models.preprocess), versioned in the artifact --
-    preprocessing: str = Field("mm-text-v1", description="models.preprocess version ('identity' = raw text).")
+    preprocessing: str = Field(DEFAULT_PREPROCESSING, description="models.preprocess version ('identity' = raw text).")
     cashtag_min_count: int = Field(3, ge=1, description="Cashtags seen this often in train text become whole tokens.")
     max_added_tokens: int = Field(2000, ge=0, description="Cap on added cashtag tokens (0: add none, not even [url]).")
 

@@ -18,6 +18,7 @@ from marketmood.settings import get_settings
 from models import load_engine
 from models.artifact import BUNDLED_MODEL_DIR, read_training_config
 from models.prediction import InvalidTextError
+from models.preprocess import DEFAULT_PREPROCESSING, PREPROCESSORS
 from training.config import TrainConfig
 from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets, parse_where
 from training.distill import HEADS, SoftLabelError, SoftLabels, blend_soft_labels
@@ -58,8 +59,11 @@ from training.teacher import TeacherFetchError, fetch_teacher
               help="Sampling multiplier per source per epoch, e.g. fiqa=2 tweet_topic=0.5 (repeatable; default 1).")
 @click.option("--head-weight", "head_weights", multiple=True, metavar="HEAD=W",
               help="Loss weight of a head: sentiment=W or topic=W (repeatable; default 1).")
-@click.option("--preprocessing", type=click.Choice(["mm-text-v1", "identity"]), default="mm-text-v1", show_default=True,
-              help="Text preprocessing trained with and stored in the artifact (the engine applies the same).")
+@click.option("--preprocessing", type=click.Choice(sorted(PREPROCESSORS)), default=DEFAULT_PREPROCESSING,
+              show_default=True,
+              help="Text preprocessing trained with and stored in the artifact (the engine applies the same): "
+                   "mm-text-v2 repairs mis-decoded emoji, keeps underscores of handles and links, and is idempotent "
+                   "(models/preprocess.py); each version's outputs are pinned by golden tests.")
 @click.option("--teacher", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Teacher model artifact: distil its soft labels (both heads) into the student; cached once.")
 @click.option("--soft-labels", type=click.Path(path_type=Path, dir_okay=False, exists=True),
