@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,10 @@ class DaptConfig:
     seed: int = 13
     threads: int | None = None
     preprocessing: str = "mm-text-v1"
+    # The splits whose labeled dev and selection rows ``dapt_texts`` kept out (with ``seed``): recorded so that
+    # ``marketmood train --base-encoder`` can refuse a run on other splits (its dev rows may be in the text).
+    split_method: str = "cluster"
+    select_fraction: float = 0.1
 
 
 @dataclass
@@ -75,6 +80,71 @@ def dapt_texts(data_path: Path, per_stream: int, seed: int = 13, split_method: s
                for ex in exs}
     rows, fingerprints = load_unlabeled(data_path, per_stream, seed, blocked)
     return [ex.text for ex in rows], fingerprints
+
+
+# dapt.json written before ``split_method``/``select_fraction`` were recorded: ``dapt_texts`` always ran with these.
+LEGACY_SPLIT = {"split_method": "cluster", "select_fraction": 0.1}
+
+
+def dapt_split_settings(encoder_dir: Path) -> dict | None:
+    """The split settings (seed, split_method, select_fraction) an adapted encoder's texts were cleaned with, from
+    its ``dapt.json``; None for an encoder that is not the output of ``adapt``."""
+    path = Path(encoder_dir) / DAPT_RECORD
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text()).get("config", {})
+    return {"seed": config.get("seed", DaptConfig.seed),
+            "split_method": config.get("split_method", LEGACY_SPLIT["split_method"]),
+            "select_fraction": config.get("select_fraction", LEGACY_SPLIT["select_fraction"])}
+
+
+class DaptSplitError(ValueError):
+    """A run would train on an adapted encoder that read texts near-duplicating the run's dev rows."""
+
+
+def check_dapt_splits(encoder_dir: Path, seed: int, split_method: str, select_fraction: float) -> None:
+    """Refuse to fine-tune an adapted encoder on splits other than the ones its masked-LM texts were cleaned of.
+
+    Why: ``dapt_texts`` leaves out texts near-duplicating the dev and selection rows of *its* splits; a run with
+    another seed or split method has other dev rows, which the encoder may then have read. A run without a
+    selection split (``select_fraction`` 0) keeps the same dev rows and selects on them: allowed."""
+    recorded = dapt_split_settings(encoder_dir)
+    if recorded is None:
+        return
+    wanted = {"seed": seed, "split_method": split_method, "select_fraction": select_fraction}
+    differ = [k for k in ("seed", "split_method") if recorded[k] != wanted[k]]
+    if select_fraction and float(recorded["select_fraction"]) != float(select_fraction):
+        differ.append("select_fraction")
+    if differ:
+        shown = ", ".join(f"{k}={wanted[k]!r} (adapted with {recorded[k]!r})" for k in differ)
+        raise DaptSplitError(f"--base-encoder {encoder_dir} was adapted on texts cleaned of other splits' dev and "
+                         f"selection rows: this run has {shown}; train with the adaptation's settings, or run "
+                         "`marketmood dapt` again with this run's seed")
+
+
+def placeholder_mask(text: str, offsets: Sequence[tuple[int, int]], placeholder: str) -> list[int]:
+    """1 for each token lying inside an occurrence of ``placeholder`` in ``text`` (offsets = the tokenizer's
+    character spans; special tokens have empty spans and are left to the tokenizer's own mask)."""
+    spans = [(m.start(), m.end()) for m in re.finditer(re.escape(placeholder), text)]
+    return [int(end > start and any(s <= start and end <= e for s, e in spans)) for start, end in offsets]
+
+
+def masked_batch(tokenizer, collator, rows: Sequence[str], max_length: int) -> dict:
+    """A masked-LM batch of ``rows``; the pieces of the ``[url]`` placeholder are never masked, like special tokens.
+
+    Why: the base tokenizer splits ``[url]`` (``models.preprocess``'s URL placeholder) into "[", "ur", "##l", "]";
+    predicting those back teaches no language and spends the masking budget on a constant, and the fine-tuning
+    tokenizer makes ``[url]`` one added token anyway. Rows without the placeholder mask exactly as before."""
+    from models.preprocess import URL_TOKEN
+
+    enc = tokenizer(list(rows), truncation=True, max_length=max_length, return_offsets_mapping=True)
+    examples = []
+    for text, ids, offsets in zip(rows, enc["input_ids"], enc["offset_mapping"]):
+        # the collator's own rule for the rest ([CLS], [SEP], [UNK], ...); it pads this mask with 1s
+        special = tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+        keep = placeholder_mask(text, offsets, URL_TOKEN) if URL_TOKEN in text else [0] * len(ids)
+        examples.append({"input_ids": ids, "special_tokens_mask": [a | b for a, b in zip(special, keep)]})
+    return collator(examples)
 
 
 def adapt(base_dir: Path, output_dir: Path, texts: Sequence[str], config: DaptConfig,
@@ -110,9 +180,8 @@ def adapt(base_dir: Path, output_dir: Path, texts: Sequence[str], config: DaptCo
         return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
 
     def masked(rows: list[str], generator_seed: int) -> dict:
-        enc = tokenizer(rows, truncation=True, max_length=config.max_length)
-        torch.manual_seed(generator_seed)
-        return collator([{"input_ids": ids} for ids in enc["input_ids"]])
+        torch.manual_seed(generator_seed)  # the tokenizer draws nothing: the masks depend on this seed alone
+        return masked_batch(tokenizer, collator, rows, config.max_length)
 
     def mlm_loss(batch: dict) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over the masked positions; the 30k-word decoder runs on those rows only (about

@@ -3,8 +3,9 @@
 The teacher is any MarketMood artifact (e.g. all-mpnet-base-v2 fine-tuned with ``marketmood train
 --base-encoder``); it scores every text of the transfer set (labeled train rows plus unlabeled in-domain
 text) with its own preprocessing through the engine. The cache file is named by a fingerprint of the
-teacher (version + weights hash) and of the exact texts, so a changed teacher or transfer set is never
-served stale logits, and an unchanged one is never scored twice.
+teacher (version + hash of the weights file its runtime loads + that runtime: backend, device, precision) and of
+the exact texts, so a changed teacher, runtime or transfer set is never served stale logits, and an unchanged
+one is never scored twice. Nothing in a soft-label file is read with pickle (a cache file's texts are JSON).
 
 A cache file names its texts, and the texts are the datasets' own, so it cannot be shared or committed. A
 *shareable* copy (``SoftLabels.shareable``, ``marketmood teacher share-labels``) names each text by a 16-byte
@@ -25,7 +26,8 @@ import numpy as np
 import structlog
 from tqdm.auto import tqdm
 
-from models.artifact import ONNX_INT8_FILE, read_info, torch_weights_file
+from models.artifact import ONNX_INT8_FILE, has_onnx, has_torch_weights, read_info, torch_weights_file
+from models.devices import choose_backend, choose_device, cuda_available
 from models.engine import load_engine
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from training.reproducibility import file_sha256
@@ -34,10 +36,36 @@ log = structlog.get_logger(__name__)
 CACHE_VERSION = 1
 KEY_BYTES = 16
 HEADS = ("sentiment", "topic")
+TEXTS_ARRAY = "texts_json"  # a cache file's texts: one JSON list in a 0-d unicode array (no pickle)
 
 
 class SoftLabelError(ValueError):
     """A soft-label file that cannot give what the training run asks of it (a head it does not carry)."""
+
+
+class LegacyCacheError(SoftLabelError):
+    """A cache file whose texts are a pickled object array (the format before JSON texts): never unpickled."""
+
+
+def _read_texts(data: np.lib.npyio.NpzFile, path: Path) -> list[str]:
+    """A cache file's texts, without pickle: the JSON string, or a plain unicode array; a pickled array is refused."""
+    if TEXTS_ARRAY in data.files:
+        texts = json.loads(str(data[TEXTS_ARRAY]))
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise SoftLabelError(f"{path}: {TEXTS_ARRAY} is not a list of texts")
+        return texts
+    if "texts" not in data.files:
+        raise SoftLabelError(f"{path}: neither keys nor texts: not a soft-label file")
+    try:
+        array = data["texts"]  # allow_pickle=False: an object (pickled) array raises ValueError here
+    except ValueError:
+        raise LegacyCacheError(
+            f"{path} is a soft-label cache file of the old format (texts pickled), which is not loaded because "
+            "unpickling a file runs code from it: delete it, it will be recomputed (a teacher's cache) or "
+            "re-share it from a fresh cache") from None
+    if array.dtype.kind != "U":
+        raise SoftLabelError(f"{path}: texts of dtype {array.dtype} are not texts")
+    return [str(t) for t in array]
 
 
 def text_key(text: str) -> bytes:
@@ -96,8 +124,11 @@ class SoftLabels:
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        # Texts as one JSON string in a unicode array: nothing in the file needs pickle to be read back (an object
+        # array would, and unpickling a file is running it). JSON rather than a per-text unicode array, whose rows
+        # are all as wide as the longest text and lose trailing NULs.
         names = ({"keys": np.frombuffer(b"".join(self.keys), np.uint8).reshape(-1, KEY_BYTES)} if self.keys is not None
-                 else {"texts": np.array(self.texts, dtype=object)})
+                 else {TEXTS_ARRAY: np.array(json.dumps(list(self.texts), ensure_ascii=False))})
         np.savez_compressed(tmp, sentiment=self.sentiment, topic=self.topic,
                             meta=np.array(json.dumps({"fingerprint": self.fingerprint, "teacher": self.teacher,
                                                       "version": CACHE_VERSION, "max_length": self.max_length,
@@ -108,16 +139,16 @@ class SoftLabels:
 
     @classmethod
     def load(cls, path: Path) -> SoftLabels:
-        """Read a cache file or a shareable copy. Everything but a cache file's text array is read without pickle
-        (a foreign file fails there: ValueError / BadZipFile / KeyError); the texts only once the file is ours."""
+        """Read a cache file or a shareable copy, never with pickle (a foreign file fails: ValueError / BadZipFile /
+        KeyError). A cache file written before the texts were stored as JSON holds them as a pickled object array:
+        it is refused (``LegacyCacheError``), since unpickling a file that may come from elsewhere runs its code."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             keys = [bytes(row) for row in data["keys"]] if "keys" in data.files else None
             sentiment, topic = data["sentiment"].astype(np.float32), data["topic"].astype(np.float32)
-        texts: list[str] = []
-        if keys is None:
-            with np.load(path, allow_pickle=True) as data:
-                texts = [str(t) for t in data["texts"]]
+            texts: list[str] = []
+            if keys is None:
+                texts = _read_texts(data, path)
         return cls(meta["fingerprint"], meta["teacher"], texts, sentiment, topic, meta.get("max_length"), keys=keys,
                    heads=tuple(meta.get("heads", HEADS)))
 
@@ -163,11 +194,64 @@ def blend_soft_labels(sources: Sequence[SoftLabels], heads: Sequence[str]) -> So
                       heads=tuple(h for h in HEADS if h in heads))
 
 
-def teacher_identity(teacher_dir: Path) -> str:
-    """Version plus a hash of the weights the engine would load (ONNX int8 preferred, as served)."""
+@dataclass(frozen=True)
+class TeacherRuntime:
+    """The runtime that scores a teacher: what its logits depend on besides the weights (int8 ONNX on CPU, torch
+    fp32 on CPU and torch bf16/fp16 on CUDA give logits that differ by ~1e-2), and the weights file it loads."""
+
+    backend: str  # onnx | torch
+    device: str  # cpu | cuda
+    precision: str  # int8 | fp32 | bf16 | fp16
+    weights: Path | None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.backend}-{self.device}-{self.precision}"
+
+
+def teacher_runtime(teacher_dir: Path | str, *, device: str = "auto", backend: str = "auto",
+                    cuda_ok: bool | None = None, bf16_ok: bool | None = None) -> TeacherRuntime:
+    """The runtime ``load_engine(teacher_dir, device=device, backend=backend)`` picks, without loading the model.
+
+    Same rules as ``models.engine.load_engine`` (``models.devices.choose_device``/``choose_backend``: torch on
+    CUDA when the artifact has torch weights, else int8 ONNX on CPU when it has the export, else torch fp32 on CPU);
+    ``teacher_soft_labels`` then loads exactly this runtime and checks the engine reports it. ``cuda_ok`` /
+    ``bf16_ok``: what this machine offers (None = ask it), given by tests to describe a GPU machine."""
+    teacher_dir = Path(teacher_dir)
+    if device == "auto" and backend == "onnx":
+        device = "cpu"
+    if cuda_ok is None:
+        cuda_ok = cuda_available() if device in ("auto", "cuda") else False
+    chosen_device = choose_device(device, cuda_ok)
+    onnx_ok, torch_ok = has_onnx(teacher_dir), has_torch_weights(teacher_dir)
+    if chosen_device == "cuda" and device == "auto" and backend == "auto" and not torch_ok:
+        chosen_device = "cpu"  # load_engine serves an ONNX-only artifact on CPU
+    chosen_backend = choose_backend(backend, chosen_device, onnx_ok, torch_ok)
+    if chosen_backend == "onnx":
+        return TeacherRuntime("onnx", "cpu", "int8", teacher_dir / ONNX_INT8_FILE)
+    if chosen_device == "cuda":
+        if bf16_ok is None:
+            import torch
+
+            bf16_ok = bool(torch.cuda.is_bf16_supported())
+        precision = "bf16" if bf16_ok else "fp16"  # models.torch_backend.TorchRunner's autocast on CUDA
+    else:
+        precision = "fp32"
+    return TeacherRuntime("torch", chosen_device, precision, torch_weights_file(teacher_dir))
+
+
+def teacher_identity(teacher_dir: Path, runtime: TeacherRuntime | None = None) -> str:
+    """Version, hash of the weights file the scoring runtime loads, and that runtime (backend-device-precision).
+
+    Why the runtime: the same artifact scored by int8 ONNX on a CPU and by torch bf16 on a GPU gives different
+    logits; one cache (or one reuse across caches) must never mix them. ``runtime``: default, the one
+    ``load_engine`` picks on this machine (``teacher_runtime``)."""
+    teacher_dir = Path(teacher_dir)
     info = read_info(teacher_dir)
-    weights = teacher_dir / ONNX_INT8_FILE if (teacher_dir / ONNX_INT8_FILE).is_file() else torch_weights_file(teacher_dir)
-    return f"{info.version}@{file_sha256(weights) if weights else 'no-weights'}"
+    runtime = runtime or teacher_runtime(teacher_dir)
+    weights = runtime.weights
+    digest = file_sha256(weights) if weights is not None and weights.is_file() else "no-weights"
+    return f"{info.version}@{digest}+{runtime.tag}"
 
 
 def soft_label_fingerprint(teacher: str, texts: Sequence[str], max_length: int | None) -> str:
@@ -194,7 +278,11 @@ def _reusable_scores(cache_dir: Path, teacher: str, max_length: int | None, want
             continue  # a torn or foreign file is not a source of scores
         if meta.get("teacher") != teacher or meta.get("max_length") != max_length:
             continue
-        old = SoftLabels.load(path)
+        try:
+            old = SoftLabels.load(path)
+        except LegacyCacheError as exc:  # pickled texts: never unpickled, so not a source of scores
+            log.warning("distill.legacy_cache_skipped", path=str(path), detail=str(exc))
+            continue
         if old.keys is not None or old.heads != HEADS:
             continue  # a shareable copy: no texts to match, maybe one head
         for i, text in enumerate(old.texts):
@@ -214,30 +302,44 @@ def teacher_soft_labels(
     max_length: int | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    device: str = "auto",
+    backend: str = "auto",
 ) -> tuple[SoftLabels, Path, int]:
     """Soft labels for ``texts`` from the teacher: (labels, cache path, texts the teacher scored now).
 
     Scored once per fingerprint; texts another cache file of the same teacher already holds are taken from it
     (0 scored = a full cache hit). A merged file matches a fresh scoring up to the float noise of batching
-    (~1e-6 for fp32 weights; a dynamic-int8 teacher moves probabilities by ~1e-2 with its batch)."""
+    (~1e-6 for fp32 weights; a dynamic-int8 teacher moves probabilities by ~1e-2 with its batch). The teacher's
+    identity names the runtime that scores (``device``/``backend`` as ``load_engine`` takes them), so scores of
+    another runtime (int8 ONNX on CPU vs torch bf16 on CUDA) are neither served nor merged."""
     teacher_dir = Path(teacher_dir)
     cache_dir = Path(cache_dir)
-    teacher = teacher_identity(teacher_dir)
+    runtime = teacher_runtime(teacher_dir, device=device, backend=backend)
+    teacher = teacher_identity(teacher_dir, runtime)
     unique = sorted(set(texts))
     fingerprint = soft_label_fingerprint(teacher, unique, max_length)
     path = cache_dir / f"soft-labels-{fingerprint.split(':')[1][:20]}.npz"
     if path.is_file():
-        cached = SoftLabels.load(path)
-        if cached.fingerprint == fingerprint:
-            log.info("distill.cache_hit", path=str(path), texts=len(unique))
-            return cached, path, 0
+        try:
+            cached = SoftLabels.load(path)
+        except LegacyCacheError as exc:  # rescored below and overwritten
+            log.warning("distill.legacy_cache_replaced", path=str(path), detail=str(exc))
+        else:
+            if cached.fingerprint == fingerprint:
+                log.info("distill.cache_hit", path=str(path), texts=len(unique))
+                return cached, path, 0
     known = _reusable_scores(cache_dir, teacher, max_length, set(unique)) if cache_dir.is_dir() else {}
     todo = [t for t in unique if t not in known]
     info = read_info(teacher_dir)
     scored_s = np.zeros((0, len(SENTIMENT_LABELS)), np.float32)
     scored_t = np.zeros((0, len(TOPIC_LABELS)), np.float32)
     if todo:
-        engine = load_engine(teacher_dir, threads=threads, max_length=max_length)
+        engine = load_engine(teacher_dir, device=runtime.device, backend=runtime.backend, threads=threads,
+                             max_length=max_length)
+        ran = engine.describe()
+        if (ran["backend"], ran["device"], ran["precision"]) != (runtime.backend, runtime.device, runtime.precision):
+            raise RuntimeError(f"the teacher {teacher_dir} runs on {ran['backend']}-{ran['device']}-{ran['precision']}, "
+                               f"not the {runtime.tag} its soft labels would be filed under")
         sentiment, topic = [], []
         for start in tqdm(range(0, len(todo), batch_size * 8), desc="teacher soft labels", disable=not progress,
                           unit="chunk"):

@@ -31,7 +31,7 @@ def masked_multitask_loss(
     Rows without a label for a head (label == IGNORE) add nothing to that head's loss or its gradient.
     """
     head_weights = head_weights or {}
-    total = sentiment_logits.new_zeros(())
+    total: torch.Tensor | None = None
     for head, logits, labels in (("sentiment", sentiment_logits, sentiment), ("topic", topic_logits, topic)):
         mask = labels != IGNORE
         if not bool(mask.any()):
@@ -40,8 +40,17 @@ def masked_multitask_loss(
             logits[mask].float(), labels[mask], reduction="none", label_smoothing=label_smoothing
         )
         w = weight[mask]
-        total = total + float(head_weights.get(head, 1.0)) * (losses * w).sum() / w.sum().clamp(min=1e-8)
+        term = float(head_weights.get(head, 1.0)) * (losses * w).sum() / w.sum().clamp(min=1e-8)
+        total = term if total is None else total + term
+    if total is None:  # no row labeled for either head: a zero that still backpropagates (zero gradients)
+        return graph_zero(sentiment_logits, topic_logits)
     return total
+
+
+def graph_zero(*tensors: torch.Tensor) -> torch.Tensor:
+    """A float32 scalar 0 attached to the graph of ``tensors``: ``backward()`` on it gives zero gradients instead
+    of raising "element 0 of tensors does not require grad" (a batch with nothing to learn from)."""
+    return sum(t.float().sum() * 0.0 for t in tensors)  # type: ignore[return-value]
 
 
 def distillation_loss(
@@ -49,7 +58,7 @@ def distillation_loss(
 ) -> torch.Tensor:
     """Mean over rows with a teacher of T^2 * KL(softmax(teacher/T) || softmax(student/T)); 0 if none."""
     if not bool(has_teacher.any()):
-        return student_logits.new_zeros(())
+        return graph_zero(student_logits)
     t = float(temperature)
     student = nn.functional.log_softmax(student_logits[has_teacher].float() / t, dim=-1)
     teacher = nn.functional.log_softmax(teacher_logits[has_teacher].float() / t, dim=-1)
@@ -72,6 +81,9 @@ def student_loss(
     kd_unlabeled_only: tuple[str, ...] = (),
 ) -> torch.Tensor:
     """(1 - alpha) x gold masked CE + alpha x KD on ``kd_heads`` (alpha = 0 or no teacher: plain gold CE).
+
+    A batch with no gold label and no teacher row gives a zero loss still attached to the logits' graph, so
+    ``backward()`` runs (zero gradients) instead of raising.
 
     For a head in ``kd_unlabeled_only`` the KD term skips rows that carry a gold label for that head: a teacher
     that is weak on rare classes then cannot pull against the gold labels, and teaches only where none exists.

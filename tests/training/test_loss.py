@@ -45,3 +45,34 @@ def test_bucketed_batches_cover_every_row_once_and_pad_to_longest():
     assert sorted(i for b in batches for i in b) == list(range(500))
     ids, mask = collate([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_a_batch_with_no_gold_label_and_no_teacher_backpropagates_a_zero():
+    """`--unlabeled N --kd-alpha 0`, or a soft-label file missing some transfer texts, once gave batches of rows with
+    neither: backward() raised "element 0 of tensors does not require grad"."""
+    import numpy as np
+
+    from training.loss import distillation_loss, student_loss
+
+    s = torch.randn(3, 3, requires_grad=True)
+    t = torch.randn(3, 20, requires_grad=True)
+    none = torch.full((3,), IGNORE)
+    labels = {"sentiment": none, "topic": none}
+    for kwargs in ({}, {"teacher": {"sentiment": torch.randn(3, 3), "topic": torch.randn(3, 20)},
+                        "has_teacher": torch.zeros(3, dtype=torch.bool), "alpha": 0.5},
+                   {"teacher": {"sentiment": torch.randn(3, 3), "topic": torch.randn(3, 20)},
+                    "has_teacher": torch.ones(3, dtype=torch.bool), "alpha": 0.0}):
+        s.grad = t.grad = None
+        loss = student_loss({"sentiment": s, "topic": t}, labels, torch.ones(3), **kwargs)
+        assert float(loss) == 0.0 and loss.requires_grad
+        loss.backward()
+        assert np.all(s.grad.numpy() == 0) and np.all(t.grad.numpy() == 0)
+    zero = distillation_loss(s, torch.randn(3, 3), torch.zeros(3, dtype=torch.bool), 2.0)
+    assert float(zero) == 0.0 and zero.requires_grad
+
+
+def test_a_labeled_batch_loses_nothing_to_the_zero():
+    s, t = torch.randn(2, 3), torch.randn(2, 20)
+    sentiment = torch.tensor([1, 2])
+    loss = masked_multitask_loss(s, t, sentiment, torch.tensor([IGNORE, IGNORE]), torch.ones(2))
+    assert torch.equal(loss, nn.functional.cross_entropy(s, sentiment))  # exactly, not just close

