@@ -6,7 +6,7 @@ Works on label indices so it serves both the training loop (torch logits) and an
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +101,12 @@ def split_by_task(examples: Sequence[LabeledExample]) -> dict[str, list[LabeledE
 
 
 def evaluate(
-    classifier: Classifier, examples: Sequence[LabeledExample], batch_size: int = 256, intervals: bool = False
+    classifier: Classifier, examples: Sequence[LabeledExample], batch_size: int = 256, intervals: bool = False,
+    cluster_key: Callable[[str], Hashable] | None = None,
 ) -> dict[str, Any]:
-    """Score ``examples`` with any Classifier; returns ``{task: task_metrics}`` for the tasks labeled."""
+    """Score ``examples`` with any Classifier; returns ``{task: task_metrics}`` for the tasks labeled.
+    ``cluster_key`` (e.g. ``training.datasets.near_duplicate_key``, for sets split by cluster): the intervals
+    resample whole clusters of rows sharing a key."""
     results: dict[str, Any] = {}
     for task, exs in split_by_task(examples).items():
         predictions = []
@@ -119,7 +122,8 @@ def evaluate(
         else:
             y_true = [ex.topic for ex in exs]
             y_pred = [TOPIC_LABELS.index(p.topic) for p in predictions]
-        results[task] = task_metrics(task, y_true, y_pred, intervals=intervals)  # type: ignore[arg-type]
+        clusters = [cluster_key(ex.text) for ex in exs] if cluster_key is not None and intervals else None
+        results[task] = task_metrics(task, y_true, y_pred, intervals=intervals, clusters=clusters)  # type: ignore[arg-type]
     return results
 
 

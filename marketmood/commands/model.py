@@ -20,7 +20,14 @@ from models.artifact import BUNDLED_MODEL_DIR, read_training_config
 from models.prediction import InvalidTextError
 from models.preprocess import DEFAULT_PREPROCESSING, PREPROCESSORS
 from training.config import TrainConfig
-from training.datasets import DatasetError, Splits, load_evaluation_csv, load_labeled_sets, parse_where
+from training.datasets import (
+    DatasetError,
+    Splits,
+    load_evaluation_csv,
+    load_labeled_sets,
+    near_duplicate_key,
+    parse_where,
+)
 from training.distill import HEADS, SoftLabelError, SoftLabels, blend_soft_labels
 from training.teacher import TeacherFetchError, fetch_teacher
 
@@ -355,7 +362,8 @@ def evaluate_command(model_path: Path | None, data_file: Path | None, dev_splits
         raise click.ClickException(str(exc)) from None
     engine = load_engine(model_path, backend=backend)
     try:
-        result = evaluate(engine, examples, intervals=True)[task]
+        # near-duplicates of a user's file (a tweet re-posted with another link) are one piece of evidence
+        result = evaluate(engine, examples, intervals=True, cluster_key=near_duplicate_key)[task]
     except InvalidTextError as exc:
         raise click.ClickException(f"{data_file}: the model cannot score the {task} row {exc.reason}") from None
     subset = "".join(f", {col}={value}" for col, value in filters.items())
@@ -405,7 +413,8 @@ def _evaluate_dev_splits(model_path: Path | None, backend: str, json_out: Path |
     click.echo(f"model {engine.model_version}, dev splits of {data_path} (seed {seed}, {split_method} split)\n")
     click.echo(f"{'dev set':<18} {'task':<10} {'n':>6} {'accuracy [95% CI]':>24} {'macro-F1 [95% CI]':>24}")
     for name, examples in splits.dev.items():
-        for task_name, result in evaluate(engine, examples, intervals=True).items():
+        for task_name, result in evaluate(engine, examples, intervals=True,
+                                          cluster_key=near_duplicate_key if split_method == "cluster" else None).items():
             results[name] = result
             acc, f1 = (f"{result[k]:.3f} [{result['ci95'][k][0]:.3f}, {result['ci95'][k][1]:.3f}]" for k in ("accuracy", "macro_f1"))
             click.echo(f"{name:<18} {task_name:<10} {result['n']:>6} {acc:>24} {f1:>24}")

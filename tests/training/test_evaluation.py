@@ -53,3 +53,27 @@ def test_singleton_clusters_are_the_row_bootstrap_and_ids_may_be_texts():
         "sentiment", y, p, clusters=list(range(len(y))))  # seeded
     with pytest.raises(ValueError, match="cluster ids must name every row"):
         bootstrap_intervals("sentiment", y, p, clusters=[0, 1])
+
+
+def test_evaluate_resamples_near_duplicate_clusters_when_given_their_key():
+    """`marketmood evaluate` and the card: a tweet re-posted with another t.co link is one piece of evidence, so
+    with a cluster key the intervals of a set whose every text appears twice stay as wide as the set's own."""
+    from types import SimpleNamespace
+
+    from training.datasets import LabeledExample, near_duplicate_key
+    from training.evaluation import evaluate
+
+    labels = ["negative", "neutral", "positive"]
+    y, p = _sample(300, seed=3)
+
+    class Fixed:  # predicts from the text's number: the prediction of row i is p[i], for both copies
+        def classify(self, texts):
+            return [SimpleNamespace(sentiment=labels[p[int(t.split()[1])]]) for t in texts]
+
+    once = [LabeledExample(text=f"row {i} https://t.co/a", sentiment=int(y[i])) for i in range(300)]
+    twice = once + [LabeledExample(text=f"row {i} https://t.co/b", sentiment=int(y[i])) for i in range(300)]
+    base = evaluate(Fixed(), once, intervals=True)["sentiment"]["ci95"]
+    rows = evaluate(Fixed(), twice, intervals=True)["sentiment"]["ci95"]
+    clustered = evaluate(Fixed(), twice, intervals=True, cluster_key=near_duplicate_key)["sentiment"]["ci95"]
+    assert _width(rows, "accuracy") < 0.85 * _width(base, "accuracy")  # rows: as if 600 independent texts
+    assert _width(clustered, "accuracy") == pytest.approx(_width(base, "accuracy"), rel=0.15)
