@@ -201,10 +201,11 @@ def test_an_artifact_naming_v2_is_served_with_v2(artifact_dir, tmp_path):
     assert expected != tokenizer.encode(text_v1(raw)).ids[:engine.encoder.max_length]
 
 
-def test_a_training_config_accepts_v2(tmp_path):
-    """``TrainConfig.preprocessing`` is a free string that training passes to ``preprocess_all`` and the encoder.
-    (``marketmood train --preprocessing`` offers only mm-text-v1 and identity: its choice list needs v2 added.)"""
-    from training.config import TrainConfig
+def test_marketmood_train_can_select_v2():
+    """`marketmood train --preprocessing` offers every registered version (its choice list named v1 and identity)."""
+    from click.testing import CliRunner
 
-    config = TrainConfig(data_path=tmp_path, output_dir=tmp_path / "out", preprocessing=TEXT_V2)
-    assert get_preprocessor(config.preprocessing) is text_v2
+    from marketmood.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "--help"])
+    assert result.exit_code == 0 and TEXT_V2 in result.output, result.output

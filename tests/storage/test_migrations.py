@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -11,6 +13,7 @@ from sqlalchemy.pool import NullPool
 from storage import migrate
 from storage.db import make_engine
 from storage.schema import Base
+from tests.fixtures.postgres import drop_database
 
 EXPECTED_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
@@ -89,32 +92,39 @@ def test_initial_revision_is_the_root(revision: str) -> None:
     assert script is not None and script.down_revision is None
 
 
-def test_services_starting_together_both_migrate_a_fresh_database(pg_server) -> None:
-    """Every command migrates at start: two at once read the same alembic_version, and the second failed on
-    "already exists" (or, creating the database, on the catalog's unique key). Both must succeed, once each."""
-    import itertools
-    import threading
+_MIGRATE_ON_GO = """
+import sys, time
+from pathlib import Path
+from storage import migrate
+go = Path(sys.argv[2])
+while not go.exists():  # imports done: start together
+    time.sleep(0.005)
+print(",".join(migrate.upgrade(sys.argv[1])))
+"""
 
-    for attempt in itertools.count():  # the race is real: a few rounds make the overlap likely
-        url = pg_server.url_for(f"race_{attempt}")
-        barrier, errors, results = threading.Barrier(3), [], []
 
-        def start() -> None:
-            barrier.wait()
-            try:
-                results.append(migrate.upgrade(url))
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
-                errors.append(exc)
+def test_services_starting_together_all_migrate_a_fresh_database(pg_server, tmp_path) -> None:
+    """Every command migrates at start: services starting together (separate processes, as in production) on a
+    fresh database failed, on the catalog's unique key creating the database (23505) or on objects created
+    twice. Three processes, released together once imported, must all end at the heads."""
+    import subprocess
+    import sys
 
-        threads = [threading.Thread(target=start) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not errors, errors
-        assert results == [migrate.heads()] * 3
-        if attempt == 2:
-            break
+    names = [f"race_{i}" for i in range(3)]
+    try:
+        for name in names:  # a few rounds: the overlap is likely, not certain
+            go = tmp_path / f"go-{name}"
+            procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE_ON_GO, pg_server.url_for(name), str(go)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+            time.sleep(3)  # imports (sqlalchemy, alembic) before the release
+            go.touch()
+            outcomes = [p.communicate(timeout=120) for p in procs]
+            failed = [err[-600:] for p, (_, err) in zip(procs, outcomes) if p.returncode != 0]
+            assert not failed, failed
+            assert [out.strip() for out, _ in outcomes] == [",".join(migrate.heads())] * 3
+    finally:
+        for name in names:
+            drop_database(pg_server, name)
 
 
 def test_the_pipeline_panels_time_filter_on_scored_at_can_use_an_index(db_url: str) -> None:

@@ -197,7 +197,7 @@ def test_listener_is_detached_from_the_pool_and_receives_alias_moves(db_url):
 
 def _concurrently(*steps_per_thread) -> list[BaseException]:
     """Run each list of steps in its own thread and transaction, the threads meeting at a barrier after their first
-    step (given up after 2 s: a thread held back by a lock never gets there). Returns the errors raised."""
+    step (given up after 5 s: a thread held back by a lock never gets there). Returns the errors raised."""
     import threading
 
     barrier, errors = threading.Barrier(len(steps_per_thread)), []
@@ -207,7 +207,7 @@ def _concurrently(*steps_per_thread) -> list[BaseException]:
             with engine.begin() as conn:
                 steps[0](conn)
                 try:
-                    barrier.wait(timeout=2)
+                    barrier.wait(timeout=5)
                 except threading.BrokenBarrierError:
                     pass
                 for step in steps[1:]:

@@ -150,7 +150,8 @@ def test_a_partition_whose_member_never_commits_holds_the_watermark_back(
     group = f"mm-test-stuck-{topics.raw}"
     stuck = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False,
                           auto_offset_reset="earliest",  # aiokafka's one assignor: the group needs a common one
-                          partition_assignment_strategy=[RoundRobinPartitionAssignor])
+                          partition_assignment_strategy=[RoundRobinPartitionAssignor],
+                          session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=10000)
     stuck.subscribe([topics.raw])
     done = threading.Event()
 
@@ -162,7 +163,7 @@ def test_a_partition_whose_member_never_commits_holds_the_watermark_back(
     poller.start()
     worker = None
     try:
-        wait_until(lambda: stuck.assignment(), 30, what="the stuck member's assignment")
+        wait_until(lambda: stuck.assignment(), 60, what="the stuck member's assignment")
         worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, group_id=group,
                                  provider=StaticProvider(build_engine(load_settings().model, model_path)))
         wait_until(lambda: len(stuck.assignment()) == 1, 60, what="one partition each")

@@ -131,7 +131,7 @@ def test_scheduler_once_runs_a_missed_scheduled_retrain_and_exits_1_when_it_fail
     failed = run("scheduler", "--once")
     assert failed.exit_code == 1, failed.output
     assert "-> failed" in failed.output and "limit_per_dataset=30" in failed.output  # and why
-    monkeypatch.setenv("MARKETMOOD_RETRAIN__SCHEDULE", "0 3 31 12 *")  # not due: nothing runs, exit 0
+    monkeypatch.setenv("MARKETMOOD_RETRAIN__SCHEDULE", "0 3 29 2 *")  # not due (but 03:00 of a Feb 29): exit 0
     get_settings.cache_clear()
     idle = run("scheduler", "--once")
     assert idle.exit_code == 0 and "not due" in idle.output, idle.output
