@@ -10,6 +10,7 @@ PNG and a markdown model card.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from models.export import export_onnx_int8, save_torch_artifact
 from models.labels import label_maps
 from models.network import MultiTaskClassifier
 from training.config import TrainConfig
-from training.datasets import Splits
+from training.datasets import Splits, near_duplicate_key
 from training.calibration import plot_reliability
 from training.evaluation import evaluate, plot_confusion_matrix
 from training.reproducibility import environment_record
@@ -61,7 +62,8 @@ def write_artifact(
     save_torch_artifact(model, tokenizer, out, info, fp16_copy=config.fp16_copy)
     record = {
         "config": config.to_record(),
-        "command": " ".join(["marketmood", *sys.argv[1:]]) if sys.argv and "marketmood" in sys.argv[0] else None,
+        # quoted, so that pasting it into a shell reruns it
+        "command": shlex.join(["marketmood", *sys.argv[1:]]) if sys.argv and "marketmood" in sys.argv[0] else None,
         "data_fingerprints": fingerprints,
         "train_examples_fingerprint": data_fingerprint,
         "train_size": train_size,
@@ -84,7 +86,9 @@ def write_artifact(
         paths["cpu_int8"] = load_engine(out, backend="onnx", device="cpu")
     for path_name, engine in paths.items():
         for dev_name, examples in splits.dev.items():
-            for task, task_result in evaluate(engine, examples, intervals=True).items():
+            # a cluster split keeps near-duplicates together: the intervals resample them together too
+            key = near_duplicate_key if splits.split_method == "cluster" else None
+            for task, task_result in evaluate(engine, examples, intervals=True, cluster_key=key).items():
                 metrics["dev"].setdefault(dev_name, {})[path_name] = task_result
                 if path_name == ("cpu_int8" if config.export_onnx else "fp32"):
                     plot_confusion_matrix(task_result, f"{dev_name} ({task}, {path_name})", out / f"confusion_{dev_name}.png")
@@ -163,7 +167,8 @@ def render_card(info: ArtifactInfo, record: dict[str, Any], metrics: dict[str, A
         + (" **The dev numbers below were also used for selection: optimistic.**" if selection == "dev" else
            " The dev numbers below were used for no choice."),
         "",
-        "## Dev results (bootstrap 95% intervals, 1000 resamples)",
+        "## Dev results (bootstrap 95% intervals, 1000 resamples"
+        + (" of near-duplicate clusters)" if record.get("split_method") == "cluster" else ")"),
         "",
         "| dev set | task | n | fp32 acc | fp32 macro-F1 | CPU int8 acc | CPU int8 macro-F1 |",
         "|---|---|---|---|---|---|---|",
@@ -179,7 +184,9 @@ def render_card(info: ArtifactInfo, record: dict[str, Any], metrics: dict[str, A
     if calibration:
         lines += ["", "## Calibration", "",
                   f"Softmax temperature per head fitted by NLL on the `{selection}` split and applied by the engine to"
-                  " probabilities (labels unchanged). Expected calibration error (10 bins, top label) on the dev sets, fp32:",
+                  " probabilities (labels unchanged). Expected calibration error (10 bins, top label) on the dev sets, fp32"
+                  + (" (after: cross-fitted in 2 folds, since the temperature was fitted on these rows):"
+                     if any(e.get("after_cross_fitted") for e in calibration.get("ece", {}).values()) else ":"),
                   "", "| head | temperature | n (dev) | ECE before | ECE after |", "|---|---|---|---|---|"]
         for head, ece in calibration.get("ece", {}).items():
             lines.append(f"| {head} | {calibration['temperatures'][head]:.3f} | {ece['n']} | {ece['before']:.4f} | {ece['after']:.4f} |")

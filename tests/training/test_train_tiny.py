@@ -170,6 +170,8 @@ def test_card_reports_intervals_calibration_and_provenance(tiny_artifact):
     assert env["environment_sha256"].startswith("sha256:") and env["base_weights_sha256"].startswith("sha256:")
     assert env["threads"] == 1 and "commit" in env["code"]
     assert record["selection_split"] == "select" and record["split_method"] == "cluster"
+    assert "1000 resamples of near-duplicate clusters)" in card  # a cluster split's intervals resample clusters
+    assert "cross-fitted" not in card  # a selection split: the temperature never saw the dev rows
     assert set(record["calibration"]["temperatures"]) == {"sentiment", "topic"}
     assert read_info(tiny_artifact).temperatures == record["calibration"]["temperatures"]
     assert (tiny_artifact / "model.fp16.safetensors").is_file()
@@ -271,3 +273,15 @@ def test_an_untrained_head_does_not_choose_the_epoch(tiny_data, tmp_path):
     out = train(config, progress=False)
     epoch = json.loads((out / TRAINING_CONFIG_FILE).read_text())["history"]["epochs"][0]
     assert "tweet_topic" not in epoch["dev"] and {"phrasebank", "tweet_sentiment"} <= set(epoch["dev"])
+
+
+def test_a_run_without_a_selection_split_reports_a_cross_fitted_ece(tiny_data, tmp_path):
+    """select_fraction=0: the temperatures are fitted on the dev rows, so the card's "ECE after" on those same rows
+    was in-sample (flattering); it is cross-fitted now, and the card says so."""
+    config = TrainConfig(data_path=tiny_data, output_dir=tmp_path / "no-select", epochs=1, max_steps=2, batch_size=16,
+                         max_length=32, version="no-select", threads=1, export_onnx=False, select_fraction=0.0)
+    out = train(config, progress=False)
+    record = json.loads((out / TRAINING_CONFIG_FILE).read_text())
+    assert record["selection_split"] == "dev"
+    assert record["calibration"]["ece"] and all(e["after_cross_fitted"] for e in record["calibration"]["ece"].values())
+    assert "cross-fitted" in (out / CARD_FILE).read_text()
