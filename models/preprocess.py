@@ -107,14 +107,20 @@ def _cashtag(match: re.Match[str]) -> str:
     return f" ${match.group(1).lower()} "
 
 
-def text_v1(text: str) -> str:
-    """``mm-text-v1`` on one text (see the module docstring)."""
-    original = text
-    text = _fix_unicode(_unescape(text))
+def _replace_urls(text: str) -> str:
+    """Every URL as the placeholder, runs of placeholders as one (the same step in every version)."""
     if "://" in text or "www." in text or "t.co/" in text or ":/" in text:
         text = URL_RE.sub(f" {URL_TOKEN} ", text)
         if text.count(URL_TOKEN) > 1:
             text = _URL_RUN_RE.sub(f" {URL_TOKEN} ", text)
+    return text
+
+
+def text_v1(text: str) -> str:
+    """``mm-text-v1`` on one text (see the module docstring)."""
+    original = text
+    text = _fix_unicode(_unescape(text))
+    text = _replace_urls(text)
     if "$" in text:
         text = CASHTAG_RE.sub(_cashtag, text)
     return " ".join(text.split()) or original
@@ -157,10 +163,7 @@ def _cashtag_run(match: re.Match[str]) -> str:
 
 def _text_v2_once(text: str) -> str:
     text = _fix_unicode_v2(_unescape_all(text))
-    if "://" in text or "www." in text or "t.co/" in text or ":/" in text:
-        text = URL_RE.sub(f" {URL_TOKEN} ", text)
-        if text.count(URL_TOKEN) > 1:
-            text = _URL_RUN_RE.sub(f" {URL_TOKEN} ", text)
+    text = _replace_urls(text)
     if "$" in text:
         text = _CASHTAG_RUN_V2_RE.sub(_cashtag_run, text)
     return " ".join(text.split())
