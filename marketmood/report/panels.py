@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from marketmood.dashboards.definitions import sentiment_dashboard, to_json_dict
-from marketmood.dashboards.macros import ALL, QueryContext, Variable, expand
+from marketmood.dashboards.macros import ALL, QueryContext, Variable, expand, fill_of, resample
 from storage import dashboards as sql
 
 MIN_INTERVAL = timedelta(hours=1)  # the panels' minimum interval
@@ -84,10 +84,14 @@ def context(t_from: datetime, t_to: datetime, selection: Selection, interval: ti
     })
 
 
-def _query(conn: Connection, raw: str, ctx: QueryContext) -> tuple[list[str], list[dict[str, Any]]]:
+def query_like_grafana(conn: Connection, raw: str, ctx: QueryContext) -> tuple[list[str], list[dict[str, Any]]]:
+    """Expand a panel's SQL the way Grafana does, run it, and fill the missing buckets as Grafana's backend does
+    when the query asks (``$__timeGroup(col, interval, fill)``): (columns, rows)."""
     result = conn.execute(text(expand(raw, ctx).replace(":", r"\:")))  # colons of the expanded time literals
     columns = list(result.keys())
-    return columns, [dict(zip(columns, row)) for row in result]
+    rows = [dict(zip(columns, row)) for row in result]
+    fill = fill_of(raw, ctx)
+    return columns, (rows if fill is None else resample(rows, fill, ctx, columns))
 
 
 def _epoch_ms(value: Any) -> datetime:
@@ -105,14 +109,14 @@ def load(conn: Connection, t_from: datetime, t_to: datetime, selection: Selectio
         for target in panel.get("targets", []):
             if "rawSql" not in target:
                 continue
-            columns, rows = _query(conn, target["rawSql"], ctx)
+            columns, rows = query_like_grafana(conn, target["rawSql"], ctx)
             unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
             data.panels.append(PanelData(panel["id"], panel["title"], panel.get("description", ""), panel["type"],
                                          columns, rows, unit))
     for annotation in dashboard["annotations"]["list"]:
         if not annotation.get("enable", True):
             continue
-        _, rows = _query(conn, annotation["target"]["rawSql"], ctx)
+        _, rows = query_like_grafana(conn, annotation["target"]["rawSql"], ctx)
         kind = annotation["name"].removeprefix("Alerts: ") if annotation["name"].startswith("Alerts") else "model"
         for r in rows:
             end = _epoch_ms(r["timeend"]) if r.get("timeend") is not None else None

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from marketmood.dashboards.macros import ALL, QueryContext, Variable, expand, fill_of, resample
+from marketmood.dashboards.macros import ALL, QueryContext, Variable
+from marketmood.report.panels import query_like_grafana
 from marketmood.settings import load_settings
 from storage import dashboards as sql
 from storage import registry
@@ -223,13 +224,9 @@ def run_panel_sql(url: str, raw: str, ctx: QueryContext) -> tuple[list[str], lis
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            result = conn.execute(text(expand(raw, ctx).replace(":", r"\:")))
-            keys = list(result.keys())
-            rows = [dict(zip(keys, row)) for row in result]
+            return query_like_grafana(conn, raw, ctx)
     finally:
         engine.dispose()
-    fill = fill_of(raw, ctx)
-    return keys, (rows if fill is None else resample(rows, fill, ctx, keys))
 
 
 @pytest.fixture
