@@ -221,6 +221,24 @@ def resolve_max_length(requested: int | None, info: ArtifactInfo, position_limit
     return min(length, position_limit) if position_limit else length
 
 
+def choose_runtime(artifact_dir: Path, device: str = "auto", backend: str = "auto", *,
+                   cuda_ok: bool | None = None) -> tuple[str, str]:
+    """(device, backend) that :func:`load_engine` serves ``artifact_dir`` on, without loading it: the one rule,
+    also used to name the runtime that scored a teacher's soft labels (``training.distill.teacher_runtime``).
+    ``cuda_ok``: whether this machine has a usable GPU (None = ask it)."""
+    if device == "auto" and backend == "onnx":
+        device = "cpu"  # the int8 export is CPU-only: do not even probe for CUDA
+    if cuda_ok is None:
+        cuda_ok = cuda_available() if device in ("auto", "cuda") else False
+    chosen_device = choose_device(device, cuda_ok)
+    onnx_ok, torch_ok = has_onnx(artifact_dir), has_torch_weights(artifact_dir)
+    if chosen_device == "cuda" and device == "auto" and backend == "auto" and not torch_ok:
+        log.warning("engine.cuda_without_torch_weights", path=str(artifact_dir),
+                    detail="artifact holds only the int8 ONNX export: serving on CPU")
+        chosen_device = "cpu"
+    return chosen_device, choose_backend(backend, chosen_device, onnx_ok, torch_ok)
+
+
 def load_engine(
     path: Path | str | None = None,
     *,
@@ -246,15 +264,7 @@ def load_engine(
     """
     artifact_dir = Path(path) if path is not None else BUNDLED_MODEL_DIR
     info = read_info(artifact_dir)
-    if device == "auto" and backend == "onnx":
-        device = "cpu"  # the int8 export is CPU-only: do not even probe for CUDA
-    chosen_device = choose_device(device, cuda_available() if device in ("auto", "cuda") else False)
-    onnx_ok, torch_ok = has_onnx(artifact_dir), has_torch_weights(artifact_dir)
-    if chosen_device == "cuda" and device == "auto" and backend == "auto" and not torch_ok:
-        log.warning("engine.cuda_without_torch_weights", path=str(artifact_dir),
-                    detail="artifact holds only the int8 ONNX export: serving on CPU")
-        chosen_device = "cpu"
-    chosen_backend = choose_backend(backend, chosen_device, onnx_ok, torch_ok)
+    chosen_device, chosen_backend = choose_runtime(artifact_dir, device, backend)
     n_threads = cpu_threads(threads)
     n_sessions = resolve_sessions(sessions, n_threads)
     encoder = TextEncoder(artifact_dir / TOKENIZER_DIR, resolve_max_length(max_length, info, _position_limit(artifact_dir)),

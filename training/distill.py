@@ -26,9 +26,8 @@ import numpy as np
 import structlog
 from tqdm.auto import tqdm
 
-from models.artifact import ONNX_INT8_FILE, has_onnx, has_torch_weights, read_info, torch_weights_file
-from models.devices import choose_backend, choose_device, cuda_available
-from models.engine import load_engine
+from models.artifact import ONNX_INT8_FILE, read_info, torch_weights_file
+from models.engine import choose_runtime, load_engine
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from training.reproducibility import file_sha256
 
@@ -213,20 +212,12 @@ def teacher_runtime(teacher_dir: Path | str, *, device: str = "auto", backend: s
                     cuda_ok: bool | None = None, bf16_ok: bool | None = None) -> TeacherRuntime:
     """The runtime ``load_engine(teacher_dir, device=device, backend=backend)`` picks, without loading the model.
 
-    Same rules as ``models.engine.load_engine`` (``models.devices.choose_device``/``choose_backend``: torch on
+    The device and backend are ``models.engine.choose_runtime``'s, the rule ``load_engine`` itself follows (torch on
     CUDA when the artifact has torch weights, else int8 ONNX on CPU when it has the export, else torch fp32 on CPU);
     ``teacher_soft_labels`` then loads exactly this runtime and checks the engine reports it. ``cuda_ok`` /
     ``bf16_ok``: what this machine offers (None = ask it), given by tests to describe a GPU machine."""
     teacher_dir = Path(teacher_dir)
-    if device == "auto" and backend == "onnx":
-        device = "cpu"
-    if cuda_ok is None:
-        cuda_ok = cuda_available() if device in ("auto", "cuda") else False
-    chosen_device = choose_device(device, cuda_ok)
-    onnx_ok, torch_ok = has_onnx(teacher_dir), has_torch_weights(teacher_dir)
-    if chosen_device == "cuda" and device == "auto" and backend == "auto" and not torch_ok:
-        chosen_device = "cpu"  # load_engine serves an ONNX-only artifact on CPU
-    chosen_backend = choose_backend(backend, chosen_device, onnx_ok, torch_ok)
+    chosen_device, chosen_backend = choose_runtime(teacher_dir, device, backend, cuda_ok=cuda_ok)
     if chosen_backend == "onnx":
         return TeacherRuntime("onnx", "cpu", "int8", teacher_dir / ONNX_INT8_FILE)
     if chosen_device == "cuda":
