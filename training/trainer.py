@@ -492,9 +492,9 @@ def train(
         tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
         model = build_from_pretrained(base, len(SENTIMENT_LABELS), len(TOPIC_LABELS))
     added: dict[str, list[int]] = {}
-    kd_on = config.distilled and config.kd_alpha > 0  # transfer rows teach only through KD
+    use_kd = config.distilled and config.kd_alpha > 0  # soft labels join the loss; transfer rows teach only so
     if config.preprocessing != IDENTITY and config.max_added_tokens and not config.init_from:
-        vocab_texts = preprocess_all([ex.text for ex in train_examples + (transfer if kd_on else [])],
+        vocab_texts = preprocess_all([ex.text for ex in train_examples + (transfer if use_kd else [])],
                                      config.preprocessing)
         added = add_tokens(tokenizer, model, plan_added_tokens(tokenizer, vocab_texts, config.cashtag_min_count,
                                                                config.max_added_tokens))
@@ -508,7 +508,6 @@ def train(
                                                progress)
         distillation["transfer_texts"] = len(transfer)
     dev_sets = {name: EncodedSet.build(encoder, exs) for name, exs in splits.dev.items() if exs}
-    use_kd = distillation is not None and config.kd_alpha > 0
     keep = teaching_rows(train_set, use_kd)
     if len(keep) < len(train_set.ids):
         log.info("training.rows_left_out", rows=len(train_set.ids) - len(keep), kd=use_kd,
