@@ -9,6 +9,7 @@ crash can neither lose a notification nor send one for a state change that did n
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -74,6 +75,18 @@ def enqueue(conn: Connection, alert: dict[str, Any], notifiers: list[str] | tupl
     return db.enqueue(conn, alert["id"], notifiers, event, notification_payload(alert, event))
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by None: JSON has no such numbers, so PostgreSQL
+    refuses the evidence, and one NaN score in a span made its rule fail on that window in every pass."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def build_evidence(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr: Transition,
                    series: WindowSeries, links: LinkConfig | None = None) -> dict[str, Any]:
     """Everything an on-call needs to judge the alert without opening a dashboard."""
@@ -94,7 +107,7 @@ def build_evidence(conn: Connection, rule: RuleConfig, scope_type: str, scope: s
         links=alert_links(links or LinkConfig(), rule.runbook_url, scope_type, scope,
                           tr.started_at - EVIDENCE_WINDOWS * w, tr.at + 12 * w),
     )
-    return ev
+    return json_safe(ev)
 
 
 def fire(conn: Connection, rules: RulesFile, rule: RuleConfig, scope_type: str, scope: str, tr: Transition,
@@ -163,7 +176,8 @@ def resolve(conn: Connection, rule: RuleConfig, scope_type: str, scope: str, tr:
     alert = db.open_alert(conn, rule.name, scope_type, scope)
     if alert is None:
         return None
-    return _close(conn, alert, ts(tr.at), {**(alert["evidence"] or {}), "at_resolve": tr.observation.evidence()})
+    return _close(conn, alert, ts(tr.at),
+                  {**(alert["evidence"] or {}), "at_resolve": json_safe(tr.observation.evidence())})
 
 
 def _close(conn: Connection, alert: dict[str, Any], at: datetime, evidence: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,10 +60,15 @@ def sender_identity() -> str:
 class OutboxSender:
     def __init__(self, engine: Engine, notifiers: Mapping[str, Notifier], *, base_s: float = 2.0,
                  max_s: float = 300.0, max_attempts: int = 0, batch: int = 50, claim_timeout_s: float = 60.0,
+                 send_deadline_s: float | None = None,
                  on_result: Callable[[str, str, bool], None] | None = None) -> None:
         self.engine, self.notifiers = engine, dict(notifiers)
         self.base_s, self.max_s, self.max_attempts, self.batch = base_s, max_s, max_attempts, batch
         self.claim_timeout_s = claim_timeout_s
+        # A notifier's own timeouts bound each network read, not the whole send: a receiver that trickles its
+        # answer (or an SMTP tarpit) held the one delivery thread, and every other notification, for as long as
+        # it liked, and outlived the claim. A send is abandoned at this deadline, inside its claim.
+        self.send_deadline_s = send_deadline_s if send_deadline_s is not None else 0.8 * claim_timeout_s
         self.identity = sender_identity()
         self._on_result = on_result
 
@@ -134,8 +141,26 @@ class OutboxSender:
         notifier = self.notifiers.get(row["notifier"])
         if notifier is None:
             return DeliveryError(f"notifier {row['notifier']!r} is not configured")
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                notifier.send(row["payload"])
+            except BaseException as exc:  # noqa: BLE001 - judged below, in the sender's thread
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        started = time.monotonic()
+        worker = threading.Thread(target=attempt, name=f"outbox-send-{row['id']}", daemon=True)
+        worker.start()
+        worker.join(self.send_deadline_s)
+        if not outcome:  # still sending: left to finish or fail on its own, its result ignored
+            return DeliveryError(f"no outcome within the send deadline of {self.send_deadline_s:g}s "
+                                 f"(gave up after {time.monotonic() - started:.1f}s)", maybe_delivered=True)
         try:
-            notifier.send(row["payload"])
+            if outcome[0] is not None:
+                raise outcome[0]
         except DeliveryError as exc:
             return exc
         except Exception as unexpected:  # noqa: BLE001 - a bug in one notifier must not stop the others

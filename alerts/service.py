@@ -64,10 +64,13 @@ class AlertService:
         self.sender = OutboxSender(
             engine, self.notifiers, base_s=self.config.retry_base_s, max_s=self.config.retry_max_s,
             max_attempts=self.config.max_attempts, claim_timeout_s=self.config.claim_timeout_s,
-            on_result=lambda n, e, ok: self.metrics.notifications.labels(n, e, "ok" if ok else "error").inc(),
+            # the event's kind as the label: "repeat:17" -> "repeat" (one series per reminder number is unbounded)
+            on_result=lambda n, e, ok: self.metrics.notifications.labels(
+                n, e.split(":", 1)[0], "ok" if ok else "error").inc(),
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._outbox_seen: set[tuple[str, str]] = set()  # outbox gauge labels set so far (see _refresh_gauges)
 
     # --- evaluation -------------------------------------------------------------------------------------
 
@@ -204,8 +207,14 @@ class AlertService:
                 log.info("alert_plot_saved", alert_id=alert.get("id"), path=str(path))
 
     def _refresh_gauges(self, conn: Any) -> None:
-        for (notifier, status), n in db.outbox_counts(conn).items():
+        counts = db.outbox_counts(conn)
+        # A (notifier, status) with no rows left is absent from the counts: set it to 0, or the gauge keeps its
+        # last value for ever (a drained backlog or a re-driven dead row would still show, and page, as stuck).
+        for key in self._outbox_seen - counts.keys():
+            self.metrics.outbox.labels(*key).set(0)
+        for (notifier, status), n in counts.items():
             self.metrics.outbox.labels(notifier, status).set(n)
+        self._outbox_seen |= counts.keys()
         open_by_state = {"firing": 0, "acknowledged": 0, "silenced": 0}
         for alert in db.list_alerts(conn, state="open", limit=10_000):
             open_by_state[alert["state"]] = open_by_state.get(alert["state"], 0) + 1

@@ -15,6 +15,10 @@ from alerts.payloads import delivery_key, members
 
 log = structlog.get_logger("marketmood.alerts.email")
 
+#: Plots attached to one message: a group of hundreds of tickers (a sell-off under a per-ticker rule) would
+#: otherwise be tens of MB, over the relay's size limit, and take minutes to render inside the send.
+MAX_PLOTS = 10
+
 
 def _alert_lines(alert: dict[str, Any]) -> list[str]:
     ev = alert.get("evidence") or {}
@@ -50,6 +54,8 @@ def email_message(payload: dict[str, Any], from_addr: str, to: tuple[str, ...],
     digest = hashlib.sha256(delivery_key(payload).encode()).hexdigest()[:32]
     msg["Message-ID"] = f"<{digest}@marketmood>"
     lines = [payload["summary"], ""]
+    if plots and len(members(payload)) > len(plots):
+        lines += [f"Plots attached for {len(plots)} of {len(members(payload))} alerts (the first ones).", ""]
     for member in members(payload):
         lines += _alert_lines(member["alert"]) + [""]
     msg.set_content("\n".join(lines).rstrip() + "\n")
@@ -75,7 +81,7 @@ class EmailNotifier:
         if self._attach_plot and payload["event"] == "trigger":
             from alerts.plot import evidence_png  # matplotlib: only when a plot is attached
 
-            for member in members(payload):
+            for member in members(payload)[:MAX_PLOTS]:
                 image = evidence_png(member["alert"])
                 if image:
                     plots.append((member["alert"]["id"], image))
@@ -83,8 +89,12 @@ class EmailNotifier:
         refused: dict[str, Any] = {}
         stage = "connect"  # how far the conversation got: the message may be accepted once DATA is under way
         try:
-            cls = smtplib.SMTP_SSL if self._ssl else smtplib.SMTP
-            with cls(self.host, self.port, timeout=self._timeout) as smtp:
+            # Both TLS modes verify the server's certificate and host name. SMTP_SSL without a context uses
+            # one that verifies nothing: anyone on the path could pose as the relay and read the login.
+            smtp_conn = (smtplib.SMTP_SSL(self.host, self.port, timeout=self._timeout,
+                                          context=ssl.create_default_context())
+                         if self._ssl else smtplib.SMTP(self.host, self.port, timeout=self._timeout))
+            with smtp_conn as smtp:
                 if self._starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if self._username:

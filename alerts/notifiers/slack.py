@@ -93,10 +93,22 @@ def _group_message(payload: dict[str, Any]) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
     blocks += _sections([_member_line(m, event) for m in members])
     runbook = ((alert.get("evidence") or {}).get("links") or {}).get("runbook")
-    ids = " ".join(escape(m["alert"]["id"]) for m in members)
-    context = f"{len(members)} alerts · rule {escape(alert['rule'])} · `marketmood alerts ack <id>` for {ids}"
     refs = [_link(runbook, "Runbook")] if safe_url(runbook) else []
-    # Slack takes at most 50 blocks: the ack hint for every member is kept, members past block 49 are cut
+    head = f"{len(members)} alerts · rule {escape(alert['rule'])} · `marketmood alerts ack <id>` for "
+    # Slack refuses a text over SECTION_LIMIT (HTTP 400: the group's trigger would go dead): as many ids as fit,
+    # then where to find the rest (a per-ticker rule can fire hundreds of alerts in one pass)
+    room = SECTION_LIMIT - len(head) - sum(3 + len(r) for r in refs) - 80
+    ids: list[str] = []
+    for m in members:
+        alert_id = escape(m["alert"]["id"])
+        room -= len(alert_id) + 1
+        if room < 0:
+            break
+        ids.append(alert_id)
+    rest = len(members) - len(ids)
+    context = head + " ".join(ids) + (
+        f" and {rest} more (`marketmood alerts list --state open`)" if rest else "")
+    # Slack takes at most 50 blocks: members past block 49 are cut (the ack hint above still names the first ids)
     blocks = blocks[:49]
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join([context, *refs])}]})
     return {"text": text, "blocks": blocks}

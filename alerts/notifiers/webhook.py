@@ -14,11 +14,22 @@ import json
 import math
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from alerts.notifiers.base import post_json
 from alerts.payloads import delivery_key
+
+
+#: Printable ASCII passes unchanged, so an ASCII key is sent exactly as before (receivers keep de-duplicating).
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F))
+
+
+def idempotency_key(payload: dict[str, Any]) -> str:
+    """The delivery key as an HTTP header value: headers are ASCII, and the key holds the scope (a ticker from a
+    feed may be "ÄPFEL"), so anything else is percent-encoded (UTF-8); deterministic, so a retry repeats it."""
+    return quote(delivery_key(payload), safe=_HEADER_SAFE)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -55,6 +66,6 @@ class WebhookNotifier:
             "X-MarketMood-Timestamp": ts,
             "X-MarketMood-Signature": sign(self._secret, ts, body),
             "X-MarketMood-Event": str(payload.get("event")),
-            "Idempotency-Key": delivery_key(payload),
+            "Idempotency-Key": idempotency_key(payload),
         }
         post_json(self._client, self.url, content=body, headers=headers)

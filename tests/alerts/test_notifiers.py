@@ -223,3 +223,104 @@ def test_an_escalation_is_a_trigger_with_its_own_delivery_key() -> None:
     released = notification_payload(sample_alert(), "trigger", unsilenced=1)
     assert released["summary"].startswith("SILENCE ENDED, still firing: ")
     assert delivery_key(released) not in keys  # the outbox and the receivers' idempotency keep it apart
+
+
+def _self_signed_cert(tmp_path):
+    """A self-signed certificate for 127.0.0.1 (the openssl CLI: no extra Python dependency)."""
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "smtp-cert.pem", tmp_path / "smtp-key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_smtp_over_ssl_verifies_the_server_certificate(tmp_path, monkeypatch) -> None:
+    """``ssl: true`` (implicit TLS, port 465) must check the server's certificate as ``starttls`` does: before,
+    smtplib.SMTP_SSL got no context and used one that verifies nothing, so anyone on the path could pose as the
+    relay and collect the SMTP login and every alert."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    from tests.alerts.conftest import _free_port, _SmtpHandler
+
+    cert, key = _self_signed_cert(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    handler = _SmtpHandler()
+    port = _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=server_tls)
+    controller.start()
+    try:
+        notifier = EmailNotifier("mail", "127.0.0.1", port, "mm@example.com", ("desk@example.com",),
+                                 use_ssl=True, attach_plot=False, timeout_s=5)
+        payload = notification_payload(sample_alert(), "resolve")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.pem"))  # trust nothing: the cert is unknown
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            notifier.send(payload)
+        assert handler.messages == []  # nothing went to a server that could not prove who it is
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the relay's CA is trusted (as an internal CA would be)
+        notifier.send(payload)
+        assert len(handler.messages) == 1
+    finally:
+        controller.stop()
+
+
+def test_slack_group_of_hundreds_of_alerts_stays_within_slacks_limits() -> None:
+    """A market-wide sell-off under a per-ticker rule fires hundreds of alerts in one pass, grouped into one Slack
+    message. Slack refuses a text object over 3000 characters (HTTP 400, permanent: the trigger goes dead and
+    holds the resolves): before, the context line listed every member's id and passed that limit at ~450."""
+    from alerts.notifiers.slack import SECTION_LIMIT, slack_message
+    from alerts.payloads import group_payload
+
+    members = [sample_alert(id=1_000_000 + i, scope_type="ticker", scope=f"T{i:03d}") for i in range(600)]
+    message = slack_message(group_payload(members, "trigger", "spike/critical/slack"))
+    texts = [b["text"]["text"] for b in message["blocks"] if "text" in b]
+    texts += [e["text"] for b in message["blocks"] for e in b.get("elements", [])]
+    assert len(message["blocks"]) <= 50 and max(len(t) for t in texts) <= SECTION_LIMIT
+    context = message["blocks"][-1]["elements"][0]["text"]
+    assert "600 alerts" in context and "1000000" in context and "more" in context  # how to find the others
+
+
+def test_email_for_a_large_group_attaches_a_bounded_number_of_plots(smtp_recorder) -> None:
+    """One PNG per member, rendered inside the send, made a sell-off group of hundreds of tickers a message of
+    tens of MB (over the relay's size limit: a permanent 552, dead) that took minutes to build while every other
+    notification waited behind it. The plots of the first MAX_PLOTS members are attached; the text says so."""
+    from alerts.notifiers.email import MAX_PLOTS
+    from alerts.payloads import group_payload
+
+    members = [sample_alert(id=100 + i, scope_type="ticker", scope=f"T{i:02d}") for i in range(MAX_PLOTS + 2)]
+    EmailNotifier("mail", "127.0.0.1", smtp_recorder.port, "mm@example.com", ("desk@example.com",)).send(
+        group_payload(members, "trigger", "spike/critical/mail"))
+    (message,) = smtp_recorder.messages
+    pngs = [p for p in message.walk() if p.get_content_type() == "image/png"]
+    assert len(pngs) == MAX_PLOTS and pngs[0].get_filename() == "alert-100.png"
+    text = next(p for p in message.walk() if p.get_content_type() == "text/plain").get_content()
+    assert f"Plots attached for {MAX_PLOTS} of {MAX_PLOTS + 2} alerts" in text
+    assert text.count("Acknowledge: marketmood alerts ack") == MAX_PLOTS + 2  # every member is still listed
+
+
+def test_webhook_for_a_scope_with_non_ascii_characters_is_sent(http_recorder) -> None:
+    """Tickers are free text from the feeds (upper-cased, control characters dropped: "ÄPFEL", "腾讯" pass), and the
+    ``Idempotency-Key`` header carries the dedup key with the scope. HTTP headers are ASCII: before, httpx raised
+    UnicodeEncodeError, the row went dead at once and held that alert's resolve (for a group, every member's)."""
+    from alerts.payloads import delivery_key
+
+    hook = WebhookNotifier("hook", http_recorder.url("/hook"), SECRET)
+    for scope in ("ÄPFEL", "腾讯"):
+        alert = sample_alert(scope_type="ticker", scope=scope, dedup_key=f"marketmood/spike/ticker/{scope}/1700000000")
+        hook.send(notification_payload(alert, "trigger"))
+        hook.send(notification_payload(alert, "trigger"))  # a retry carries the same key
+    keys = [r.headers["Idempotency-Key"] for r in http_recorder.requests]
+    assert len(keys) == 4 and keys[0] == keys[1] != keys[2] == keys[3] and all(k.isascii() for k in keys)
+    assert [r.json()["alert"]["scope"] for r in http_recorder.requests[::2]] == ["ÄPFEL", "腾讯"]
+    ascii_alert = sample_alert()  # an ASCII key is sent as it always was (receivers keep de-duplicating)
+    hook.send(notification_payload(ascii_alert, "trigger"))
+    assert http_recorder.requests[-1].headers["Idempotency-Key"] == delivery_key(
+        notification_payload(ascii_alert, "trigger"))

@@ -148,3 +148,70 @@ def test_a_stop_ends_delivery_between_sends_not_after_the_backlog(engine) -> Non
     assert len(report.delivered) == len(notifier.sent) == 1
     with engine.connect() as conn:
         assert sorted(r["status"] for r in db.list_outbox(conn)) == ["delivered", "pending", "pending"]
+
+
+class _TricklingServer:
+    """Accepts, reads the request, then answers one byte every 0.3 s for ``seconds`` (a broken proxy, a tarpit):
+    every read returns within any per-read timeout, so only a deadline on the whole send ends it."""
+
+    def __init__(self, seconds: float = 20.0) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.port = self.sock.getsockname()[1]
+        self.seconds = seconds
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import time
+
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(65536)
+            end = time.monotonic() + self.seconds
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while time.monotonic() < end:
+                    conn.sendall(b"a")
+                    time.sleep(0.3)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_receiver_that_trickles_its_answer_does_not_hold_the_other_notifiers(engine, http_recorder) -> None:
+    """The notifiers' timeouts bound each read, not the whole send: a Slack endpoint answering a byte at a time
+    held the one delivery thread (and PagerDuty and every other notifier behind it) for as long as it kept
+    trickling, past the row's claim. Now the send is given up at the sender's deadline (inside the claim): the
+    Slack row may have arrived, so it is parked ``unknown``, and the next row goes out in the same pass."""
+    import time
+
+    from alerts.notifiers.slack import SlackNotifier
+    from alerts.notifiers.webhook import WebhookNotifier
+
+    slow = _TricklingServer(seconds=20)
+    try:
+        with engine.begin() as conn:
+            alert = db.insert_alert(conn, rule="r", scope_type="topic", scope="Macro", severity="critical",
+                                    state="firing", dedup_key="k-trickle", started_at=BASE, evidence={})
+            lifecycle.enqueue(conn, alert, ["a-slack"], "trigger")
+            lifecycle.enqueue(conn, alert, ["b-hook"], "trigger")
+        notifiers = {"a-slack": SlackNotifier("a-slack", f"http://127.0.0.1:{slow.port}/s", timeout_s=1),
+                     "b-hook": WebhookNotifier("b-hook", http_recorder.url("/hook"), "s3cret-s3cret-s3cret",
+                                               timeout_s=1)}
+        sender = OutboxSender(engine, notifiers, base_s=1, max_s=8, claim_timeout_s=3)
+        started = time.monotonic()
+        report = sender.deliver_due(datetime.now(timezone.utc) + timedelta(seconds=1))
+        took = time.monotonic() - started
+        assert took < 8, f"one trickling receiver held delivery for {took:.0f}s"
+        assert [k[1] for k in report.delivered] == ["b-hook"] and len(http_recorder.requests) == 1
+        with engine.connect() as conn:
+            rows = {r["notifier"]: r for r in db.list_outbox(conn, alert_id=alert["id"])}
+        assert rows["a-slack"]["status"] == "unknown" and "deadline" in rows["a-slack"]["last_error"]
+    finally:
+        slow.close()

@@ -454,3 +454,73 @@ def test_an_alert_whose_silence_ends_while_it_fires_is_paged_again(engine, http_
     assert [(h["event"], h.get("unsilenced")) for h in hook] == [("trigger", None), ("trigger", 1), ("resolve", None)]
     [alert] = alerts_of(engine)
     assert alert["state"] == "resolved" and alert["evidence"]["unsilenced"] == 1
+
+
+def test_outbox_gauge_drops_to_zero_when_a_status_empties(engine, http_recorder, smtp_recorder) -> None:
+    """``marketmood_alert_outbox_rows{status="pending"}`` must fall back to 0 once the backlog is delivered (and
+    ``dead`` once re-driven): before, a (notifier, status) with no rows left was not set at all, so the gauge kept
+    its last count for ever and an alert on a stuck outbox never cleared."""
+    burst_start = scenario(engine)
+    service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
+    now = burst_start
+    while not alerts_of(engine):
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+
+    def gauge(notifier: str, status: str) -> float | None:
+        return service.metrics.registry.get_sample_value("marketmood_alert_outbox_rows",
+                                                         {"notifier": notifier, "status": status})
+
+    assert all(gauge(n, "pending") == 1 for n in ("hook", "slack", "pd", "mail"))
+    assert len(service.deliver().delivered) == 4
+    service.evaluate(now)  # the next pass refreshes the gauges
+    assert all(gauge(n, "pending") == 0 and gauge(n, "delivered") == 1 for n in ("hook", "slack", "pd", "mail"))
+
+
+def test_notification_metrics_label_reminders_by_kind_not_by_number(engine, http_recorder, smtp_recorder) -> None:
+    """``marketmood_alert_notifications_total{event}`` takes the event kind (repeat, escalate, unsilence), not the
+    outbox event: before, every reminder number made a new time series (``repeat:1``, ``repeat:2``, ... for as
+    long as an alert kept firing), an unbounded label."""
+    burst_start = scenario(engine)
+    rules = parse_rules({
+        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
+        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
+                   "repeat_interval_minutes": 5, "detection": {"cooldown_minutes": 60}}],
+    })
+    service = AlertService(engine, rules, SETTINGS)
+    now = burst_start
+    while not alerts_of(engine):
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    for _ in range(3):  # two reminders, each delivered
+        service.deliver()
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    service.deliver()
+    with engine.connect() as conn:
+        assert {"repeat:1", "repeat:2"} <= {r["event"] for r in db.list_outbox(conn) if r["notifier"] == "slack"}
+    samples = [s for metric in service.metrics.registry.collect() if metric.name == "marketmood_alert_notifications"
+               for s in metric.samples if s.name.endswith("_total")]
+    assert {s.labels["event"] for s in samples} == {"trigger", "repeat"}
+    assert service.metrics.registry.get_sample_value(
+        "marketmood_alert_notifications_total", {"notifier": "slack", "event": "repeat", "outcome": "ok"}) >= 2
+
+
+def test_a_non_finite_score_does_not_blind_the_rule(engine, http_recorder, smtp_recorder) -> None:
+    """One NaN score (a broken model version, a bad replay) made the span's mean score NaN; the evidence was then
+    not valid JSON, PostgreSQL refused the alert, and the rule failed on that window in every pass for ever (the
+    cursor never passes it), blind for all its scopes. Now the non-finite value is left out of the evidence."""
+    import dataclasses
+
+    burst_start = scenario(engine)
+    bad = article("nan-score", burst_start + timedelta(seconds=40), TOPIC, "negative", title="Refinery output halted")
+    insert(engine, [dataclasses.replace(bad, score=float("nan"), p_negative=float("nan"))])
+    service = AlertService(engine, rules_for(http_recorder, smtp_recorder), SETTINGS)
+    now = burst_start
+    while now <= burst_start + timedelta(minutes=20) and not alerts_of(engine):
+        service.evaluate(now)
+        now += timedelta(seconds=W)
+    [alert] = alerts_of(engine)
+    assert alert["scope"] == TOPIC and alert["evidence"]["mean_score"] is None
+    service.deliver()
+    assert len(http_recorder.requests) == 3 and len(smtp_recorder.messages) == 1  # paged (hook, slack, pd, mail)
