@@ -29,9 +29,14 @@ def _contains_run(parts: tuple[str, ...], run: tuple[str, ...]) -> bool:
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Route stdlib and structlog records through one renderer so aiokafka/kafka-python logs look like ours."""
+    # Tracebacks as plain text, without local variables: JSON logs carried only "exc_info": true (no type, no
+    # message, no stack), and the console's rich tracebacks printed every frame's locals (settings, URLs, rules
+    # with their webhook secrets).
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
+    exceptions: list[structlog.types.Processor] = [structlog.processors.format_exc_info] if fmt == "json" else []
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -48,7 +53,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exceptions, renderer],
         )
     )
     root = logging.getLogger()

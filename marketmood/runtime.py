@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from kafka.errors import KafkaError
 from sqlalchemy.engine import Engine
 
 from marketmood.logs import get_logger
@@ -26,7 +27,7 @@ from marketmood.settings import Settings
 from storage.db import make_engine
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import upgrade
-from streams.broker import EmbeddedBroker
+from streams.broker import BrokerError, EmbeddedBroker
 from streams.topics import ensure_topics
 
 log = get_logger(__name__)
@@ -104,7 +105,11 @@ def services(settings: Settings, *, migrate: bool = True, create_topics: bool = 
         if migrate:
             upgrade_database(settings, database_url, strict=False)  # + Grafana's reader role
         if create_topics:
-            ensure_topics(bootstrap, settings.topics)
+            try:
+                ensure_topics(bootstrap, settings.topics)
+            except KafkaError as exc:  # unreachable for 30 s, or refused: one line (cli.main), not a traceback
+                raise BrokerError(f"cannot create or list the topics on Kafka at {bootstrap}: "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         resolved = Services(
             kafka_bootstrap=bootstrap,
             database_url=database_url,

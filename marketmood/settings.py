@@ -14,6 +14,7 @@ the variable, never echoing a secret; the CLI prints it and exits 2.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -37,8 +38,14 @@ from training.schedule import validate_schedule
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# PostgreSQL keeps statement_timeout and lock_timeout in milliseconds in an int4: a longer timeout is refused by
+# the server (at connect, or by `db upgrade`), so the settings refuse it here, naming the variable.
+PG_TIMEOUT_MAX_S = 2_147_483
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No inf/nan: every float here is a duration, rate or share, and inf crashed where it became milliseconds.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TopicSettings(_Section):
@@ -66,10 +73,12 @@ class WorkerSettings(_Section):
         30.0, gt=0, description="On SIGTERM or a rebalance, how long batches in flight get to commit."
     )
     statement_timeout_s: float = Field(
-        30.0, gt=0, description="PostgreSQL statement_timeout of the worker's writes (a hung statement is retried)."
+        30.0, gt=0, le=PG_TIMEOUT_MAX_S,
+        description="PostgreSQL statement_timeout of the worker's writes (a hung statement is retried)."
     )
     lock_timeout_s: float = Field(
-        10.0, gt=0, description="PostgreSQL lock_timeout of the worker's writes (a lock held elsewhere is retried)."
+        10.0, gt=0, le=PG_TIMEOUT_MAX_S,
+        description="PostgreSQL lock_timeout of the worker's writes (a lock held elsewhere is retried)."
     )
     max_request_bytes: int = Field(
         1_048_576, ge=65_536, description="Producer request limit; larger dead letters are sent as stubs."
@@ -131,7 +140,8 @@ class ApiSettings(_Section):
         5.0, gt=0, description="Wait this long for a free connection, then answer 503."
     )
     db_statement_timeout_s: float = Field(
-        30.0, gt=0, description="A query running longer is cancelled (503): one request cannot hold a connection."
+        30.0, gt=0, le=PG_TIMEOUT_MAX_S,
+        description="A query running longer is cancelled (503): one request cannot hold a connection."
     )
 
     @field_validator("tokens", mode="before")
@@ -160,7 +170,8 @@ class GrafanaSettings(_Section):
         "marketmood-grafana-dev", min_length=1,
         description="Password of the reader role; dev default, change it. Applied by every `marketmood db upgrade`.",
     )
-    reader_statement_timeout_s: float = Field(30.0, gt=0, description="Reader's statements are cancelled after this.")
+    reader_statement_timeout_s: float = Field(30.0, gt=0, le=PG_TIMEOUT_MAX_S,
+                                              description="Reader's statements are cancelled after this.")
     reader_connection_limit: int = Field(20, ge=1, description="Connections the reader role may hold at once.")
     url: str = Field("http://127.0.0.1:3000", description="Grafana base URL for `marketmood grafana push`.")
     token: str | None = Field(None, description="Grafana service-account token for `marketmood grafana push`.")
@@ -267,6 +278,7 @@ class Settings(BaseSettings):
         # MARKETMOOD_* lines are still refused (see _CheckedDotEnv), so a typo is not silently ignored.
         dotenv_filtering="only_existing",
         frozen=True,
+        allow_inf_nan=False,
     )
 
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded tansu.")
@@ -289,6 +301,11 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_is_host_port(cls, value: str | None) -> str | None:
+        return None if value is None else check_bootstrap(value)
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:
@@ -308,6 +325,36 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(_config_file_source(settings_cls, Path(config_file)))
         return tuple(sources)
+
+
+def check_bootstrap(value: str) -> str:
+    """``value`` if it is a Kafka bootstrap list (``host[:port][,host[:port]]``, IPv6 in brackets when a port follows,
+    an optional ``PROTOCOL://``), else ValueError saying why. The Kafka clients raised a bare ValueError from
+    ``int(port)`` deep in their start-up (a traceback) for ``localhost:notaport``."""
+    value = value.strip()
+    for entry in value.split(","):
+        address = re.sub(r"^.*://", "", entry.strip())
+        if address.startswith("["):  # [IPv6] or [IPv6]:port
+            host, _, rest = address[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else None if not rest else ""
+        elif address.count(":") > 1 and _is_ipv6(address):  # a bare IPv6 address, default port
+            host, port = address, None
+        else:
+            host, _, port = address.rpartition(":") if ":" in address else (address, "", None)
+        if not host:
+            raise ValueError(f"{entry.strip()!r} names no host; expected host:port[,host:port]")
+        if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"{entry.strip()!r}: the port must be a number from 1 to 65535; expected "
+                             "host:port[,host:port]")
+    return value
+
+
+def _is_ipv6(address: str) -> bool:
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
 
 
 # MARKETMOOD_* names that are not settings: read by load_settings itself or by docker compose only.
@@ -380,15 +427,39 @@ def _shown(loc: tuple[Any, ...], value: Any) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
+def _setting_path(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    """The setting an error location names: list indexes and the tags pydantic adds for the members of a union
+    (``model.max_padding.constrained-float``) are not part of any variable's name."""
+    model: Any = Settings
+    path: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None:  # past a setting: a union member's tag, not a name
+            break
+        path.append(str(part))
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return tuple(path)
+
+
 def _validation_lines(exc: ValidationError) -> list[str]:
-    lines = []
+    """One line per setting: a value every member of a union refused is one problem, its reasons joined."""
+    problems: dict[tuple[str, ...], tuple[list[str], Any]] = {}
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not isinstance(p, int))
-        env = "MARKETMOOD_" + "__".join(str(p) for p in loc).upper()
+        loc = _setting_path(tuple(err["loc"]))
+        env = "MARKETMOOD_" + "__".join(loc).upper()
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "no such setting" + _suggest(env)
-        lines.append(f"invalid setting {env} ({'.'.join(map(str, loc))}): {message} (got {_shown(loc, err.get('input'))})")
+        messages, _ = problems.setdefault(loc, ([], err.get("input")))
+        if message not in messages:
+            messages.append(message)
+    lines = []
+    for loc, (messages, value) in problems.items():
+        env = "MARKETMOOD_" + "__".join(loc).upper()
+        lines.append(f"invalid setting {env} ({'.'.join(loc)}): {'; or '.join(messages)} (got {_shown(loc, value)})")
     return lines
 
 

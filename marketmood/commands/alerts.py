@@ -24,6 +24,10 @@ from marketmood.settings import ConfigError, Settings, get_settings
 from models.labels import UnknownLabelError
 from storage import alerts as db
 
+# Ids and row limits are PostgreSQL bigints: a larger number reached the database and came back as a traceback.
+_BIGINT = click.IntRange(0, 2**63 - 1)
+MAX_SILENCE = timedelta(days=36_500)  # 100 years; one ending after the year 9999 crashed reading it back (datetime)
+
 _DURATION_RE = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 
 
@@ -41,6 +45,8 @@ def parse_duration(value: str) -> timedelta:
         raise click.BadParameter(f"{value!r} is longer than a timedelta holds") from None
     if duration <= timedelta(0):
         raise click.BadParameter(f"{value!r} is not a positive duration")
+    if duration > MAX_SILENCE:
+        raise click.BadParameter(f"{value!r} is longer than the longest silence, {MAX_SILENCE.days}d (100 years)")
     return duration
 
 
@@ -106,7 +112,7 @@ def alerts_group() -> None:
 @alerts_group.command("list")
 @click.option("--state", type=click.Choice(["open", "firing", "acknowledged", "silenced", "resolved"]), default=None,
               help="Only alerts in this state ('open' = not resolved).")
-@click.option("--limit", type=click.IntRange(0), default=50, show_default=True, help="Show at most this many alerts.")
+@click.option("--limit", type=_BIGINT, default=50, show_default=True, help="Show at most this many alerts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the full evidence).")
 def list_command(state: str | None, limit: int, as_json: bool) -> None:
     """List alerts, newest first."""
@@ -129,7 +135,7 @@ def list_command(state: str | None, limit: int, as_json: bool) -> None:
 
 
 @alerts_group.command("ack")
-@click.argument("alert_id", type=int)
+@click.argument("alert_id", type=_BIGINT)
 @click.option("--by", default=None, help="Who acknowledges (default: the OS user).")
 def ack_command(alert_id: int, by: str | None) -> None:
     """Acknowledge alert ALERT_ID (notifiers that got the trigger are told; PagerDuty stops escalating)."""
@@ -160,7 +166,7 @@ def silence_command(topic: str | None, ticker: str | None, duration: timedelta, 
 @alerts_group.command("unsilence")
 @click.option("--topic", default=None, help="Cancel every active silence of this topic.")
 @click.option("--ticker", default=None, help="Cancel every active silence of this ticker.")
-@click.option("--id", "silence_id", type=int, default=None, help="Cancel one silence by id.")
+@click.option("--id", "silence_id", type=_BIGINT, default=None, help="Cancel one silence by id.")
 def unsilence_command(topic: str | None, ticker: str | None, silence_id: int | None) -> None:
     """Cancel a silence (by id, or every active one of a topic/ticker)."""
     with database_engine(get_settings()) as engine, engine.begin() as conn:
@@ -173,11 +179,11 @@ def unsilence_command(topic: str | None, ticker: str | None, silence_id: int | N
 
 
 @alerts_group.command("outbox")
-@click.option("--alert", "alert_id", type=int, default=None, help="Only this alert's notifications.")
+@click.option("--alert", "alert_id", type=_BIGINT, default=None, help="Only this alert's notifications.")
 @click.option("--dead", is_flag=True,
               help="Only rows that need a human: 'dead' (a permanent failure such as HTTP 4xx) and 'unknown' "
                    "(the sender died mid-send on Slack/email, so it may or may not have arrived).")
-@click.option("--limit", type=click.IntRange(0), default=50, show_default=True, help="Show at most this many rows.")
+@click.option("--limit", type=_BIGINT, default=50, show_default=True, help="Show at most this many rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the payload).")
 def outbox_command(alert_id: int | None, dead: bool, limit: int, as_json: bool) -> None:
     """Show notification delivery status (pending rows retry with exponential back-off)."""
@@ -196,7 +202,7 @@ def outbox_command(alert_id: int | None, dead: bool, limit: int, as_json: bool) 
 
 
 @alerts_group.command("redrive")
-@click.argument("outbox_ids", nargs=-1, type=int)
+@click.argument("outbox_ids", nargs=-1, type=_BIGINT)
 @click.option("--all", "all_dead", is_flag=True, help="Re-queue every dead and unknown row.")
 def redrive_command(outbox_ids: tuple[int, ...], all_dead: bool) -> None:
     """Re-queue dead/unknown notifications OUTBOX_IDS (ids from `alerts outbox --dead`), after fixing the
@@ -228,7 +234,8 @@ def check_rules_command(path: str | None) -> None:
 
 
 @alerts_group.command("run")
-@click.option("--metrics-port", type=int, default=None, help="Prometheus port (default: settings; 0 = off).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Prometheus port [default: settings alerts.metrics_port, 9108]; 0 disables.")
 @click.option("--once", is_flag=True, help="Evaluate and deliver once, then exit.")
 def run_command(metrics_port: int | None, once: bool) -> None:
     """Run the alert service: judge complete windows, fire/resolve alerts, deliver notifications. Several
@@ -241,7 +248,9 @@ def run_command(metrics_port: int | None, once: bool) -> None:
         rules.check_window(config.window_s)
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
-    with database_engine(settings) as engine:
+    # SIGTERM unwinds like Ctrl-C from here on: it used to kill the process while the embedded database started
+    # (or during --once), leaving that PostgreSQL running without its owner.
+    with sigterm_as_interrupt(), database_engine(settings) as engine:
         service = AlertService(engine, rules, config)
         if once:
             changed = service.evaluate()
@@ -255,9 +264,8 @@ def run_command(metrics_port: int | None, once: bool) -> None:
         service.start()
         click.echo(f"alert service running ({len(rules.rules)} rules, metrics on :{port}); Ctrl-C to stop")
         try:
-            with sigterm_as_interrupt():
-                while True:
-                    time.sleep(3600)
+            while True:
+                time.sleep(3600)
         except KeyboardInterrupt:
             pass
         finally:

@@ -11,7 +11,7 @@ from marketmood.demo import run_demo
 from marketmood.engines import classifier_provider
 from marketmood.logs import configure_logging
 from marketmood.pipeline import run_worker
-from marketmood.runtime import services
+from marketmood.runtime import services, sigterm_as_interrupt
 from marketmood.settings import get_settings
 
 
@@ -30,11 +30,17 @@ def worker_command(metrics_port: int | None) -> None:
             update={"worker": settings.worker.model_copy(update={"web_port": metrics_port})}
         )
     configure_logging(settings.log_level, settings.log_format)
-    with services(settings) as svc, classifier_provider(settings, svc.database_url) as provider:
+    # Until the worker's own signal handlers take over, SIGTERM unwinds like Ctrl-C: it used to kill the process
+    # while the embedded broker and database started (or the model loaded), leaving both running.
+    with sigterm_as_interrupt(), services(settings) as svc, \
+            classifier_provider(settings, svc.database_url) as provider:
         # the model is loaded before the worker joins the group, so no partition waits on a cold start
         run_worker(settings, bootstrap=svc.kafka_bootstrap, database_url=svc.database_url, provider=provider)
 
 
+
+
+MAX_PHASE_S = 86_400.0  # a day per phase: the demo's scenario is minutes long
 
 
 def _phases(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
@@ -42,8 +48,10 @@ def _phases(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
         parts = tuple(float(x) for x in value.split(","))
     except ValueError:
         parts = ()
-    if len(parts) != 3 or any(x < 0 for x in parts) or parts[1] <= 0:
-        raise click.BadParameter("expected CALM,BURST,RECOVERY seconds, e.g. 40,30,50 (burst > 0)")
+    # NaN passes every comparison and inf/1e308 overflowed the article count: both were a traceback
+    if len(parts) != 3 or not all(0 <= x <= MAX_PHASE_S for x in parts) or parts[1] <= 0:
+        raise click.BadParameter("expected CALM,BURST,RECOVERY seconds, e.g. 40,30,50 (burst > 0, each at most "
+                                 f"{MAX_PHASE_S:.0f})")
     return parts  # type: ignore[return-value]
 
 

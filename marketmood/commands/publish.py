@@ -12,11 +12,20 @@ from tqdm import tqdm
 
 from marketmood.commands.params import FiniteFloatRange
 from marketmood.logs import configure_logging
-from marketmood.settings import Settings, get_settings
+from marketmood.settings import Settings, check_bootstrap, get_settings
 from streams.broker import find_running
 from streams.publisher import LiveClock, PublishError, make_producer, publish
 from streams.sources import detect_format, read_records, since
 from streams.sources import retime as retimed
+
+
+def _bootstrap(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return check_bootstrap(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _resolve_bootstrap(settings: Settings, bootstrap: str | None) -> str:
@@ -51,7 +60,8 @@ def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> d
               default="auto", show_default=True, help="Input format; auto = from the extension and CSV header.")
 @click.option("--lang", help="Only messages in this language (e.g. en for the tweet stream).")
 @click.option("--topic", help="Target topic [default: settings topics.raw].")
-@click.option("--bootstrap", help="Kafka bootstrap [default: settings, else a running embedded broker].")
+@click.option("--bootstrap", callback=_bootstrap, metavar="HOST:PORT[,HOST:PORT]",
+              help="Kafka bootstrap [default: settings, else a running embedded broker].")
 @click.option("--retime", callback=_moment, metavar="now|TIME",
               help="Replay history as a live stream: the first record's time becomes this moment, later ones keep "
                    "their spacing (divided by --speed) and go out when their new time comes; --rate is ignored.")

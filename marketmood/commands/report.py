@@ -29,6 +29,12 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> objec
         raise click.BadParameter(str(exc)) from None
 
 
+def _unwritable(out_dir: Path, exc: OSError) -> click.ClickException:
+    """Permissions, a read-only disk, a file in the way: one line naming the folder, not a traceback."""
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out_dir) else ""
+    return click.ClickException(f"cannot write the report to {out_dir}{where}: {exc.strerror or exc}")
+
+
 @click.command("report")
 @click.option("--since", default="7d", show_default=True, callback=_duration,
               help="How far back from now the report reaches (e.g. 7d, 36h).")
@@ -59,17 +65,28 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
     except UnknownLabelError as exc:
         raise click.BadParameter(str(exc), param_hint="--topic") from None
     tickers = tuple(as_stored("ticker", tickers))
+    try:  # before the database starts: a folder that cannot be made was a traceback after the queries
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(out_dir, exc) from None
     t_to = datetime.now(timezone.utc)
+    try:
+        t_from = t_to - since
+    except OverflowError:  # --since 800000d: before the year 1 (a traceback before)
+        raise click.BadParameter(f"{since.days}d reaches back before the year 1", param_hint="--since") from None
     selection = Selection(topics=topics, tickers=tickers, sources=sources, tz=tz, min_articles=min_articles,
                           smoothing=smoothing)
     with database_engine(get_settings()) as engine, engine.connect() as conn:
         try:
-            data = load(conn, t_to - since, t_to, selection)
+            data = load(conn, t_from, t_to, selection)
         except sa_exc.DataError as exc:
             if is_unknown_time_zone(exc):
                 raise click.BadParameter(f"{tz!r} is not a time zone this database knows", param_hint="--tz") from None
             raise
-    rendered = write(data, out_dir)
+    try:
+        rendered = write(data, out_dir)
+    except OSError as exc:
+        raise _unwritable(out_dir, exc) from None
     empty = [p.title for p in rendered if not p.rows]
     click.echo(f"wrote {out_dir / 'index.html'} ({sum(1 for p in rendered if p.image)} charts, "
                f"{len(rendered)} panels)")

@@ -36,3 +36,23 @@ def test_the_generated_feed_names_its_burst_and_caps_the_articles() -> None:
     assert feed.total == 30 and feed.rate == 10.0 and feed.live is None
     assert "burst of bad news about" in feed.hint
     assert [feed.phase(i) for i in (0, 45, 99)] == ["calm", "burst", "recovery"]
+
+
+@pytest.mark.parametrize("phases", ["nan,30,50", "40,inf,50", "1e308,30,50", "40,30,-1"])
+def test_phases_that_are_not_finite_seconds_are_a_usage_error(  # type: ignore[no-untyped-def]
+        phases: str, tmp_path, monkeypatch) -> None:
+    """NaN passed every comparison and inf overflowed the article count: a traceback (ValueError, OverflowError)."""
+    from click.testing import CliRunner
+
+    from marketmood.cli import cli
+    from marketmood.settings import get_settings
+
+    monkeypatch.setenv("MARKETMOOD_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["demo", "--phases", phases])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and "expected CALM,BURST,RECOVERY seconds" in result.output, (
+        result.output, result.exception)
+    assert not (tmp_path / "home").exists()  # refused before anything started

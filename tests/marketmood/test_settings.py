@@ -140,3 +140,41 @@ def test_a_model_folder_that_is_not_an_artifact_is_one_line(tmp_path: Path) -> N
         result = _run(tmp_path, "evaluate", "--model", str(model), "--labels", str(tmp_path / "labels.csv"))
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert f"{model} is not a MarketMood model artifact" in result.stderr
+
+
+def test_an_infinite_timeout_is_one_line_not_a_traceback(tmp_path: Path, db_url: str) -> None:
+    """inf passed every ``gt=0`` and crashed where the seconds became PostgreSQL milliseconds (``db upgrade``
+    printed an OverflowError traceback); a timeout beyond PostgreSQL's int4 milliseconds failed at the server."""
+    for name, value, expected in [
+        ("MARKETMOOD_GRAFANA__READER_STATEMENT_TIMEOUT_S", "inf", "finite number"),
+        ("MARKETMOOD_GRAFANA__READER_STATEMENT_TIMEOUT_S", "1e7", "less than or equal to 2147483"),
+        ("MARKETMOOD_API__DB_STATEMENT_TIMEOUT_S", "inf", "finite number"),
+        ("MARKETMOOD_WORKER__LOCK_TIMEOUT_S", "1e9", "less than or equal to 2147483"),
+    ]:
+        result = _run(tmp_path, "db", "upgrade", MARKETMOOD_DATABASE_URL=db_url, **{name: value})
+        [line] = _error_lines(result)
+        assert line.startswith(f"error: invalid setting {name} (") and expected in line, line
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("MARKETMOOD_MODEL__MAX_PADDING", "nan", "'auto' or 'off'"),
+    ("MARKETMOOD_MODEL__SESSIONS", "0", "greater than or equal to 1"),
+])
+def test_a_value_no_member_of_a_union_takes_is_one_line_naming_the_variable(
+        tmp_path: Path, name: str, value: str, expected: str) -> None:
+    """It was one line per union member, each naming a variable that does not exist
+    (MARKETMOOD_MODEL__MAX_PADDING__CONSTRAINED-FLOAT)."""
+    [line] = _error_lines(_run(tmp_path, "db", "current", **{name: value}))
+    assert line.startswith(f"error: invalid setting {name} (") and expected in line, line
+
+
+def test_a_bootstrap_whose_port_is_not_a_number_is_one_line(tmp_path: Path) -> None:
+    """The Kafka client's ``int(port)`` raised a bare ValueError deep in its start-up: a traceback from
+    `marketmood publish` (and the worker) instead of a line naming the variable."""
+    news = tmp_path / "news.jsonl"
+    news.write_text('{"id": "a1", "title": "Shares fall", "published_at": "2024-01-01T00:00:00Z"}\n')
+    [line] = _error_lines(_run(tmp_path, "publish", str(news), MARKETMOOD_KAFKA_BOOTSTRAP="localhost:notaport"))
+    assert line.startswith("error: invalid setting MARKETMOOD_KAFKA_BOOTSTRAP (") and "port must be a number" in line
+    result = _run(tmp_path, "publish", str(news), "--bootstrap", "kafka-1:9092,::::")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "Invalid value for '--bootstrap'" in result.stderr and "'::::'" in result.stderr, result.stderr

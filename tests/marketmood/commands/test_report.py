@@ -128,3 +128,20 @@ def test_a_hidden_bucket_is_a_gap_except_on_the_index_panels() -> None:
     xs, ys = line_points("Negative share per topic", t, [0.2, None, 0.4])
     assert xs == t and ys[0] == 0.2 and isnan(ys[1]) and ys[2] == 0.4
     assert line_points("Sentiment index per topic", t, [0.2, None, 0.4]) == ([t[0], t[2]], [0.2, 0.4])
+
+
+def test_an_unwritable_folder_or_a_range_before_year_1_is_one_line(db_url: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both were tracebacks: NotADirectoryError after the queries ran, OverflowError computing the start."""
+    monkeypatch.setenv("MARKETMOOD_DATABASE_URL", db_url)
+    (tmp_path / "a-file").write_text("in the way")
+    get_settings.cache_clear()
+    try:
+        blocked = CliRunner().invoke(cli, ["report", "--since", "1d", "--out", str(tmp_path / "a-file" / "report")])
+        ancient = CliRunner().invoke(cli, ["report", "--since", "800000d", "--out", str(tmp_path / "r")])
+    finally:
+        get_settings.cache_clear()
+    assert blocked.exit_code == 1 and blocked.exception is not None and isinstance(blocked.exception, SystemExit), (
+        blocked.output, blocked.exception)
+    assert f"Error: cannot write the report to {tmp_path / 'a-file' / 'report'}" in blocked.output, blocked.output
+    assert ancient.exit_code == 2 and "before the year 1" in ancient.output, (ancient.output, ancient.exception)
