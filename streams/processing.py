@@ -3,7 +3,8 @@
 Nothing here does I/O, so the rules are unit-tested without a broker or a database:
 
 * validation never raises (``parse_news``); a record that cannot be parsed is a dead letter with a reason;
-* the same id twice: the FIRST write wins. An identical copy in the same batch is a plain duplicate; a copy
+* the same id twice: the FIRST write wins. An identical copy in the same batch is a plain duplicate (scored
+  once, with the first copy: when that one is dead-lettered, so is the copy, with the same reason); a copy
   with different content is refused by the database sink (``conflicting_duplicate``) in arrival order, so
   the outcome is the same whether the copies land in one batch or in two;
 * any classifier failure is isolated: ``InvalidTextError`` names the text; any other exception splits the
@@ -92,13 +93,26 @@ class Scored:
     prediction: Prediction
 
 
+@dataclass(frozen=True)
+class Copy:
+    """An identical copy of an accepted message in the same batch: not scored itself; it shares the outcome of
+    ``first`` (stored with it, or dead-lettered with the same reason)."""
+
+    record: RawRecord
+    first: RawRecord
+
+
 @dataclass
 class BatchPlan:
     """What one micro-batch turns into."""
 
     accepted: list[Accepted] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    duplicates: int = 0  # identical copies of an id already in the batch (dropped: the first copy is scored)
+    copies: list[Copy] = field(default_factory=list)  # identical copies of an id already in the batch
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.copies)
 
 
 def content_fingerprint(message: NewsMessage) -> str:
@@ -122,7 +136,7 @@ def validate_batch(records: Sequence[RawRecord]) -> BatchPlan:
     the copies arrived in separate batches.
     """
     plan = BatchPlan()
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], RawRecord] = {}
     for record in records:
         if record.unreadable is not None:
             plan.dead.append(DeadLetter(record, "undecodable_record", record.unreadable))
@@ -133,11 +147,24 @@ def validate_batch(records: Sequence[RawRecord]) -> BatchPlan:
             continue
         key = (parsed.id, content_fingerprint(parsed))
         if key in seen:
-            plan.duplicates += 1
+            plan.copies.append(Copy(record, seen[key]))
             continue
-        seen.add(key)
+        seen[key] = record
         plan.accepted.append(Accepted(record, parsed))
     return plan
+
+
+def copies_of_dead(copies: Sequence[Copy], dead: Sequence[DeadLetter]) -> list[DeadLetter]:
+    """A dead letter for each copy whose first copy is dead-lettered: same reason, the detail naming the first.
+    (A copy has no outcome of its own; without this it would be dropped silently.)"""
+    by_position = {(d.record.topic, d.record.partition, d.record.offset): d for d in dead}
+    out: list[DeadLetter] = []
+    for c in copies:
+        first = by_position.get((c.first.topic, c.first.partition, c.first.offset))
+        if first is not None:
+            out.append(DeadLetter(c.record, first.reason,
+                                  f"identical copy of offset {c.first.offset}: {first.detail}"[:2000]))
+    return out
 
 
 def classify_accepted(

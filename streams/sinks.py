@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -30,6 +29,7 @@ from sqlalchemy import Connection, Engine
 from storage.articles import ScoredArticle, UpsertResult
 from storage.db import DbErrorKind, classify_db_error
 from storage.progress import PartitionProgress
+from streams.executor import DaemonExecutor
 
 log = structlog.get_logger(__name__)
 
@@ -103,12 +103,14 @@ class DatabaseSink:
     """Articles + scores + partition progress, one transaction per flush (see the module docstring)."""
 
     def __init__(self, engine: Engine, writer: BatchWriter, *, max_retry_delay_s: float = 30.0,
-                 on_retry: Callable[[str, BaseException, int, float], None] | None = None) -> None:
+                 on_retry: Callable[[str, BaseException, int, float], None] | None = None,
+                 best_effort_timeout_s: float = 10.0) -> None:
         self.engine = engine
         self.writer = writer
         self.max_retry_delay_s = max_retry_delay_s
+        self.best_effort_timeout_s = best_effort_timeout_s
         self.on_retry = on_retry or _log_retry("database")
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mm-db")
+        self._pool = DaemonExecutor("mm-db")  # a write stuck on a hung server must not keep the process alive
         self._items: list[ScoredArticle] = []
         self._progress: list[PartitionProgress] = []
 
@@ -175,9 +177,14 @@ class DatabaseSink:
                                    max_delay_s=self.max_retry_delay_s)
 
     async def try_progress(self, progress: Sequence[PartitionProgress]) -> bool:
-        """Write progress rows alone, ONE attempt (a best-effort refresh: it must never stall its caller)."""
+        """Write progress rows alone, ONE attempt (a best-effort refresh: it must never stall its caller).
+
+        Bounded by ``best_effort_timeout_s``: a database that hangs (a frozen server or a black-holed connection:
+        no statement_timeout fires, keepalives are answered) would otherwise hold the worker's main loop, and with
+        it every stop request, for ever. The abandoned attempt stays on the DB thread; one still queued behind a
+        hung write is cancelled and never runs."""
         try:
-            await self._transaction([], progress)
+            await asyncio.wait_for(self._transaction([], progress), self.best_effort_timeout_s)
         except Exception as exc:  # noqa: BLE001 - the next refresh or the next batch carries the progress
             log.debug("progress refresh skipped", error=_first_line(exc))
             return False
@@ -192,8 +199,9 @@ class DatabaseSink:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Cancel queued writes; wait up to ``timeout_s`` for the one in progress, then abandon it (uncommitted)."""
+        self._pool.close(timeout_s)
 
 
 _CONFLICT = "id already stored with different content (first write wins)"

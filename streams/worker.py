@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -48,14 +47,17 @@ from aiokafka.errors import KafkaError
 from models.prediction import ClassifierProvider
 from storage.articles import ScoredArticle
 from storage.progress import PartitionProgress, placeholders
+from streams.executor import DaemonExecutor
 from streams.metrics import WorkerMetrics
 from streams.processing import (
     ClassifierUnavailableError,
+    Copy,
     DeadLetter,
     RawRecord,
     Scored,
     build_rows,
     classify_accepted,
+    copies_of_dead,
     deadletter_record,
     scored_event,
     validate_batch,
@@ -93,7 +95,7 @@ class PreparedBatch:
     records: list[RawRecord]
     dead: list[DeadLetter] = field(default_factory=list)
     rows: list[tuple[Scored, ScoredArticle]] = field(default_factory=list)
-    duplicates: int = 0
+    copies: list[Copy] = field(default_factory=list)  # identical copies: share their first copy's outcome
     infer_s: float = 0.0
     log_end: dict[int, int | None] = field(default_factory=dict)
 
@@ -136,7 +138,7 @@ class PipelineWorker:
         self.provider = provider
         self.story_key = story_key
         self.metrics = metrics or WorkerMetrics()
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="mm-classify")
+        self._infer_pool = DaemonExecutor("mm-classify")  # see streams/executor.py
         self._stop = asyncio.Event()
         self._fetching = asyncio.Event()
         self._fetching.set()
@@ -195,7 +197,8 @@ class PipelineWorker:
                     await asyncio.wait_for(client.stop(), 15)
                 except Exception as exc:  # noqa: BLE001 - best effort on the way out
                     log.warning("client did not stop cleanly", error=repr(exc))
-        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        # bounded waits: a call stuck on a hung model or database is abandoned, not joined at interpreter exit
+        self._infer_pool.close(timeout_s=10.0)
         self.db_sink.close()
 
     async def _consume(self) -> None:
@@ -282,10 +285,16 @@ class PipelineWorker:
         the topic) and the consumer seeks past it. The good records read on the way are returned too.
         A record batch is parsed from its start, so the records after the bad one *in the same producer batch*
         raise as well: each is dead-lettered the same way (none is lost; a client that tolerates the header
-        can replay them from the coordinates)."""
+        can replay them from the coordinates).
+
+        The failed ``getmany`` did move the positions of the partitions it drained *before* it reached the bad
+        one, and those records are never returned: every owned partition is first put back where this worker
+        last handed records out (``_rewind_to_handed``), or they were skipped and the next commit went past them."""
         assert self.consumer is not None
         log.error("a fetched record cannot be unpacked; isolating it", error=str(first_error)[:300])
         out: list[RawRecord] = []
+        if not await self._rewind_to_handed():
+            return out  # stopping: nothing past the records handed out so far is committed
         for tp in list(self.consumer.assignment()):
             for _ in range(self.config.batch_size):
                 try:
@@ -305,6 +314,32 @@ class PipelineWorker:
                     self._positions[tp.partition] = message.offset + 1
         return out
 
+    async def _rewind_to_handed(self) -> bool:
+        """Seek every owned partition to the offset after the last record this worker handed out, or to its
+        committed offset when none was handed out since the assignment (the consumer started there). False when
+        a stop came while the committed offset could not be read (the broker is unreachable)."""
+        assert self.consumer is not None
+        for tp in list(self.consumer.assignment()):
+            position = self._positions.get(tp.partition)
+            while position is None:
+                try:
+                    committed = await asyncio.wait_for(self.consumer.committed(tp), 10)
+                except (KafkaError, asyncio.TimeoutError) as exc:
+                    if self._stop.is_set():
+                        return False
+                    log.warning("cannot read the committed offset to rewind to; retrying", partition=tp.partition,
+                                error=repr(exc)[:300])
+                    await asyncio.sleep(1.0)
+                    continue
+                # no commit yet: the consumer started at the log start (auto_offset_reset="earliest"); offset 0
+                # below the log start is reset to it the same way
+                position = committed if committed is not None else 0
+            try:
+                self.consumer.seek(tp, position)
+            except KafkaError:  # taken away by a rebalance meanwhile: its new owner starts at the committed offset
+                continue
+        return True
+
     # ---- stage 1: validate and classify -------------------------------------------------------------
     async def prepare_batch(self, records: Sequence[RawRecord]) -> PreparedBatch:
         """Validate, classify and build rows; nothing is committed here and nothing escapes as an error."""
@@ -323,7 +358,7 @@ class PipelineWorker:
                     continue
                 batch.dead += single.dead
                 batch.rows += single.rows
-                batch.duplicates += single.duplicates
+                batch.copies += single.copies
         for rec in records:
             if rec.partition not in batch.log_end:
                 batch.log_end[rec.partition] = self._highwater(TopicPartition(rec.topic, rec.partition))
@@ -339,7 +374,7 @@ class PipelineWorker:
     async def _prepare(self, records: list[RawRecord]) -> PreparedBatch:
         loop = asyncio.get_running_loop()
         plan = validate_batch(records)
-        batch = PreparedBatch(records, dead=list(plan.dead), duplicates=plan.duplicates)
+        batch = PreparedBatch(records, dead=list(plan.dead), copies=list(plan.copies))
         if not plan.accepted:
             return batch
 
@@ -391,6 +426,8 @@ class PipelineWorker:
         dead = list(batch.dead) + [
             DeadLetter(by_article[id(item)].accepted.record, reason, detail) for item, reason, detail in db.refused
         ]
+        dead_copies = copies_of_dead(batch.copies, dead)  # a copy shares its first copy's fate, never none
+        dead += dead_copies
         stored_ids = {id(item) for item in db.stored}
         if self.config.publish_scored:
             for _, item in batch.rows:
@@ -402,7 +439,7 @@ class PipelineWorker:
         await self.kafka_sink.flush()
         await self._commit_offsets(batch.next_offsets())
         self.metrics.scored.inc(len(db.stored))
-        self.metrics.duplicates.inc(batch.duplicates)
+        self.metrics.duplicates.inc(len(batch.copies) - len(dead_copies))
         for d in dead:
             self.metrics.deadlettered.labels(reason=d.reason).inc()
             if d.reason == "conflicting_duplicate":
@@ -456,6 +493,8 @@ class PipelineWorker:
         rows = []
         for tp in list(self.consumer.assignment()):
             highwater = self._highwater(tp)  # the loop awaits: a rebalance may take tp away meanwhile
+            if highwater is None:  # not ours any more (aiokafka asserts on it below), or never fetched yet
+                continue
             polled_ms = self.consumer.last_poll_timestamp(tp)
             previous_ms = self._polls_seen.get(tp.partition)
             if polled_ms is not None:

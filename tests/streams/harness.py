@@ -247,3 +247,75 @@ def run_until_committed(*, bootstrap: str, database_url: str, topics: TopicSetti
     finally:
         worker.stop()
     return worker
+
+
+class FreezableProxy:
+    """A TCP front for the test PostgreSQL (which listens on a unix socket) that can *freeze*: it keeps every
+    connection open and stops passing bytes either way, like a server stopped by SIGSTOP or a network path that
+    black-holes packets. The server's statement_timeout never fires and TCP keepalives still succeed: a client
+    waits for an answer for ever. ``url`` is the database URL through the proxy."""
+
+    def __init__(self, database_url: str) -> None:
+        import socket
+        import threading
+
+        from sqlalchemy.engine import make_url
+
+        target = make_url(database_url)
+        self._unix_path = f"{target.query['host']}/.s.PGSQL.{target.query.get('port', '5432')}"
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = False
+        self._server = socket.create_server(("127.0.0.1", 0))
+        port = self._server.getsockname()[1]
+        self.url = target.set(host="127.0.0.1", port=port, query={}).render_as_string(hide_password=False)
+        self._sockets: list[socket.socket] = [self._server]
+        threading.Thread(target=self._accept, name="pg-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self._unix_path)
+            self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        try:
+            while True:
+                self._flowing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self._flowing.wait()  # frozen: the bytes are held, never delivered, nothing is closed
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._flowing.set()
+        for s in self._sockets:
+            try:
+                s.close()
+            except OSError:
+                pass

@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from marketmood.engines import build_engine
 from marketmood.settings import load_settings
-from marketmood.tools.invariant import check_invariant
+from marketmood.tools.invariant import check_invariant, committed_offsets
 from models.prediction import Prediction, StaticProvider
 from storage.db import make_engine
 from streams.novelty import story_key
@@ -412,3 +412,115 @@ def test_the_lag_gauge_grows_while_the_worker_is_stalled(
         produce(kafka_bootstrap, topics.raw, _values([article(i, "lagy") for i in range(600)]))
         seen = wait_until(lambda: lag() >= 900 and lag(), 30, what=f"the lag to show the backlog (at {lag()})")
     assert seen >= 900
+
+
+def test_an_unpackable_record_on_one_partition_loses_nothing_fetched_from_another(
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    """aiokafka's getmany drains the partitions one after the other and moves each one's position as it goes;
+    when a later partition raises UnicodeDecodeError, the records already drained from an earlier one are never
+    returned, yet their position has moved past them. Before, the isolation read on from there: those records
+    were neither stored nor dead-lettered, and later commits went past them (lost)."""
+    from kafka import KafkaProducer
+
+    from streams.processing import describe_deadletter
+    from tests.streams.harness import consume_all
+
+    topics = make_topics(2)
+    good = [article(i, "p0") for i in range(6)]
+    after = article(0, "p1")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=50)
+    for m in good:
+        producer.send(topics.raw, value=json.dumps(m).encode(), partition=0, headers=[("trace", b"1")])
+    producer.flush(30)
+    producer.send(topics.raw, value=json.dumps(article(9, "bad")).encode(), partition=1,
+                  headers=[(_NotUtf8HeaderName("x"), b"1")])
+    producer.flush(30)
+    producer.send(topics.raw, value=json.dumps(after).encode(), partition=1, headers=[("trace", b"1")])
+    producer.flush(30)
+    producer.close()
+    later = article(6, "p0")  # sent once the bad record is dead-lettered: its commit must not skip p0's first six
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, batch_size=16,
+                             provider=StaticProvider(build_engine(load_settings().model, model_path)))
+    try:
+        wait_until(lambda: committed_offsets(kafka_bootstrap, worker.group_id, topics.raw).get(1) == 2
+                   or not worker.thread.is_alive(), 120, what="partition 1 committed")
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        producer.send(topics.raw, value=json.dumps(later).encode(), partition=0)
+        producer.flush(30)
+        producer.close()
+        wait_until(lambda: committed_offsets(kafka_bootstrap, worker.group_id, topics.raw).get(0, 0) >= 7
+                   or not worker.thread.is_alive(), 120, what="partition 0 committed")
+    finally:
+        worker.stop()
+    # (the invariant checker's kafka-python reader cannot unpack the bad record either: checked by hand)
+    assert committed_offsets(kafka_bootstrap, worker.group_id, topics.raw) == {0: 7, 1: 2}
+    assert Db(db_url).ids() == {m["id"] for m in [*good, after, later]}
+    dead = [describe_deadletter(list(r.headers)) for r in consume_all(kafka_bootstrap, topics.deadletter, 1)]
+    assert [(m["reason"], int(m["partition"]), int(m["offset"])) for m in dead] == [("undecodable_record", 1, 0)]
+
+
+def test_an_identical_copy_of_a_dead_lettered_record_in_its_batch_is_dead_lettered_too(
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    """A scraper (or a producer retry) sends the same article twice and both copies land in one batch: the copy is
+    dropped as a duplicate because the first is scored. Before, when the first copy was then dead-lettered
+    (a text that breaks the engine; a conflict with the stored version of the id), the copy had no outcome at all:
+    dropped silently (the checker reports it lost), where in separate batches both were dead-lettered."""
+    topics = make_topics(1)
+    engine = build_engine(load_settings().model, model_path)
+    original = article(1, "cp", title="Original headline about earnings")
+    changed = dict(original, title="A different headline under the same id")
+    poison = article(2, "cp", title="Poison headline that breaks the engine")
+    good = article(3, "cp")
+    produce(kafka_bootstrap, topics.raw, _values([original]))
+    worker = InProcessWorker(bootstrap=kafka_bootstrap, database_url=db_url, topics=topics, batch_size=16,
+                             provider=StaticProvider(FailsOnText(engine, "Poison headline")))
+    try:
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 1, 120, what="original")
+        produce(kafka_bootstrap, topics.raw, _values([changed, changed, poison, poison, good]))  # one batch
+        wait_until(lambda: committed_total(kafka_bootstrap, worker.group_id, topics.raw) >= 6, 120, what="6 committed")
+    finally:
+        worker.stop()
+    report = check_invariant(kafka_bootstrap, db_url, topics, worker.group_id)
+    assert report.ok, report.summary()
+    assert dict(report.dead_by_reason) == {"conflicting_duplicate": 2, "engine_error": 2} and report.stored == 2
+    assert worker.worker.metrics.duplicates._value.get() == 0  # no copy was "scored once"
+
+
+def test_sigterm_is_honoured_while_postgres_hangs(
+    make_topics, kafka_bootstrap: str, db_url: str, tmp_path: Path, model_path: Path
+) -> None:
+    """PostgreSQL stops answering without closing anything (a frozen server, a black-holed network path): no
+    statement_timeout fires and keepalives are answered, so a query waits for ever. Before: (1) the idle worker's
+    best-effort progress refresh ("one attempt: a down database must not stop the fetching") waited for ever in
+    the main loop, which never looked at the stop again; (2) once that was bounded, the worker drained and left
+    its group but the process still did not exit: the interpreter joined the DB thread stuck in the query."""
+    import time
+
+    from tests.streams.harness import FreezableProxy
+
+    topics = make_topics(1)
+    group = f"mm-test-{topics.raw}"
+    produce(kafka_bootstrap, topics.raw, _values([article(i, "hang") for i in range(4)]))
+    proxy = FreezableProxy(db_url)
+    worker = WorkerProcess(bootstrap=kafka_bootstrap, database_url=proxy.url, topics=topics, home=tmp_path / "home",
+                           model_path=model_path, extra_env={"MARKETMOOD_WORKER__DRAIN_TIMEOUT_S": "10"})
+    try:
+        wait_until(lambda: committed_total(kafka_bootstrap, group, topics.raw) >= 4, 120,
+                   what=f"warm-up\n{worker.log()[-3000:]}")
+        proxy.freeze()
+        time.sleep(12)  # two idle-progress periods (5 s): the second one writes, into the frozen database
+        started = time.monotonic()
+        code = worker.terminate(45)
+        stopped_in = time.monotonic() - started
+    finally:
+        proxy.thaw()
+        if worker.alive():
+            worker.kill()
+        proxy.close()
+    assert code == 0, f"the worker ignored SIGTERM while PostgreSQL hung\n{worker.log()[-3000:]}"
+    assert stopped_in < 40
+    report = check_invariant(kafka_bootstrap, db_url, topics, group)
+    assert report.ok, report.summary()
+    assert report.stored == 4

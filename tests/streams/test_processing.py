@@ -15,6 +15,7 @@ from streams.processing import (
     ClassifierUnavailableError,
     build_rows,
     classify_accepted,
+    copies_of_dead,
     db_item,
     deadletter_record,
     describe_deadletter,
@@ -32,6 +33,18 @@ def test_identical_copies_are_dropped_and_copies_with_other_content_left_to_the_
     assert [(a.message.id, a.record.offset) for a in plan.accepted] == [("a", 0), ("b", 2), ("a", 4)]
     assert plan.duplicates == 1
     assert [(d.record.offset, d.reason) for d in plan.dead] == [(1, "invalid_json")]
+
+
+def test_an_identical_copy_shares_the_dead_letter_of_its_first_copy() -> None:
+    """A dropped copy has no outcome of its own: when the first copy is dead-lettered (here the engine refuses
+    it), the copy is too, with the same reason; a copy of a scored message is a plain duplicate."""
+    plan = validate_batch([rec(0, msg("a", "BAD one")), rec(1, msg("b")), rec(2, msg("a", "BAD one")),
+                           rec(3, msg("b"))])
+    scored, dead = classify_accepted(RefusesWordClassifier(), plan.accepted)
+    assert plan.duplicates == 2 and [d.record.offset for d in dead] == [0]
+    copies = copies_of_dead(plan.copies, dead)
+    assert [(d.record.offset, d.reason) for d in copies] == [(2, "engine_rejected")]
+    assert "identical copy of offset 0" in copies[0].detail
 
 
 def test_a_copy_written_differently_is_the_same_article() -> None:

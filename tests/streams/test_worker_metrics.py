@@ -89,3 +89,48 @@ def test_the_reason_list_is_the_reasons_the_code_dead_letters_with() -> None:
     from streams.metrics import DEADLETTER_REASONS
 
     assert sorted(DEADLETTER_REASONS) == sorted(_reasons_in_code())
+
+
+class LosesPartitionsWhileAwaited:
+    """aiokafka's consumer as ``_idle_progress`` sees it in a rebalance: ``highwater`` / ``last_poll_timestamp``
+    assert that the partition is still assigned (as aiokafka does), and while ``position()`` is awaited the
+    group's new assignment lands, taking every other partition away."""
+
+    def __init__(self, owned: set[int]) -> None:
+        self.owned = set(owned)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("news.raw", p) for p in self.owned}
+
+    def _assert_owned(self, tp: TopicPartition) -> None:
+        assert tp.partition in self.owned, "Partition is not assigned"
+
+    def highwater(self, tp: TopicPartition) -> int:
+        self._assert_owned(tp)
+        return 5
+
+    def last_poll_timestamp(self, tp: TopicPartition) -> int:
+        self._assert_owned(tp)
+        return 2_000
+
+    async def position(self, tp: TopicPartition) -> int:
+        import asyncio
+
+        await asyncio.sleep(0)
+        self.owned = {tp.partition}  # the rebalance completed meanwhile
+        return 5
+
+
+def test_a_rebalance_during_the_idle_progress_check_does_not_crash_the_worker() -> None:
+    """Before, the idle check looked up the next partition's last poll time after awaiting the previous one's
+    position: a partition taken away meanwhile made aiokafka raise AssertionError out of the worker's main loop."""
+    import asyncio
+
+    sink = DatabaseSink(None, write_scored_batch)  # type: ignore[arg-type] - its one-attempt write fails, as allowed
+    worker = PipelineWorker(WorkerConfig(), bootstrap="127.0.0.1:9", db_sink=sink, provider=StaticProvider(None),
+                            story_key=str, metrics=WorkerMetrics(CollectorRegistry()))
+    worker.consumer = LosesPartitionsWhileAwaited({0, 1})  # type: ignore[assignment]
+    worker._polls_seen = {0: 1_000, 1: 1_000}  # both polled since the previous check; no position known yet
+    worker._last_idle_progress = 0.0
+    asyncio.run(worker._idle_progress())
+    sink.close()
