@@ -336,7 +336,8 @@ def scheduler_command(once: bool) -> None:
 
     _setup_logging()
     settings = get_settings()
-    with database_engine(get_settings()) as engine:
+    # SIGTERM from the start: one during the embedded database's start-up left it running with no owner
+    with sigterm_as_interrupt(), database_engine(settings) as engine:
         scheduler = Scheduler(engine, settings)
         if once:
             decision, outcome = scheduler.tick()
@@ -346,11 +347,10 @@ def scheduler_command(once: bool) -> None:
                 sys.exit(1)
             return
         stop = threading.Event()
-        with sigterm_as_interrupt():
-            try:
-                scheduler.run_forever(stop)
-            except KeyboardInterrupt:
-                stop.set()
+        try:
+            scheduler.run_forever(stop)
+        except KeyboardInterrupt:
+            stop.set()
 
 
 COMMANDS = [retrain_command, models_group, feedback_group, scheduler_command]
