@@ -8,7 +8,8 @@ Nothing here does I/O, so the rules are unit-tested without a broker or a databa
   with different content is refused by the database sink (``conflicting_duplicate``) in arrival order, so
   the outcome is the same whether the copies land in one batch or in two;
 * any classifier failure is isolated: ``InvalidTextError`` names the text; any other exception splits the
-  batch in halves until the failing text is alone. A lone failure is dead-lettered (``engine_error``) only
+  batch in halves until the failing text is alone (a NaN or infinite probability counts as a failure: stored,
+  it would make every mean over its topic NaN). A lone failure is dead-lettered (``engine_error``) only
   when the classifier still scores a known-good canary text; otherwise the model itself is broken and
   ``ClassifierUnavailableError`` tells the worker to stall and retry, never to dead-letter the stream;
 * building a database row is isolated per record the same way (``row_error``).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -167,6 +169,13 @@ def copies_of_dead(copies: Sequence[Copy], dead: Sequence[DeadLetter]) -> list[D
     return out
 
 
+def finite_prediction(prediction: Prediction) -> bool:
+    """False when a probability is NaN or infinite: such a score would be stored and make every mean, index and
+    alert window over it NaN (the alert evidence could not even be written), so it is treated as a failure."""
+    return all(math.isfinite(v) for v in (prediction.topic_confidence, prediction.p_negative,
+                                           prediction.p_neutral, prediction.p_positive))
+
+
 def classify_accepted(
     classifier: Classifier, accepted: Sequence[Accepted], *, canary: str = CANARY_TEXT
 ) -> tuple[list[Scored], list[DeadLetter]]:
@@ -178,7 +187,8 @@ def classify_accepted(
     def model_works() -> bool:
         if not canary_ok:
             try:
-                canary_ok.append(len(classifier.classify([canary])) == 1)
+                verdict = classifier.classify([canary])
+                canary_ok.append(len(verdict) == 1 and finite_prediction(verdict[0]))
             except Exception:  # noqa: BLE001 - a broken model is exactly what this detects
                 canary_ok.append(False)
         return canary_ok[0]
@@ -190,6 +200,8 @@ def classify_accepted(
                 predictions = classifier.classify([a.message.text for a in pending])
                 if len(predictions) != len(pending):
                     raise RuntimeError(f"classifier returned {len(predictions)} predictions for {len(pending)} texts")
+                if not all(map(finite_prediction, predictions)):  # stored, a NaN poisons every mean over it
+                    raise ValueError("classifier returned a non-finite probability")
             except InvalidTextError as exc:
                 if not 0 <= exc.index < len(pending):
                     raise ClassifierUnavailableError(f"classifier named index {exc.index} of {len(pending)}") from exc

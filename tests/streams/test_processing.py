@@ -160,3 +160,29 @@ def test_dead_letter_keeps_original_bytes_headers_and_position() -> None:
     meta = describe_deadletter(headers)
     assert meta["reason"] == "not_utf8" and meta["partition"] == "1" and meta["offset"] == "9"
     assert meta["topic"] == "news.raw" and meta["time"].startswith("2024-01-01")
+
+
+class NaNOnWord(FailsOnWord):
+    """A model that returns NaN probabilities for one text (a numerical blow-up), or for every text."""
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        self.calls += 1
+        nan = float("nan")
+        return [Prediction("Markets", nan, "neutral", nan, nan, nan, self.model_version)
+                if self.broken or self.word in t else
+                Prediction("Markets", 0.9, "neutral", 0.1, 0.8, 0.1, self.model_version) for t in texts]
+
+
+def test_a_non_finite_prediction_is_dead_lettered_not_stored() -> None:
+    """A NaN score stored would make every mean over its topic NaN (sentiment index, alert windows)."""
+    plan = validate_batch([rec(i, msg(f"a{i}", "BOOM" if i == 2 else f"calm {i}")) for i in range(5)])
+    scored, dead = classify_accepted(NaNOnWord(), plan.accepted)
+    assert [s.accepted.record.offset for s in scored] == [0, 1, 3, 4]
+    assert [(d.record.offset, d.reason) for d in dead] == [(2, "engine_error")]
+    assert "non-finite" in dead[0].detail
+
+
+def test_a_model_that_gives_nan_for_every_text_is_systemic() -> None:
+    plan = validate_batch([rec(i, msg(f"a{i}")) for i in range(3)])
+    with pytest.raises(ClassifierUnavailableError):
+        classify_accepted(NaNOnWord(broken=True), plan.accepted)
