@@ -1,7 +1,7 @@
 """The pipeline's guarantee as code, checked at the end of every fault test and by benchmarks/bench_chaos.py.
 
 For every partition of news.raw: every offset below the consumer group's committed offset belongs to a
-record that is either in the database (its article and a score) or on news.deadletter (reason, original
+record that is either in the database (its article, with this record's content, and a score) or on news.deadletter (reason, original
 topic/partition/offset and the sha256 of the original bytes). No (article id, model version) row is
 written twice. Duplicate news.scored events are counted (at-least-once), not hidden.
 """
@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from storage.db import make_engine
 from streams.messages import NewsMessage, parse_news
-from streams.processing import describe_deadletter
+from streams.processing import content_fingerprint, describe_deadletter
 
 
 @dataclass
@@ -96,6 +96,10 @@ def check_invariant(bootstrap: str, db_url: str, topics: Any, group_id: str) -> 
     try:
         with engine.connect() as conn:
             scored_ids = set(conn.execute(text("SELECT DISTINCT article_id FROM scores")).scalars())
+            # the content each stored article was written with: a copy of an id with OTHER content must be
+            # dead-lettered (first write wins), so "its id is scored" alone would hide a lost conflicting copy
+            stored_content = {article_id: sha for article_id, sha in conn.execute(text(
+                "SELECT id, content_sha256 FROM articles"))}
             # where each stored article came from (one raw topic per database, as in the tests)
             stored_at = {(int(p), int(o)) for p, o in conn.execute(text(
                 "SELECT kafka_partition, kafka_offset FROM articles WHERE kafka_offset IS NOT NULL"))}
@@ -122,6 +126,9 @@ def check_invariant(bootstrap: str, db_url: str, topics: Any, group_id: str) -> 
             report.lost.append((*where, f"unparseable ({parsed.reason}) and not dead-lettered"))
         elif parsed.id not in scored_ids:
             report.lost.append((*where, f"id {parsed.id!r} neither scored nor dead-lettered"))
+        elif stored_content.get(parsed.id) not in (None, content_fingerprint(parsed)):
+            report.lost.append((*where, f"id {parsed.id!r} is stored with other content and this copy was "
+                                        "not dead-lettered"))
         else:
             report.stored += 1
     events = Counter()

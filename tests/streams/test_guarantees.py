@@ -139,6 +139,18 @@ def test_the_checker_can_fail_a_record_both_stored_and_dead_lettered_is_reported
     assert not report.ok and report.double_outcomes == [(0, 1)]
 
 
+def test_the_checker_can_fail_a_record_whose_id_is_stored_with_other_content_is_reported_lost(
+    make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
+) -> None:
+    """A copy of an id with OTHER content must be dead-lettered (first write wins): "its id has a score" is not
+    enough. Forged here: the stored article's content fingerprint no longer matches its record's."""
+    report = _report_after_tampering(kafka_bootstrap, db_url, model_path, make_topics(1),
+                                     _values([article(i, "c") for i in range(3)]),
+                                     "UPDATE articles SET content_sha256 = 'another copy' WHERE id = 'c-1'")
+    assert not report.ok and [(p, o) for p, o, _ in report.lost] == [(0, 1)]
+    assert "other content" in report.lost[0][2]
+
+
 def test_same_id_with_different_content_first_write_wins_in_one_batch_and_across_batches(
     make_topics, kafka_bootstrap: str, db_url: str, model_path: Path
 ) -> None:
