@@ -199,7 +199,8 @@ class RulesFile(_Model):
         return self.routing.get(severity, ())  # type: ignore[call-overload]
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, path: tuple[str, ...] = ()) -> Any:
+    """``value`` with ``${VAR}`` read from the environment; ``path`` is the key path, named when one is unset."""
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
@@ -207,12 +208,13 @@ def _expand_env(value: Any) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise RulesError(f"environment variable {name} is not set (used as ${{{name}}})")
+            where = ".".join(path) or "(top level)"
+            raise RulesError(f"{where}: environment variable {name} is not set (used as ${{{name}}})")
         return _ENV_RE.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, (*path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, (*path, str(i))) for i, v in enumerate(value)]
     return value
 
 
@@ -221,7 +223,11 @@ def parse_rules(data: Any, source: str = "<rules>") -> RulesFile:
     if not isinstance(data, dict):
         raise RulesError(f"{source}: expected a mapping with 'rules' (and 'notifiers', 'routing')")
     try:
-        return RulesFile.model_validate(_expand_env(data))
+        expanded = _expand_env(data)
+    except RulesError as exc:  # the file as well as the key: "slack.webhook_url: ... not set" alone is ambiguous
+        raise RulesError(f"invalid alert rules in {source}: {exc}") from None
+    try:
+        return RulesFile.model_validate(expanded)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

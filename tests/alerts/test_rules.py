@@ -33,9 +33,11 @@ def test_example_rules_expand_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_env_var_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOPE_URL", raising=False)
-    with pytest.raises(RulesError, match="NOPE_URL"):
+    with pytest.raises(RulesError, match="NOPE_URL") as raised:
         parse_rules({"notifiers": {"s": {"type": "slack", "url": "${NOPE_URL}"}}, "rules": [
-            {"name": "r", "scope": {"type": "topic"}}]})
+            {"name": "r", "scope": {"type": "topic"}}]}, source="oncall.yaml")
+    # the file and the key too: with several notifiers using one variable, the name alone does not say where
+    assert "oncall.yaml" in str(raised.value) and "notifiers.s.url" in str(raised.value)
 
 
 @pytest.mark.parametrize(
