@@ -172,7 +172,7 @@ class GrafanaSettings(_Section):
     )
     reader_statement_timeout_s: float = Field(30.0, gt=0, le=PG_TIMEOUT_MAX_S,
                                               description="Reader's statements are cancelled after this.")
-    reader_connection_limit: int = Field(20, ge=1, description="Connections the reader role may hold at once.")
+    reader_connection_limit: int = Field(20, ge=1, le=2_147_483_647, description="Connections the reader role may hold at once.")
     url: str = Field("http://127.0.0.1:3000", description="Grafana base URL for `marketmood grafana push`.")
     token: str | None = Field(None, description="Grafana service-account token for `marketmood grafana push`.")
 

@@ -150,6 +150,8 @@ def test_an_infinite_timeout_is_one_line_not_a_traceback(tmp_path: Path, db_url:
         ("MARKETMOOD_GRAFANA__READER_STATEMENT_TIMEOUT_S", "1e7", "less than or equal to 2147483"),
         ("MARKETMOOD_API__DB_STATEMENT_TIMEOUT_S", "inf", "finite number"),
         ("MARKETMOOD_WORKER__LOCK_TIMEOUT_S", "1e9", "less than or equal to 2147483"),
+        # past int4 the server said only "syntax error at or near ..." without naming the variable
+        ("MARKETMOOD_GRAFANA__READER_CONNECTION_LIMIT", "99999999999", "less than or equal to 2147483647"),
     ]:
         result = _run(tmp_path, "db", "upgrade", MARKETMOOD_DATABASE_URL=db_url, **{name: value})
         [line] = _error_lines(result)
