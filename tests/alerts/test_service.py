@@ -170,13 +170,18 @@ def test_ack_sends_acknowledge_to_triggered_notifiers(engine, http_recorder, smt
     assert len({p["dedup_key"] for p in pd}) == 1
 
 
-def test_repeat_interval_reminds_while_firing_once_per_interval(engine, http_recorder, smtp_recorder) -> None:
-    burst_start = scenario(engine)
-    rules = parse_rules({
+def _reminding_rules(http_recorder, smtp_recorder, *, minutes: int):
+    """One critical topic rule on every notifier that reminds every ``minutes`` while it fires."""
+    return parse_rules({
         **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
         "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
-                   "repeat_interval_minutes": 10, "detection": {"cooldown_minutes": 60}}],
+                   "repeat_interval_minutes": minutes, "detection": {"cooldown_minutes": 60}}],
     })
+
+
+def test_repeat_interval_reminds_while_firing_once_per_interval(engine, http_recorder, smtp_recorder) -> None:
+    burst_start = scenario(engine)
+    rules = _reminding_rules(http_recorder, smtp_recorder, minutes=10)
     service = AlertService(engine, rules, SETTINGS)
     now = burst_start
     while now <= burst_start + timedelta(hours=2):
@@ -400,11 +405,7 @@ def test_an_alert_released_from_a_silence_is_not_reminded_at_once(engine, http_r
     """Silenced when it fired, released 25 minutes later: before, its trigger was followed in the same minute by
     "REMINDER 2" (the count ran from the fire). The first reminder now comes an interval after the release."""
     burst_start = scenario(engine)
-    rules = parse_rules({
-        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
-        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
-                   "repeat_interval_minutes": 10, "detection": {"cooldown_minutes": 60}}],
-    })
+    rules = _reminding_rules(http_recorder, smtp_recorder, minutes=10)
     with engine.begin() as conn:
         db.create_silence(conn, "topic", TOPIC, timedelta(minutes=40), by="ann", now=burst_start - timedelta(minutes=10))
     service = AlertService(engine, rules, SETTINGS)
@@ -482,11 +483,7 @@ def test_notification_metrics_label_reminders_by_kind_not_by_number(engine, http
     outbox event: before, every reminder number made a new time series (``repeat:1``, ``repeat:2``, ... for as
     long as an alert kept firing), an unbounded label."""
     burst_start = scenario(engine)
-    rules = parse_rules({
-        **all_notifiers(http_recorder, smtp_recorder, secret=SECRET, routing_key="rk", to="desk@example.com"),
-        "rules": [{"name": "spike", "scope": {"type": "topic", "include": [TOPIC]}, "severity": "critical",
-                   "repeat_interval_minutes": 5, "detection": {"cooldown_minutes": 60}}],
-    })
+    rules = _reminding_rules(http_recorder, smtp_recorder, minutes=5)
     service = AlertService(engine, rules, SETTINGS)
     now = burst_start
     while not alerts_of(engine):
