@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -16,6 +18,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from marketmood.settings import REPO_ROOT, TopicSettings
@@ -200,7 +203,6 @@ class InProcessWorker:
                  group_id: str | None = None, max_request_bytes: int = 1_048_576) -> None:
         # imported here: only the in-process tests need the worker's modules in the test process
         import asyncio
-        import threading
 
         from marketmood.pipeline import database_sink
         from marketmood.settings import load_settings
@@ -256,11 +258,6 @@ class FreezableProxy:
     waits for an answer for ever. ``url`` is the database URL through the proxy."""
 
     def __init__(self, database_url: str) -> None:
-        import socket
-        import threading
-
-        from sqlalchemy.engine import make_url
-
         target = make_url(database_url)
         self._unix_path = f"{target.query['host']}/.s.PGSQL.{target.query.get('port', '5432')}"
         self._flowing = threading.Event()
@@ -273,9 +270,6 @@ class FreezableProxy:
         threading.Thread(target=self._accept, name="pg-proxy", daemon=True).start()
 
     def _accept(self) -> None:
-        import socket
-        import threading
-
         while not self._closed:
             try:
                 client, _ = self._server.accept()
@@ -287,7 +281,7 @@ class FreezableProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    def _pump(self, src: Any, dst: Any) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while True:
                 self._flowing.wait()
