@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -18,6 +21,8 @@ DEADLETTER_REASONS = (
     "undecodable_record", "engine_rejected", "engine_error", "row_error", "internal_error",
     "conflicting_duplicate", "db_rejected",
 )
+#: the blocking calls whose start time ``marketmood_worker_call_started_timestamp_seconds`` exports
+CALL_STAGES = ("classify", "database")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -63,9 +68,27 @@ class WorkerMetrics:
         )
         self.lag = Gauge("marketmood_worker_lag", "Records between the partition's log end and this worker's last "
                          "committed offset (fetched but uncommitted ones included).", ["partition"], registry=r)
+        self.call_started = Gauge(
+            "marketmood_worker_call_started_timestamp_seconds",
+            "Unix time the current batch's classifier call or database write (its retries included) started, 0 when "
+            "none is in progress, by stage. A call that HANGS rather than fails (a wedged model, a frozen PostgreSQL) "
+            "raises no error and counts no retry: alert on this > 0 and time() - this > N.", ["stage"], registry=r,
+        )
+        for stage in CALL_STAGES:
+            self.call_started.labels(stage=stage).set(0)
         self.model_info = Gauge(
             "marketmood_worker_model", "1 for the model version that scored the last batch.", ["version"], registry=r
         )
+
+    @contextmanager
+    def call_in_flight(self, stage: str) -> Iterator[None]:
+        """Export the start time of one blocking call while it runs (see ``call_started``)."""
+        gauge = self.call_started.labels(stage=stage)
+        gauge.set_to_current_time()
+        try:
+            yield
+        finally:
+            gauge.set(0)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Expose /metrics over HTTP in a daemon thread; port 0 disables it."""

@@ -380,7 +380,8 @@ class PipelineWorker:
 
         async def classify() -> tuple[list[Scored], list[DeadLetter]]:
             classifier = self.provider.current()  # once per batch: hot reloads switch between batches
-            return await loop.run_in_executor(self._infer_pool, classify_accepted, classifier, plan.accepted)
+            with self.metrics.call_in_flight("classify"):
+                return await loop.run_in_executor(self._infer_pool, classify_accepted, classifier, plan.accepted)
 
         started = time.perf_counter()
         scored, refused = await retry_forever(
@@ -421,7 +422,8 @@ class PipelineWorker:
             self.db_sink.add(item)
         for progress in self._progress(batch, now):
             self.db_sink.add_progress(progress)
-        db = await self.db_sink.flush()
+        with self.metrics.call_in_flight("database"):
+            db = await self.db_sink.flush()
         self.metrics.db_seconds.observe(db.seconds)
         dead = list(batch.dead) + [
             DeadLetter(by_article[id(item)].accepted.record, reason, detail) for item, reason, detail in db.refused

@@ -52,6 +52,7 @@ METRIC_DEADLETTERED = "marketmood_worker_deadlettered_total"
 METRIC_LAG = "marketmood_worker_lag"
 METRIC_INFERENCE_SECONDS = "marketmood_worker_inference_seconds"
 METRIC_DB_SECONDS = "marketmood_worker_db_write_seconds"
+METRIC_CALL_STARTED = "marketmood_worker_call_started_timestamp_seconds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,6 +479,19 @@ def pipeline_dashboard() -> dash.Dashboard:
             .unit("s")
             .height(8)
             .span(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .id(20)
+            .title("Call in progress for (workers)")
+            .description("How long each worker's current classifier call or database write (retries included) has "
+                         "run. A call that hangs rather than fails (a wedged model, a frozen PostgreSQL) raises no "
+                         "error: it shows here as a line that keeps climbing. Restarting that worker loses nothing.")
+            .datasource(PROMETHEUS)
+            .with_target(_prom(f"max by (stage) (time() - ({METRIC_CALL_STARTED} > 0))", "{{stage}}"))
+            .unit("s")
+            .height(8)
+            .span(24)
         )
     )
 

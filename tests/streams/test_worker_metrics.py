@@ -134,3 +134,64 @@ def test_a_rebalance_during_the_idle_progress_check_does_not_crash_the_worker() 
     worker._last_idle_progress = 0.0
     asyncio.run(worker._idle_progress())
     sink.close()
+
+
+class HangsUntilReleased:
+    """A classifier whose calls block until the test releases them: a wedged model, from the worker's side."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.calls = 0
+
+    def classify(self, texts):  # type: ignore[no-untyped-def]
+        from models.prediction import Prediction
+
+        self.calls += 1
+        assert self.release.wait(30), "the test never released the classifier"
+        return [Prediction("Markets", 1.0, "neutral", 0.0, 1.0, 0.0, "hang-test") for _ in texts]
+
+
+def _call_started(metrics: WorkerMetrics) -> dict[str, float]:
+    return {s.labels["stage"]: s.value for m in metrics.registry.collect()
+            if m.name == "marketmood_worker_call_started_timestamp_seconds" for s in m.samples}
+
+
+def test_a_hanging_classifier_call_is_visible_as_its_start_time_and_cleared_when_it_returns() -> None:
+    """A call that hangs raises nothing and counts no retry: only its start time tells on-call the worker is
+    stuck. Exported at 0 from the start, set while the call runs, 0 again once it returns."""
+    import asyncio
+    import json
+    import time
+
+    from streams.processing import RawRecord
+    from tests.streams.harness import article
+
+    metrics = WorkerMetrics(CollectorRegistry())
+    assert _call_started(metrics) == {"classify": 0.0, "database": 0.0}
+    classifier = HangsUntilReleased()
+    sink = DatabaseSink(None, write_scored_batch)  # type: ignore[arg-type] - no write happens here
+    worker = PipelineWorker(WorkerConfig(), bootstrap="127.0.0.1:9", db_sink=sink, provider=StaticProvider(classifier),
+                            story_key=str, metrics=metrics)
+    record = RawRecord("news.raw", 0, 0, b"a-1", json.dumps(article(1)).encode())
+
+    async def scenario() -> None:
+        before = time.time()
+        task = asyncio.create_task(worker._prepare([record]))
+        for _ in range(200):
+            if classifier.calls:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        started = _call_started(metrics)
+        assert before - 1 <= started["classify"] <= time.time(), started
+        assert started["database"] == 0.0
+        classifier.release.set()
+        batch = await task
+        assert len(batch.rows) == 1 and not batch.dead, batch.dead
+        assert _call_started(metrics)["classify"] == 0.0
+
+    asyncio.run(scenario())
+    worker._infer_pool.close(1.0)
+    sink.close()
