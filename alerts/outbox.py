@@ -3,7 +3,8 @@
 Each row goes ``pending`` -> ``sending`` (claimed with ``FOR UPDATE SKIP LOCKED`` and committed *before*
 the notifier is called) -> ``delivered`` | ``pending`` (retry at ``now + min(base * 2**attempts, max)``) |
 ``dead`` (a 4xx or SMTP 5xx that can never succeed, a message the notifier cannot build, or
-``max_attempts``). A crash, or a commit that fails after a send,
+``max_attempts``; and every pending row of a notifier that is no longer configured, once it is older than
+``unconfigured_grace_s``). A crash, or a commit that fails after a send,
 leaves the row in ``sending``; once its claim is older than ``claim_timeout_s`` the next sender recovers it:
 PagerDuty and webhook rows are re-sent with the same dedup/idempotency key (the receiver drops the copy),
 Slack and email rows become ``unknown``, as do their sends that went out and got no answer (a read timeout,
@@ -60,7 +61,7 @@ def sender_identity() -> str:
 class OutboxSender:
     def __init__(self, engine: Engine, notifiers: Mapping[str, Notifier], *, base_s: float = 2.0,
                  max_s: float = 300.0, max_attempts: int = 0, batch: int = 50, claim_timeout_s: float = 60.0,
-                 send_deadline_s: float | None = None,
+                 send_deadline_s: float | None = None, unconfigured_grace_s: float = 600.0,
                  on_result: Callable[[str, str, bool], None] | None = None) -> None:
         self.engine, self.notifiers = engine, dict(notifiers)
         self.base_s, self.max_s, self.max_attempts, self.batch = base_s, max_s, max_attempts, batch
@@ -69,6 +70,10 @@ class OutboxSender:
         # answer (or an SMTP tarpit) held the one delivery thread, and every other notification, for as long as
         # it liked, and outlived the claim. A send is abandoned at this deadline, inside its claim.
         self.send_deadline_s = send_deadline_s if send_deadline_s is not None else 0.8 * claim_timeout_s
+        # A notifier removed from the rules file leaves rows that could only retry "not configured" for ever. They
+        # are killed once this old: a replica still on the old rules in a rolling deploy that *adds* a notifier
+        # must not kill the new notifier's fresh rows (the new replicas deliver them meanwhile).
+        self.unconfigured_grace_s = unconfigured_grace_s
         self.identity = sender_identity()
         self._on_result = on_result
 
@@ -82,6 +87,18 @@ class OutboxSender:
                         notification_event=r["event"], status=r["status"])
         return rows
 
+    def retire_unconfigured(self, now: datetime) -> list[tuple[int, str, str]]:
+        """Mark dead the pending rows of notifiers this sender does not have, enqueued over
+        ``unconfigured_grace_s`` before ``now``: retried, they fail the same way for ever (pending in the
+        gauge, never dead), and a trigger's dead row would hold its later rows pending for ever too."""
+        before = now - timedelta(seconds=self.unconfigured_grace_s)
+        with self.engine.begin() as conn:
+            rows = db.retire_unconfigured(conn, tuple(sorted(self.notifiers)), before)
+        for r in rows:  # a config change, not an outage: a warning, with the notifier named in the reason
+            log.warning("notification_dead", outbox_id=r["id"], alert_id=r["alert_id"], notifier=r["notifier"],
+                        notification_event=r["event"], error=r["last_error"])
+        return [(r["alert_id"], r["notifier"], r["event"]) for r in rows]
+
     def deliver_due(self, now: datetime | None = None, *, stop: Callable[[], bool] | None = None) -> DeliveryReport:
         """One pass: up to ``batch`` due rows, each claimed, sent and settled in its own transactions.
 
@@ -89,6 +106,7 @@ class OutboxSender:
         backlog (a process killed mid-send leaves a Slack or e-mail row ``unknown``)."""
         now = now or datetime.now(timezone.utc)
         report = DeliveryReport(recovered=self.recover())
+        report.dead += self.retire_unconfigured(now)
         down: set[str] = set()  # notifiers that failed in this pass: not tried again in it
         for _ in range(self.batch):
             if stop is not None and stop():
@@ -140,7 +158,8 @@ class OutboxSender:
     def _send(self, row: dict) -> DeliveryError | None:
         notifier = self.notifiers.get(row["notifier"])
         if notifier is None:
-            return DeliveryError(f"notifier {row['notifier']!r} is not configured")
+            return DeliveryError(f"notifier {row['notifier']!r} is not configured "
+                                 f"(its rows go dead {self.unconfigured_grace_s:g}s after they were enqueued)")
         outcome: list[BaseException | None] = []
 
         def attempt() -> None:

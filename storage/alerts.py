@@ -449,6 +449,25 @@ def defer_notifier(conn: Connection, notifier: str, next_attempt_at: datetime) -
     return result.rowcount
 
 
+def retire_unconfigured(conn: Connection, configured: tuple[str, ...],
+                        created_before: datetime) -> list[dict[str, Any]]:
+    """Mark ``dead`` the pending rows of notifiers not in ``configured`` (removed from the rules file) that were
+    enqueued before ``created_before``; returns them. Every pending row, due or not and even one held behind
+    its dead trigger, so none is left pending for ever; ``redrive`` re-queues them once the notifier is back."""
+    rows = conn.execute(
+        text("""
+            UPDATE notification_outbox SET status = 'dead',
+              last_error = format('notifier %L is not configured (removed from the rules file?): not retried',
+                                  notifier)
+            WHERE status = 'pending' AND NOT (notifier = ANY(CAST(:configured AS text[])))
+              AND created_at < :before
+            RETURNING id, alert_id, notifier, event, last_error
+        """),
+        {"configured": list(configured), "before": created_before},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
 def recover_stale_sending(conn: Connection, older_than_s: float, resend_notifiers: tuple[str, ...]) -> list[dict[str, Any]]:
     """Rows stuck in ``sending`` for more than ``older_than_s`` seconds of real time (their sender died, hung
     or lost its commit; claims use the database clock, not the caller's simulated one).

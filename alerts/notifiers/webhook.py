@@ -3,7 +3,7 @@
 Headers: ``X-MarketMood-Timestamp`` (Unix seconds), ``X-MarketMood-Signature: sha256=<hex>`` where the MAC
 is over ``<timestamp>.<raw body>`` (binding the time prevents replays), ``X-MarketMood-Event`` and
 ``Idempotency-Key`` (stable per alert, event and reminder number: delivery is at-least-once, a retry carries
-the same key).
+the same key). A group's body is bounded (``webhook_body``): many receivers refuse a body over 1 MB.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ import httpx
 from alerts.notifiers.base import post_json
 from alerts.payloads import delivery_key
 
+
+#: Members of a group sent in one body: a sell-off under a per-ticker rule groups hundreds of alerts, each with
+#: its evidence and headlines, into a body of several MB that receivers refuse (413: dead, holding the resolve).
+MAX_GROUP_MEMBERS = 50
+#: Hard cap on a group's body (under the common 1 MB limit): members are dropped from the end until it fits,
+#: as 50 members with many long headlines each can still exceed it.
+MAX_BODY_BYTES = 900_000
 
 #: Printable ASCII passes unchanged, so an ASCII key is sent exactly as before (receivers keep de-duplicating).
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F))
@@ -49,6 +56,33 @@ def verify(secret: str, timestamp: str, body: bytes, header: str, *, max_age_s: 
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _cut_group(payload: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The payload carrying only ``members`` (the first ones); ``group.omitted`` counts the rest."""
+    omitted = payload["group"]["size"] - len(members)
+    return {**payload, "alerts": members, "group": {**payload["group"], "omitted": omitted}}
+
+
+def webhook_body(payload: dict[str, Any]) -> bytes:
+    """The JSON body for a generic payload (pure; tested directly): the payload itself, except that a group
+    carries at most MAX_GROUP_MEMBERS members and MAX_BODY_BYTES bytes; ``group.size`` keeps the full count,
+    ``group.omitted`` says how many members were left out (0 when none), the summary still names the scopes."""
+    if not payload.get("alerts") or not payload.get("group"):
+        return _encode(payload)
+    members = payload["alerts"][:MAX_GROUP_MEMBERS]
+    room = MAX_BODY_BYTES - len(_encode(_cut_group(payload, [])))  # ``omitted`` only gets shorter from here
+    kept = 0
+    for member in members:
+        room -= len(_encode(member)) + 1  # its JSON and a comma
+        if room < 0:
+            break
+        kept += 1
+    return _encode(_cut_group(payload, members[:kept]))
+
+
 class WebhookNotifier:
     kind = "webhook"
 
@@ -59,7 +93,7 @@ class WebhookNotifier:
         self._client = httpx.Client(timeout=timeout_s)
 
     def send(self, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+        body = webhook_body(payload)
         ts = str(int(time.time()))
         headers = {
             **self._headers,

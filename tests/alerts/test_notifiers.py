@@ -324,3 +324,44 @@ def test_webhook_for_a_scope_with_non_ascii_characters_is_sent(http_recorder) ->
     hook.send(notification_payload(ascii_alert, "trigger"))
     assert http_recorder.requests[-1].headers["Idempotency-Key"] == delivery_key(
         notification_payload(ascii_alert, "trigger"))
+
+
+@pytest.mark.parametrize(("size", "headlines", "title_chars"), [(600, 5, 150), (60, 50, 2000)])
+def test_webhook_body_for_a_large_group_stays_under_1_mb(http_recorder, size, headlines, title_chars) -> None:
+    """A sell-off under a per-ticker rule groups hundreds of alerts into one webhook notification. Before, the
+    body carried every member's evidence and headlines (1.5 MB for 600 tickers; 6.5 MB for 60 with 50 long
+    headlines each) and receivers that refuse bodies over 1 MB answered 413: dead, holding the group's resolve.
+    Now the first members are sent, the group keeps its full size and says how many were left out."""
+    from alerts.payloads import delivery_key, group_payload
+
+    def member(i: int) -> dict:
+        alert = sample_alert(id=1_000 + i, scope_type="ticker", scope=f"T{i:03d}",
+                             dedup_key=f"marketmood/spike/ticker/T{i:03d}/1700000000")
+        alert["evidence"]["headlines"] = [
+            {"title": f"T{i:03d} headline {j} " + "x" * title_chars, "score": -0.9,
+             "url": f"https://news.example.com/markets/2023/11/14/t{i:03d}-story-{j}"} for j in range(headlines)]
+        return alert
+
+    payload = group_payload([member(i) for i in range(size)], "trigger", "spike/critical/hook")
+    WebhookNotifier("hook", http_recorder.url("/hook"), SECRET).send(payload)
+    [req] = http_recorder.requests
+    assert len(req.body) < 1_000_000, f"{len(req.body):,} bytes"
+    body = req.json()
+    sent = [m["alert"]["id"] for m in body["alerts"]]
+    assert 0 < len(sent) <= 50 and sent == [1_000 + i for i in range(len(sent))]  # the first members, in order
+    assert body["group"]["size"] == size and body["group"]["omitted"] == size - len(sent)
+    assert body["summary"] == payload["summary"] and f"{size} tickers" in body["summary"]
+    assert body["alert"]["id"] == 1_000  # the lead: single-alert readers still find one alert
+    assert verify(SECRET, req.headers["X-MarketMood-Timestamp"], req.body, req.headers["X-MarketMood-Signature"])
+    assert req.headers["Idempotency-Key"] == delivery_key(payload)  # a retry still carries the same key
+
+
+def test_webhook_body_of_a_small_group_lists_every_member(http_recorder) -> None:
+    """The bound leaves ordinary groups whole: every member, ``omitted`` 0."""
+    from alerts.payloads import group_payload
+
+    members = [sample_alert(id=7 + i, scope=f"Topic {i}") for i in range(3)]
+    WebhookNotifier("hook", http_recorder.url("/hook"), SECRET).send(group_payload(members, "resolve", "k"))
+    body = http_recorder.requests[0].json()
+    assert [m["alert"]["id"] for m in body["alerts"]] == [7, 8, 9]
+    assert body["group"] == {"key": "k", "size": 3, "omitted": 0}

@@ -42,6 +42,38 @@ def test_unexpected_notifier_error_does_not_resend_delivered_rows(engine) -> Non
     assert "KeyError" in rows["b-buggy"]["last_error"]
 
 
+
+def test_rows_of_a_notifier_no_longer_configured_go_dead_naming_it(engine) -> None:
+    """A notifier removed from the rules file: before, its rows retried "not configured" for ever (pending in
+    the outbox gauge, never dead) and its trigger held the resolve behind it. Past the grace (which spares a
+    rolling deploy that adds a notifier) every pending row of it goes dead, with the notifier named, as a warning."""
+    from structlog.testing import capture_logs
+
+    with engine.begin() as conn:
+        alert = db.insert_alert(conn, rule="r", scope_type="topic", scope="Macro", severity="critical",
+                                state="firing", dedup_key="k-removed", started_at=BASE, evidence={})
+        lifecycle.enqueue(conn, alert, ["hook", "old-slack"], "trigger")
+        lifecycle.enqueue(conn, alert, ["hook", "old-slack"], "resolve")
+    hook = Recording("hook")
+    sender = OutboxSender(engine, {"hook": hook}, base_s=1, max_s=8)  # default grace: 10 minutes
+    now = datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert sender.deliver_due(now).dead == []  # within the grace: retried, another replica may have it
+    dead: list[tuple[int, str, str]] = []
+    with capture_logs() as logs:
+        for minutes in (20, 60, 180):
+            dead += sender.deliver_due(now + timedelta(minutes=minutes)).dead
+    assert sorted(dead) == [(alert["id"], "old-slack", "resolve"), (alert["id"], "old-slack", "trigger")]
+    assert [p["event"] for p in hook.sent] == ["trigger", "resolve"]  # the configured notifier is unaffected
+    with engine.connect() as conn:
+        rows = [r for r in db.list_outbox(conn, alert_id=alert["id"]) if r["notifier"] == "old-slack"]
+        counts = db.outbox_counts(conn)
+    assert [r["status"] for r in rows] == ["dead", "dead"]
+    assert all("'old-slack' is not configured" in r["last_error"] for r in rows)
+    assert counts[("old-slack", "dead")] == 2 and ("old-slack", "pending") not in counts
+    warnings = [e for e in logs if e["event"] == "notification_dead" and e["log_level"] == "warning"]
+    assert sorted(e["notification_event"] for e in warnings) == ["resolve", "trigger"]
+    assert all(e["notifier"] == "old-slack" and "old-slack" in e["error"] for e in warnings)
+
 class FailsOn(Recording):
     """Raises ``fail`` for one alert's rows only (a message that cannot be built), sends the others."""
 
