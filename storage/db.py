@@ -20,6 +20,19 @@ from sqlalchemy.pool import NullPool
 
 DEFAULT_CONNECT_TIMEOUT_S = 5
 
+# Dead-peer detection of libpq connections. Keepalives find an idle connection whose server vanished after
+# idle + interval * count = 25 s; but keepalives are not sent while written data is unacknowledged, so a write
+# into a black-holed connection (no RST) waited for the kernel's retransmissions, ~15 minutes.
+# tcp_user_timeout bounds that with the same 25 s, so both cases fail alike (Linux also ends the keepalive
+# probing at tcp_user_timeout, so a shorter one would cut the keepalive budget short). The server's own
+# statement/lock timeouts cannot help: they run on the server, which no longer hears the client.
+KEEPALIVES_IDLE_S = 10
+KEEPALIVES_INTERVAL_S = 5
+KEEPALIVES_COUNT = 3
+TCP_USER_TIMEOUT_MS = (KEEPALIVES_IDLE_S + KEEPALIVES_INTERVAL_S * KEEPALIVES_COUNT) * 1000
+_LIBPQ_DRIVERS = frozenset({"psycopg2", "psycopg"})
+_LIBPQ_TCP_USER_TIMEOUT = 120000  # libpq 12 added tcp_user_timeout; an older one refuses the keyword
+
 
 DRIVER = "postgresql+psycopg2"  # the installed DBAPI driver
 
@@ -66,8 +79,10 @@ def make_engine(
     """An engine with pre-ping and a bounded connect timeout (a dead server fails fast, not after minutes).
 
     ``statement_timeout_ms`` / ``lock_timeout_ms`` bound a hung statement or a lock held by someone else
-    (the server cancels it and the caller's retry policy takes over), and TCP keepalives detect a server
-    that vanished without closing the connection. The stream worker sets all three.
+    (the server cancels it and the caller's retry policy takes over). With ``keepalives`` (libpq drivers only),
+    TCP keepalives and ``tcp_user_timeout`` end a connection whose server vanished without closing it, idle or
+    in the middle of a write, after ``TCP_USER_TIMEOUT_MS``. libpq applies them per address and skips them on
+    a unix socket (the embedded server), so they are passed whatever the host. The stream worker sets all.
 
     Sessions run in ``time_zone`` (UTC): timestamptz values come back in the session's zone, which is the
     server's (``initdb`` takes the host's) unless the client says otherwise, and the CLI, reports and API
@@ -83,10 +98,36 @@ def make_engine(
     if options:
         connect_args["options"] = " ".join([connect_args.get("options", ""), *options]).strip()
     if keepalives:
-        for key, value in (("keepalives", 1), ("keepalives_idle", 10), ("keepalives_interval", 5), ("keepalives_count", 3)):
+        for key, value in _dead_peer_args(make_url(url).get_driver_name()).items():
             connect_args.setdefault(key, value)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, connect_args=connect_args, **kwargs)
+
+
+def _dead_peer_args(driver: str) -> dict[str, int]:
+    """libpq's keepalive and tcp_user_timeout keywords; none for a driver that is not libpq (they would be
+    refused as unknown connect() arguments), no tcp_user_timeout for a libpq older than 12 (same)."""
+    if driver not in _LIBPQ_DRIVERS:
+        return {}
+    args = {"keepalives": 1, "keepalives_idle": KEEPALIVES_IDLE_S, "keepalives_interval": KEEPALIVES_INTERVAL_S,
+            "keepalives_count": KEEPALIVES_COUNT}
+    if _libpq_version(driver) >= _LIBPQ_TCP_USER_TIMEOUT:
+        args["tcp_user_timeout"] = TCP_USER_TIMEOUT_MS
+    return args
+
+
+def _libpq_version(driver: str) -> int:
+    """The libpq the driver runs on (as 170004), 0 when it cannot be told."""
+    try:
+        if driver == "psycopg2":
+            import psycopg2.extensions
+
+            return int(psycopg2.extensions.libpq_version())
+        import psycopg
+
+        return int(psycopg.pq.version())
+    except (ImportError, AttributeError):
+        return 0
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

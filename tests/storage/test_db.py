@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.pool import NullPool
 
 from storage.db import (
@@ -18,6 +21,7 @@ from storage.db import (
 )
 from storage.embedded import EmbeddedPostgres
 from tests.fixtures.postgres import drop_database
+from tests.streams.harness import FreezableProxy
 
 DEAD_URL = "postgresql+psycopg2://postgres:secret@/marketmood?host=/nonexistent-socket-dir"
 
@@ -84,3 +88,45 @@ def test_sessions_run_in_utc_whatever_the_servers_zone(db_url: str) -> None:
                 assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "5s"  # other options kept
         finally:
             engine.dispose()
+
+
+def _client_socket(conn: Connection) -> socket.socket:
+    """A duplicate of the live connection's client socket (family detected), to read its options."""
+    return socket.socket(fileno=os.dup(conn.connection.dbapi_connection.fileno()))
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux-only")
+def test_tcp_connections_end_a_black_holed_write_within_the_keepalive_budget(db_url: str) -> None:
+    """Keepalives are not sent while written data is unacknowledged: a write into a connection whose server
+    vanished without a RST waited for the kernel's retransmissions (~15 minutes) before the worker's retry
+    policy could act. The live TCP socket carries keepalives and a tcp_user_timeout of the same budget."""
+    proxy = FreezableProxy(db_url)  # the embedded server listens on a unix socket only: a TCP front
+    engine = make_engine(proxy.url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn, _client_socket(conn) as sock:
+            assert sock.family == socket.AF_INET
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            idle, interval, count = (sock.getsockopt(socket.IPPROTO_TCP, option)
+                                     for option in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT))
+            assert (idle, interval, count) == (10, 5, 3)
+            user_timeout_ms = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+            assert user_timeout_ms == (idle + interval * count) * 1000  # 0 = the kernel's ~15 minutes
+            assert conn.connection.dbapi_connection.info.dsn_parameters["tcp_user_timeout"] == str(user_timeout_ms)
+    finally:
+        engine.dispose()
+        proxy.close()
+
+
+def test_unix_socket_connections_accept_the_tcp_only_options(db_url: str) -> None:
+    """libpq skips keepalives and tcp_user_timeout on a unix socket (the embedded server) instead of refusing
+    them, so make_engine passes them whatever the host is."""
+    engine = make_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn, _client_socket(conn) as sock:
+            assert sock.family == socket.AF_UNIX
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+            params = conn.connection.dbapi_connection.info.dsn_parameters
+            assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) > 0, params
+    finally:
+        engine.dispose()
