@@ -6,7 +6,9 @@ TOML/YAML config file named by ``MARKETMOOD_CONFIG``. Settings are frozen: a run
 them change under its feet.
 
 A ``.env`` is often shared with docker compose and other tools: its lines that do not start with
-``MARKETMOOD_`` are ignored, an unknown ``MARKETMOOD_*`` line is refused (with a "did you mean").
+``MARKETMOOD_`` are ignored. An unknown ``MARKETMOOD_*`` name is refused (with a "did you mean"), in the
+``.env`` and in the environment alike: pydantic-settings reads only the names it knows, so a typo such as
+``MARKETMOOD_KAFKA_BOOSTRAP`` would otherwise run the embedded broker without a word.
 :func:`load_settings` turns every problem into a :class:`ConfigError` of one line per problem, each naming
 the variable, never echoing a secret; the CLI prints it and exits 2.
 """
@@ -357,8 +359,19 @@ def _is_ipv6(address: str) -> bool:
     return True
 
 
-# MARKETMOOD_* names that are not settings: read by load_settings itself or by docker compose only.
-NOT_SETTINGS = frozenset({"MARKETMOOD_CONFIG", "MARKETMOOD_VERSION", "MARKETMOOD_DATA_DIR"})
+# MARKETMOOD_* names that are not settings: read by load_settings itself (CONFIG), by docker compose only
+# (VERSION, DATA_DIR: often exported in the shell that also runs `marketmood`), or by the test suite.
+NOT_SETTINGS = frozenset({
+    "MARKETMOOD_CONFIG", "MARKETMOOD_VERSION", "MARKETMOOD_DATA_DIR",
+    "MARKETMOOD_TEST_MODEL_PATH", "MARKETMOOD_GATE_TEST_MODEL",
+})
+# Kubernetes gives every pod variables for each Service of its namespace: a Service named `marketmood` or
+# `marketmood-api` yields MARKETMOOD_SERVICE_HOST, MARKETMOOD_API_SERVICE_PORT_HTTP, MARKETMOOD_API_PORT_8000_TCP_ADDR,
+# ... and MARKETMOOD_API_PORT=tcp://10.0.0.7:8000. Not typos: refusing them would stop every pod.
+_SERVICE_LINK = re.compile(
+    r"MARKETMOOD(_[A-Z0-9_]+)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)"
+)
+_SERVICE_LINK_URL = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
 _SECRET = re.compile(r"password|token|secret|database_url", re.IGNORECASE)
 
 
@@ -375,14 +388,33 @@ class _CheckedDotEnv(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         data = self.inner()
         names = getattr(self.inner, "env_vars", {}) or {}
-        for name in names:
-            upper = name.upper()
-            if not upper.startswith("MARKETMOOD_") or upper in NOT_SETTINGS:
-                continue
-            top = upper.removeprefix("MARKETMOOD_").split("__")[0].lower()
-            if top not in self.settings_cls.model_fields:
-                raise ConfigError(f"unknown setting {upper} in .env{_suggest(upper)}")
+        for name, value in names.items():
+            if _names_no_setting(name, value):
+                raise ConfigError(f"unknown setting {name.upper()} in .env{_suggest(name)}")
         return data
+
+
+def _names_no_setting(name: str, value: str | None = "") -> bool:
+    """Whether ``name`` starts with MARKETMOOD_ (any case, as pydantic-settings reads it) yet is no setting, nor
+    a name read elsewhere on purpose. Unknown fields of a section are left to the section (``extra="forbid"``);
+    a scalar setting with a section suffix (``MARKETMOOD_LOG_LEVEL__X``) was ignored, so it is unknown here."""
+    upper = name.upper()
+    if not upper.startswith("MARKETMOOD_") or upper in NOT_SETTINGS or _SERVICE_LINK.fullmatch(upper):
+        return False
+    if upper.endswith("_PORT") and _SERVICE_LINK_URL.match(value or ""):
+        return False
+    top, *section_path = upper.removeprefix("MARKETMOOD_").split("__")
+    field = Settings.model_fields.get(top.lower())
+    if field is None:
+        return True
+    annotation = field.annotation
+    return bool(section_path) and not (isinstance(annotation, type) and issubclass(annotation, BaseModel))
+
+
+def _unknown_environment_lines() -> list[str]:
+    """One line per MARKETMOOD_* environment variable that names no setting, as for a .env line."""
+    return [f"unknown setting {name} in the environment{_suggest(name)}"
+            for name, value in sorted(os.environ.items()) if _names_no_setting(name, value)]
 
 
 def _env_names(model: Any = None, prefix: str = "MARKETMOOD_") -> list[str]:
@@ -399,7 +431,7 @@ def _env_names(model: Any = None, prefix: str = "MARKETMOOD_") -> list[str]:
 
 
 def _suggest(name: str) -> str:
-    close = difflib.get_close_matches(name, _env_names(), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(name.upper(), _env_names(), n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
@@ -477,18 +509,25 @@ def _settings_error_line(exc: SettingsError) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning pydantic's errors into a ConfigError of one line per problem."""
+    """Build settings, turning pydantic's errors and unknown MARKETMOOD_* environment variables into a
+    ConfigError of one line per problem (all of them at once: an operator fixes the lot in one go)."""
+    lines = _unknown_environment_lines()
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_validation_lines(exc))) from None
+        lines += _validation_lines(exc)
     except SettingsError as exc:
-        raise ConfigError(_settings_error_line(exc)) from None
+        lines.append(_settings_error_line(exc))
+    except ConfigError as exc:  # an unknown .env line, a missing config file
+        lines.append(str(exc))
     except _UNREADABLE_CONFIG as exc:  # a config file or .env that cannot be parsed: one line, not a traceback
         config = os.environ.get("MARKETMOOD_CONFIG")
         where = f"MARKETMOOD_CONFIG ({config}) or .env" if config else ".env"
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ConfigError(f"cannot read the configuration in {where}: {type(exc).__name__}: {detail}") from None
+        lines.append(f"cannot read the configuration in {where}: {type(exc).__name__}: {detail}")
+    if lines:
+        raise ConfigError("\n".join(lines)) from None
+    return settings
 
 
 def _unreadable_config_errors() -> tuple[type[BaseException], ...]:

@@ -48,6 +48,45 @@ def test_unknown_marketmood_line_in_dotenv_is_one_line_with_a_suggestion(tmp_pat
     assert "did you mean MARKETMOOD_DATABASE_URL?" in line
 
 
+UNREACHABLE_DB = "postgresql://u:hunter2@127.0.0.1:1/x"  # fails fast (exit 1) once the settings are accepted
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("MARKETMOOD_KAFKA_BOOSTRAP", "MARKETMOOD_KAFKA_BOOTSTRAP"),
+    ("MARKETMOOD_WORKER_BATCH_SIZE", "MARKETMOOD_WORKER__BATCH_SIZE"),  # one underscore: not the worker section
+    ("MARKETMOOD_LOG_LEVEL__DEBUG", "MARKETMOOD_LOG_LEVEL"),  # a scalar has no section
+])
+def test_an_unknown_marketmood_environment_variable_is_one_line_with_a_suggestion(
+        tmp_path: Path, name: str, expected: str) -> None:
+    """pydantic-settings reads only the names it knows: MARKETMOOD_KAFKA_BOOSTRAP=kafka:9092 ran the embedded
+    broker without a word. Refused like an unknown .env line."""
+    [line] = _error_lines(_run(tmp_path, "db", "current", MARKETMOOD_DATABASE_URL=UNREACHABLE_DB,
+                               **{name: "kafka:9092"}))
+    assert line == f"error: unknown setting {name} in the environment (did you mean {expected}?)", line
+
+
+def test_unknown_environment_variables_are_reported_with_the_bad_values(tmp_path: Path) -> None:
+    """Every problem at once, one line each: a typo does not hide a bad value until the typo is fixed."""
+    lines = _error_lines(_run(tmp_path, "db", "current", MARKETMOOD_DATABASE_URL=UNREACHABLE_DB,
+                              MARKETMOOD_KAFKA_BOOSTRAP="kafka:9092", MARKETMOOD_LOG_LEVEL="LOUD"))
+    assert len(lines) == 2, lines
+    assert any("MARKETMOOD_KAFKA_BOOSTRAP in the environment" in line for line in lines), lines
+    assert any("invalid setting MARKETMOOD_LOG_LEVEL" in line for line in lines), lines
+
+
+def test_marketmood_variables_read_elsewhere_on_purpose_are_not_refused(tmp_path: Path, pg_url: str) -> None:
+    """Compose's interpolation variables, the test suite's, and the service links Kubernetes gives every pod of
+    a namespace with a `marketmood` / `marketmood-api` Service are not typos."""
+    result = _run(tmp_path, "db", "current", MARKETMOOD_DATABASE_URL=pg_url, MARKETMOOD_VERSION="1.2.3",
+                  MARKETMOOD_DATA_DIR="../../shared/data", MARKETMOOD_TEST_MODEL_PATH="/models/x",
+                  MARKETMOOD_GATE_TEST_MODEL="/models/y", MARKETMOOD_SERVICE_HOST="10.0.0.7",
+                  MARKETMOOD_SERVICE_PORT="8000", MARKETMOOD_PORT="tcp://10.0.0.7:8000",
+                  MARKETMOOD_API_PORT="tcp://10.0.0.8:8000", MARKETMOOD_API_PORT_8000_TCP_ADDR="10.0.0.8",
+                  MARKETMOOD_API_SERVICE_PORT_HTTP="8000")
+    assert result.returncode == 0, result.stderr
+    assert "(up to date)" in result.stdout
+
+
 def test_malformed_api_tokens_names_the_setting_and_hides_the_value(tmp_path: Path) -> None:
     [line] = _error_lines(_run(tmp_path, "db", "current", MARKETMOOD_API__TOKENS='["alice:s3cret-value"'))
     assert line.startswith("error: invalid setting MARKETMOOD_API__TOKENS")
