@@ -363,8 +363,9 @@ def _is_ipv6(address: str) -> bool:
 # (VERSION, DATA_DIR: often exported in the shell that also runs `marketmood`), or by the test suite.
 NOT_SETTINGS = frozenset({
     "MARKETMOOD_CONFIG", "MARKETMOOD_VERSION", "MARKETMOOD_DATA_DIR",
-    "MARKETMOOD_TEST_MODEL_PATH", "MARKETMOOD_GATE_TEST_MODEL",
+    "MARKETMOOD_GATE_TEST_MODEL",
 })
+_TEST_PREFIX = "MARKETMOOD_TEST_"  # the test suite's knobs (MARKETMOOD_TEST_MODEL_PATH, MARKETMOOD_TEST_PAUSE_S, ...)
 # Kubernetes gives every pod variables for each Service of its namespace: a Service named `marketmood` or
 # `marketmood-api` yields MARKETMOOD_SERVICE_HOST, MARKETMOOD_API_SERVICE_PORT_HTTP, MARKETMOOD_API_PORT_8000_TCP_ADDR,
 # ... and MARKETMOOD_API_PORT=tcp://10.0.0.7:8000. Not typos: refusing them would stop every pod.
@@ -399,7 +400,8 @@ def _names_no_setting(name: str, value: str | None = "") -> bool:
     a name read elsewhere on purpose. Unknown fields of a section are left to the section (``extra="forbid"``);
     a scalar setting with a section suffix (``MARKETMOOD_LOG_LEVEL__X``) was ignored, so it is unknown here."""
     upper = name.upper()
-    if not upper.startswith("MARKETMOOD_") or upper in NOT_SETTINGS or _SERVICE_LINK.fullmatch(upper):
+    if (not upper.startswith("MARKETMOOD_") or upper in NOT_SETTINGS or upper.startswith(_TEST_PREFIX)
+            or _SERVICE_LINK.fullmatch(upper)):
         return False
     if upper.endswith("_PORT") and _SERVICE_LINK_URL.match(value or ""):
         return False

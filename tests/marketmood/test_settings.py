@@ -78,7 +78,7 @@ def test_marketmood_variables_read_elsewhere_on_purpose_are_not_refused(tmp_path
     """Compose's interpolation variables, the test suite's, and the service links Kubernetes gives every pod of
     a namespace with a `marketmood` / `marketmood-api` Service are not typos."""
     result = _run(tmp_path, "db", "current", MARKETMOOD_DATABASE_URL=pg_url, MARKETMOOD_VERSION="1.2.3",
-                  MARKETMOOD_DATA_DIR="../../shared/data", MARKETMOOD_TEST_MODEL_PATH="/models/x",
+                  MARKETMOOD_DATA_DIR="../../shared/data", MARKETMOOD_TEST_MODEL_PATH="/models/x", MARKETMOOD_TEST_PAUSE_S="5",
                   MARKETMOOD_GATE_TEST_MODEL="/models/y", MARKETMOOD_SERVICE_HOST="10.0.0.7",
                   MARKETMOOD_SERVICE_PORT="8000", MARKETMOOD_PORT="tcp://10.0.0.7:8000",
                   MARKETMOOD_API_PORT="tcp://10.0.0.8:8000", MARKETMOOD_API_PORT_8000_TCP_ADDR="10.0.0.8",
