@@ -139,3 +139,21 @@ def test_the_pipeline_panels_time_filter_on_scored_at_can_use_an_index(db_url: s
     finally:
         engine.dispose()
     assert "ix_scores_scored_at" in plan, plan
+
+
+def test_the_alembic_cli_runs_on_the_url_given_with_x_as_alembic_ini_says(db_url: str) -> None:
+    """storage/alembic.ini tells developers to run ``alembic -c storage/alembic.ini -x url=... revision
+    --autogenerate``; env.py read no -x argument, so that command failed with "set sqlalchemy.url". Here the CLI
+    reads the template's revision and finds the models and the migrations in step (what autogenerate compares)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    base = [sys.executable, "-m", "alembic", "-c", "storage/alembic.ini", "-x", f"url={db_url}"]
+    current = subprocess.run([*base, "current"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert current.returncode == 0, current.stderr
+    assert all(head in current.stdout for head in migrate.heads()), current.stdout
+    check = subprocess.run([*base, "check"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
