@@ -161,7 +161,7 @@ def create_app(deps: ApiDependencies) -> FastAPI:
 
     feedback_limiter = (RateLimiter(deps.settings.feedback_per_minute, deps.settings.feedback_burst,
                                     deps.settings.rate_limit_clients) if deps.settings.feedback_per_minute else None)
-    app.include_router(feedback_router(deps.db, require_token, feedback_limiter))
+    app.include_router(feedback_router(deps.db, require_token, feedback_limiter, deps.settings.max_text_chars))
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse, "description": "A component is down or degraded"}})
@@ -179,8 +179,9 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(sentiment_router)  # GET /sentiment: the dashboards' series for notebooks
+    app.add_middleware(BodySizeLimit, max_bytes=deps.settings.max_body_bytes)
+    # outermost (added last): it also counts the 413s BodySizeLimit answers before routing (route "unmatched")
     app.add_middleware(RequestMetrics, metrics=deps.metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=deps.settings.max_body_bytes)  # outermost: runs first
     app.state.deps = deps
     app.state.health = health_cache
     return app

@@ -34,10 +34,20 @@ def parse_tokens(entries: Iterable[str]) -> list[tuple[str, TokenIdentity]]:
     return parsed
 
 
+def _sent_bytes(presented: str) -> bytes:
+    """The bytes the client sent: Starlette decodes header bytes as latin-1, so ``.encode()`` (UTF-8) of a
+    non-ASCII token re-encoded it and a configured ``sëcret`` was never accepted."""
+    try:
+        return presented.encode("latin-1")
+    except UnicodeEncodeError:  # not from a header (a direct call): take the text as meant
+        return presented.encode()
+
+
 def authenticate(presented: str, tokens: list[tuple[str, TokenIdentity]]) -> TokenIdentity | None:
-    """The identity of a presented token; constant-time comparison against every configured one."""
+    """The identity of a presented token; constant-time comparison against every configured one (as UTF-8)."""
     found = None
+    sent = _sent_bytes(presented)
     for secret, identity in tokens:
-        if hmac.compare_digest(presented.encode(), secret.encode()):
+        if hmac.compare_digest(sent, secret.encode()):
             found = identity
     return found

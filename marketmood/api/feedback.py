@@ -22,14 +22,16 @@ from training.feedback_policy import validate_feedback
 
 
 def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity],
-                    limiter: RateLimiter | None = None) -> APIRouter:
+                    limiter: RateLimiter | None = None, max_text_chars: int | None = None) -> APIRouter:
     """``limiter``: per-author token bucket (one analyst cannot flood the feedback table; the retrain's
-    per-author cap bounds their weight, this bounds their volume)."""
+    per-author cap bounds their weight, this bounds their volume). ``max_text_chars``: the longest text or
+    article id stored (``/classify``'s limit): without it one row could hold the whole 2 MB body."""
     router = APIRouter(tags=["feedback"])
 
     @router.post("/feedback", response_model=FeedbackResponse, status_code=201,
                  responses={401: {"description": "Missing or invalid token"},
                             403: {"description": "A bare (unnamed) token: feedback needs a named token"},
+                            413: {"description": "A text or article id longer than the API's max_text_chars"},
                             429: {"description": "The author's feedback rate limit was exceeded"},
                             422: {"description": "No subject, no label, or an unknown label"}})
     def feedback(body: FeedbackRequest, identity: TokenIdentity = Depends(require_token)) -> Any:
@@ -45,6 +47,10 @@ def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity],
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                                 f"feedback rate limit for {identity.name} exceeded; retry in {wait:.1f} s",
                                 headers={"Retry-After": limiter.retry_after(wait)})
+        for field, value in (("text", body.text), ("article_id", body.article_id)):
+            if max_text_chars is not None and value is not None and len(value) > max_text_chars:
+                raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                                    f"{field} has {len(value)} characters; the limit is {max_text_chars}")
         try:
             row = validate_feedback(article_id=body.article_id, text=body.text, topic=body.topic,
                                     sentiment=body.sentiment, author=identity.name)

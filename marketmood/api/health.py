@@ -96,6 +96,15 @@ def overall(components: dict[str, ComponentHealth]) -> str:
     return "down" if "down" in statuses else "degraded"
 
 
+def _guarded(check: Callable[[], ComponentHealth]) -> ComponentHealth:
+    """Run one check; an exception it lets through is that component down, not a 500 that hides the others
+    (the broker check, for one, reads a state file and signals the pids in it)."""
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
+        return ComponentHealth(status="down", detail=f"check failed: {type(exc).__name__}: {exc}")
+
+
 class CachedHealth:
     """All component checks, run by one caller at a time in a worker thread, the result kept ``ttl_s`` seconds.
 
@@ -115,7 +124,7 @@ class CachedHealth:
 
     def _run(self) -> dict[str, ComponentHealth]:
         self.runs += 1
-        return {name: check() for name, check in self.checks.items()}
+        return {name: _guarded(check) for name, check in self.checks.items()}
 
     async def get(self) -> dict[str, ComponentHealth]:
         if self._lock is None:

@@ -32,6 +32,8 @@ MAX_BUCKETS = 10_000
 MAX_ROWS = 50_000  # buckets x series: what one response may hold
 MAX_VALUES = 100  # tickers, topics or sources named in one request
 MIN_INTERVAL = timedelta(minutes=1)
+MAX_INTERVAL = timedelta(days=365 * 10_000)  # 10000y: far inside PostgreSQL's interval and timestamp ranges
+_ORIGIN = datetime(2001, 1, 1, tzinfo=timezone.utc)  # storage.dashboards bins buckets from this (local) midnight
 
 
 def _split(values: list[str] | None, kind: Literal["topic", "ticker"] | None = None) -> list[str] | None:
@@ -52,8 +54,14 @@ def _split(values: list[str] | None, kind: Literal["topic", "ticker"] | None = N
         raise _bad(str(exc)) from None
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+def _utc(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC (naive = UTC). Python accepts offsets up to ±23:59 and PostgreSQL only ±15:59 (a 500
+    before), and the rows come back in UTC: an instant that is not a UTC date in years 1-9999 is refused."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    try:
+        return aware.astimezone(timezone.utc)
+    except OverflowError:
+        raise _bad(f"{name} {moment.isoformat()} is outside years 1-9999 in UTC") from None
 
 
 def _bad(message: str) -> HTTPException:
@@ -83,15 +91,25 @@ def sentiment(
         raise _bad(str(exc)) from None
     if bucket < MIN_INTERVAL:
         raise _bad(f"interval {interval!r} is below the minimum of 1m")
+    if bucket > MAX_INTERVAL:  # PostgreSQL's interval ends near 292,000 years (a 500 before)
+        raise _bad(f"interval {interval!r} is above the maximum of 10000y")
     if (problem := time_zone_problem(tz)) is not None:
         raise _bad(f"tz {problem}")
-    t_to = _aware(to) if to is not None else datetime.now(timezone.utc)
+    t_to = _utc(to, "to") if to is not None else datetime.now(timezone.utc)
     try:
-        t_from = _aware(from_) if from_ is not None else t_to - timedelta(days=7)
+        t_from = _utc(from_, "from") if from_ is not None else t_to - timedelta(days=7)
     except OverflowError:  # to = 0001-01-01: a week earlier does not exist
         raise _bad(f"to {t_to.isoformat()} leaves no room for the default 7-day range: give from") from None
     if t_from >= t_to:
         raise _bad("from must be before to")
+    if t_from < _ORIGIN + timedelta(days=1):
+        # Buckets are binned from 2001-01-01 (local), so before it the first one starts up to a bucket (and a
+        # zone's offset) before from: a start before year 1 comes back as an error of the driver (a 500 before).
+        try:
+            t_from - bucket - timedelta(days=1)
+        except OverflowError:
+            raise _bad(f"interval {interval!r} is too large for a range from {t_from.isoformat()}: its first "
+                       "bucket would start before year 1") from None
     buckets = (t_to - t_from) / bucket
     if buckets > MAX_BUCKETS:
         raise _bad(f"{interval} buckets over this range would be more than {MAX_BUCKETS}: use a larger interval")

@@ -14,7 +14,8 @@ from storage.embedded import EmbeddedPostgresError
 @click.option("--host", help="Interface to bind [default: settings api.host, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port [default: settings api.port, 8000].")
 def api_command(host: str | None, port: int | None) -> None:
-    """Serve POST /classify, GET /alerts, POST /alerts/{id}/ack, POST /feedback, GET /health, GET /metrics.
+    """Serve POST /classify, GET /alerts, POST /alerts/{id}/ack, POST /feedback, GET /sentiment, GET /health,
+    GET /metrics.
 
     OpenAPI at /docs and /openapi.json. Writes need `Authorization: Bearer <token>` with a token from
     MARKETMOOD_API__TOKENS (JSON list; entries `name:secret` record `name` as the author). POST /classify is

@@ -55,3 +55,16 @@ def test_one_author_is_rate_limited_with_retry_after_and_another_is_not(make_db_
     assert client.post("/feedback", headers=bob, json={"text": "Stocks slide", "sentiment": "negative"}).status_code == 201
     _, n = _rows(db_url)
     assert n == 4  # refused rows are not stored
+
+
+def test_a_text_over_the_api_limit_is_413_and_nothing_is_stored(make_db_client, db_url: str,
+                                                                 alice: dict[str, str]) -> None:
+    """/classify refuses texts over ``max_text_chars``; feedback stored any text the 2 MB body could carry (and
+    the retrain reads every stored text into memory)."""
+    client = make_db_client(max_text_chars=100)
+    long_text = client.post("/feedback", headers=alice, json={"text": "Shares slide " * 10, "sentiment": "negative"})
+    assert long_text.status_code == 413 and "text has 130 characters; the limit is 100" in long_text.json()["detail"]
+    long_id = client.post("/feedback", headers=alice, json={"article_id": "a" * 101, "sentiment": "negative"})
+    assert long_id.status_code == 413 and "article_id" in long_id.json()["detail"]
+    assert client.post("/feedback", headers=alice, json={"text": "x" * 100, "sentiment": "negative"}).status_code == 201
+    assert _rows(db_url)[1] == 1

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from marketmood.api.health import kafka_health
-from marketmood.settings import TopicSettings
+from marketmood.api.server import broker_check
+from marketmood.settings import TopicSettings, load_settings
+from streams.broker import STATE_FILE
 
 
 def _closed_port() -> int:
@@ -67,3 +72,29 @@ def test_openapi_documents_endpoints_and_bearer_auth(client: TestClient) -> None
     assert "security" in spec["paths"]["/feedback"]["post"]
     assert "security" not in spec["paths"]["/classify"]["post"]
     assert client.get("/docs").status_code == 200
+
+
+def test_a_check_that_raises_is_reported_down_not_a_500(make_client: Callable[..., TestClient],
+                                                         tmp_path: Path) -> None:
+    """The broker check of ``marketmood api`` reads the embedded broker's state file and signals its pids: a pid
+    out of range there raised OverflowError, and /health was a bare 500 (database and model unreported, and
+    every probe re-ran the checks, since a failure is not cached)."""
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / STATE_FILE).write_text(json.dumps({"pid": 99999999999, "port": 1, "owner_pid": os.getpid()}))
+    check = broker_check(load_settings(home=tmp_path, kafka_bootstrap=None))
+    response = make_client(broker_check=check).get("/health")
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["components"]["broker"]["status"] == "down"
+    assert body["components"]["broker"]["detail"].startswith("check failed: OverflowError")
+    assert body["components"]["database"]["status"] == "ok"
+
+
+def test_metrics_count_bodies_refused_before_routing(make_client: Callable[..., TestClient]) -> None:
+    """A declared Content-Length over the limit is refused before routing: those 413s were missing from
+    /metrics, so a flood of oversize posts did not show."""
+    client = make_client(max_body_bytes=1024)
+    response = client.post("/classify", content=b"x" * 2048, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    text = client.get("/metrics").text
+    assert 'marketmood_api_requests_total{method="POST",route="unmatched",status="413"} 1.0' in text, text

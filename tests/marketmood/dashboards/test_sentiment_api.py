@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
@@ -97,10 +97,27 @@ def test_csv(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def
     ({"by": "topic", "interval": "1m", "from": "2024-01-01T00:00:00Z", "to": "2024-01-03T00:00:00Z"}, "20 series"),
     ({"ticker": ",".join(f"T{i}" for i in range(101))}, "at most 100"),
     ({"topic": "Sports"}, "unknown topic label 'Sports'"),
+    # PostgreSQL's interval ends near 292,000 years; a bucket starting before year 1 came back as the driver's
+    # ValueError: each was a 500 before
+    ({"interval": "300000y"}, "above the maximum of 10000y"),
+    ({"interval": "100y", "from": "0001-01-01T00:00:00Z", "tz": "Pacific/Kiritimati"}, "before year 1"),
+    ({"interval": "100d", "from": "0001-01-01T00:00:00Z"}, "before year 1"),
+    # ranges are bound and answered in UTC: an end past 9999 there is refused by name
+    ({"from": "9999-12-01T00:00:00Z", "to": "9999-12-31T23:00:00-14:00", "interval": "1w"}, "outside years 1-9999"),
 ])
 def test_bad_parameters_are_a_clear_422(client: TestClient, params: dict[str, str], message: str) -> None:
     response = client.get("/sentiment", params=params)
     assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def test_offsets_postgresql_refuses_are_read_as_utc(client: TestClient, seeded) -> None:  # type: ignore[no-untyped-def]
+    """ISO 8601 allows offsets up to ±23:59, PostgreSQL only ±15:59: such a range was a 500 before."""
+    far = {"from": seeded.t0.astimezone(timezone(timedelta(hours=23, minutes=59))).isoformat(),
+           "to": seeded.t_to.astimezone(timezone(-timedelta(hours=23, minutes=59))).isoformat()}
+    response = client.get("/sentiment", params={**far, "interval": "7d", "min_articles": 1, "ticker": "XOM"})
+    assert response.status_code == 200, response.text
+    assert response.json()["query"]["from"].endswith("+00:00")
+    assert sum(r["articles"] for r in response.json()["rows"]) == 6
 
 
 def test_a_query_past_the_statement_timeout_is_a_503_that_says_so(seeded) -> None:  # type: ignore[no-untyped-def]
