@@ -133,6 +133,10 @@ class ApiSettings(_Section):
         30.0, ge=0, description="Sustained POST /feedback requests per minute per author; 0 = no limit."
     )
     feedback_burst: int = Field(60, ge=1, description="Feedback rows an author may send at once before the rate applies.")
+    sentiment_per_minute: float = Field(
+        60.0, ge=0, description="Sustained GET /sentiment requests per minute per client; 0 = no limit."
+    )
+    sentiment_burst: int = Field(20, ge=1, description="GET /sentiment requests a client may send at once.")
     health_cache_s: float = Field(
         5.0, ge=0, description="GET /health reuses a check this many seconds (one check at a time)."
     )

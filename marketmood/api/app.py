@@ -11,7 +11,7 @@ client can exhaust the database's connections. Other areas add their routers wit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -64,6 +64,20 @@ class ApiError(Exception):
 AlertState = Literal["open", "firing", "acknowledged", "silenced", "resolved"]
 
 
+def per_client_rate(limiter: RateLimiter, per_minute: float, burst: int) -> Callable[[Request], Awaitable[None]]:
+    """A dependency taking one token per request from the client's bucket, 429 + Retry-After when empty; async,
+    so a refused request never waits for a worker thread."""
+
+    async def rate(request: Request) -> None:
+        wait = limiter.acquire(request.client.host if request.client else "unknown")
+        if wait > 0:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                f"rate limit of {per_minute:g} requests per minute (burst {burst}) exceeded; "
+                                f"retry in {wait:.1f} s", headers={"Retry-After": limiter.retry_after(wait)})
+
+    return rate
+
+
 def create_app(deps: ApiDependencies) -> FastAPI:
     app = FastAPI(
         title="MarketMood API",
@@ -77,14 +91,12 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     health_cache = CachedHealth({"database": DatabaseHealth(deps.db), "broker": deps.broker_check,
                                  "model": lambda: model_health(deps.provider)}, ttl_s=deps.settings.health_cache_s)
 
-    async def classify_rate(request: Request) -> None:
-        """Per-client token bucket; async, so a refused request never waits for a worker thread."""
-        wait = limiter.acquire(request.client.host if request.client else "unknown")
-        if wait > 0:
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                f"rate limit of {deps.settings.classify_per_minute:g} requests per minute "
-                                f"(burst {deps.settings.classify_burst}) exceeded; retry in {wait:.1f} s",
-                                headers={"Retry-After": limiter.retry_after(wait)})
+    classify_rate = per_client_rate(limiter, deps.settings.classify_per_minute, deps.settings.classify_burst)
+    # /sentiment is anonymous and each request may run a database query for up to the statement timeout: without
+    # a limit one client could hold every pooled connection and turn the other endpoints into 503s.
+    sentiment_rate = per_client_rate(
+        RateLimiter(deps.settings.sentiment_per_minute, deps.settings.sentiment_burst, deps.settings.rate_limit_clients),
+        deps.settings.sentiment_per_minute, deps.settings.sentiment_burst)
 
     # Closures are not visible to FastAPI's annotation resolution: use the default-value form of Depends.
     def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenIdentity:
@@ -178,7 +190,9 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         """Prometheus exposition of the API's own metrics."""
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(sentiment_router)  # GET /sentiment: the dashboards' series for notebooks
+    app.include_router(sentiment_router,  # GET /sentiment: the dashboards' series for notebooks
+                       dependencies=[Depends(sentiment_rate)],
+                       responses={429: {"description": "Per-client rate limit exceeded (see Retry-After)"}})
     app.add_middleware(BodySizeLimit, max_bytes=deps.settings.max_body_bytes)
     # outermost (added last): it also counts the 413s BodySizeLimit answers before routing (route "unmatched")
     app.add_middleware(RequestMetrics, metrics=deps.metrics)

@@ -184,6 +184,22 @@ def test_classify_answers_429_with_retry_after(make_client: Callable[..., TestCl
     assert "429" in spec["paths"]["/classify"]["post"]["responses"]
 
 
+def test_sentiment_answers_429_with_retry_after(make_client: Callable[..., TestClient]) -> None:
+    """GET /sentiment is anonymous and may run a query for up to the statement timeout: unlimited, one client
+    held every pooled connection and the other endpoints answered 503. Limited per client like /classify."""
+    client = make_client(sentiment_per_minute=6, sentiment_burst=2)
+    params = {"from": "2024-01-01T00:00:00Z", "to": "2024-01-02T00:00:00Z", "interval": "1h"}
+    codes = [client.get("/sentiment", params=params).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    refused = client.get("/sentiment", params=params)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "10"
+    assert "per minute" in refused.json()["detail"]
+    assert client.post("/classify", json={"texts": ["Stocks rally"]}).status_code == 200  # its own bucket
+    spec = client.get("/openapi.json").json()
+    assert "429" in spec["paths"]["/sentiment"]["get"]["responses"]
+    assert ApiSettings().sentiment_per_minute > 0  # on by default
+
+
 def test_pool_exhaustion_is_503_not_a_hang(engine, db_url: str) -> None:  # type: ignore[no-untyped-def]
     settings = ApiSettings(db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.5)
     db = api_engine(db_url, settings)

@@ -23,7 +23,8 @@ def client(seeded) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     from models import load_engine
 
     db = make_engine(seeded.reader_url)  # the API only reads here: Grafana's read-only role is enough
-    deps = ApiDependencies(settings=ApiSettings(), provider=StaticProvider(load_engine()), db=db,
+    # this module checks the content (dozens of requests in a few seconds); test_abuse checks the rate limit
+    deps = ApiDependencies(settings=ApiSettings(sentiment_per_minute=0), provider=StaticProvider(load_engine()), db=db,
                            broker_check=lambda: ComponentHealth(status="ok", detail="not checked"))
     with TestClient(create_app(deps)) as test_client:
         yield test_client
