@@ -11,6 +11,8 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from marketmood.settings import ConfigError
+
 
 @dataclass(frozen=True, slots=True)
 class TokenIdentity:
@@ -19,18 +21,26 @@ class TokenIdentity:
 
 
 def parse_tokens(entries: Iterable[str]) -> list[tuple[str, TokenIdentity]]:
-    """(secret, identity) pairs from the configured entries; blank entries are ignored."""
-    parsed = []
+    """(secret, identity) pairs from the configured entries; blank entries are ignored.
+
+    Two entries with one secret (``alice:x`` and ``bob:x``) are refused: a request bearing it would act as
+    whichever came last, so alice's labels would be recorded as bob's without a word."""
+    parsed: list[tuple[str, TokenIdentity]] = []
     for entry in entries:
         entry = entry.strip()
         if not entry:
             continue
         name, sep, secret = entry.partition(":")
         if sep and name and secret:
-            parsed.append((secret, TokenIdentity(name=name, named=True)))
+            identity = TokenIdentity(name=name, named=True)
         else:
-            digest = hashlib.sha256(entry.encode()).hexdigest()[:8]
-            parsed.append((entry, TokenIdentity(name=f"token-{digest}", named=False)))
+            secret = entry
+            identity = TokenIdentity(name=f"token-{hashlib.sha256(entry.encode()).hexdigest()[:8]}", named=False)
+        clash = next((other for known, other in parsed if known == secret), None)
+        if clash is not None:
+            raise ConfigError(f"invalid setting MARKETMOOD_API__TOKENS: {clash.name} and {identity.name} share one "
+                              "secret (a request bearing it could act as either): give each its own")
+        parsed.append((secret, identity))
     return parsed
 
 

@@ -24,7 +24,10 @@ def api_command(host: str | None, port: int | None) -> None:
     """
     from marketmood.api.server import SchemaNotReadyError, serve  # lazy: FastAPI and the app cost ~0.9 s at CLI start-up
 
+    from marketmood.api.auth import parse_tokens
+
     settings = get_settings()
+    parse_tokens(settings.api.tokens)  # a clash is a one-line config error before anything starts
     configure_logging(settings.log_level, settings.log_format)
     try:
         serve(settings, host or settings.api.host, port or settings.api.port)
