@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, literal, select
+from sqlalchemy import func, insert, select
 
 from storage.schema import Article, Feedback
 
@@ -52,17 +52,22 @@ def insert_many(conn: Any, rows: Iterable[dict[str, Any]], *, origin: str) -> li
 
 
 def _subject_key() -> Any:
-    """One key per labelled subject: the folded text, else the article id (what the retrain trains on)."""
-    folded = func.lower(func.regexp_replace(func.btrim(Feedback.text), r"\s+", " ", "g"))
-    return func.coalesce(folded, literal("article:") + Feedback.article_id)
+    """One key per labelled text, resolved as ``fetch_feedback`` resolves it (the row's text, else its article's
+    headline), case and whitespace folded; NULL for a label naming an unknown article and no text, which no retrain
+    can train on. Needs ``Article`` outer-joined."""
+    resolved = func.coalesce(Feedback.text, Article.title)
+    return func.nullif(func.lower(func.regexp_replace(func.btrim(resolved), r"\s+", " ", "g")), "")
 
 
 def count_feedback(conn: Any, *, since: datetime | None = None) -> int:
     """Distinct texts labelled after ``since`` (all when None): the scheduler's "enough new?" test.
 
-    Texts, not rows: ten people (or one person ten times) labelling one headline is one new example.
+    Texts, not rows: ten people (or one person ten times) labelling one headline is one new example, whether they
+    named it by article id or by its text. Labels of unknown articles are not counted: ``fetch_feedback`` leaves
+    them out, so fifty of them (a CSV of another environment's ids) would start a retrain with nothing new to learn.
     """
-    stmt = select(func.count(func.distinct(_subject_key()))).select_from(Feedback)
+    stmt = (select(func.count(func.distinct(_subject_key()))).select_from(Feedback)
+            .outerjoin(Article, Article.id == Feedback.article_id))
     if since is not None:
         stmt = stmt.where(Feedback.created_at > since)
     return int(conn.execute(stmt).scalar_one())

@@ -6,12 +6,21 @@ first (``marketmood feedback requests``); analysts answer through the normal fee
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from storage.schema import LabellingRequest, LabellingRequestItem
+
+REQUEST_LOCK_KEY = int.from_bytes(hashlib.sha256(b"marketmood.labelling_requests").digest()[:8], "big", signed=True)
+
+
+def lock_requests(conn: Any) -> None:
+    """Serialise "is there a recent request? if not, open one" (``pg_advisory_xact_lock``, released at commit):
+    scheduler replicas that see the same drift at the same tick would otherwise both find none and both open one."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REQUEST_LOCK_KEY})
 
 
 def create_request(

@@ -190,10 +190,19 @@ def set_alias(conn: Any, version: str, *, alias: str = ACTIVE_ALIAS, by: str | N
         if previous is not None and previous != version:
             set_status(conn, previous, "retired")
         set_status(conn, version, "promoted")
-        if get_alias(conn, SHADOW_ALIAS, for_update=True) == version:
+        shadow = get_alias(conn, SHADOW_ALIAS, for_update=True)
+        if shadow == version:
             # Promoted before its shadow verdict: left in place, a later verdict would re-promote it even after
             # a rollback had rejected it.
             clear_alias(conn, SHADOW_ALIAS, by=by, reason=f"{version} made active directly")
+        elif shadow is not None and previous != version:
+            # The shadow version passed the gate against ``previous``, not against ``version`` (a rollback, a manual
+            # promotion): its verdict would promote it over a model it was never judged against. It leaves the
+            # shadow stage as a candidate, like a retrain whose champion moved while it trained.
+            clear_alias(conn, SHADOW_ALIAS, by=by, reason=f"active moved {previous} -> {version}; {shadow} was "
+                        f"gated against {previous}")
+            conn.execute(update(ModelVersion).where(ModelVersion.version == shadow, ModelVersion.status == "shadow")
+                         .values(status="candidate"))
     elif alias == SHADOW_ALIAS:
         # A shadow version replaced before promotion was never in service: it leaves as a candidate.
         if previous is not None and previous != version:

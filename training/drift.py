@@ -233,10 +233,19 @@ def check_drift(
 
 
 def open_labelling_request(engine: Engine, report: DriftReport, *, model_version: str, now: datetime,
-                           window: timedelta, size: int) -> int:
-    """Store the ``size`` most uncertain texts of the drifted slice in the recent window for analysts."""
+                           window: timedelta, size: int, cooldown: timedelta | None = None) -> int | None:
+    """Store the ``size`` most uncertain texts of the drifted slice in the recent window for analysts.
+
+    With ``cooldown``: None, and nothing stored, when a request for ``model_version`` was opened less than
+    ``cooldown`` before ``now``, checked under a lock in the same transaction as the insert, so two scheduler
+    replicas that both saw the drift (and no request) at one tick open one request, not two."""
     column = report.slice.get("column")
     with engine.begin() as conn:
+        if cooldown is not None:
+            labelling_sql.lock_requests(conn)
+            last = labelling_sql.latest_request_time(conn, model_version)
+            if last is not None and now - last < cooldown:
+                return None
         items = sql.uncertain_scores(conn, start=now - window, end=now, model_version=model_version, column=column,
                                      labels=list(report.slice.get("labels") or []), limit=size)
         return labelling_sql.create_request(conn, model_version=model_version, window_start=now - window,

@@ -37,7 +37,8 @@ from storage import registry as sql
 
 ROLLBACK_REASON = "rollback"
 # Training leftovers that a worker never needs (checkpoints can be several times the model's size).
-_SKIP_DIRS = {"checkpoints", "__pycache__"}
+CHECKPOINT_DIR = "checkpoints"  # ``training.trainer.CHECKPOINT_DIR``, without importing the training stack
+_SKIP_DIRS = {CHECKPOINT_DIR, "__pycache__"}
 
 
 class RegistryError(RuntimeError):

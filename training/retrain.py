@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from models.artifact import read_info, read_training_config
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
@@ -142,6 +144,23 @@ def split_mismatch(champion: dict[str, Any], challenger_config: dict[str, Any]) 
     return None
 
 
+def data_mismatch(challenger_config: dict[str, Any], data_fingerprints: dict[str, str]) -> str | None:
+    """Why a challenger may have trained on the gate's rows because it read other data files, or None.
+
+    ``data_fingerprints`` are the files the gate's splits were read from (``Splits.fingerprints``). The split is a
+    seeded shuffle of a file's clusters, so one row added to or removed from a file moves most of its dev rows: a
+    challenger trained on another version of a file (same seed) trained on the rows it would be judged on. Files it
+    did not read, or an artifact that records no fingerprints, are not a mismatch."""
+    theirs = challenger_config.get("data_fingerprints") or {}
+    if not isinstance(theirs, dict):
+        return None
+    changed = sorted(name for name, fp in data_fingerprints.items() if theirs.get(name) not in (None, fp))
+    if changed:
+        return (f"the challenger was trained on other versions of {', '.join(changed)} than the gate's data path "
+                "holds: its train split may hold the rows it would be judged on")
+    return None
+
+
 def dev_fingerprint(dev: dict[str, list[LabeledExample]]) -> str:
     """One hash over every gate row (text and labels) of every dev set: equal hashes = the same gate rows."""
     per_set = {name: examples_fingerprint(exs) for name, exs in sorted(dev.items())}
@@ -251,7 +270,9 @@ def retrain_lock(engine: Engine) -> Iterator[bool]:
     """Yield True while this process holds the cluster-wide retrain lock, False if another one does.
 
     A session-level advisory lock on a dedicated autocommit connection: it is never "idle in transaction"
-    during a long training run, and a crashed process frees it when its connection drops.
+    during a long training run, and a crashed process frees it when its connection drops. That connection can
+    also die under a running retrain (a PostgreSQL restart or failover): the server freed the lock with it, so a
+    failed unlock is logged, not raised over the retrain's outcome (a promotion may already have happened).
     """
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         acquired = registry_sql.try_advisory_lock(conn)
@@ -259,7 +280,10 @@ def retrain_lock(engine: Engine) -> Iterator[bool]:
             yield acquired
         finally:
             if acquired:
-                registry_sql.advisory_unlock(conn)
+                try:
+                    registry_sql.advisory_unlock(conn)
+                except DBAPIError as exc:
+                    log.warning("retrain.lock_connection_lost", error=str(exc).splitlines()[0])
 
 
 def guard_sets(data_path: Path, specs: Sequence[str]) -> tuple[dict[str, list[LabeledExample]], list[str]]:
@@ -335,8 +359,11 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         return RetrainOutcome("failed", f"refusing to retrain with limit_per_dataset={limit}: the champion's dev "
                               f"split used {split['limit_per_dataset']}", champion=champion_version)
     data_path = Path(train_overrides.get("data_path", settings.data_path))
-    splits = load_labeled_sets(data_path, seed=split["seed"], limit_per_dataset=limit,
-                               split_method=split["split_method"])
+    try:  # no datasets under the data path (a host without them), an unreadable file: say so, as an outcome
+        splits = load_labeled_sets(data_path, seed=split["seed"], limit_per_dataset=limit,
+                                   split_method=split["split_method"])
+    except DatasetError as exc:
+        return RetrainOutcome("failed", f"cannot read the labeled sets: {exc}", champion=champion_version)
     fingerprint = dev_fingerprint(splits.dev)
     if split.get("dev_fingerprint") and split["dev_fingerprint"] != fingerprint:
         return RetrainOutcome("failed", f"refusing to retrain: the dev split's fingerprint {fingerprint[:19]} differs "
@@ -424,6 +451,9 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     }, SPLIT_RECORD: split_record}
     registry.register_artifact(engine, challenger_dir, status="candidate", report=report, extra_config=retrain_record,
                                slim=not r.registry_include_weights)
+    # The resume checkpoint (weights, optimizer state, best state: ~4x the model) serves no finished run and the
+    # registry never ships it; kept, every scheduled retrain left hundreds of MB under the work dir.
+    shutil.rmtree(challenger_dir / registry.CHECKPOINT_DIR, ignore_errors=True)
     should_promote = r.auto_promote if promote is None else promote
     return _act_on_verdict(engine, settings, version, champion_version, result, report, by=by,
                            why=f"retrain ({trigger})", promote=should_promote)
@@ -471,11 +501,18 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
     with engine.connect() as conn:
         champion_record = registry_sql.get_version(conn, champion_version, with_report=False) or {}
     split = champion_split(champion_record.get("training_config") or {})
-    problem = split_mismatch(split, _read_training_config(artifact_dir))
+    challenger_config = _read_training_config(artifact_dir)
+    problem = split_mismatch(split, challenger_config)
     if problem:
         return RetrainOutcome("failed", f"not gated: {problem}", version, champion_version)
-    splits = load_labeled_sets(Path(settings.data_path), seed=split["seed"], split_method=split["split_method"],
-                               limit_per_dataset=split.get("limit_per_dataset"))
+    try:
+        splits = load_labeled_sets(Path(settings.data_path), seed=split["seed"], split_method=split["split_method"],
+                                   limit_per_dataset=split.get("limit_per_dataset"))
+    except DatasetError as exc:
+        return RetrainOutcome("failed", f"cannot read the labeled sets: {exc}", version, champion_version)
+    problem = data_mismatch(challenger_config, splits.fingerprints)
+    if problem:
+        return RetrainOutcome("failed", f"not gated: {problem}", version, champion_version)
     fingerprint = dev_fingerprint(splits.dev)
     if split.get("dev_fingerprint") and split["dev_fingerprint"] != fingerprint:
         return RetrainOutcome("failed", "the dev split's fingerprint differs from the champion's recorded one",

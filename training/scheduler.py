@@ -119,8 +119,10 @@ class Scheduler:
         if decision.labelling_request and version is not None:
             request_id = open_labelling_request(self.engine, drift, model_version=version, now=now,
                                                 window=timedelta(hours=r.drift_window_hours),
-                                                size=r.labelling_request_size)
-            log.warning("scheduler.drift", request=request_id, reasons=drift.reasons, model_version=version)
+                                                size=r.labelling_request_size,
+                                                cooldown=timedelta(hours=r.drift_window_hours))
+            if request_id is not None:  # None: another replica opened it since this tick read the last request
+                log.warning("scheduler.drift", request=request_id, reasons=drift.reasons, model_version=version)
         if due:
             self.next_due = next_fire(r.schedule, now)
         if not decision.run:

@@ -145,6 +145,9 @@ def test_retrain_end_to_end_stores_a_gated_challenger_and_a_concurrent_retrain_s
     unpacked = registry.fetch_artifact(engine, outcome.version, Path(settings.home) / "fetch-test")
     assert (unpacked / REPORT_MD).read_text() == report["markdown"]
     assert (unpacked / "model.int8.onnx").is_file() and not (unpacked / "model.safetensors").exists()
+    # The work folder keeps the model and its report, not the resume checkpoint (~4x the model, every retrain).
+    work = Path(settings.home) / "retrain" / outcome.version
+    assert (work / REPORT_MD).is_file() and not (work / "checkpoints").exists()
 
 
 def test_a_guard_slice_that_cannot_be_read_fails_the_retrain_before_training(world):
@@ -258,6 +261,27 @@ def test_register_promote_refuses_a_challenger_split_otherwise(world, tmp_path, 
         assert registry_sql.get_alias(conn) == champion and registry_sql.get_alias(conn, "shadow") != version
 
 
+def test_register_promote_refuses_a_challenger_trained_on_other_versions_of_the_data_files(world, tmp_path):
+    """Same seed, split method and limit, but trained on another version of a data file (a row added: the seeded
+    shuffle then moves most dev rows into train). Before, `models register --promote` gated it on the rows it had
+    trained on, as if unseen; a copy of the champion recording the same files still passes (the test above)."""
+    from training.retrain import gate_existing
+
+    settings, engine, _ = world
+    with engine.connect() as conn:
+        champion = registry_sql.get_alias(conn)
+    copy_dir = _variant(registry.fetch_artifact(engine, champion, tmp_path / "cache"), tmp_path / "copy", "tiny-data")
+    config = json.loads((copy_dir / "training_config.json").read_text())
+    assert "twitter_financial_news_topic/train.csv" in config["data_fingerprints"]
+    config["data_fingerprints"]["twitter_financial_news_topic/train.csv"] = "sha256:" + "1" * 64
+    (copy_dir / "training_config.json").write_text(json.dumps(config))
+    registry.register_artifact(engine, copy_dir)
+    outcome = gate_existing(engine, settings, "tiny-data", copy_dir, by="test")
+    assert outcome.status == "failed" and "twitter_financial_news_topic/train.csv" in outcome.reason, outcome.reason
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == champion and registry_sql.get_alias(conn, "shadow") != "tiny-data"
+
+
 def test_register_promote_rejects_a_challenger_that_cannot_load(world, tmp_path):
     """The gate's smoke test turns a model that cannot load into a verdict; the loader ran first and raised,
     so there was no report and no rejection (and a scheduled retrain crashed the same way every time)."""
@@ -274,3 +298,27 @@ def test_register_promote_rejects_a_challenger_that_cannot_load(world, tmp_path)
     with engine.connect() as conn:
         record = registry_sql.get_version(conn, "tiny-junk")
     assert record["status"] == "rejected" and record["report"]["passed"] is False
+
+
+def test_a_lock_connection_lost_during_a_retrain_does_not_turn_its_outcome_into_a_crash(db_url):
+    """A PostgreSQL restart or failover during an hour-long training run kills the lock's idle connection; the
+    retrain carries on with fresh connections and may promote. Releasing the lock it no longer holds (the server
+    freed it with the session) must not raise over that outcome, and the next retrain takes the lock again."""
+    from training.retrain import retrain_lock
+
+    engine = make_engine(db_url)
+    try:
+        outcome = None
+        with retrain_lock(engine) as acquired:
+            assert acquired
+            with engine.connect() as conn:
+                killed = conn.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").scalar_one()
+            assert killed == 1
+            outcome = "promoted"
+        assert outcome == "promoted"
+        with retrain_lock(engine) as again:
+            assert again
+    finally:
+        engine.dispose()

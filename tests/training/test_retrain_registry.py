@@ -273,3 +273,29 @@ def test_a_promotion_reason_that_reads_like_a_rollback_does_not_confuse_the_next
     registry.promote(engine, "b", by="ana")
     registry.promote(engine, "c", by="ana", reason="rollback-safe hotfix")
     assert registry.rollback(engine, by="oncall") == ("c", "b")
+
+
+@pytest.mark.parametrize("move", ["rollback", "promote"])
+def test_moving_the_active_alias_ends_a_shadow_stage_judged_against_the_old_champion(engine, tmp_path, move):
+    """c passed the gate against b and went to shadow; b is then rolled back (or another model promoted). c was
+    never judged against the model now serving, so its shadow stage ends (a candidate again) instead of its
+    verdict promoting it over a after the shadow period."""
+    from datetime import UTC, datetime
+
+    for v in ("a", "b", "c", "d"):
+        registry.register_artifact(engine, _artifact(tmp_path, v))
+    registry.promote(engine, "a", by="ana")
+    registry.promote(engine, "b", by="ana")
+    registry.start_shadow(engine, "c", by="retrain", reason="passed the gate", expected_active="b")
+    if move == "rollback":
+        assert registry.rollback(engine, by="oncall") == ("b", "a")
+    else:
+        registry.promote(engine, "d", by="ana")
+    criteria = registry.ShadowCriteria(hours=0, min_scores=0)
+    assert registry.finish_shadow(engine, now=datetime.now(UTC), criteria=criteria, by="scheduler") is None
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == ("a" if move == "rollback" else "d")
+        assert registry_sql.get_alias(conn, registry_sql.SHADOW_ALIAS) is None
+        assert registry_sql.get_version(conn, "c")["status"] == "candidate"
+        cleared = registry_sql.alias_history(conn, registry_sql.SHADOW_ALIAS)[-1]
+    assert cleared["version"] == "c" and cleared["reason"].startswith("cleared:")

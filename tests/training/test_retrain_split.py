@@ -84,3 +84,15 @@ def test_bench_gate_pair_judges_on_the_champions_own_split_unless_told_otherwise
     assert pair_split(default, {SPLIT_RECORD: {"seed": 5, "split_method": "exact", "limit_per_dataset": 40}}) == (
         5, "exact", 40)
     assert pair_split(argparse.Namespace(seed=7, split_method="exact"), bundled) == (7, "exact", None)
+
+
+def test_retrain_without_labeled_sets_is_a_failed_outcome_not_a_traceback(engine, tmp_path):
+    """A host whose data path holds no labeled sets (a scheduler replica deployed without the datasets): the retrain
+    says so as a `failed` outcome (`marketmood retrain` prints it and exits 1), not a DatasetError traceback."""
+    _champion(engine, tmp_path, {"seed": 13, "split_method": "cluster", "limit_per_dataset": 40,
+                                 "dev_fingerprint": None})
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    outcome = run_retrain(engine, _settings(tmp_path, empty), train_overrides={"max_steps": 1})
+    assert outcome.status == "failed" and "no labeled datasets found" in outcome.reason, outcome
+    assert outcome.champion == "champ"

@@ -178,3 +178,39 @@ def test_tick_promotes_a_shadow_after_its_period_or_rejects_it(engine, tmp_path,
         assert registry_sql.get_alias(conn) == "v2" and registry_sql.get_alias(conn, "shadow") is None
         assert registry_sql.get_version(conn, "v2")["status"] == "promoted"
     assert scheduler.last_shadow["action"] == "promoted" and scheduler.last_shadow["sentiment_agreement"] == 1.0
+
+
+def test_two_replicas_that_see_the_same_drift_open_one_labelling_request(engine, db_url, tmp_path):
+    """Replicas tick on the same interval: both read "no request yet" before either stored one, and analysts got
+    the same texts twice. The check and the insert are one locked step, so the second replica opens none."""
+    import threading
+
+    now = datetime.now(UTC)
+    for week in (1, 2):
+        insert_scores(engine, start=now - timedelta(hours=24, weeks=week), hours=24, mix=CALM, confidence=0.8,
+                      prefix=f"ref{week}-")
+    insert_scores(engine, start=now - timedelta(hours=24), hours=23,
+                  mix={"negative": 200, "neutral": 80, "positive": 20}, confidence=0.8, prefix="rec")
+    engines = [make_engine(db_url) for _ in range(2)]
+    replicas = [Scheduler(eng, _settings(tmp_path), clock=Clock(now)) for eng in engines]
+    barrier, errors = threading.Barrier(len(replicas)), []
+
+    def tick(replica: Scheduler) -> None:
+        barrier.wait()
+        try:
+            replica.tick()
+        except Exception as exc:  # noqa: BLE001 - the test reports any crash
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tick, args=(r,)) for r in replicas]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        with engine.connect() as conn:
+            assert len(labelling.list_requests(conn)) == 1
+    finally:
+        for eng in engines:
+            eng.dispose()

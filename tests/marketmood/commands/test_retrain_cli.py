@@ -95,7 +95,10 @@ def test_models_register_force_shadow_and_rollback(run, engine, tmp_path):
     assert rolled.exit_code == 0 and "v3 -> v1" in rolled.output
     with engine.connect() as conn:
         assert registry_sql.get_version(conn, "v3")["status"] == "rejected"
-        assert registry_sql.get_version(conn, "v2")["status"] == "shadow"
+        # v2's shadow stage was judged against v3, which no longer serves: it ends, v2 is a candidate again
+        assert registry_sql.get_version(conn, "v2")["status"] == "candidate"
+        assert registry_sql.get_alias(conn, registry_sql.SHADOW_ALIAS) is None
+    assert run("models", "shadow").exit_code == 1  # no shadow version
 
 
 def test_every_option_has_help_text():
