@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from grafana_client.client import GrafanaException
-
 from marketmood.commands.params import FiniteFloatRange
 from marketmood.dashboards import render
 from marketmood.dashboards.provisioning import PostgresTarget
-from marketmood.dashboards.push import connect, push
+from marketmood.dashboards.push import PushError, connect, push, redacted
 from marketmood.schema import reader_password_given
 from marketmood.settings import get_settings
 
@@ -43,8 +41,9 @@ def render_command(out_dir: Path | None, check: bool) -> None:
 
 
 @click.command("push")
-@click.option("--url", help="Grafana base URL [default: settings grafana.url].")
-@click.option("--token", help="Service-account token (Bearer) [default: MARKETMOOD_GRAFANA__TOKEN].")
+@click.option("--url", help="Grafana base URL, with its sub-path if served under one [default: settings grafana.url].")
+@click.option("--token", help="Service-account token (Bearer), Admin role: Editors cannot write datasources "
+              "[default: MARKETMOOD_GRAFANA__TOKEN].")
 @click.option("--db-host", default="postgres:5432", show_default=True,
               help="PostgreSQL host:port as Grafana reaches it.")
 @click.option("--db-name", default="marketmood", show_default=True, help="Database name Grafana reads.")
@@ -68,13 +67,16 @@ def push_command(url: str | None, token: str | None, db_host: str, db_name: str,
         raise click.UsageError("the reader role's password is required: --db-password or "
                                "MARKETMOOD_GRAFANA__READER_PASSWORD (the default is the public dev password)")
     target = PostgresTarget(host=db_host, database=db_name, user=db_user or grafana.reader_role, password=password)
+    base_url = url or grafana.url
     try:
-        result = push(connect(url or grafana.url, token, timeout), target, prometheus_url=prometheus_url)
-    except GrafanaException as exc:
-        raise click.ClickException(f"Grafana refused the push (HTTP {exc.status_code}): {exc.message}") from None
+        result = push(connect(base_url, token, timeout), target, prometheus_url=prometheus_url)
+    except PushError as exc:  # names the step, the status and what to check; never the token
+        raise click.ClickException(f"Grafana push failed at {exc}") from None
     except (OSError, ValueError) as exc:  # connection refused, DNS, TLS, a URL without a scheme (niquests: OSError)
-        raise click.ClickException(f"cannot reach Grafana at {url or grafana.url}: {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        # a password in the URL's user-info stays out of the message (the error text may quote the URL too)
+        detail = (str(exc).splitlines() or [""])[0].replace(base_url, redacted(base_url))
+        raise click.ClickException(f"cannot reach Grafana at {redacted(base_url)}: {type(exc).__name__}: "
+                                   f"{detail}") from None
     for kind, uid, outcome in result.actions:
         click.echo(f"{kind} {uid}: {outcome}")
 

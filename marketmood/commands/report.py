@@ -39,7 +39,8 @@ def _unwritable(out_dir: Path, exc: OSError) -> click.ClickException:
 @click.option("--since", default="7d", show_default=True, callback=_duration,
               help="How far back from now the report reaches (e.g. 7d, 36h).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write index.html and the PNG charts to (created if missing).")
+              help="Folder to write index.html and the PNG charts to (created if missing; a previous report there is "
+                   "replaced, any other index.html is left alone and the command stops).")
 @click.option("--topic", "topics", multiple=True, help="Only this topic (repeatable) [default: all].")
 @click.option("--ticker", "tickers", multiple=True, help="Only articles mentioning this ticker (repeatable) [default: all].")
 @click.option("--source", "sources", multiple=True, help="Only this publisher (repeatable) [default: all].")
@@ -56,7 +57,7 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
     Uses the configured database (the embedded one when MARKETMOOD_DATABASE_URL is unset), e.g. after
     `marketmood demo`, so a laptop without Grafana sees what an analyst sees.
     """
-    from marketmood.report.render import write  # lazy: matplotlib costs ~0.5 s at CLI start-up
+    from marketmood.report.render import previous_report, write  # lazy: matplotlib costs ~0.5 s at CLI start-up
 
     if (problem := time_zone_problem(tz)) is not None:
         raise click.BadParameter(problem, param_hint="--tz")
@@ -69,6 +70,13 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _unwritable(out_dir, exc) from None
+    try:  # `--out .` in a website's folder silently replaced its index.html
+        previous = previous_report(out_dir)
+    except OSError as exc:
+        raise _unwritable(out_dir, exc) from None
+    if previous is False:
+        raise click.ClickException(f"{out_dir / 'index.html'} is not a MarketMood report: not overwriting it "
+                                   "(choose another --out folder)")
     t_to = datetime.now(timezone.utc)
     try:
         t_from = t_to - since
@@ -88,8 +96,8 @@ def report_command(since, out_dir: Path, topics: tuple[str, ...], tickers: tuple
     except OSError as exc:
         raise _unwritable(out_dir, exc) from None
     empty = [p.title for p in rendered if not p.rows]
-    click.echo(f"wrote {out_dir / 'index.html'} ({sum(1 for p in rendered if p.image)} charts, "
-               f"{len(rendered)} panels)")
+    click.echo(f"{'replaced the previous report: ' if previous else 'wrote '}{out_dir / 'index.html'} "
+               f"({sum(1 for p in rendered if p.image)} charts, {len(rendered)} panels)")
     if empty:
         click.echo("no data in this range: " + ", ".join(empty))
 

@@ -7,12 +7,13 @@ can be re-run after each deploy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from grafana_client import GrafanaApi
-from grafana_client.client import GrafanaClientError
+from grafana_client.client import GrafanaClientError, GrafanaException
 
 from marketmood.dashboards.definitions import FOLDER, all_dashboards, to_json_dict
 from marketmood.dashboards.provisioning import (
@@ -22,6 +23,53 @@ from marketmood.dashboards.provisioning import (
 )
 
 FOLDER_UID = "marketmood"
+_T = TypeVar("_T")
+
+# What an operator does about each refusal (the client's own messages are "Unauthorized", "Client Error 403: ...").
+_HINTS = {
+    401: "the token is missing, expired or revoked: check --token / MARKETMOOD_GRAFANA__TOKEN",
+    403: "the token's service account lacks the permission: datasources need the Admin role",
+    404: "nothing answers there: is --url Grafana's base URL (with its sub-path, if it is served under one)?",
+}
+
+
+class PushError(Exception):
+    """One step of a push failed: which step, the HTTP status (None: not an HTTP refusal) and a one-line reason.
+
+    The message never carries the response body beyond its first line (a proxy's 404 page is kilobytes of HTML)
+    nor the request's headers (the token).
+    """
+
+    def __init__(self, step: str, status: int | None, reason: str) -> None:
+        self.step, self.status, self.reason = step, status, reason
+        hint = _HINTS.get(status or 0)
+        super().__init__(f"{step}: " + (f"HTTP {status}: " if status else "") + reason + (f" ({hint})" if hint else ""))
+
+
+def _first_line(text: object, limit: int = 200) -> str:
+    line = (str(text).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _json_object(step: str, response: object) -> dict[str, Any]:
+    """Grafana's API answers JSON objects; anything else (a login page, a proxy's HTML with 200) is no Grafana API,
+    and reading it as one was an AttributeError traceback."""
+    if not isinstance(response, dict):
+        raise PushError(step, None, "the answer is not Grafana API JSON (a login page or a proxy in front of "
+                                    f"Grafana?): {_first_line(response, 80)!r}")
+    return response
+
+
+def _refused(step: str, exc: GrafanaException) -> PushError:
+    return PushError(step, exc.status_code or None, _first_line(exc.message))  # status 0: timeout, transport
+
+
+def _step(step: str, call: Callable[[], _T]) -> _T:
+    """Run one API call, turning the client's refusals into a :class:`PushError` that names the step."""
+    try:
+        return call()
+    except GrafanaException as exc:
+        raise _refused(step, exc) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,25 +86,32 @@ def _is_not_found(exc: GrafanaClientError) -> bool:
 def upsert_datasource(api: GrafanaApi, payload: dict[str, Any]) -> str:
     """PUT by uid when it exists, POST otherwise."""
     uid = payload["uid"]
+    step = f"datasource {uid}"
     try:
-        existing = api.datasource.get_datasource_by_uid(uid)
+        existing = _json_object(step, api.datasource.get_datasource_by_uid(uid))
     except GrafanaClientError as exc:
         if not _is_not_found(exc):
-            raise
-        api.datasource.create_datasource(payload)
+            raise _refused(step, exc) from None
+        _json_object(step, _step(step, lambda: api.datasource.create_datasource(payload)))
         return "created"
-    api.datasource.update_datasource_by_uid(uid, {**payload, "id": existing.get("id")})
+    except GrafanaException as exc:  # 5xx, timeout
+        raise _refused(step, exc) from None
+    _json_object(step, _step(step, lambda: api.datasource.update_datasource_by_uid(uid, {**payload,
+                                                                                         "id": existing.get("id")})))
     return "updated"
 
 
 def ensure_folder(api: GrafanaApi, uid: str = FOLDER_UID, title: str = FOLDER) -> str:
+    step = f"folder {uid}"
     try:
-        api.folder.get_folder(uid)
+        _json_object(step, api.folder.get_folder(uid))
     except GrafanaClientError as exc:
         if not _is_not_found(exc):
-            raise
-        api.folder.create_folder(title, uid=uid)
+            raise _refused(step, exc) from None
+        _json_object(step, _step(step, lambda: api.folder.create_folder(title, uid=uid)))
         return "created"
+    except GrafanaException as exc:
+        raise _refused(step, exc) from None
     return "exists"
 
 
@@ -82,11 +137,31 @@ def push(
             "overwrite": True,
             "message": "marketmood grafana push",
         }
-        response = api.dashboard.update_dashboard(body)
+        step = f"dashboard {uid}"
+        response = _json_object(step, _step(step, lambda: api.dashboard.update_dashboard(body)))  # noqa: B023
         actions.append(("dashboard", uid, str(response.get("status", "success"))))
     return PushResult(actions=tuple(actions))
 
 
 def connect(url: str, token: str, timeout: float = 10.0) -> GrafanaApi:
-    """A client for ``url`` authenticating with a service-account token (``Authorization: Bearer``)."""
+    """A client for ``url`` authenticating with a service-account token (``Authorization: Bearer``).
+
+    A base URL with a sub-path gets its trailing slash: grafana-client appends ``api`` to the path as given, so
+    ``https://host/grafana`` was sent to ``/grafanaapi/...`` (404s, reported as Grafana refusing the push).
+    """
+    parts = urlsplit(url)
+    if parts.path and not parts.path.endswith("/"):
+        url = urlunsplit(parts._replace(path=parts.path + "/"))
     return GrafanaApi.from_url(url=url, credential=token, timeout=timeout)
+
+
+def redacted(url: str) -> str:
+    """``url`` without a password in its user-info, for messages (``https://admin:***@host``)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+    except ValueError:  # unparseable: nothing to recognise a password in, but drop any user-info anyway
+        return url.rsplit("@", 1)[-1] if "@" in url else url
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,16 +61,31 @@ def start_worker_process(settings: Settings, svc: Services, log_path: Path) -> s
                             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # gone already
+        pass
+    proc.wait(10)
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int | None:
-    """SIGTERM (the worker drains its batch), SIGKILL if it does not exit in time."""
+    """SIGTERM (the worker drains its batch), SIGKILL if it does not exit in time.
+
+    Also SIGKILL when the wait itself is interrupted (a second Ctrl-C while the worker drains): the worker runs in
+    its own session, so the terminal's Ctrl-C never reaches it, and it outlived the demo, holding its metrics port
+    (the next demo's worker could not start) and retrying a broker and database that were gone.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        _kill(proc)
         return None
+    except BaseException:
+        _kill(proc)
+        raise
 
 
 # --- alerts ---------------------------------------------------------------------------------------------
@@ -102,8 +117,13 @@ def _endpoint(cfg: Any) -> str:
     if kind == "email":
         return f"email {cfg.host}:{cfg.port} -> {', '.join(cfg.to)}"
     url = getattr(cfg, "events_url", None) or getattr(cfg, "url", "")
-    parts = urlsplit(url)
-    return f"{kind} {parts.scheme}://{parts.netloc}/..." if parts.netloc else kind
+    try:  # host and port only: the netloc would show a password in the URL's user-info (https://user:pw@host)
+        parts = urlsplit(url)
+        host = parts.hostname
+        where = f"{host}:{parts.port}" if host and parts.port else host
+    except ValueError:  # a port that is no number: say nothing rather than the raw URL
+        where = None
+    return f"{kind} {parts.scheme}://{where}/..." if where else kind
 
 
 def describe_routing(rules: Any) -> list[str]:
@@ -299,15 +319,23 @@ def generated_feed(rate: float, phases: tuple[float, float, float], seed: int, a
     return Feed(stream.articles(), min(stream.n_articles, articles or stream.n_articles), rate, hint, stream.phase)
 
 
-def reuters_feed(data_path: Path, *, replay_from: datetime, speed: float, articles: int | None) -> Feed:
+def reuters_feed(data_path: Path, *, replay_from: datetime, speed: float, articles: int | None,
+                 run_id: str | None = None) -> Feed:
     """Real Reuters headlines from ``replay_from`` on, mapped onto now and replayed ``speed`` times faster.
-    The stream gives dates only, so articles are spread over each day (flagged ``time_precision: day``)."""
+    The stream gives dates only, so articles are spread over each day (flagged ``time_precision: day``).
+
+    Each replay's ids carry ``run_id`` (default: now, to the second), as the generated feed's do: with the file's
+    own ids a second replay on the same database was stored as the first one's articles (an article keeps its
+    first time), so nothing showed as scored since the start, and the demo waited for them forever.
+    """
     path = next(iter(sorted((data_path / "reuters_news_stream").glob("*.train.csv*"))), None)
     if path is None:
         raise ConfigError(f"no Reuters stream under {data_path / 'reuters_news_stream'} (set MARKETMOOD_DATA_PATH)")
     total = articles or 600
-    records = retime(records_since(read_records(path, fmt="reuters"), replay_from), start=datetime.now(timezone.utc),
+    run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    retimed = retime(records_since(read_records(path, fmt="reuters"), replay_from), start=datetime.now(timezone.utc),
                      speed=speed)
+    records = ({**r, "id": f"{r['id']}@{run_id}"} if isinstance(r, dict) else r for r in retimed)
     hint = (f"real Reuters headlines from {replay_from:%Y-%m-%d}, {speed:g}x real time: alerts fire only if that "
             "history had a negative spike")
     return Feed(records, total, 0.0, hint, lambda _: "replay", live=LiveClock())
@@ -324,7 +352,16 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
     2016-03-01), retimed onto now at ``speed`` x. ``articles`` caps the feed either way.
     """
     console = console or Console()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    # What the live table and the summary count: articles timed from now on (both feeds time theirs from their
+    # creation). Taken before the feed is made: a replay is timed from that moment and the services may take a
+    # minute to start. It was a minute before the start: a demo run right after another counted that run's last
+    # minute of articles as its own ("1200 published, 1650 scored").
+    since = datetime.now(timezone.utc)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, a read-only disk: one line naming the setting (was a traceback)
+        raise ConfigError(f"MARKETMOOD_HOME={settings.home} cannot be used for the demo's state and logs: "
+                          f"{exc.strerror or exc}") from None
     if data == "reuters":
         feed = reuters_feed(settings.data_path, replay_from=replay_from or datetime(2016, 3, 1, tzinfo=timezone.utc),
                             speed=speed, articles=articles)
@@ -337,6 +374,7 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
     result: dict[str, Any] = {"published": 0, "stored": 0, "alerts": []}
     with sigterm_as_interrupt(), services(settings) as svc:
         worker = start_worker_process(settings, svc, settings.home / "demo-worker.log")
+        alerts = None
         try:  # until the run loop's own finally takes over: a failure here must not leave the worker running
             engine = make_engine(svc.database_url)
             alerts = _start_alerts(engine, settings, alert_settings, console)
@@ -355,7 +393,6 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
             hint = feed.hint
             producer = make_producer(svc.kafka_bootstrap)
             started = time.monotonic()
-            since = datetime.now(timezone.utc) - timedelta(minutes=1)
 
             def publish_feed() -> None:
                 nonlocal published
@@ -374,7 +411,11 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
             publisher = threading.Thread(target=publish_feed, name="demo-publisher", daemon=True)
             publisher.start()
         except BaseException:
-            stop_process(worker)
+            try:
+                if alerts is not None:
+                    alerts.stop()
+            finally:
+                stop_process(worker)
             raise
         stored = 0
         settle_from: float | None = None
@@ -412,12 +453,19 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
         except KeyboardInterrupt:
             console.print("interrupted: shutting down")
         finally:
-            stop_publishing.set()
-            publisher.join(10)
-            producer.close(5)
-            if alerts is not None:
-                alerts.stop()
-            code = stop_process(worker)
+            try:  # a second Ctrl-C here skips the rest, but never the worker's stop
+                stop_publishing.set()
+                publisher.join(10)
+                producer.close(5)
+                if alerts is not None:
+                    alerts.stop()
+            finally:
+                code = stop_process(worker)
+            try:  # what the worker stored while draining after the last poll: the summary says what the database has
+                with engine.connect() as conn:
+                    stored = sum(r.n for r in topic_summary(conn, since))
+            except Exception as exc:  # noqa: BLE001 - the summary still gets written, with the last count seen
+                log.warning("demo_final_count_failed", error=str(exc))
             if watch is not None:
                 try:
                     watch.poll()

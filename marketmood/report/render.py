@@ -27,6 +27,8 @@ from marketmood.report.panels import DashboardData, PanelData  # noqa: E402
 from storage import dashboards as sql  # noqa: E402
 
 TABLE_ROWS = 25
+GENERATOR = "marketmood report"  # in the page's <meta name=generator>: how a later run knows the page is a report
+_OLD_REPORT_TITLE = "<title>MarketMood report</title>"  # pages written before the meta tag
 INDEX_PANELS = {"Sentiment index (selection)", "Sentiment index per topic", "Sentiment index per ticker"}
 _SEVERITY_RGB = {"red": "#d62728", "orange": "#ff7f0e", "yellow": "#e3b400", "blue": "#1f77b4"}
 
@@ -177,8 +179,27 @@ table{border-collapse:collapse;font-size:12px;width:100%} th,td{border-bottom:1p
 text-align:left} th{background:#f3f3f3} img{max-width:100%} p.note{color:#a00;font-size:13px}"""
 
 
+def previous_report(out_dir: Path) -> bool | None:
+    """Is there an ``index.html`` in ``out_dir``, and did this command write it? None: none there; True: a report
+    (overwritten, saying so); False: someone else's page, which the command refuses to overwrite."""
+    page = out_dir / "index.html"
+    if not page.is_file():
+        return None
+    with page.open(encoding="utf-8", errors="replace") as fh:
+        head = fh.read(4096)
+    return f'<meta name=generator content="{GENERATOR}">' in head or _OLD_REPORT_TITLE in head
+
+
+def chart_file(panel: PanelData) -> str:
+    return f"{panel.panel_id:02d}-{_slug(panel.title)}.png"
+
+
 def write(data: DashboardData, out_dir: Path) -> list[RenderedPanel]:
-    """PNG per time-series panel plus ``index.html`` with every panel; returns what was rendered."""
+    """PNG per time-series panel plus ``index.html`` with every panel; returns what was rendered.
+
+    A chart an earlier report left for a panel that has no data now is removed: next to the new page it showed
+    another range's data as if current.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rendered: list[RenderedPanel] = []
     sections: list[str] = []
@@ -189,19 +210,22 @@ def write(data: DashboardData, out_dir: Path) -> list[RenderedPanel]:
         if not has:
             section += "<p class=note>No data in this range.</p>"
         elif panel.kind == "timeseries":
-            image = f"{panel.panel_id:02d}-{_slug(panel.title)}.png"
+            image = chart_file(panel)
             _plot_timeseries(panel, data, out_dir / image)
             section += f'<img src="{image}" alt="{html.escape(panel.title)}">'
         else:
             section += _table_html(panel)
         sections.append(section)
         rendered.append(RenderedPanel(panel.title, panel.kind, len(panel.rows), image))
+        if image is None and panel.kind == "timeseries":
+            (out_dir / chart_file(panel)).unlink(missing_ok=True)
     sel = data.selection
     chosen = ", ".join(f"{name}: {', '.join(values)}" for name, values in
                        (("topics", sel.topics), ("tickers", sel.tickers), ("sources", sel.sources)) if values)
     legend = " ".join(f'<span style="color:{_SEVERITY_RGB[c]}">&#9632; {s}</span>' for s, c in SEVERITY_COLORS.items())
     page = (
-        "<!doctype html><html><head><meta charset=utf-8><title>MarketMood report</title>"
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f'<meta name=generator content="{GENERATOR}"><title>MarketMood report</title>'
         f"<style>{_CSS}</style></head><body><h1>MarketMood — News sentiment</h1>"
         f"<p>{data.t_from:%Y-%m-%d %H:%M} to {data.t_to:%Y-%m-%d %H:%M} UTC, buckets of "
         f"{data.interval.total_seconds() / 3600:g} h in {html.escape(sel.tz)}; min {sel.min_articles} articles per "

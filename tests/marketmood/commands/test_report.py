@@ -145,3 +145,47 @@ def test_an_unwritable_folder_or_a_range_before_year_1_is_one_line(db_url: str, 
         blocked.output, blocked.exception)
     assert f"Error: cannot write the report to {tmp_path / 'a-file' / 'report'}" in blocked.output, blocked.output
     assert ancient.exit_code == 2 and "before the year 1" in ancient.output, (ancient.output, ancient.exception)
+
+
+def _seed_one_article(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            now = conn.execute(select(func.now())).scalar_one()
+            registry.insert_version(conn, version="v1", artifact=b"", artifact_sha256="0" * 64)
+            registry.set_alias(conn, "v1", by="tests", reason="first")
+            upsert_scored_batch(conn, [ScoredArticle(
+                id="one", title="Acme shares plunge after profit warning", model_version="v1", topic="Earnings",
+                topic_confidence=0.9, sentiment="negative", p_negative=0.9, p_neutral=0.05, p_positive=0.05,
+                score=-0.85, source="wire", url="https://news.example/one", published_at=now - timedelta(hours=2),
+                tickers=["ACME"], story_key=story_key("Acme shares plunge after profit warning"))])
+    finally:
+        engine.dispose()
+
+
+def test_a_report_replaces_its_own_page_and_charts_but_never_another_index_html(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out .` in a website's folder replaced its index.html without a word; a second report into a folder left
+    the first one's charts of panels that now have no data next to the new page."""
+    _seed_one_article(db_url)
+    monkeypatch.setenv("MARKETMOOD_DATABASE_URL", db_url)
+    out, site = tmp_path / "report", tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><title>My site</title></html>", encoding="utf-8")
+    get_settings.cache_clear()
+    try:
+        first = CliRunner().invoke(cli, ["report", "--since", "1d", "--out", str(out), "--min-articles", "1"])
+        charts = sorted(p.name for p in out.glob("*.png"))
+        again = CliRunner().invoke(cli, ["report", "--since", "1d", "--out", str(out), "--ticker", "ZZZZ"])
+        foreign = CliRunner().invoke(cli, ["report", "--since", "1d", "--out", str(site)])
+    finally:
+        get_settings.cache_clear()
+    assert first.exit_code == 0 and first.output.startswith(f"wrote {out / 'index.html'}"), first.output
+    assert len(charts) == 5, charts
+    assert again.exit_code == 0 and f"replaced the previous report: {out / 'index.html'} (0 charts" in again.output, (
+        again.output)
+    assert sorted(p.name for p in out.glob("*.png")) == []  # no chart of the first range next to the new page
+    assert foreign.exit_code == 1 and "is not a MarketMood report: not overwriting it" in foreign.output, (
+        foreign.output, foreign.exception)
+    assert (site / "index.html").read_text(encoding="utf-8") == "<html><title>My site</title></html>"
+    assert sorted(p.name for p in site.iterdir()) == ["index.html"]

@@ -34,6 +34,7 @@ class FakeGrafana:
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
     fail_with: int | None = None
+    raw: tuple[int, str, bytes] | None = None  # (status, content type, body) for every request: a proxy, a login page
 
     def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         if self.fail_with:
@@ -58,10 +59,13 @@ def grafana() -> Iterator[FakeGrafana]:
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else None
             fake.requests.append(Recorded(self.command, self.path, dict(self.headers), body))
-            status, payload = fake.answer(self.command, self.path, body)
-            data = json.dumps(payload).encode()
+            if fake.raw is not None:
+                status, content_type, data = fake.raw
+            else:
+                status, payload = fake.answer(self.command, self.path, body)
+                data, content_type = json.dumps(payload).encode(), "application/json"
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -161,3 +165,54 @@ def test_push_to_an_unreachable_or_malformed_url_is_one_error(grafana: FakeGrafa
         result = CliRunner().invoke(cli, ["grafana", "push", "--url", grafana.url, "--token", "t", "--timeout", timeout])
         assert result.exit_code == 2 and "--timeout" in result.output, result.output
     assert grafana.requests == []
+
+
+def test_a_grafana_under_a_sub_path_is_reached_there(grafana: FakeGrafana) -> None:
+    """grafana-client appends "api" to the URL's path as given: --url https://host/grafana went to /grafanaapi/...,
+    every GET was a 404 ("missing"), and the push failed creating what already existed."""
+    result = CliRunner().invoke(cli, ["grafana", "push", "--url", grafana.url + "/grafana", "--token", TOKEN,
+                                      "--db-password", "s3cret"])
+    paths = [r.path for r in grafana.requests]
+    assert paths and all(p.startswith("/grafana/api/") for p in paths), paths
+    assert result.exit_code == 0, result.output  # the fake answers any path prefix like the real API
+
+
+def test_a_login_page_or_proxy_answer_is_one_clear_line(grafana: FakeGrafana) -> None:
+    """A 200 HTML page (an SSO proxy's login) was read as the datasource: AttributeError traceback."""
+    grafana.raw = (200, "text/html", b"<html><body>Please log in</body></html>")
+    result = _push(grafana)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    assert "failed at datasource marketmood-postgres: the answer is not Grafana API JSON" in result.output
+    assert len(grafana.requests) == 1  # nothing written on a server that is not Grafana's API
+
+
+@pytest.mark.parametrize("status, says", [
+    (401, "HTTP 401: Unauthorized (the token is missing, expired or revoked"),
+    (403, "HTTP 403: Client Error 403: permission denied (the token's service account lacks the permission: "
+          "datasources need the Admin role)"),
+    (500, "HTTP 500: Server Error 500: permission denied"),
+])
+def test_refusals_name_the_step_and_what_to_check(grafana: FakeGrafana, status: int, says: str) -> None:
+    grafana.fail_with = status
+    result = _push(grafana)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: Grafana push failed at datasource marketmood-postgres: {says}" in result.output, result.output
+    assert TOKEN not in result.output
+
+
+def test_a_404_page_is_not_dumped_into_the_terminal(grafana: FakeGrafana) -> None:
+    """A proxy's 404 page (no Grafana at that path) came back whole in the error: kilobytes of HTML."""
+    grafana.raw = (404, "text/html", b"<!doctype html><html><body>" + b"x" * 5000 + b"</body></html>")
+    result = _push(grafana)
+    assert result.exit_code == 1 and "failed at datasource marketmood-postgres: HTTP 404" in result.output
+    assert "is --url Grafana's base URL" in result.output
+    assert len(result.output) < 800, len(result.output)
+
+
+def test_a_password_in_the_url_stays_out_of_the_error(grafana: FakeGrafana) -> None:
+    closed = grafana.url.rsplit(":", 1)[0].replace("http://", "http://admin:hunter2@") + ":9"
+    result = CliRunner().invoke(cli, ["grafana", "push", "--url", closed, "--token", TOKEN, "--timeout", "2",
+                                      "--db-password", "s3cret"])
+    assert result.exit_code == 1 and "cannot reach Grafana at http://admin:***@127.0.0.1:9" in result.output, (
+        result.output)
+    assert "hunter2" not in result.output and TOKEN not in result.output
