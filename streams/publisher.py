@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from streams.sources import TIME_PRECISION_FIELD, Record, record_time
 
@@ -40,6 +42,10 @@ def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "max_request_size": 4 * 1024 * 1024,  # a 1 MB article body still fits
         "acks": "all",
         "retries": 5,
+        # Every record is acknowledged or failed within 30 s (default 120 s): a broker that went away mid-replay
+        # stops the replay that soon, and publish()'s 60-s flush always outlasts it, so its counts are exact.
+        "request_timeout_ms": 15_000,
+        "delivery_timeout_ms": 30_000,
     }
     options.update(overrides)
     return KafkaProducer(**options)
@@ -85,12 +91,48 @@ class LiveClock:
 
 class PublishError(RuntimeError):
     """Some sends were not acknowledged by the broker (it refused them, or it was unreachable until the
-    producer's delivery timeout): ``published`` counts the acknowledged ones."""
+    producer's delivery timeout or the flush timeout): ``published`` counts the acknowledged ones."""
 
     def __init__(self, published: int, failed: int, first_error: BaseException) -> None:
         super().__init__(f"{failed} of {published + failed} messages were not accepted by the broker "
                          f"(first error: {type(first_error).__name__}: {first_error}); {published} were published")
         self.published, self.failed, self.first_error = published, failed, first_error
+
+
+@dataclass
+class Delivery:
+    """What one ``publish`` call got done, readable even after it raised (a dead broker, a damaged file,
+    Ctrl-C): ``sent`` were handed to the producer, ``acknowledged`` confirmed by the broker (updated from the
+    producer's I/O thread, final once the producer is flushed or closed); ``last_sent`` is where a rerun resumes."""
+
+    sent: int = 0
+    acknowledged: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+    last_sent: Record | None = None
+
+    def _acked(self, _metadata: object) -> None:
+        self.acknowledged += 1
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float = 10.0) -> None:
+    """Close ``producer``, waiting up to ``timeout_s`` for what it still holds, and never raise for a timeout.
+
+    kafka-python 3's ``close`` flushes first and raises KafkaTimeoutError when records are still pending (the
+    broker went away), which replaced a clear error with a traceback; what cannot be delivered in time is
+    abandoned (its errbacks fire, so it is counted as not acknowledged)."""
+    try:
+        producer.close(timeout_s)
+        return
+    except KafkaTimeoutError:
+        pass
+    sender = getattr(producer, "_sender", None)  # no public way to abandon pending records
+    if sender is not None:
+        sender.force_close()
+        sender.join(timeout_s)
+    try:
+        producer.close(0)
+    except KafkaTimeoutError:
+        pass
 
 
 def publish(
@@ -103,17 +145,22 @@ def publish(
     on_sent: Callable[[int], None] | None = None,
     stop: Callable[[], bool] | None = None,
     live: LiveClock | None = None,
+    delivery: Delivery | None = None,
+    flush_timeout_s: float = 60.0,
 ) -> int:
     """Send records to ``topic`` at ``rate`` msg/s (0 = as fast as possible), or each at its ``published_at``
-    when ``live`` is given; flushes; returns the count, every one acknowledged by the broker.
+    when ``live`` is given; flushes; returns the count, every one acknowledged by the broker. Pass ``delivery``
+    to read the counts when this raises.
 
-    Raises PublishError when any send failed: ``flush`` does not raise for failed records, so without the
-    callbacks a refused or timed-out message would be counted as published."""
+    Raises PublishError when any send failed or was not acknowledged within ``flush_timeout_s``: ``flush``
+    does not raise for failed records, so without the callbacks a refused or timed-out message would be
+    counted as published; ``published`` counts acknowledgements, not sends."""
     limiter = RateLimiter(0 if live is not None else rate)
-    sent = 0
-    errors: list[BaseException] = []
+    done = delivery if delivery is not None else Delivery()
     for record in records:
-        if (limit is not None and sent >= limit) or (stop is not None and stop()):
+        if (limit is not None and done.sent >= limit) or (stop is not None and stop()):
+            break
+        if done.errors:  # the broker refused one or is gone (delivery timeout): stop, don't feed the void for hours
             break
         if live is not None:
             live.wait(record, stop)
@@ -121,11 +168,18 @@ def publish(
                 break
         limiter.wait()
         key, value = encode(record)
-        producer.send(topic, key=key, value=value, headers=headers(record) or None).add_errback(errors.append)
-        sent += 1
+        future = producer.send(topic, key=key, value=value, headers=headers(record) or None)
+        future.add_callback(done._acked).add_errback(done.errors.append)
+        done.sent += 1
+        done.last_sent = record
         if on_sent is not None:
-            on_sent(sent)
-    producer.flush(60)
-    if errors:
-        raise PublishError(sent - len(errors), len(errors), errors[0])
-    return sent
+            on_sent(done.sent)
+    try:
+        producer.flush(flush_timeout_s)
+    except KafkaTimeoutError:  # the broker went away: what was not acknowledged is not published
+        waited = KafkaTimeoutError(f"no acknowledgement within {flush_timeout_s:g} s of the last send")
+        raise PublishError(done.acknowledged, done.sent - done.acknowledged,
+                           done.errors[0] if done.errors else waited) from None
+    if done.errors:
+        raise PublishError(done.acknowledged, done.sent - done.acknowledged, done.errors[0])
+    return done.sent

@@ -2,12 +2,13 @@
 
 Formats, detected from the file:
 - JSONL (``.jsonl``/``.ndjson``, optionally ``.gz``): one contract object per line, passed through as-is
-  (a line that is not JSON is sent as raw bytes, which is handy for dead-letter drills).
+  (a line that is not a JSON object, or not UTF-8, is sent as raw bytes, which is handy for dead-letter drills).
 - Reuters stream CSV (``article_id,published_date,ticker,...``): dates only, so each day's articles are
   spread over that day at a deterministic time (a hash of the article id), then sent in time order. Rows
-  of one article tagged to several tickers are merged into one message with all tickers.
-- StockNet tweets CSV (``tweet_id,created_at,ticker,...``): exact UTC timestamps; consecutive rows of
-  one tweet are merged (tickers), and a tweet seen before is skipped.
+  of one article tagged to several tickers are merged into one message with all tickers. The rows of a day
+  must be together (a file sorted by date); a day that comes back later is an error, not a duplicate.
+- StockNet tweets CSV (``tweet_id,created_at,ticker,...``): exact UTC timestamps (``+00:00`` added to one
+  without a zone); consecutive rows of one tweet are merged (tickers), and a tweet seen before is skipped.
 - Any other CSV whose columns are contract field names (``tickers`` separated by ``;`` or ``,``).
 
 Time precision: Reuters gives dates only; its records carry ``"time_precision": "day"`` (an extra field the
@@ -78,15 +79,18 @@ def read_records(path: Path, *, fmt: str | None = None, lang: str | None = None)
 
 
 def _jsonl(path: Path) -> Iterator[Record]:
-    with _open_text(path) as fh:
-        for line in fh:
-            line = line.strip()
+    """Objects as dicts; any other line (not JSON, JSON that is not an object, not UTF-8) as its raw bytes, so
+    the worker dead-letters it: one bad line neither crashes the replay nor stops the lines after it."""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+        for number, raw in enumerate(fh):
+            line = (raw.removeprefix(b"\xef\xbb\xbf") if number == 0 else raw).strip()
             if not line:
                 continue
             try:
-                yield json.loads(line)
-            except ValueError:
-                yield line.encode()
+                value = json.loads(line.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError included
+                value = None
+            yield value if isinstance(value, dict) else line
 
 
 def spread_time(day: date, article_id: str) -> datetime:
@@ -113,11 +117,18 @@ def _reuters(path: Path) -> Iterator[Record]:
             yield a
         articles.clear()
 
+    done_days: set[str] = set()
     with _open_text(path) as fh:
-        for row in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        for row in reader:
             if row["published_date"] != day:
                 yield from flush()
+                if day is not None:
+                    done_days.add(day)
                 day = row["published_date"]
+                if day in done_days:  # its articles went out already: they would go again, tickers split
+                    raise ValueError(f"{path}: the rows of {day} are not together (line {reader.line_num}); "
+                                     "articles are merged one day at a time, so sort the file by published_date")
             existing = articles.get(row["article_id"])
             ticker = (row.get("ticker") or "").strip()
             if existing is not None:
@@ -138,6 +149,19 @@ def _reuters(path: Path) -> Iterator[Record]:
                 TIME_PRECISION_FIELD: "day",
             }
         yield from flush()
+
+
+def _utc(stamp: str) -> str:
+    """StockNet times are UTC; one without a zone (e.g. re-exported by a tool that dropped the ``Z``) gets
+    ``+00:00``, since the contract dead-letters naive times. A date only or an unparsable value is passed on
+    as it is, for the worker to reject (midnight would pass a date for an exact time)."""
+    if ":" not in stamp:
+        return stamp
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)).isoformat()
 
 
 def _stocknet(path: Path) -> Iterator[Record]:
@@ -166,7 +190,7 @@ def _stocknet(path: Path) -> Iterator[Record]:
                 "title": title,
                 "source": "twitter",
                 "url": f"https://twitter.com/{user}/status/{tweet_id}",
-                "published_at": row["created_at"].replace("Z", "+00:00"),
+                "published_at": _utc(row["created_at"]),
                 "tickers": [ticker] if ticker else [],
                 "lang": row.get("lang") or None,
             }

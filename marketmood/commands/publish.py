@@ -12,11 +12,13 @@ from tqdm import tqdm
 
 from marketmood.commands.params import FiniteFloatRange
 from marketmood.logs import configure_logging
+from marketmood.runtime import sigterm_as_interrupt
 from marketmood.settings import Settings, check_bootstrap, get_settings
 from streams.broker import find_running
-from streams.publisher import LiveClock, PublishError, make_producer, publish
-from streams.sources import detect_format, read_records, since
+from streams.publisher import Delivery, LiveClock, PublishError, close_producer, make_producer, publish
+from streams.sources import Record, detect_format, read_records, record_time, since
 from streams.sources import retime as retimed
+from streams.topics import ensure_topics
 
 
 def _bootstrap(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -51,6 +53,16 @@ def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> d
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
+def _resume_hint(last: Record | None) -> str:
+    """How to go on after an interruption: ``--start-at`` the (original) time of the last record sent. Records
+    of that second go again, which the worker's idempotent writes absorb (the same id is stored once)."""
+    if not isinstance(last, dict):
+        return ""
+    original = {"published_at": last.get("original_published_at", last.get("published_at"))}
+    moment = record_time(original)
+    return f"; to resume, rerun with --start-at {moment.isoformat()}" if moment is not None else ""
+
+
 @click.command("publish")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rate", type=FiniteFloatRange(0), default=50.0, show_default=True,
@@ -58,7 +70,8 @@ def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> d
 @click.option("--limit", type=click.IntRange(1), help="Stop after N messages.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "reuters", "stocknet", "csv"]),
               default="auto", show_default=True, help="Input format; auto = from the extension and CSV header.")
-@click.option("--lang", help="Only messages in this language (e.g. en for the tweet stream).")
+@click.option("--lang", help="Only messages in this language (e.g. en for the tweet stream); messages that "
+                             "name no language are kept.")
 @click.option("--topic", help="Target topic [default: settings topics.raw].")
 @click.option("--bootstrap", callback=_bootstrap, metavar="HOST:PORT[,HOST:PORT]",
               help="Kafka bootstrap [default: settings, else a running embedded broker].")
@@ -78,6 +91,9 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
     stream of the shared data folder, and any JSONL/CSV in the news.raw contract. With --retime now
     --speed 24, history replays onto the present as a live stream (original time kept in
     original_published_at), so dashboards, report and alerts show real headlines arriving.
+
+    Counts are broker acknowledgements. Ctrl-C delivers what was sent, prints how many and the --start-at
+    that resumes the replay, and exits 130; a broker that goes away stops the replay within about 30 s (exit 1).
     """
 
     settings = get_settings()
@@ -95,33 +111,38 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
         records = retimed(records, start=retime, speed=speed)
 
     resolved_bootstrap = _resolve_bootstrap(settings, bootstrap)
+    target = topic or settings.topics.raw
     try:
+        if target == settings.topics.raw:  # a publish before any worker: else the broker auto-creates news.raw
+            ensure_topics(resolved_bootstrap, settings.topics)  # with its default partitions, kept forever after
         producer = make_producer(resolved_bootstrap)
     except KafkaError as exc:
         raise click.ClickException(f"cannot reach Kafka at {resolved_bootstrap}: {exc}") from None
-    target = topic or settings.topics.raw
-    sent = 0
-
-    def progress(n: int) -> None:
-        nonlocal sent
-        sent = n
-        bar.update(1)
-
+    delivery = Delivery()  # the counts reported on every exit are acknowledgements, read after the producer closed
+    failure: str | None = None
     try:
-        with tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
-            sent = publish(records, producer=producer, topic=target, rate=rate, limit=limit, on_sent=progress,
-                           live=LiveClock() if retime is not None else None)
-    except PublishError as exc:
+        with sigterm_as_interrupt(), tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
+            publish(records, producer=producer, topic=target, rate=rate, limit=limit,
+                    on_sent=lambda _n: bar.update(1), live=LiveClock() if retime is not None else None,
+                    delivery=delivery)
+    except PublishError as exc:  # its message has the counts
         raise click.ClickException(f"publishing to {target}: {exc}") from None
     except KafkaError as exc:  # e.g. the topic does not exist (a broker that does not auto-create), a record too big
-        raise click.ClickException(f"publishing to {target}: {type(exc).__name__}: {exc}; {sent} messages were "
-                                   "sent before it") from None
+        failure = f"publishing to {target}: {type(exc).__name__}: {exc}"
     except (ValueError, KeyError, TypeError, csv.Error, EOFError, OSError) as exc:  # malformed row, damaged file
-        raise click.ClickException(
-            f"cannot read {file} ({type(exc).__name__}: {exc}); {sent} messages were sent before it") from None
+        failure = f"cannot read {file} ({type(exc).__name__}: {exc})"
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: deliver what was sent, say how far it got and how to go on, exit 130
+        close_producer(producer, 10)
+        click.echo(f"interrupted: {delivery.acknowledged} of {delivery.sent} messages sent to {target} were "
+                   f"acknowledged{_resume_hint(delivery.last_sent) if delivery.acknowledged == delivery.sent else ''}",
+                   err=True)
+        raise click.exceptions.Exit(130) from None
     finally:
-        producer.close(10)
-    click.echo(f"published {sent} messages to {target}")
+        close_producer(producer, 10)
+    if failure is not None:
+        raise click.ClickException(f"{failure}; {delivery.acknowledged} of {delivery.sent} messages sent were "
+                                   "acknowledged by the broker")
+    click.echo(f"published {delivery.acknowledged} messages to {target}")
 
 
 COMMANDS = [publish_command]

@@ -16,7 +16,7 @@ from marketmood.cli import cli
 from marketmood.settings import TopicSettings
 from streams.demo_news import DemoStream
 from streams.messages import NewsMessage, parse_news
-from streams.publisher import LiveClock, RateLimiter, headers
+from streams.publisher import LiveClock, RateLimiter, encode, headers
 from streams.sources import (
     detect_format,
     read_records,
@@ -206,3 +206,52 @@ def test_publish_speed_without_retime_is_a_usage_error(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--speed needs --retime" in result.output
     result = CliRunner().invoke(cli, ["publish", str(path), "--retime", "yesterday"])
     assert result.exit_code == 2 and "expected 'now' or an ISO-8601 time" in result.output
+
+
+def test_jsonl_lines_that_are_not_objects_or_not_utf8_go_as_raw_bytes(tmp_path: Path) -> None:
+    """A JSON line that is not an object ([..], null, 42) came out as a list/None/int and crashed the replay
+    with an AttributeError traceback in encode(); a non-UTF-8 line stopped it with UnicodeDecodeError, leaving
+    the lines after it unsent. Both are now passed on as raw bytes, for the worker to dead-letter."""
+    path = tmp_path / "news.jsonl"
+    path.write_bytes(b'{"id": "a", "title": "t"}\r\n[1, 2]\nnull\n42\n\xff\xfe not utf-8\n{"id": "b", "title": "u"}\n')
+    records = list(read_records(path))
+    assert records == [{"id": "a", "title": "t"}, b"[1, 2]", b"null", b"42", b"\xff\xfe not utf-8",
+                       {"id": "b", "title": "u"}]
+    assert [encode(r)[1] for r in records[1:5]] == records[1:5]  # sent as they are
+    reasons = [parse_news(r).reason for r in records[1:5]]  # type: ignore[union-attr]
+    assert reasons == ["not_an_object"] * 3 + ["not_utf8"]
+    gz = _write_gz(tmp_path / "news.jsonl.gz", '\ufeff{"id": "a", "title": "t"}\n')
+    assert list(read_records(gz)) == [{"id": "a", "title": "t"}]
+
+
+def test_reuters_day_rows_that_are_not_together_are_an_error_not_a_duplicate(tmp_path: Path) -> None:
+    """The reader merges an article's tickers one day at a time. A file not sorted by date (here by ticker)
+    sent article aaa twice, each copy with part of its tickers: the worker dead-letters the second as a
+    conflicting duplicate and MSFT is lost. Now the replay stops with a message saying to sort the file."""
+    path = tmp_path / "reuters.csv"
+    path.write_text("article_id,published_date,ticker,headline\n"
+                    "aaa,2011-07-06,AAPL,Apple and Microsoft\n"
+                    "ccc,2011-07-07,AAPL,Apple again\n"
+                    "aaa,2011-07-06,MSFT,Apple and Microsoft\n")
+    sent: list[str] = []
+    with pytest.raises(ValueError, match="rows of 2011-07-06 are not together.*sort the file by published_date"):
+        for record in read_records(path):
+            sent.append(record["id"])  # type: ignore[index]
+    assert sent == ["reuters-aaa", "reuters-ccc"]  # nothing sent twice
+    reverse = tmp_path / "reverse.csv"  # newest day first is still one group per day: accepted
+    reverse.write_text("article_id,published_date,ticker,headline\nccc,2011-07-07,AAPL,Apple again\n"
+                       "aaa,2011-07-06,AAPL,Apple and Microsoft\naaa,2011-07-06,MSFT,Apple and Microsoft\n")
+    assert [r["tickers"] for r in read_records(reverse)] == [["AAPL"], ["AAPL", "MSFT"]]  # type: ignore[index]
+
+
+def test_stocknet_times_without_a_zone_are_utc_not_dead_letters(tmp_path: Path) -> None:
+    """StockNet times are UTC by definition; a file whose created_at lost its ``Z`` (re-exported by a tool)
+    produced naive times, and the worker dead-letters every one of them (the contract refuses naive times)."""
+    path = tmp_path / "tweets.csv"
+    path.write_text("tweet_id,created_at,ticker,user_screen_name,lang,is_retweet,text\n"
+                    "1,2014-01-01 10:00:00,AAPL,u1,en,false,$AAPL looks strong\n"
+                    "2,2014-01-01T10:05:00Z,GOOG,u2,en,false,$GOOG too\n")
+    records = list(read_records(path))
+    times = [r["published_at"] for r in records]  # type: ignore[index]
+    assert times == ["2014-01-01T10:00:00+00:00", "2014-01-01T10:05:00+00:00"]
+    assert all(isinstance(parse_news(json.dumps(r).encode()), NewsMessage) for r in records)
