@@ -49,7 +49,7 @@ def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity],
                                 headers={"Retry-After": limiter.retry_after(wait)})
         for field, value in (("text", body.text), ("article_id", body.article_id)):
             if max_text_chars is not None and value is not None and len(value) > max_text_chars:
-                raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                raise HTTPException(413,
                                     f"{field} has {len(value)} characters; the limit is {max_text_chars}")
         try:
             row = validate_feedback(article_id=body.article_id, text=body.text, topic=body.topic,
