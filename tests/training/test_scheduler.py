@@ -105,13 +105,18 @@ def _settings(tmp_path, **retrain):
                                                  "shadow_hours": 24, "shadow_min_scores": 3, **retrain})
 
 
-def test_drift_opens_one_labelling_request_and_trains_nothing(engine, tmp_path):
-    now = datetime.now(UTC)
+def _seed_negative_drift(engine, now: datetime) -> None:
+    """Two calm reference weeks, then a day whose sentiment mix turned negative: drift, by any threshold."""
     for week in (1, 2):
         insert_scores(engine, start=now - timedelta(hours=24, weeks=week), hours=24, mix=CALM, confidence=0.8,
                       prefix=f"ref{week}-")
     insert_scores(engine, start=now - timedelta(hours=24), hours=23,
                   mix={"negative": 200, "neutral": 80, "positive": 20}, confidence=0.8, prefix="rec")
+
+
+def test_drift_opens_one_labelling_request_and_trains_nothing(engine, tmp_path):
+    now = datetime.now(UTC)
+    _seed_negative_drift(engine, now)
     clock = Clock(now)
     scheduler = Scheduler(engine, _settings(tmp_path), clock=clock)
     decision, outcome = scheduler.tick()
@@ -186,11 +191,7 @@ def test_two_replicas_that_see_the_same_drift_open_one_labelling_request(engine,
     import threading
 
     now = datetime.now(UTC)
-    for week in (1, 2):
-        insert_scores(engine, start=now - timedelta(hours=24, weeks=week), hours=24, mix=CALM, confidence=0.8,
-                      prefix=f"ref{week}-")
-    insert_scores(engine, start=now - timedelta(hours=24), hours=23,
-                  mix={"negative": 200, "neutral": 80, "positive": 20}, confidence=0.8, prefix="rec")
+    _seed_negative_drift(engine, now)
     engines = [make_engine(db_url) for _ in range(2)]
     replicas = [Scheduler(eng, _settings(tmp_path), clock=Clock(now)) for eng in engines]
     barrier, errors = threading.Barrier(len(replicas)), []
