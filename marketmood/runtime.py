@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from marketmood.logs import get_logger
 from marketmood.schema import upgrade_database
-from marketmood.settings import Settings
+from marketmood.settings import ConfigError, Settings
 from storage.db import make_engine
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import upgrade
@@ -31,6 +31,17 @@ from streams.broker import BrokerError, EmbeddedBroker
 from streams.topics import ensure_topics
 
 log = get_logger(__name__)
+
+
+def usable_home(home: Path) -> Path:
+    """``home`` created if missing; a file in the way or a read-only disk is a one-line ConfigError naming the setting
+    (it was a NotADirectoryError traceback from deep inside the embedded server's start)."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"MARKETMOOD_HOME={home} cannot hold the embedded services' state: "
+                          f"{exc.strerror or exc}") from None
+    return home
 
 
 def embedded_data_dir(home: Path) -> Path:
@@ -50,7 +61,7 @@ def open_database(database_url: str | None, home: Path, *, upgrade_schema: bool 
     if database_url is not None:
         yield database_url
         return
-    server = EmbeddedPostgres(embedded_data_dir(home))
+    server = EmbeddedPostgres(embedded_data_dir(usable_home(Path(home).expanduser())))
     server.start()
     try:
         if upgrade_schema:
@@ -98,7 +109,7 @@ def services(settings: Settings, *, migrate: bool = True, create_topics: bool = 
     with contextlib.ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap
         if bootstrap is None:
-            broker = EmbeddedBroker(settings.home / "kafka")
+            broker = EmbeddedBroker(usable_home(settings.home) / "kafka")
             bootstrap = broker.start()
             stack.callback(broker.stop)
         database_url = stack.enter_context(open_database(settings.database_url, settings.home, upgrade_schema=False))
