@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 from alerts.rules import RulesError, load_rules
 from alerts.service import AlertService
 from marketmood.commands.alerts import alert_config
-from marketmood.runtime import Services, services, sigterm_as_interrupt
+from marketmood.runtime import Services, services, sigterm_as_interrupt, usable_home
 from marketmood.settings import REPO_ROOT, AlertSettings, ConfigError, Settings
 from storage import alerts as alerts_db
 from storage.articles import topic_summary
@@ -357,11 +357,7 @@ def run_demo(settings: Settings, *, rate: float = 10.0, phases: tuple[float, flo
     # minute to start. It was a minute before the start: a demo run right after another counted that run's last
     # minute of articles as its own ("1200 published, 1650 scored").
     since = datetime.now(timezone.utc)
-    try:
-        settings.home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file in the way, a read-only disk: one line naming the setting (was a traceback)
-        raise ConfigError(f"MARKETMOOD_HOME={settings.home} cannot be used for the demo's state and logs: "
-                          f"{exc.strerror or exc}") from None
+    usable_home(settings.home)  # before anything starts: the demo's logs and state live there too
     if data == "reuters":
         feed = reuters_feed(settings.data_path, replay_from=replay_from or datetime(2016, 3, 1, tzinfo=timezone.utc),
                             speed=speed, articles=articles)

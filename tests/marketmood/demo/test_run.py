@@ -87,7 +87,7 @@ def test_each_reuters_replay_publishes_its_own_ids() -> None:
 def test_a_home_that_cannot_be_made_is_a_config_error_before_anything_starts(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("in the way")
     settings = load_settings().model_copy(update={"home": tmp_path / "a-file" / "home"})
-    with pytest.raises(ConfigError, match=r"MARKETMOOD_HOME=.*a-file/home cannot be used"):
+    with pytest.raises(ConfigError, match=r"MARKETMOOD_HOME=.*a-file/home cannot hold"):
         run_demo(settings, console=Console(file=io.StringIO()))
 
 
