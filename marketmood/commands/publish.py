@@ -120,6 +120,7 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
         raise click.ClickException(f"cannot reach Kafka at {resolved_bootstrap}: {exc}") from None
     delivery = Delivery()  # the counts reported on every exit are acknowledgements, read after the producer closed
     failure: str | None = None
+    interrupted = False
     try:
         with sigterm_as_interrupt(), tqdm(total=limit, unit="msg", desc=f"-> {target}") as bar:
             publish(records, producer=producer, topic=target, rate=rate, limit=limit,
@@ -132,13 +133,14 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
     except (ValueError, KeyError, TypeError, csv.Error, EOFError, OSError) as exc:  # malformed row, damaged file
         failure = f"cannot read {file} ({type(exc).__name__}: {exc})"
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: deliver what was sent, say how far it got and how to go on, exit 130
+        interrupted = True
+    finally:
         close_producer(producer, 10)
+    if interrupted:
         click.echo(f"interrupted: {delivery.acknowledged} of {delivery.sent} messages sent to {target} were "
                    f"acknowledged{_resume_hint(delivery.last_sent) if delivery.acknowledged == delivery.sent else ''}",
                    err=True)
-        raise click.exceptions.Exit(130) from None
-    finally:
-        close_producer(producer, 10)
+        raise click.exceptions.Exit(130)
     if failure is not None:
         raise click.ClickException(f"{failure}; {delivery.acknowledged} of {delivery.sent} messages sent were "
                                    "acknowledged by the broker")

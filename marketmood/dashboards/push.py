@@ -83,36 +83,37 @@ def _is_not_found(exc: GrafanaClientError) -> bool:
     return exc.status_code == 404
 
 
+def _get_or_create(step: str, get: Callable[[], object], create: Callable[[], object]) -> dict[str, Any] | None:
+    """The object ``get`` finds, or None after ``create`` made it (on a 404); any other refusal, a 5xx or a
+    timeout included, is a :class:`PushError` naming ``step``."""
+    try:
+        return _json_object(step, get())
+    except GrafanaClientError as exc:
+        if not _is_not_found(exc):
+            raise _refused(step, exc) from None
+    except GrafanaException as exc:  # 5xx, timeout
+        raise _refused(step, exc) from None
+    _json_object(step, _step(step, create))
+    return None
+
+
 def upsert_datasource(api: GrafanaApi, payload: dict[str, Any]) -> str:
     """PUT by uid when it exists, POST otherwise."""
     uid = payload["uid"]
     step = f"datasource {uid}"
-    try:
-        existing = _json_object(step, api.datasource.get_datasource_by_uid(uid))
-    except GrafanaClientError as exc:
-        if not _is_not_found(exc):
-            raise _refused(step, exc) from None
-        _json_object(step, _step(step, lambda: api.datasource.create_datasource(payload)))
+    existing = _get_or_create(step, lambda: api.datasource.get_datasource_by_uid(uid),
+                              lambda: api.datasource.create_datasource(payload))
+    if existing is None:
         return "created"
-    except GrafanaException as exc:  # 5xx, timeout
-        raise _refused(step, exc) from None
     _json_object(step, _step(step, lambda: api.datasource.update_datasource_by_uid(uid, {**payload,
                                                                                          "id": existing.get("id")})))
     return "updated"
 
 
 def ensure_folder(api: GrafanaApi, uid: str = FOLDER_UID, title: str = FOLDER) -> str:
-    step = f"folder {uid}"
-    try:
-        _json_object(step, api.folder.get_folder(uid))
-    except GrafanaClientError as exc:
-        if not _is_not_found(exc):
-            raise _refused(step, exc) from None
-        _json_object(step, _step(step, lambda: api.folder.create_folder(title, uid=uid)))
-        return "created"
-    except GrafanaException as exc:
-        raise _refused(step, exc) from None
-    return "exists"
+    existing = _get_or_create(f"folder {uid}", lambda: api.folder.get_folder(uid),
+                              lambda: api.folder.create_folder(title, uid=uid))
+    return "created" if existing is None else "exists"
 
 
 def push(
