@@ -30,7 +30,7 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 Record = dict[str, Any] | bytes
 
@@ -39,10 +39,13 @@ TIME_PRECISION_FIELD = "time_precision"
 STOCKNET_COLUMNS = {"tweet_id", "created_at", "ticker", "text"}
 
 
+def _open_bytes(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed when it ends in .gz."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]
+
+
 def _open_text(path: Path) -> TextIO:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", newline="")
 
 
 def _base_suffix(path: Path) -> str:
@@ -81,7 +84,7 @@ def read_records(path: Path, *, fmt: str | None = None, lang: str | None = None)
 def _jsonl(path: Path) -> Iterator[Record]:
     """Objects as dicts; any other line (not JSON, JSON that is not an object, not UTF-8) as its raw bytes, so
     the worker dead-letters it: one bad line neither crashes the replay nor stops the lines after it."""
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+    with _open_bytes(path) as fh:
         for number, raw in enumerate(fh):
             line = (raw.removeprefix(b"\xef\xbb\xbf") if number == 0 else raw).strip()
             if not line:
