@@ -27,19 +27,20 @@ import bench_engine  # noqa: E402 - the same texts and fresh artifact as the eng
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared/data/twitter_financial_news_topic/train.csv",
-                    help="text,label CSV of texts to score (generated headlines when missing)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="text,label CSV of texts to score; default: tweet-topic train (generated headlines when absent)")
     ap.add_argument("--n", type=int, default=600, help="texts")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (alternating order)")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     args = ap.parse_args()
+    data = bench_engine.data_path(args.data, ap)
 
     from models.artifact import read_info
     from models.batching import pad_batch, plan_batches
     from models.onnx_backend import OnnxRunner
     from models.text_encoder import TextEncoder
 
-    texts, source = bench_engine.load_texts(args.data, args.n)
+    texts, source = bench_engine.load_texts(data, args.n)
     artifact = bench_engine.make_artifact(Path(tempfile.mkdtemp(prefix="bench-precision-")), keep_fp32=True)
     encoder = TextEncoder(artifact / "tokenizer", read_info(artifact).max_length)
     token_ids = encoder.encode(texts)

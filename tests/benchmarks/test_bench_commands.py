@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,13 @@ def test_benchmarks_record_their_command_quoted(script: str) -> None:
     assert not re.search(r"""["']\s?["']\.join\(\s*(\[""\]\s*\+\s*)?sys\.argv""", source), \
         f"{script} records sys.argv joined without quoting"
     assert "recorded_command(" in source
+
+
+@pytest.mark.parametrize("script", ["bench_engine.py", "bench_onnx_precision.py"])
+def test_a_data_path_that_does_not_exist_is_an_error_not_generated_texts(script: str, tmp_path: Path) -> None:
+    """A mistyped ``--data`` once timed generated headlines (12.8 tokens) and labelled them with the stream's path."""
+    missing = tmp_path / "stocknet_stream" / "tweets.csv.gz"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--data", str(missing), "--n", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"--data {missing}: no such file" in run.stderr
