@@ -26,7 +26,7 @@ from alerts.lifecycle import acknowledge as acknowledge_alert
 from marketmood.api.auth import TokenIdentity, authenticate, parse_tokens
 from marketmood.api.feedback import feedback_router
 from marketmood.api.health import CachedHealth, DatabaseHealth, model_health, overall
-from marketmood.api.limits import BodySizeLimit, RateLimiter
+from marketmood.api.limits import BodySizeLimit, RateLimiter, client_key
 from marketmood.api.metrics import ApiMetrics, RequestMetrics
 from marketmood.api.schemas import (
     AlertOut,
@@ -69,7 +69,7 @@ def per_client_rate(limiter: RateLimiter, per_minute: float, burst: int) -> Call
     so a refused request never waits for a worker thread."""
 
     async def rate(request: Request) -> None:
-        wait = limiter.acquire(request.client.host if request.client else "unknown")
+        wait = limiter.acquire(client_key(request.client.host if request.client else None))
         if wait > 0:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                                 f"rate limit of {per_minute:g} requests per minute (burst {burst}) exceeded; "

@@ -11,6 +11,7 @@ with 429 and ``Retry-After`` before the request touches the model.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import threading
@@ -73,6 +74,24 @@ class BodySizeLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def client_key(host: str | None) -> str:
+    """The rate bucket of a peer address: an IPv4 address is one client, an IPv6 one is bucketed by its /64.
+    One subscriber is routinely given a whole /64 and picks addresses in it freely (privacy extensions), so a
+    bucket per IPv6 address was a fresh burst for every request of one client. Not an address (a test client,
+    a Unix socket): the text itself."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)  # ::ffff:203.0.113.7 from a dual-stack socket is that IPv4 client
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class RateLimiter:
