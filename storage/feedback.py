@@ -51,6 +51,19 @@ def insert_many(conn: Any, rows: Iterable[dict[str, Any]], *, origin: str) -> li
     return [int(i) for i in conn.execute(insert(Feedback).values(values).returning(Feedback.id)).scalars()]
 
 
+def unknown_article_ids(conn: Any, rows: Iterable[dict[str, Any]]) -> set[str]:
+    """The article ids of label rows that name an article and give no text, for which no article is stored.
+
+    Such a label can never be trained on (``fetch_feedback`` resolves its text from the article), so callers
+    refuse it with its reason instead of storing a row that is silently ignored (a typo, another environment's
+    ids)."""
+    wanted = {row["article_id"] for row in rows if row.get("article_id") and not row.get("text")}
+    if not wanted:
+        return set()
+    found = conn.execute(select(Article.id).where(Article.id.in_(sorted(wanted)))).scalars()
+    return wanted - set(found)
+
+
 def _subject_key() -> Any:
     """One key per labelled text, resolved as ``fetch_feedback`` resolves it (the row's text, else its article's
     headline), case and whitespace folded; NULL for a label naming an unknown article and no text, which no retrain

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from marketmood.api.auth import TokenIdentity
 from marketmood.api.limits import RateLimiter
 from marketmood.api.schemas import FeedbackRequest, FeedbackResponse
-from storage.feedback import insert_feedback
+from storage.feedback import insert_feedback, unknown_article_ids
 from training.feedback_policy import validate_feedback
 
 
@@ -33,7 +33,8 @@ def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity],
                             403: {"description": "A bare (unnamed) token: feedback needs a named token"},
                             413: {"description": "A text or article id longer than the API's max_text_chars"},
                             429: {"description": "The author's feedback rate limit was exceeded"},
-                            422: {"description": "No subject, no label, or an unknown label"}})
+                            422: {"description": "No subject, no label, an unknown label, or an article_id "
+                                                  "without text that names no stored article"}})
     def feedback(body: FeedbackRequest, identity: TokenIdentity = Depends(require_token)) -> Any:
         """Store an analyst's topic and/or sentiment label for an article id or a text (used by retraining).
 
@@ -57,6 +58,10 @@ def feedback_router(db: Engine, require_token: Callable[..., TokenIdentity],
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
         with db.begin() as conn:
+            if unknown_article_ids(conn, [row]):
+                return JSONResponse({"detail": f"article_id {row['article_id']!r} names no stored article, so the "
+                                     "label could never be trained on; send the text too (or instead)"},
+                                    status_code=422)
             feedback_id = insert_feedback(conn, **row, origin="api")
         return FeedbackResponse(id=feedback_id, author=identity.name)
 

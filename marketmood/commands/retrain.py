@@ -19,7 +19,7 @@ from marketmood.runtime import database_engine, sigterm_as_interrupt
 from marketmood.settings import get_settings
 from storage import labelling
 from storage import registry as sql
-from storage.feedback import insert_many
+from storage.feedback import insert_many, unknown_article_ids
 from training.feedback_policy import validate_feedback
 from training.registry import (
     RegistryError,
@@ -253,7 +253,8 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
 
     Every row is recorded as labelled by --by (or the OS user): one file is one person's opinion, so an
     'author' column is refused (it would let one file pose as several agreeing analysts). All rows are
-    validated first; one bad row rejects the whole file with its line number, nothing is stored.
+    validated first; one bad row rejects the whole file with its line number, nothing is stored. A row with an
+    article_id and no text must name a stored article (its headline is what is trained on).
     """
 
     rows, errors = [], []
@@ -283,6 +284,13 @@ def feedback_import(csv_file: Path, author: str | None) -> None:
         shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
         raise click.ClickException(f"{csv_file}: {len(errors)} invalid row(s), nothing imported:\n  {shown}")
     with database_engine(get_settings()) as engine, engine.begin() as conn:
+        unknown = unknown_article_ids(conn, rows)
+        if unknown:
+            shown = ", ".join(sorted(unknown)[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            raise click.ClickException(
+                f"{csv_file}: {len(unknown)} article_id(s) without a text name no stored article, so their labels "
+                f"could never be trained on (another environment's ids?): {shown}; add a text column, nothing "
+                "imported")
         ids = insert_many(conn, rows, origin="csv")
     click.echo(f"imported {len(ids)} feedback row(s) from {csv_file} as {who}")
 

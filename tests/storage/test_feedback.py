@@ -114,3 +114,13 @@ def test_trigger_counts_texts_a_retrain_can_read_not_unknown_article_ids(engine)
     with engine.connect() as conn:
         assert len(feedback.fetch_feedback(conn)) == 2
         assert feedback.count_feedback(conn) == 1
+
+
+def test_unknown_article_ids_are_the_textless_rows_naming_no_article(engine):
+    with engine.begin() as conn:
+        conn.execute(insert(Article).values(id="a1", title="Bank posts record profit", event_time=text("now()")))
+    rows = [{"article_id": "a1", "text": None}, {"article_id": "gone", "text": None},
+            {"article_id": "gone-too", "text": "Own text"}, {"article_id": None, "text": "No id"}]
+    with engine.connect() as conn:
+        assert feedback.unknown_article_ids(conn, rows) == {"gone"}
+        assert feedback.unknown_article_ids(conn, []) == set()

@@ -68,3 +68,29 @@ def test_a_text_over_the_api_limit_is_413_and_nothing_is_stored(make_db_client, 
     assert long_id.status_code == 413 and "article_id" in long_id.json()["detail"]
     assert client.post("/feedback", headers=alice, json={"text": "x" * 100, "sentiment": "negative"}).status_code == 201
     assert _rows(db_url)[1] == 1
+
+
+def test_an_article_id_without_text_must_name_a_stored_article(db_client: TestClient, db_url: str,
+                                                              alice: dict[str, str]) -> None:
+    """A label naming an unknown article (a typo, another environment's id) was stored with 201 and never
+    trained on: the retrain resolves its text from the article. Now it is a 422 with the reason."""
+    from sqlalchemy import insert, text
+
+    from storage.schema import Article
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(Article).values(id="rtr-1", title="Bank posts record profit", event_time=text("now()")))
+    finally:
+        engine.dispose()
+    unknown = db_client.post("/feedback", headers=alice, json={"article_id": "rtr-2", "sentiment": "positive"})
+    assert unknown.status_code == 422 and "'rtr-2' names no stored article" in unknown.json()["detail"]
+    assert db_client.post("/feedback", headers=alice,
+                          json={"article_id": "rtr-1", "sentiment": "positive"}).status_code == 201
+    with_text = db_client.post("/feedback", headers=alice,
+                               json={"article_id": "rtr-2", "text": "Oil slumps", "sentiment": "negative"})
+    assert with_text.status_code == 201  # its own text is what is trained on
+    rows, n = _rows(db_url)
+    assert n == 2 and [(r.text, r.sentiment) for r in rows] == [("Bank posts record profit", "positive"),
+                                                               ("Oil slumps", "negative")]

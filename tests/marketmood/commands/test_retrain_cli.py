@@ -61,6 +61,29 @@ def test_feedback_import_records_one_author_and_refuses_an_author_column(run, en
         ("Shares tumble", "negative", None, "ana", "csv"), ("Dividend raised", None, "Dividend", "ana", "csv")]
 
 
+def test_feedback_import_refuses_article_ids_that_name_no_stored_article(run, engine, tmp_path):
+    """Ids from another environment were imported and never trained on (their text is the article's)."""
+    from sqlalchemy import insert, text
+
+    from storage.schema import Article
+
+    with engine.begin() as conn:
+        conn.execute(insert(Article).values(id="a1", title="Oil slumps", event_time=text("now()")))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("article_id,text,sentiment\na1,,negative\nprod-7,,positive\nprod-9,Fed holds,neutral\n")
+    refused = run("feedback", "import", str(labels), "--by", "ana")
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.output
+    assert "1 article_id(s) without a text name no stored article" in refused.output
+    assert "prod-7" in refused.output and "prod-9" not in refused.output and "nothing imported" in refused.output
+    with engine.connect() as conn:
+        assert fetch_feedback(conn) == []
+    labels.write_text("article_id,text,sentiment\na1,,negative\nprod-9,Fed holds,neutral\n")
+    assert run("feedback", "import", str(labels), "--by", "ana").exit_code == 0
+    with engine.connect() as conn:
+        assert [(r.text, r.sentiment) for r in fetch_feedback(conn)] == [("Oil slumps", "negative"),
+                                                                       ("Fed holds", "neutral")]
+
+
 def test_feedback_requests_lists_and_closes(run, engine):
     now = datetime(2026, 6, 1, tzinfo=UTC)
     with engine.begin() as conn:
