@@ -28,7 +28,7 @@ import bench_engine  # noqa: E402 - the same texts and fresh artifact as the eng
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None,
-                    help="text,label CSV of texts to score; default: tweet-topic train (generated headlines when absent)")
+                    help="CSV of texts to score; default: tweet-topic train (generated headlines when absent)")
     ap.add_argument("--n", type=int, default=600, help="texts")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (alternating order)")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")

@@ -163,9 +163,9 @@ def test_int8_export_keeps_outlier_prone_down_projections_fp32_on_unfused_graphs
     assert max(_int8_relative_error(forced)) > 0.1
     kept_error = max(_int8_relative_error(kept))
     if kept_error >= 0.03 and not _cpu_has_int8_dot_product():
-        # Measured 2026-12-07 on a Zen 3 EPYC (avx2, no vnni): 0.135 with the down projections kept fp32. Without
-        # VNNI, ONNX Runtime's u8s8 int8 kernel adds pairs of products in int16 (vpmaddubsw), which saturates on
-        # this fixture's ~300-valued activations in the other MatMuls. Students measured on that CPU are not
-        # affected (their int8 dev numbers match fp32); the outlier teacher served int8 there is. Open finding.
+        # Measured 2026-12-07 on a Zen 3 EPYC (avx2, no vnni): 0.135 with the down projections kept fp32; the same
+        # graph quantized with onnxruntime's reduce_range=True (7-bit weights) gives 0.008 / 0.011 there, which
+        # points at int16 saturation of the u8s8 kernel without VNNI. Students' int8 dev numbers on that CPU match
+        # fp32; an outlier-heavy (teacher) export served int8 there is exposed. Open finding, not fixed.
         pytest.xfail(f"int8 relative error {kept_error:.3f} on a CPU without VNNI (u8s8 saturation)")
     assert kept_error < 0.03

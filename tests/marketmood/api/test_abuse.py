@@ -199,7 +199,8 @@ def test_classify_answers_429_with_retry_after(make_client: Callable[..., TestCl
     codes = [client.post("/classify", json={"texts": ["Stocks rally"]}).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     refused = client.post("/classify", json={"texts": ["Stocks rally"]})
-    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 10  # 6/min: <= 10 s (refill while slow requests ran)
+    # 6 per minute: at most 10 s, less when the bucket refilled while slow requests ran (a loaded CI host)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 10
     assert client.get("/health").status_code in {200, 503}  # other routes are not limited
     spec = client.get("/openapi.json").json()
     assert "429" in spec["paths"]["/classify"]["post"]["responses"]
@@ -213,7 +214,8 @@ def test_sentiment_answers_429_with_retry_after(make_client: Callable[..., TestC
     codes = [client.get("/sentiment", params=params).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     refused = client.get("/sentiment", params=params)
-    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 10  # 6/min: <= 10 s (refill while slow requests ran)
+    # 6 per minute: at most 10 s, less when the bucket refilled while slow requests ran (a loaded CI host)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 10
     assert "per minute" in refused.json()["detail"]
     assert client.post("/classify", json={"texts": ["Stocks rally"]}).status_code == 200  # its own bucket
     spec = client.get("/openapi.json").json()
