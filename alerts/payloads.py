@@ -6,12 +6,20 @@ if it is delivered hours later by a recovered notifier.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 EVENTS = ("trigger", "acknowledge", "resolve")
+
+#: An evidence field over this many bytes of JSON is bulk (an embedded plot, a long text, a long escalation
+#: history) when a notification must shrink; the numbers on-call judges an alert by are far smaller.
+SMALL_FIELD_BYTES = 2_000
+#: Headline titles are cut to this many characters before headlines are dropped (feeds allow 2,000).
+TRIMMED_TITLE_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +138,58 @@ def group_payload(members: list[dict[str, Any]], event: str, group_key: str | No
     payload["group"] = {"key": group_key, "size": len(members)}
     payload["alerts"] = [{"summary": d["summary"], "alert": d["alert"]} for d in docs]
     return payload
+
+
+def _json_bytes(value: object) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str).encode())
+
+
+def trimmed_evidence(evidence: object) -> Iterator[dict[str, Any]]:
+    """Successively smaller versions of an alert's evidence, for a channel whose messages have a size limit (the
+    webhook's body bound): the sender takes the first that fits, so the alert still goes out rather than being
+    refused whole. Each names what it cut in ``trimmed`` (field -> what); the stored evidence is not changed.
+
+    Cut in the order on-call misses least: the headlines of earlier escalations; then any other field over
+    SMALL_FIELD_BYTES (an embedded plot, a long text, the escalation history); then headline titles to
+    TRIMMED_TITLE_CHARS; then headlines from the least negative, halving (the most negative stays longest).
+    The last version has no headlines and only fields of at most SMALL_FIELD_BYTES each: the shares, p-value,
+    volume, span and links on-call judges the alert by."""
+    ev: dict[str, Any] = dict(evidence) if isinstance(evidence, dict) else {}
+    cut: dict[str, str] = {}
+    if not isinstance(evidence, dict) and evidence is not None:
+        cut["evidence"] = f"not an object, dropped ({_json_bytes(evidence):,} bytes)"
+        yield {"trimmed": dict(cut)}
+
+    escalations = ev.get("escalations")
+    if isinstance(escalations, list) and any(isinstance(e, dict) and "headlines" in e for e in escalations):
+        ev["escalations"] = [{k: v for k, v in e.items() if k != "headlines"} if isinstance(e, dict) else e
+                             for e in escalations]
+        cut["escalations"] = "the headlines of each escalation dropped"
+        yield {**ev, "trimmed": dict(cut)}
+
+    bulky = {k: _json_bytes(v) for k, v in ev.items() if k != "headlines"}
+    bulky = {k: size for k, size in bulky.items() if size > SMALL_FIELD_BYTES}
+    if bulky:
+        for key, size in bulky.items():
+            del ev[key]
+            cut[key] = f"dropped ({size:,} bytes)"
+        yield {**ev, "trimmed": dict(cut)}
+
+    headlines = ev.get("headlines")
+    if not isinstance(headlines, list):
+        if headlines is not None and _json_bytes(headlines) > SMALL_FIELD_BYTES:  # not a list: bulk like the rest
+            cut["headlines"] = f"dropped ({_json_bytes(ev.pop('headlines')):,} bytes)"
+            yield {**ev, "trimmed": dict(cut)}
+        return
+    short = [{**h, "title": h["title"][:TRIMMED_TITLE_CHARS] + "..."}
+             if isinstance(h, dict) and isinstance(h.get("title"), str) and len(h["title"]) > TRIMMED_TITLE_CHARS
+             else h for h in headlines]
+    titles = f", titles cut to {TRIMMED_TITLE_CHARS} characters" if short != headlines else ""
+    if titles:
+        cut["headlines"] = titles.removeprefix(", ")
+        yield {**ev, "headlines": short, "trimmed": dict(cut)}
+    kept = len(short)
+    while kept:
+        kept //= 2
+        cut["headlines"] = f"kept the {kept} most negative of {len(short)}{titles}"
+        yield {**ev, "headlines": short[:kept], "trimmed": dict(cut)}

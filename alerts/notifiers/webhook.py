@@ -3,7 +3,7 @@
 Headers: ``X-MarketMood-Timestamp`` (Unix seconds), ``X-MarketMood-Signature: sha256=<hex>`` where the MAC
 is over ``<timestamp>.<raw body>`` (binding the time prevents replays), ``X-MarketMood-Event`` and
 ``Idempotency-Key`` (stable per alert, event and reminder number: delivery is at-least-once, a retry carries
-the same key). A group's body is bounded (``webhook_body``): many receivers refuse a body over 1 MB.
+the same key). Every body is bounded (``webhook_body``): many receivers refuse a body over 1 MB.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from urllib.parse import quote
 import httpx
 
 from alerts.notifiers.base import post_json
-from alerts.payloads import delivery_key
+from alerts.payloads import delivery_key, trimmed_evidence
 
 
 #: Members of a group sent in one body: a sell-off under a per-ticker rule groups hundreds of alerts, each with
 #: its evidence and headlines, into a body of several MB that receivers refuse (413: dead, holding the resolve).
 MAX_GROUP_MEMBERS = 50
-#: Hard cap on a group's body (under the common 1 MB limit): members are dropped from the end until it fits,
-#: as 50 members with many long headlines each can still exceed it.
+#: Hard cap on a body (under the common 1 MB limit): a group's members are dropped from the end until it fits,
+#: as 50 members with many long headlines each can still exceed it; a lead alert too big alone is trimmed.
 MAX_BODY_BYTES = 900_000
 
 #: Printable ASCII passes unchanged, so an ASCII key is sent exactly as before (receivers keep de-duplicating).
@@ -66,12 +66,12 @@ def _cut_group(payload: dict[str, Any], members: list[dict[str, Any]]) -> dict[s
     return {**payload, "alerts": members, "group": {**payload["group"], "omitted": omitted}}
 
 
-def webhook_body(payload: dict[str, Any]) -> bytes:
-    """The JSON body for a generic payload (pure; tested directly): the payload itself, except that a group
-    carries at most MAX_GROUP_MEMBERS members and MAX_BODY_BYTES bytes; ``group.size`` keeps the full count,
-    ``group.omitted`` says how many members were left out (0 when none), the summary still names the scopes."""
+def _bounded(payload: dict[str, Any]) -> tuple[bytes, bool]:
+    """The body with as many group members as fit, and whether it is whole enough to send: within the bound
+    and, for a group, carrying at least its lead member."""
     if not payload.get("alerts") or not payload.get("group"):
-        return _encode(payload)
+        body = _encode(payload)
+        return body, len(body) <= MAX_BODY_BYTES
     members = payload["alerts"][:MAX_GROUP_MEMBERS]
     room = MAX_BODY_BYTES - len(_encode(_cut_group(payload, [])))  # ``omitted`` only gets shorter from here
     kept = 0
@@ -80,7 +80,38 @@ def webhook_body(payload: dict[str, Any]) -> bytes:
         if room < 0:
             break
         kept += 1
-    return _encode(_cut_group(payload, members[:kept]))
+    body = _encode(_cut_group(payload, members[:kept]))
+    return body, kept > 0 and len(body) <= MAX_BODY_BYTES
+
+
+def _with_lead_evidence(payload: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` whose lead alert carries ``evidence``: in ``alert`` and, for a group, in its first member
+    (the same alert; a group's other members keep theirs, and are left out whole when they do not fit)."""
+    lead = payload["alert"]
+    out = {**payload, "alert": {**lead, "evidence": evidence}}
+    alerts = payload.get("alerts")
+    if alerts and isinstance(alerts[0].get("alert"), dict) and alerts[0]["alert"].get("dedup_key") == lead.get(
+            "dedup_key"):
+        out["alerts"] = [{**alerts[0], "alert": {**alerts[0]["alert"], "evidence": evidence}}, *alerts[1:]]
+    return out
+
+
+def webhook_body(payload: dict[str, Any]) -> bytes:
+    """The JSON body for a generic payload (pure; tested directly): the payload itself, except that a group
+    carries at most MAX_GROUP_MEMBERS members and MAX_BODY_BYTES bytes; ``group.size`` keeps the full count,
+    ``group.omitted`` says how many members were left out (0 when none), the summary still names the scopes.
+
+    When the lead alert alone does not fit (its evidence: 50 long headlines, an escalation history, an embedded
+    plot), its evidence is trimmed (``payloads.trimmed_evidence``, which says what it cut in
+    ``evidence.trimmed``) until it does: a receiver refuses an oversized body, and the page must still go out."""
+    body, whole = _bounded(payload)
+    if whole or not isinstance(payload.get("alert"), dict):
+        return body
+    for evidence in trimmed_evidence(payload["alert"].get("evidence")):
+        body, whole = _bounded(_with_lead_evidence(payload, evidence))
+        if whole:
+            return body
+    return body  # only the alert's own fields (scope, keys) are left: nothing more to trim without losing it
 
 
 class WebhookNotifier:

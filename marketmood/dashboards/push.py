@@ -110,10 +110,46 @@ def upsert_datasource(api: GrafanaApi, payload: dict[str, Any]) -> str:
     return "updated"
 
 
-def ensure_folder(api: GrafanaApi, uid: str = FOLDER_UID, title: str = FOLDER) -> str:
-    existing = _get_or_create(f"folder {uid}", lambda: api.folder.get_folder(uid),
-                              lambda: api.folder.create_folder(title, uid=uid))
-    return "created" if existing is None else "exists"
+def _is_title_taken(exc: PushError) -> bool:
+    """Grafana refuses a second top-level folder with a title: 409 since 8.0.5, 400 before; the message is "a
+    folder with the same name already exists[ in the current location]" (older: "a folder or dashboard in the
+    general folder with the same name already exists")."""
+    return exc.status == 409 or (exc.status == 400 and "same name" in exc.reason)
+
+
+def _folders_titled(api: GrafanaApi, step: str, title: str) -> list[dict[str, Any]]:
+    """The top-level folders the token sees whose title is ``title`` (exactly; else ignoring case, as a
+    MySQL-backed Grafana compares titles). Search matches substrings in any case and lists nested folders too
+    (with their parent's ``folderUid``): neither blocks a top-level folder."""
+    found = _step(step, lambda: api.search.search_dashboards(query=title, type_="dash-folder"))
+    if not isinstance(found, list):
+        raise PushError(step, None, f"the folder search answered no list: {_first_line(found, 80)!r}")
+    top = [f for f in found if isinstance(f, dict) and f.get("uid") and not f.get("folderUid")]
+    return ([f for f in top if f.get("title") == title]
+            or [f for f in top if str(f.get("title", "")).casefold() == title.casefold()])
+
+
+def ensure_folder(api: GrafanaApi, uid: str = FOLDER_UID, title: str = FOLDER) -> tuple[str, str]:
+    """(the uid of the folder the dashboards go to, what happened): ours, found or created; or a folder that
+    already has our title under another uid (made by hand, or by file provisioning without ``folderUid``),
+    adopted: Grafana refuses a second one with that title, and an operator who made it meant it for these
+    dashboards. Decided again on every push, so renaming or deleting that folder ends the adoption."""
+    step = f"folder {uid}"
+    try:
+        existing = _get_or_create(step, lambda: api.folder.get_folder(uid),
+                                  lambda: api.folder.create_folder(title, uid=uid))
+    except PushError as exc:
+        if not _is_title_taken(exc):
+            raise
+        folders = _folders_titled(api, step, title)
+        if len(folders) != 1:
+            raise PushError(step, exc.status, f"a folder titled {title!r} already exists and " + (
+                "several folders match it (" + ", ".join(str(f["uid"]) for f in folders) + "): rename all but one"
+                if folders else "this token cannot see it: give the service account access to that folder, or "
+                "rename or delete it")) from None
+        return str(folders[0]["uid"]), (f"adopted the existing folder titled {title!r} (Grafana allows one "
+                                         f"folder per title; rename or delete it to have push create uid {uid!r})")
+    return uid, "created" if existing is None else "exists"
 
 
 def push(
@@ -123,18 +159,20 @@ def push(
     prometheus_url: str = "http://prometheus:9090",
     dashboards: Iterable[str] | None = None,
 ) -> PushResult:
-    """Datasources first (dashboards reference them by uid), then the folder, then each dashboard."""
+    """Datasources first (dashboards reference them by uid), then the folder (ours, or an adopted one with our
+    title), then each dashboard into it."""
     actions: list[tuple[str, str, str]] = []
     for payload in (postgres_datasource(target), prometheus_datasource(prometheus_url)):
         actions.append(("datasource", payload["uid"], upsert_datasource(api, payload)))
-    actions.append(("folder", FOLDER_UID, ensure_folder(api)))
+    folder_uid, outcome = ensure_folder(api)
+    actions.append(("folder", folder_uid, outcome))
     wanted = set(dashboards) if dashboards is not None else None
     for uid, builder in all_dashboards().items():
         if wanted is not None and uid not in wanted:
             continue
         body = {
             "dashboard": {**to_json_dict(builder), "id": None},
-            "folderUid": FOLDER_UID,
+            "folderUid": folder_uid,
             "overwrite": True,
             "message": "marketmood grafana push",
         }

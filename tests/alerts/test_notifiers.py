@@ -365,3 +365,60 @@ def test_webhook_body_of_a_small_group_lists_every_member(http_recorder) -> None
     body = http_recorder.requests[0].json()
     assert [m["alert"]["id"] for m in body["alerts"]] == [7, 8, 9]
     assert body["group"] == {"key": "k", "size": 3, "omitted": 0}
+
+
+def _bulky_alert(kind: str) -> dict:
+    """A lead alert whose evidence alone serialises over the webhook's bound, as each kind of bulk can make it."""
+    alert = sample_alert()
+    ev = alert["evidence"]
+    long_headlines = [{"title": f"{j} " + "原油价格暴跌" * 333, "score": -0.9, "source": "wire",
+                       "url": f"https://news.example.com/oil/{j}"} for j in range(50)]  # 2,000 chars, \u-escaped
+    if kind == "headlines":  # top_headlines: 50 (the rule's maximum) with 2,000-character non-ASCII titles
+        ev["headlines"] = long_headlines
+        ev["escalations"] = [{"current_share": 0.7 + k / 100, "headlines": long_headlines} for k in range(2)]
+    elif kind == "plot":  # an embedded plot or any long text: the headlines themselves are small and stay
+        ev["plot_png_base64"] = "iVBORw0KGgo" + "A" * 1_500_000
+    elif kind == "escalations":  # a long incident: hundreds of escalations kept with the alert
+        ev["escalations"] = [{"current_share": 0.62, "volume": 20 + k, "p_value": 1e-6,
+                              "headlines": long_headlines[:3]} for k in range(60)]
+    return alert
+
+
+@pytest.mark.parametrize("kind", ["headlines", "plot", "escalations"])
+@pytest.mark.parametrize("event", ["trigger", "resolve", "group"])
+def test_webhook_body_never_exceeds_the_bound_whatever_the_leads_evidence(http_recorder, kind, event) -> None:
+    """Every webhook body sent is at most MAX_BODY_BYTES, whatever the size of the lead alert's evidence, and still
+    names the alert. Before, only a group's members were bounded: a single alert (or a group's lead, sent twice:
+    ``alert`` and ``alerts[0]``) whose evidence alone was over 900 kB went out whole (1.5 to 2.2 MB here) and a
+    receiver refusing bodies over 1 MB answered 413: the page died. Now the lead's bulky evidence is trimmed,
+    the evidence says what was cut (``trimmed``), and the numbers on-call judges by are kept."""
+    from alerts.notifiers.webhook import MAX_BODY_BYTES
+    from alerts.payloads import delivery_key, group_payload
+
+    lead = _bulky_alert(kind)
+    if event == "group":
+        others = [sample_alert(id=43 + i, scope=f"Topic {i}", dedup_key=f"marketmood/x/topic/{i}/1") for i in range(3)]
+        payload = group_payload([lead, *others], "trigger", "spike/critical/hook")
+    else:
+        payload = notification_payload(lead, event)
+    WebhookNotifier("hook", http_recorder.url("/hook"), SECRET).send(payload)
+    [req] = http_recorder.requests
+    assert len(req.body) <= MAX_BODY_BYTES, f"{len(req.body):,} bytes"
+    body = req.json()
+    sent = body["alert"]
+    assert sent["id"] == 42 and sent["dedup_key"] == lead["dedup_key"] and body["summary"] == payload["summary"]
+    ev = sent["evidence"]
+    assert {k: ev[k] for k in ("current_share", "baseline_share", "p_value", "volume")} == {
+        k: lead["evidence"][k] for k in ("current_share", "baseline_share", "p_value", "volume")}
+    assert ev["trimmed"] and set(ev["trimmed"]) <= set(lead["evidence"]), ev["trimmed"]  # names what was cut
+    if kind == "plot":
+        assert "plot_png_base64" not in ev and ev["headlines"] == lead["evidence"]["headlines"]
+        assert ev["series"] == lead["evidence"]["series"]
+    if kind == "headlines":
+        assert ev["headlines"] and ev["headlines"][0]["url"] == "https://news.example.com/oil/0"  # the most negative
+    if event == "group":
+        assert [m["alert"]["id"] for m in body["alerts"]] == [42, 43, 44, 45] and body["group"]["omitted"] == 0
+        assert body["alerts"][0]["alert"] == sent  # the lead, trimmed the same way in both places
+    assert verify(SECRET, req.headers["X-MarketMood-Timestamp"], req.body, req.headers["X-MarketMood-Signature"])
+    assert req.headers["Idempotency-Key"] == delivery_key(payload)  # a retry still carries the same key
+    assert "trimmed" not in payload["alert"]["evidence"]  # the stored document is left as it was

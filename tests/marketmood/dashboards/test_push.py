@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from click.testing import CliRunner
@@ -28,23 +29,43 @@ class Recorded:
 
 @dataclass
 class FakeGrafana:
-    """Existing objects decide GET answers (404 when missing); writes are recorded and answered 200."""
+    """Existing objects decide GET answers (404 when missing); writes are recorded and answered 200.
+
+    Folders behave as in Grafana 11: ``folders`` (uid -> title, top level) are what the token sees; ``hidden``
+    ones exist but it cannot see them (folder permissions). A new folder whose title a top-level folder already
+    has is refused with 409, and search lists the visible folders whose title contains the query (any case).
+    """
 
     existing: set[str] = field(default_factory=set)
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
     fail_with: int | None = None
     raw: tuple[int, str, bytes] | None = None  # (status, content type, body) for every request: a proxy, a login page
+    folders: dict[str, str] = field(default_factory=dict)
+    hidden: dict[str, str] = field(default_factory=dict)
 
     def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         if self.fail_with:
             return self.fail_with, {"message": "permission denied"}
+        route, _, query = path.partition("?")
+        key = route.split("/api/", 1)[-1]  # the same API under a sub-path
+        if method == "GET" and key == "search":
+            params = parse_qs(query)
+            wanted = params.get("query", [""])[0].casefold()
+            if params.get("type") != ["dash-folder"]:
+                return 200, []
+            return 200, [{"id": 100 + i, "uid": uid, "title": title, "type": "dash-folder",
+                          "url": f"/dashboards/f/{uid}/"}
+                         for i, (uid, title) in enumerate(self.folders.items()) if wanted in title.casefold()]
         if method == "GET":
-            key = path.removeprefix("/api/")
-            if key in self.existing:
+            if key in self.existing or key.removeprefix("folders/") in self.folders:
                 return 200, {"id": 42, "uid": key.rsplit("/", 1)[-1]}
             return 404, {"message": "not found"}
-        if path == "/api/dashboards/db":
+        if key == "folders":
+            if body["title"] in {**self.folders, **self.hidden}.values():
+                return 409, {"message": "a folder with the same name already exists in the current location"}
+            self.folders[body.get("uid") or "generated"] = body["title"]
+        if key == "dashboards/db":
             return 200, {"status": "success", "uid": body["dashboard"]["uid"], "version": 1}
         return 200, {"message": "ok", "id": 7}
 
@@ -216,3 +237,29 @@ def test_a_password_in_the_url_stays_out_of_the_error(grafana: FakeGrafana) -> N
     assert result.exit_code == 1 and "cannot reach Grafana at http://admin:***@127.0.0.1:9" in result.output, (
         result.output)
     assert "hunter2" not in result.output and TOKEN not in result.output
+
+
+def test_a_folder_already_titled_marketmood_is_adopted(grafana: FakeGrafana) -> None:
+    """A "MarketMood" folder made by hand (or by file provisioning without ``folderUid``) has another uid, and
+    Grafana refuses a second folder with its title (409): the push failed at the folder. Now the dashboards go
+    into that folder, the output says so, and a second push does the same (nothing is created twice)."""
+    grafana.folders["f3Kx9aQ"] = "MarketMood"
+    for _ in range(2):
+        result = _push(grafana)
+        assert result.exit_code == 0, result.output
+        assert "folder f3Kx9aQ: adopted the existing folder titled 'MarketMood'" in result.output, result.output
+    assert grafana.folders == {"f3Kx9aQ": "MarketMood"}
+    dashboards = [r.body for r in grafana.requests if r.path == "/api/dashboards/db"]
+    assert len(dashboards) == 4 and {d["folderUid"] for d in dashboards} == {"f3Kx9aQ"}
+
+
+def test_a_folder_of_that_title_the_token_cannot_see_is_one_clear_error(grafana: FakeGrafana) -> None:
+    """The title is taken by a folder the service account has no access to: nothing to adopt, so the push stops
+    at the folder with one line saying what to do, and writes no dashboard into a folder that does not exist."""
+    grafana.hidden["private1"] = "MarketMood"
+    grafana.folders["other"] = "MarketMood archive"  # search matches substrings: not this one
+    result = _push(grafana)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert ("Grafana push failed at folder marketmood: HTTP 409: a folder titled 'MarketMood' already exists and "
+            "this token cannot see it") in result.output, result.output
+    assert not [r for r in grafana.requests if r.path == "/api/dashboards/db"]
