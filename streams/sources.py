@@ -18,6 +18,12 @@ contract allows and the worker ignores) and ``marketmood publish`` adds the Kafk
 ``retime`` maps a historical stream onto the present (``marketmood publish --retime now --speed 24``): the
 first record's time becomes the start, later ones keep their spacing divided by ``speed``; the original time
 stays in ``original_published_at``.
+
+Runs: a retimed record is another article than the original (its time, part of what the worker stores, differs),
+so a replay tags its ids with a run id (``in_run``: ``reuters-17@20261207175014``). The worker stores an id
+once and refuses a copy whose content differs (``conflicting_duplicate``): with the file's own ids a second
+retimed replay, or one after a plain replay, was dead-lettered whole. One run is one time mapping: its records
+repeated (a re-sent batch, the same command again, a resumed replay) are identical and stored once.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ import gzip
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
+
+from models.text_encoder import has_visible_characters
 
 Record = dict[str, Any] | bytes
 
@@ -251,3 +260,46 @@ def retime(records: Iterable[Record], *, start: datetime, speed: float = 1.0) ->
         assert isinstance(record, dict)
         yield {**record, "published_at": (start + (moment - origin) / speed).isoformat(),
                "original_published_at": record["published_at"]}
+
+
+RUN_SEPARATOR = "@"
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def check_run_id(run: str) -> str:
+    """``run`` if it can name a run: 1-64 letters, digits and ``._:-``; it ends every id of the run, so no
+    ``@`` (an id's last ``@`` separates it) and nothing a log line or a URL would mangle."""
+    if not _RUN_ID.fullmatch(run):
+        raise ValueError(f"run id {run!r}: expected 1-64 letters, digits, '.', '_', ':' or '-' (e.g. 20261207175014)")
+    return run
+
+
+def run_id(start: datetime) -> str:
+    """The id of a replay run that starts at ``start``: that instant in UTC, to the second (``20261207175014``).
+
+    The one definition of run ids (``marketmood publish --retime``, the demo's feeds): a run is named by when its
+    replayed time begins, so the same start is the same run and a replay started later is a new one."""
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    return start.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
+
+
+def in_run(records: Iterable[Record], run: str) -> Iterator[Record]:
+    """Records with ids of ``run``: ``<id>@<run>``, so two runs of one file are distinct articles to the worker
+    (whose writes keep the first content of an id) and one run repeated is the same articles again.
+
+    Only an id the contract would take is tagged: a record without one, with a blank one or one of another type
+    is passed unchanged for the worker to dead-letter as before (``123@run`` or `` @run`` would be valid ids).
+    Raises ValueError for an unusable ``run`` at once, not at the first record."""
+    check_run_id(run)
+    return _tagged(records, run)
+
+
+def _tagged(records: Iterable[Record], run: str) -> Iterator[Record]:
+    for record in records:
+        if isinstance(record, dict):
+            original = record.get("id")
+            if isinstance(original, str) and has_visible_characters(original):
+                yield {**record, "id": f"{original.strip()}{RUN_SEPARATOR}{run}"}
+                continue
+        yield record

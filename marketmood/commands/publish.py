@@ -16,7 +16,7 @@ from marketmood.runtime import sigterm_as_interrupt
 from marketmood.settings import Settings, check_bootstrap, get_settings
 from streams.broker import find_running
 from streams.publisher import Delivery, LiveClock, PublishError, close_producer, make_producer, publish
-from streams.sources import Record, detect_format, read_records, record_time, since
+from streams.sources import Record, check_run_id, detect_format, in_run, read_records, record_time, run_id, since
 from streams.sources import retime as retimed
 from streams.topics import ensure_topics
 
@@ -41,11 +41,12 @@ def _resolve_bootstrap(settings: Settings, bootstrap: str | None) -> str:
 
 
 def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """``now`` or an ISO-8601 time (UTC when it has no zone)."""
+    """``now`` (to the second: a retimed replay is named by its start second, so two started within one second
+    are one run with the same times, not two runs whose ids collide) or an ISO-8601 time (UTC when it has no zone)."""
     if value is None:
         return None
     if value.strip().lower() == "now":
-        return datetime.now(timezone.utc)
+        return datetime.now(timezone.utc).replace(microsecond=0)
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -53,14 +54,34 @@ def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> d
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
-def _resume_hint(last: Record | None) -> str:
+def _run_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--run-id``, checked here: it ends every id of the run, so a bad one is a usage error, not dead letters."""
+    if value is None:
+        return None
+    try:
+        return check_run_id(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _resume_hint(last: Record | None, run: str | None = None, speed: float = 1.0) -> str:
     """How to go on after an interruption: ``--start-at`` the (original) time of the last record sent. Records
-    of that second go again, which the worker's idempotent writes absorb (the same id is stored once)."""
+    of that time go again, which the worker's idempotent writes absorb (the same id is stored once).
+
+    A retimed replay resumes as the same run on the same time mapping: ``--retime`` the last record's new time
+    (the first record resent is then mapped onto it, later ones keep their spacing) and ``--run-id``. With
+    ``--retime now`` the resent records would be a new run (stored twice), with the run id alone they would
+    differ in time from their stored copies (dead-lettered as conflicting)."""
     if not isinstance(last, dict):
         return ""
     original = {"published_at": last.get("original_published_at", last.get("published_at"))}
     moment = record_time(original)
-    return f"; to resume, rerun with --start-at {moment.isoformat()}" if moment is not None else ""
+    if moment is None:
+        return ""
+    hint = f"; to resume, rerun with --start-at {moment.isoformat()}"
+    if run is not None and "original_published_at" in last:
+        hint += f" --retime {last['published_at']} --run-id {run}" + (f" --speed {speed:g}" if speed != 1.0 else "")
+    return hint
 
 
 @click.command("publish")
@@ -82,15 +103,22 @@ def _resume_hint(last: Record | None) -> str:
               help="With --retime: how much faster than history (24 = one day of news per hour).")
 @click.option("--start-at", callback=_moment, metavar="TIME",
               help="Skip records published before this time (e.g. 2016-03-01 to replay from there).")
+@click.option("--run-id", "run", callback=_run_id, metavar="RUN",
+              help="With --retime: the run the replayed ids belong to (each id becomes ID@RUN); the same run "
+                   "replayed again is stored once, another run is stored beside it "
+                   "[default: the --retime moment, UTC, to the second, e.g. 20261207175014].")
 def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: str | None, topic: str | None,
-                    bootstrap: str | None, retime: datetime | None, speed: float, start_at: datetime | None) -> None:
+                    bootstrap: str | None, retime: datetime | None, speed: float, start_at: datetime | None,
+                    run: str | None) -> None:
     """Replay FILE (JSONL or CSV, optionally .gz) into news.raw with a progress bar.
 
     Understands the Reuters stream (dates only: articles are spread over each day deterministically and
     flagged with "time_precision": "day" and the Kafka header time-precision: day) and the StockNet tweet
     stream of the shared data folder, and any JSONL/CSV in the news.raw contract. With --retime now
     --speed 24, history replays onto the present as a live stream (original time kept in
-    original_published_at), so dashboards, report and alerts show real headlines arriving.
+    original_published_at), so dashboards, report and alerts show real headlines arriving. A retimed replay is
+    a run: its ids are ID@RUN (the worker keeps the first content of an id, so a second replay under the file's
+    own ids was dead-lettered as conflicting duplicates); repeating a run is absorbed, a new run is stored.
 
     Counts are broker acknowledgements. Ctrl-C delivers what was sent, prints how many and the --start-at
     that resumes the replay, and exits 130; a broker that goes away stops the replay within about 30 s (exit 1).
@@ -104,11 +132,14 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
         raise click.ClickException(f"cannot read {file}: {exc}") from None
     if speed != 1.0 and retime is None:
         raise click.UsageError("--speed needs --retime (e.g. --retime now --speed 24)")
+    if run is not None and retime is None:
+        raise click.UsageError("--run-id needs --retime: a plain replay keeps the file's ids (and times)")
     records = read_records(file, fmt=resolved_fmt, lang=lang)
     if start_at is not None:
         records = since(records, start_at)
     if retime is not None:
-        records = retimed(records, start=retime, speed=speed)
+        run = run or run_id(retime)
+        records = in_run(retimed(records, start=retime, speed=speed), run)
 
     resolved_bootstrap = _resolve_bootstrap(settings, bootstrap)
     target = topic or settings.topics.raw
@@ -137,14 +168,15 @@ def publish_command(file: Path, rate: float, limit: int | None, fmt: str, lang: 
     finally:
         close_producer(producer, 10)
     if interrupted:
+        hint = _resume_hint(delivery.last_sent, run, speed) if delivery.acknowledged == delivery.sent else ""
         click.echo(f"interrupted: {delivery.acknowledged} of {delivery.sent} messages sent to {target} were "
-                   f"acknowledged{_resume_hint(delivery.last_sent) if delivery.acknowledged == delivery.sent else ''}",
-                   err=True)
+                   f"acknowledged{hint}", err=True)
         raise click.exceptions.Exit(130)
     if failure is not None:
         raise click.ClickException(f"{failure}; {delivery.acknowledged} of {delivery.sent} messages sent were "
                                    "acknowledged by the broker")
-    click.echo(f"published {delivery.acknowledged} messages to {target}")
+    click.echo(f"published {delivery.acknowledged} messages to {target}"
+               + (f" as run {run} (ids ID@{run})" if run is not None else ""))
 
 
 COMMANDS = [publish_command]

@@ -44,7 +44,7 @@ from storage.articles import topic_summary
 from storage.db import make_engine
 from streams.demo_news import DemoStream
 from streams.publisher import LiveClock, PublishError, make_producer, publish
-from streams.sources import read_records, retime
+from streams.sources import in_run, read_records, retime, run_id
 from streams.sources import since as records_since
 
 log = structlog.get_logger(__name__)
@@ -311,8 +311,7 @@ class Feed:
 
 
 def generated_feed(rate: float, phases: tuple[float, float, float], seed: int, articles: int | None) -> Feed:
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    stream = DemoStream.scenario(rate, *phases, seed=seed, run_id=run_id)
+    stream = DemoStream.scenario(rate, *phases, seed=seed, run_id=run_id(datetime.now(timezone.utc)))
     calm_s, burst_s, _ = phases
     hint = (f"no alert yet: calm news for {calm_s:.0f} s (the baseline), then a {burst_s:.0f}-s burst of bad "
             f"news about {stream.burst_company[0]} ({stream.burst_company[1]}, {stream.burst_topic})")
@@ -320,22 +319,22 @@ def generated_feed(rate: float, phases: tuple[float, float, float], seed: int, a
 
 
 def reuters_feed(data_path: Path, *, replay_from: datetime, speed: float, articles: int | None,
-                 run_id: str | None = None) -> Feed:
+                 run: str | None = None) -> Feed:
     """Real Reuters headlines from ``replay_from`` on, mapped onto now and replayed ``speed`` times faster.
     The stream gives dates only, so articles are spread over each day (flagged ``time_precision: day``).
 
-    Each replay's ids carry ``run_id`` (default: now, to the second), as the generated feed's do: with the file's
-    own ids a second replay on the same database was stored as the first one's articles (an article keeps its
-    first time), so nothing showed as scored since the start, and the demo waited for them forever.
+    Each replay's ids carry ``run`` (``streams.sources.in_run``; default: the run id of now, as
+    ``marketmood publish --retime`` names its runs), as the generated feed's do: with the file's own ids a second
+    replay on the same database was stored as the first one's articles (an article keeps its first time), so
+    nothing showed as scored since the start, and the demo waited for them forever.
     """
     path = next(iter(sorted((data_path / "reuters_news_stream").glob("*.train.csv*"))), None)
     if path is None:
         raise ConfigError(f"no Reuters stream under {data_path / 'reuters_news_stream'} (set MARKETMOOD_DATA_PATH)")
     total = articles or 600
-    run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    retimed = retime(records_since(read_records(path, fmt="reuters"), replay_from), start=datetime.now(timezone.utc),
-                     speed=speed)
-    records = ({**r, "id": f"{r['id']}@{run_id}"} if isinstance(r, dict) else r for r in retimed)
+    start = datetime.now(timezone.utc)
+    retimed = retime(records_since(read_records(path, fmt="reuters"), replay_from), start=start, speed=speed)
+    records = in_run(retimed, run or run_id(start))
     hint = (f"real Reuters headlines from {replay_from:%Y-%m-%d}, {speed:g}x real time: alerts fire only if that "
             "history had a negative spike")
     return Feed(records, total, 0.0, hint, lambda _: "replay", live=LiveClock())

@@ -19,9 +19,11 @@ from streams.messages import NewsMessage, parse_news
 from streams.publisher import LiveClock, RateLimiter, encode, headers
 from streams.sources import (
     detect_format,
+    in_run,
     read_records,
     record_time,
     retime,
+    run_id,
     since,
     spread_time,
 )
@@ -192,7 +194,7 @@ def test_publish_retime_now_replays_history_as_a_live_stream(
     records = consume_all(kafka_bootstrap, topic_names.raw, 3, timeout_s=20)
     values = sorted((json.loads(r.value) for r in records), key=lambda v: v["published_at"])
     times = [datetime.fromisoformat(v["published_at"]) for v in values]
-    assert before <= times[0] <= before + timedelta(seconds=30)
+    assert before.replace(microsecond=0) <= times[0] <= before + timedelta(seconds=30)  # now, to the second
     assert times[-1] - times[0] < timedelta(seconds=2)  # a day and a bit of history at 86400x
     assert time.monotonic() - started >= (times[-1] - times[0]).total_seconds() * 0.9  # sent live, not at once
     assert [v["original_published_at"][:10] for v in values] == ["2011-07-06", "2011-07-06", "2011-07-07"]
@@ -255,3 +257,22 @@ def test_stocknet_times_without_a_zone_are_utc_not_dead_letters(tmp_path: Path) 
     times = [r["published_at"] for r in records]  # type: ignore[index]
     assert times == ["2014-01-01T10:00:00+00:00", "2014-01-01T10:05:00+00:00"]
     assert all(isinstance(parse_news(json.dumps(r).encode()), NewsMessage) for r in records)
+
+
+def test_a_run_is_named_by_its_start_second_and_tags_only_ids_the_contract_takes() -> None:
+    """``run_id`` is the one definition (publish --retime and the demo's feeds); ``in_run`` makes each id
+    ``ID@RUN`` so two runs of one file are distinct articles, while a record the worker must dead-letter (no
+    id, a blank or non-string one, raw bytes) is passed unchanged instead of being made valid."""
+    start = datetime(2026, 12, 7, 18, 50, 14, 999_999, tzinfo=timezone(timedelta(hours=1)))
+    assert run_id(start) == "20261207175014"
+    records = [{"id": "reuters-1", "title": "t"}, {"id": 7, "title": "t"}, {"id": " \u200b", "title": "t"},
+               {"title": "no id"}, b"raw", {"id": " t-2 ", "title": "t"}]
+    out = list(in_run(records, "r1"))
+    assert [r.get("id") if isinstance(r, dict) else r for r in out] == [
+        "reuters-1@r1", 7, " \u200b", None, b"raw", "t-2@r1"]
+    assert records[0]["id"] == "reuters-1"  # type: ignore[index]  # the input is not modified
+    for bad in ("", "a@b", "has space", "-leading", "x" * 65):
+        with pytest.raises(ValueError, match="run id"):
+            in_run(records, bad)  # at once, not at the first record
+    with pytest.raises(ValueError, match="aware"):
+        run_id(datetime(2026, 12, 7))
