@@ -19,6 +19,7 @@ from marketmood.settings import ModelSettings, Settings
 from models.engine import Engine, load_engine
 from models.prediction import ClassifierProvider, StaticProvider
 from storage.db import make_engine
+from training.registry import model_cache_dir
 
 
 def engine_options(model: ModelSettings) -> dict[str, Any]:
@@ -54,8 +55,7 @@ def build_engine(model: ModelSettings, path: Path | None = None) -> Engine:
 
 def registry_provider(settings: Settings, engine: DbEngine) -> RegistryProvider:
     """A provider that follows ``settings.model.alias`` in the registry (not started)."""
-    cache = settings.retrain.model_cache_dir or Path(settings.home) / "models"
-    return RegistryProvider(engine, cache_dir=cache, loader=engine_loader(settings.model),
+    return RegistryProvider(engine, cache_dir=model_cache_dir(settings), loader=engine_loader(settings.model),
                             poll_interval_s=settings.worker.model_poll_interval_s, alias=settings.model.alias)
 
 

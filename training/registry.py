@@ -6,23 +6,27 @@ database URL can fetch a version, verify it and unpack it once into a local cach
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy.engine import Engine
 
 from models.artifact import (
-    ARTIFACT_FILE,
     BUNDLED_MODEL_DIR,
     FP16_WEIGHTS_FILE,
     METRICS_FILE,
@@ -35,10 +39,17 @@ from models.artifact import (
 )
 from storage import registry as sql
 
+log = structlog.get_logger(__name__)
+
 ROLLBACK_REASON = "rollback"
 # Training leftovers that a worker never needs (checkpoints can be several times the model's size).
 CHECKPOINT_DIR = "checkpoints"  # ``training.trainer.CHECKPOINT_DIR``, without importing the training stack
 _SKIP_DIRS = {CHECKPOINT_DIR, "__pycache__"}
+# Written last into an unpacked cache folder (before its atomic rename): the artifact's sha256 and every file's size
+# and sha256. A cache folder is served only when its files match it exactly, so a truncated, changed, missing or
+# extra file (a power loss after the rename, a disk error, a hand edit) is fetched again instead of failing to load
+# (or loading garbage) at every start. Never packed: it describes one unpack, not the artifact.
+CACHE_MANIFEST = ".marketmood-cache.json"
 
 
 class RegistryError(RuntimeError):
@@ -66,7 +77,8 @@ def pack_artifact(directory: Path | str, *, slim: bool = False) -> PackedArtifac
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for path in sorted(directory.rglob("*")):
                 rel = path.relative_to(directory)
-                if path.is_dir() or any(part in _SKIP_DIRS for part in rel.parts) or rel.as_posix() in skip_files:
+                if (path.is_dir() or any(part in _SKIP_DIRS for part in rel.parts) or rel.as_posix() in skip_files
+                        or rel.as_posix() == CACHE_MANIFEST):
                     continue
                 info = tar.gettarinfo(str(path), arcname=rel.as_posix())
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
@@ -77,8 +89,10 @@ def pack_artifact(directory: Path | str, *, slim: bool = False) -> PackedArtifac
 
 
 def unpack_artifact(data: bytes, expected_sha256: str | None, target: Path) -> Path:
-    """Verify and extract into ``target`` atomically (temp folder + rename), so readers never see half."""
-    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+    """Verify and extract into ``target`` atomically (temp folder + manifest written last + rename), so readers
+    never see half, and a later :func:`cache_problem` can tell a completed unpack from anything else."""
+    actual_sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and actual_sha256 != expected_sha256:
         raise RegistryError(f"artifact for {target.name} does not match its sha256 {expected_sha256[:12]}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -86,10 +100,12 @@ def unpack_artifact(data: bytes, expected_sha256: str | None, target: Path) -> P
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             tar.extractall(tmp, filter="data")  # "data" refuses absolute paths, links out of tree, devices
         read_info(tmp)
+        manifest = {"artifact_sha256": actual_sha256, "files": _file_digests(tmp)}
+        (tmp / CACHE_MANIFEST).write_text(json.dumps(manifest, sort_keys=True) + "\n")
         try:
             os.rename(tmp, target)
-        except OSError:  # another process unpacked the same version first: theirs is identical
-            if not (target / ARTIFACT_FILE).is_file():
+        except OSError:  # another process unpacked the same version first: theirs is identical if complete
+            if cache_problem(target, actual_sha256) is not None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
@@ -98,12 +114,91 @@ def unpack_artifact(data: bytes, expected_sha256: str | None, target: Path) -> P
     return target
 
 
+def _file_digests(folder: Path) -> dict[str, list[Any]]:
+    """{relative path: [size, sha256]} of every file under ``folder`` except the cache manifest."""
+    out: dict[str, list[Any]] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if rel == CACHE_MANIFEST or path.is_dir():
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        out[rel] = [path.stat().st_size, digest.hexdigest()]
+    return out
+
+
+def cache_problem(folder: Path, artifact_sha256: str) -> str | None:
+    """Why ``folder`` is not a complete unpack of the artifact hashed ``artifact_sha256``, or None when it is.
+
+    Reads every file once (about 0.1 s for a slim artifact), paid only when a version is loaded, never per batch.
+    """
+    try:
+        manifest = json.loads((folder / CACHE_MANIFEST).read_text())
+    except FileNotFoundError:
+        return "missing" if not folder.exists() else "no completion manifest (an unfinished or foreign unpack)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable completion manifest ({exc})"
+    if not isinstance(manifest, dict) or manifest.get("artifact_sha256") != artifact_sha256:
+        return "completion manifest of another artifact"
+    expected = manifest.get("files")
+    try:
+        actual = _file_digests(folder)
+    except OSError as exc:
+        return f"unreadable file ({exc})"
+    if actual != expected:
+        expected = expected if isinstance(expected, dict) else {}
+        changed = sorted(set(actual) ^ set(expected)
+                         | {name for name in actual if name in expected and actual[name] != expected[name]})
+        return "missing, extra or changed files: " + ", ".join(changed[:5])
+    return None
+
+
+@contextlib.contextmanager
+def _cache_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``target``'s cache slot (``flock`` on a sibling file, freed if the process dies),
+    so two processes on one host (a worker and the retrain) never repair or unpack the same folder at once: one
+    could remove the folder the other had just completed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _unpack_leftovers(target: Path) -> list[Path]:
+    """Temporary folders of ``target``'s unpacks that never finished (``mkdtemp(prefix=".<name>.")`` adds 8
+    characters): only called under :func:`_cache_lock`, when no unpack of ``target`` is running."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}")
+    return [p for p in target.parent.iterdir() if p.is_dir() and pattern.fullmatch(p.name)]
+
+
+def _discard(folder: Path) -> None:
+    """Move ``folder`` off its name first (one rename: never half-removed under the name), then delete it. A
+    process still reading it keeps its open files (POSIX)."""
+    if folder.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        os.rename(folder, aside / "discarded")
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def model_cache_dir(settings: Any) -> Path:
+    """This host's cache of unpacked registry artifacts (``retrain.model_cache_dir``, default ``<home>/models``):
+    the one folder workers, the retrain and ``models gate`` share, so a version is unpacked once per host."""
+    return Path(settings.retrain.model_cache_dir or Path(settings.home) / "models")
+
+
 def fetch_artifact(engine: Engine, version: str, cache_dir: Path) -> Path:
-    """Local folder of ``version``, downloading and unpacking it only when the cache lacks it.
+    """Local folder of ``version``, downloading and unpacking it only when the cache lacks a sound copy.
 
     The cache folder is named by the version *and* its artifact's sha256: a version name alone is not an
     identity (a database reset or a second registry on the same host reuses names like ``retrain-...``),
-    and a hit by name would serve another model without a word.
+    and a hit by name would serve another model without a word. A folder is served only when it matches its
+    completion manifest (:func:`cache_problem`); a damaged one, and temporary folders left by a crash mid-extract,
+    are removed and the artifact is fetched from the database again.
     """
     with engine.connect() as conn:
         sha = sql.get_artifact_sha256(conn, version)
@@ -114,9 +209,16 @@ def fetch_artifact(engine: Engine, version: str, cache_dir: Path) -> Path:
         data = _download(engine, version)
         sha = hashlib.sha256(data).hexdigest()
     target = Path(cache_dir) / f"{_safe_name(version)}-{sha[:16]}"
-    if (target / ARTIFACT_FILE).is_file():
-        return target
-    return unpack_artifact(data if data is not None else _download(engine, version), sha, target)
+    with _cache_lock(target):
+        problem = cache_problem(target, sha)
+        if problem is None:
+            return target
+        for leftover in _unpack_leftovers(target):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if target.exists():
+            log.warning("registry.cache_refetch", version=version, folder=str(target), problem=problem)
+            _discard(target)
+        return unpack_artifact(data if data is not None else _download(engine, version), sha, target)
 
 
 def _download(engine: Engine, version: str) -> bytes:

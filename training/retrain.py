@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from models.artifact import read_info, read_training_config
+from models.artifact import ArtifactError, read_info, read_training_config
 from models.labels import SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
 from models.prediction import Classifier
 from models.text_encoder import TextEncoder
@@ -311,6 +311,39 @@ def policy_from(settings: Any) -> FeedbackPolicy:
                           max_author_share=r.feedback_max_author_share, author_floor=r.feedback_author_floor)
 
 
+def prune_work_dir(engine: Engine, work_dir: Path, *, keep: str) -> list[Path]:
+    """Delete the folders of earlier retrains' challengers that the registry holds; return what was deleted.
+
+    Each retrain trains into ``work_dir/<version>`` (fp32 weights, the int8 ONNX, plots: ~110 MB) and, once its
+    challenger is registered (rejected or not), the registry holds the artifact and its gate report: kept, every
+    scheduled run added another such folder for good. The folder of ``keep`` (this run's) stays for an operator
+    to inspect until the next retrain, and so does any folder whose version is not in the registry (a run that
+    crashed before registering, kept to debug; delete it by hand) or that is not a retrain's (named otherwise
+    than the version inside). Runs under the retrain lock, so no other retrain is writing there.
+    """
+    if not work_dir.is_dir():
+        return []
+    candidates = []
+    for folder in sorted(work_dir.iterdir()):
+        if folder.name == keep or not folder.is_dir():
+            continue
+        try:
+            if read_info(folder).version != folder.name:
+                continue
+        except (ArtifactError, OSError, ValueError, TypeError):  # not an artifact, or unreadable: not ours
+            continue
+        candidates.append(folder)
+    removed = []
+    with engine.connect() as conn:
+        for folder in candidates:
+            if registry_sql.get_version(conn, folder.name, with_report=False) is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    if removed:
+        log.info("retrain.work_dir_pruned", work_dir=str(work_dir), removed=[f.name for f in removed], kept=keep)
+    return removed
+
+
 def run_retrain(
     engine: Engine,
     settings: Any,
@@ -337,7 +370,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     train_overrides = dict(train_overrides)
     r = settings.retrain
     home = Path(settings.home)
-    cache_dir = Path(r.model_cache_dir or home / "models")
+    cache_dir = registry.model_cache_dir(settings)
     work_dir = Path(r.work_dir or home / "retrain")
 
     champion_version = registry.ensure_champion(engine)
@@ -455,8 +488,13 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
     # registry never ships it; kept, every scheduled retrain left hundreds of MB under the work dir.
     shutil.rmtree(challenger_dir / registry.CHECKPOINT_DIR, ignore_errors=True)
     should_promote = r.auto_promote if promote is None else promote
-    return _act_on_verdict(engine, settings, version, champion_version, result, report, by=by,
-                           why=f"retrain ({trigger})", promote=should_promote)
+    outcome = _act_on_verdict(engine, settings, version, champion_version, result, report, by=by,
+                              why=f"retrain ({trigger})", promote=should_promote)
+    try:  # after the verdict: housekeeping never stands between a registered challenger and its promotion
+        prune_work_dir(engine, work_dir, keep=version)
+    except Exception as exc:  # noqa: BLE001 - a full disk or a lost connection: the next retrain tries again
+        log.warning("retrain.work_dir_prune_failed", work_dir=str(work_dir), error=str(exc)[:200])
+    return outcome
 
 
 def _act_on_verdict(engine: Engine, settings: Any, version: str, champion_version: str, result: Any,
@@ -490,14 +528,16 @@ def _act_on_verdict(engine: Engine, settings: Any, version: str, champion_versio
     return RetrainOutcome("promoted", "passed the gate", version, champion_version, report)
 
 
-def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Path, *, by: str) -> RetrainOutcome:
-    """Gate an already registered version (``models register --promote``) against the active one on the
-    champion's dev split, store the report, then act like a retrain would."""
+def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Path, *, by: str,
+                  trigger: str = "register") -> RetrainOutcome:
+    """Gate an already registered version (``models register --promote``, ``models gate``) against the active one
+    on the champion's dev split, store the report, then act like a retrain would. ``trigger`` names the command in
+    the report and the alias history."""
     r = settings.retrain
     champion_version = registry.ensure_champion(engine)
     if champion_version is None or champion_version == version:
         raise registry.RegistryError(f"nothing to gate {version} against (active: {champion_version})")
-    champion_dir = registry.fetch_artifact(engine, champion_version, Path(r.model_cache_dir or Path(settings.home) / "models"))
+    champion_dir = registry.fetch_artifact(engine, champion_version, registry.model_cache_dir(settings))
     with engine.connect() as conn:
         champion_record = registry_sql.get_version(conn, champion_version, with_report=False) or {}
     split = champion_split(champion_record.get("training_config") or {})
@@ -528,13 +568,37 @@ def gate_existing(engine: Engine, settings: Any, version: str, artifact_dir: Pat
     gate_cfg = gate_config_from(settings)
     result = evaluate_gate(champ, chall, gate_cfg)
     report = build_report(champ, chall, result, gate_cfg, extra={
-        "trigger": "register", "eval_sizes": {k: len(v) for k, v in eval_sets.items()},
+        "trigger": trigger, "eval_sizes": {k: len(v) for k, v in eval_sets.items()},
         "guard_slices_missing": guards_missing,
         "gate_split": {**split, "dev_fingerprint": fingerprint}})
     with engine.begin() as conn:
         registry_sql.set_report(conn, version, report)
-    return _act_on_verdict(engine, settings, version, champion_version, result, report, by=by, why="register",
+    return _act_on_verdict(engine, settings, version, champion_version, result, report, by=by, why=trigger,
                            promote=True)
+
+
+def regate(engine: Engine, settings: Any, version: str, *, by: str) -> RetrainOutcome:
+    """Run the gate again on a registered ``candidate`` (``marketmood models gate VERSION``) from its stored artifact.
+
+    Why: ``models register --promote`` registers first, so a gate that could not run (labeled sets or a guard slice
+    unreadable, the champion's artifact unreachable, a crash) left a candidate that no command could gate again
+    (registering it again is refused: versions are immutable). Only candidates: a rejected version lost a vote, and
+    gating it until it passes would be shopping for a verdict. Not a retrain's challenger: its gate also votes on
+    the analyst feedback held out in its run, which cannot be rebuilt here (run ``marketmood retrain`` instead).
+    Raises :class:`registry.RegistryError` for a version it refuses to gate.
+    """
+    with engine.connect() as conn:
+        record = registry_sql.get_version(conn, version, with_report=False)
+    if record is None:
+        raise registry.RegistryError(f"unknown model version {version!r}")
+    if record["status"] != "candidate":
+        raise registry.RegistryError(f"{version} is {record['status']}: only a candidate is gated (a rejected version "
+                                     "lost a vote; a shadow, promoted or retired one is past the gate)")
+    if (record.get("training_config") or {}).get("retrain"):
+        raise registry.RegistryError(f"{version} is a retrain's challenger, judged with its run's feedback hold-out, "
+                                     "which cannot be rebuilt: run `marketmood retrain` for a new challenger")
+    artifact_dir = registry.fetch_artifact(engine, version, registry.model_cache_dir(settings))
+    return gate_existing(engine, settings, version, artifact_dir, by=by, trigger="regate")
 
 
 def _read_training_config(artifact_dir: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``marketmood retrain``, ``models list|show|register|promote|rollback|shadow``, ``feedback import|requests``,
+"""``marketmood retrain``, ``models list|show|register|gate|promote|rollback|shadow``, ``feedback import|requests``,
 ``scheduler``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +30,9 @@ from training.registry import (
     rollback,
     shadow_report,
 )
+
+if TYPE_CHECKING:
+    from training.retrain import RetrainOutcome
 
 
 def _setup_logging() -> None:
@@ -161,10 +164,42 @@ def models_register(path: Path, do_promote: bool, force: bool, user: str | None)
                 outcome = gate_existing(engine, settings, version, path, by=_who(user))
             except RegistryError as exc:
                 raise click.ClickException(str(exc)) from None
-            click.echo(outcome.report["markdown"] if outcome.report else "")
-            click.echo(f"{outcome.status}: {version} ({outcome.reason})")
-            if outcome.status in {"rejected", "failed"}:
-                sys.exit(1)
+            _print_gate_outcome(outcome, version)
+
+
+@models_group.command("gate")
+@click.argument("version")
+@click.option("--by", "user", help="Who asks (kept in the alias history if it is promoted) [default: OS user].")
+def models_gate(version: str, user: str | None) -> None:
+    """Run the promotion gate again on VERSION, a registered candidate, against the active model.
+
+    For a `models register --promote` whose gate could not run (labeled sets or a guard slice unreadable, the
+    database or a host lost mid-way): fix the cause, then gate the stored artifact with this command. It acts as
+    `register --promote` does: shadow (or promote) when it passes, reject when it loses a vote. Refused for a
+    version that is not a candidate and for a retrain's challenger (run `marketmood retrain` again).
+    Exit code 1 when rejected or when the gate could not run.
+    """
+    # lazy: the training stack (torch, scikit-learn, matplotlib) costs seconds at CLI start-up
+    from training.retrain import regate
+
+    _setup_logging()
+    with database_engine(get_settings()) as engine:
+        try:
+            outcome = regate(engine, get_settings(), version, by=_who(user))
+        except RegistryError as exc:
+            raise click.ClickException(str(exc)) from None
+    _print_gate_outcome(outcome, version)
+
+
+def _print_gate_outcome(outcome: RetrainOutcome, version: str) -> None:
+    """The gate report and verdict of ``models register --promote`` / ``models gate``; exit 1 unless it passed."""
+    click.echo(outcome.report["markdown"] if outcome.report else "")
+    click.echo(f"{outcome.status}: {version} ({outcome.reason})")
+    if outcome.status == "failed":
+        click.echo(f"the gate did not run; {version} stays a candidate: once the cause is fixed, "
+                   f"`marketmood models gate {version}` gates it")
+    if outcome.status in {"rejected", "failed"}:
+        sys.exit(1)
 
 
 @models_group.command("shadow")

@@ -174,6 +174,27 @@ def test_a_promoted_model_is_served_with_the_same_limits_as_one_loaded_at_start_
     assert (served.max_length, served.max_batch_tokens, served.batch_size) == (40, 1234, 16)
 
 
+def test_a_worker_over_a_truncated_cached_model_serves_the_registered_one(engine, tmp_path):
+    """A cache folder whose model.int8.onnx was cut short (a power loss after the unpack, a disk error) made every
+    start of the worker fail, forever: the cache was trusted by its name. It is fetched again from the database."""
+    settings = load_settings(model={"threads": 1}, home=tmp_path / "home")
+    source = _source_model()
+    registry.register_artifact(engine, _renamed_copy(source, tmp_path / "cut-v1", "cut-v1"), slim=True)
+    registry.promote(engine, "cut-v1", by="test")
+    cached = registry.fetch_artifact(engine, "cut-v1", Path(settings.home) / "models")
+    onnx = cached / "model.int8.onnx"
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
+    provider = registry_provider(settings, engine)
+    provider.start()
+    try:
+        served = provider.current()
+        predictions = served.classify(["Shares tumble after a profit warning"])
+    finally:
+        provider.stop()
+    assert served.model_version == "cut-v1" and predictions[0].model_version == "cut-v1"
+    assert onnx.read_bytes() == (source / "model.int8.onnx").read_bytes()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_promotion_hot_swaps_a_running_worker_without_loss_or_duplicates(db_url, kafka_bootstrap, topic_names,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import pytest
 
@@ -95,10 +96,65 @@ def test_fetch_downloads_once_into_the_cache(engine, tmp_path):
     cache = tmp_path / "cache"
     path = registry.fetch_artifact(engine, "v1", cache)
     assert read_info(path).version == "v1"
-    (path / "marker").write_text("cached")
-    assert (registry.fetch_artifact(engine, "v1", cache) / "marker").is_file()  # no second download
+    inode = path.stat().st_ino
+    assert registry.fetch_artifact(engine, "v1", cache).stat().st_ino == inode  # no second download
     with pytest.raises(RegistryError, match="no artifact"):
         registry.fetch_artifact(engine, "ghost", cache)
+
+
+def _truncate(folder):
+    onnx = folder / "model.int8.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:7])
+
+
+def _flip_a_byte(folder):  # same size: only the hash tells
+    onnx = folder / "model.int8.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-1] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+
+
+def _lose_the_tokenizer(folder):
+    (folder / "tokenizer" / "vocab.txt").unlink()
+
+
+def _add_a_stray_file(folder):  # e.g. an fp32 export that would change which backend loads
+    (folder / "model.onnx").write_bytes(b"stray")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte, _lose_the_tokenizer, _add_a_stray_file])
+def test_a_damaged_cache_folder_is_fetched_again_from_the_registry(engine, tmp_path, damage):
+    """A cache folder is trusted only as a whole, completed unpack of the registered bytes: a truncated model file,
+    a missing, changed or extra file is replaced by a fresh unpack, so
+    what loads is the registered artifact (re-packed, byte for byte the stored one) and not garbage forever."""
+    registry.register_artifact(engine, _artifact(tmp_path, "v1"))
+    with engine.connect() as conn:
+        registered_sha = registry_sql.get_artifact(conn, "v1")[1]
+    cache = tmp_path / "cache"
+    damage(registry.fetch_artifact(engine, "v1", cache))
+    path = registry.fetch_artifact(engine, "v1", cache)
+    assert pack_artifact(path).sha256 == registered_sha
+    assert (path / "model.int8.onnx").read_bytes() == b"\x00onnx" * 100
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [path.name]  # the damaged copy is gone
+
+
+def test_a_crash_mid_extract_leaves_nothing_that_is_served(engine, tmp_path):
+    """A process killed while unpacking leaves a half-written temporary folder (and, without a completion check, a
+    half-written folder under the final name after a power loss): the next fetch serves neither, removes the
+    leftover and unpacks the registered bytes."""
+    registry.register_artifact(engine, _artifact(tmp_path, "v1"))
+    cache = tmp_path / "cache"
+    good = registry.fetch_artifact(engine, "v1", cache)
+    half = cache / f".{good.name}.crashed"
+    shutil.copytree(good, half)
+    _truncate(half)
+    shutil.rmtree(good)
+    half.rename(good)  # the worst case: the half folder under the final name
+    leftover = cache / f".{good.name}.k1llxd42"  # as mkdtemp names it
+    shutil.copytree(good, leftover)
+    path = registry.fetch_artifact(engine, "v1", cache)
+    assert path == good and (path / "model.int8.onnx").read_bytes() == b"\x00onnx" * 100
+    assert not leftover.exists()
 
 
 def test_a_reused_version_name_is_not_served_from_the_cache(engine, tmp_path):
