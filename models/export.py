@@ -114,6 +114,7 @@ def export_onnx_int8(
     per_channel: bool = True,
     fuse: bool = True,
     fp32_ffn_down: bool | None = None,
+    reduce_range: bool | None = None,
 ) -> Path:
     """Export the artifact's fp32 model to ONNX, quantize its weights to int8, return model.int8.onnx's path.
 
@@ -132,6 +133,15 @@ def export_onnx_int8(
     alone cause 41 % of it (every other group <= 11 %); keeping them fp32 leaves 10 % and dev 0.735, at x1.6-1.7
     the fp32 speed instead of x2.5-2.7 (BENCHMARKS.md, "The int8 teacher export"). The fused MiniLM graph
     keeps them int8: its int8 dev numbers reproduce its fp32 card.
+
+    ``reduce_range`` quantizes weights to 7 bits (onnxruntime's ``reduce_range``); ``None`` means "when the graph is
+    not fused", as for ``fp32_ffn_down``. Why: on x86 CPUs without VNNI (AVX2-only EPYCs) ONNX Runtime's u8s8
+    kernel adds pairs of uint8 x int8 products in int16 (``vpmaddubsw``), which saturates when large activations
+    meet large weights; 7-bit weights keep every pair below 2**15. The outlier fixture's int8 error on a Zen 3 was
+    0.135 with 8-bit weights and 0.008-0.011 with 7-bit ones (tests/models/test_export.py); the fused MiniLM
+    students' int8 dev numbers on that CPU match fp32 with 8-bit weights, so they keep the extra bit. The
+    alternative, ONNX Runtime's ``session.x64quantprecision``, fixes it at load time instead but runs the slower
+    u8u8 kernel on exactly those CPUs. Cost and effect measured in BENCHMARKS.md, "7-bit weights for unfused graphs".
     """
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -194,6 +204,7 @@ def export_onnx_int8(
             str(int8_path),
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            reduce_range=(not fused) if reduce_range is None else reduce_range,
             nodes_to_exclude=keep_fp32_nodes,
             # Gather: the 30k-token embedding table; Attention: the fused attention (-> QAttention)
             op_types_to_quantize=["MatMul", "Gemm", "Gather", "Attention", "EmbedLayerNormalization"],
