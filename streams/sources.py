@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from models.text_encoder import has_visible_characters
+from streams.messages import NewsMessage
 
 Record = dict[str, Any] | bytes
 
@@ -264,6 +265,10 @@ def retime(records: Iterable[Record], *, start: datetime, speed: float = 1.0) ->
 
 RUN_SEPARATOR = "@"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+#: The longest id the news.raw contract takes (read from it: one definition).
+MAX_ID_CHARS: int = next(m.max_length for m in NewsMessage.model_fields["id"].metadata
+                         if getattr(m, "max_length", None) is not None)
+_ID_DIGEST_CHARS = 16
 
 
 def check_run_id(run: str) -> str:
@@ -288,18 +293,30 @@ def in_run(records: Iterable[Record], run: str) -> Iterator[Record]:
     """Records with ids of ``run``: ``<id>@<run>``, so two runs of one file are distinct articles to the worker
     (whose writes keep the first content of an id) and one run repeated is the same articles again.
 
-    Only an id the contract would take is tagged: a record without one, with a blank one or one of another type
-    is passed unchanged for the worker to dead-letter as before (``123@run`` or `` @run`` would be valid ids).
+    Only an id the contract would take is tagged: a record without one, with a blank one, one of another type or
+    one over MAX_ID_CHARS is passed unchanged for the worker to dead-letter as before (``123@run`` or `` @run``
+    would be valid ids). An id that the run's suffix would take over MAX_ID_CHARS is cut and ends in a hash of
+    the whole id (``<start>~<sha256 prefix>@<run>``): still valid, distinct, and the same in a repeated run.
     Raises ValueError for an unusable ``run`` at once, not at the first record."""
     check_run_id(run)
     return _tagged(records, run)
+
+
+def _run_member_id(original: str, run: str) -> str:
+    suffix = f"{RUN_SEPARATOR}{run}"
+    base = original.strip()
+    if len(base) + len(suffix) <= MAX_ID_CHARS:
+        return base + suffix
+    digest = hashlib.sha256(base.encode("utf-8", "surrogatepass")).hexdigest()[:_ID_DIGEST_CHARS]
+    return f"{base[:MAX_ID_CHARS - len(suffix) - _ID_DIGEST_CHARS - 1]}~{digest}{suffix}"
 
 
 def _tagged(records: Iterable[Record], run: str) -> Iterator[Record]:
     for record in records:
         if isinstance(record, dict):
             original = record.get("id")
-            if isinstance(original, str) and has_visible_characters(original):
-                yield {**record, "id": f"{original.strip()}{RUN_SEPARATOR}{run}"}
+            if (isinstance(original, str) and has_visible_characters(original)
+                    and len(original.replace("\x00", "")) <= MAX_ID_CHARS):  # as the contract counts it
+                yield {**record, "id": _run_member_id(original, run)}
                 continue
         yield record

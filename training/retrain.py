@@ -319,7 +319,9 @@ def prune_work_dir(engine: Engine, work_dir: Path, *, keep: str) -> list[Path]:
     scheduled run added another such folder for good. The folder of ``keep`` (this run's) stays for an operator
     to inspect until the next retrain, and so does any folder whose version is not in the registry (a run that
     crashed before registering, kept to debug; delete it by hand) or that is not a retrain's (named otherwise
-    than the version inside). Runs under the retrain lock, so no other retrain is writing there.
+    than the version inside). The folder of a version in service (active or in shadow) stays until it leaves
+    service: with a slim registry it is the only copy of that model's fp32 weights. Runs under the retrain lock,
+    so no other retrain is writing there.
     """
     if not work_dir.is_dir():
         return []
@@ -335,8 +337,11 @@ def prune_work_dir(engine: Engine, work_dir: Path, *, keep: str) -> list[Path]:
         candidates.append(folder)
     removed = []
     with engine.connect() as conn:
+        in_service = {registry_sql.get_alias(conn, alias) for alias in (registry_sql.ACTIVE_ALIAS,
+                                                                        registry_sql.SHADOW_ALIAS)}
         for folder in candidates:
-            if registry_sql.get_version(conn, folder.name, with_report=False) is not None:
+            if (folder.name not in in_service
+                    and registry_sql.get_version(conn, folder.name, with_report=False) is not None):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
     if removed:

@@ -196,8 +196,9 @@ def _print_gate_outcome(outcome: RetrainOutcome, version: str) -> None:
     click.echo(outcome.report["markdown"] if outcome.report else "")
     click.echo(f"{outcome.status}: {version} ({outcome.reason})")
     if outcome.status == "failed":
-        click.echo(f"the gate did not run; {version} stays a candidate: once the cause is fixed, "
-                   f"`marketmood models gate {version}` gates it")
+        click.echo(f"the gate did not run; {version} stays a candidate: when the cause is outside the artifact "
+                   f"(data files, guard slices, the database), fix it and run `marketmood models gate {version}`; "
+                   "a split the champion does not share is in the artifact itself: train it again on the champion's")
     if outcome.status in {"rejected", "failed"}:
         sys.exit(1)
 

@@ -276,3 +276,22 @@ def test_a_run_is_named_by_its_start_second_and_tags_only_ids_the_contract_takes
             in_run(records, bad)  # at once, not at the first record
     with pytest.raises(ValueError, match="aware"):
         run_id(datetime(2026, 12, 7))
+
+
+def test_an_id_near_the_contract_limit_stays_a_valid_distinct_id_in_a_run() -> None:
+    """The contract takes ids of up to 512 characters; ``ID@RUN`` adds 15, so a record whose id was valid in the
+    file (a scraper's URL-like id of 500 characters) was dead-lettered ``invalid_fields`` by every retimed replay.
+    Such an id is shortened deterministically (its start and a hash): valid, distinct from its neighbours, the
+    same in a repeated run; an id the contract refuses anyway is still passed unchanged."""
+    base = "https://news.example.com/2016/03/01/" + "a" * 460
+    records = [{"id": f"{base}{tail}", "title": "Oil falls", "published_at": "2016-03-01T09:00:00+00:00"}
+               for tail in ("-1", "-2", "x" * 40)]
+    assert all(isinstance(parse_news(json.dumps(r).encode()), NewsMessage) for r in records[:2])
+    tagged = list(in_run(records, "20261207175014"))
+    parsed = [parse_news(json.dumps(r).encode()) for r in tagged[:2]]
+    assert all(isinstance(p, NewsMessage) for p in parsed), parsed
+    assert len({p.id for p in parsed}) == 2 and all(p.id.endswith("@20261207175014") for p in parsed)
+    assert [r["id"] for r in in_run(records, "20261207175014")] == [r["id"] for r in tagged]  # a run repeated
+    assert tagged[2] == records[2]  # 536 characters: refused by the contract with or without a run
+    short = list(in_run([{"id": "x" * 497, "title": "t"}], "20261207175014"))[0]
+    assert short["id"] == "x" * 497 + "@20261207175014"  # exactly 512: unchanged form

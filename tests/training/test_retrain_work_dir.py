@@ -47,10 +47,10 @@ def fake_train(monkeypatch):
     monkeypatch.setattr("training.trainer.train", train)
 
 
-def test_a_retrain_removes_the_folders_of_earlier_registered_challengers(engine, tmp_path, tiny_data, fake_train):
-    """Every scheduled retrain left its challenger's full folder (fp32 weights, int8 ONNX: ~110 MB) in the
-    work dir for good. Once registered, the registry holds it: the next retrain deletes it, keeps its own folder for
-    an operator, and never touches a folder the registry lacks (a run that crashed before registering)."""
+@pytest.fixture
+def champion_settings(engine, tmp_path, tiny_data):
+    """A copy of the bundled model registered (slim) and active as champion; the settings of a small retrain and
+    its work dir."""
     champion = _copy(BUNDLED_MODEL_DIR, tmp_path / "champ", "wd-champ")
     registry.register_artifact(engine, champion, slim=True, extra_config={SPLIT_RECORD: {
         "seed": 13, "split_method": "cluster", "limit_per_dataset": 40, "dev_fingerprint": None}})
@@ -58,6 +58,15 @@ def test_a_retrain_removes_the_folders_of_earlier_registered_challengers(engine,
     settings = load_settings(home=tmp_path / "home", data_path=tiny_data,
                              retrain={"limit_per_dataset": 40, "gate_bootstrap_samples": 200, "gate_guard_slices": []})
     work = tmp_path / "home" / "retrain"
+    return settings, work
+
+
+def test_a_retrain_removes_the_folders_of_earlier_registered_challengers(engine, tmp_path, champion_settings,
+                                                                         fake_train):
+    """Every scheduled retrain left its challenger's full folder (fp32 weights, int8 ONNX: ~110 MB) in the
+    work dir for good. Once registered, the registry holds it: the next retrain deletes it, keeps its own folder for
+    an operator, and never touches a folder the registry lacks (a run that crashed before registering)."""
+    settings, work = champion_settings
 
     first = run_retrain(engine, settings, train_overrides={"version": "wd-1"}, promote=False)
     assert first.status in {"registered", "rejected"}, first.reason
@@ -90,3 +99,27 @@ def test_prune_keeps_what_the_registry_does_not_hold(engine, tmp_path):
     assert removed == [work / "old"]
     assert sorted(p.name for p in work.iterdir()) == ["copied-by-hand", "current", "unregistered"]
     assert prune_work_dir(engine, tmp_path / "never-made", keep="x") == []
+
+
+def test_the_folder_of_the_serving_model_is_kept_until_it_leaves_service(engine, tmp_path, champion_settings,
+                                                                          fake_train):
+    """With the default slim registry (no fp32 weights), a challenger's work folder is the only copy of its fp32
+    weights. An operator promoted one (``models promote``): the next retrain, even one rejected, deleted the folder
+    of the model in service. Kept while it is active (or in shadow); pruned once it has left service."""
+    settings, work = champion_settings
+
+    assert run_retrain(engine, settings, train_overrides={"version": "wd-1"}, promote=False).status in {
+        "registered", "rejected"}
+    with engine.begin() as conn:  # as `marketmood models promote wd-1` would, whatever its gate said
+        registry_sql.set_alias(conn, "wd-1", by="ana", reason="manual")
+    assert run_retrain(engine, settings, train_overrides={"version": "wd-2"}, promote=False).status in {
+        "registered", "rejected"}
+    assert (work / "wd-1" / "model.safetensors").is_file(), sorted(p.name for p in work.iterdir())
+    assert not (registry.fetch_artifact(engine, "wd-1", tmp_path / "cache") / "model.safetensors").exists()  # only copy
+    with engine.connect() as conn:
+        assert registry_sql.get_alias(conn) == "wd-1"
+    with engine.begin() as conn:  # wd-1 leaves service: its folder goes with the next retrain
+        registry_sql.set_alias(conn, "wd-champ", by="ana", reason="manual")
+    from training.retrain import prune_work_dir
+
+    assert prune_work_dir(engine, work, keep="wd-2") == [work / "wd-1"]
