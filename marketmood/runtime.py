@@ -52,7 +52,7 @@ def embedded_data_dir(home: Path) -> Path:
 def open_database(database_url: str | None, home: Path, *, upgrade_schema: bool = True) -> Iterator[str]:
     """The one database resolver: yield a usable URL; with ``database_url`` None run the embedded server
     under ``<home>/postgres`` for the block's duration (started, or attached to when another MarketMood
-    process already runs it, and stopped on exit only by the process that started it).
+    process already runs it; the last process using it stops it on exit).
 
     ``upgrade_schema`` applies the migrations to the embedded database (the embedded default is
     self-managing); an external one is migrated by the caller (``services``/``database_engine``) or by an

@@ -6,8 +6,15 @@ owner, though: the postmaster keeps running and a later ``cleanup()`` never stop
 the lifecycle itself:
 
 * an owner file (``<data_dir>.owner``: pid + process start time) says which live process runs the server;
-* a leftover postmaster whose owner is dead is stopped with ``pg_ctl stop`` (as the system user) before
-  reuse; one whose owner is alive is *attached to* and left running on exit;
+* every instance using the server, the one that started it and each that *attached to* it (e.g.
+  ``marketmood api`` while ``marketmood worker`` runs on the same home), registers itself in
+  ``<data_dir>.users/`` (pid + start time + a per-instance token); ``stop()`` leaves, and only the last live
+  user out stops the server. One that leaves while others remain hands the owner file to one of them, so the
+  owner file keeps naming a live user of a running server;
+* a leftover postmaster with no live owner and no live user is stopped with ``pg_ctl stop`` (as the system
+  user) before reuse (a SIGKILLed run leaves dead entries, which are ignored and pruned);
+* every decision is taken under ``_dir_lock`` (a flock), so two processes starting/stopping at once cannot
+  both decide "I am the last one" or attach to a server that is being stopped;
 * ``stop()`` / ``start()`` can be called repeatedly and the URL stays the same (same socket directory),
   which is what outage tests and the worker's reconnect logic rely on.
 """
@@ -21,8 +28,9 @@ import json
 import os
 import subprocess
 import time
+import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,19 +164,101 @@ def _owner_path(data_dir: Path) -> Path:
     return data_dir.with_name(data_dir.name + ".owner")
 
 
-def owner_alive(data_dir: Path) -> bool:
-    """True when the process recorded as owner still runs (pid + start time, so pid reuse is ignored)."""
+def process_alive(pid: int, create_time: float) -> bool:
+    """True when ``pid`` runs and started at ``create_time`` (so a reused pid is not mistaken for it)."""
     try:
-        owner = json.loads(_owner_path(data_dir).read_text())
-        proc = psutil.Process(int(owner["pid"]))
-        return abs(proc.create_time() - float(owner["create_time"])) < 0.5
-    except (FileNotFoundError, ValueError, KeyError, TypeError, psutil.NoSuchProcess, psutil.AccessDenied):
+        return abs(psutil.Process(pid).create_time() - create_time) < 0.5
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
 
 
-def _write_owner(data_dir: Path) -> None:
-    me = psutil.Process()
-    _owner_path(data_dir).write_text(json.dumps({"pid": me.pid, "create_time": me.create_time()}))
+@dataclass(frozen=True)
+class User:
+    """One EmbeddedPostgres instance using the server (several may share a process: ``token`` tells them apart)."""
+
+    pid: int
+    create_time: float
+    token: str
+
+    @classmethod
+    def me(cls) -> User:
+        proc = psutil.Process()
+        return cls(pid=proc.pid, create_time=proc.create_time(), token=uuid.uuid4().hex)
+
+
+def leave_plan(
+    me: User, users: list[User], owner: User | None, alive: Callable[[User], bool]
+) -> tuple[bool, User | None]:
+    """What ``me`` leaving does: ``(True, None)``: stop the server, nobody else live uses it; else
+    ``(False, heir)``: leave it running and name ``heir``, another live user, as owner.
+
+    ``users`` are the registered ones; ``owner`` (from the owner file) counts too, so a live owner that never
+    registered (a MarketMood from before registration, still running across an upgrade) is not stopped under."""
+    candidates = [*users, *([owner] if owner is not None else [])]
+    others = [user for user in candidates if user.token != me.token and alive(user)]
+    return (False, others[0]) if others else (True, None)
+
+
+def read_owner(data_dir: Path) -> User | None:
+    """The owner file's process (token ``""`` in a file written before users registered), else None."""
+    try:
+        owner = json.loads(_owner_path(data_dir).read_text())
+        return User(pid=int(owner["pid"]), create_time=float(owner["create_time"]), token=str(owner.get("token", "")))
+    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def owner_alive(data_dir: Path) -> bool:
+    """True when the process recorded as owner still runs (pid + start time, so pid reuse is ignored)."""
+    owner = read_owner(data_dir)
+    return owner is not None and process_alive(owner.pid, owner.create_time)
+
+
+def _users_dir(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + ".users")
+
+
+def _user_alive(user: User) -> bool:
+    return process_alive(user.pid, user.create_time)
+
+
+def live_users(data_dir: Path) -> list[User]:
+    """The registered users whose process still runs; entries of dead ones (a SIGKILLed run) are removed.
+
+    Call under ``_dir_lock``."""
+    users = []
+    for entry in sorted(_users_dir(data_dir).glob("*.json")):
+        try:
+            data = json.loads(entry.read_text())
+            user = User(pid=int(data["pid"]), create_time=float(data["create_time"]), token=str(data["token"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            user = None
+        if user is not None and _user_alive(user):
+            users.append(user)
+        else:
+            entry.unlink(missing_ok=True)
+    return users
+
+
+def _register(data_dir: Path, user: User) -> None:
+    folder = _users_dir(data_dir)
+    folder.mkdir(exist_ok=True)
+    entry = folder / f"{user.pid}-{user.token}.json"
+    entry.write_text(json.dumps({"pid": user.pid, "create_time": user.create_time, "token": user.token}))
+
+
+def _unregister(data_dir: Path, user: User) -> None:
+    (_users_dir(data_dir) / f"{user.pid}-{user.token}.json").unlink(missing_ok=True)
+
+
+def in_use(data_dir: Path) -> bool:
+    """True when a live process owns or uses the server in ``data_dir`` (call under ``_dir_lock``)."""
+    return owner_alive(data_dir) or bool(live_users(data_dir))
+
+
+def _write_owner(data_dir: Path, user: User) -> None:
+    owner = {"pid": user.pid, "create_time": user.create_time, "token": user.token}
+    _owner_path(data_dir).write_text(json.dumps(owner))
 
 
 @contextlib.contextmanager
@@ -184,10 +274,10 @@ def _dir_lock(data_dir: Path) -> Iterator[None]:
 
 
 def recover_stale(data_dir: Path) -> bool:
-    """Stop a postmaster left behind by a dead owner (e.g. a SIGKILLed run); True if one was stopped."""
+    """Stop a postmaster nobody live owns or uses (e.g. left by a SIGKILLed run); True if one was stopped."""
     data_dir = Path(data_dir).resolve()
     pid = postmaster_running(data_dir)
-    if pid is None or owner_alive(data_dir):
+    if pid is None or in_use(data_dir):
         return False
     log.warning("stopping stale embedded postgres left by a dead process", pid=pid, data_dir=str(data_dir))
     stop_server(data_dir)
@@ -218,7 +308,8 @@ class EmbeddedPostgres:
         self.database = database
         self.server_settings = dict(server_settings or {})
         self.attached = False  # True when we found it run by a live owner (another process or instance)
-        self._started_here = False  # only the instance that started the server stops it
+        self._started_here = False
+        self._user: User | None = None  # registered while started/attached; the last live user out stops it
         self._socket_dir: Path | None = None
         self._port = 5432
 
@@ -241,8 +332,13 @@ class EmbeddedPostgres:
         """Start (or attach to) the server, create the database if missing, and return its URL."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with _dir_lock(self.data_dir):
-            if self.running and owner_alive(self.data_dir):
-                self.attached = not self._started_here  # someone else's live server: use, never stop
+            user = self._user or User.me()
+            if self.running and in_use(self.data_dir):
+                self.attached = not self._started_here  # someone else's live server: use, never stop under them
+                _register(self.data_dir, user)
+                self._user = user
+                if not owner_alive(self.data_dir):  # its owner was SIGKILLed while others used it
+                    _write_owner(self.data_dir, user)
             else:
                 recover_stale(self.data_dir)
                 try:
@@ -251,8 +347,9 @@ class EmbeddedPostgres:
                     if postmaster_running(self.data_dir) is not None:
                         stop_server(self.data_dir)
                     raise
-                _write_owner(self.data_dir)
-                self._started_here, self.attached = True, False
+                _write_owner(self.data_dir, user)
+                _register(self.data_dir, user)
+                self._user, self._started_here, self.attached = user, True, False
         try:
             with _dir_lock(self.data_dir):
                 self._read_socket()
@@ -265,13 +362,25 @@ class EmbeddedPostgres:
         return self.url
 
     def stop(self) -> None:
-        """Stop the server if this instance started it (fast shutdown: connections are terminated)."""
-        if not self._started_here:
+        """Leave the server; the last live user out stops it (fast shutdown: connections are terminated).
+
+        While another live process (or instance) still uses it, it keeps running and the owner file is handed
+        to one of them, whether this instance started the server or attached to it."""
+        me = self._user
+        if me is None:
             return
         with _dir_lock(self.data_dir):
-            stop_server(self.data_dir)
-            _owner_path(self.data_dir).unlink(missing_ok=True)
-            self._started_here = False
+            stop, heir = leave_plan(me, live_users(self.data_dir), read_owner(self.data_dir), _user_alive)
+            if stop:
+                stop_server(self.data_dir)
+                _owner_path(self.data_dir).unlink(missing_ok=True)
+            else:
+                assert heir is not None
+                _write_owner(self.data_dir, heir)
+                log.info("embedded postgres left running for its other users", data_dir=str(self.data_dir),
+                         owner_pid=heir.pid)
+            _unregister(self.data_dir, me)
+            self._user, self._started_here = None, False
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()

@@ -1,4 +1,5 @@
-"""Embedded PostgreSQL lifecycle: restart keeps the URL, a SIGKILLed owner's postmaster is recovered."""
+"""Embedded PostgreSQL lifecycle: restart keeps the URL, a SIGKILLed owner's postmaster is recovered, and a
+server shared by several processes runs until the last live one leaves."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from sqlalchemy import text
 from storage.db import is_transient_error, make_engine, ping
 from storage.embedded import (
     EmbeddedPostgres,
+    User,
     embedded_postgres,
+    leave_plan,
+    owner_alive,
     postmaster_running,
     read_postmaster,
     recover_stale,
@@ -154,3 +158,141 @@ def test_second_instance_in_the_same_process_attaches_and_never_stops_the_server
     other.stop()
     assert pg_server.running
     assert _select_one(pg_server.url) == 1
+
+
+# -- several processes on one data dir (e.g. `marketmood worker` + `marketmood api` on one home) -------------
+
+_USER_SCRIPT = """
+import sys
+from pathlib import Path
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+from storage.embedded import EmbeddedPostgres
+server = EmbeddedPostgres(Path(sys.argv[1]))
+url = server.start()
+engine = create_engine(url, poolclass=NullPool)
+conn = engine.connect()  # held open, as a running command's pool would
+print('READY', server.attached, url, flush=True)
+for line in sys.stdin:
+    if line.strip() == 'query':
+        try:
+            value = conn.execute(text('SELECT 1')).scalar_one()
+            print('OK', value, flush=True)
+        except Exception as exc:  # noqa: BLE001 - the test reads the verdict
+            print('ERR', type(exc).__name__, flush=True)
+    elif line.strip() == 'exit':
+        conn.close()
+        server.stop()
+        print('LEFT', flush=True)
+        break
+"""
+
+
+class _UserProcess:
+    """A real process using the embedded server in ``data_dir``, driven line by line over stdin."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _USER_SCRIPT, str(data_dir)],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        ready = self._expect("READY")
+        self.attached = ready.split()[1] == "True"
+
+    def _expect(self, prefix: str) -> str:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # log lines may come first
+            if line.startswith(prefix) or line.startswith("OK") or line.startswith("ERR"):
+                return line.strip()
+        raise AssertionError(f"user process {self.proc.pid} exited (rc {self.proc.wait(10)}) before {prefix}")
+
+    def _send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def query(self) -> str:
+        self._send("query")
+        return self._expect("OK")
+
+    def leave(self) -> None:
+        self._send("exit")
+        assert self._expect("LEFT") == "LEFT"
+        assert self.proc.wait(30) == 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _users(*names: str) -> dict[str, User]:
+    return {name: User(pid=100 + i, create_time=1.0, token=name) for i, name in enumerate(names)}
+
+
+def test_leave_plan_stops_only_when_no_other_live_user_remains() -> None:
+    u = _users("owner", "api", "alerts")
+    live = lambda user: user.token != "alerts"  # noqa: E731 - alerts was SIGKILLed
+    assert leave_plan(u["owner"], list(u.values()), u["owner"], live) == (False, u["api"])
+    assert leave_plan(u["api"], [u["api"], u["alerts"]], u["api"], live) == (True, None)  # a dead user holds nothing
+    assert leave_plan(u["owner"], [u["owner"]], u["owner"], live) == (True, None)
+    # an owner that never registered (a MarketMood from before registration) is still a user
+    legacy = User(pid=7, create_time=1.0, token="")
+    assert leave_plan(u["api"], [u["api"]], legacy, lambda user: True) == (False, legacy)
+    assert leave_plan(u["api"], [u["api"]], None, lambda user: True) == (True, None)
+
+
+def test_server_runs_while_any_live_process_uses_it_and_the_last_one_out_stops_it(scratch_dir: Path) -> None:
+    """Before, the owner's exit stopped the server under the attached processes (their next query failed:
+    "server closed the connection unexpectedly") until they were restarted."""
+    procs: list[_UserProcess] = []
+    try:
+        owner = _UserProcess(scratch_dir)
+        procs.append(owner)
+        assert not owner.attached
+        api, alerts = _UserProcess(scratch_dir), _UserProcess(scratch_dir)
+        procs += [api, alerts]
+        assert api.attached and alerts.attached
+        pid = postmaster_running(scratch_dir)
+
+        owner.leave()
+        assert postmaster_running(scratch_dir) == pid
+        assert api.query() == "OK 1" and alerts.query() == "OK 1"
+        assert owner_alive(scratch_dir), "the owner file names a live user, so no one recovers it as stale"
+
+        api.leave()
+        assert alerts.query() == "OK 1"
+        alerts.leave()
+        assert postmaster_running(scratch_dir) is None
+        assert not scratch_dir.with_name(scratch_dir.name + ".owner").exists()
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+def test_sigkilled_users_neither_take_the_server_down_nor_keep_it_up(scratch_dir: Path) -> None:
+    procs: list[_UserProcess] = []
+    try:
+        owner, guest = _UserProcess(scratch_dir), _UserProcess(scratch_dir)
+        procs += [owner, guest]
+        pid = postmaster_running(scratch_dir)
+        owner.kill()  # SIGKILL: no stop(), its owner file names a dead process
+        assert guest.query() == "OK 1"
+
+        # A new command while the guest runs attaches: the server is in use, not stale.
+        newcomer = EmbeddedPostgres(scratch_dir)
+        newcomer.start()
+        assert newcomer.attached and postmaster_running(scratch_dir) == pid
+        assert owner_alive(scratch_dir)
+        guest.leave()
+        assert _select_one(newcomer.url) == 1
+
+        # A SIGKILLed guest does not keep the server up once the others have left.
+        late = _UserProcess(scratch_dir)
+        procs.append(late)
+        late.kill()
+        newcomer.stop()
+        assert postmaster_running(scratch_dir) is None
+    finally:
+        for proc in procs:
+            proc.kill()
