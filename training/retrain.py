@@ -9,13 +9,14 @@ its report -> promote when it passed.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
 import math
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from models.text_encoder import TextEncoder
 from models.smoke import SMOKE_TEXTS, check_predictions
 from storage import feedback as feedback_sql
 from storage import registry as registry_sql
+from storage.feedback import FeedbackRow
 from training import registry
 from training.datasets import (
     DatasetError,
@@ -49,6 +51,7 @@ from training.gate import Candidate, GateConfig, build_report, evaluate_gate
 log = structlog.get_logger(__name__)
 
 FEEDBACK_SET = "feedback_recent"
+FEEDBACK_IDS = "feedback_ids"  # training_config.retrain key: the feedback rows a retrain read (id_ranges)
 SPLIT_RECORD = "gate_split"  # training_config key: how the gate's dev rows were made, and their hash
 REPORT_JSON = "gate_report.json"
 REPORT_MD = "gate_report.md"
@@ -106,18 +109,65 @@ def split_feedback(
     return train, [to_example(r, 1.0) for r in holdout_rows]
 
 
+def id_ranges(ids: Iterable[int]) -> list[list[int]]:
+    """``ids`` as sorted ``[first, last]`` runs: the feedback a retrain read, compact enough for its training_config
+    (ids come from a sequence, so a read of 100,000 rows is a handful of runs; the gaps are rows not read)."""
+    runs: list[list[int]] = []
+    for i in sorted(set(ids)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return runs
+
+
+def in_ranges(ranges: Sequence[Sequence[int]], ident: int) -> bool:
+    """Whether ``ident`` lies in one of the sorted ``[first, last]`` runs made by :func:`id_ranges`."""
+    at = bisect.bisect_right([first for first, _ in ranges], ident) - 1
+    return at >= 0 and ident <= ranges[at][1]
+
+
+def read_feedback(engine: Engine) -> tuple[list[FeedbackRow], dict[str, Any]]:
+    """The feedback a retrain trains on, and what its record keeps of that read (``training_config.retrain``).
+
+    ``feedback_ids`` (the ids of the rows read, :func:`id_ranges`) says what this retrain saw. ``feedback_until``
+    (the newest ``created_at`` visible) is not enough: ``created_at`` is the inserting transaction's start, so a CSV
+    import that began before this read and commits after it carries an earlier time although it was never read.
+    ``feedback_until`` stays for the scheduler's "new since the last retrain" count."""
+    with engine.connect() as conn:
+        until = feedback_sql.latest_feedback_time(conn)
+        rows = feedback_sql.fetch_feedback(conn, until=until)
+    return rows, {"feedback_until": until.isoformat() if until else None,
+                  FEEDBACK_IDS: id_ranges(row.id for row in rows)}
+
+
+def feedback_read_by(engine: Engine, retrain_record: dict[str, Any]) -> list[FeedbackRow]:
+    """The feedback rows a retrain read, from its record (``training_config.retrain``; none when there is none).
+
+    By id (``feedback_ids``) when recorded: a row committed after the read is never counted as read, whatever its
+    ``created_at``. Records written before ids were kept give only ``feedback_until``: read as before, by time,
+    which counts such a late-committing row as read."""
+    ranges = retrain_record.get(FEEDBACK_IDS)
+    cutoff = retrain_record.get("feedback_until")
+    if ranges is None and not cutoff:
+        return []
+    with engine.connect() as conn:
+        if ranges is None:
+            return feedback_sql.fetch_feedback(conn, until=datetime.fromisoformat(cutoff))
+        return [row for row in feedback_sql.fetch_feedback(conn) if in_ranges(ranges, row.id)]
+
+
 def feedback_seen_by(engine: Engine, champion_record: dict[str, Any], policy: FeedbackPolicy,
                      base_train: Sequence[LabeledExample] = ()) -> set[str]:
-    """Near-duplicate keys of what the champion may have trained on: the feedback texts accepted by its retrain
-    cutoff (none for a champion no retrain produced: the bundled model, a registered artifact) and the base sets'
-    train rows ``base_train`` (an analyst's correction of a PhraseBank train sentence: the champion trained on it,
-    the challenger would be barred from it, and the superiority vote on the hold-out would favour the champion)."""
+    """Near-duplicate keys of what the champion may have trained on: the feedback texts accepted from what its
+    retrain read (:func:`feedback_read_by`; none for a champion no retrain produced: the bundled model, a registered
+    artifact) and the base sets' train rows ``base_train`` (an analyst's correction of a PhraseBank train sentence:
+    the champion trained on it, the challenger would be barred from it, and the superiority vote on the hold-out
+    would favour the champion)."""
     seen = {near_duplicate_key(ex.text) for ex in base_train}
-    cutoff = ((champion_record.get("training_config") or {}).get("retrain") or {}).get("feedback_until")
-    if not cutoff:
+    rows = feedback_read_by(engine, (champion_record.get("training_config") or {}).get("retrain") or {})
+    if not rows:
         return seen
-    with engine.connect() as conn:
-        rows = feedback_sql.fetch_feedback(conn, until=datetime.fromisoformat(cutoff))
     return seen | {near_duplicate_key(m.text) for m in merge_feedback(rows, policy).texts}
 
 
@@ -412,9 +462,7 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         guards, guards_missing = guard_sets(data_path, r.gate_guard_slices)
     except DatasetError as exc:
         return RetrainOutcome("failed", f"retrain.gate_guard_slices: {exc}", champion=champion_version)
-    with engine.connect() as conn:
-        feedback_until = feedback_sql.latest_feedback_time(conn)
-        rows = feedback_sql.fetch_feedback(conn, until=feedback_until)
+    rows, feedback_record = read_feedback(engine)
     policy = policy_from(settings)
     merged = merge_feedback(rows, policy)
     # A label on a text the serving model cannot read (U+FFFD, private use) would stop the gate, which scores
@@ -476,14 +524,14 @@ def _retrain_locked(engine: Engine, settings: Any, *, by: str, trigger: str, tra
         "early_stopping": f"selection split ({config.select_fraction:.0%} of each set's train rows)",
         "feedback": {"train": len(extra), "holdout": len(holdout), "weight": r.feedback_weight,
                      "unreadable": len(unreadable),
-                     "until": feedback_until.isoformat() if feedback_until else None, "merge": merged.summary()},
+                     "until": feedback_record["feedback_until"], "merge": merged.summary()},
     })
     (challenger_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, default=str) + "\n")
     (challenger_dir / REPORT_MD).write_text(report["markdown"])
 
     retrain_record = {"retrain": {
         "trigger": trigger, "by": by, "champion": champion_version,
-        "feedback_until": feedback_until.isoformat() if feedback_until else None,
+        **feedback_record,
         "feedback_train": len(extra), "feedback_holdout": len(holdout),
         "warm_start": warm is not None,
     }, SPLIT_RECORD: split_record}

@@ -25,7 +25,7 @@ from training import registry
 from training.config import TrainConfig
 from training.gate import DEFAULT_GUARD_SLICES, evaluate_gate
 from models.artifact import ARTIFACT_FILE
-from training.retrain import FEEDBACK_SET, REPORT_MD, candidate, gate_config_from, run_retrain, smoke_test
+from training.retrain import FEEDBACK_SET, REPORT_MD, candidate, gate_config_from, id_ranges, run_retrain, smoke_test
 
 # Two tiny fine-tunes (each about a minute on an idle 2-core machine, far more on a loaded one).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -140,6 +140,9 @@ def test_retrain_end_to_end_stores_a_gated_challenger_and_a_concurrent_retrain_s
     assert "negative" in report["per_class"]["phrasebank"]["sentiment"]
     assert "# Promotion gate" in report["markdown"]
     assert record["training_config"]["retrain"]["feedback_train"] == 6
+    with engine.connect() as conn:  # what it read is recorded by id: every row, all committed before the run
+        read = [row.id for row in feedback_sql.fetch_feedback(conn)]
+    assert record["training_config"]["retrain"]["feedback_ids"] == id_ranges(read)
     # The stored artifact is what a worker needs: it unpacks and carries the report.
     assert stored is not None and len(stored[0]) < 40_000_000
     unpacked = registry.fetch_artifact(engine, outcome.version, Path(settings.home) / "fetch-test")

@@ -207,3 +207,40 @@ def test_feedback_seen_by_the_champion_is_what_its_retrain_cutoff_accepted(engin
     base = [LabeledExample(text="Base train sentence, corrected later", sentiment=0, source="x")]
     assert feedback_seen_by(engine, {"training_config": {}}, policy, base_train=base) == {
         "base train sentence corrected later"}
+
+
+def test_a_row_committed_after_a_retrain_read_feedback_is_never_seen_by_that_retrain(engine) -> None:
+    """A CSV import that begins before a retrain reads feedback and commits after it gets a ``created_at`` (its
+    transaction's start) before that retrain's ``feedback_until``: the next retrain must still not count it as seen
+    by the champion (it would never be held out, and the champion would be scored as if it had trained on it)."""
+    from sqlalchemy import select
+
+    from storage.schema import Feedback
+    from training.retrain import feedback_seen_by, read_feedback
+
+    policy = FeedbackPolicy(max_author_share=1.0)
+    with engine.connect() as importer:  # the import's transaction: begun, rows inserted, not committed yet
+        with importer.begin():
+            late = [feedback_sql.insert_feedback(importer, article_id=None, text="Late import", topic=None,
+                                                 sentiment="negative", author=author) for author in ("ana", "bo")]
+            with engine.begin() as api:  # an API label committed meanwhile: the newest visible time
+                for author in ("ana", "bo"):
+                    feedback_sql.insert_feedback(api, article_id=None, text="Read in time", topic=None,
+                                                 sentiment="positive", author=author)
+            rows, record = read_feedback(engine)  # the retrain's read, on its own connection
+        # committed here, after the read
+    with engine.connect() as conn:
+        late_times = conn.execute(select(Feedback.created_at).where(Feedback.id.in_(late))).scalars().all()
+    assert all(t <= datetime.fromisoformat(record["feedback_until"]) for t in late_times)  # the race is real
+    assert {r.text for r in rows} == {"Read in time"}
+    champion = {"training_config": {"retrain": record}}
+    assert feedback_seen_by(engine, champion, policy) == {"read in time"}
+
+
+def test_id_ranges_round_trip() -> None:
+    from training.retrain import id_ranges, in_ranges
+
+    ranges = id_ranges([7, 3, 4, 5, 9, 10, 4])
+    assert ranges == [[3, 5], [7, 7], [9, 10]]
+    assert [i for i in range(0, 13) if in_ranges(ranges, i)] == [3, 4, 5, 7, 9, 10]
+    assert id_ranges([]) == [] and not in_ranges([], 1)
