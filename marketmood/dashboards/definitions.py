@@ -44,6 +44,7 @@ PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 SENTIMENT_UID = "marketmood-sentiment"
 PIPELINE_UID = "marketmood-pipeline"
 FOLDER = "MarketMood"
+FOLDER_UID = "marketmood"  # the folder's uid for both file provisioning and `grafana push`
 
 # Worker metrics scraped by Prometheus (streams/metrics.py; tests check these names against it).
 METRIC_CONSUMED = "marketmood_worker_consumed_total"

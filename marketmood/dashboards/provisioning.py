@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from marketmood.dashboards.definitions import FOLDER, POSTGRES_UID, PROMETHEUS_UID
+from marketmood.dashboards.definitions import FOLDER, FOLDER_UID, POSTGRES_UID, PROMETHEUS_UID
 from marketmood.dashboards.sqlquery import POSTGRES_TYPE
 
 # Inside the compose network; Grafana expands ${VAR} in provisioning files from its own environment.
@@ -76,7 +76,7 @@ def dashboard_provider_file() -> dict[str, Any]:
                 "name": "marketmood",
                 "orgId": 1,
                 "folder": FOLDER,
-                "folderUid": "marketmood",
+                "folderUid": FOLDER_UID,
                 "type": "file",
                 "disableDeletion": False,
                 "allowUiUpdates": False,

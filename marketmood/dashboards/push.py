@@ -15,14 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
-from marketmood.dashboards.definitions import FOLDER, all_dashboards, to_json_dict
+from marketmood.dashboards.definitions import FOLDER, FOLDER_UID, all_dashboards, to_json_dict
 from marketmood.dashboards.provisioning import (
     PostgresTarget,
     postgres_datasource,
     prometheus_datasource,
 )
 
-FOLDER_UID = "marketmood"
 _T = TypeVar("_T")
 
 # What an operator does about each refusal (the client's own messages are "Unauthorized", "Client Error 403: ...").
