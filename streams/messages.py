@@ -176,6 +176,16 @@ def _parse_news(raw: bytes | None) -> NewsMessage | Rejection:
         return Rejection("invalid_fields", _describe(exc))
 
 
+def stored_id(value: Any) -> str | None:
+    """The id the contract stores for ``value`` (NUL removed, stripped), or None when it refuses it (not a string,
+    blank, too long). For code that derives ids from a record's (a replay run's ``ID@RUN``): it tags only ids the
+    worker would accept, by the contract's own rules rather than a copy of them."""
+    try:
+        return NewsMessage.model_validate({"id": value, "title": "-"}).id
+    except ValidationError:
+        return None
+
+
 def raw_json_schema() -> dict[str, Any]:
     schema = NewsMessage.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

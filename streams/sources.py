@@ -39,8 +39,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from models.text_encoder import has_visible_characters
-from streams.messages import NewsMessage
+from streams.messages import NewsMessage, stored_id
 
 Record = dict[str, Any] | bytes
 
@@ -303,20 +302,20 @@ def in_run(records: Iterable[Record], run: str) -> Iterator[Record]:
 
 
 def _run_member_id(original: str, run: str) -> str:
+    """``<id>@<run>``, or, when that would pass MAX_ID_CHARS, the id cut and ended by a hash of it (``original``
+    is an id as the contract stores it: ``stored_id``)."""
     suffix = f"{RUN_SEPARATOR}{run}"
-    base = original.strip()
-    if len(base) + len(suffix) <= MAX_ID_CHARS:
-        return base + suffix
-    digest = hashlib.sha256(base.encode("utf-8", "surrogatepass")).hexdigest()[:_ID_DIGEST_CHARS]
-    return f"{base[:MAX_ID_CHARS - len(suffix) - _ID_DIGEST_CHARS - 1]}~{digest}{suffix}"
+    if len(original) + len(suffix) <= MAX_ID_CHARS:
+        return original + suffix
+    digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:_ID_DIGEST_CHARS]
+    return f"{original[:MAX_ID_CHARS - len(suffix) - _ID_DIGEST_CHARS - 1]}~{digest}{suffix}"
 
 
 def _tagged(records: Iterable[Record], run: str) -> Iterator[Record]:
     for record in records:
         if isinstance(record, dict):
-            original = record.get("id")
-            if (isinstance(original, str) and has_visible_characters(original)
-                    and len(original.replace("\x00", "")) <= MAX_ID_CHARS):  # as the contract counts it
+            original = stored_id(record.get("id"))
+            if original is not None:
                 yield {**record, "id": _run_member_id(original, run)}
                 continue
         yield record

@@ -28,6 +28,7 @@ import ftfy
 
 from models.labels import UnknownLabelError, normalize_sentiment, normalize_topic, sentiment_index, topic_index
 from models.preprocess import URL_RE
+from training.reproducibility import file_sha256
 
 csv.field_size_limit(10_000_000)
 
@@ -76,14 +77,6 @@ SPLIT_METHODS = ("cluster", "exact")
 
 class DatasetError(ValueError):
     """A labeled file that cannot be used (missing, no text/label columns, unknown labels)."""
-
-
-def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
 
 
 def examples_fingerprint(examples: Iterable[LabeledExample]) -> str:
@@ -298,10 +291,10 @@ def load_labeled_sets(
         train_path = data_path / spec.train_file
         if not train_path.is_file():
             continue
-        fingerprints[spec.train_file] = file_fingerprint(train_path)
+        fingerprints[spec.train_file] = file_sha256(train_path)
         examples = to_examples(read_text_label_csv(train_path), spec.task, spec.name)
         if spec.dev_file and (data_path / spec.dev_file).is_file():
-            fingerprints[spec.dev_file] = file_fingerprint(data_path / spec.dev_file)
+            fingerprints[spec.dev_file] = file_sha256(data_path / spec.dev_file)
             set_dev = to_examples(read_text_label_csv(data_path / spec.dev_file), spec.task, spec.name)
             dev_keys = {key(ex.text) for ex in set_dev}
             set_train = [ex for ex in examples if key(ex.text) not in dev_keys]
@@ -401,7 +394,7 @@ def load_unlabeled(
         path = Path(data_path) / spec.file
         if not path.is_file() or per_stream <= 0:
             continue
-        fingerprints[spec.file] = file_fingerprint(path)
+        fingerprints[spec.file] = file_sha256(path)
         opener = gzip.open if path.suffix == ".gz" else open
         by_key: dict[str, str] = {}
         with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:

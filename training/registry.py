@@ -38,6 +38,7 @@ from models.artifact import (
     read_training_config,
 )
 from storage import registry as sql
+from training.reproducibility import file_sha256
 
 log = structlog.get_logger(__name__)
 
@@ -115,17 +116,13 @@ def unpack_artifact(data: bytes, expected_sha256: str | None, target: Path) -> P
 
 
 def _file_digests(folder: Path) -> dict[str, list[Any]]:
-    """{relative path: [size, sha256]} of every file under ``folder`` except the cache manifest."""
+    """{relative path: [size, "sha256:<hex>"]} of every file under ``folder`` except the cache manifest."""
     out: dict[str, list[Any]] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
         if rel == CACHE_MANIFEST or path.is_dir():
             continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        out[rel] = [path.stat().st_size, digest.hexdigest()]
+        out[rel] = [path.stat().st_size, file_sha256(path)]
     return out
 
 

@@ -183,9 +183,10 @@ def models_gate(version: str, user: str | None) -> None:
     from training.retrain import regate
 
     _setup_logging()
-    with database_engine(get_settings()) as engine:
+    settings = get_settings()
+    with database_engine(settings) as engine:
         try:
-            outcome = regate(engine, get_settings(), version, by=_who(user))
+            outcome = regate(engine, settings, version, by=_who(user))
         except RegistryError as exc:
             raise click.ClickException(str(exc)) from None
     _print_gate_outcome(outcome, version)
